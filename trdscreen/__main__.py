@@ -1,0 +1,3 @@
+from trdscreen.cli import main
+
+main()

@@ -1,0 +1,239 @@
+"""The library's entry points: load and validate inputs, screen, write a run folder.
+
+This is the one layer that ties file I/O (`trdscreen.io`) to the pure stages
+(`validate`, `pipeline`). The CLI calls these functions and nothing deeper.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from trdscreen import __version__
+from trdscreen.errors import InvalidInputData, RuleError
+from trdscreen.formulary import Formulary, load_formulary
+from trdscreen.io import SourceTable, atomic_folder, find_inputs, prepare_out_dir, read_source
+from trdscreen.output import write_tables
+from trdscreen.pipeline import ScreenResult, screen_validated
+from trdscreen.ruleset import ColumnMap, RuleSet, load_column_map, read_rule_file, resolve_rules
+from trdscreen.schemas import SUBJECT_COLUMNS, TREATMENT_COLUMNS
+from trdscreen.validate import ValidatedInputs, criteria_subject_columns, validate_inputs
+
+MANIFEST_SCHEMA_VERSION = 1
+FORMATS = ("csv", "parquet")
+
+
+@dataclass(frozen=True)
+class ScreenRequest:
+    """What to screen, as the user gave it."""
+
+    input: Path
+    subjects: Path | None = None
+    rules: str | None = None  # preset name or file; None = the default preset
+    column_map: Path | None = None
+    as_of: date | None = None
+
+
+@dataclass(frozen=True)
+class LoadedRun:
+    request: ScreenRequest
+    rules: RuleSet
+    rules_path: Path
+    rules_file_sha256: str
+    formulary: Formulary
+    treatments: SourceTable
+    subjects: SourceTable | None
+    validated: ValidatedInputs
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+def load_rules(name_or_path: str | None) -> tuple[RuleSet, Path, str]:
+    path = resolve_rules(name_or_path)
+    rules, digest = read_rule_file(path)
+    return rules, path, digest
+
+
+def _formulary_for(rules: RuleSet, rules_path: Path) -> Formulary:
+    formulary = load_formulary(
+        (rules_path.parent / rules.formulary.path) if rules.formulary.path else None
+    )
+    unknown = [
+        f"{rules_path}: key `formulary.{section}.{name}`: {name!r} is not a generic in the "
+        f"formulary ({formulary.source})"
+        for section, names in (
+            ("overrides", rules.formulary.overrides),
+            ("also_count", rules.formulary.also_count),
+        )
+        for name in names
+        if name not in formulary.drugs
+    ]
+    if unknown:
+        raise RuleError(f"{rules_path}: the rule set names unknown drugs", unknown)
+    return formulary
+
+
+def _column_maps(rules: RuleSet, rules_path: Path, extra: Path | None) -> ColumnMap:
+    maps = [(str(rules_path), rules.columns)]
+    if extra is not None:
+        maps.append((str(extra), load_column_map(extra)))
+    treatments: dict[str, str] = {}
+    subjects: dict[str, str] = {}
+    problems = []
+    for source, column_map in maps:
+        for header, target in column_map.treatments.items():
+            if target not in TREATMENT_COLUMNS:
+                problems.append(
+                    f"{source}: key `columns.treatments.{header}`: {target!r} is not a treatments "
+                    f"column; canonical columns: {', '.join(TREATMENT_COLUMNS)}"
+                )
+            treatments[header] = target
+        subjects.update(column_map.subjects)
+    if problems:
+        raise RuleError("the column map is invalid", problems)
+    return ColumnMap(treatments=treatments, subjects=subjects)
+
+
+def load(request: ScreenRequest) -> LoadedRun:
+    """Resolve rules and inputs, read them and validate them (no screening yet)."""
+    started = datetime.now(UTC)
+    rules, rules_path, rules_digest = load_rules(request.rules)
+    formulary = _formulary_for(rules, rules_path)
+    columns = _column_maps(rules, rules_path, request.column_map)
+    treatments_path, subjects_path = find_inputs(request.input, request.subjects)
+    treatments = read_source(
+        treatments_path, "treatments", columns.treatments, set(TREATMENT_COLUMNS)
+    )
+    subjects = None
+    if subjects_path is not None:
+        canonical = set(SUBJECT_COLUMNS) | set(criteria_subject_columns(rules))
+        subjects = read_source(subjects_path, "subjects", columns.subjects, canonical)
+    validated = validate_inputs(treatments, subjects, rules, formulary, request.as_of)
+    return LoadedRun(
+        request, rules, rules_path, rules_digest, formulary, treatments, subjects, validated, started
+    )
+
+
+def screen(loaded: LoadedRun) -> ScreenResult:
+    """Screen a loaded run; raise InvalidInputData when validation found errors."""
+    if loaded.validated.n_errors:
+        raise InvalidInputData(
+            f"input validation found {loaded.validated.n_errors} error(s); "
+            "see validation_issues for file, line and column",
+            loaded.validated.issues,
+        )
+    return screen_validated(loaded.validated, loaded.rules, loaded.formulary, loaded.request.as_of)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    out: Path
+    manifest: dict
+
+
+def _input_record(source: SourceTable, role: str) -> dict[str, object]:
+    return {
+        "role": role,
+        "path": str(source.path),
+        "format": source.fmt,
+        "size": source.size,
+        "rows": source.table.num_rows,
+        "sha256": source.sha256,
+    }
+
+
+def _versions() -> dict[str, str]:
+    import pandas
+    import pandera
+    import pyarrow
+
+    return {
+        "trdscreen": __version__,
+        "python": platform.python_version(),
+        "pandas": pandas.__version__,
+        "pyarrow": pyarrow.__version__,
+        "pandera": pandera.__version__,
+    }
+
+
+def build_manifest(
+    loaded: LoadedRun,
+    result: ScreenResult | None,
+    outputs: list[dict[str, object]],
+    formats: tuple[str, ...],
+    command: list[str] | None,
+) -> dict:
+    rules = loaded.rules
+    as_of = loaded.request.as_of
+    inputs = [_input_record(loaded.treatments, "treatments")]
+    if loaded.subjects is not None:
+        inputs.append(_input_record(loaded.subjects, "subjects"))
+    return {
+        "manifest_schema_version": MANIFEST_SCHEMA_VERSION,
+        "tool": "trdscreen",
+        "versions": _versions(),
+        "run_id": str(uuid.uuid4()),
+        "status": "ok" if result is not None else "invalid_input",
+        "started_at": loaded.started_at.isoformat(timespec="seconds"),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": command if command is not None else sys.argv,
+        "options": {
+            "input": str(loaded.request.input),
+            "subjects": str(loaded.request.subjects) if loaded.request.subjects else None,
+            "rules": loaded.request.rules,
+            "column_map": str(loaded.request.column_map) if loaded.request.column_map else None,
+            "as_of": as_of.isoformat() if as_of else None,
+            "formats": list(formats),
+        },
+        "reference_date": (
+            {"source": "as_of", "value": as_of.isoformat()}
+            if as_of
+            else {"source": "subjects column", "column": rules.reference_date.column}
+        ),
+        "rules": {
+            "id": rules.id,
+            "title": rules.title,
+            "path": str(loaded.rules_path),
+            "file_sha256": loaded.rules_file_sha256,
+            "normalized_sha256": rules.sha256(),
+            "normalized": rules.model_dump(mode="json"),
+        },
+        "formulary": {"source": loaded.formulary.source, "sha256": loaded.formulary.sha256},
+        "inputs": inputs,
+        "outputs": outputs,
+        "counts": result.counts() if result is not None else None,
+    }
+
+
+def write_run(
+    loaded: LoadedRun,
+    result: ScreenResult | None,
+    out: Path,
+    formats: tuple[str, ...],
+    force: bool = False,
+    command: list[str] | None = None,
+) -> RunRecord:
+    """Write the run folder atomically.
+
+    With a result: every table and the manifest. Without one (invalid input):
+    only the validation issues and the manifest, and no decision tables.
+    """
+    tables = result.tables() if result is not None else {
+        "validation_issues": loaded.validated.issues
+    }
+    with atomic_folder(out, force) as folder:
+        outputs = write_tables(tables, folder, formats)
+        manifest = build_manifest(loaded, result, outputs, formats, command)
+        (folder / "manifest.json").write_text(
+            json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
+    return RunRecord(Path(out), manifest)
+
+
+def check_out_dir(out: Path, force: bool) -> None:
+    """Fail early (before reading inputs) when the output folder may not be used."""
+    prepare_out_dir(out, force)

@@ -1,0 +1,340 @@
+"""Assess each treatment course: counted, dose, duration, adherence, episode, outcome.
+
+Pure and vectorized over all courses at once. Drug names are looked up once
+per distinct name and broadcast by factorized codes. Every check is
+tri-state, and each course carries reason codes saying how it counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from trdscreen.formulary import Formulary
+from trdscreen.ruleset import RuleSet
+from trdscreen.tristate import MET, NOT_MET, UNKNOWN, all_of, from_bool, join_flags, labels, resolve
+
+DRUG_MODALITIES = ("pharmacotherapy", "esketamine")
+
+
+@dataclass(frozen=True)
+class CourseAssessment:
+    """The courses table plus the tri-state arrays the subject stage counts on."""
+
+    table: pd.DataFrame
+    adequate: np.ndarray
+    failed: np.ndarray
+    partial: np.ndarray  # adequate with a partial response (PRD band)
+    identity: np.ndarray  # drug or class key used to count distinct trials
+
+OUTCOMES = ("response", "partial_response", "nonresponse", "unknown")
+RESPONSE, PARTIAL, NONRESPONSE, OUTCOME_UNKNOWN = range(4)
+
+# Reason codes, in the order they are listed on a course. Stable: documented
+# in the README and used by tests; never reuse a retired code.
+REASONS = (
+    "failed",  # counted as a failed adequate trial
+    "early_stop_explicit_nonresponse",  # stopped before the early-stop week for nonresponse: counts
+    "modality_not_counted",
+    "role_not_counted",
+    "non_depression_product",
+    "augmentation_agent_without_augmentation_role",
+    "not_an_antidepressant",
+    "policy_drug_not_counted",
+    "unknown_drug",
+    "dose_missing",
+    "no_minimum_dose",
+    "no_minimum_dose_assumed_met",
+    "no_minimum_dose_assumed_not_met",
+    "dose_below_minimum",
+    "too_short",
+    "duration_unknown",
+    "adherence_below_minimum",
+    "adherence_missing",
+    "adherence_missing_assumed_met",
+    "adherence_missing_assumed_not_met",
+    "before_current_episode",
+    "episode_unknown",
+    "episode_unknown_assumed_in",
+    "episode_unknown_assumed_out",
+    "early_stop",
+    "response",
+    "partial_response",
+    "outcome_unknown",
+    "outcome_from_stop_reason",
+)
+_BIT = {name: np.int64(1) << i for i, name in enumerate(REASONS)}
+
+
+def _column(frame: pd.DataFrame, name: str, default: object) -> pd.Series:
+    if name in frame.columns:
+        return frame[name].fillna(default) if default is not None else frame[name]
+    return pd.Series(default, index=frame.index)
+
+
+def _floats(frame: pd.DataFrame, name: str) -> np.ndarray:
+    if name in frame.columns:
+        return np.asarray(frame[name].to_numpy(dtype=np.float64, na_value=np.nan))
+    return np.full(len(frame), np.nan)
+
+
+def _drug_lookup(drugs: pd.Series, rules: RuleSet, formulary: Formulary) -> dict[str, np.ndarray]:
+    """Formulary facts per course, computed once per distinct exported name."""
+    codes, uniques = pd.factorize(drugs)
+    rows = []
+    for name in uniques:
+        match = formulary.match(name)
+        if match.generic is None:
+            rows.append((None, match.normalized, "", "", np.nan, "", False))
+            continue
+        drug = formulary.drugs[match.generic]
+        override = rules.formulary.overrides.get(match.generic)
+        if override is not None:
+            minimum, source = override.min_mg_per_day, f"rule set override: {override.source}"
+        else:
+            minimum, source = formulary.minimum_dose(
+                match.generic, match.formulation, rules.formulary.dose_source
+            )
+        rows.append(
+            (
+                match.generic,
+                match.normalized,
+                drug.drug_class,
+                drug.counts_as,
+                np.nan if minimum is None else minimum,
+                source,
+                match.non_depression_product,
+            )
+        )
+    keys = ("generic", "normalized", "drug_class", "counts_as", "min_dose", "min_source", "nondep")
+    table = {k: np.array([r[i] for r in rows], dtype=object) for i, k in enumerate(keys)}
+    table["min_dose"] = table["min_dose"].astype(np.float64)
+    table["nondep"] = table["nondep"].astype(bool)
+    safe = np.where(codes >= 0, codes, 0)
+    if len(uniques) == 0:
+        return {k: np.empty(0, dtype=v.dtype) for k, v in table.items()}
+    return {k: v[safe] for k, v in table.items()}
+
+
+def assess_courses(
+    courses: pd.DataFrame,
+    reference: np.ndarray,
+    episode_start: np.ndarray,
+    rules: RuleSet,
+    formulary: Formulary,
+) -> CourseAssessment:
+    """Assess every course; the table has one row per input course, in input order.
+
+    `reference` and `episode_start` are datetime64[s] per course row (NaT =
+    unknown), looked up from the subject by the caller.
+    """
+    n = len(courses)
+    bits = np.zeros(n, dtype=np.int64)
+
+    def flag(mask: np.ndarray, reason: str) -> None:
+        nonlocal bits
+        bits = bits | np.where(mask, _BIT[reason], np.int64(0))
+
+    modality = _column(courses, "modality", "pharmacotherapy").to_numpy(dtype=object)
+    role = _column(courses, "role", "monotherapy").to_numpy(dtype=object)
+    stop_reason = _column(courses, "stop_reason", "").to_numpy(dtype=object)
+    drug_modality = np.isin(modality, DRUG_MODALITIES)
+    lookup = _drug_lookup(courses["drug"], rules, formulary)
+    known = np.array([g is not None for g in lookup["generic"]], dtype=bool) if n else np.zeros(0, bool)
+    counts_as = lookup["counts_as"]
+
+    # --- counted as a treatment trial at all
+    modality_ok = np.isin(modality, rules.counting.modalities)
+    role_ok = np.isin(role, rules.counting.roles)
+    augmenting = np.isin(role, ("augmentation", "combination"))
+    also = np.isin(lookup["generic"].astype(str), rules.formulary.also_count)
+    drug_counts = np.select(
+        [
+            ~known,
+            lookup["nondep"],
+            counts_as == "antidepressant",
+            (counts_as == "augmentation") & augmenting,
+            (counts_as == "policy") & also,
+        ],
+        [UNKNOWN, NOT_MET, MET, MET, MET],
+        default=NOT_MET,
+    ).astype(np.int8)
+    counted = np.where(drug_modality, drug_counts, MET).astype(np.int8)
+    counted[~role_ok] = NOT_MET
+    counted[~modality_ok] = NOT_MET
+    flag(~modality_ok, "modality_not_counted")
+    flag(modality_ok & ~role_ok, "role_not_counted")
+    on_drug = drug_modality & modality_ok & role_ok
+    flag(on_drug & ~known, "unknown_drug")
+    flag(on_drug & known & lookup["nondep"], "non_depression_product")
+    flag(on_drug & ~lookup["nondep"] & (counts_as == "augmentation") & ~augmenting, "augmentation_agent_without_augmentation_role")
+    flag(on_drug & ~lookup["nondep"] & (counts_as == "not_antidepressant"), "not_an_antidepressant")
+    flag(on_drug & ~lookup["nondep"] & (counts_as == "policy") & ~also, "policy_drug_not_counted")
+
+    # --- dose
+    dose = _floats(courses, "daily_dose_mg")
+    required = lookup["min_dose"] * rules.adequacy.dose.multiple
+    has_min = ~np.isnan(required)
+    dose_state = from_bool(dose >= required, known=has_min & ~np.isnan(dose))
+    no_min = known & ~has_min
+    dose_state, assumed = resolve(np.where(no_min, UNKNOWN, dose_state).astype(np.int8), rules.adequacy.dose.when_no_minimum)
+    dose_state[~known] = UNKNOWN
+    dose_state[known & has_min & np.isnan(dose)] = UNKNOWN
+    dose_state[~drug_modality] = MET  # no dose criterion for ECT, rTMS, psychotherapy
+    relevant = on_drug & known
+    flag(relevant & has_min & np.isnan(dose), "dose_missing")
+    flag(relevant & no_min & ~assumed, "no_minimum_dose")
+    resolved_as = "no_minimum_dose_assumed_met" if rules.adequacy.dose.when_no_minimum == "assume_met" else "no_minimum_dose_assumed_not_met"
+    flag(relevant & assumed, resolved_as)
+    flag(relevant & (dose_state == NOT_MET) & has_min, "dose_below_minimum")
+
+    # --- duration (inclusive day count; ongoing courses run to the reference date)
+    start = courses["start_date"].to_numpy(dtype="datetime64[s]")
+    end_given = _column(courses, "end_date", None)
+    end_given = (
+        end_given.to_numpy(dtype="datetime64[s]") if "end_date" in courses.columns else np.full(n, np.datetime64("NaT", "s"))
+    )
+    ongoing = np.isnat(end_given)
+    end = np.where(ongoing, reference, end_given)
+    days = (end - start) / np.timedelta64(1, "D") + 1.0
+    weeks = days / 7.0
+    min_days = rules.adequacy.duration.min_weeks * 7.0
+    duration_state = from_bool(days >= min_days - 1e-9, known=~np.isnan(days))
+    flag(duration_state == UNKNOWN, "duration_unknown")
+    flag(duration_state == NOT_MET, "too_short")
+
+    # --- adherence
+    adherence = _floats(courses, "adherence")
+    rule = rules.adequacy.adherence
+    if rule.minimum is None:
+        adherence_state = np.full(n, MET, dtype=np.int8)
+    else:
+        adherence_state = from_bool(adherence >= rule.minimum, known=~np.isnan(adherence))
+        missing = adherence_state == UNKNOWN
+        adherence_state, assumed = resolve(adherence_state, rule.when_missing)
+        flag(missing & ~assumed, "adherence_missing")
+        flag(assumed, f"adherence_missing_assumed_{'met' if rule.when_missing == 'assume_met' else 'not_met'}")
+        flag((adherence_state == NOT_MET) & ~assumed, "adherence_below_minimum")
+
+    # --- current episode: the course overlaps it (ends on or after its onset)
+    episode = rules.adequacy.episode
+    if not episode.current_only:
+        episode_state = np.full(n, MET, dtype=np.int8)
+    else:
+        episode_state = from_bool(end >= episode_start, known=~np.isnat(end) & ~np.isnat(episode_start))
+        unknown_episode = episode_state == UNKNOWN
+        episode_state, assumed = resolve(episode_state, episode.when_unknown)
+        flag(unknown_episode & ~assumed, "episode_unknown")
+        flag(assumed, "episode_unknown_assumed_in" if episode.when_unknown == "assume_met" else "episode_unknown_assumed_out")
+        flag((episode_state == NOT_MET) & ~assumed, "before_current_episode")
+
+    # --- outcome: percent improvement from HAM-D scores, else the improvement column
+    pct, outcome, from_stop = _outcome(courses, stop_reason, rules)
+    nonresponse_state = np.select(
+        [outcome == NONRESPONSE, outcome == OUTCOME_UNKNOWN], [MET, UNKNOWN], default=NOT_MET
+    ).astype(np.int8)
+
+    # --- early discontinuation (Sforzini item 10)
+    early = ~ongoing & (days < rules.early_stop.before_weeks * 7.0 - 1e-9)
+    explicit = (
+        early
+        & (stop_reason == "nonresponse")
+        & np.isin(outcome, (NONRESPONSE, OUTCOME_UNKNOWN))
+        & rules.early_stop.counts_if_explicit_nonresponse
+    )
+
+    adequate = all_of(counted, dose_state, duration_state, adherence_state, episode_state)
+    failed = all_of(adequate, nonresponse_state)
+    failed_early = all_of(counted, dose_state, adherence_state, episode_state)
+    failed = np.where(early, np.where(explicit, failed_early, NOT_MET), failed).astype(np.int8)
+    counts_flag = counted != NOT_MET
+    flag(counts_flag & early & ~explicit, "early_stop")
+    flag(counts_flag & explicit & (failed == MET), "early_stop_explicit_nonresponse")
+    flag(counts_flag & (outcome == RESPONSE), "response")
+    flag(counts_flag & (outcome == PARTIAL), "partial_response")
+    flag(counts_flag & (outcome == OUTCOME_UNKNOWN) & ~explicit, "outcome_unknown")
+    flag(counts_flag & from_stop, "outcome_from_stop_reason")
+    flag(failed == MET, "failed")
+    partial = all_of(adequate, np.select([outcome == PARTIAL, outcome == OUTCOME_UNKNOWN], [MET, UNKNOWN], default=NOT_MET).astype(np.int8))
+
+    identity = _identity(lookup, modality, drug_modality, rules)
+    out = pd.DataFrame(
+        {
+            "subject_id": courses["subject_id"].to_numpy(),
+            "source_file": courses["source_file"].to_numpy(),
+            "source_line": courses["source_line"].to_numpy(),
+            "drug": courses["drug"].to_numpy(),
+            "drug_generic": pd.array(lookup["generic"], dtype="str"),
+            "drug_class": pd.array(np.where(known, lookup["drug_class"], None), dtype="str"),
+            "role": role,
+            "modality": modality,
+            "daily_dose_mg": dose,
+            "min_dose_mg": required,
+            "min_dose_source": pd.array(np.where(has_min, lookup["min_source"], None), dtype="str"),
+            "dose_margin_mg": dose - required,
+            "start_date": start,
+            "end_date": end_given,
+            "ongoing": ongoing,
+            "weeks": np.round(weeks, 2),
+            "adherence": adherence,
+            "pct_improvement": pct,
+            "outcome": pd.Categorical.from_codes(outcome, categories=list(OUTCOMES)),
+            "counted": labels(counted),
+            "dose_check": labels(dose_state),
+            "duration_check": labels(duration_state),
+            "adherence_check": labels(adherence_state),
+            "episode_check": labels(episode_state),
+            "early_stop": early,
+            "adequate": labels(adequate),
+            "failed": labels(failed),
+            "reasons": join_flags(bits, REASONS),
+        }
+    )
+    for name in ("drug", "role", "modality", "reasons", "subject_id", "source_file"):
+        out[name] = out[name].astype("str")
+    return CourseAssessment(out, adequate, failed, partial, identity)
+
+
+def _outcome(
+    courses: pd.DataFrame, stop_reason: np.ndarray, rules: RuleSet
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Percent improvement, outcome category and whether it came from stop_reason."""
+    start = _floats(courses, "hamd_start")
+    end = _floats(courses, "hamd_end")
+    scored = ~np.isnan(start) & ~np.isnan(end) & (start > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        from_scores = (start - end) * 100.0 / start  # exact at integer boundaries (e.g. 25.0)
+    fraction = _floats(courses, "improvement")
+    pct = np.where(scored, from_scores, np.round(fraction * 100.0, 9))
+    cut = rules.outcome.nonresponse
+    good = rules.outcome.response
+    is_nonresponse = pct < cut.pct if cut.op == "<" else pct <= cut.pct
+    is_response = pct >= good.pct if good.op == ">=" else pct > good.pct
+    outcome = np.select(
+        [np.isnan(pct), is_nonresponse, is_response], [OUTCOME_UNKNOWN, NONRESPONSE, RESPONSE], default=PARTIAL
+    ).astype(np.int8)
+    from_stop = np.zeros(len(outcome), dtype=bool)
+    if rules.outcome.stop_reason_as_evidence:
+        evidence = {"nonresponse": NONRESPONSE, "partial_response": PARTIAL, "remission": RESPONSE}
+        for reason, category in evidence.items():
+            use = (outcome == OUTCOME_UNKNOWN) & (stop_reason == reason)
+            outcome[use] = category
+            from_stop |= use
+    return pct, outcome, from_stop
+
+
+def _identity(
+    lookup: dict[str, np.ndarray], modality: np.ndarray, drug_modality: np.ndarray, rules: RuleSet
+) -> np.ndarray:
+    """What makes two trials 'the same' when counting: the drug or its class.
+
+    Unknown names count as themselves (an upper bound); ECT, rTMS and
+    psychotherapy count as their modality.
+    """
+    base = lookup["generic"] if rules.counting.distinct == "drug" else lookup["drug_class"]
+    known = np.array([g is not None for g in lookup["generic"]], dtype=bool) if len(base) else np.zeros(0, bool)
+    unknown_key = np.char.add("?", lookup["normalized"].astype(str)) if len(base) else np.zeros(0, str)
+    key = np.where(known, base, unknown_key)
+    return np.where(drug_modality, key, np.char.add("modality:", modality.astype(str))).astype(object)

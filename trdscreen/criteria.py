@@ -1,0 +1,300 @@
+"""Protocol criteria: evaluation, decisions, ledger and attrition.
+
+Each criterion is compiled by this module (never by `eval`/`query`) from its
+operator and value into vectorized comparisons over one subject column.
+Counts are intervals [met, met + unknown] so that a count criterion is met
+only when it holds for every possible resolution of the unknown courses.
+
+For an exclusion criterion the condition describes the excluding state
+(e.g. bipolar eq true); the criterion is *met* when that state is absent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from trdscreen.ruleset import Criterion, Op, RuleSet
+from trdscreen.tristate import MET, NOT_MET, UNKNOWN, from_bool, join_flags, labels, negate, resolve
+
+INTERVAL_COLUMNS = {
+    "n_failed_trials": "n_failed_trials_max",
+    "n_adequate_trials": "n_adequate_trials_max",
+    "n_partial_response_trials": "n_partial_response_trials_max",
+}
+DECISIONS = ("eligible", "excluded", "needs_review")
+
+
+class CriterionDataError(ValueError):
+    """A criterion cannot be applied to the column's data type."""
+
+
+@dataclass(frozen=True)
+class CriterionResult:
+    criterion: Criterion
+    state: np.ndarray  # after the rule set's resolution of unknown
+    resolved: np.ndarray  # bool: unknown resolved by `when_unknown`
+    observed: np.ndarray  # float (numeric columns) or NaN
+    observed_max: np.ndarray  # upper bound for interval columns, else = observed
+    observed_text: np.ndarray | None  # text/boolean columns
+    margin: np.ndarray  # signed distance to flipping, positive on the passing side
+
+
+def threshold_text(criterion: Criterion) -> str:
+    op, value = criterion.op, criterion.value
+    symbols = {Op.lt: "<", Op.le: "<=", Op.gt: ">", Op.ge: ">=", Op.eq: "=", Op.ne: "!="}
+    if op in symbols:
+        text = f"{symbols[op]} {_fmt(value)}"
+    elif op is Op.between:
+        text = f"between {_fmt(value[0])} and {_fmt(value[1])}"
+    elif op in (Op.in_, Op.not_in):
+        text = f"{'in' if op is Op.in_ else 'not in'} [{', '.join(_fmt(v) for v in value)}]"
+    else:
+        text = "empty" if op is Op.is_null else "not empty"
+    return f"exclude when {text}" if criterion.kind == "exclusion" else text
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _numeric(criterion: Criterion, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Tri-state and margin of a numeric criterion over the interval [low, high]."""
+    op, value = criterion.op, criterion.value
+    known = ~np.isnan(low)
+    if op is Op.between:
+        a, b = float(value[0]), float(value[1])
+        met = (low >= a) & (high <= b)
+        not_met = (high < a) | (low > b)
+        margin = np.minimum(low - a, b - high)
+    else:
+        v = float(value)
+        if op is Op.ge:
+            met, not_met, margin = low >= v, high < v, low - v
+        elif op is Op.gt:
+            met, not_met, margin = low > v, high <= v, low - v
+        elif op is Op.le:
+            met, not_met, margin = high <= v, low > v, v - high
+        else:  # lt
+            met, not_met, margin = high < v, low >= v, v - high
+    state = np.select([~known, met, not_met], [UNKNOWN, MET, NOT_MET], default=UNKNOWN)
+    return state.astype(np.int8), margin
+
+
+def _equality(criterion: Criterion, series: pd.Series, low: np.ndarray | None, high: np.ndarray | None) -> np.ndarray:
+    op, value = criterion.op, criterion.value
+    wanted = value if isinstance(value, list) else [value]
+    if low is not None:  # numeric column (possibly an interval)
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in wanted):
+            raise CriterionDataError(
+                f"criterion {criterion.id}: column `{criterion.column}` holds numbers; "
+                f"compare it with numbers, not {wanted!r}"
+            )
+        exact = low == high
+        hit = np.isin(low, np.asarray(wanted, dtype=np.float64)) & exact
+        inside = np.zeros(len(low), dtype=bool)
+        for v in wanted:
+            inside |= (low <= v) & (v <= high)
+        miss = ~inside
+        state = np.select([np.isnan(low), hit, miss], [UNKNOWN, MET, NOT_MET], default=UNKNOWN)
+        state = state.astype(np.int8)
+    else:
+        known = series.notna().to_numpy()
+        if series.dtype == "boolean":
+            if not all(isinstance(v, bool) for v in wanted):
+                raise CriterionDataError(
+                    f"criterion {criterion.id}: column `{criterion.column}` is true/false; "
+                    f"compare it with true or false, not {wanted!r}"
+                )
+            values = series.to_numpy(dtype=bool, na_value=False)
+            hit = np.isin(values, wanted)
+        else:
+            values = series.astype("str").to_numpy(dtype=object)
+            hit = np.isin(values, [str(v) for v in wanted])
+        state = from_bool(hit & known, known=known)
+    if op in (Op.ne, Op.not_in):
+        state = negate(state)
+    return state
+
+
+def evaluate_criterion(criterion: Criterion, subjects: pd.DataFrame) -> CriterionResult:
+    column = criterion.column
+    n = len(subjects)
+    series = subjects[column] if column in subjects.columns else pd.Series([None] * n, dtype="object")
+    if column == "classification":
+        series = series.astype("str").where(series.astype("str") != "undetermined")
+    numeric = column in INTERVAL_COLUMNS or (
+        series.dtype.kind in "fiu" and series.dtype != "boolean"
+    )
+    low = high = None
+    if numeric:
+        low = series.to_numpy(dtype=np.float64, na_value=np.nan)
+        high = (
+            subjects[INTERVAL_COLUMNS[column]].to_numpy(dtype=np.float64)
+            if column in INTERVAL_COLUMNS
+            else low
+        )
+    margin = np.full(n, np.nan)
+    op = criterion.op
+    if op in (Op.is_null, Op.not_null):
+        present = ~np.isnan(low) if numeric else series.notna().to_numpy()
+        state = from_bool(present if op is Op.not_null else ~present)
+    elif op in (Op.lt, Op.le, Op.gt, Op.ge, Op.between):
+        if not numeric:
+            raise CriterionDataError(
+                f"criterion {criterion.id}: op {op.value} needs a numeric column; "
+                f"`{column}` holds text or true/false values"
+            )
+        state, margin = _numeric(criterion, low, high)
+    else:
+        state = _equality(criterion, series, low, high)
+    if criterion.kind == "exclusion":
+        state = negate(state)
+        margin = -margin
+    state, resolved = resolve(state, criterion.when_unknown)
+    observed_text = None
+    if not numeric:
+        observed_text = series.astype("str").to_numpy(dtype=object)
+    return CriterionResult(
+        criterion=criterion,
+        state=state,
+        resolved=resolved,
+        observed=low if numeric else np.full(n, np.nan),
+        observed_max=high if numeric else np.full(n, np.nan),
+        observed_text=observed_text,
+        margin=margin,
+    )
+
+
+def evaluate_all(rules: RuleSet, subjects: pd.DataFrame) -> list[CriterionResult]:
+    return [evaluate_criterion(c, subjects) for c in rules.criteria]
+
+
+def decide(subjects: pd.DataFrame, results: list[CriterionResult]) -> pd.DataFrame:
+    """Decision per subject: excluded if any criterion is not met, else needs_review
+    if any is unknown, else eligible. The first not-met criterion in protocol
+    order is the attrition reason."""
+    n = len(subjects)
+    ids = [r.criterion.id for r in results]
+    failed_bits = np.zeros(n, dtype=np.int64)
+    unknown_bits = np.zeros(n, dtype=np.int64)
+    near_bits = np.zeros(n, dtype=np.int64)
+    first_failed = np.full(n, -1, dtype=np.int64)
+    first_unknown = np.full(n, -1, dtype=np.int64)
+    first_margin = np.full(n, np.nan)
+    for i, result in enumerate(results):
+        not_met = result.state == NOT_MET
+        unknown = result.state == UNKNOWN
+        failed_bits |= np.where(not_met, np.int64(1) << i, 0)
+        unknown_bits |= np.where(unknown, np.int64(1) << i, 0)
+        within = result.criterion.near_miss_within
+        if within is not None:
+            near = not_met & (np.abs(result.margin) <= within)
+            near_bits |= np.where(near, np.int64(1) << i, 0)
+        take = not_met & (first_failed < 0)
+        first_failed[take] = i
+        first_margin[take] = result.margin[take]
+        first_unknown[unknown & (first_unknown < 0)] = i
+    decision = np.select(
+        [failed_bits != 0, unknown_bits != 0], ["excluded", "needs_review"], default="eligible"
+    )
+    id_array = np.array(ids + [""], dtype=object)
+    titles = [f"{r.criterion.id}: {r.criterion.title}" for r in results]
+    title_array = np.array(titles + [""], dtype=object)
+    reason = np.where(
+        decision == "excluded",
+        "not met: " + title_array[first_failed],
+        np.where(
+            decision == "needs_review",
+            "cannot decide: " + title_array[first_unknown],
+            "all criteria met",
+        ),
+    )
+    out = subjects.copy()
+    out.insert(1, "decision", pd.Categorical(decision, categories=list(DECISIONS)))
+    out["first_failed_criterion"] = pd.array(id_array[first_failed], dtype="str")
+    out["first_failed_margin"] = first_margin
+    out["failed_criteria"] = pd.array(join_flags(failed_bits, ids), dtype="str")
+    out["unknown_criteria"] = pd.array(join_flags(unknown_bits, ids), dtype="str")
+    out["near_miss_criteria"] = pd.array(join_flags(near_bits, ids), dtype="str")
+    out["reason"] = pd.array(reason, dtype="str")
+    return out
+
+
+def ledger(subjects: pd.DataFrame, results: list[CriterionResult]) -> pd.DataFrame:
+    """Subject x criterion: outcome, observed value, threshold and margin."""
+    blocks = []
+    n = len(subjects)
+    for order, result in enumerate(results, start=1):
+        criterion = result.criterion
+        text = result.observed_text
+        blocks.append(
+            pd.DataFrame(
+                {
+                    "subject_id": subjects["subject_id"].to_numpy(),
+                    "order": np.full(n, order, dtype=np.int64),
+                    "criterion_id": criterion.id,
+                    "kind": criterion.kind,
+                    "outcome": labels(result.state),
+                    "resolved_from_unknown": result.resolved,
+                    "observed_value": result.observed,
+                    "observed_max": result.observed_max,
+                    "observed_text": pd.array(text if text is not None else [None] * n, dtype="str"),
+                    "threshold": threshold_text(criterion),
+                    "margin": result.margin,
+                }
+            )
+        )
+    table = pd.concat(blocks, ignore_index=True)
+    table = table.sort_values(["subject_id", "order"], kind="stable").reset_index(drop=True)
+    for name in ("subject_id", "criterion_id", "kind", "threshold"):
+        table[name] = table[name].astype("str")
+    return table
+
+
+def attrition(decisions: pd.DataFrame, results: list[CriterionResult]) -> pd.DataFrame:
+    """CONSORT-style counts in protocol order, plus what each criterion alone excludes."""
+    total = len(decisions)
+    first = decisions["first_failed_criterion"].to_numpy(dtype=object)
+    failed_count = np.zeros(total, dtype=np.int64)
+    for result in results:
+        failed_count += result.state == NOT_MET
+    rows = [
+        {"step": 0, "criterion_id": "", "title": "screened", "excluded_at_step": 0, "remaining": total,
+         "not_met_total": 0, "unknown_total": 0, "excluded_only_by_this": 0}
+    ]
+    remaining = total
+    for step, result in enumerate(results, start=1):
+        criterion = result.criterion
+        here = int((first == criterion.id).sum())
+        remaining -= here
+        not_met = result.state == NOT_MET
+        rows.append(
+            {
+                "step": step,
+                "criterion_id": criterion.id,
+                "title": criterion.title,
+                "excluded_at_step": here,
+                "remaining": remaining,
+                "not_met_total": int(not_met.sum()),
+                "unknown_total": int((result.state == UNKNOWN).sum()),
+                "excluded_only_by_this": int((not_met & (failed_count == 1)).sum()),
+            }
+        )
+    decision = decisions["decision"].to_numpy(dtype=object)
+    for label in ("needs_review", "eligible"):
+        rows.append(
+            {"step": len(results) + (1 if label == "needs_review" else 2), "criterion_id": "",
+             "title": label, "excluded_at_step": 0, "remaining": int((decision == label).sum()),
+             "not_met_total": 0, "unknown_total": 0, "excluded_only_by_this": 0}
+        )
+    table = pd.DataFrame(rows)
+    for name in ("criterion_id", "title"):
+        table[name] = table[name].astype("str")
+    return table

@@ -1,0 +1,109 @@
+"""The pure screening pipeline: validated frames in, result tables out.
+
+No I/O, no printing, no global state: the same inputs give the same tables,
+which is what lets the stages run per partition elsewhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import pandas as pd
+
+from trdscreen.courses import assess_courses
+from trdscreen.criteria import attrition, decide, evaluate_all, ledger
+from trdscreen.formulary import Formulary
+from trdscreen.ruleset import RuleSet
+from trdscreen.subjects import assess_subjects, build_cohort
+from trdscreen.validate import ValidatedInputs
+
+DECISION_COLUMNS = (
+    "subject_id",
+    "decision",
+    "classification",
+    "reason",
+    "first_failed_criterion",
+    "first_failed_margin",
+    "failed_criteria",
+    "unknown_criteria",
+    "near_miss_criteria",
+    "n_courses",
+    "n_adequate_trials",
+    "n_adequate_trials_max",
+    "n_failed_trials",
+    "n_failed_trials_max",
+    "n_partial_response_trials",
+    "n_partial_response_trials_max",
+    "age",
+    "reference_date",
+)
+
+
+@dataclass(frozen=True)
+class ScreenResult:
+    decisions: pd.DataFrame  # one row per subject, sorted by subject_id
+    courses: pd.DataFrame  # one row per input course, sorted by subject, start, line
+    ledger: pd.DataFrame  # subject x criterion
+    attrition: pd.DataFrame
+    issues: pd.DataFrame
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """Every output table by its file stem, in writing order."""
+        decision = self.decisions["decision"]
+        return {
+            "decisions": self.decisions,
+            "included": self.decisions[decision == "eligible"].reset_index(drop=True),
+            "excluded": self.decisions[decision == "excluded"].reset_index(drop=True),
+            "needs_review": self.decisions[decision == "needs_review"].reset_index(drop=True),
+            "criteria_ledger": self.ledger,
+            "courses": self.courses,
+            "attrition": self.attrition,
+            "validation_issues": self.issues,
+        }
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        def tally(column: str) -> dict[str, int]:
+            values = self.decisions[column].value_counts(sort=False)
+            return {str(k): int(v) for k, v in values.items()}
+
+        return {
+            "subjects": {"total": len(self.decisions)},
+            "courses": {"total": len(self.courses)},
+            "decision": tally("decision"),
+            "classification": tally("classification"),
+            "issues": {
+                str(k): int(v) for k, v in self.issues["severity"].value_counts(sort=True).items()
+            },
+        }
+
+
+def screen_validated(
+    inputs: ValidatedInputs, rules: RuleSet, formulary: Formulary, as_of: date | None
+) -> ScreenResult:
+    """Screen validated inputs. Every input subject and course appears exactly once."""
+    cohort = build_cohort(inputs.treatments, inputs.subjects, rules, as_of)
+    codes = cohort.course_codes
+    assessed = assess_courses(
+        inputs.treatments,
+        reference=cohort.reference[codes],
+        episode_start=cohort.episode_start[codes],
+        rules=rules,
+        formulary=formulary,
+    )
+    subjects = assess_subjects(cohort, assessed, rules)
+    # cohort.subjects is aligned row for row with `subjects` (both sorted by id).
+    extra = cohort.subjects.drop(columns=[c for c in subjects.columns if c in cohort.subjects])
+    criteria_frame = pd.concat([subjects, extra.reset_index(drop=True)], axis=1)
+    results = evaluate_all(rules, criteria_frame)
+    decisions = decide(subjects, results)[list(DECISION_COLUMNS)]
+    courses = assessed.table.sort_values(
+        ["subject_id", "start_date", "source_line"], kind="stable"
+    ).reset_index(drop=True)
+    return ScreenResult(
+        decisions=decisions,
+        courses=courses,
+        ledger=ledger(subjects, results),
+        attrition=attrition(decisions, results),
+        issues=inputs.issues,
+    )

@@ -1,0 +1,418 @@
+"""Rule sets: what a protocol declares, as strict, validated data.
+
+A rule file is YAML loaded with a safe loader (no tags, no aliases, bounded
+size) and parsed into frozen pydantic models that reject unknown keys, wrong
+types and out-of-range values. Nothing here evaluates anything: the engine
+that applies a rule set lives in `courses`, `subjects` and `criteria`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from enum import StrEnum
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from trdscreen.errors import RuleError
+
+MAX_RULE_FILE_BYTES = 1_000_000
+
+Resolution = Literal["unknown", "assume_met", "assume_not_met"]
+Evidence = Literal["V", "S", "U"]
+Scalar = bool | int | float | str
+
+ROLES = ("monotherapy", "augmentation", "combination")
+MODALITIES = ("pharmacotherapy", "ect", "rtms", "psychotherapy", "esketamine")
+STOP_REASONS = (
+    "nonresponse",
+    "partial_response",
+    "intolerance",
+    "remission",
+    "relapse",
+    "patient_choice",
+    "ongoing",
+    "other",
+)
+
+
+class Op(StrEnum):
+    """The closed vocabulary of criterion operators."""
+
+    eq = "eq"
+    ne = "ne"
+    in_ = "in"
+    not_in = "not_in"
+    lt = "lt"
+    le = "le"
+    gt = "gt"
+    ge = "ge"
+    between = "between"
+    is_null = "is_null"
+    not_null = "not_null"
+
+
+NUMERIC_OPS = {Op.lt, Op.le, Op.gt, Op.ge, Op.between}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class Threshold(_Model):
+    op: Literal["<", "<="] = Field(description="boundary operator: Sforzini '<', MGH-ATRQ '<='")
+    pct: float = Field(ge=0, le=100, description="percent improvement from the course's baseline")
+
+
+class ResponseThreshold(_Model):
+    op: Literal[">=", ">"] = ">="
+    pct: float = Field(50, ge=0, le=100)
+
+
+class Outcome(_Model):
+    nonresponse: Threshold
+    response: ResponseThreshold = ResponseThreshold()
+    stop_reason_as_evidence: bool = Field(
+        False,
+        description="use stop_reason (nonresponse/partial_response/remission) when no scores exist",
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Outcome:
+        if self.nonresponse.pct > self.response.pct:
+            raise ValueError(
+                f"nonresponse.pct ({self.nonresponse.pct}) must not exceed response.pct "
+                f"({self.response.pct})"
+            )
+        return self
+
+
+class DoseRule(_Model):
+    multiple: float = Field(1.0, gt=0, le=10, description="required dose = multiple x minimum")
+    when_no_minimum: Resolution = "unknown"
+
+
+class DurationRule(_Model):
+    min_weeks: float = Field(gt=0, le=104)
+
+
+class AdherenceRule(_Model):
+    minimum: float | None = Field(None, ge=0, le=1)
+    when_missing: Resolution = "unknown"
+
+
+class EpisodeRule(_Model):
+    current_only: bool = True
+    when_unknown: Resolution = "unknown"
+
+
+class Adequacy(_Model):
+    dose: DoseRule = DoseRule()
+    duration: DurationRule
+    adherence: AdherenceRule = AdherenceRule()
+    episode: EpisodeRule = EpisodeRule()
+
+
+class EarlyStop(_Model):
+    before_weeks: float = Field(gt=0, le=52)
+    counts_if_explicit_nonresponse: bool = True
+
+
+class Counting(_Model):
+    distinct: Literal["drug", "class"] = "drug"
+    roles: tuple[Literal["monotherapy", "augmentation", "combination"], ...] = ROLES
+    modalities: tuple[Literal["pharmacotherapy", "ect", "rtms", "psychotherapy", "esketamine"], ...] = (
+        "pharmacotherapy",
+    )
+
+
+class PRD(_Model):
+    min_trials: int = Field(1, ge=1, le=20)
+
+
+class Resistance(_Model):
+    min_failed_trials: int = Field(ge=1, le=20)
+    prd: PRD | None = None
+
+
+class DoseOverride(_Model):
+    min_mg_per_day: float = Field(gt=0)
+    source: str = Field(min_length=1)
+
+
+class FormularyConfig(_Model):
+    path: str | None = None
+    dose_source: Literal["atrq", "atrq_then_alternative"] = "atrq"
+    overrides: dict[str, DoseOverride] = {}
+    also_count: tuple[str, ...] = ()
+
+
+class ReferenceDate(_Model):
+    column: str = "screening_date"
+
+
+class ColumnMap(_Model):
+    treatments: dict[str, str] = {}
+    subjects: dict[str, str] = {}
+
+
+_ID = re.compile(r"^[A-Z][A-Z0-9]*(-[A-Z0-9]+)*$")
+
+
+class Criterion(_Model):
+    id: str = Field(description="stable id, never reused (e.g. TRD-MIN, AGE, EX-BIPOLAR)")
+    title: str = Field(min_length=1, max_length=120)
+    source: str = Field(min_length=1)
+    evidence: Evidence | None = None
+    kind: Literal["inclusion", "exclusion"] = "inclusion"
+    column: str = Field(min_length=1)
+    op: Op
+    value: Scalar | list[Scalar] | None = None
+    when_unknown: Resolution = "unknown"
+    near_miss_within: float | None = Field(None, gt=0)
+    aliases: tuple[str, ...] = ()
+
+    @field_validator("id")
+    @classmethod
+    def _id_shape(cls, value: str) -> str:
+        if not _ID.match(value):
+            raise ValueError("ids are upper-case words joined by '-', e.g. TRD-MIN or EX-BIPOLAR")
+        return value
+
+    @model_validator(mode="after")
+    def _value_fits_op(self) -> Criterion:
+        value, op = self.value, self.op
+        if op in (Op.is_null, Op.not_null):
+            if value is not None:
+                raise ValueError(f"op {op.value} takes no value")
+        elif op is Op.between:
+            if not (isinstance(value, list) and len(value) == 2 and all(_is_number(v) for v in value)):
+                raise ValueError("op between takes value: [low, high] (two numbers)")
+            if value[0] > value[1]:
+                raise ValueError("op between needs low <= high")
+        elif op in (Op.in_, Op.not_in):
+            if not (isinstance(value, list) and value):
+                raise ValueError(f"op {op.value} takes a non-empty list of values")
+        elif op in NUMERIC_OPS:
+            if not _is_number(value):
+                raise ValueError(f"op {op.value} takes a number")
+        elif value is None or isinstance(value, list):
+            raise ValueError(f"op {op.value} takes one value (number, text or true/false)")
+        if self.near_miss_within is not None and op not in NUMERIC_OPS:
+            raise ValueError("near_miss_within applies to numeric operators only")
+        return self
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+class RuleSet(_Model):
+    schema_version: Literal[1]
+    id: str = Field(min_length=1)
+    title: str = Field(min_length=1)
+    source: str = Field(min_length=1)
+    description: str = ""
+    columns: ColumnMap = ColumnMap()
+    reference_date: ReferenceDate = ReferenceDate()
+    formulary: FormularyConfig = FormularyConfig()
+    adequacy: Adequacy
+    outcome: Outcome
+    early_stop: EarlyStop
+    counting: Counting = Counting()
+    resistance: Resistance
+    criteria: Annotated[tuple[Criterion, ...], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> RuleSet:
+        seen: set[str] = set()
+        for criterion in self.criteria:
+            for name in (criterion.id, *criterion.aliases):
+                if name in seen:
+                    raise ValueError(f"criterion id or alias {name!r} is used twice")
+                seen.add(name)
+        return self
+
+    def normalized_json(self) -> str:
+        """Canonical JSON of the parsed rule set (sorted keys): what is hashed."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def sha256(self) -> str:
+        return hashlib.sha256(self.normalized_json().encode("utf-8")).hexdigest()
+
+
+# --------------------------------------------------------------------------- loading
+
+
+class _NoAliasSafeLoader(yaml.SafeLoader):
+    """Safe loader that refuses YAML aliases (no billion-laughs expansion)."""
+
+    def compose_node(self, parent, index):  # type: ignore[override]
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.constructor.ConstructorError(
+                None, None, "YAML aliases (*name) are not allowed in rule files", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
+def _key_lines(node: yaml.Node, path: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:
+    """Map each key path of a composed YAML document to its 1-based line."""
+    lines: dict[tuple[Any, ...], int] = {path: node.start_mark.line + 1}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            child = (*path, key_node.value)
+            lines.update(_key_lines(value_node, child))
+            lines[child] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            lines.update(_key_lines(item, (*path, index)))
+    return lines
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
+    """Field names allowed at `loc` (the parent of an unknown key), if a model sits there."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            return None
+        annotation = fields[part].annotation
+        current = _first_model(annotation)
+        if current is None:
+            return None
+    fields = getattr(current, "model_fields", None)
+    return sorted(fields) if fields else None
+
+
+def _first_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _first_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _format_errors(
+    error: ValidationError, source: str, lines: dict, model: type[BaseModel] = None  # type: ignore[assignment]
+) -> list[str]:
+    model = model or RuleSet
+    problems = []
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        path = ".".join(str(p) for p in loc) or "(top level)"
+        line = lines.get(loc) or lines.get(loc[:-1]) or lines.get(())
+        where = f"{source}:{line}" if line else source
+        kind = item["type"]
+        if kind == "extra_forbidden":
+            allowed = _allowed_keys(model, loc[:-1])
+            hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
+            problems.append(f"{where}: key `{path}` is not a known key{hint}")
+            continue
+        if kind == "missing":
+            problems.append(f"{where}: key `{path}` is required")
+            continue
+        got = item.get("input")
+        shown = json.dumps(got, default=str) if not isinstance(got, dict) else "a mapping"
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        message = item["msg"].removeprefix("Value error, ")
+        expected = item.get("ctx", {}).get("expected")
+        if expected:
+            message = f"expected one of {expected}"
+        problems.append(f"{where}: key `{path}`: got {shown}; {message}")
+    return problems
+
+
+def parse_rules(text: str, source: str) -> RuleSet:
+    """Parse rule-file text; raise RuleError listing every problem."""
+    if len(text.encode("utf-8")) > MAX_RULE_FILE_BYTES:
+        raise RuleError(f"{source}: rule file is larger than {MAX_RULE_FILE_BYTES} bytes")
+    try:
+        node = yaml.compose(text, Loader=_NoAliasSafeLoader)
+        data = yaml.load(text, Loader=_NoAliasSafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RuleError(f"{where}: not valid YAML ({problem})") from None
+    if not isinstance(data, dict):
+        raise RuleError(f"{source}: a rule file is a YAML mapping (keys such as id, criteria)")
+    try:
+        return RuleSet.model_validate(data)
+    except ValidationError as exc:
+        problems = _format_errors(exc, source, _key_lines(node) if node else {})
+        raise RuleError(f"{source}: invalid rule file ({len(problems)} problems)", problems) from None
+
+
+def read_rule_file(path: Path) -> tuple[RuleSet, str]:
+    """Load a rule file; returns the rule set and the SHA-256 of its bytes."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise RuleError(f"{path}: cannot read the rule file ({exc.strerror})") from None
+    if len(raw) > MAX_RULE_FILE_BYTES:
+        raise RuleError(f"{path}: rule file is larger than {MAX_RULE_FILE_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise RuleError(f"{path}: the rule file is not UTF-8 text") from None
+    return parse_rules(text, str(path)), hashlib.sha256(raw).hexdigest()
+
+
+DEFAULT_PRESET = "sforzini-2021"
+
+
+def preset_dir() -> Path:
+    """Folder of the shipped rule sets: inside the wheel, or rules/ in a checkout."""
+    packaged = Path(str(resources.files("trdscreen"))) / "_rules"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "rules"
+
+
+def resolve_rules(name_or_path: str | None) -> Path:
+    """A preset name (e.g. sforzini-2021) or a path to a rule file."""
+    if name_or_path is None:
+        name_or_path = DEFAULT_PRESET
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+        return candidate
+    preset = preset_dir() / f"{name_or_path}.yaml"
+    if preset.exists():
+        return preset
+    known = sorted(p.stem for p in preset_dir().glob("*.yaml"))
+    raise RuleError(
+        f"rules {name_or_path!r}: no such file and no such preset; presets: {', '.join(known)}"
+    )
+
+
+def load_column_map(path: Path) -> ColumnMap:
+    """A separate column-map file: the same shape as a rule file's `columns:`."""
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise RuleError(f"{path}: cannot read the column map ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise RuleError(f"{path}: the column map is not UTF-8 text") from None
+    try:
+        node = yaml.compose(text, Loader=_NoAliasSafeLoader)
+        data = yaml.load(text, Loader=_NoAliasSafeLoader)
+    except yaml.YAMLError as exc:
+        raise RuleError(f"{path}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if isinstance(data, dict) and set(data) == {"columns"}:
+        data = data["columns"]
+    try:
+        return ColumnMap.model_validate(data or {})
+    except ValidationError as exc:
+        problems = _format_errors(exc, str(path), _key_lines(node) if node else {}, ColumnMap)
+        raise RuleError(f"{path}: invalid column map", problems) from None

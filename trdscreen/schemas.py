@@ -1,0 +1,375 @@
+"""Input contract: column types, value checks and cross-row checks.
+
+Validation happens in three layers, all collecting every problem:
+
+1. a dtype pre-check converts each canonical column from its raw form (CSV
+   text or a Parquet type) to its working type with vectorized Arrow kernels,
+   recording each cell that cannot be converted;
+2. pandera schemas check values (ranges, vocabularies, required values) lazily;
+3. cross-row checks (duplicates, date order, reference dates, subjects
+   missing from the subjects table).
+
+Each problem becomes one row of the issues table: severity, file, line,
+column, check, subject_id and a message saying what was expected. No other
+patient value ever enters an issue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+import pyarrow as pa_arrow
+import pyarrow.compute as pc
+
+from trdscreen.io import SourceTable
+from trdscreen.ruleset import MODALITIES, ROLES, STOP_REASONS
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    kind: str  # string | float | int | date | bool | category
+    required: bool = False  # the column must exist
+    nullable: bool = True  # cells may be empty
+    low: float | None = None
+    high: float | None = None
+    vocabulary: tuple[str, ...] = ()
+    expected: str = ""  # human wording for messages
+
+
+TREATMENT_COLUMNS: dict[str, ColumnSpec] = {
+    "subject_id": ColumnSpec("string", True, False, expected="a subject key"),
+    "drug": ColumnSpec("string", True, False, expected="a drug name"),
+    "daily_dose_mg": ColumnSpec("float", True, True, low=0, expected="a dose in mg/day >= 0"),
+    "start_date": ColumnSpec("date", True, False, expected="an ISO date YYYY-MM-DD"),
+    "end_date": ColumnSpec("date", False, True, expected="an ISO date YYYY-MM-DD or empty"),
+    "adherence": ColumnSpec("float", low=0, high=1, expected="a fraction from 0 to 1"),
+    "hamd_start": ColumnSpec("int", low=0, high=52, expected="a HAM-D17 total from 0 to 52"),
+    "hamd_end": ColumnSpec("int", low=0, high=52, expected="a HAM-D17 total from 0 to 52"),
+    "improvement": ColumnSpec("float", high=1, expected="a fraction of improvement <= 1"),
+    "stop_reason": ColumnSpec("category", vocabulary=STOP_REASONS),
+    "role": ColumnSpec("category", vocabulary=ROLES),
+    "modality": ColumnSpec("category", vocabulary=MODALITIES),
+}
+
+SUBJECT_COLUMNS: dict[str, ColumnSpec] = {
+    "subject_id": ColumnSpec("string", True, False, expected="a subject key"),
+    "birth_date": ColumnSpec("date", expected="an ISO date YYYY-MM-DD"),
+    "age": ColumnSpec("float", low=0, high=130, expected="an age in years from 0 to 130"),
+    "sex": ColumnSpec("string"),
+    "diagnosis": ColumnSpec("string"),
+    "episode_start": ColumnSpec("date", expected="an ISO date YYYY-MM-DD"),
+    "screening_date": ColumnSpec("date", expected="an ISO date YYYY-MM-DD"),
+    "hamd_screening": ColumnSpec("int", low=0, high=52, expected="a HAM-D17 total from 0 to 52"),
+    "bipolar": ColumnSpec("bool", expected="true or false"),
+    "psychotic_features": ColumnSpec("bool", expected="true or false"),
+    "substance_use_disorder": ColumnSpec("bool", expected="true or false"),
+}
+
+ISSUE_COLUMNS = ["severity", "file", "line", "column", "check", "subject_id", "message"]
+
+_NUMBER = r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$"
+_INTEGER = r"^[+-]?\d+(?:\.0*)?$"
+_ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
+_TRUE = ("true", "t", "yes", "y", "1")
+_FALSE = ("false", "f", "no", "n", "0")
+
+
+def empty_issues() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "severity": pd.Series(dtype="str"),
+            "file": pd.Series(dtype="str"),
+            "line": pd.Series(dtype="int64"),
+            "column": pd.Series(dtype="str"),
+            "check": pd.Series(dtype="str"),
+            "subject_id": pd.Series(dtype="str"),
+            "message": pd.Series(dtype="str"),
+        }
+    )
+
+
+class IssueLog:
+    """Collects issue rows as vectorized blocks; never holds patient values."""
+
+    def __init__(self) -> None:
+        self._blocks: list[pd.DataFrame] = []
+
+    def add(
+        self,
+        source: SourceTable | None,
+        rows: np.ndarray | None,
+        column: str,
+        check: str,
+        message: str | pd.Series,
+        subject_ids: pd.Series | None = None,
+        severity: str = "error",
+        file: str | None = None,
+    ) -> None:
+        """Record one issue per row position in `rows` (or one file-level issue)."""
+        if rows is None:
+            block = pd.DataFrame(
+                {
+                    "severity": [severity],
+                    "file": [file or (source.file if source else "")],
+                    "line": [0],
+                    "column": [column],
+                    "check": [check],
+                    "subject_id": [""],
+                    "message": [message],
+                }
+            )
+        else:
+            rows = np.asarray(rows, dtype=np.int64)
+            if rows.size == 0:
+                return
+            ids = (
+                subject_ids.iloc[rows].fillna("").to_numpy(dtype=object)
+                if subject_ids is not None
+                else np.full(rows.size, "", dtype=object)
+            )
+            messages = message.iloc[rows].to_numpy(dtype=object) if isinstance(message, pd.Series) else message
+            block = pd.DataFrame(
+                {
+                    "severity": severity,
+                    "file": file or source.file,
+                    "line": source.lines[rows],
+                    "column": column,
+                    "check": check,
+                    "subject_id": ids,
+                    "message": messages,
+                }
+            )
+        self._blocks.append(block)
+
+    def frame(self) -> pd.DataFrame:
+        if not self._blocks:
+            return empty_issues()
+        issues = pd.concat(self._blocks, ignore_index=True)
+        issues = issues.astype(
+            {c: "str" for c in ISSUE_COLUMNS if c != "line"} | {"line": "int64"}
+        )
+        return issues.sort_values(["file", "line", "column", "check"], kind="stable").reset_index(
+            drop=True
+        )
+
+
+# --------------------------------------------------------------------------- dtype pre-check
+
+
+def _as_text(column: pa_arrow.ChunkedArray) -> pa_arrow.ChunkedArray:
+    text = pc.utf8_trim_whitespace(column.cast(pa_arrow.string()))
+    return pc.if_else(pc.equal(text, ""), pa_arrow.scalar(None, pa_arrow.string()), text)
+
+
+def _invalid(valid_input: pa_arrow.ChunkedArray, ok: pa_arrow.ChunkedArray) -> np.ndarray:
+    bad = pc.and_(pc.is_valid(valid_input), pc.invert(pc.fill_null(ok, False)))
+    return np.flatnonzero(bad.to_numpy(zero_copy_only=False))
+
+
+def _to_float(column: pa_arrow.ChunkedArray, integral: bool) -> tuple[np.ndarray, np.ndarray, str]:
+    """Convert to float64 (NaN = missing); return values, bad rows, check code."""
+    if pa_arrow.types.is_integer(column.type) or pa_arrow.types.is_floating(column.type):
+        values = column.cast(pa_arrow.float64()).to_numpy(zero_copy_only=False)
+        values = np.asarray(values, dtype=np.float64)
+        if integral:
+            bad = np.flatnonzero(~np.isnan(values) & (values != np.round(values)))
+            return values, bad, "not_an_integer"
+        return values, np.empty(0, np.int64), "not_a_number"
+    if pa_arrow.types.is_null(column.type):
+        return np.full(len(column), np.nan), np.empty(0, np.int64), "not_a_number"
+    text = _as_text(column)
+    ok = pc.match_substring_regex(text, _INTEGER if integral else _NUMBER)
+    bad = _invalid(text, ok)
+    clean = pc.if_else(pc.fill_null(ok, False), text, pa_arrow.scalar(None, pa_arrow.string()))
+    values = np.asarray(clean.cast(pa_arrow.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+    return values, bad, "not_an_integer" if integral else "not_a_number"
+
+
+def _to_date(column: pa_arrow.ChunkedArray) -> tuple[np.ndarray, np.ndarray, str]:
+    """Convert to datetime64[s]; only ISO dates (YYYY-MM-DD) are accepted from text."""
+    if pa_arrow.types.is_date(column.type) or pa_arrow.types.is_timestamp(column.type):
+        if pa_arrow.types.is_timestamp(column.type) and column.type.tz is not None:
+            column = column.cast(pa_arrow.timestamp(column.type.unit))
+        days = column.cast(pa_arrow.date32()).cast(pa_arrow.int32()).to_numpy(zero_copy_only=False)
+        return _days_to_datetime(days), np.empty(0, np.int64), "not_iso_date"
+    if pa_arrow.types.is_null(column.type):
+        return np.full(len(column), np.datetime64("NaT", "s")), np.empty(0, np.int64), "not_iso_date"
+    text = _as_text(column)
+    shape_ok = pc.fill_null(pc.match_substring_regex(text, _ISO_DATE), False)
+    candidate = pc.if_else(shape_ok, text, pa_arrow.scalar(None, pa_arrow.string()))
+    parsed = pc.strptime(candidate, format="%Y-%m-%d", unit="s", error_is_null=True)
+    bad = _invalid(text, pc.is_valid(parsed))
+    days = parsed.cast(pa_arrow.date32()).cast(pa_arrow.int32()).to_numpy(zero_copy_only=False)
+    return _days_to_datetime(days), bad, "not_iso_date"
+
+
+def _days_to_datetime(days: np.ndarray) -> np.ndarray:
+    days = np.asarray(days, dtype=np.float64)
+    out = np.full(days.shape, np.datetime64("NaT", "s"))
+    ok = ~np.isnan(days)
+    out[ok] = (days[ok].astype(np.int64) * 86400).astype("datetime64[s]")
+    return out
+
+
+def _to_bool(column: pa_arrow.ChunkedArray) -> tuple[pd.array, np.ndarray, str]:
+    if pa_arrow.types.is_boolean(column.type):
+        return pd.array(column.to_pylist(), dtype="boolean"), np.empty(0, np.int64), "not_boolean"
+    if pa_arrow.types.is_integer(column.type) or pa_arrow.types.is_floating(column.type):
+        column = column.cast(pa_arrow.string())
+        column = pc.replace_substring_regex(column, r"\.0+$", "")
+    text = pc.utf8_lower(_as_text(column))
+    is_true = pc.fill_null(pc.is_in(text, pa_arrow.array(_TRUE)), False)
+    is_false = pc.fill_null(pc.is_in(text, pa_arrow.array(_FALSE)), False)
+    bad = _invalid(text, pc.or_(is_true, is_false))
+    values = pd.array(
+        np.where(is_true.to_numpy(zero_copy_only=False), True, False), dtype="boolean"
+    )
+    values[~(np.asarray(is_true) | np.asarray(is_false))] = pd.NA
+    return values, bad, "not_boolean"
+
+
+def _to_text(column: pa_arrow.ChunkedArray, lower: bool) -> pd.Series:
+    text = _as_text(column)
+    if lower:
+        text = pc.utf8_lower(text)
+    return pd.Series(pd.array(text, dtype="str"))
+
+
+_CONVERSION_MESSAGES = {
+    "not_a_number": "expected {expected}; the cell is not a number",
+    "not_an_integer": "expected {expected}; the cell is not a whole number",
+    "not_iso_date": "expected {expected}; the cell is not an ISO date (other formats are "
+    "ambiguous and are not guessed)",
+    "not_boolean": "expected true/false (also yes/no, y/n, 1/0)",
+}
+
+
+def infer_kind(column: pa_arrow.ChunkedArray) -> str:
+    """Working type of a subject column that the contract does not name."""
+    if pa_arrow.types.is_boolean(column.type):
+        return "bool"
+    if pa_arrow.types.is_integer(column.type) or pa_arrow.types.is_floating(column.type):
+        return "float"
+    if pa_arrow.types.is_date(column.type) or pa_arrow.types.is_timestamp(column.type):
+        return "date"
+    text = pc.utf8_lower(_as_text(column))
+    present = pc.drop_null(text)
+    if len(present) == 0:
+        return "string"
+    if pc.all(pc.is_in(present, pa_arrow.array(_TRUE + _FALSE))).as_py():
+        return "bool"
+    if pc.all(pc.match_substring_regex(present, _NUMBER)).as_py():
+        return "float"
+    return "string"
+
+
+def coerce(
+    source: SourceTable,
+    specs: dict[str, ColumnSpec],
+    log: IssueLog,
+    extra: tuple[str, ...] = (),
+) -> pd.DataFrame:
+    """Convert a source table to working dtypes, logging every unconvertible cell.
+
+    Contract columns are converted by their spec; `extra` names further
+    columns (used by criteria) whose type is inferred. Other columns are not
+    carried forward. Missing required columns are logged and left out.
+    """
+    table = source.table
+    present = set(table.column_names)
+    missing = [name for name, spec in specs.items() if spec.required and name not in present]
+    for name in missing:
+        log.add(
+            source,
+            None,
+            name,
+            "missing_column",
+            f"required column `{name}` not found; columns are: {', '.join(table.column_names)}; "
+            f"map a site header to it under `columns: {source.name}:` in the rule file or --map",
+        )
+    ids = (
+        _to_text(table.column("subject_id"), lower=False) if "subject_id" in present else None
+    )
+    out: dict[str, object] = {}
+    wanted = [(n, s) for n, s in specs.items() if n in present]
+    wanted += [
+        (n, ColumnSpec(infer_kind(table.column(n)), expected="a consistent type"))
+        for n in extra
+        if n in present and n not in specs
+    ]
+    for name, spec in wanted:
+        column = table.column(name)
+        bad = np.empty(0, np.int64)
+        check = ""
+        if spec.kind == "string":
+            out[name] = ids if name == "subject_id" else _to_text(column, lower=False)
+        elif spec.kind == "category":
+            out[name] = _to_text(column, lower=True)
+        elif spec.kind in ("float", "int"):
+            out[name], bad, check = _to_float(column, integral=spec.kind == "int")
+        elif spec.kind == "date":
+            out[name], bad, check = _to_date(column)
+        elif spec.kind == "bool":
+            out[name], bad, check = _to_bool(column)
+        if bad.size:
+            message = _CONVERSION_MESSAGES[check].format(expected=spec.expected or "a value")
+            log.add(source, bad, name, check, message, ids)
+    frame = pd.DataFrame(out, index=pd.RangeIndex(table.num_rows))
+    for name, series in frame.items():
+        if series.dtype.kind == "M":
+            frame[name] = series.astype("datetime64[s]")
+    return frame
+
+
+# --------------------------------------------------------------------------- pandera checks
+
+
+def _pandera_schema(specs: dict[str, ColumnSpec], frame: pd.DataFrame) -> pa.DataFrameSchema:
+    columns = {}
+    for name, spec in specs.items():
+        if name not in frame.columns:
+            continue
+        checks = []
+        if spec.low is not None:
+            checks.append(pa.Check.ge(spec.low, error="out_of_range"))
+        if spec.high is not None:
+            checks.append(pa.Check.le(spec.high, error="out_of_range"))
+        if spec.vocabulary:
+            checks.append(pa.Check.isin(list(spec.vocabulary), error="not_in_vocabulary"))
+        columns[name] = pa.Column(nullable=spec.nullable, checks=checks, coerce=False)
+    return pa.DataFrameSchema(columns, strict=False, coerce=False)
+
+
+def _value_message(spec: ColumnSpec, check: str, name: str) -> str:
+    if check == "not_nullable":
+        return f"`{name}` is required in every row; the cell is empty"
+    if check == "not_in_vocabulary":
+        return f"expected one of: {', '.join(spec.vocabulary)}"
+    return f"expected {spec.expected or 'a value in range'}"
+
+
+def check_values(
+    source: SourceTable, frame: pd.DataFrame, specs: dict[str, ColumnSpec], log: IssueLog
+) -> None:
+    """Run the pandera value checks lazily and log each failing cell."""
+    schema = _pandera_schema(specs, frame)
+    try:
+        schema.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        cases = exc.failure_cases  # holds patient values in `failure_case`: never kept
+        cases = cases[cases["index"].notna()][["column", "check", "index"]]
+        ids = frame["subject_id"] if "subject_id" in frame.columns else None
+        for (column, raw_check), group in cases.groupby(["column", "check"], sort=True):
+            check = "not_nullable" if raw_check == "not_nullable" else str(raw_check)
+            rows = group["index"].astype("int64").to_numpy()
+            message = _value_message(specs[column], check, column)
+            if column == "adherence" and check == "out_of_range":
+                values = frame["adherence"].to_numpy()
+                finite = values[~np.isnan(values)]
+                if finite.size and finite.max() <= 100 and finite.max() > 1:
+                    message += " (values look like percentages 0-100: divide by 100)"
+            code = "required_value_missing" if check == "not_nullable" else check
+            log.add(source, rows, column, code, message, ids)

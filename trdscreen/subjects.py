@@ -1,0 +1,152 @@
+"""Per-subject counts and classification, from assessed courses.
+
+Subjects are factorized once into integer codes (sorted by subject_id); every
+count is a bincount over codes, distinct counts use unique (subject, key)
+pairs. No per-subject Python.
+
+Counts are intervals: the lower bound counts courses whose check is met, the
+upper bound also counts courses whose check is unknown. A threshold is then
+met when the lower bound reaches it, not met when even the upper bound does
+not, and unknown in between.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+from trdscreen.courses import CourseAssessment
+from trdscreen.ruleset import RuleSet
+from trdscreen.tristate import MET, NOT_MET, UNKNOWN
+
+CLASSIFICATIONS = ("TRD", "PRD", "not_resistant", "undetermined")
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """The subjects screened: every id in the subjects table or the treatments table."""
+
+    ids: pd.Index  # sorted subject ids
+    course_codes: np.ndarray  # subject code of each course row
+    in_subjects_table: np.ndarray  # bool per subject
+    reference: np.ndarray  # datetime64[s] per subject, NaT = unknown
+    episode_start: np.ndarray  # datetime64[s] per subject, NaT = unknown
+    subjects: pd.DataFrame  # subjects table aligned to `ids` (missing rows empty)
+
+
+def build_cohort(
+    courses: pd.DataFrame, subjects: pd.DataFrame, rules: RuleSet, as_of: date | None
+) -> Cohort:
+    course_ids = courses["subject_id"].to_numpy(dtype=object)
+    table_ids = subjects["subject_id"].dropna().to_numpy(dtype=object)
+    ids = pd.Index(np.unique(np.concatenate([course_ids, table_ids]).astype(str)), dtype="str")
+    aligned = (
+        subjects.dropna(subset=["subject_id"])
+        .drop_duplicates("subject_id")
+        .set_index("subject_id")
+        .reindex(ids)
+    )
+    in_table = ids.isin(table_ids)
+    if as_of is not None:
+        reference = np.full(len(ids), np.datetime64(as_of, "s"))
+    elif rules.reference_date.column in aligned.columns:
+        reference = aligned[rules.reference_date.column].to_numpy(dtype="datetime64[s]")
+    else:
+        reference = np.full(len(ids), np.datetime64("NaT", "s"))
+    if "episode_start" in aligned.columns:
+        episode_start = aligned["episode_start"].to_numpy(dtype="datetime64[s]")
+    else:
+        episode_start = np.full(len(ids), np.datetime64("NaT", "s"))
+    return Cohort(
+        ids=ids,
+        course_codes=ids.get_indexer(course_ids),
+        in_subjects_table=in_table,
+        reference=reference,
+        episode_start=episode_start,
+        subjects=aligned.reset_index(names="subject_id"),
+    )
+
+
+def _distinct(codes: np.ndarray, keys: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
+    """Number of distinct keys per subject among rows where mask holds."""
+    if not mask.any():
+        return np.zeros(n, dtype=np.int64)
+    width = np.int64(keys.max() + 1)
+    pairs = np.unique(codes[mask].astype(np.int64) * width + keys[mask])
+    return np.bincount(pairs // width, minlength=n)
+
+
+def _threshold(low: np.ndarray, high: np.ndarray, minimum: int) -> np.ndarray:
+    return np.select([low >= minimum, high < minimum], [MET, NOT_MET], default=UNKNOWN).astype(
+        np.int8
+    )
+
+
+def age_at(birth: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Whole years completed at the reference date (NaN where either is unknown)."""
+    b = pd.DatetimeIndex(birth)
+    r = pd.DatetimeIndex(reference)
+    before_birthday = (r.month < b.month) | ((r.month == b.month) & (r.day < b.day))
+    years = np.asarray(r.year - b.year, dtype=np.float64) - before_birthday.astype(np.float64)
+    years[np.isnat(birth) | np.isnat(reference)] = np.nan
+    return years
+
+
+def assess_subjects(cohort: Cohort, courses: CourseAssessment, rules: RuleSet) -> pd.DataFrame:
+    """One row per subject (sorted by subject_id) with counts and classification."""
+    n = len(cohort.ids)
+    codes = cohort.course_codes
+    keys = pd.factorize(courses.identity)[0] if len(courses.identity) else np.zeros(0, np.int64)
+
+    def bounds(states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return (
+            _distinct(codes, keys, states == MET, n),
+            _distinct(codes, keys, states != NOT_MET, n),
+        )
+
+    adequate_lo, adequate_hi = bounds(courses.adequate)
+    failed_lo, failed_hi = bounds(courses.failed)
+    partial_lo, partial_hi = bounds(courses.partial)
+
+    trd = _threshold(failed_lo, failed_hi, rules.resistance.min_failed_trials)
+    prd_rule = rules.resistance.prd
+    prd = (
+        _threshold(partial_lo, partial_hi, prd_rule.min_trials)
+        if prd_rule is not None
+        else np.full(n, NOT_MET, dtype=np.int8)
+    )
+    classification = np.select(
+        [trd == MET, trd == UNKNOWN, prd == MET, prd == UNKNOWN],
+        ["TRD", "undetermined", "PRD", "undetermined"],
+        default="not_resistant",
+    )
+
+    subjects = cohort.subjects
+    if "birth_date" in subjects.columns:
+        age = age_at(subjects["birth_date"].to_numpy(dtype="datetime64[s]"), cohort.reference)
+        if "age" in subjects.columns:  # fall back to a given age where birth_date is empty
+            given = subjects["age"].to_numpy(dtype=np.float64, na_value=np.nan)
+            age = np.where(np.isnan(age), given, age)
+    elif "age" in subjects.columns:
+        age = subjects["age"].to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        age = np.full(n, np.nan)
+
+    return pd.DataFrame(
+        {
+            "subject_id": cohort.ids,
+            "reference_date": cohort.reference,
+            "age": age,
+            "n_courses": np.bincount(codes, minlength=n),
+            "n_adequate_trials": adequate_lo,
+            "n_adequate_trials_max": adequate_hi,
+            "n_failed_trials": failed_lo,
+            "n_failed_trials_max": failed_hi,
+            "n_partial_response_trials": partial_lo,
+            "n_partial_response_trials_max": partial_hi,
+            "classification": pd.Categorical(classification, categories=list(CLASSIFICATIONS)),
+        }
+    )

@@ -1,0 +1,64 @@
+"""Three-valued logic for checks: met, not met, unknown.
+
+States are int8 codes ordered so that Kleene AND is `min` and OR is `max`:
+NOT_MET (0) < UNKNOWN (1) < MET (2). Unknown is never silently read as met or
+not met; a rule set may resolve it explicitly, and the resolution is recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+NOT_MET = np.int8(0)
+UNKNOWN = np.int8(1)
+MET = np.int8(2)
+
+STATE_LABELS = ("not_met", "unknown", "met")
+_STATE_DTYPE = pd.CategoricalDtype(list(STATE_LABELS))
+
+
+def all_of(*states: np.ndarray) -> np.ndarray:
+    """Kleene AND: not met if any is not met, else unknown if any is unknown."""
+    return np.minimum.reduce([np.asarray(s, dtype=np.int8) for s in states])
+
+
+def from_bool(condition: np.ndarray, known: np.ndarray | None = None) -> np.ndarray:
+    """MET where condition holds, NOT_MET where not, UNKNOWN where not known."""
+    out = np.where(condition, MET, NOT_MET).astype(np.int8)
+    if known is not None:
+        out[~known] = UNKNOWN
+    return out
+
+
+def negate(states: np.ndarray) -> np.ndarray:
+    return (MET - states).astype(np.int8)
+
+
+def resolve(states: np.ndarray, resolution: str) -> tuple[np.ndarray, np.ndarray]:
+    """Apply a rule set's resolution of unknown; return states and a resolved mask."""
+    unknown = states == UNKNOWN
+    if resolution == "unknown" or not unknown.any():
+        return states, np.zeros(states.shape, dtype=bool)
+    out = states.copy()
+    out[unknown] = MET if resolution == "assume_met" else NOT_MET
+    return out, unknown
+
+
+def labels(states: np.ndarray) -> pd.Categorical:
+    return pd.Categorical.from_codes(np.asarray(states, dtype=np.int8), dtype=_STATE_DTYPE)
+
+
+def join_flags(bits: np.ndarray, names: Sequence[str], sep: str = ";") -> np.ndarray:
+    """Turn per-row bit masks into ';'-joined names, in the order of `names`.
+
+    Works on the distinct masks only (few), so it stays vectorized.
+    """
+    bits = np.asarray(bits, dtype=np.int64)
+    uniques, inverse = np.unique(bits, return_inverse=True)
+    texts = np.array(
+        [sep.join(n for i, n in enumerate(names) if int(u) >> i & 1) for u in uniques], dtype=object
+    )
+    return texts[inverse]

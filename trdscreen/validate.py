@@ -1,0 +1,321 @@
+"""Validation of the read inputs against the contract and the rule set.
+
+Pure: takes the tables as read (`SourceTable`) and returns typed frames plus
+the issues table. Raises nothing for data problems; callers decide what an
+error-level issue means for the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+from trdscreen.formulary import Formulary
+from trdscreen.io import SourceTable
+from trdscreen.ruleset import RuleSet
+from trdscreen.schemas import (
+    SUBJECT_COLUMNS,
+    TREATMENT_COLUMNS,
+    IssueLog,
+    check_values,
+    coerce,
+)
+
+DERIVED_SUBJECT_COLUMNS = (
+    "age",
+    "n_courses",
+    "n_adequate_trials",
+    "n_failed_trials",
+    "n_partial_response_trials",
+    "classification",
+)
+"""Columns that criteria may name although no input table holds them."""
+
+
+@dataclass(frozen=True)
+class ValidatedInputs:
+    treatments: pd.DataFrame  # typed contract columns + source_file, source_line
+    subjects: pd.DataFrame  # typed subjects table as given (empty without one)
+    issues: pd.DataFrame
+    has_subjects_table: bool
+
+    @property
+    def n_errors(self) -> int:
+        return int((self.issues["severity"] == "error").sum())
+
+
+def criteria_subject_columns(rules: RuleSet) -> tuple[str, ...]:
+    """Subject columns the rule set's criteria read (besides derived ones)."""
+    names = []
+    for criterion in rules.criteria:
+        if criterion.column == "age":
+            continue
+        if criterion.column not in DERIVED_SUBJECT_COLUMNS and criterion.column not in names:
+            names.append(criterion.column)
+    return tuple(names)
+
+
+def validate_inputs(
+    treatments: SourceTable,
+    subjects: SourceTable | None,
+    rules: RuleSet,
+    formulary: Formulary,
+    as_of: date | None,
+) -> ValidatedInputs:
+    log = IssueLog()
+    courses = coerce(treatments, TREATMENT_COLUMNS, log)
+    check_values(treatments, courses, TREATMENT_COLUMNS, log)
+
+    wanted = criteria_subject_columns(rules)
+    if subjects is not None:
+        people = coerce(subjects, SUBJECT_COLUMNS, log, extra=wanted)
+        check_values(subjects, people, SUBJECT_COLUMNS, log)
+        _check_subject_columns(subjects, people, rules, as_of, log)
+        _check_duplicate_subjects(subjects, people, log)
+    else:
+        people = pd.DataFrame({"subject_id": pd.Series([], dtype="str")})
+        _check_without_subjects(treatments, rules, as_of, log)
+
+    if {"subject_id", "start_date"} <= set(courses.columns):
+        reference = _reference_dates(courses, people, rules, as_of)
+        _check_courses(treatments, courses, reference, log)
+        if subjects is not None:
+            _check_membership(treatments, subjects, courses, people, log)
+    if "drug" in courses.columns:
+        _check_drug_names(treatments, courses, formulary, log)
+
+    courses["source_file"] = treatments.file
+    courses["source_line"] = treatments.lines
+    return ValidatedInputs(courses, people, log.frame(), subjects is not None)
+
+
+def _check_subject_columns(
+    source: SourceTable, people: pd.DataFrame, rules: RuleSet, as_of: date | None, log: IssueLog
+) -> None:
+    present = set(people.columns)
+    for criterion in rules.criteria:
+        column = criterion.column
+        if column == "age":
+            if not ({"age", "birth_date"} & present):
+                log.add(
+                    source,
+                    None,
+                    "age",
+                    "criterion_column_missing",
+                    f"criterion {criterion.id} needs `age` or `birth_date` in the subjects table; "
+                    "neither was found (map a site header under `columns: subjects:`)",
+                )
+        elif column not in DERIVED_SUBJECT_COLUMNS and column not in present:
+            log.add(
+                source,
+                None,
+                column,
+                "criterion_column_missing",
+                f"criterion {criterion.id} reads subjects column `{column}`, which the subjects "
+                "table lacks (map a site header under `columns: subjects:` or fix the rule)",
+            )
+    ref_column = rules.reference_date.column
+    if as_of is None and ref_column not in present:
+        log.add(
+            source,
+            None,
+            ref_column,
+            "reference_date_missing",
+            f"the reference date comes from subjects column `{ref_column}`, which is missing; "
+            "add it or pass --as-of DATE",
+        )
+    elif as_of is None:
+        rows = np.flatnonzero(people[ref_column].isna().to_numpy())
+        log.add(
+            source,
+            rows,
+            ref_column,
+            "reference_date_missing",
+            "reference date is empty: ongoing courses and age cannot be computed and the subject "
+            "will need review",
+            people["subject_id"],
+            severity="warning",
+        )
+
+
+def _check_without_subjects(
+    source: SourceTable, rules: RuleSet, as_of: date | None, log: IssueLog
+) -> None:
+    needed = sorted({c.column for c in rules.criteria} - set(DERIVED_SUBJECT_COLUMNS[1:]))
+    if needed:
+        log.add(
+            source,
+            None,
+            ", ".join(needed),
+            "subjects_table_missing",
+            f"the rule set's criteria read subject columns ({', '.join(needed)}) but no subjects "
+            "table was given; pass --subjects FILE or put subjects.csv beside treatments",
+        )
+    if as_of is None:
+        log.add(
+            source,
+            None,
+            rules.reference_date.column,
+            "reference_date_missing",
+            "no reference date: pass --as-of DATE or a subjects table with "
+            f"`{rules.reference_date.column}`",
+        )
+
+
+def _check_duplicate_subjects(source: SourceTable, people: pd.DataFrame, log: IssueLog) -> None:
+    if "subject_id" not in people.columns:
+        return
+    ids = people["subject_id"]
+    dup = ids.duplicated(keep=False).to_numpy() & ids.notna().to_numpy()
+    if dup.any():
+        first = pd.Series(source.lines).groupby(ids.to_numpy()).transform("min").to_numpy()
+        message = pd.Series("subject_id appears more than once; first at line " + first.astype(str))
+        log.add(source, np.flatnonzero(dup), "subject_id", "duplicate_subject", message, ids)
+
+
+def _reference_dates(
+    courses: pd.DataFrame, people: pd.DataFrame, rules: RuleSet, as_of: date | None
+) -> np.ndarray:
+    """Reference date per course row (datetime64[s]; NaT where unknown)."""
+    n = len(courses)
+    if as_of is not None:
+        return np.full(n, np.datetime64(as_of, "s"))
+    column = rules.reference_date.column
+    if column not in people.columns or "subject_id" not in people.columns:
+        return np.full(n, np.datetime64("NaT", "s"))
+    lookup = people.drop_duplicates("subject_id").set_index("subject_id")[column]
+    return lookup.reindex(courses["subject_id"]).to_numpy(dtype="datetime64[s]")
+
+
+def _check_courses(
+    source: SourceTable, courses: pd.DataFrame, reference: np.ndarray, log: IssueLog
+) -> None:
+    ids = courses["subject_id"]
+    start = courses["start_date"].to_numpy()
+    end = courses["end_date"].to_numpy() if "end_date" in courses.columns else None
+    if end is not None:
+        rows = np.flatnonzero(end < start)
+        log.add(source, rows, "end_date", "end_before_start", "end_date is before start_date", ids)
+        rows = np.flatnonzero(end > reference)
+        log.add(
+            source,
+            rows,
+            "end_date",
+            "ends_after_reference_date",
+            "the course ends after the subject's reference date (screening date or --as-of); "
+            "a history must end on or before it",
+            ids,
+        )
+    rows = np.flatnonzero(start > reference)
+    log.add(
+        source,
+        rows,
+        "start_date",
+        "starts_after_reference_date",
+        "the course starts after the subject's reference date (screening date or --as-of)",
+        ids,
+    )
+    if "drug" in courses.columns:
+        key = pd.DataFrame(
+            {"s": ids, "d": courses["drug"].str.lower().str.strip(), "t": courses["start_date"]}
+        )
+        dup = key.duplicated(keep=False).to_numpy() & key.notna().all(axis=1).to_numpy()
+        if dup.any():
+            first = (
+                pd.Series(source.lines)
+                .groupby([key["s"].to_numpy(), key["d"].to_numpy(), key["t"].to_numpy()])
+                .transform("min")
+                .to_numpy()
+            )
+            message = pd.Series(
+                "duplicate course: same subject, drug and start_date as line " + first.astype(str)
+            )
+            log.add(source, np.flatnonzero(dup), "drug", "duplicate_course", message, ids)
+    if "stop_reason" in courses.columns and end is not None:
+        stopped = courses["stop_reason"].notna().to_numpy() & (
+            courses["stop_reason"] != "ongoing"
+        ).to_numpy(dtype=bool, na_value=False)
+        rows = np.flatnonzero(np.isnat(end) & stopped)
+        log.add(
+            source,
+            rows,
+            "end_date",
+            "end_date_missing_for_stopped_course",
+            "end_date is empty but stop_reason says the course stopped; its duration is counted "
+            "to the reference date",
+            ids,
+            severity="warning",
+        )
+
+
+def _check_membership(
+    treatments: SourceTable,
+    subjects: SourceTable,
+    courses: pd.DataFrame,
+    people: pd.DataFrame,
+    log: IssueLog,
+) -> None:
+    known = pd.Index(people["subject_id"].dropna().unique())
+    ids = courses["subject_id"]
+    rows = np.flatnonzero(~ids.isin(known).to_numpy() & ids.notna().to_numpy())
+    log.add(
+        treatments,
+        rows,
+        "subject_id",
+        "subject_not_in_subjects_table",
+        "subject has courses but no row in the subjects table; its subject criteria are unknown "
+        "and it will need review",
+        ids,
+        severity="warning",
+    )
+    with_courses = pd.Index(ids.dropna().unique())
+    rows = np.flatnonzero(~people["subject_id"].isin(with_courses).to_numpy())
+    log.add(
+        subjects,
+        rows,
+        "subject_id",
+        "subject_without_courses",
+        "subject has no treatment courses; it is screened with zero trials",
+        people["subject_id"],
+        severity="info",
+    )
+
+
+def _check_drug_names(
+    source: SourceTable, courses: pd.DataFrame, formulary: Formulary, log: IssueLog
+) -> None:
+    codes, uniques = pd.factorize(courses["drug"])
+    if len(uniques) == 0:
+        return
+    modality = (
+        courses["modality"].fillna("pharmacotherapy")
+        if "modality" in courses.columns
+        else pd.Series("pharmacotherapy", index=courses.index)
+    )
+    drug_modality = modality.isin(["pharmacotherapy", "esketamine"]).to_numpy()
+    messages = []
+    for name in uniques:
+        match = formulary.match(name)
+        if match.generic is not None:
+            messages.append("")
+            continue
+        near = formulary.suggest(match.normalized)
+        hint = f"closest known: {', '.join(near)}" if near else "no close match"
+        messages.append(
+            f"drug name not in the formulary ({hint}); the course's adequacy is unknown. "
+            "Fix the name or add it to a site formulary"
+        )
+    per_row = np.asarray(messages, dtype=object)[np.where(codes >= 0, codes, 0)]
+    unknown = (codes >= 0) & (per_row != "") & drug_modality
+    log.add(
+        source,
+        np.flatnonzero(unknown),
+        "drug",
+        "unknown_drug",
+        pd.Series(per_row),
+        courses["subject_id"] if "subject_id" in courses.columns else None,
+        severity="warning",
+    )
