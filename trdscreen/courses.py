@@ -279,7 +279,7 @@ def assess_courses(
             "ongoing": ongoing,
             "weeks": np.round(weeks, 2),
             "adherence": adherence,
-            "pct_improvement": pct,
+            "pct_improvement": np.round(pct, 4),  # display; decided on the exact value
             "outcome": pd.Categorical.from_codes(outcome, categories=list(OUTCOMES)),
             "counted": labels(counted),
             "dose_check": labels(dose_state),

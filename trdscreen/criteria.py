@@ -160,7 +160,10 @@ def evaluate_criterion(criterion: Criterion, subjects: pd.DataFrame) -> Criterio
     state, resolved = resolve(state, criterion.when_unknown)
     observed_text = None
     if not numeric:
-        observed_text = series.astype("str").to_numpy(dtype=object)
+        shown = series.astype("str")
+        if series.dtype == "boolean":
+            shown = shown.str.lower()
+        observed_text = shown.to_numpy(dtype=object)
     return CriterionResult(
         criterion=criterion,
         state=state,

@@ -1,0 +1,79 @@
+"""Shared helpers: build small cohorts as real CSV files and screen them."""
+
+from __future__ import annotations
+
+import copy
+import csv
+from pathlib import Path
+
+import pytest
+import yaml
+
+from trdscreen import api
+from trdscreen.ruleset import parse_rules, preset_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "sample_data"
+
+SUBJECT_DEFAULTS = {
+    "birth_date": "1980-05-10",  # 44 at the screening date below
+    "episode_start": "2023-01-01",
+    "screening_date": "2024-06-01",
+    "hamd_screening": 24,
+    "bipolar": "false",
+}
+TREATMENT_COLUMNS = [
+    "subject_id", "drug", "daily_dose_mg", "start_date", "end_date", "adherence", "hamd_start",
+    "hamd_end", "improvement", "stop_reason", "role", "modality",
+]
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def preset_data(name: str = "sforzini-2021") -> dict:
+    return yaml.safe_load((preset_dir() / f"{name}.yaml").read_text())
+
+
+def write_rules(folder: Path, overrides: dict | None = None) -> Path:
+    data = deep_merge(preset_data(), overrides or {})
+    parse_rules(yaml.safe_dump(data), "case rules")  # fail early with a clear message
+    path = folder / "rules.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def write_csv(path: Path, rows: list[dict], columns: list[str]) -> Path:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({c: ("" if row.get(c) is None else row.get(c)) for c in columns})
+    return path
+
+
+def write_cohort(folder: Path, treatments: list[dict], subjects: list[dict] | None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    write_csv(folder / "treatments.csv", treatments, TREATMENT_COLUMNS)
+    if subjects is not None:
+        rows = [{**SUBJECT_DEFAULTS, **s} for s in subjects]
+        columns = list(dict.fromkeys(["subject_id", *SUBJECT_DEFAULTS, *(k for r in rows for k in r)]))
+        write_csv(folder / "subjects.csv", rows, columns)
+    return folder
+
+
+def run_cohort(folder: Path, rules: Path | str | None = None, as_of=None):
+    loaded = api.load(api.ScreenRequest(folder, rules=str(rules) if rules else None, as_of=as_of))
+    return loaded, api.screen(loaded)
+
+
+@pytest.fixture
+def sample_result():
+    return run_cohort(SAMPLE)[1]

@@ -1,0 +1,120 @@
+"""Terminal rendering with rich. The only module that imports rich.
+
+Renderers take finished results (plain tables and dicts) and print them;
+they compute nothing that a written table does not already hold.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from trdscreen.pipeline import ScreenResult
+
+
+def console(stderr: bool = False) -> Console:
+    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+def _row(table: Table, *cells: str) -> None:
+    """Add a row of literal text (never parsed as rich markup)."""
+    table.add_row(*(Text(str(cell)) for cell in cells))
+
+
+def _counts_table(title: str, counts: dict[str, int], total: int) -> Table:
+    table = Table(title=title, title_justify="left", show_edge=False)
+    table.add_column(title.split()[0].lower())
+    table.add_column("subjects", justify="right")
+    table.add_column("share", justify="right")
+    for label, count in counts.items():
+        share = f"{100 * count / total:.0f}%" if total else "-"
+        _row(table, label, str(count), share)
+    return table
+
+
+def render_summary(out: Console, result: ScreenResult, rules_title: str, folder: str) -> None:
+    counts = result.counts()
+    total = counts["subjects"]["total"]
+    out.print(
+        f"[bold]Screened {total} subjects[/bold] ({counts['courses']['total']} courses) "
+        f"with [bold]{rules_title}[/bold]"
+    )
+    out.print(_counts_table("Decision", counts["decision"], total))
+    out.print(_counts_table("Classification", counts["classification"], total))
+    out.print(render_attrition(result.attrition))
+    near = int((result.decisions["near_miss_criteria"].fillna("") != "").sum())
+    if near:
+        out.print(f"{near} excluded subject(s) are near misses (see near_miss_criteria).")
+    issues = counts["issues"]
+    if issues:
+        listed = ", ".join(f"{n} {severity}" for severity, n in issues.items())
+        out.print(f"Input issues: {listed} (validation_issues in the output folder).")
+    out.print(f"Output: [bold]{folder}[/bold]")
+
+
+def render_attrition(attrition: pd.DataFrame) -> Table:
+    table = Table(title="Attrition (protocol order)", title_justify="left", show_edge=False)
+    for name, justify in (
+        ("step", "right"),
+        ("criterion", "left"),
+        ("excluded here", "right"),
+        ("remaining", "right"),
+        ("not met (all)", "right"),
+        ("unknown", "right"),
+        ("excluded by this alone", "right"),
+    ):
+        table.add_column(name, justify=justify)
+    for row in attrition.to_dict("records"):  # one row per protocol step, not per patient
+        step = bool(row["criterion_id"])
+        label = f"{row['criterion_id']}: {row['title']}" if step else row["title"]
+        _row(
+            table,
+            str(row["step"]),
+            label,
+            str(row["excluded_at_step"]) if step else "",
+            str(row["remaining"]),
+            str(row["not_met_total"]) if step else "",
+            str(row["unknown_total"]) if step else "",
+            str(row["excluded_only_by_this"]) if step else "",
+        )
+    return table
+
+
+def render_issues(out: Console, issues: pd.DataFrame, limit: int = 30) -> None:
+    """Issues grouped by file, column and check, with counts and first lines."""
+    if issues.empty:
+        out.print("No input issues found.")
+        return
+    grouped = (
+        issues.groupby(["severity", "file", "column", "check", "message"], sort=False)["line"]
+        .agg(["count", "min"])
+        .reset_index()
+    )
+    order = {"error": 0, "warning": 1, "info": 2}
+    grouped = grouped.sort_values(
+        ["severity", "file", "min"], key=lambda s: s.map(order) if s.name == "severity" else s
+    )
+    table = Table(title="Input issues", title_justify="left", show_edge=False, show_lines=False)
+    for name in ("severity", "file", "first line", "rows", "column", "check", "expected / detail"):
+        table.add_column(name, overflow="fold")
+    for row in grouped.head(limit).to_dict("records"):  # issue groups, not patients
+        line = str(row["min"]) if row["min"] else "-"
+        _row(
+            table, row["severity"], row["file"], line, str(row["count"]), row["column"], row["check"],
+            row["message"],
+        )
+    out.print(table)
+    if len(grouped) > limit:
+        out.print(f"... and {len(grouped) - limit} more groups (see validation_issues).")
+
+
+def render_error(err: Console, message: str, details: list[str] | None = None) -> None:
+    err.print(Text.assemble(("error: ", "bold red"), message))
+    for line in details or []:
+        err.print(f"  {line}", markup=False)
