@@ -23,8 +23,18 @@ SUBJECT_DEFAULTS = {
     "bipolar": "false",
 }
 TREATMENT_COLUMNS = [
-    "subject_id", "drug", "daily_dose_mg", "start_date", "end_date", "adherence", "hamd_start",
-    "hamd_end", "improvement", "stop_reason", "role", "modality",
+    "subject_id",
+    "drug",
+    "daily_dose_mg",
+    "start_date",
+    "end_date",
+    "adherence",
+    "hamd_start",
+    "hamd_end",
+    "improvement",
+    "stop_reason",
+    "role",
+    "modality",
 ]
 
 
@@ -64,7 +74,9 @@ def write_cohort(folder: Path, treatments: list[dict], subjects: list[dict] | No
     write_csv(folder / "treatments.csv", treatments, TREATMENT_COLUMNS)
     if subjects is not None:
         rows = [{**SUBJECT_DEFAULTS, **s} for s in subjects]
-        columns = list(dict.fromkeys(["subject_id", *SUBJECT_DEFAULTS, *(k for r in rows for k in r)]))
+        columns = list(
+            dict.fromkeys(["subject_id", *SUBJECT_DEFAULTS, *(k for r in rows for k in r)])
+        )
         write_csv(folder / "subjects.csv", rows, columns)
     return folder
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import run_cohort, write_cohort, write_rules
 
 CASES = Path(__file__).parent / "cases"
@@ -29,7 +28,9 @@ def test_case(case, tmp_path):
     assert case.get("why"), "every case says why its expectation holds"
     subjects = case.get("subjects")
     if subjects is None:
-        subjects = [{"subject_id": s} for s in dict.fromkeys(t["subject_id"] for t in case["treatments"])]
+        subjects = [
+            {"subject_id": s} for s in dict.fromkeys(t["subject_id"] for t in case["treatments"])
+        ]
     folder = write_cohort(tmp_path / "in", case["treatments"], subjects or None)
     rules = write_rules(tmp_path, case.get("rules"))
     _, result = run_cohort(folder, rules, case.get("as_of"))

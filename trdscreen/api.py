@@ -114,7 +114,15 @@ def load(request: ScreenRequest) -> LoadedRun:
         subjects = read_source(subjects_path, "subjects", columns.subjects, canonical)
     validated = validate_inputs(treatments, subjects, rules, formulary, request.as_of)
     return LoadedRun(
-        request, rules, rules_path, rules_digest, formulary, treatments, subjects, validated, started
+        request,
+        rules,
+        rules_path,
+        rules_digest,
+        formulary,
+        treatments,
+        subjects,
+        validated,
+        started,
     )
 
 
@@ -222,9 +230,9 @@ def write_run(
     With a result: every table and the manifest. Without one (invalid input):
     only the validation issues and the manifest, and no decision tables.
     """
-    tables = result.tables() if result is not None else {
-        "validation_issues": loaded.validated.issues
-    }
+    tables = (
+        result.tables() if result is not None else {"validation_issues": loaded.validated.issues}
+    )
     with atomic_folder(out, force) as folder:
         outputs = write_tables(tables, folder, formats)
         manifest = build_manifest(loaded, result, outputs, formats, command)

@@ -83,7 +83,9 @@ MapOpt = Annotated[
 ]
 AsOfOpt = Annotated[
     str | None,
-    typer.Option("--as-of", help="Reference date YYYY-MM-DD (instead of the subjects' screening date)."),
+    typer.Option(
+        "--as-of", help="Reference date YYYY-MM-DD (instead of the subjects' screening date)."
+    ),
 ]
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print one JSON summary object on stdout and nothing else.")
@@ -114,8 +116,13 @@ def _fail(exc: BaseException, as_json: bool, extra: dict[str, Any] | None = None
     render_error(console(stderr=True), message, details)
     if as_json:
         _emit_json(
-            {"status": code.name.lower(), "exit_code": int(code), "message": message,
-             "problems": details, **(extra or {})}
+            {
+                "status": code.name.lower(),
+                "exit_code": int(code),
+                "message": message,
+                "problems": details,
+                **(extra or {}),
+            }
         )
     raise typer.Exit(int(code))
 
@@ -138,7 +145,9 @@ def screen(
     column_map: MapOpt = None,
     fmt: Annotated[Format, typer.Option("--format", help="Output table format.")] = Format.csv,
     as_of: AsOfOpt = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --out folder.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a non-empty --out folder.")
+    ] = False,
     as_json: JsonOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print no summary.")] = False,
 ) -> None:
@@ -162,9 +171,14 @@ def screen(
         record = api.write_run(loaded, result, out, formats, force, sys.argv)
         if as_json:
             _emit_json(
-                {"status": "ok", "exit_code": 0, "out": str(out), "rules": loaded.rules.id,
-                 "counts": result.counts(),
-                 "outputs": [o["path"] for o in record.manifest["outputs"]] + ["manifest.json"]}
+                {
+                    "status": "ok",
+                    "exit_code": 0,
+                    "out": str(out),
+                    "rules": loaded.rules.id,
+                    "counts": result.counts(),
+                    "outputs": [o["path"] for o in record.manifest["outputs"]] + ["manifest.json"],
+                }
             )
         elif not quiet and sys.stdout.isatty():
             from trdscreen.render import console, render_summary
@@ -204,10 +218,12 @@ def validate(
         n_errors = loaded.validated.n_errors
         if as_json:
             _emit_json(
-                {"status": "invalid_input" if n_errors else "ok",
-                 "exit_code": int(ExitCode.INVALID_INPUT if n_errors else ExitCode.OK),
-                 "counts": _issue_counts(issues),
-                 "issues": issues.to_dict(orient="records")}
+                {
+                    "status": "invalid_input" if n_errors else "ok",
+                    "exit_code": int(ExitCode.INVALID_INPUT if n_errors else ExitCode.OK),
+                    "counts": _issue_counts(issues),
+                    "issues": issues.to_dict(orient="records"),
+                }
             )
         else:
             from trdscreen.render import console, render_issues

@@ -29,6 +29,7 @@ class CourseAssessment:
     partial: np.ndarray  # adequate with a partial response (PRD band)
     identity: np.ndarray  # drug or class key used to count distinct trials
 
+
 OUTCOMES = ("response", "partial_response", "nonresponse", "unknown")
 RESPONSE, PARTIAL, NONRESPONSE, OUTCOME_UNKNOWN = range(4)
 
@@ -142,7 +143,9 @@ def assess_courses(
     stop_reason = _column(courses, "stop_reason", "").to_numpy(dtype=object)
     drug_modality = np.isin(modality, DRUG_MODALITIES)
     lookup = _drug_lookup(courses["drug"], rules, formulary)
-    known = np.array([g is not None for g in lookup["generic"]], dtype=bool) if n else np.zeros(0, bool)
+    known = (
+        np.array([g is not None for g in lookup["generic"]], dtype=bool) if n else np.zeros(0, bool)
+    )
     counts_as = lookup["counts_as"]
 
     # --- counted as a treatment trial at all
@@ -169,7 +172,10 @@ def assess_courses(
     on_drug = drug_modality & modality_ok & role_ok
     flag(on_drug & ~known, "unknown_drug")
     flag(on_drug & known & lookup["nondep"], "non_depression_product")
-    flag(on_drug & ~lookup["nondep"] & (counts_as == "augmentation") & ~augmenting, "augmentation_agent_without_augmentation_role")
+    flag(
+        on_drug & ~lookup["nondep"] & (counts_as == "augmentation") & ~augmenting,
+        "augmentation_agent_without_augmentation_role",
+    )
     flag(on_drug & ~lookup["nondep"] & (counts_as == "not_antidepressant"), "not_an_antidepressant")
     flag(on_drug & ~lookup["nondep"] & (counts_as == "policy") & ~also, "policy_drug_not_counted")
 
@@ -179,14 +185,20 @@ def assess_courses(
     has_min = ~np.isnan(required)
     dose_state = from_bool(dose >= required, known=has_min & ~np.isnan(dose))
     no_min = known & ~has_min
-    dose_state, assumed = resolve(np.where(no_min, UNKNOWN, dose_state).astype(np.int8), rules.adequacy.dose.when_no_minimum)
+    dose_state, assumed = resolve(
+        np.where(no_min, UNKNOWN, dose_state).astype(np.int8), rules.adequacy.dose.when_no_minimum
+    )
     dose_state[~known] = UNKNOWN
     dose_state[known & has_min & np.isnan(dose)] = UNKNOWN
     dose_state[~drug_modality] = MET  # no dose criterion for ECT, rTMS, psychotherapy
     relevant = on_drug & known
     flag(relevant & has_min & np.isnan(dose), "dose_missing")
     flag(relevant & no_min & ~assumed, "no_minimum_dose")
-    resolved_as = "no_minimum_dose_assumed_met" if rules.adequacy.dose.when_no_minimum == "assume_met" else "no_minimum_dose_assumed_not_met"
+    resolved_as = (
+        "no_minimum_dose_assumed_met"
+        if rules.adequacy.dose.when_no_minimum == "assume_met"
+        else "no_minimum_dose_assumed_not_met"
+    )
     flag(relevant & assumed, resolved_as)
     flag(relevant & (dose_state == NOT_MET) & has_min, "dose_below_minimum")
 
@@ -194,7 +206,9 @@ def assess_courses(
     start = courses["start_date"].to_numpy(dtype="datetime64[s]")
     end_given = _column(courses, "end_date", None)
     end_given = (
-        end_given.to_numpy(dtype="datetime64[s]") if "end_date" in courses.columns else np.full(n, np.datetime64("NaT", "s"))
+        end_given.to_numpy(dtype="datetime64[s]")
+        if "end_date" in courses.columns
+        else np.full(n, np.datetime64("NaT", "s"))
     )
     ongoing = np.isnat(end_given)
     end = np.where(ongoing, reference, end_given)
@@ -215,7 +229,10 @@ def assess_courses(
         missing = adherence_state == UNKNOWN
         adherence_state, assumed = resolve(adherence_state, rule.when_missing)
         flag(missing & ~assumed, "adherence_missing")
-        flag(assumed, f"adherence_missing_assumed_{'met' if rule.when_missing == 'assume_met' else 'not_met'}")
+        flag(
+            assumed,
+            f"adherence_missing_assumed_{'met' if rule.when_missing == 'assume_met' else 'not_met'}",
+        )
         flag((adherence_state == NOT_MET) & ~assumed, "adherence_below_minimum")
 
     # --- current episode: the course overlaps it (ends on or after its onset)
@@ -223,11 +240,18 @@ def assess_courses(
     if not episode.current_only:
         episode_state = np.full(n, MET, dtype=np.int8)
     else:
-        episode_state = from_bool(end >= episode_start, known=~np.isnat(end) & ~np.isnat(episode_start))
+        episode_state = from_bool(
+            end >= episode_start, known=~np.isnat(end) & ~np.isnat(episode_start)
+        )
         unknown_episode = episode_state == UNKNOWN
         episode_state, assumed = resolve(episode_state, episode.when_unknown)
         flag(unknown_episode & ~assumed, "episode_unknown")
-        flag(assumed, "episode_unknown_assumed_in" if episode.when_unknown == "assume_met" else "episode_unknown_assumed_out")
+        flag(
+            assumed,
+            "episode_unknown_assumed_in"
+            if episode.when_unknown == "assume_met"
+            else "episode_unknown_assumed_out",
+        )
         flag((episode_state == NOT_MET) & ~assumed, "before_current_episode")
 
     # --- outcome: percent improvement from HAM-D scores, else the improvement column
@@ -257,7 +281,12 @@ def assess_courses(
     flag(counts_flag & (outcome == OUTCOME_UNKNOWN) & ~explicit, "outcome_unknown")
     flag(counts_flag & from_stop, "outcome_from_stop_reason")
     flag(failed == MET, "failed")
-    partial = all_of(adequate, np.select([outcome == PARTIAL, outcome == OUTCOME_UNKNOWN], [MET, UNKNOWN], default=NOT_MET).astype(np.int8))
+    partial = all_of(
+        adequate,
+        np.select(
+            [outcome == PARTIAL, outcome == OUTCOME_UNKNOWN], [MET, UNKNOWN], default=NOT_MET
+        ).astype(np.int8),
+    )
 
     identity = _identity(lookup, modality, drug_modality, rules)
     out = pd.DataFrame(
@@ -313,7 +342,9 @@ def _outcome(
     is_nonresponse = pct < cut.pct if cut.op == "<" else pct <= cut.pct
     is_response = pct >= good.pct if good.op == ">=" else pct > good.pct
     outcome = np.select(
-        [np.isnan(pct), is_nonresponse, is_response], [OUTCOME_UNKNOWN, NONRESPONSE, RESPONSE], default=PARTIAL
+        [np.isnan(pct), is_nonresponse, is_response],
+        [OUTCOME_UNKNOWN, NONRESPONSE, RESPONSE],
+        default=PARTIAL,
     ).astype(np.int8)
     from_stop = np.zeros(len(outcome), dtype=bool)
     if rules.outcome.stop_reason_as_evidence:
@@ -334,7 +365,15 @@ def _identity(
     psychotherapy count as their modality.
     """
     base = lookup["generic"] if rules.counting.distinct == "drug" else lookup["drug_class"]
-    known = np.array([g is not None for g in lookup["generic"]], dtype=bool) if len(base) else np.zeros(0, bool)
-    unknown_key = np.char.add("?", lookup["normalized"].astype(str)) if len(base) else np.zeros(0, str)
+    known = (
+        np.array([g is not None for g in lookup["generic"]], dtype=bool)
+        if len(base)
+        else np.zeros(0, bool)
+    )
+    unknown_key = (
+        np.char.add("?", lookup["normalized"].astype(str)) if len(base) else np.zeros(0, str)
+    )
     key = np.where(known, base, unknown_key)
-    return np.where(drug_modality, key, np.char.add("modality:", modality.astype(str))).astype(object)
+    return np.where(drug_modality, key, np.char.add("modality:", modality.astype(str))).astype(
+        object
+    )

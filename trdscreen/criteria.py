@@ -64,7 +64,9 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
-def _numeric(criterion: Criterion, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _numeric(
+    criterion: Criterion, low: np.ndarray, high: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Tri-state and margin of a numeric criterion over the interval [low, high]."""
     op, value = criterion.op, criterion.value
     known = ~np.isnan(low)
@@ -87,7 +89,9 @@ def _numeric(criterion: Criterion, low: np.ndarray, high: np.ndarray) -> tuple[n
     return state.astype(np.int8), margin
 
 
-def _equality(criterion: Criterion, series: pd.Series, low: np.ndarray | None, high: np.ndarray | None) -> np.ndarray:
+def _equality(
+    criterion: Criterion, series: pd.Series, low: np.ndarray | None, high: np.ndarray | None
+) -> np.ndarray:
     op, value = criterion.op, criterion.value
     wanted = value if isinstance(value, list) else [value]
     if low is not None:  # numeric column (possibly an interval)
@@ -126,7 +130,9 @@ def _equality(criterion: Criterion, series: pd.Series, low: np.ndarray | None, h
 def evaluate_criterion(criterion: Criterion, subjects: pd.DataFrame) -> CriterionResult:
     column = criterion.column
     n = len(subjects)
-    series = subjects[column] if column in subjects.columns else pd.Series([None] * n, dtype="object")
+    series = (
+        subjects[column] if column in subjects.columns else pd.Series([None] * n, dtype="object")
+    )
     if column == "classification":
         series = series.astype("str").where(series.astype("str") != "undetermined")
     numeric = column in INTERVAL_COLUMNS or (
@@ -248,7 +254,9 @@ def ledger(subjects: pd.DataFrame, results: list[CriterionResult]) -> pd.DataFra
                     "resolved_from_unknown": result.resolved,
                     "observed_value": result.observed,
                     "observed_max": result.observed_max,
-                    "observed_text": pd.array(text if text is not None else [None] * n, dtype="str"),
+                    "observed_text": pd.array(
+                        text if text is not None else [None] * n, dtype="str"
+                    ),
                     "threshold": threshold_text(criterion),
                     "margin": result.margin,
                 }
@@ -269,8 +277,16 @@ def attrition(decisions: pd.DataFrame, results: list[CriterionResult]) -> pd.Dat
     for result in results:
         failed_count += result.state == NOT_MET
     rows = [
-        {"step": 0, "criterion_id": "", "title": "screened", "excluded_at_step": 0, "remaining": total,
-         "not_met_total": 0, "unknown_total": 0, "excluded_only_by_this": 0}
+        {
+            "step": 0,
+            "criterion_id": "",
+            "title": "screened",
+            "excluded_at_step": 0,
+            "remaining": total,
+            "not_met_total": 0,
+            "unknown_total": 0,
+            "excluded_only_by_this": 0,
+        }
     ]
     remaining = total
     for step, result in enumerate(results, start=1):
@@ -293,9 +309,16 @@ def attrition(decisions: pd.DataFrame, results: list[CriterionResult]) -> pd.Dat
     decision = decisions["decision"].to_numpy(dtype=object)
     for label in ("needs_review", "eligible"):
         rows.append(
-            {"step": len(results) + (1 if label == "needs_review" else 2), "criterion_id": "",
-             "title": label, "excluded_at_step": 0, "remaining": int((decision == label).sum()),
-             "not_met_total": 0, "unknown_total": 0, "excluded_only_by_this": 0}
+            {
+                "step": len(results) + (1 if label == "needs_review" else 2),
+                "criterion_id": "",
+                "title": label,
+                "excluded_at_step": 0,
+                "remaining": int((decision == label).sum()),
+                "not_met_total": 0,
+                "unknown_total": 0,
+                "excluded_only_by_this": 0,
+            }
         )
     table = pd.DataFrame(rows)
     for name in ("criterion_id", "title"):

@@ -222,7 +222,9 @@ def parse_formulary(text: str, source: str) -> Formulary:
             drug_class=row["drug_class"].strip(),
             atc_code=row["atc_code"].strip(),
             counts_as=row["counts_as"],
-            min_mg_per_day=_number(row["min_mg_per_day"], f"{where}, column min_mg_per_day", problems),
+            min_mg_per_day=_number(
+                row["min_mg_per_day"], f"{where}, column min_mg_per_day", problems
+            ),
             min_source=row["min_source"].strip(),
             min_evidence=row["min_evidence"].strip(),
             alt_min_mg_per_day=_number(

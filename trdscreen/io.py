@@ -287,4 +287,7 @@ def write_parquet(table: pa.Table, path: Path) -> None:
     )
 
 
-WRITERS: dict[str, tuple[str, Writer]] = {"csv": (".csv", write_csv), "parquet": (".parquet", write_parquet)}
+WRITERS: dict[str, tuple[str, Writer]] = {
+    "csv": (".csv", write_csv),
+    "parquet": (".parquet", write_parquet),
+}

@@ -100,18 +100,39 @@ def render_issues(out: Console, issues: pd.DataFrame, limit: int = 30) -> None:
     grouped = grouped.sort_values(
         ["severity", "file", "min"], key=lambda s: s.map(order) if s.name == "severity" else s
     )
+    if not out.is_terminal:  # pipes and logs: one plain line per group, never folded
+        for row in grouped.head(limit).to_dict("records"):
+            where = f"{row['file']}:{row['min']}" if row["min"] else row["file"]
+            rows = f" ({row['count']} rows)" if row["count"] > 1 else ""
+            out.print(
+                f"{row['severity']}: {where}{rows} column {row['column']}: {row['check']}: "
+                f"{row['message']}",
+                markup=False,
+                soft_wrap=True,
+            )
+    else:
+        _issue_table(out, grouped, limit)
+    if len(grouped) > limit:
+        out.print(f"... and {len(grouped) - limit} more groups (see validation_issues).")
+
+
+def _issue_table(out: Console, grouped: pd.DataFrame, limit: int) -> None:
     table = Table(title="Input issues", title_justify="left", show_edge=False, show_lines=False)
     for name in ("severity", "file", "first line", "rows", "column", "check", "expected / detail"):
         table.add_column(name, overflow="fold")
     for row in grouped.head(limit).to_dict("records"):  # issue groups, not patients
         line = str(row["min"]) if row["min"] else "-"
         _row(
-            table, row["severity"], row["file"], line, str(row["count"]), row["column"], row["check"],
+            table,
+            row["severity"],
+            row["file"],
+            line,
+            str(row["count"]),
+            row["column"],
+            row["check"],
             row["message"],
         )
     out.print(table)
-    if len(grouped) > limit:
-        out.print(f"... and {len(grouped) - limit} more groups (see validation_issues).")
 
 
 def render_error(err: Console, message: str, details: list[str] | None = None) -> None:

@@ -126,9 +126,9 @@ class EarlyStop(_Model):
 class Counting(_Model):
     distinct: Literal["drug", "class"] = "drug"
     roles: tuple[Literal["monotherapy", "augmentation", "combination"], ...] = ROLES
-    modalities: tuple[Literal["pharmacotherapy", "ect", "rtms", "psychotherapy", "esketamine"], ...] = (
-        "pharmacotherapy",
-    )
+    modalities: tuple[
+        Literal["pharmacotherapy", "ect", "rtms", "psychotherapy", "esketamine"], ...
+    ] = ("pharmacotherapy",)
 
 
 class PRD(_Model):
@@ -191,7 +191,9 @@ class Criterion(_Model):
             if value is not None:
                 raise ValueError(f"op {op.value} takes no value")
         elif op is Op.between:
-            if not (isinstance(value, list) and len(value) == 2 and all(_is_number(v) for v in value)):
+            if not (
+                isinstance(value, list) and len(value) == 2 and all(_is_number(v) for v in value)
+            ):
                 raise ValueError("op between takes value: [low, high] (two numbers)")
             if value[0] > value[1]:
                 raise ValueError("op between needs low <= high")
@@ -303,7 +305,10 @@ def _first_model(annotation: Any) -> type[BaseModel] | None:
 
 
 def _format_errors(
-    error: ValidationError, source: str, lines: dict, model: type[BaseModel] = None  # type: ignore[assignment]
+    error: ValidationError,
+    source: str,
+    lines: dict,
+    model: type[BaseModel] = None,  # type: ignore[assignment]
 ) -> list[str]:
     model = model or RuleSet
     problems = []
@@ -351,7 +356,9 @@ def parse_rules(text: str, source: str) -> RuleSet:
         return RuleSet.model_validate(data)
     except ValidationError as exc:
         problems = _format_errors(exc, source, _key_lines(node) if node else {})
-        raise RuleError(f"{source}: invalid rule file ({len(problems)} problems)", problems) from None
+        raise RuleError(
+            f"{source}: invalid rule file ({len(problems)} problems)", problems
+        ) from None
 
 
 def read_rule_file(path: Path) -> tuple[RuleSet, str]:

@@ -130,7 +130,11 @@ class IssueLog:
                 if subject_ids is not None
                 else np.full(rows.size, "", dtype=object)
             )
-            messages = message.iloc[rows].to_numpy(dtype=object) if isinstance(message, pd.Series) else message
+            messages = (
+                message.iloc[rows].to_numpy(dtype=object)
+                if isinstance(message, pd.Series)
+                else message
+            )
             block = pd.DataFrame(
                 {
                     "severity": severity,
@@ -148,9 +152,7 @@ class IssueLog:
         if not self._blocks:
             return empty_issues()
         issues = pd.concat(self._blocks, ignore_index=True)
-        issues = issues.astype(
-            {c: "str" for c in ISSUE_COLUMNS if c != "line"} | {"line": "int64"}
-        )
+        issues = issues.astype({c: "str" for c in ISSUE_COLUMNS if c != "line"} | {"line": "int64"})
         return issues.sort_values(["file", "line", "column", "check"], kind="stable").reset_index(
             drop=True
         )
@@ -184,7 +186,9 @@ def _to_float(column: pa_arrow.ChunkedArray, integral: bool) -> tuple[np.ndarray
     ok = pc.match_substring_regex(text, _INTEGER if integral else _NUMBER)
     bad = _invalid(text, ok)
     clean = pc.if_else(pc.fill_null(ok, False), text, pa_arrow.scalar(None, pa_arrow.string()))
-    values = np.asarray(clean.cast(pa_arrow.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+    values = np.asarray(
+        clean.cast(pa_arrow.float64()).to_numpy(zero_copy_only=False), dtype=np.float64
+    )
     return values, bad, "not_an_integer" if integral else "not_a_number"
 
 
@@ -196,11 +200,18 @@ def _to_date(column: pa_arrow.ChunkedArray) -> tuple[np.ndarray, np.ndarray, str
         days = column.cast(pa_arrow.date32()).cast(pa_arrow.int32()).to_numpy(zero_copy_only=False)
         return _days_to_datetime(days), np.empty(0, np.int64), "not_iso_date"
     if pa_arrow.types.is_null(column.type):
-        return np.full(len(column), np.datetime64("NaT", "s")), np.empty(0, np.int64), "not_iso_date"
+        return (
+            np.full(len(column), np.datetime64("NaT", "s")),
+            np.empty(0, np.int64),
+            "not_iso_date",
+        )
     text = _as_text(column)
     shape_ok = pc.fill_null(pc.match_substring_regex(text, _ISO_DATE), False)
     candidate = pc.if_else(shape_ok, text, pa_arrow.scalar(None, pa_arrow.string()))
     parsed = pc.strptime(candidate, format="%Y-%m-%d", unit="s", error_is_null=True)
+    # strptime rolls impossible days over (2023-02-30 -> 2023-03-02): require a round trip.
+    exact = pc.equal(pc.strftime(parsed, format="%Y-%m-%d"), candidate)
+    parsed = pc.if_else(pc.fill_null(exact, False), parsed, pa_arrow.scalar(None, parsed.type))
     bad = _invalid(text, pc.is_valid(parsed))
     days = parsed.cast(pa_arrow.date32()).cast(pa_arrow.int32()).to_numpy(zero_copy_only=False)
     return _days_to_datetime(days), bad, "not_iso_date"
@@ -290,9 +301,7 @@ def coerce(
             f"required column `{name}` not found; columns are: {', '.join(table.column_names)}; "
             f"map a site header to it under `columns: {source.name}:` in the rule file or --map",
         )
-    ids = (
-        _to_text(table.column("subject_id"), lower=False) if "subject_id" in present else None
-    )
+    ids = _to_text(table.column("subject_id"), lower=False) if "subject_id" in present else None
     out: dict[str, object] = {}
     wanted = [(n, s) for n, s in specs.items() if n in present]
     wanted += [

@@ -1,0 +1,179 @@
+"""CLI through typer's runner: each command, each exit code, --json, and parity with the library."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+from conftest import SAMPLE, run_cohort
+from typer.testing import CliRunner
+
+from trdscreen.cli import app
+from trdscreen.errors import ExitCode
+
+runner = CliRunner()
+
+TABLES = [
+    "decisions",
+    "included",
+    "excluded",
+    "needs_review",
+    "criteria_ledger",
+    "courses",
+    "attrition",
+    "validation_issues",
+]
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_screen_writes_every_table_and_manifest(tmp_path):
+    out = tmp_path / "run"
+    result = invoke("screen", SAMPLE, "--out", out)
+    assert result.exit_code == ExitCode.OK, result.output
+    for stem in TABLES:
+        assert (out / f"{stem}.csv").is_file(), stem
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "ok"
+    assert manifest["rules"]["id"] == "sforzini-2021"
+    assert {i["role"] for i in manifest["inputs"]} == {"treatments", "subjects"}
+    recorded = {o["path"]: o["sha256"] for o in manifest["outputs"]}
+    import hashlib
+
+    for name, digest in recorded.items():
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], (
+        "temporary folder left behind"
+    )
+
+
+def test_cli_decisions_equal_library_decisions(tmp_path):
+    out = tmp_path / "run"
+    assert invoke("screen", SAMPLE, "--out", out, "--format", "parquet").exit_code == 0
+    written = pd.read_parquet(out / "decisions.parquet")
+    library = run_cohort(SAMPLE)[1].decisions
+    assert written["subject_id"].tolist() == library["subject_id"].tolist()
+    assert written["decision"].tolist() == library["decision"].astype(str).tolist()
+    assert written["classification"].tolist() == library["classification"].astype(str).tolist()
+    assert written["n_failed_trials"].tolist() == library["n_failed_trials"].tolist()
+
+
+def test_json_summary_is_the_only_stdout(tmp_path):
+    result = invoke("screen", SAMPLE, "--out", tmp_path / "run", "--json", "--format", "both")
+    assert result.exit_code == 0
+    payload = json.loads(result.stdout)
+    assert payload["status"] == "ok" and payload["exit_code"] == 0
+    assert payload["counts"]["decision"] == {"eligible": 12, "excluded": 20, "needs_review": 8}
+    assert "decisions.parquet" in payload["outputs"] and "decisions.csv" in payload["outputs"]
+
+
+def test_reruns_give_identical_tables(tmp_path):
+    for name in ("a", "b"):
+        assert invoke("screen", SAMPLE, "--out", tmp_path / name, "--format", "both").exit_code == 0
+    for stem in TABLES:
+        for suffix in (".csv", ".parquet"):
+            a = (tmp_path / "a" / f"{stem}{suffix}").read_bytes()
+            assert a == (tmp_path / "b" / f"{stem}{suffix}").read_bytes(), stem + suffix
+
+
+def test_existing_output_folder_is_refused_then_forced(tmp_path):
+    out = tmp_path / "run"
+    assert invoke("screen", SAMPLE, "--out", out).exit_code == 0
+    again = invoke("screen", SAMPLE, "--out", out)
+    assert again.exit_code == ExitCode.OUTPUT_EXISTS
+    assert "--force" in again.stderr
+    assert invoke("screen", SAMPLE, "--out", out, "--force").exit_code == 0
+
+
+def test_usage_error_exit_code(tmp_path):
+    assert invoke("screen", SAMPLE).exit_code == ExitCode.USAGE  # --out missing
+    bad_date = invoke("screen", SAMPLE, "--out", tmp_path / "x", "--as-of", "01/02/2024")
+    assert bad_date.exit_code == ExitCode.USAGE
+
+
+def test_invalid_rule_file_names_the_key(tmp_path):
+    rules = tmp_path / "bad.yaml"
+    text = (SAMPLE.parent / "rules" / "sforzini-2021.yaml").read_text()
+    rules.write_text(text.replace("min_weeks: 4", "min_weeks: four"))
+    result = invoke("screen", SAMPLE, "--out", tmp_path / "run", "--rules", rules)
+    assert result.exit_code == ExitCode.INVALID_RULES
+    assert "adequacy.duration.min_weeks" in result.stderr and "bad.yaml" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_preset_lists_presets(tmp_path):
+    result = invoke("screen", SAMPLE, "--out", tmp_path / "run", "--rules", "no-such-preset")
+    assert result.exit_code == ExitCode.INVALID_RULES
+    assert "sforzini-2021" in result.stderr
+
+
+def test_invalid_input_writes_only_the_issues_report(tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(SAMPLE, data)
+    lines = (data / "treatments.csv").read_text().splitlines()
+    lines[1] = lines[1].replace("2023-03-28", "28/03/2023")  # an ambiguous date on line 2
+    (data / "treatments.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "run"
+    result = invoke("screen", data, "--out", out)
+    assert result.exit_code == ExitCode.INVALID_INPUT
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "validation_issues.csv"]
+    issues = pd.read_csv(out / "validation_issues.csv")
+    row = issues[issues["check"] == "not_iso_date"].iloc[0]
+    assert (row["file"], row["line"], row["column"], row["subject_id"]) == (
+        "treatments.csv",
+        2,
+        "end_date",
+        "S001",
+    )
+    assert json.loads((out / "manifest.json").read_text())["status"] == "invalid_input"
+
+
+def test_missing_input_file(tmp_path):
+    result = invoke("screen", tmp_path / "nope.csv", "--out", tmp_path / "run")
+    assert result.exit_code == ExitCode.INVALID_INPUT
+    assert "nope.csv" in result.stderr
+
+
+def test_validate_reports_and_exits(tmp_path):
+    ok = invoke("validate", SAMPLE)
+    assert ok.exit_code == 0
+    assert "unknown_drug" in ok.stdout
+    data = tmp_path / "data"
+    shutil.copytree(SAMPLE, data)
+    text = (data / "subjects.csv").read_text().replace("S002,", "S001,", 1)
+    (data / "subjects.csv").write_text(text)
+    bad = invoke("validate", data, "--json")
+    assert bad.exit_code == ExitCode.INVALID_INPUT
+    payload = json.loads(bad.stdout)
+    checks = {i["check"] for i in payload["issues"]}
+    assert "duplicate_subject" in checks
+
+
+def test_version_and_help():
+    from trdscreen import __version__
+
+    assert invoke("--version").stdout.strip() == f"trdscreen {__version__}"
+    for command in ("screen", "validate"):
+        assert invoke(command, "--help").exit_code == 0
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_parquet_and_csv_inputs_agree(tmp_path, fmt):
+    """Converting the inputs to Parquet changes no decision."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for stem in ("treatments", "subjects"):
+        if fmt == "parquet":
+            pq.write_table(pacsv.read_csv(SAMPLE / f"{stem}.csv"), data / f"{stem}.parquet")
+        else:
+            shutil.copy(SAMPLE / f"{stem}.csv", data / f"{stem}.csv")
+    result = run_cohort(data)[1].decisions
+    expected = run_cohort(SAMPLE)[1].decisions
+    pd.testing.assert_frame_equal(result, expected)

@@ -1,0 +1,162 @@
+"""Readers and validation: line numbers, strict dates, every problem located, no values leaked."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from conftest import TREATMENT_COLUMNS, run_cohort, write_cohort, write_csv
+from typer.testing import CliRunner
+
+from trdscreen import api
+from trdscreen.cli import app
+from trdscreen.errors import InputError
+
+
+def good(subject="A", **extra):
+    row = {
+        "subject_id": subject,
+        "drug": "sertraline",
+        "daily_dose_mg": 100,
+        "start_date": "2023-02-01",
+        "end_date": "2023-03-28",
+        "hamd_start": 24,
+        "hamd_end": 22,
+    }
+    row.update(extra)
+    return row
+
+
+def issues_for(folder, as_of=None):
+    """Issues of a load; a bare treatments file also reports the (expected) missing subjects table."""
+    issues = api.load(api.ScreenRequest(folder, as_of=as_of)).validated.issues
+    return issues[issues["check"] != "subjects_table_missing"].reset_index(drop=True)
+
+
+def test_line_numbers_survive_quoted_line_breaks(tmp_path):
+    path = tmp_path / "treatments.csv"
+    path.write_text(
+        "subject_id,drug,daily_dose_mg,start_date,end_date\n"
+        'A,"sertraline\nfilm-coated",100,2023-02-01,2023-03-28\n'
+        "B,sertraline,-5,2023-02-01,2023-03-28\n"
+    )
+    issues = issues_for(path, date(2024, 6, 1))
+    row = issues[issues["check"] == "out_of_range"].iloc[0]
+    assert (row["line"], row["column"], row["subject_id"]) == (4, "daily_dose_mg", "B")
+
+
+def test_byte_order_mark_and_header_case_are_accepted(tmp_path):
+    path = tmp_path / "treatments.csv"
+    path.write_bytes(
+        "\ufeffSubject_ID,Drug,Daily_Dose_mg,Start_Date,End_Date\nA,sertraline,100,2023-02-01,2023-03-28\n".encode()
+    )
+    assert issues_for(path, date(2024, 6, 1)).empty
+
+
+def test_ambiguous_and_impossible_dates_are_errors(tmp_path):
+    folder = write_cohort(
+        tmp_path,
+        [good("A", end_date="03/28/2023"), good("B", start_date="2023-02-30")],
+        [{"subject_id": "A"}, {"subject_id": "B"}],
+    )
+    issues = issues_for(folder)
+    located = set(zip(issues["line"], issues["column"], issues["check"], strict=True))
+    assert (2, "end_date", "not_iso_date") in located
+    assert (3, "start_date", "not_iso_date") in located
+
+
+def test_every_value_problem_is_collected(tmp_path):
+    rows = [
+        good("A", hamd_start=60),
+        good("B", adherence=85),
+        good("C", role="booster"),
+        good("D", daily_dose_mg="lots"),
+        good("E", end_date="2023-01-15"),
+        good("F"),
+        good("F"),
+        good("G", start_date="2025-01-01", end_date="2025-02-01"),
+    ]
+    folder = write_cohort(tmp_path, rows, [{"subject_id": s} for s in "ABCDEFG"])
+    issues = issues_for(folder)
+    checks = set(zip(issues["subject_id"], issues["check"], strict=True))
+    assert ("A", "out_of_range") in checks
+    assert ("B", "out_of_range") in checks
+    assert "percentages" in issues[issues["subject_id"] == "B"]["message"].iloc[0]
+    assert ("C", "not_in_vocabulary") in checks
+    assert ("D", "not_a_number") in checks
+    assert ("E", "end_before_start") in checks
+    assert ("F", "duplicate_course") in checks
+    assert ("G", "starts_after_reference_date") in checks
+    assert ("G", "ends_after_reference_date") in checks
+
+
+def test_missing_required_column_says_how_to_map_it(tmp_path):
+    path = write_csv(
+        tmp_path / "treatments.csv", [good()], [c for c in TREATMENT_COLUMNS if c != "drug"]
+    )
+    issues = issues_for(path, date(2024, 6, 1))
+    message = issues[issues["check"] == "missing_column"]["message"].iloc[0]
+    assert "`drug`" in message and "columns:" in message
+
+
+def test_column_map_renames_site_headers(tmp_path):
+    path = tmp_path / "treatments.csv"
+    path.write_text("Patient,Medication,Dose,Start,Stop\nA,sertraline,100,2023-02-01,2023-03-28\n")
+    mapping = tmp_path / "map.yaml"
+    mapping.write_text(
+        "treatments: {Patient: subject_id, Medication: drug, Dose: daily_dose_mg, Start: start_date, Stop: end_date}\n"
+    )
+    loaded = api.load(api.ScreenRequest(path, column_map=mapping, as_of=date(2024, 6, 1)))
+    checks = set(loaded.validated.issues["check"])
+    assert checks == {"subjects_table_missing"}  # the columns themselves all mapped
+    assert loaded.validated.treatments["daily_dose_mg"].tolist() == [100.0]
+
+
+def test_ragged_csv_is_a_clean_error(tmp_path):
+    path = tmp_path / "treatments.csv"
+    path.write_text("subject_id,drug,daily_dose_mg,start_date\nA,sertraline,100,2023-02-01,extra\n")
+    with pytest.raises(InputError, match="different number of fields"):
+        api.load(api.ScreenRequest(path, as_of=date(2024, 6, 1)))
+
+
+def test_empty_file_is_a_clean_error(tmp_path):
+    path = tmp_path / "treatments.csv"
+    path.write_text("")
+    with pytest.raises(InputError, match="empty"):
+        api.load(api.ScreenRequest(path, as_of=date(2024, 6, 1)))
+
+
+def test_no_patient_value_reaches_stdout_or_stderr(tmp_path):
+    """A sentinel planted in bad cells must never be printed."""
+    sentinel = "ZZSENTINEL4711"
+    rows = [
+        good("A", daily_dose_mg=sentinel),
+        good("B", drug=sentinel),
+        good("C", end_date=sentinel),
+    ]
+    folder = write_cohort(tmp_path / "in", rows, [{"subject_id": s} for s in "ABC"])
+    runner = CliRunner()
+    for args in (
+        ["screen", folder, "--out", tmp_path / "o"],
+        ["validate", folder],
+        ["validate", folder, "--json"],
+    ):
+        result = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+        assert sentinel not in result.stdout and sentinel not in result.stderr
+    issues = (tmp_path / "o" / "validation_issues.csv").read_text()
+    assert sentinel not in issues
+
+
+def test_as_of_sets_the_reference_date(tmp_path):
+    """--as-of replaces every subject's screening date: an ongoing course started 2024-05-01 runs
+    32 days to 2024-06-01 but only 11 days to 2024-05-11."""
+    folder = write_cohort(
+        tmp_path,
+        [good("A", end_date="", stop_reason="ongoing", start_date="2024-05-01")],
+        [{"subject_id": "A"}],
+    )
+    weeks = {
+        when: run_cohort(folder, as_of=when)[1].courses["weeks"].iloc[0]
+        for when in (date(2024, 6, 1), date(2024, 5, 11))
+    }
+    assert weeks == {date(2024, 6, 1): 4.57, date(2024, 5, 11): 1.57}

@@ -1,0 +1,69 @@
+"""The project's own rules: layering, docs that cannot drift, CI running the README's test command."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from typer.main import get_command
+
+from trdscreen.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "trdscreen"
+
+
+def imports_of(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module.split(".")[0] if node.level == 0 else node.module)
+            if node.module.startswith("trdscreen"):
+                names.add(node.module)
+    return names
+
+
+def test_layering():
+    for path in PACKAGE.glob("*.py"):
+        found = imports_of(path)
+        if path.name not in ("cli.py", "__main__.py"):  # the entry points
+            assert "typer" not in found, f"{path.name} imports typer"
+            assert "trdscreen.cli" not in found, f"{path.name} imports the CLI"
+        if path.name not in ("render.py",):
+            assert "rich" not in found, f"{path.name} imports rich"
+
+
+def readme() -> str:
+    return (ROOT / "README.md").read_text()
+
+
+def test_every_command_has_help_and_is_in_the_readme():
+    group = get_command(app)
+    for name, command in group.commands.items():
+        assert command.help, f"command {name} has no help"
+        assert f"trdscreen {name}" in readme(), f"command {name} is not in the README"
+
+
+def first_commands() -> list[str]:
+    lines = readme().splitlines()
+    start = lines.index("```sh")
+    end = lines.index("```", start + 1)
+    return [line for line in lines[start + 1 : end] if line.strip()]
+
+
+def test_readme_opens_with_two_commands_and_ci_runs_the_second():
+    commands = first_commands()
+    assert len(commands) == 2
+    assert "trdscreen screen sample_data" in commands[0]
+    assert "pytest" in commands[1]
+    assert commands[1] in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_lists_every_reason_code():
+    from trdscreen.courses import REASONS
+
+    text = readme()
+    missing = [code for code in REASONS if f"`{code}`" not in text]
+    assert not missing
