@@ -266,10 +266,7 @@ def load_formulary(path: Path | None = None) -> Formulary:
     """The bundled formulary, or a site formulary file with the same columns."""
     if path is None:
         return parse_formulary(bundled_formulary_text(), "bundled formulary")
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RuleError(f"{path}: cannot read the formulary file ({exc.strerror})") from None
-    except UnicodeDecodeError:
-        raise RuleError(f"{path}: the formulary file is not UTF-8 text") from None
+    from trdscreen.io import read_config_file
+
+    text, _ = read_config_file(Path(path), "formulary file")
     return parse_formulary(text, str(path))

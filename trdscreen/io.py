@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from trdscreen.errors import InputError, OutputExistsError
+from trdscreen.errors import InputError, OutputExistsError, RuleError
 
 NULL_TOKENS = ["", "NA", "N/A", "NULL", "null", "NaN", "nan", "None"]
 """CSV cells read as missing. Documented in the README."""
@@ -219,6 +219,21 @@ def _rename(table: pa.Table, path: Path, rename: dict[str, str], canonical: set[
             "each column may appear once"
         )
     return table.rename_columns(names)
+
+
+def read_config_file(path: Path, what: str, max_bytes: int | None = None) -> tuple[str, str]:
+    """Text and SHA-256 of a rule file, column map or formulary; RuleError names the file."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise RuleError(f"{path}: cannot read the {what} ({exc.strerror})") from None
+    if max_bytes is not None and len(raw) > max_bytes:
+        raise RuleError(f"{path}: the {what} is larger than {max_bytes} bytes")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise RuleError(f"{path}: the {what} is not UTF-8 text") from None
+    return text, hashlib.sha256(raw).hexdigest()
 
 
 # --------------------------------------------------------------------------- output

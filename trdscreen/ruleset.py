@@ -338,10 +338,8 @@ def _format_errors(
     return problems
 
 
-def parse_rules(text: str, source: str) -> RuleSet:
-    """Parse rule-file text; raise RuleError listing every problem."""
-    if len(text.encode("utf-8")) > MAX_RULE_FILE_BYTES:
-        raise RuleError(f"{source}: rule file is larger than {MAX_RULE_FILE_BYTES} bytes")
+def _load_yaml(text: str, source: str) -> tuple[yaml.Node | None, Any]:
+    """Safe-load YAML (aliases refused); RuleError names the file and line."""
     try:
         node = yaml.compose(text, Loader=_NoAliasSafeLoader)
         data = yaml.load(text, Loader=_NoAliasSafeLoader)
@@ -350,30 +348,33 @@ def parse_rules(text: str, source: str) -> RuleSet:
         where = f"{source}:{mark.line + 1}" if mark else source
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise RuleError(f"{where}: not valid YAML ({problem})") from None
+    return node, data
+
+
+def _validated(model: type[BaseModel], data: Any, node: yaml.Node | None, source: str, what: str):
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = _format_errors(exc, source, _key_lines(node) if node else {}, model)
+        raise RuleError(f"{source}: invalid {what} ({len(problems)} problems)", problems) from None
+
+
+def parse_rules(text: str, source: str) -> RuleSet:
+    """Parse rule-file text; raise RuleError listing every problem."""
+    if len(text.encode("utf-8")) > MAX_RULE_FILE_BYTES:
+        raise RuleError(f"{source}: rule file is larger than {MAX_RULE_FILE_BYTES} bytes")
+    node, data = _load_yaml(text, source)
     if not isinstance(data, dict):
         raise RuleError(f"{source}: a rule file is a YAML mapping (keys such as id, criteria)")
-    try:
-        return RuleSet.model_validate(data)
-    except ValidationError as exc:
-        problems = _format_errors(exc, source, _key_lines(node) if node else {})
-        raise RuleError(
-            f"{source}: invalid rule file ({len(problems)} problems)", problems
-        ) from None
+    return _validated(RuleSet, data, node, source, "rule file")
 
 
 def read_rule_file(path: Path) -> tuple[RuleSet, str]:
     """Load a rule file; returns the rule set and the SHA-256 of its bytes."""
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise RuleError(f"{path}: cannot read the rule file ({exc.strerror})") from None
-    if len(raw) > MAX_RULE_FILE_BYTES:
-        raise RuleError(f"{path}: rule file is larger than {MAX_RULE_FILE_BYTES} bytes")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise RuleError(f"{path}: the rule file is not UTF-8 text") from None
-    return parse_rules(text, str(path)), hashlib.sha256(raw).hexdigest()
+    from trdscreen.io import read_config_file
+
+    text, digest = read_config_file(Path(path), "rule file", MAX_RULE_FILE_BYTES)
+    return parse_rules(text, str(path)), digest
 
 
 DEFAULT_PRESET = "sforzini-2021"
@@ -405,21 +406,10 @@ def resolve_rules(name_or_path: str | None) -> Path:
 
 def load_column_map(path: Path) -> ColumnMap:
     """A separate column-map file: the same shape as a rule file's `columns:`."""
-    try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise RuleError(f"{path}: cannot read the column map ({exc.strerror})") from None
-    except UnicodeDecodeError:
-        raise RuleError(f"{path}: the column map is not UTF-8 text") from None
-    try:
-        node = yaml.compose(text, Loader=_NoAliasSafeLoader)
-        data = yaml.load(text, Loader=_NoAliasSafeLoader)
-    except yaml.YAMLError as exc:
-        raise RuleError(f"{path}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    from trdscreen.io import read_config_file
+
+    text, _ = read_config_file(Path(path), "column map", MAX_RULE_FILE_BYTES)
+    node, data = _load_yaml(text, str(path))
     if isinstance(data, dict) and set(data) == {"columns"}:
         data = data["columns"]
-    try:
-        return ColumnMap.model_validate(data or {})
-    except ValidationError as exc:
-        problems = _format_errors(exc, str(path), _key_lines(node) if node else {}, ColumnMap)
-        raise RuleError(f"{path}: invalid column map", problems) from None
+    return _validated(ColumnMap, data or {}, node, str(path), "column map")
