@@ -69,9 +69,9 @@ REASONS = (
 _BIT = {name: np.int64(1) << i for i, name in enumerate(REASONS)}
 
 
-def _column(frame: pd.DataFrame, name: str, default: object) -> pd.Series:
+def _column(frame: pd.DataFrame, name: str, default: str) -> pd.Series:
     if name in frame.columns:
-        return frame[name].fillna(default) if default is not None else frame[name]
+        return frame[name].fillna(default)
     return pd.Series(default, index=frame.index)
 
 
@@ -179,34 +179,27 @@ def assess_courses(
     flag(on_drug & ~lookup["nondep"] & (counts_as == "not_antidepressant"), "not_an_antidepressant")
     flag(on_drug & ~lookup["nondep"] & (counts_as == "policy") & ~also, "policy_drug_not_counted")
 
-    # --- dose
+    # --- dose (unknown where the drug, its minimum or the dose is unknown)
     dose = _floats(courses, "daily_dose_mg")
     required = lookup["min_dose"] * rules.adequacy.dose.multiple
     has_min = ~np.isnan(required)
     dose_state = from_bool(dose >= required, known=has_min & ~np.isnan(dose))
-    no_min = known & ~has_min
-    dose_state, assumed = resolve(
-        np.where(no_min, UNKNOWN, dose_state).astype(np.int8), rules.adequacy.dose.when_no_minimum
-    )
-    dose_state[~known] = UNKNOWN
-    dose_state[known & has_min & np.isnan(dose)] = UNKNOWN
-    dose_state[~drug_modality] = MET  # no dose criterion for ECT, rTMS, psychotherapy
     relevant = on_drug & known
+    no_min = known & ~has_min
+    when_no_minimum = rules.adequacy.dose.when_no_minimum
+    if when_no_minimum == "unknown":
+        flag(relevant & no_min, "no_minimum_dose")
+    else:  # the rule set resolves a missing minimum; only those rows, and recorded
+        dose_state[no_min] = MET if when_no_minimum == "assume_met" else NOT_MET
+        flag(relevant & no_min, f"no_minimum_dose_{when_no_minimum.replace('assume', 'assumed')}")
+    dose_state[~drug_modality] = MET  # no dose criterion for ECT, rTMS, psychotherapy
     flag(relevant & has_min & np.isnan(dose), "dose_missing")
-    flag(relevant & no_min & ~assumed, "no_minimum_dose")
-    resolved_as = (
-        "no_minimum_dose_assumed_met"
-        if rules.adequacy.dose.when_no_minimum == "assume_met"
-        else "no_minimum_dose_assumed_not_met"
-    )
-    flag(relevant & assumed, resolved_as)
     flag(relevant & (dose_state == NOT_MET) & has_min, "dose_below_minimum")
 
     # --- duration (inclusive day count; ongoing courses run to the reference date)
     start = courses["start_date"].to_numpy(dtype="datetime64[s]")
-    end_given = _column(courses, "end_date", None)
     end_given = (
-        end_given.to_numpy(dtype="datetime64[s]")
+        courses["end_date"].to_numpy(dtype="datetime64[s]")
         if "end_date" in courses.columns
         else np.full(n, np.datetime64("NaT", "s"))
     )
