@@ -258,9 +258,10 @@ def _check_membership(
     people: pd.DataFrame,
     log: IssueLog,
 ) -> None:
+    # Index.get_indexer hashes once; Series.isin on Arrow strings builds Python lists.
     known = pd.Index(people["subject_id"].dropna().unique())
     ids = courses["subject_id"]
-    rows = np.flatnonzero(~ids.isin(known).to_numpy() & ids.notna().to_numpy())
+    rows = np.flatnonzero((known.get_indexer(ids) < 0) & ids.notna().to_numpy())
     log.add(
         treatments,
         rows,
@@ -272,7 +273,7 @@ def _check_membership(
         severity="warning",
     )
     with_courses = pd.Index(ids.dropna().unique())
-    rows = np.flatnonzero(~people["subject_id"].isin(with_courses).to_numpy())
+    rows = np.flatnonzero(with_courses.get_indexer(people["subject_id"]) < 0)
     log.add(
         subjects,
         rows,
