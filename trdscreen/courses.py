@@ -113,6 +113,7 @@ def _drug_lookup(drugs: pd.Series, rules: RuleSet, formulary: Formulary) -> dict
     table = {k: np.array([r[i] for r in rows], dtype=object) for i, k in enumerate(keys)}
     table["min_dose"] = table["min_dose"].astype(np.float64)
     table["nondep"] = table["nondep"].astype(bool)
+    table["known"] = np.array([r[0] is not None for r in rows], dtype=bool)
     safe = np.where(codes >= 0, codes, 0)
     if len(uniques) == 0:
         return {k: np.empty(0, dtype=v.dtype) for k, v in table.items()}
@@ -143,9 +144,7 @@ def assess_courses(
     stop_reason = _column(courses, "stop_reason", "").to_numpy(dtype=object)
     drug_modality = np.isin(modality, DRUG_MODALITIES)
     lookup = _drug_lookup(courses["drug"], rules, formulary)
-    known = (
-        np.array([g is not None for g in lookup["generic"]], dtype=bool) if n else np.zeros(0, bool)
-    )
+    known = lookup["known"]
     counts_as = lookup["counts_as"]
 
     # --- counted as a treatment trial at all
@@ -281,7 +280,7 @@ def assess_courses(
         ).astype(np.int8),
     )
 
-    identity = _identity(lookup, modality, drug_modality, rules)
+    identity = _identity(lookup, known, modality, drug_modality, rules)
     out = pd.DataFrame(
         {
             "subject_id": courses["subject_id"].to_numpy(),
@@ -350,7 +349,11 @@ def _outcome(
 
 
 def _identity(
-    lookup: dict[str, np.ndarray], modality: np.ndarray, drug_modality: np.ndarray, rules: RuleSet
+    lookup: dict[str, np.ndarray],
+    known: np.ndarray,
+    modality: np.ndarray,
+    drug_modality: np.ndarray,
+    rules: RuleSet,
 ) -> np.ndarray:
     """What makes two trials 'the same' when counting: the drug or its class.
 
@@ -358,11 +361,6 @@ def _identity(
     psychotherapy count as their modality.
     """
     base = lookup["generic"] if rules.counting.distinct == "drug" else lookup["drug_class"]
-    known = (
-        np.array([g is not None for g in lookup["generic"]], dtype=bool)
-        if len(base)
-        else np.zeros(0, bool)
-    )
     unknown_key = (
         np.char.add("?", lookup["normalized"].astype(str)) if len(base) else np.zeros(0, str)
     )
