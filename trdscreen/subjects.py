@@ -31,7 +31,6 @@ class Cohort:
 
     ids: pd.Index  # sorted subject ids
     course_codes: np.ndarray  # subject code of each course row
-    in_subjects_table: np.ndarray  # bool per subject
     reference: np.ndarray  # datetime64[s] per subject, NaT = unknown
     episode_start: np.ndarray  # datetime64[s] per subject, NaT = unknown
     subjects: pd.DataFrame  # subjects table aligned to `ids` (missing rows empty)
@@ -49,7 +48,6 @@ def build_cohort(
         .set_index("subject_id")
         .reindex(ids)
     )
-    in_table = ids.isin(table_ids)
     if as_of is not None:
         reference = np.full(len(ids), np.datetime64(as_of, "s"))
     elif rules.reference_date.column in aligned.columns:
@@ -63,7 +61,6 @@ def build_cohort(
     return Cohort(
         ids=ids,
         course_codes=ids.get_indexer(course_ids),
-        in_subjects_table=in_table,
         reference=reference,
         episode_start=episode_start,
         subjects=aligned.reset_index(names="subject_id"),

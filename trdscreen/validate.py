@@ -40,7 +40,6 @@ class ValidatedInputs:
     treatments: pd.DataFrame  # typed contract columns + source_file, source_line
     subjects: pd.DataFrame  # typed subjects table as given (empty without one)
     issues: pd.DataFrame
-    has_subjects_table: bool
 
     @property
     def n_errors(self) -> int:
@@ -89,7 +88,7 @@ def validate_inputs(
 
     courses["source_file"] = treatments.file
     courses["source_line"] = treatments.lines
-    return ValidatedInputs(courses, people, log.frame(), subjects is not None)
+    return ValidatedInputs(courses, people, log.frame())
 
 
 def _check_subject_columns(
