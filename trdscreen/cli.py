@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -96,7 +96,7 @@ def _emit_json(payload: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(payload, sort_keys=True, default=str) + "\n")
 
 
-def _fail(exc: BaseException, as_json: bool, extra: dict[str, Any] | None = None) -> None:
+def _fail(exc: BaseException, as_json: bool, extra: dict[str, Any] | None = None) -> NoReturn:
     """The one place exceptions become a message on stderr and an exit code."""
     from trdscreen.render import console, render_error
 
@@ -167,7 +167,6 @@ def screen(
             api.write_run(loaded, None, out, formats, force, sys.argv)
             _report_issues(loaded.validated.issues)
             _fail(exc, as_json, {"out": str(out), "issues": _issue_counts(exc.issues)})
-            return
         record = api.write_run(loaded, result, out, formats, force, sys.argv)
         if as_json:
             _emit_json(
