@@ -20,7 +20,14 @@ from trdscreen.formulary import Formulary, load_formulary
 from trdscreen.io import SourceTable, atomic_folder, find_inputs, prepare_out_dir, read_source
 from trdscreen.output import write_tables
 from trdscreen.pipeline import ScreenResult, screen_validated
-from trdscreen.ruleset import ColumnMap, RuleSet, load_column_map, read_rule_file, resolve_rules
+from trdscreen.ruleset import (
+    STAGING_MODEL_OF,
+    ColumnMap,
+    RuleSet,
+    load_column_map,
+    read_rule_file,
+    resolve_rules,
+)
 from trdscreen.schemas import SUBJECT_COLUMNS, TREATMENT_COLUMNS
 from trdscreen.validate import ValidatedInputs, criteria_subject_columns, validate_inputs
 
@@ -37,6 +44,17 @@ class ScreenRequest:
     rules: str | None = None  # preset name or file; None = the default preset
     column_map: Path | None = None
     as_of: date | None = None
+    reports: tuple[str, ...] = ()  # presets or files whose staging scores are added
+
+
+@dataclass(frozen=True)
+class ReportRules:
+    """A rule set whose staging model is reported beside the screening decision."""
+
+    rules: RuleSet
+    path: Path
+    file_sha256: str
+    formulary: Formulary
 
 
 @dataclass(frozen=True)
@@ -50,6 +68,7 @@ class LoadedRun:
     subjects: SourceTable | None
     validated: ValidatedInputs
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    reports: tuple[ReportRules, ...] = ()
 
 
 def load_rules(name_or_path: str | None) -> tuple[RuleSet, Path, str]:
@@ -75,6 +94,45 @@ def _formulary_for(rules: RuleSet, rules_path: Path) -> Formulary:
     if unknown:
         raise RuleError(f"{rules_path}: the rule set names unknown drugs", unknown)
     return formulary
+
+
+def load_reports(rules: RuleSet, rules_path: Path, extra: tuple[str, ...]) -> tuple[ReportRules, ...]:
+    """Resolve the rule set's `report:` entries and any extra ones (e.g. --report).
+
+    Each must have a staging model; no model may appear twice (its columns
+    would collide); every staging column a criterion reads must be provided.
+    """
+    names = []
+    for name in rules.report:  # a relative file path in a rule file is relative to that file
+        candidate = Path(name)
+        relative = candidate.suffix in (".yaml", ".yml") and not candidate.is_absolute()
+        names.append(str(rules_path.parent / candidate) if relative else name)
+    names += list(extra)
+    models = {rules.staging.model: str(rules_path)} if rules.staging is not None else {}
+    loaded, problems = [], []
+    for name in dict.fromkeys(names):
+        report_rules, path, digest = load_rules(name)
+        if report_rules.staging is None:
+            problems.append(f"report {name!r} ({path}): the rule set has no `staging:` model")
+            continue
+        model = report_rules.staging.model
+        if model in models:
+            problems.append(
+                f"report {name!r}: staging model {model} is already provided by {models[model]}"
+            )
+            continue
+        models[model] = str(path)
+        loaded.append(ReportRules(report_rules, path, digest, _formulary_for(report_rules, path)))
+    for index, criterion in enumerate(rules.criteria):
+        model = STAGING_MODEL_OF.get(criterion.column)
+        if model is not None and model not in models:
+            problems.append(
+                f"{rules_path}: key `criteria.{index}.column`: criterion {criterion.id} reads "
+                f"`{criterion.column}` but no rule set in this run has a {model} staging model"
+            )
+    if problems:
+        raise RuleError("the reported staging presets are invalid", problems)
+    return tuple(loaded)
 
 
 def _column_maps(rules: RuleSet, rules_path: Path, extra: Path | None) -> ColumnMap:
@@ -103,6 +161,7 @@ def load(request: ScreenRequest) -> LoadedRun:
     started = datetime.now(UTC)
     rules, rules_path, rules_digest = load_rules(request.rules)
     formulary = _formulary_for(rules, rules_path)
+    reports = load_reports(rules, rules_path, request.reports)
     columns = _column_maps(rules, rules_path, request.column_map)
     treatments_path, subjects_path = find_inputs(request.input, request.subjects)
     treatments = read_source(
@@ -110,9 +169,12 @@ def load(request: ScreenRequest) -> LoadedRun:
     )
     subjects = None
     if subjects_path is not None:
-        canonical = set(SUBJECT_COLUMNS) | set(criteria_subject_columns(rules))
+        wanted = criteria_subject_columns(rules, *(r.rules for r in reports))
+        canonical = set(SUBJECT_COLUMNS) | set(wanted)
         subjects = read_source(subjects_path, "subjects", columns.subjects, canonical)
-    validated = validate_inputs(treatments, subjects, rules, formulary, request.as_of)
+    validated = validate_inputs(
+        treatments, subjects, rules, formulary, request.as_of, tuple(r.rules for r in reports)
+    )
     return LoadedRun(
         request,
         rules,
@@ -123,6 +185,7 @@ def load(request: ScreenRequest) -> LoadedRun:
         subjects,
         validated,
         started,
+        reports,
     )
 
 
@@ -134,7 +197,13 @@ def screen(loaded: LoadedRun) -> ScreenResult:
             "see validation_issues for file, line and column",
             loaded.validated.issues,
         )
-    return screen_validated(loaded.validated, loaded.rules, loaded.formulary, loaded.request.as_of)
+    return screen_validated(
+        loaded.validated,
+        loaded.rules,
+        loaded.formulary,
+        loaded.request.as_of,
+        tuple((r.rules, r.formulary) for r in loaded.reports),
+    )
 
 
 @dataclass(frozen=True)
@@ -195,6 +264,7 @@ def build_manifest(
             "rules": loaded.request.rules,
             "column_map": str(loaded.request.column_map) if loaded.request.column_map else None,
             "as_of": as_of.isoformat() if as_of else None,
+            "reports": list(loaded.request.reports),
             "formats": list(formats),
         },
         "reference_date": (
@@ -211,6 +281,17 @@ def build_manifest(
             "normalized": rules.model_dump(mode="json"),
         },
         "formulary": {"source": loaded.formulary.source, "sha256": loaded.formulary.sha256},
+        "reports": [
+            {
+                "id": report.rules.id,
+                "staging_model": report.rules.staging.model,
+                "path": str(report.path),
+                "file_sha256": report.file_sha256,
+                "normalized_sha256": report.rules.sha256(),
+                "formulary": {"source": report.formulary.source, "sha256": report.formulary.sha256},
+            }
+            for report in loaded.reports
+        ],
         "inputs": inputs,
         "outputs": outputs,
         "counts": result.counts() if result is not None else None,

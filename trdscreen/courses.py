@@ -28,6 +28,11 @@ class CourseAssessment:
     failed: np.ndarray
     partial: np.ndarray  # adequate with a partial response (PRD band)
     identity: np.ndarray  # drug or class key used to count distinct trials
+    # For staging models, which score roles and modalities separately: the
+    # same checks with every role, modality and agent counted.
+    failed_any: np.ndarray  # failed, whatever the preset's counting filters say
+    used_any: np.ndarray  # a depression treatment given in scope (current episode)
+    dose_optimised: np.ndarray  # bool: a later course of a drug at a higher dose
 
 
 OUTCOMES = ("response", "partial_response", "nonresponse", "unknown")
@@ -61,6 +66,11 @@ REASONS = (
     "episode_unknown_assumed_in",
     "episode_unknown_assumed_out",
     "early_stop",
+    "agent_not_counted",
+    "dose_optimisation",
+    "repeat_of_earlier_drug",
+    "superseded_by_later_trial",
+    "not_superseded",
     "response",
     "partial_response",
     "outcome_unknown",
@@ -122,6 +132,7 @@ def _drug_lookup(drugs: pd.Series, rules: RuleSet, formulary: Formulary) -> dict
 
 def assess_courses(
     courses: pd.DataFrame,
+    codes: np.ndarray,
     reference: np.ndarray,
     episode_start: np.ndarray,
     rules: RuleSet,
@@ -129,8 +140,9 @@ def assess_courses(
 ) -> CourseAssessment:
     """Assess every course; the table has one row per input course, in input order.
 
-    `reference` and `episode_start` are datetime64[s] per course row (NaT =
-    unknown), looked up from the subject by the caller.
+    `codes` is the subject code of each course; `reference` and
+    `episode_start` are datetime64[s] per course row (NaT = unknown), looked
+    up from the subject by the caller.
     """
     n = len(courses)
     bits = np.zeros(n, dtype=np.int64)
@@ -146,29 +158,34 @@ def assess_courses(
     lookup = _drug_lookup(courses["drug"], rules, formulary)
     known = lookup["known"]
     counts_as = lookup["counts_as"]
+    counting = rules.counting
 
-    # --- counted as a treatment trial at all
-    modality_ok = np.isin(modality, rules.counting.modalities)
-    role_ok = np.isin(role, rules.counting.roles)
+    # --- counted as a treatment trial at all. `treatment` ignores the rule
+    # set's role, modality and agent filters (staging scores those apart).
     augmenting = np.isin(role, ("augmentation", "combination"))
     also = np.isin(lookup["generic"].astype(str), rules.formulary.also_count)
-    drug_counts = np.select(
-        [
-            ~known,
-            lookup["nondep"],
-            counts_as == "antidepressant",
-            (counts_as == "augmentation") & augmenting,
-            (counts_as == "policy") & also,
-        ],
-        [UNKNOWN, NOT_MET, MET, MET, MET],
+    is_antidepressant = (counts_as == "antidepressant") | ((counts_as == "policy") & also)
+    is_augmentation = (counts_as == "augmentation") & augmenting
+    drug_treatment = np.select(
+        [~known, lookup["nondep"], is_antidepressant | is_augmentation],
+        [UNKNOWN, NOT_MET, MET],
         default=NOT_MET,
     ).astype(np.int8)
-    counted = np.where(drug_modality, drug_counts, MET).astype(np.int8)
-    counted[~role_ok] = NOT_MET
-    counted[~modality_ok] = NOT_MET
+    treatment = np.where(drug_modality, drug_treatment, MET).astype(np.int8)
+    modality_ok = np.isin(modality, counting.modalities)
+    role_ok = np.isin(role, counting.roles)
+    agent_ok = ~drug_modality | ~known
+    if "antidepressant" in counting.agents:
+        agent_ok = agent_ok | is_antidepressant
+    if "augmentation" in counting.agents:
+        agent_ok = agent_ok | is_augmentation
+    agent_ok = agent_ok | (known & ~is_antidepressant & ~is_augmentation)  # reasons below
+    counted = treatment.copy()
+    counted[~role_ok | ~modality_ok | ~agent_ok] = NOT_MET
     flag(~modality_ok, "modality_not_counted")
     flag(modality_ok & ~role_ok, "role_not_counted")
     on_drug = drug_modality & modality_ok & role_ok
+    flag(on_drug & ~agent_ok, "agent_not_counted")
     flag(on_drug & ~known, "unknown_drug")
     flag(on_drug & known & lookup["nondep"], "non_depression_product")
     flag(
@@ -180,20 +197,24 @@ def assess_courses(
 
     # --- dose (unknown where the drug, its minimum or the dose is unknown)
     dose = _floats(courses, "daily_dose_mg")
-    required = lookup["min_dose"] * rules.adequacy.dose.multiple
+    dose_rule = rules.adequacy.dose
+    required = lookup["min_dose"] * dose_rule.multiple
     has_min = ~np.isnan(required)
-    dose_state = from_bool(dose >= required, known=has_min & ~np.isnan(dose))
     relevant = on_drug & known
-    no_min = known & ~has_min
-    when_no_minimum = rules.adequacy.dose.when_no_minimum
-    if when_no_minimum == "unknown":
-        flag(relevant & no_min, "no_minimum_dose")
-    else:  # the rule set resolves a missing minimum; only those rows, and recorded
-        dose_state[no_min] = MET if when_no_minimum == "assume_met" else NOT_MET
-        flag(relevant & no_min, f"no_minimum_dose_{when_no_minimum.replace('assume', 'assumed')}")
-    dose_state[~drug_modality] = MET  # no dose criterion for ECT, rTMS, psychotherapy
-    flag(relevant & has_min & np.isnan(dose), "dose_missing")
-    flag(relevant & (dose_state == NOT_MET) & has_min, "dose_below_minimum")
+    if not dose_rule.check:  # dose-blind rule set: the check always passes, nothing to flag
+        dose_state = np.full(n, MET, dtype=np.int8)
+    else:
+        dose_state = from_bool(dose >= required, known=has_min & ~np.isnan(dose))
+        no_min = known & ~has_min
+        when_no_minimum = dose_rule.when_no_minimum
+        if when_no_minimum == "unknown":
+            flag(relevant & no_min, "no_minimum_dose")
+        else:  # the rule set resolves a missing minimum; only those rows, and recorded
+            dose_state[no_min] = MET if when_no_minimum == "assume_met" else NOT_MET
+            flag(relevant & no_min, f"no_minimum_dose_{when_no_minimum.replace('assume', 'assumed')}")
+        dose_state[~drug_modality] = MET  # no dose criterion for ECT, rTMS, psychotherapy
+        flag(relevant & has_min & np.isnan(dose), "dose_missing")
+        flag(relevant & (dose_state == NOT_MET) & has_min, "dose_below_minimum")
 
     # --- duration (inclusive day count; ongoing courses run to the reference date)
     start = courses["start_date"].to_numpy(dtype="datetime64[s]")
@@ -206,7 +227,7 @@ def assess_courses(
     end = np.where(ongoing, reference, end_given)
     days = (end - start) / np.timedelta64(1, "D") + 1.0
     weeks = days / 7.0
-    min_days = rules.adequacy.duration.min_weeks * 7.0
+    min_days = _min_days(rules, role, modality)
     duration_state = from_bool(days >= min_days - 1e-9, known=~np.isnan(days))
     flag(duration_state == UNKNOWN, "duration_unknown")
     flag(duration_state == NOT_MET, "too_short")
@@ -246,31 +267,48 @@ def assess_courses(
         )
         flag((episode_state == NOT_MET) & ~assumed, "before_current_episode")
 
-    # --- outcome: percent improvement from HAM-D scores, else the improvement column
+    identity = _identity(lookup, known, modality, drug_modality, rules)
+    checks = all_of(dose_state, duration_state, adherence_state, episode_state)
+    adequate = all_of(counted, checks)
+
+    # --- outcome: percent improvement from HAM-D scores, else the improvement column;
+    # register rule sets infer failure from a later trial instead (KIM).
     pct, outcome, from_stop = _outcome(courses, stop_reason, rules)
-    nonresponse_state = np.select(
-        [outcome == NONRESPONSE, outcome == OUTCOME_UNKNOWN], [MET, UNKNOWN], default=NOT_MET
-    ).astype(np.int8)
+    by_scores = rules.outcome.evidence == "scores"
+    if by_scores:
+        nonresponse_state = np.select(
+            [outcome == NONRESPONSE, outcome == OUTCOME_UNKNOWN], [MET, UNKNOWN], default=NOT_MET
+        ).astype(np.int8)
+    else:
+        nonresponse_state = _superseded(codes, identity, start, adequate)
+        counts_flag = counted != NOT_MET
+        flag(counts_flag & (nonresponse_state == MET), "superseded_by_later_trial")
+        flag(counts_flag & (nonresponse_state == NOT_MET), "not_superseded")
 
     # --- early discontinuation (Sforzini item 10)
-    early = ~ongoing & (days < rules.early_stop.before_weeks * 7.0 - 1e-9)
-    explicit = (
-        early
-        & (stop_reason == "nonresponse")
-        & np.isin(outcome, (NONRESPONSE, OUTCOME_UNKNOWN))
-        & rules.early_stop.counts_if_explicit_nonresponse
-    )
+    if rules.early_stop is None:
+        early = explicit = np.zeros(n, dtype=bool)
+    else:
+        early = ~ongoing & (days < rules.early_stop.before_weeks * 7.0 - 1e-9)
+        explicit = (
+            early
+            & (stop_reason == "nonresponse")
+            & np.isin(outcome, (NONRESPONSE, OUTCOME_UNKNOWN))
+            & rules.early_stop.counts_if_explicit_nonresponse
+        )
 
-    adequate = all_of(counted, dose_state, duration_state, adherence_state, episode_state)
-    failed = all_of(adequate, nonresponse_state)
-    failed_early = all_of(counted, dose_state, adherence_state, episode_state)
-    failed = np.where(early, np.where(explicit, failed_early, NOT_MET), failed).astype(np.int8)
+    def failed_if(included: np.ndarray) -> np.ndarray:
+        full = all_of(included, checks, nonresponse_state)
+        early_ok = all_of(included, dose_state, adherence_state, episode_state)
+        return np.where(early, np.where(explicit, early_ok, NOT_MET), full).astype(np.int8)
+
+    failed = failed_if(counted)
     counts_flag = counted != NOT_MET
     flag(counts_flag & early & ~explicit, "early_stop")
     flag(counts_flag & explicit & (failed == MET), "early_stop_explicit_nonresponse")
     flag(counts_flag & (outcome == RESPONSE), "response")
     flag(counts_flag & (outcome == PARTIAL), "partial_response")
-    flag(counts_flag & (outcome == OUTCOME_UNKNOWN) & ~explicit, "outcome_unknown")
+    flag(counts_flag & (outcome == OUTCOME_UNKNOWN) & ~explicit & by_scores, "outcome_unknown")
     flag(counts_flag & from_stop, "outcome_from_stop_reason")
     flag(failed == MET, "failed")
     partial = all_of(
@@ -280,7 +318,10 @@ def assess_courses(
         ).astype(np.int8),
     )
 
-    identity = _identity(lookup, known, modality, drug_modality, rules)
+    optimised, repeat = _repeats(codes, lookup["generic"], known & drug_modality, start, dose, courses)
+    flag(optimised, "dose_optimisation")
+    flag(repeat, "repeat_of_earlier_drug")
+
     out = pd.DataFrame(
         {
             "subject_id": courses["subject_id"].to_numpy(),
@@ -315,7 +356,113 @@ def assess_courses(
     )
     for name in ("drug", "role", "modality", "reasons", "subject_id", "source_file"):
         out[name] = out[name].astype("str")
-    return CourseAssessment(out, adequate, failed, partial, identity)
+    return CourseAssessment(
+        out,
+        adequate,
+        failed,
+        partial,
+        identity,
+        failed_any=failed_if(treatment),
+        used_any=all_of(treatment, episode_state),
+        dose_optimised=optimised,
+    )
+
+
+def _min_days(rules: RuleSet, role: np.ndarray, modality: np.ndarray) -> np.ndarray:
+    """Minimum inclusive days per course: the general rule, then role, then modality."""
+    duration = rules.adequacy.duration
+    min_days = np.full(len(role), duration.days)
+    for key, weeks in duration.min_weeks_for.items():
+        if key in ("monotherapy", "augmentation", "combination"):
+            min_days[role == key] = weeks * 7.0
+    for key, weeks in duration.min_weeks_for.items():
+        if key not in ("monotherapy", "augmentation", "combination"):
+            min_days[modality == key] = weeks * 7.0
+    return min_days
+
+
+def _superseded(
+    codes: np.ndarray, identity: np.ndarray, start: np.ndarray, adequate: np.ndarray
+) -> np.ndarray:
+    """Register-style failure: a later adequate trial of another drug (or class) started.
+
+    Met when a certainly adequate later trial exists, unknown when only a
+    possibly adequate one does, not met otherwise.
+    """
+    keys = pd.factorize(identity)[0] if len(identity) else np.zeros(0, np.int64)
+    day = start.astype("datetime64[D]").astype(np.int64)
+    sure = _latest_other_start(codes, keys, day, adequate == MET) > day
+    maybe = _latest_other_start(codes, keys, day, adequate != NOT_MET) > day
+    return np.select([sure, maybe], [MET, UNKNOWN], default=NOT_MET).astype(np.int8)
+
+
+def _latest_other_start(
+    codes: np.ndarray, keys: np.ndarray, day: np.ndarray, mask: np.ndarray
+) -> np.ndarray:
+    """Per course: the latest start among the subject's masked courses of another key.
+
+    Grouped reductions only: the latest start per (subject, key), then per
+    subject the latest and the second-latest key; a course of the latest key
+    looks at the second.
+    """
+    out = np.full(len(codes), np.iinfo(np.int64).min)
+    if not mask.any():
+        return out
+    per_key = (
+        pd.DataFrame({"s": codes[mask], "k": keys[mask], "d": day[mask]})
+        .groupby(["s", "k"], sort=False)["d"]
+        .max()
+        .reset_index()
+        .sort_values(["s", "d", "k"], ascending=[True, False, True], kind="stable")
+    )
+    rank = per_key.groupby("s", sort=False).cumcount().to_numpy()
+    first = per_key[rank == 0].set_index("s")
+    second = per_key[rank == 1].set_index("s")["d"]
+    n_subjects = int(codes.max()) + 1 if len(codes) else 0
+    top_key = np.full(n_subjects, -1, dtype=np.int64)
+    top_day = np.full(n_subjects, np.iinfo(np.int64).min, dtype=np.int64)
+    next_day = np.full(n_subjects, np.iinfo(np.int64).min, dtype=np.int64)
+    top_key[first.index.to_numpy()] = first["k"].to_numpy()
+    top_day[first.index.to_numpy()] = first["d"].to_numpy()
+    next_day[second.index.to_numpy()] = second.to_numpy()
+    return np.where(keys == top_key[codes], next_day[codes], top_day[codes])
+
+
+def _repeats(
+    codes: np.ndarray,
+    generic: np.ndarray,
+    mask: np.ndarray,
+    start: np.ndarray,
+    dose: np.ndarray,
+    courses: pd.DataFrame,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Later courses of a drug already given to the subject.
+
+    A later course above every earlier dose of the same generic is dose
+    optimisation (MGH-S half point); any other later course is a repeat.
+    Neither is a new trial: distinct counting already counts the drug once.
+    """
+    n = len(codes)
+    optimised = np.zeros(n, dtype=bool)
+    repeat = np.zeros(n, dtype=bool)
+    rows = np.flatnonzero(mask)
+    if len(rows) < 2:
+        return optimised, repeat
+    drug_codes = pd.factorize(generic[rows])[0]
+    line = courses["source_line"].to_numpy()[rows]
+    order = np.lexsort((line, start[rows], drug_codes, codes[rows]))
+    group = codes[rows][order].astype(np.int64) * (drug_codes.max() + 1) + drug_codes[order]
+    sorted_dose = dose[rows][order]
+    running = pd.Series(sorted_dose).groupby(group).cummax().to_numpy()
+    same = np.zeros(len(order), dtype=bool)
+    same[1:] = group[1:] == group[:-1]
+    before = np.full(len(order), np.nan)
+    before[1:] = running[:-1]
+    before[~same] = np.nan
+    higher = same & (sorted_dose > before)  # NaN compares false: unknown doses never optimise
+    optimised[rows[order]] = higher
+    repeat[rows[order]] = same & ~higher
+    return optimised, repeat
 
 
 def _outcome(
@@ -331,6 +478,8 @@ def _outcome(
     pct = np.where(scored, from_scores, np.round(fraction * 100.0, 9))
     cut = rules.outcome.nonresponse
     good = rules.outcome.response
+    if cut is None:  # register evidence: no score threshold; improvement shown only
+        return pct, np.full(len(pct), OUTCOME_UNKNOWN, dtype=np.int8), np.zeros(len(pct), bool)
     is_nonresponse = pct < cut.pct if cut.op == "<" else pct <= cut.pct
     is_response = pct >= good.pct if good.op == ">=" else pct > good.pct
     outcome = np.select(

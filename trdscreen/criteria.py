@@ -17,13 +17,17 @@ import numpy as np
 import pandas as pd
 
 from trdscreen.ruleset import Criterion, Op, RuleSet
+from trdscreen.staging import INTERVAL_COLUMNS as STAGING_INTERVALS
 from trdscreen.tristate import MET, NOT_MET, UNKNOWN, from_bool, join_flags, labels, negate, resolve
 
 INTERVAL_COLUMNS = {
     "n_failed_trials": "n_failed_trials_max",
     "n_adequate_trials": "n_adequate_trials_max",
     "n_partial_response_trials": "n_partial_response_trials_max",
+    **STAGING_INTERVALS,
 }
+UNDETERMINED_TEXT = ("classification", "msm_band")
+"""Derived text columns whose value `undetermined` means unknown."""
 DECISIONS = ("eligible", "excluded", "needs_review")
 
 
@@ -133,7 +137,7 @@ def evaluate_criterion(criterion: Criterion, subjects: pd.DataFrame) -> Criterio
     series = (
         subjects[column] if column in subjects.columns else pd.Series([None] * n, dtype="object")
     )
-    if column == "classification":
+    if column in UNDETERMINED_TEXT:
         series = series.astype("str").where(series.astype("str") != "undetermined")
     numeric = column in INTERVAL_COLUMNS or (
         series.dtype.kind in "fiu" and series.dtype != "boolean"

@@ -15,7 +15,8 @@ from trdscreen.courses import assess_courses
 from trdscreen.criteria import attrition, decide, evaluate_all, ledger
 from trdscreen.formulary import Formulary
 from trdscreen.ruleset import RuleSet
-from trdscreen.subjects import assess_subjects, build_cohort
+from trdscreen.staging import staging_columns
+from trdscreen.subjects import Cohort, assess_subjects, build_cohort
 from trdscreen.validate import ValidatedInputs
 
 DECISION_COLUMNS = (
@@ -78,25 +79,71 @@ class ScreenResult:
         }
 
 
-def screen_validated(
-    inputs: ValidatedInputs, rules: RuleSet, formulary: Formulary, as_of: date | None
-) -> ScreenResult:
-    """Screen validated inputs. Every input subject and course appears exactly once."""
+def _assess(inputs: ValidatedInputs, rules: RuleSet, formulary: Formulary, as_of: date | None):
     cohort = build_cohort(inputs.treatments, inputs.subjects, rules, as_of)
     codes = cohort.course_codes
     assessed = assess_courses(
         inputs.treatments,
+        codes=codes,
         reference=cohort.reference[codes],
         episode_start=cohort.episode_start[codes],
         rules=rules,
         formulary=formulary,
     )
+    return cohort, assessed
+
+
+def _staging(
+    inputs: ValidatedInputs,
+    rules: RuleSet,
+    formulary: Formulary,
+    as_of: date | None,
+    cohort: Cohort,
+    assessed,
+    reports: tuple[tuple[RuleSet, Formulary], ...],
+) -> pd.DataFrame:
+    """Staging columns of the rule set's own model, then of each reported preset.
+
+    A reported preset is applied with its own adequacy rules (e.g. MSM's six
+    weeks), to the same validated inputs; its decision is not used.
+    """
+    blocks = []
+    if rules.staging is not None:
+        blocks.append(staging_columns(rules.staging, cohort, assessed, cohort.subjects))
+    for report_rules, report_formulary in reports:
+        if report_rules.staging is None:
+            continue
+        report_cohort, report_assessed = _assess(inputs, report_rules, report_formulary, as_of)
+        blocks.append(
+            staging_columns(
+                report_rules.staging, report_cohort, report_assessed, report_cohort.subjects
+            )
+        )
+    if not blocks:
+        return pd.DataFrame(index=range(len(cohort.ids)))
+    return pd.concat(blocks, axis=1)
+
+
+def screen_validated(
+    inputs: ValidatedInputs,
+    rules: RuleSet,
+    formulary: Formulary,
+    as_of: date | None,
+    reports: tuple[tuple[RuleSet, Formulary], ...] = (),
+) -> ScreenResult:
+    """Screen validated inputs. Every input subject and course appears exactly once.
+
+    `reports` are other rule sets whose staging scores are added as columns.
+    """
+    cohort, assessed = _assess(inputs, rules, formulary, as_of)
     subjects = assess_subjects(cohort, assessed, rules)
+    scores = _staging(inputs, rules, formulary, as_of, cohort, assessed, reports)
+    subjects = pd.concat([subjects, scores], axis=1)
     # cohort.subjects is aligned row for row with `subjects` (both sorted by id).
     extra = cohort.subjects.drop(columns=[c for c in subjects.columns if c in cohort.subjects])
     criteria_frame = pd.concat([subjects, extra.reset_index(drop=True)], axis=1)
     results = evaluate_all(rules, criteria_frame)
-    decisions = decide(subjects, results)[list(DECISION_COLUMNS)]
+    decisions = decide(subjects, results)[[*DECISION_COLUMNS, *scores.columns]]
     courses = assessed.table.sort_values(
         ["subject_id", "start_date", "source_line"], kind="stable"
     ).reset_index(drop=True)

@@ -75,7 +75,14 @@ class ResponseThreshold(_Model):
 
 
 class Outcome(_Model):
-    nonresponse: Threshold
+    evidence: Literal["scores", "next_trial"] = Field(
+        "scores",
+        description=(
+            "scores: failure = nonresponse by percent improvement; next_trial: register-style, "
+            "a trial failed when a later adequate trial of another drug (or class) started"
+        ),
+    )
+    nonresponse: Threshold | None = None
     response: ResponseThreshold = ResponseThreshold()
     stop_reason_as_evidence: bool = Field(
         False,
@@ -84,6 +91,10 @@ class Outcome(_Model):
 
     @model_validator(mode="after")
     def _ordered(self) -> Outcome:
+        if self.nonresponse is None:
+            if self.evidence == "scores":
+                raise ValueError("outcome.nonresponse is required when evidence is scores")
+            return self
         if self.nonresponse.pct > self.response.pct:
             raise ValueError(
                 f"nonresponse.pct ({self.nonresponse.pct}) must not exceed response.pct "
@@ -93,12 +104,39 @@ class Outcome(_Model):
 
 
 class DoseRule(_Model):
+    check: bool = Field(True, description="false: dose-blind (register models such as KIM)")
     multiple: float = Field(1.0, gt=0, le=10, description="required dose = multiple x minimum")
     when_no_minimum: Resolution = "unknown"
 
 
+DurationKey = Literal[
+    "monotherapy", "augmentation", "combination", "ect", "rtms", "psychotherapy", "esketamine"
+]
+
+
 class DurationRule(_Model):
-    min_weeks: float = Field(gt=0, le=104)
+    min_weeks: float | None = Field(None, gt=0, le=104)
+    min_days: int | None = Field(
+        None, gt=0, le=730, description="inclusive day count; KIM '> 28 days' is min_days: 29"
+    )
+    min_weeks_for: dict[DurationKey, float] = Field(
+        {},
+        description="per role or modality (a modality wins over a role), e.g. augmentation: 4",
+    )
+
+    @model_validator(mode="after")
+    def _one_minimum(self) -> DurationRule:
+        if (self.min_weeks is None) == (self.min_days is None):
+            raise ValueError("give exactly one of min_weeks or min_days")
+        for key, weeks in self.min_weeks_for.items():
+            if not 0 < weeks <= 104:
+                raise ValueError(f"min_weeks_for.{key} must be > 0 and <= 104 weeks")
+        return self
+
+    @property
+    def days(self) -> float:
+        """The general minimum as an inclusive day count."""
+        return float(self.min_days) if self.min_days is not None else self.min_weeks * 7.0
 
 
 class AdherenceRule(_Model):
@@ -123,8 +161,18 @@ class EarlyStop(_Model):
     counts_if_explicit_nonresponse: bool = True
 
 
+AGENTS = ("antidepressant", "augmentation")
+
+
 class Counting(_Model):
     distinct: Literal["drug", "class"] = "drug"
+    agents: tuple[Literal["antidepressant", "augmentation"], ...] = Field(
+        AGENTS,
+        description=(
+            "formulary categories that count as trials: antidepressants, and augmentation agents "
+            "(lithium, antipsychotics, T3) when used in an augmentation or combination role"
+        ),
+    )
     roles: tuple[Literal["monotherapy", "augmentation", "combination"], ...] = ROLES
     modalities: tuple[
         Literal["pharmacotherapy", "ect", "rtms", "psychotherapy", "esketamine"], ...
@@ -150,6 +198,101 @@ class FormularyConfig(_Model):
     dose_source: Literal["atrq", "atrq_then_alternative"] = "atrq"
     overrides: dict[str, DoseOverride] = {}
     also_count: tuple[str, ...] = ()
+
+
+# --------------------------------------------------------------------------- staging
+
+
+class ThaseRush(_Model):
+    """Thase & Rush 1997 stages 0-V (as described by Fava 2003)."""
+
+    model: Literal["thase-rush"]
+    major_classes: dict[Literal["TCA", "MAOI", "SSRI", "SNRI", "other"], tuple[str, ...]] = Field(
+        description="formulary drug_class values grouped into the model's major classes"
+    )
+    sequential: bool = Field(
+        True,
+        description=(
+            "true: each stage adds a failure of a new class (III = a failed TCA besides two "
+            "other failed classes; IV = III plus a failed MAOI); false: III = II and a failed TCA"
+        ),
+    )
+    ect_counts_when: Literal["failed", "used"] = "failed"
+
+    @model_validator(mode="after")
+    def _complete(self) -> ThaseRush:
+        missing = {"TCA", "MAOI"} - set(self.major_classes)
+        if missing:
+            raise ValueError(f"major_classes needs {', '.join(sorted(missing))}")
+        seen: set[str] = set()
+        for group, members in self.major_classes.items():
+            for member in members:
+                if member in seen:
+                    raise ValueError(f"drug class {member!r} is in two major classes")
+                seen.add(member)
+        return self
+
+
+class Severity(_Model):
+    column: str = "hamd_screening"
+    mild_from: float = Field(ge=0)
+    moderate_from: float = Field(ge=0)
+    severe_from: float = Field(ge=0)
+    psychosis_column: str | None = "psychotic_features"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Severity:
+        if not self.mild_from < self.moderate_from < self.severe_from:
+            raise ValueError("need mild_from < moderate_from < severe_from")
+        return self
+
+
+class Maudsley(_Model):
+    """Maudsley Staging Method (Fekadu 2009; standardised by Fekadu 2018, Table 3)."""
+
+    model: Literal["maudsley"]
+    subacute_after_months: float = Field(12, gt=0)
+    chronic_after_months: float = Field(24, gt=0)
+    severity: Severity
+    failed_antidepressant_steps: tuple[int, ...] = Field(
+        (1, 3, 5, 7, 11),
+        description="failed antidepressants needed for 1, 2, 3, ... points (MSM: 1-2, 3-4, 5-6, 7-10, >10)",
+    )
+    moderate_from: float = 7
+    severe_from: float = 11
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Maudsley:
+        steps = self.failed_antidepressant_steps
+        if not steps or any(b <= a for a, b in zip(steps, steps[1:], strict=False)) or steps[0] < 1:
+            raise ValueError("failed_antidepressant_steps must be increasing positive counts")
+        if self.subacute_after_months >= self.chronic_after_months:
+            raise ValueError("subacute_after_months must be below chronic_after_months")
+        if self.moderate_from >= self.severe_from:
+            raise ValueError("moderate_from must be below severe_from")
+        return self
+
+
+class MGHS(_Model):
+    """MGH Staging method (Fava 2003; as used by Gibson 2010 and Hägg 2020)."""
+
+    model: Literal["mgh-s"]
+    points_per_failed_trial: float = Field(1.0, ge=0)
+    points_per_dose_optimisation: float = Field(0.5, ge=0)
+    points_per_augmentation_or_combination: float = Field(0.5, ge=0)
+    points_ect: float = Field(3.0, ge=0)
+    ect_counts_when: Literal["failed", "used"] = "failed"
+
+
+STAGING_COLUMNS = {
+    "thase-rush": ("thase_rush_stage", "thase_rush_stage_max"),
+    "maudsley": ("msm_score", "msm_score_max", "msm_band"),
+    "mgh-s": ("mgh_s_score", "mgh_s_score_max"),
+}
+"""Columns each staging model adds: value, upper bound of the interval, and (MSM) its band."""
+STAGING_MODEL_OF = {column: model for model, cols in STAGING_COLUMNS.items() for column in cols}
+
+Staging = Annotated[ThaseRush | Maudsley | MGHS, Field(discriminator="model")]
 
 
 class ReferenceDate(_Model):
@@ -225,10 +368,28 @@ class RuleSet(_Model):
     formulary: FormularyConfig = FormularyConfig()
     adequacy: Adequacy
     outcome: Outcome
-    early_stop: EarlyStop
+    early_stop: EarlyStop | None = None
     counting: Counting = Counting()
     resistance: Resistance
+    staging: Staging | None = None
+    report: tuple[str, ...] = Field(
+        (), description="presets (or rule files) whose staging scores are added to the decisions"
+    )
     criteria: Annotated[tuple[Criterion, ...], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _staging_columns_provided(self) -> RuleSet:
+        own = self.staging.model if self.staging is not None else None
+        for index, criterion in enumerate(self.criteria):
+            model = STAGING_MODEL_OF.get(criterion.column)
+            if model is None or model == own or self.report:
+                continue  # columns of reported presets are checked when those are loaded
+            raise ValueError(
+                f"criteria.{index} ({criterion.id}) reads `{criterion.column}`, a {model} "
+                f"staging column, but the rule set has no `staging: {{model: {model}}}` "
+                "and reports no preset that has one (`report:`)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _unique_ids(self) -> RuleSet:

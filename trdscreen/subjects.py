@@ -67,7 +67,7 @@ def build_cohort(
     )
 
 
-def _distinct(codes: np.ndarray, keys: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
+def distinct_count(codes: np.ndarray, keys: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
     """Number of distinct keys per subject among rows where mask holds."""
     if not mask.any():
         return np.zeros(n, dtype=np.int64)
@@ -100,8 +100,8 @@ def assess_subjects(cohort: Cohort, courses: CourseAssessment, rules: RuleSet) -
 
     def bounds(states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return (
-            _distinct(codes, keys, states == MET, n),
-            _distinct(codes, keys, states != NOT_MET, n),
+            distinct_count(codes, keys, states == MET, n),
+            distinct_count(codes, keys, states != NOT_MET, n),
         )
 
     adequate_lo, adequate_hi = bounds(courses.adequate)

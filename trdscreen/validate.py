@@ -15,7 +15,7 @@ import pandas as pd
 
 from trdscreen.formulary import Formulary
 from trdscreen.io import SourceTable
-from trdscreen.ruleset import RuleSet
+from trdscreen.ruleset import STAGING_COLUMNS, RuleSet
 from trdscreen.schemas import (
     SUBJECT_COLUMNS,
     TREATMENT_COLUMNS,
@@ -31,6 +31,7 @@ DERIVED_SUBJECT_COLUMNS = (
     "n_failed_trials",
     "n_partial_response_trials",
     "classification",
+    *(column for columns in STAGING_COLUMNS.values() for column in columns),
 )
 """Columns that criteria may name although no input table holds them."""
 
@@ -46,15 +47,15 @@ class ValidatedInputs:
         return int((self.issues["severity"] == "error").sum())
 
 
-def criteria_subject_columns(rules: RuleSet) -> tuple[str, ...]:
-    """Subject columns the rule set's criteria read (besides derived ones)."""
-    names = []
-    for criterion in rules.criteria:
-        if criterion.column == "age":
-            continue
-        if criterion.column not in DERIVED_SUBJECT_COLUMNS and criterion.column not in names:
-            names.append(criterion.column)
-    return tuple(names)
+def criteria_subject_columns(rules: RuleSet, *reports: RuleSet) -> tuple[str, ...]:
+    """Subject columns the rule set's criteria and staging models read (besides derived ones)."""
+    names = [c.column for c in rules.criteria]
+    for rule_set in (rules, *reports):
+        severity = getattr(rule_set.staging, "severity", None)
+        if severity is not None:
+            names += [severity.column, severity.psychosis_column]
+    wanted = (n for n in names if n and n != "age" and n not in DERIVED_SUBJECT_COLUMNS)
+    return tuple(dict.fromkeys(wanted))
 
 
 def validate_inputs(
@@ -63,12 +64,13 @@ def validate_inputs(
     rules: RuleSet,
     formulary: Formulary,
     as_of: date | None,
+    reports: tuple[RuleSet, ...] = (),
 ) -> ValidatedInputs:
     log = IssueLog()
     courses = coerce(treatments, TREATMENT_COLUMNS, log)
     check_values(treatments, courses, TREATMENT_COLUMNS, log)
 
-    wanted = criteria_subject_columns(rules)
+    wanted = criteria_subject_columns(rules, *reports)
     if subjects is not None:
         people = coerce(subjects, SUBJECT_COLUMNS, log, extra=wanted)
         check_values(subjects, people, SUBJECT_COLUMNS, log)
