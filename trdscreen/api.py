@@ -96,7 +96,9 @@ def _formulary_for(rules: RuleSet, rules_path: Path) -> Formulary:
     return formulary
 
 
-def load_reports(rules: RuleSet, rules_path: Path, extra: tuple[str, ...]) -> tuple[ReportRules, ...]:
+def load_reports(
+    rules: RuleSet, rules_path: Path, extra: tuple[str, ...]
+) -> tuple[ReportRules, ...]:
     """Resolve the rule set's `report:` entries and any extra ones (e.g. --report).
 
     Each must have a staging model; no model may appear twice (its columns
@@ -326,3 +328,96 @@ def write_run(
 def check_out_dir(out: Path, force: bool) -> None:
     """Fail early (before reading inputs) when the output folder may not be used."""
     prepare_out_dir(out, force)
+
+
+# --------------------------------------------------------------------------- rule sets
+
+
+@dataclass(frozen=True)
+class RuleCheck:
+    """A rule file that parsed, with what a reviewer should know about it."""
+
+    rules: RuleSet
+    path: Path
+    file_sha256: str
+    tags: dict
+    formulary: Formulary
+    reports: tuple[ReportRules, ...]
+    notes: tuple[str, ...]
+
+
+def check_rules(name_or_path: str) -> RuleCheck:
+    """Parse a rule file and check what parsing alone cannot: formulary names,
+    reported presets, staging columns. Raises RuleError listing every problem;
+    returns notes (columns the subjects table must provide, untagged parameters)."""
+    from trdscreen.protocol import evidence_tags, raw_data, untagged_parameters
+    from trdscreen.validate import criteria_subject_columns
+
+    rules, path, digest = load_rules(name_or_path)
+    formulary = _formulary_for(rules, path)
+    reports = load_reports(rules, path, ())
+    tags = evidence_tags(path.read_text(encoding="utf-8"), str(path))
+    notes = [
+        f"subjects column `{column}` is read by this rule set but is not in the input "
+        "contract: the subjects table must provide it (or map a site header to it)"
+        for column in criteria_subject_columns(rules, *(r.rules for r in reports))
+        if column not in SUBJECT_COLUMNS
+    ]
+    untagged = untagged_parameters(raw_data(path), tags)
+    if untagged:
+        notes.append(
+            f"{len(untagged)} clinical parameter(s) carry no [V]/[S]/[U] tag in a comment: "
+            + ", ".join(untagged)
+        )
+    return RuleCheck(rules, path, digest, tags, formulary, reports, tuple(notes))
+
+
+def formulary_for(name_or_path: str | None) -> tuple[Formulary, RuleSet | None]:
+    """The formulary a rule set uses (its `formulary.path`), or the bundled one."""
+    if name_or_path is None:
+        return load_formulary(None), None
+    rules, path, _ = load_rules(name_or_path)
+    return _formulary_for(rules, path), rules
+
+
+def _drug_row(table: Formulary, rules: RuleSet | None, generic: str, formulation: str) -> dict:
+    drug = table.drugs[generic]
+    dose_source = rules.formulary.dose_source if rules is not None else "atrq_then_alternative"
+    overrides = rules.formulary.overrides if rules is not None else {}
+    minimum, source = table.rule_minimum(generic, formulation, dose_source, overrides)
+    return {
+        "generic": generic,
+        "drug_class": drug.drug_class,
+        "atc_code": drug.atc_code,
+        "counts_as": drug.counts_as,
+        "min_mg_per_day": minimum,
+        "min_source": source,
+        "dose_source": dose_source,
+        "atrq_min_mg_per_day": drug.min_mg_per_day,
+        "atrq_evidence": drug.min_evidence or None,
+        "alt_min_mg_per_day": drug.alt_min_mg_per_day,
+        "alt_source": drug.alt_source or None,
+        "formulation_minimums": dict(drug.formulation_minimums),
+        "synonyms": list(drug.synonyms),
+        "non_depression_brands": list(drug.non_depression_brands),
+        "notes": drug.notes,
+    }
+
+
+def formulary_rows(table: Formulary, rules: RuleSet | None) -> list[dict]:
+    """One row per generic, with the minimum the rule set would apply (sorted by generic)."""
+    return [_drug_row(table, rules, generic, "") for generic in sorted(table.drugs)]
+
+
+def formulary_lookup(table: Formulary, rules: RuleSet | None, name: str) -> dict | None:
+    """The row for an exported name (brand, synonym, salt, formulation), or None."""
+    match = table.match(name)
+    if match.generic is None:
+        return None
+    row = _drug_row(table, rules, match.generic, match.formulation)
+    return {
+        **row,
+        "looked_up": name,
+        "formulation": match.formulation or None,
+        "non_depression_product": match.non_depression_product,
+    }

@@ -87,6 +87,13 @@ AsOfOpt = Annotated[
         "--as-of", help="Reference date YYYY-MM-DD (instead of the subjects' screening date)."
     ),
 ]
+ReportOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--report",
+        help="Also report this preset's staging scores (e.g. maudsley-2009); repeatable.",
+    ),
+]
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print one JSON summary object on stdout and nothing else.")
 ]
@@ -150,6 +157,7 @@ def screen(
     ] = False,
     as_json: JsonOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print no summary.")] = False,
+    report: ReportOpt = None,
 ) -> None:
     """Screen a cohort and write decisions, ledger, courses, attrition and a manifest."""
     reference = _parse_date(as_of)
@@ -159,7 +167,9 @@ def screen(
         from trdscreen import api
 
         api.check_out_dir(out, force)
-        request = api.ScreenRequest(input, subjects, rules, column_map, reference)
+        request = api.ScreenRequest(
+            input, subjects, rules, column_map, reference, tuple(report or ())
+        )
         loaded = api.load(request)
         try:
             result = api.screen(loaded)
@@ -205,6 +215,7 @@ def validate(
     column_map: MapOpt = None,
     as_of: AsOfOpt = None,
     as_json: JsonOpt = False,
+    report: ReportOpt = None,
 ) -> None:
     """Check the inputs against the schemas and the rule set; report every problem."""
     reference = _parse_date(as_of)
@@ -212,7 +223,10 @@ def validate(
     def body() -> None:
         from trdscreen import api
 
-        loaded = api.load(api.ScreenRequest(input, subjects, rules, column_map, reference))
+        request = api.ScreenRequest(
+            input, subjects, rules, column_map, reference, tuple(report or ())
+        )
+        loaded = api.load(request)
         issues = loaded.validated.issues
         n_errors = loaded.validated.n_errors
         if as_json:
@@ -230,6 +244,149 @@ def validate(
             render_issues(console(), issues)
         if n_errors:
             raise typer.Exit(int(ExitCode.INVALID_INPUT))
+
+    _guard(as_json, body)
+
+
+rules_app = typer.Typer(
+    name="rules",
+    help="The shipped TRD definitions (presets) and custom rule files.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+app.add_typer(rules_app, name="rules")
+RuleArg = Annotated[str, typer.Argument(help="Preset name (see `rules list`) or rule file path.")]
+
+
+@rules_app.command("list")
+def rules_list(as_json: JsonOpt = False) -> None:
+    """List the presets with title, source and a one-line summary."""
+
+    def body() -> None:
+        from trdscreen.protocol import catalog
+        from trdscreen.ruleset import DEFAULT_PRESET, preset_dir
+
+        presets = catalog(preset_dir())
+        if as_json:
+            _emit_json(
+                {
+                    "status": "ok",
+                    "default": DEFAULT_PRESET,
+                    "presets": [
+                        {
+                            "id": p.id,
+                            "title": p.title,
+                            "source": p.source,
+                            "summary": p.summary,
+                            "staging": p.staging,
+                        }
+                        for p in presets
+                    ],
+                }
+            )
+            return
+        from trdscreen.render import console, render_presets
+
+        render_presets(console(), presets, DEFAULT_PRESET)
+
+    _guard(as_json, body)
+
+
+@rules_app.command("show")
+def rules_show(name: RuleArg) -> None:
+    """Print a rule set as protocol text generated from its YAML, unverified parameters flagged."""
+
+    def body() -> None:
+        from trdscreen import api
+        from trdscreen.protocol import protocol_text
+
+        checked = api.check_rules(name)
+        typer.echo(
+            protocol_text(checked.rules, checked.tags, str(checked.path), checked.file_sha256),
+            nl=False,
+        )
+
+    _guard(False, body)
+
+
+@rules_app.command("check")
+def rules_check(name: RuleArg, as_json: JsonOpt = False) -> None:
+    """Validate a rule file; report every problem with its key path and line (exit 3)."""
+
+    def body() -> None:
+        from trdscreen import api
+
+        checked = api.check_rules(name)
+        rules = checked.rules
+        if as_json:
+            _emit_json(
+                {
+                    "status": "ok",
+                    "exit_code": 0,
+                    "id": rules.id,
+                    "path": str(checked.path),
+                    "file_sha256": checked.file_sha256,
+                    "normalized_sha256": rules.sha256(),
+                    "criteria": [c.id for c in rules.criteria],
+                    "notes": list(checked.notes),
+                }
+            )
+            return
+        typer.echo(
+            f"ok: {checked.path}: rule set {rules.id}, {len(rules.criteria)} criteria, "
+            f"normalized sha256 {rules.sha256()}"
+        )
+        for note in checked.notes:
+            typer.echo(f"note: {note}")
+
+    _guard(as_json, body)
+
+
+@app.command()
+def formulary(
+    drug: Annotated[
+        str | None, typer.Argument(help="Drug name, brand or synonym to look up.")
+    ] = None,
+    rules: Annotated[
+        str | None,
+        typer.Option(
+            "--rules",
+            help="Show the formulary as this rule set uses it (its file, dose column, overrides).",
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the formulary or look up one drug: class, minimum dose and its source."""
+
+    def body() -> None:
+        from trdscreen import api
+        from trdscreen.errors import UsageError
+
+        table, rule_set = api.formulary_for(rules)
+        if drug is None:
+            rows = api.formulary_rows(table, rule_set)
+        else:
+            row = api.formulary_lookup(table, rule_set, drug)
+            if row is None:
+                hints = table.suggest(table.match(drug).normalized)
+                raise UsageError(
+                    f"{drug!r} is not in the formulary ({table.source})"
+                    + (f"; did you mean: {', '.join(hints)}?" if hints else "")
+                )
+            rows = [row]
+        if as_json:
+            _emit_json(
+                {"status": "ok", "source": table.source, "sha256": table.sha256, "drugs": rows}
+            )
+            return
+        from trdscreen.render import console, render_drug, render_formulary
+
+        if drug is not None:
+            render_drug(console(), rows[0])
+        else:
+            render_formulary(console(), rows, table.source, table.sha256)
 
     _guard(as_json, body)
 

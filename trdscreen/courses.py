@@ -101,13 +101,12 @@ def _drug_lookup(drugs: pd.Series, rules: RuleSet, formulary: Formulary) -> dict
             rows.append((None, match.normalized, "", "", np.nan, "", False))
             continue
         drug = formulary.drugs[match.generic]
-        override = rules.formulary.overrides.get(match.generic)
-        if override is not None:
-            minimum, source = override.min_mg_per_day, f"rule set override: {override.source}"
-        else:
-            minimum, source = formulary.minimum_dose(
-                match.generic, match.formulation, rules.formulary.dose_source
-            )
+        minimum, source = formulary.rule_minimum(
+            match.generic,
+            match.formulation,
+            rules.formulary.dose_source,
+            rules.formulary.overrides,
+        )
         rows.append(
             (
                 match.generic,
@@ -206,12 +205,22 @@ def assess_courses(
     else:
         dose_state = from_bool(dose >= required, known=has_min & ~np.isnan(dose))
         no_min = known & ~has_min
-        when_no_minimum = dose_rule.when_no_minimum
-        if when_no_minimum == "unknown":
-            flag(relevant & no_min, "no_minimum_dose")
-        else:  # the rule set resolves a missing minimum; only those rows, and recorded
-            dose_state[no_min] = MET if when_no_minimum == "assume_met" else NOT_MET
-            flag(relevant & no_min, f"no_minimum_dose_{when_no_minimum.replace('assume', 'assumed')}")
+        agent = counts_as == "augmentation"
+        groups = [(dose_rule.when_no_minimum, no_min)]
+        if dose_rule.augmentation_when_no_minimum is not None:
+            groups = [
+                (dose_rule.when_no_minimum, no_min & ~agent),
+                (dose_rule.augmentation_when_no_minimum, no_min & agent),
+            ]
+        for when_no_minimum, rows in groups:
+            if when_no_minimum == "unknown":
+                flag(relevant & rows, "no_minimum_dose")
+            else:  # the rule set resolves a missing minimum; only those rows, and recorded
+                dose_state[rows] = MET if when_no_minimum == "assume_met" else NOT_MET
+                flag(
+                    relevant & rows,
+                    f"no_minimum_dose_{when_no_minimum.replace('assume', 'assumed')}",
+                )
         dose_state[~drug_modality] = MET  # no dose criterion for ECT, rTMS, psychotherapy
         flag(relevant & has_min & np.isnan(dose), "dose_missing")
         flag(relevant & (dose_state == NOT_MET) & has_min, "dose_below_minimum")
@@ -318,7 +327,9 @@ def assess_courses(
         ).astype(np.int8),
     )
 
-    optimised, repeat = _repeats(codes, lookup["generic"], known & drug_modality, start, dose, courses)
+    optimised, repeat = _repeats(
+        codes, lookup["generic"], known & drug_modality, start, dose, courses
+    )
     flag(optimised, "dose_optimisation")
     flag(repeat, "repeat_of_earlier_drug")
 

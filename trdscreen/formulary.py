@@ -16,9 +16,11 @@ import difflib
 import hashlib
 import io
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from trdscreen.errors import RuleError
 
@@ -165,6 +167,15 @@ class Formulary:
         if source == "atrq_then_alternative" and drug.alt_min_mg_per_day is not None:
             return drug.alt_min_mg_per_day, drug.alt_source
         return None, ""
+
+    def rule_minimum(
+        self, generic: str, formulation: str, dose_source: str, overrides: Mapping[str, Any]
+    ) -> tuple[float | None, str]:
+        """The minimum a rule set applies: its per-drug override, else `minimum_dose`."""
+        override = overrides.get(generic)
+        if override is not None:
+            return override.min_mg_per_day, f"rule set override: {override.source}"
+        return self.minimum_dose(generic, formulation, dose_source)
 
 
 def _number(value: str, where: str, problems: list[str]) -> float | None:

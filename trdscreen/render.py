@@ -139,3 +139,67 @@ def render_error(err: Console, message: str, details: list[str] | None = None) -
     err.print(Text.assemble(("error: ", "bold red"), message))
     for line in details or []:
         err.print(f"  {line}", markup=False)
+
+
+def render_presets(out: Console, presets: list, default: str) -> None:
+    """The shipped presets, one block each: id and title, generated summary, source."""
+    for preset in presets:
+        marker = " (default)" if preset.id == default else ""
+        out.print(Text(f"{preset.id}{marker}: {preset.title}", style="bold"))
+        out.print(Text(f"    {preset.summary}"))
+        out.print(Text(f"    source: {preset.source}"))
+    out.print(Text(f"{len(presets)} presets. Protocol text: trdscreen rules show NAME"))
+
+
+def render_formulary(out: Console, rows: list[dict], source: str, sha256: str) -> None:
+    table = Table(title=f"Formulary: {source}", title_justify="left", show_edge=False)
+    for name, justify in (
+        ("generic", "left"),
+        ("class", "left"),
+        ("counts as", "left"),
+        ("min mg/day", "right"),
+        ("minimum from", "left"),
+    ):
+        table.add_column(name, justify=justify, overflow="fold")
+    for row in rows:
+        minimum = row["min_mg_per_day"]
+        _row(
+            table,
+            row["generic"],
+            row["drug_class"],
+            row["counts_as"],
+            "-" if minimum is None else f"{minimum:g}",
+            row["min_source"] or "no minimum in the sources",
+        )
+    out.print(table)
+    out.print(Text(f"{len(rows)} drugs; sha256 {sha256}. Look one up: trdscreen formulary DRUG"))
+
+
+def render_drug(out: Console, row: dict) -> None:
+    minimum = row["min_mg_per_day"]
+    lines = [
+        f"{row['looked_up']} -> {row['generic']}"
+        + (f" ({row['formulation']})" if row["formulation"] else ""),
+        f"  class: {row['drug_class']} (ATC {row['atc_code']}); counts as: {row['counts_as']}",
+        "  minimum adequate dose: "
+        + ("none known" if minimum is None else f"{minimum:g} mg/day")
+        + (f" [{row['min_source']}]" if row["min_source"] else "")
+        + f" (dose column: {row['dose_source']})",
+    ]
+    if row["alt_min_mg_per_day"] is not None:
+        lines.append(
+            f"  alternative minimum: {row['alt_min_mg_per_day']:g} mg/day [{row['alt_source']}]"
+        )
+    if row["formulation_minimums"]:
+        forms = ", ".join(f"{k} {v:g} mg" for k, v in row["formulation_minimums"].items())
+        lines.append(f"  formulation minimums: {forms}")
+    if row["synonyms"]:
+        lines.append(f"  names: {', '.join(row['synonyms'])}")
+    if row["non_depression_brands"]:
+        lines.append(f"  never an antidepressant trial: {', '.join(row['non_depression_brands'])}")
+    if row["non_depression_product"]:
+        lines.append("  NOTE: this name is a non-depression product; it never counts as a trial")
+    if row["notes"]:
+        lines.append(f"  notes: {row['notes']}")
+    for line in lines:
+        out.print(Text(line))

@@ -107,6 +107,9 @@ class DoseRule(_Model):
     check: bool = Field(True, description="false: dose-blind (register models such as KIM)")
     multiple: float = Field(1.0, gt=0, le=10, description="required dose = multiple x minimum")
     when_no_minimum: Resolution = "unknown"
+    augmentation_when_no_minimum: Resolution | None = Field(
+        None, description="for augmentation agents without a minimum; empty = when_no_minimum"
+    )
 
 
 DurationKey = Literal[
@@ -424,17 +427,17 @@ class _NoAliasSafeLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
-def _key_lines(node: yaml.Node, path: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:
+def key_lines(node: yaml.Node, path: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:
     """Map each key path of a composed YAML document to its 1-based line."""
     lines: dict[tuple[Any, ...], int] = {path: node.start_mark.line + 1}
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             child = (*path, key_node.value)
-            lines.update(_key_lines(value_node, child))
+            lines.update(key_lines(value_node, child))
             lines[child] = key_node.start_mark.line + 1
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            lines.update(_key_lines(item, (*path, index)))
+            lines.update(key_lines(item, (*path, index)))
     return lines
 
 
@@ -499,7 +502,7 @@ def _format_errors(
     return problems
 
 
-def _load_yaml(text: str, source: str) -> tuple[yaml.Node | None, Any]:
+def load_yaml(text: str, source: str) -> tuple[yaml.Node | None, Any]:
     """Safe-load YAML (aliases refused); RuleError names the file and line."""
     try:
         node = yaml.compose(text, Loader=_NoAliasSafeLoader)
@@ -516,7 +519,7 @@ def _validated(model: type[BaseModel], data: Any, node: yaml.Node | None, source
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = _format_errors(exc, source, _key_lines(node) if node else {}, model)
+        problems = _format_errors(exc, source, key_lines(node) if node else {}, model)
         raise RuleError(f"{source}: invalid {what} ({len(problems)} problems)", problems) from None
 
 
@@ -524,7 +527,7 @@ def parse_rules(text: str, source: str) -> RuleSet:
     """Parse rule-file text; raise RuleError listing every problem."""
     if len(text.encode("utf-8")) > MAX_RULE_FILE_BYTES:
         raise RuleError(f"{source}: rule file is larger than {MAX_RULE_FILE_BYTES} bytes")
-    node, data = _load_yaml(text, source)
+    node, data = load_yaml(text, source)
     if not isinstance(data, dict):
         raise RuleError(f"{source}: a rule file is a YAML mapping (keys such as id, criteria)")
     return _validated(RuleSet, data, node, source, "rule file")
@@ -570,7 +573,7 @@ def load_column_map(path: Path) -> ColumnMap:
     from trdscreen.io import read_config_file
 
     text, _ = read_config_file(Path(path), "column map", MAX_RULE_FILE_BYTES)
-    node, data = _load_yaml(text, str(path))
+    node, data = load_yaml(text, str(path))
     if isinstance(data, dict) and set(data) == {"columns"}:
         data = data["columns"]
     return _validated(ColumnMap, data or {}, node, str(path), "column map")

@@ -63,6 +63,7 @@ SUBJECT_COLUMNS: dict[str, ColumnSpec] = {
     "episode_start": ColumnSpec("date", expected="an ISO date YYYY-MM-DD"),
     "screening_date": ColumnSpec("date", expected="an ISO date YYYY-MM-DD"),
     "hamd_screening": ColumnSpec("int", low=0, high=52, expected="a HAM-D17 total from 0 to 52"),
+    "madrs_screening": ColumnSpec("int", low=0, high=60, expected="a MADRS total from 0 to 60"),
     "bipolar": ColumnSpec("bool", expected="true or false"),
     "psychotic_features": ColumnSpec("bool", expected="true or false"),
     "substance_use_disorder": ColumnSpec("bool", expected="true or false"),

@@ -96,9 +96,7 @@ def _thase_rush(model: ThaseRush, cohort: Cohort, courses: CourseAssessment) -> 
         stage_3 = stage_2 & tca & (n_classes >= 2 + extra)
         stage_4 = stage_3 & maoi & (n_classes >= 2 + 2 * extra)
         stage_5 = stage_4 & ect_done
-        stages.append(
-            stage_1.astype(np.int64) + stage_2 + stage_3 + stage_4 + stage_5
-        )
+        stages.append(stage_1.astype(np.int64) + stage_2 + stage_3 + stage_4 + stage_5)
     low, high = stages
     return pd.DataFrame({"thase_rush_stage": low, "thase_rush_stage_max": high})
 
@@ -122,7 +120,9 @@ def _maudsley(
     rule = model.severity
     rating = _subject_floats(subjects, rule.column, n)
     severity = np.select(
-        [rating < rule.mild_from, rating < rule.moderate_from, rating < rule.severe_from], [1, 2, 3], 4
+        [rating < rule.mild_from, rating < rule.moderate_from, rating < rule.severe_from],
+        [1, 2, 3],
+        4,
     ).astype(np.float64)
     psychosis = _subject_bools(subjects, rule.psychosis_column, n)
     severe = severity == 4
@@ -156,7 +156,9 @@ def _maudsley(
         {
             "msm_score": low,
             "msm_score_max": high,
-            "msm_band": pd.array(np.where(band_lo == band_hi, band_lo, "undetermined"), dtype="str"),
+            "msm_band": pd.array(
+                np.where(band_lo == band_hi, band_lo, "undetermined"), dtype="str"
+            ),
         }
     )
 
@@ -191,6 +193,4 @@ def _subject_bools(subjects: pd.DataFrame, column: str | None, n: int) -> np.nda
     if column not in subjects.columns:
         return np.full(n, UNKNOWN, dtype=np.int8)
     series = subjects[column]
-    return from_bool(
-        series.to_numpy(dtype=bool, na_value=False), known=series.notna().to_numpy()
-    )
+    return from_bool(series.to_numpy(dtype=bool, na_value=False), known=series.notna().to_numpy())

@@ -1,0 +1,450 @@
+"""Rule sets as readable protocol text, generated from the YAML (never hand-written).
+
+Evidence tags come from the rule file itself: the comment on a parameter's
+line carries `[V]`, `[S]` or `[U]` (the convention of the shipped presets).
+`rules show` prints every parameter with its tag and lists the unverified
+ones at the end, so a reviewer sees exactly what to check or override.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from trdscreen.criteria import threshold_text
+from trdscreen.ruleset import (
+    Criterion,
+    Maudsley,
+    RuleSet,
+    ThaseRush,
+    key_lines,
+    load_yaml,
+)
+
+TAG = re.compile(r"\[(V|S|U)\]")
+Tags = dict[tuple, str]
+
+CLINICAL_SECTIONS = (
+    "formulary.dose_source",
+    "formulary.overrides",
+    "formulary.also_count",
+    "adequacy",
+    "outcome",
+    "early_stop",
+    "counting",
+    "resistance",
+    "staging",
+)
+"""Key paths whose every parameter must carry an evidence tag in a shipped preset."""
+
+
+def _comment(line: str) -> str:
+    """The comment part of a YAML line (a `#` outside quotes, after a space or at the start)."""
+    quote = None
+    for index, char in enumerate(line):
+        if quote:
+            if char == quote:
+                quote = None
+        elif char in "\"'":
+            quote = char
+        elif char == "#" and (index == 0 or line[index - 1] in " \t"):
+            return line[index + 1 :]
+    return ""
+
+
+def evidence_tags(text: str, source: str = "rule file") -> Tags:
+    """Key path -> evidence tag, read from the comment on each key's line."""
+    node, _ = load_yaml(text, source)
+    if node is None:
+        return {}
+    lines = text.splitlines()
+    tags: Tags = {}
+    for path, number in key_lines(node).items():
+        if not path or number > len(lines):
+            continue
+        found = TAG.search(_comment(lines[number - 1]))
+        if found:
+            tags[path] = found.group(1)
+    return tags
+
+
+def tag_of(tags: Tags, *path: str | int) -> str:
+    """The tag of a key path, else of its nearest tagged parent; '-' if none."""
+    key = tuple(path)
+    while key:
+        if key in tags:
+            return tags[key]
+        key = key[:-1]
+    return "-"
+
+
+def untagged_parameters(data: dict, tags: Tags) -> list[str]:
+    """Leaf parameters of the clinical sections that carry no evidence tag."""
+    missing = []
+
+    def walk(value: object, path: tuple) -> None:
+        if isinstance(value, dict) and value:
+            for key, child in value.items():
+                walk(child, (*path, key))
+        elif path not in tags:
+            missing.append(".".join(str(p) for p in path))
+
+    for section in CLINICAL_SECTIONS:
+        path = tuple(section.split("."))
+        value: object = data
+        for part in path:
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is not None or path[-1] in data:
+            walk(value, path)
+    return missing
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def _pct(value: float) -> str:
+    return f"{value:g} %"
+
+
+def failure_text(rules: RuleSet) -> str:
+    outcome = rules.outcome
+    if outcome.evidence == "next_trial":
+        return "superseded by a later adequate trial"
+    cut = outcome.nonresponse
+    return f"improvement {cut.op} {_pct(cut.pct)}"
+
+
+def duration_text(rules: RuleSet) -> str:
+    duration = rules.adequacy.duration
+    if duration.min_days is not None:
+        return f">= {duration.min_days} days"
+    return f">= {duration.min_weeks:g} weeks"
+
+
+def summary_line(rules: RuleSet) -> str:
+    """One generated line: what makes a failed trial and how many are needed."""
+    parts = [
+        f">= {rules.resistance.min_failed_trials} failed trials ({failure_text(rules)})",
+        duration_text(rules),
+        "dose-blind"
+        if not rules.adequacy.dose.check
+        else f"dose >= {rules.adequacy.dose.multiple:g} x {rules.formulary.dose_source} minimum",
+        "current episode" if rules.adequacy.episode.current_only else "any episode",
+        f"distinct {rules.counting.distinct}",
+    ]
+    if rules.staging is not None:
+        parts.append(f"staging {rules.staging.model}")
+    parts.append(f"{len(rules.criteria)} criteria")
+    return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class PresetInfo:
+    id: str
+    title: str
+    source: str
+    summary: str
+    staging: str | None
+    path: Path
+
+
+def catalog(folder: Path) -> list[PresetInfo]:
+    """The shipped presets, sorted by id (each parsed, so a broken preset fails loudly)."""
+    from trdscreen.ruleset import read_rule_file
+
+    out = []
+    for path in sorted(folder.glob("*.yaml")):
+        rules, _ = read_rule_file(path)
+        staging = rules.staging.model if rules.staging is not None else None
+        out.append(
+            PresetInfo(rules.id, rules.title, rules.source, summary_line(rules), staging, path)
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- protocol text
+
+
+def _flag(tag: str) -> str:
+    return {"U": "[U] UNVERIFIED", "-": "[no tag]"}.get(tag, f"[{tag}]")
+
+
+def _listing(values: tuple[str, ...] | list[str]) -> str:
+    return ", ".join(values) if values else "none"
+
+
+def _resolution(value: str) -> str:
+    return {
+        "unknown": "left unknown",
+        "assume_met": "assumed met",
+        "assume_not_met": "assumed not met",
+    }[value]
+
+
+def protocol_text(rules: RuleSet, tags: Tags, where: str, file_sha256: str) -> str:
+    """The rule set as numbered protocol text, every statement with its evidence tag."""
+    lines: list[str] = []
+    unverified: list[str] = []
+
+    def say(text: str, *path: str | int, indent: int = 2) -> None:
+        tag = tag_of(tags, *path) if path else ""
+        if tag == "U":
+            unverified.append(f"{'.'.join(str(p) for p in path)}: {text}")
+        lines.append(" " * indent + f"- {text}" + (f"  {_flag(tag)}" if path else ""))
+
+    a, o, c = rules.adequacy, rules.outcome, rules.counting
+    lines += [
+        rules.title,
+        "=" * len(rules.title),
+        f"Rule set {rules.id}  (file {where}, sha256 {file_sha256[:16]}...)",
+        f"Source: {rules.source}",
+    ]
+    if rules.description:
+        lines += ["", " ".join(rules.description.split())]
+    lines += [
+        "",
+        "Evidence: [V] confirmed in the primary source; [S] secondary source; "
+        "[U] UNVERIFIED project default (review it; override it in your own rule file).",
+        "",
+        "1. Which treatments count as trials",
+    ]
+    say(
+        f"agents: {_listing(c.agents)} (augmentation agents only in an augmentation or combination role)",
+        "counting",
+        "agents",
+    )
+    say(f"roles: {_listing(c.roles)}", "counting", "roles")
+    say(f"modalities: {_listing(c.modalities)}", "counting", "modalities")
+    say(
+        f"failed trials are counted by distinct {c.distinct}: the same {c.distinct} repeated counts once, "
+        "a later course of a drug at a higher dose is dose optimisation, not a new trial",
+        "counting",
+        "distinct",
+    )
+    say(f"policy drugs counted: {_listing(rules.formulary.also_count)}", "formulary", "also_count")
+    say(
+        "non-depression products of an antidepressant (e.g. Zyban, Silenor, Brisdelle) never count",
+    )
+    lines += ["", "2. Adequate trial"]
+    if a.dose.check:
+        say(
+            f"dose at least {a.dose.multiple:g} x the minimum daily dose "
+            f"(formulary column: {rules.formulary.dose_source})",
+            "adequacy",
+            "dose",
+            "multiple",
+        )
+        say(
+            f"drug without a known minimum: dose check {_resolution(a.dose.when_no_minimum)}",
+            "adequacy",
+            "dose",
+            "when_no_minimum",
+        )
+        if a.dose.augmentation_when_no_minimum is not None:
+            say(
+                "augmentation agent without a known minimum: dose check "
+                f"{_resolution(a.dose.augmentation_when_no_minimum)}",
+                "adequacy",
+                "dose",
+                "augmentation_when_no_minimum",
+            )
+        overrides = rules.formulary.overrides
+        say(
+            "per-drug minimums replaced: "
+            + (
+                _listing(
+                    [f"{k} {v.min_mg_per_day:g} mg ({v.source})" for k, v in overrides.items()]
+                )
+            ),
+            "formulary",
+            "overrides",
+        )
+    else:
+        say("no dose check (dose-blind)", "adequacy", "dose", "check")
+    unit = "min_days" if a.duration.min_days is not None else "min_weeks"
+    say(
+        f"duration {duration_text(rules)} (inclusive day count; ongoing courses run to the reference date)",
+        "adequacy",
+        "duration",
+        unit,
+    )
+    for key, weeks in a.duration.min_weeks_for.items():
+        say(f"duration for {key}: >= {weeks:g} weeks", "adequacy", "duration", "min_weeks_for", key)
+    if a.adherence.minimum is None:
+        say("no adherence threshold", "adequacy", "adherence", "minimum")
+    else:
+        say(
+            f"adherence at least {a.adherence.minimum:g} of prescribed doses",
+            "adequacy",
+            "adherence",
+            "minimum",
+        )
+        say(
+            f"missing adherence: {_resolution(a.adherence.when_missing)}",
+            "adequacy",
+            "adherence",
+            "when_missing",
+        )
+    if a.episode.current_only:
+        say(
+            "only courses overlapping the current episode count",
+            "adequacy",
+            "episode",
+            "current_only",
+        )
+        say(
+            f"episode onset unknown: {_resolution(a.episode.when_unknown)}",
+            "adequacy",
+            "episode",
+            "when_unknown",
+        )
+    else:
+        say("courses from any episode count", "adequacy", "episode", "current_only")
+
+    lines += ["", "3. Failed trial"]
+    if o.evidence == "next_trial":
+        say(
+            "an adequate trial failed when a later adequate trial of another drug started",
+            "outcome",
+            "evidence",
+        )
+    else:
+        say(f"failure: {failure_text(rules)} from the course's baseline", "outcome", "nonresponse")
+        say(f"response: improvement {o.response.op} {_pct(o.response.pct)}", "outcome", "response")
+        say(
+            "a stop reason stands in for missing scores"
+            if o.stop_reason_as_evidence
+            else "without scores the outcome is unknown (a stop reason is not used)",
+            "outcome",
+            "stop_reason_as_evidence",
+        )
+    if rules.early_stop is None:
+        say("no early-stop exception: a trial must reach its full duration", "early_stop")
+    else:
+        e = rules.early_stop
+        say(
+            f"a course stopped before week {e.before_weeks:g} is not a failure",
+            "early_stop",
+            "before_weeks",
+        )
+        if e.counts_if_explicit_nonresponse:
+            say(
+                "... unless it was stopped for nonresponse (clear evidence)",
+                "early_stop",
+                "counts_if_explicit_nonresponse",
+            )
+
+    lines += ["", "4. Resistance"]
+    say(
+        f"TRD: at least {rules.resistance.min_failed_trials} failed adequate trials",
+        "resistance",
+        "min_failed_trials",
+    )
+    if rules.resistance.prd is not None and o.nonresponse is not None:
+        say(
+            f"PRD: at least {rules.resistance.prd.min_trials} adequate trial(s) with improvement from "
+            f"{_pct(o.nonresponse.pct)} to below {_pct(o.response.pct)}",
+            "resistance",
+            "prd",
+            "min_trials",
+        )
+    else:
+        say("no partial-response (PRD) band", "resistance", "prd")
+
+    if rules.staging is not None:
+        lines += ["", f"5. Staging: {rules.staging.model}"]
+        _staging_lines(rules, say)
+    if rules.report:
+        lines += ["", f"Staging scores also reported from: {_listing(rules.report)}"]
+
+    lines += [
+        "",
+        f"{6 if rules.staging is not None else 5}. Protocol criteria, in order (the first not met is the attrition reason)",
+    ]
+    for order, criterion in enumerate(rules.criteria, start=1):
+        tag = criterion.evidence or "-"
+        text = _criterion_text(criterion)
+        if tag == "U":
+            unverified.append(f"criteria.{order - 1} ({criterion.id}): {text}")
+        lines.append(f"  {order}. {criterion.id} ({criterion.kind}): {text}  {_flag(tag)}")
+        lines.append(f"     source: {criterion.source}")
+
+    lines += ["", f"Unverified parameters ({len(unverified)}): check each or override it"]
+    lines += [f"  ! {item}" for item in unverified] or ["  none"]
+    return "\n".join(lines) + "\n"
+
+
+def _criterion_text(criterion: Criterion) -> str:
+    return f"{criterion.title} [{criterion.column} {threshold_text(criterion)}]"
+
+
+def _staging_lines(rules: RuleSet, say) -> None:
+    model = rules.staging
+    if isinstance(model, ThaseRush):
+        for group, members in model.major_classes.items():
+            say(f"major class {group}: {_listing(members)}", "staging", "major_classes", group)
+        say(
+            "stages: 0 none failed; I one class failed; II two classes; III II + a failed TCA; "
+            "IV III + a failed MAOI; V IV + failed ECT"
+            + (" (each stage adds a new failed class)" if model.sequential else ""),
+            "staging",
+            "sequential",
+        )
+        say(f"ECT counts for stage V when {model.ect_counts_when}", "staging", "ect_counts_when")
+    elif isinstance(model, Maudsley):
+        say(
+            f"episode duration: <= {model.subacute_after_months:g} months 1, "
+            f"<= {model.chronic_after_months:g} months 2, longer 3",
+            "staging",
+            "subacute_after_months",
+        )
+        s = model.severity
+        say(
+            f"severity from `{s.column}`: below {s.mild_from:g} subsyndromal 1, mild 2 from {s.mild_from:g}, "
+            f"moderate 3 from {s.moderate_from:g}, severe 4 from {s.severe_from:g}, "
+            f"5 when severe with `{s.psychosis_column}` true",
+            "staging",
+            "severity",
+            "column",
+        )
+        steps = model.failed_antidepressant_steps
+        say(
+            "failed antidepressants: "
+            + ", ".join(f">= {n} gives {i + 1}" for i, n in enumerate(steps)),
+            "staging",
+            "failed_antidepressant_steps",
+        )
+        say("augmentation used 1; ECT used 1 (current episode)", "staging", "model")
+        say(
+            f"bands: mild below {model.moderate_from:g}, moderate from {model.moderate_from:g}, severe from {model.severe_from:g}",
+            "staging",
+            "moderate_from",
+        )
+    else:
+        say(
+            f"{model.points_per_failed_trial:g} point per failed monotherapy trial",
+            "staging",
+            "points_per_failed_trial",
+        )
+        say(
+            f"{model.points_per_dose_optimisation:g} per failed trial optimised by a higher dose",
+            "staging",
+            "points_per_dose_optimisation",
+        )
+        say(
+            f"{model.points_per_augmentation_or_combination:g} per failed augmentation or combination trial",
+            "staging",
+            "points_per_augmentation_or_combination",
+        )
+        say(f"{model.points_ect:g} for ECT ({model.ect_counts_when})", "staging", "points_ect")
+
+
+def load_tags(path: Path) -> Tags:
+    text = Path(path).read_text(encoding="utf-8")
+    return evidence_tags(text, str(path))
+
+
+def raw_data(path: Path) -> dict:
+    """The rule file as plain data (same safe, alias-free loader as the rules)."""
+    return load_yaml(Path(path).read_text(encoding="utf-8"), str(path))[1]
