@@ -52,8 +52,8 @@ def preset_data(name: str = "sforzini-2021") -> dict:
     return yaml.safe_load((preset_dir() / f"{name}.yaml").read_text())
 
 
-def write_rules(folder: Path, overrides: dict | None = None) -> Path:
-    data = deep_merge(preset_data(), overrides or {})
+def write_rules(folder: Path, overrides: dict | None = None, preset: str = "sforzini-2021") -> Path:
+    data = deep_merge(preset_data(preset), overrides or {})
     parse_rules(yaml.safe_dump(data), "case rules")  # fail early with a clear message
     path = folder / "rules.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -69,20 +69,27 @@ def write_csv(path: Path, rows: list[dict], columns: list[str]) -> Path:
     return path
 
 
-def write_cohort(folder: Path, treatments: list[dict], subjects: list[dict] | None) -> Path:
+def write_cohort(
+    folder: Path,
+    treatments: list[dict],
+    subjects: list[dict] | None,
+    subject_defaults: dict | None = None,
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     write_csv(folder / "treatments.csv", treatments, TREATMENT_COLUMNS)
     if subjects is not None:
-        rows = [{**SUBJECT_DEFAULTS, **s} for s in subjects]
-        columns = list(
-            dict.fromkeys(["subject_id", *SUBJECT_DEFAULTS, *(k for r in rows for k in r)])
-        )
+        defaults = {**SUBJECT_DEFAULTS, **(subject_defaults or {})}
+        rows = [{**defaults, **s} for s in subjects]
+        columns = list(dict.fromkeys(["subject_id", *defaults, *(k for r in rows for k in r)]))
         write_csv(folder / "subjects.csv", rows, columns)
     return folder
 
 
-def run_cohort(folder: Path, rules: Path | str | None = None, as_of=None):
-    loaded = api.load(api.ScreenRequest(folder, rules=str(rules) if rules else None, as_of=as_of))
+def run_cohort(folder: Path, rules: Path | str | None = None, as_of=None, reports=()):
+    request = api.ScreenRequest(
+        folder, rules=str(rules) if rules else None, as_of=as_of, reports=tuple(reports)
+    )
+    loaded = api.load(request)
     return loaded, api.screen(loaded)
 
 

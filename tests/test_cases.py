@@ -1,4 +1,7 @@
-"""One YAML case file per criterion family (tests/cases/*.yaml), one parametrized test.
+"""One YAML case file per criterion family and per preset (tests/cases/*.yaml), one
+parametrized test. A file may name its `preset` (default sforzini-2021) and
+`subject_defaults` (columns that preset's criteria read); a case may add
+`rules` overrides and `report` (presets whose staging scores are added).
 
 Each case is a few hand-made patients, the rule overrides it needs, and the
 expected course checks and subject decisions, each with a comment saying why
@@ -19,8 +22,9 @@ CASES = Path(__file__).parent / "cases"
 def _load_cases():
     for path in sorted(CASES.glob("*.yaml")):
         data = yaml.safe_load(path.read_text())
+        shared = {k: data[k] for k in ("preset", "subject_defaults") if k in data}
         for case in data["cases"]:
-            yield pytest.param(case, id=f"{path.stem}:{case['name']}")
+            yield pytest.param({**shared, **case}, id=f"{path.stem}:{case['name']}")
 
 
 @pytest.mark.parametrize("case", list(_load_cases()))
@@ -31,9 +35,11 @@ def test_case(case, tmp_path):
         subjects = [
             {"subject_id": s} for s in dict.fromkeys(t["subject_id"] for t in case["treatments"])
         ]
-    folder = write_cohort(tmp_path / "in", case["treatments"], subjects or None)
-    rules = write_rules(tmp_path, case.get("rules"))
-    _, result = run_cohort(folder, rules, case.get("as_of"))
+    folder = write_cohort(
+        tmp_path / "in", case["treatments"], subjects or None, case.get("subject_defaults")
+    )
+    rules = write_rules(tmp_path, case.get("rules"), case.get("preset", "sforzini-2021"))
+    _, result = run_cohort(folder, rules, case.get("as_of"), case.get("report", ()))
 
     courses = result.courses.set_index("source_line")
     for index, expected in enumerate(case["expect"].get("courses", [])):

@@ -4,9 +4,12 @@ a stricter threshold never admits more patients."""
 from __future__ import annotations
 
 import pandas as pd
-from conftest import SAMPLE, run_cohort, write_rules
+import pytest
+from conftest import SAMPLE, preset_data, run_cohort, write_rules
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from trdscreen.ruleset import preset_dir
 
 EXPECTED = run_cohort(SAMPLE)[1].decisions
 
@@ -38,23 +41,46 @@ def test_every_subject_gets_exactly_one_decision():
     assert EXPECTED["decision"].notna().all()
 
 
-STRICTER = [
-    {"adequacy": {"duration": {"min_weeks": 8}}},
-    {"adequacy": {"dose": {"multiple": 1.5}}},
-    {"outcome": {"nonresponse": {"op": "<", "pct": 10}}},
-    {"adequacy": {"adherence": {"minimum": 0.95}}},
-]
+def _stricter(preset: str) -> list[dict]:
+    """Tightenings of each numeric threshold the preset has (never loosening anything)."""
+    data = preset_data(preset)
+    adequacy, outcome = data["adequacy"], data["outcome"]
+    duration = adequacy["duration"]
+    changes = [
+        {"adequacy": {"duration": {"min_weeks": duration["min_weeks"] + 4}}}
+        if "min_weeks" in duration
+        else {"adequacy": {"duration": {"min_days": duration["min_days"] + 14}}},
+        {"adequacy": {"dose": {"multiple": 1.5}}},
+        {"adequacy": {"adherence": {"minimum": 0.95}}},
+        {"resistance": {"min_failed_trials": data["resistance"]["min_failed_trials"] + 1}},
+    ]
+    if outcome.get("nonresponse"):
+        cut = outcome["nonresponse"]
+        changes.append({"outcome": {"nonresponse": {"op": "<", "pct": cut["pct"] - 10}}})
+    for criterion in data[
+        "criteria"
+    ]:  # a higher minimum of failed trials where a criterion counts them
+        if criterion["column"] == "n_failed_trials" and criterion["op"] == "ge":
+            raised = [
+                {**c, "value": c["value"] + 1} if c is criterion else c for c in data["criteria"]
+            ]
+            changes.append({"criteria": raised})
+    return changes
 
 
-@settings(
-    max_examples=len(STRICTER),
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
+PRESETS = sorted(p.stem for p in preset_dir().glob("*.yaml"))
+CHANGES = [(preset, change) for preset in PRESETS for change in _stricter(preset)]
+BEFORE = {preset: run_cohort(SAMPLE, preset)[1].decisions for preset in PRESETS}
+
+
+@pytest.mark.parametrize(
+    ("preset", "change"), CHANGES, ids=[f"{p}-{i}" for i, (p, _) in enumerate(CHANGES)]
 )
-@given(change=st.sampled_from(STRICTER))
-def test_stricter_thresholds_never_admit_more(tmp_path_factory, change):
-    rules = write_rules(tmp_path_factory.mktemp("rules"), change)
+def test_stricter_thresholds_never_admit_more(tmp_path, preset, change):
+    """Tightening weeks, dose multiple, adherence, the improvement cut or the number of failed
+    trials never makes a subject eligible who was not, under any preset (every combination)."""
+    rules = write_rules(tmp_path, change, preset)
     stricter = run_cohort(SAMPLE, rules)[1].decisions.set_index("subject_id")["decision"]
-    before = EXPECTED.set_index("subject_id")["decision"]
+    before = BEFORE[preset].set_index("subject_id")["decision"]
     newly_eligible = (stricter == "eligible") & (before != "eligible")
-    assert not newly_eligible.any(), list(stricter[newly_eligible].index)
+    assert not newly_eligible.any(), (preset, change, list(stricter[newly_eligible].index))

@@ -228,7 +228,7 @@ class ThaseRush(_Model):
         if missing:
             raise ValueError(f"major_classes needs {', '.join(sorted(missing))}")
         seen: set[str] = set()
-        for group, members in self.major_classes.items():
+        for members in self.major_classes.values():
             for member in members:
                 if member in seen:
                     raise ValueError(f"drug class {member!r} is in two major classes")
