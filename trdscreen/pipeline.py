@@ -79,8 +79,17 @@ class ScreenResult:
         }
 
 
-def _assess(inputs: ValidatedInputs, rules: RuleSet, formulary: Formulary, as_of: date | None):
-    cohort = build_cohort(inputs.treatments, inputs.subjects, rules, as_of)
+def _assess(
+    inputs: ValidatedInputs,
+    rules: RuleSet,
+    formulary: Formulary,
+    as_of: date | None,
+    cohort: Cohort | None = None,
+):
+    """Build the cohort (unless one built with the same reference date is given) and
+    assess every course under `rules`."""
+    if cohort is None:
+        cohort = build_cohort(inputs.treatments, inputs.subjects, rules, as_of)
     codes = cohort.course_codes
     assessed = assess_courses(
         inputs.treatments,
@@ -113,7 +122,10 @@ def _staging(
     for report_rules, report_formulary in reports:
         if report_rules.staging is None:
             continue
-        report_cohort, report_assessed = _assess(inputs, report_rules, report_formulary, as_of)
+        same_reference = report_rules.reference_date == rules.reference_date
+        report_cohort, report_assessed = _assess(
+            inputs, report_rules, report_formulary, as_of, cohort if same_reference else None
+        )
         blocks.append(
             staging_columns(
                 report_rules.staging, report_cohort, report_assessed, report_cohort.subjects
