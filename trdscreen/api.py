@@ -350,20 +350,19 @@ def check_rules(name_or_path: str) -> RuleCheck:
     """Parse a rule file and check what parsing alone cannot: formulary names,
     reported presets, staging columns. Raises RuleError listing every problem;
     returns notes (columns the subjects table must provide, untagged parameters)."""
-    from trdscreen.protocol import evidence_tags, raw_data, untagged_parameters
+    from trdscreen.protocol import read_tagged
     from trdscreen.validate import criteria_subject_columns
 
     rules, path, digest = load_rules(name_or_path)
     formulary = _formulary_for(rules, path)
     reports = load_reports(rules, path, ())
-    tags = evidence_tags(path.read_text(encoding="utf-8"), str(path))
+    tags, untagged = read_tagged(path)
     notes = [
         f"subjects column `{column}` is read by this rule set but is not in the input "
         "contract: the subjects table must provide it (or map a site header to it)"
         for column in criteria_subject_columns(rules, *(r.rules for r in reports))
         if column not in SUBJECT_COLUMNS
     ]
-    untagged = untagged_parameters(raw_data(path), tags)
     if untagged:
         notes.append(
             f"{len(untagged)} clinical parameter(s) carry no [V]/[S]/[U] tag in a comment: "

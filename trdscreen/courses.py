@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from trdscreen.formulary import Formulary
-from trdscreen.ruleset import RuleSet
+from trdscreen.ruleset import ROLES, RuleSet
 from trdscreen.tristate import MET, NOT_MET, UNKNOWN, all_of, from_bool, join_flags, labels, resolve
 
 DRUG_MODALITIES = ("pharmacotherapy", "esketamine")
@@ -173,12 +173,14 @@ def assess_courses(
     treatment = np.where(drug_modality, drug_treatment, MET).astype(np.int8)
     modality_ok = np.isin(modality, counting.modalities)
     role_ok = np.isin(role, counting.roles)
-    agent_ok = ~drug_modality | ~known
-    if "antidepressant" in counting.agents:
-        agent_ok = agent_ok | is_antidepressant
-    if "augmentation" in counting.agents:
-        agent_ok = agent_ok | is_augmentation
-    agent_ok = agent_ok | (known & ~is_antidepressant & ~is_augmentation)  # reasons below
+    # A drug of an agent category the rule set does not count (other drugs that
+    # do not count get their own reason codes below).
+    excluded_agent = np.zeros(n, dtype=bool)
+    if "antidepressant" not in counting.agents:
+        excluded_agent |= is_antidepressant
+    if "augmentation" not in counting.agents:
+        excluded_agent |= is_augmentation
+    agent_ok = ~(drug_modality & excluded_agent)
     counted = treatment.copy()
     counted[~role_ok | ~modality_ok | ~agent_ok] = NOT_MET
     flag(~modality_ok, "modality_not_counted")
@@ -283,6 +285,7 @@ def assess_courses(
     # --- outcome: percent improvement from HAM-D scores, else the improvement column;
     # register rule sets infer failure from a later trial instead (KIM).
     pct, outcome, from_stop = _outcome(courses, stop_reason, rules)
+    counts_flag = counted != NOT_MET
     by_scores = rules.outcome.evidence == "scores"
     if by_scores:
         nonresponse_state = np.select(
@@ -290,7 +293,6 @@ def assess_courses(
         ).astype(np.int8)
     else:
         nonresponse_state = _superseded(codes, identity, start, adequate)
-        counts_flag = counted != NOT_MET
         flag(counts_flag & (nonresponse_state == MET), "superseded_by_later_trial")
         flag(counts_flag & (nonresponse_state == NOT_MET), "not_superseded")
 
@@ -312,7 +314,6 @@ def assess_courses(
         return np.where(early, np.where(explicit, early_ok, NOT_MET), full).astype(np.int8)
 
     failed = failed_if(counted)
-    counts_flag = counted != NOT_MET
     flag(counts_flag & early & ~explicit, "early_stop")
     flag(counts_flag & explicit & (failed == MET), "early_stop_explicit_nonresponse")
     flag(counts_flag & (outcome == RESPONSE), "response")
@@ -384,10 +385,10 @@ def _min_days(rules: RuleSet, role: np.ndarray, modality: np.ndarray) -> np.ndar
     duration = rules.adequacy.duration
     min_days = np.full(len(role), duration.days)
     for key, weeks in duration.min_weeks_for.items():
-        if key in ("monotherapy", "augmentation", "combination"):
+        if key in ROLES:
             min_days[role == key] = weeks * 7.0
     for key, weeks in duration.min_weeks_for.items():
-        if key not in ("monotherapy", "augmentation", "combination"):
+        if key not in ROLES:  # a modality: applied last, so it wins over a role
             min_days[modality == key] = weeks * 7.0
     return min_days
 

@@ -56,8 +56,10 @@ def _comment(line: str) -> str:
 def evidence_tags(text: str, source: str = "rule file") -> Tags:
     """Key path -> evidence tag, read from the comment on each key's line."""
     node, _ = load_yaml(text, source)
-    if node is None:
-        return {}
+    return {} if node is None else _tags(node, text)
+
+
+def _tags(node, text: str) -> Tags:
     lines = text.splitlines()
     tags: Tags = {}
     for path, number in key_lines(node).items():
@@ -440,11 +442,11 @@ def _staging_lines(rules: RuleSet, say) -> None:
         say(f"{model.points_ect:g} for ECT ({model.ect_counts_when})", "staging", "points_ect")
 
 
-def load_tags(path: Path) -> Tags:
+def read_tagged(path: Path) -> tuple[Tags, list[str]]:
+    """A rule file's evidence tags and its untagged clinical parameters (one read, one parse)."""
     text = Path(path).read_text(encoding="utf-8")
-    return evidence_tags(text, str(path))
-
-
-def raw_data(path: Path) -> dict:
-    """The rule file as plain data (same safe, alias-free loader as the rules)."""
-    return load_yaml(Path(path).read_text(encoding="utf-8"), str(path))[1]
+    node, data = load_yaml(text, str(path))
+    if node is None:
+        return {}, []
+    tags = _tags(node, text)
+    return tags, untagged_parameters(data, tags)

@@ -83,19 +83,19 @@ def _thase_rush(model: ThaseRush, cohort: Cohort, courses: CourseAssessment) -> 
         major[np.isin(drug_class, model.major_classes[name])] = index
     # Thase-Rush ignores augmentation: antidepressant courses of a mapped class only.
     mask = count.on_drug & (count.role != "augmentation") & (major >= 0)
-    ect = count.modality == "ect"
+    failed = courses.failed_any
+    n_classes = count.bounds(failed, mask, major)
+    tca = count.any(failed, mask & (major == majors.index("TCA")))
+    maoi = count.any(failed, mask & (major == majors.index("MAOI")))
+    ect_done = count.any(_ect_states(model, courses), count.modality == "ect")
+    extra = 1 if model.sequential else 0  # III/IV need their class besides two others
     stages = []
-    for bound in (0, 1):
-        n_classes = count.bounds(courses.failed_any, mask, major)[bound]
-        tca = count.any(courses.failed_any, mask & (major == majors.index("TCA")))[bound]
-        maoi = count.any(courses.failed_any, mask & (major == majors.index("MAOI")))[bound]
-        ect_done = count.any(_ect_states(model, courses), ect)[bound]
-        extra = 1 if model.sequential else 0  # III/IV need their class besides two others
-        stage_1 = n_classes >= 1
-        stage_2 = n_classes >= 2
-        stage_3 = stage_2 & tca & (n_classes >= 2 + extra)
-        stage_4 = stage_3 & maoi & (n_classes >= 2 + 2 * extra)
-        stage_5 = stage_4 & ect_done
+    for b in (0, 1):  # lower, then upper bound
+        stage_1 = n_classes[b] >= 1
+        stage_2 = n_classes[b] >= 2
+        stage_3 = stage_2 & tca[b] & (n_classes[b] >= 2 + extra)
+        stage_4 = stage_3 & maoi[b] & (n_classes[b] >= 2 + 2 * extra)
+        stage_5 = stage_4 & ect_done[b]
         stages.append(stage_1.astype(np.int64) + stage_2 + stage_3 + stage_4 + stage_5)
     low, high = stages
     return pd.DataFrame({"thase_rush_stage": low, "thase_rush_stage_max": high})
