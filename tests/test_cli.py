@@ -120,7 +120,11 @@ def test_invalid_input_writes_only_the_issues_report(tmp_path):
     out = tmp_path / "run"
     result = invoke("screen", data, "--out", out)
     assert result.exit_code == ExitCode.INVALID_INPUT
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "validation_issues.csv"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "audit.jsonl",
+        "manifest.json",
+        "validation_issues.csv",
+    ]
     issues = pd.read_csv(out / "validation_issues.csv")
     row = issues[issues["check"] == "not_iso_date"].iloc[0]
     assert (row["file"], row["line"], row["column"], row["subject_id"]) == (

@@ -6,18 +6,29 @@ This is the one layer that ties file I/O (`trdscreen.io`) to the pure stages
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
 import platform
+import socket
 import sys
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 from trdscreen import __version__
-from trdscreen.errors import InvalidInputData, RuleError
+from trdscreen.audit import AUDIT_FILE, AUDIT_FORMAT, AuditTrail
+from trdscreen.errors import ExitCode, InvalidInputData, RuleError
 from trdscreen.formulary import Formulary, load_formulary
-from trdscreen.io import SourceTable, atomic_folder, find_inputs, prepare_out_dir, read_source
+from trdscreen.io import (
+    SourceTable,
+    atomic_folder,
+    find_inputs,
+    prepare_out_dir,
+    read_source,
+    sha256_file,
+)
 from trdscreen.output import write_tables
 from trdscreen.pipeline import ScreenResult, screen_validated
 from trdscreen.ruleset import (
@@ -31,7 +42,8 @@ from trdscreen.ruleset import (
 from trdscreen.schemas import SUBJECT_COLUMNS, TREATMENT_COLUMNS
 from trdscreen.validate import ValidatedInputs, criteria_subject_columns, validate_inputs
 
-MANIFEST_SCHEMA_VERSION = 1
+MANIFEST_SCHEMA_VERSION = 2
+MANIFEST_FILE = "manifest.json"
 FORMATS = ("csv", "parquet")
 
 
@@ -58,6 +70,15 @@ class ReportRules:
 
 
 @dataclass(frozen=True)
+class RuleFile:
+    """A parsed rule set with the file it came from."""
+
+    rules: RuleSet
+    path: Path
+    file_sha256: str
+
+
+@dataclass(frozen=True)
 class LoadedRun:
     request: ScreenRequest
     rules: RuleSet
@@ -67,8 +88,12 @@ class LoadedRun:
     treatments: SourceTable
     subjects: SourceTable | None
     validated: ValidatedInputs
-    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    reports: tuple[ReportRules, ...] = ()
+    started_at: datetime
+    reports: tuple[ReportRules, ...]
+    trail: AuditTrail
+    command: tuple[str, ...]
+    column_map: tuple[Path, str] | None  # the --map file and its SHA-256
+    origin: dict[str, str]  # user, host and working folder of the run
 
 
 def load_rules(name_or_path: str | None) -> tuple[RuleSet, Path, str]:
@@ -158,37 +183,102 @@ def _column_maps(rules: RuleSet, rules_path: Path, extra: Path | None) -> Column
     return ColumnMap(treatments=treatments, subjects=subjects)
 
 
-def load(request: ScreenRequest) -> LoadedRun:
-    """Resolve rules and inputs, read them and validate them (no screening yet)."""
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name (e.g. a container's anonymous uid)
+        return f"uid:{os.getuid()}" if hasattr(os, "getuid") else "unknown"
+
+
+def load(request: ScreenRequest, command: list[str] | None = None) -> LoadedRun:
+    """Resolve rules and inputs, read them and validate them (no screening yet).
+
+    Starts the run's audit trail; every later step appends to it.
+    """
     started = datetime.now(UTC)
+    argv = tuple(command if command is not None else sys.argv)
+    trail = start_trail(argv)
     rules, rules_path, rules_digest = load_rules(request.rules)
-    formulary = _formulary_for(rules, rules_path)
     reports = load_reports(rules, rules_path, request.reports)
+    return load_with(
+        request, RuleFile(rules, rules_path, rules_digest), reports, trail, argv, started
+    )
+
+
+def start_trail(command: tuple[str, ...]) -> AuditTrail:
+    """A new run id and its audit trail, opened with run_started (who, where, what)."""
+    trail = AuditTrail(str(uuid.uuid4()))
+    origin = {"user": _user(), "host": socket.gethostname(), "cwd": str(Path.cwd())}
+    trail.record("run_started", command=list(command), trdscreen_version=__version__, **origin)
+    trail.origin = origin
+    return trail
+
+
+def load_with(
+    request: ScreenRequest,
+    rule_file: RuleFile,
+    reports: tuple[ReportRules, ...],
+    trail: AuditTrail,
+    command: tuple[str, ...],
+    started: datetime,
+) -> LoadedRun:
+    """Read and validate the inputs under an already parsed rule set (used by verify)."""
+    rules, rules_path = rule_file.rules, rule_file.path
+    formulary = _formulary_for(rules, rules_path)
+    for rule_set, path, digest in [
+        (rules, rules_path, rule_file.file_sha256),
+        *((r.rules, r.path, r.file_sha256) for r in reports),
+    ]:
+        trail.record(
+            "rules_loaded",
+            id=rule_set.id,
+            path=str(path),
+            file_sha256=digest,
+            normalized_sha256=rule_set.sha256(),
+            role="screening" if rule_set is rules else "report",
+        )
+    trail.record("formulary_loaded", source=formulary.source, sha256=formulary.sha256)
     columns = _column_maps(rules, rules_path, request.column_map)
+    column_map = (
+        (Path(request.column_map), sha256_file(Path(request.column_map)))
+        if request.column_map is not None
+        else None
+    )
     treatments_path, subjects_path = find_inputs(request.input, request.subjects)
     treatments = read_source(
         treatments_path, "treatments", columns.treatments, set(TREATMENT_COLUMNS)
     )
+    trail.record("input_read", **_input_record(treatments, "treatments"))
     subjects = None
     if subjects_path is not None:
         wanted = criteria_subject_columns(rules, *(r.rules for r in reports))
         canonical = set(SUBJECT_COLUMNS) | set(wanted)
         subjects = read_source(subjects_path, "subjects", columns.subjects, canonical)
+        trail.record("input_read", **_input_record(subjects, "subjects"))
     validated = validate_inputs(
         treatments, subjects, rules, formulary, request.as_of, tuple(r.rules for r in reports)
     )
+    trail.record("inputs_validated", issues=_severity_counts(validated.issues))
     return LoadedRun(
         request,
         rules,
         rules_path,
-        rules_digest,
+        rule_file.file_sha256,
         formulary,
         treatments,
         subjects,
         validated,
         started,
         reports,
+        trail,
+        command,
+        column_map,
+        trail.origin,
     )
+
+
+def _severity_counts(issues) -> dict[str, int]:
+    return {str(k): int(v) for k, v in issues["severity"].value_counts(sort=True).items()}
 
 
 def screen(loaded: LoadedRun) -> ScreenResult:
@@ -199,25 +289,29 @@ def screen(loaded: LoadedRun) -> ScreenResult:
             "see validation_issues for file, line and column",
             loaded.validated.issues,
         )
-    return screen_validated(
+    result = screen_validated(
         loaded.validated,
         loaded.rules,
         loaded.formulary,
         loaded.request.as_of,
         tuple((r.rules, r.formulary) for r in loaded.reports),
     )
+    loaded.trail.record("decisions_computed", counts=result.counts())
+    return result
 
 
 @dataclass(frozen=True)
 class RunRecord:
     out: Path
     manifest: dict
+    audit_head: str  # SHA-256 of the audit log's last line: keep it to detect a rewrite
 
 
 def _input_record(source: SourceTable, role: str) -> dict[str, object]:
     return {
         "role": role,
         "path": str(source.path),
+        "resolved_path": str(source.path.resolve()),
         "format": source.fmt,
         "size": source.size,
         "rows": source.table.num_rows,
@@ -239,65 +333,94 @@ def _versions() -> dict[str, str]:
     }
 
 
+def _rule_record(rules: RuleSet, path: Path, file_sha256: str, formulary: Formulary) -> dict:
+    return {
+        "id": rules.id,
+        "title": rules.title,
+        "path": str(path),
+        "resolved_path": str(Path(path).resolve()),
+        "file_sha256": file_sha256,
+        "normalized_sha256": rules.sha256(),
+        "normalized": rules.model_dump(mode="json"),
+        "formulary": {"source": formulary.source, "sha256": formulary.sha256},
+    }
+
+
 def build_manifest(
     loaded: LoadedRun,
     result: ScreenResult | None,
     outputs: list[dict[str, object]],
     formats: tuple[str, ...],
-    command: list[str] | None,
+    force: bool,
 ) -> dict:
+    """The run's self-description (JSON Schema: trdscreen/data/manifest.schema.json)."""
     rules = loaded.rules
-    as_of = loaded.request.as_of
+    request = loaded.request
+    as_of = request.as_of
     inputs = [_input_record(loaded.treatments, "treatments")]
     if loaded.subjects is not None:
         inputs.append(_input_record(loaded.subjects, "subjects"))
+    origin = loaded.origin
+    decisions = [o for o in outputs if o["table"] == "decisions"]
     return {
         "manifest_schema_version": MANIFEST_SCHEMA_VERSION,
         "tool": "trdscreen",
         "versions": _versions(),
-        "run_id": str(uuid.uuid4()),
+        "run_id": loaded.trail.run_id,
         "status": "ok" if result is not None else "invalid_input",
-        "started_at": loaded.started_at.isoformat(timespec="seconds"),
-        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": command if command is not None else sys.argv,
+        "exit_code": int(ExitCode.OK if result is not None else ExitCode.INVALID_INPUT),
+        "started_at": loaded.started_at.isoformat(timespec="milliseconds"),
+        "finished_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "user": origin["user"],
+        "host": origin["host"],
+        "cwd": origin["cwd"],
+        "command": list(loaded.command),
         "options": {
-            "input": str(loaded.request.input),
-            "subjects": str(loaded.request.subjects) if loaded.request.subjects else None,
-            "rules": loaded.request.rules,
-            "column_map": str(loaded.request.column_map) if loaded.request.column_map else None,
+            "input": str(request.input),
+            "subjects": str(request.subjects) if request.subjects else None,
+            "rules": request.rules,
+            "column_map": str(request.column_map) if request.column_map else None,
             "as_of": as_of.isoformat() if as_of else None,
-            "reports": list(loaded.request.reports),
+            "reports": list(request.reports),
             "formats": list(formats),
+            "force": force,
         },
         "reference_date": (
             {"source": "as_of", "value": as_of.isoformat()}
             if as_of
             else {"source": "subjects column", "column": rules.reference_date.column}
         ),
-        "rules": {
-            "id": rules.id,
-            "title": rules.title,
-            "path": str(loaded.rules_path),
-            "file_sha256": loaded.rules_file_sha256,
-            "normalized_sha256": rules.sha256(),
-            "normalized": rules.model_dump(mode="json"),
-        },
+        "rules": _rule_record(rules, loaded.rules_path, loaded.rules_file_sha256, loaded.formulary),
         "formulary": {"source": loaded.formulary.source, "sha256": loaded.formulary.sha256},
+        "column_map": (
+            {
+                "path": str(loaded.column_map[0]),
+                "resolved_path": str(loaded.column_map[0].resolve()),
+                "sha256": loaded.column_map[1],
+            }
+            if loaded.column_map
+            else None
+        ),
         "reports": [
             {
-                "id": report.rules.id,
-                "staging_model": report.rules.staging.model,
-                "path": str(report.path),
-                "file_sha256": report.file_sha256,
-                "normalized_sha256": report.rules.sha256(),
-                "formulary": {"source": report.formulary.source, "sha256": report.formulary.sha256},
+                **_rule_record(r.rules, r.path, r.file_sha256, r.formulary),
+                "staging_model": r.rules.staging.model,
             }
-            for report in loaded.reports
+            for r in loaded.reports
         ],
         "inputs": inputs,
         "outputs": outputs,
+        "decisions_content_sha256": decisions[0]["content_sha256"] if decisions else None,
         "counts": result.counts() if result is not None else None,
+        "audit": {"path": AUDIT_FILE, "format": AUDIT_FORMAT},
     }
+
+
+def run_tables(loaded: LoadedRun, result: ScreenResult | None) -> dict:
+    """The tables a run folder holds: every table, or only the issues of an invalid input."""
+    if result is None:
+        return {"validation_issues": loaded.validated.issues}
+    return result.tables()
 
 
 def write_run(
@@ -306,23 +429,35 @@ def write_run(
     out: Path,
     formats: tuple[str, ...],
     force: bool = False,
-    command: list[str] | None = None,
 ) -> RunRecord:
-    """Write the run folder atomically.
+    """Write the run folder atomically: tables, manifest.json and audit.jsonl.
 
-    With a result: every table and the manifest. Without one (invalid input):
-    only the validation issues and the manifest, and no decision tables.
+    With a result: every table. Without one (invalid input): only the
+    validation issues, and the audit log ends with run_aborted.
     """
-    tables = (
-        result.tables() if result is not None else {"validation_issues": loaded.validated.issues}
-    )
+    trail = loaded.trail
     with atomic_folder(out, force) as folder:
-        outputs = write_tables(tables, folder, formats)
-        manifest = build_manifest(loaded, result, outputs, formats, command)
-        (folder / "manifest.json").write_text(
-            json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8"
-        )
-    return RunRecord(Path(out), manifest)
+        trail.attach(folder)
+        try:
+            outputs = write_tables(run_tables(loaded, result), folder, formats)
+            for record in outputs:
+                trail.record("output_written", **record)
+            manifest = build_manifest(loaded, result, outputs, formats, force)
+            path = folder / MANIFEST_FILE
+            path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", "utf-8")
+            final = {"manifest_sha256": sha256_file(path), "exit_code": manifest["exit_code"]}
+            if result is None:
+                head = trail.record(
+                    "run_aborted",
+                    reason="invalid_input",
+                    message=f"input validation found {loaded.validated.n_errors} error(s)",
+                    **final,
+                )
+            else:
+                head = trail.record("run_finished", counts=result.counts(), **final)
+        finally:
+            trail.close()
+    return RunRecord(Path(out), manifest, head)
 
 
 def check_out_dir(out: Path, force: bool) -> None:

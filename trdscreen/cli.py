@@ -170,14 +170,23 @@ def screen(
         request = api.ScreenRequest(
             input, subjects, rules, column_map, reference, tuple(report or ())
         )
-        loaded = api.load(request)
+        loaded = api.load(request, sys.argv)
         try:
             result = api.screen(loaded)
         except InvalidInputData as exc:
-            api.write_run(loaded, None, out, formats, force, sys.argv)
+            record = api.write_run(loaded, None, out, formats, force)
             _report_issues(loaded.validated.issues)
-            _fail(exc, as_json, {"out": str(out), "issues": _issue_counts(exc.issues)})
-        record = api.write_run(loaded, result, out, formats, force, sys.argv)
+            _fail(
+                exc,
+                as_json,
+                {
+                    "out": str(out),
+                    "issues": _issue_counts(exc.issues),
+                    "run_id": record.manifest["run_id"],
+                    "audit_head_sha256": record.audit_head,
+                },
+            )
+        record = api.write_run(loaded, result, out, formats, force)
         if as_json:
             _emit_json(
                 {
@@ -185,8 +194,12 @@ def screen(
                     "exit_code": 0,
                     "out": str(out),
                     "rules": loaded.rules.id,
+                    "run_id": record.manifest["run_id"],
                     "counts": result.counts(),
-                    "outputs": [o["path"] for o in record.manifest["outputs"]] + ["manifest.json"],
+                    "decisions_content_sha256": record.manifest["decisions_content_sha256"],
+                    "audit_head_sha256": record.audit_head,
+                    "outputs": [o["path"] for o in record.manifest["outputs"]]
+                    + ["manifest.json", "audit.jsonl"],
                 }
             )
         elif not quiet and sys.stdout.isatty():

@@ -33,6 +33,7 @@ class CourseAssessment:
     failed_any: np.ndarray  # failed, whatever the preset's counting filters say
     used_any: np.ndarray  # a depression treatment given in scope (current episode)
     dose_optimised: np.ndarray  # bool: a later course of a drug at a higher dose
+    in_view: np.ndarray  # bool: started on or before --as-of (all True without it)
 
 
 OUTCOMES = ("response", "partial_response", "nonresponse", "unknown")
@@ -41,6 +42,8 @@ RESPONSE, PARTIAL, NONRESPONSE, OUTCOME_UNKNOWN = range(4)
 # Reason codes, in the order they are listed on a course. Stable: documented
 # in the README and used by tests; never reuse a retired code.
 REASONS = (
+    "after_as_of",  # started after --as-of: hidden from this screening, counted nowhere
+    "censored_at_as_of",  # running on --as-of: ongoing to that date, end results hidden
     "failed",  # counted as a failed adequate trial
     "early_stop_explicit_nonresponse",  # stopped before the early-stop week for nonresponse: counts
     "modality_not_counted",
@@ -89,6 +92,13 @@ def _floats(frame: pd.DataFrame, name: str) -> np.ndarray:
     if name in frame.columns:
         return np.asarray(frame[name].to_numpy(dtype=np.float64, na_value=np.nan))
     return np.full(len(frame), np.nan)
+
+
+def _flags(frame: pd.DataFrame, name: str) -> np.ndarray:
+    """A boolean marker column (e.g. from the --as-of view), all False when absent."""
+    if name in frame.columns:
+        return frame[name].to_numpy(dtype=bool)
+    return np.zeros(len(frame), dtype=bool)
 
 
 def _drug_lookup(drugs: pd.Series, rules: RuleSet, formulary: Formulary) -> dict[str, np.ndarray]:
@@ -171,6 +181,10 @@ def assess_courses(
         default=NOT_MET,
     ).astype(np.int8)
     treatment = np.where(drug_modality, drug_treatment, MET).astype(np.int8)
+    in_view = ~_flags(courses, "after_as_of")
+    treatment[~in_view] = NOT_MET
+    flag(~in_view, "after_as_of")
+    flag(_flags(courses, "censored_at_as_of"), "censored_at_as_of")
     modality_ok = np.isin(modality, counting.modalities)
     role_ok = np.isin(role, counting.roles)
     # A drug of an agent category the rule set does not count (other drugs that
@@ -183,9 +197,9 @@ def assess_courses(
     agent_ok = ~(drug_modality & excluded_agent)
     counted = treatment.copy()
     counted[~role_ok | ~modality_ok | ~agent_ok] = NOT_MET
-    flag(~modality_ok, "modality_not_counted")
-    flag(modality_ok & ~role_ok, "role_not_counted")
-    on_drug = drug_modality & modality_ok & role_ok
+    flag(in_view & ~modality_ok, "modality_not_counted")
+    flag(in_view & modality_ok & ~role_ok, "role_not_counted")
+    on_drug = in_view & drug_modality & modality_ok & role_ok
     flag(on_drug & ~agent_ok, "agent_not_counted")
     flag(on_drug & ~known, "unknown_drug")
     flag(on_drug & known & lookup["nondep"], "non_depression_product")
@@ -329,10 +343,12 @@ def assess_courses(
     )
 
     optimised, repeat = _repeats(
-        codes, lookup["generic"], known & drug_modality, start, dose, courses
+        codes, lookup["generic"], known & drug_modality & in_view, start, dose, courses
     )
     flag(optimised, "dose_optimisation")
     flag(repeat, "repeat_of_earlier_drug")
+    # A course hidden by --as-of says only that: its other checks are meaningless.
+    bits[~in_view] = _BIT["after_as_of"]
 
     out = pd.DataFrame(
         {
@@ -377,6 +393,7 @@ def assess_courses(
         failed_any=failed_if(treatment),
         used_any=all_of(treatment, episode_state),
         dose_optimised=optimised,
+        in_view=in_view,
     )
 
 

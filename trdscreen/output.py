@@ -7,6 +7,7 @@ give identical bytes.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pandas as pd
@@ -29,6 +30,36 @@ def to_arrow(frame: pd.DataFrame) -> pa.Table:
     return pa.table(columns)
 
 
+class _HashSink:
+    """A write-only file object that hashes what is written to it."""
+
+    def __init__(self) -> None:
+        self.digest = hashlib.sha256()
+        self.closed = False
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def content_sha256(table: pa.Table) -> str:
+    """SHA-256 of the table's canonical CSV (what the CSV writer puts in a file).
+
+    The same for a CSV and a Parquet run of the same decisions, so runs in
+    different formats can be compared; for a CSV output it equals the file hash.
+    """
+    sink = _HashSink()
+    with pa.PythonFile(sink, mode="w") as stream:
+        WRITERS["csv"][1](table, stream)
+    return sink.digest.hexdigest()
+
+
 def write_tables(
     tables: dict[str, pd.DataFrame], folder: Path, formats: tuple[str, ...]
 ) -> list[dict[str, object]]:
@@ -36,6 +67,7 @@ def write_tables(
     records = []
     for stem, frame in tables.items():
         table = to_arrow(frame)
+        content = None if "csv" in formats else content_sha256(table)
         for fmt in formats:
             suffix, writer = WRITERS[fmt]
             path = folder / f"{stem}{suffix}"
@@ -50,4 +82,8 @@ def write_tables(
                     "sha256": sha256_file(path),
                 }
             )
+        if content is None:  # the CSV file is the canonical form
+            content = records[-len(formats) :][formats.index("csv")]["sha256"]
+        for record in records[-len(formats) :]:
+            record["content_sha256"] = content
     return records

@@ -11,6 +11,7 @@ from datetime import date
 
 import pandas as pd
 
+from trdscreen.asof import as_of_view
 from trdscreen.courses import assess_courses
 from trdscreen.criteria import attrition, decide, evaluate_all, ledger
 from trdscreen.formulary import Formulary
@@ -146,7 +147,10 @@ def screen_validated(
     """Screen validated inputs. Every input subject and course appears exactly once.
 
     `reports` are other rule sets whose staging scores are added as columns.
+    With `as_of`, only what was recorded on or before that date is screened
+    (`trdscreen.asof`); later courses are listed but counted nowhere.
     """
+    inputs = as_of_view(inputs, as_of)
     cohort, assessed = _assess(inputs, rules, formulary, as_of)
     subjects = assess_subjects(cohort, assessed, rules)
     scores = _staging(inputs, rules, formulary, as_of, cohort, assessed, reports)

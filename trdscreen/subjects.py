@@ -137,7 +137,7 @@ def assess_subjects(cohort: Cohort, courses: CourseAssessment, rules: RuleSet) -
             "subject_id": cohort.ids,
             "reference_date": cohort.reference,
             "age": age,
-            "n_courses": np.bincount(codes, minlength=n),
+            "n_courses": np.bincount(codes[courses.in_view], minlength=n),
             "n_adequate_trials": adequate_lo,
             "n_adequate_trials_max": adequate_hi,
             "n_failed_trials": failed_lo,

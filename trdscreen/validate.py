@@ -13,6 +13,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
+from trdscreen.asof import course_masks, subject_masks
 from trdscreen.formulary import Formulary
 from trdscreen.io import SourceTable
 from trdscreen.ruleset import STAGING_COLUMNS, RuleSet
@@ -82,7 +83,11 @@ def validate_inputs(
 
     if {"subject_id", "start_date"} <= set(courses.columns):
         reference = _reference_dates(courses, people, rules, as_of)
-        _check_courses(treatments, courses, reference, log)
+        if as_of is None:
+            _check_dates_against_reference(treatments, courses, reference, log)
+        else:
+            _note_as_of(treatments, subjects, courses, people, as_of, log)
+        _check_courses(treatments, courses, log)
         if subjects is not None:
             _check_membership(treatments, subjects, courses, people, log)
     if "drug" in courses.columns:
@@ -191,16 +196,13 @@ def _reference_dates(
     return lookup.reindex(courses["subject_id"]).to_numpy(dtype="datetime64[s]")
 
 
-def _check_courses(
+def _check_dates_against_reference(
     source: SourceTable, courses: pd.DataFrame, reference: np.ndarray, log: IssueLog
 ) -> None:
     ids = courses["subject_id"]
     start = courses["start_date"].to_numpy()
-    end = courses["end_date"].to_numpy() if "end_date" in courses.columns else None
-    if end is not None:
-        rows = np.flatnonzero(end < start)
-        log.add(source, rows, "end_date", "end_before_start", "end_date is before start_date", ids)
-        rows = np.flatnonzero(end > reference)
+    if "end_date" in courses.columns:
+        rows = np.flatnonzero(courses["end_date"].to_numpy() > reference)
         log.add(
             source,
             rows,
@@ -219,6 +221,68 @@ def _check_courses(
         "the course starts after the subject's reference date (screening date or --as-of)",
         ids,
     )
+
+
+def _note_as_of(
+    treatments: SourceTable,
+    subjects: SourceTable | None,
+    courses: pd.DataFrame,
+    people: pd.DataFrame,
+    as_of: date,
+    log: IssueLog,
+) -> None:
+    """With --as-of, later records are expected: say what is hidden (trdscreen.asof)."""
+    after, censored = course_masks(courses, as_of)
+    ids = courses["subject_id"]
+    log.add(
+        treatments,
+        np.flatnonzero(after),
+        "start_date",
+        "after_as_of",
+        f"the course starts after --as-of {as_of}; it is left out of this screening",
+        ids,
+        severity="info",
+    )
+    log.add(
+        treatments,
+        np.flatnonzero(censored),
+        "end_date",
+        "censored_at_as_of",
+        f"the course was still running on --as-of {as_of}: it is treated as ongoing to that "
+        "date, and its end scores, improvement and stop reason are not used",
+        ids,
+        severity="info",
+    )
+    if subjects is None:
+        return
+    screened_later, episode_later = subject_masks(people, as_of)
+    log.add(
+        subjects,
+        np.flatnonzero(screened_later),
+        "screening_date",
+        "screened_after_as_of",
+        f"the subject was screened after --as-of {as_of}; its screening scores are unknown "
+        "on that date",
+        people["subject_id"],
+        severity="info",
+    )
+    log.add(
+        subjects,
+        np.flatnonzero(episode_later),
+        "episode_start",
+        "episode_after_as_of",
+        f"the current episode began after --as-of {as_of}; the episode on that date is unknown",
+        people["subject_id"],
+        severity="info",
+    )
+
+
+def _check_courses(source: SourceTable, courses: pd.DataFrame, log: IssueLog) -> None:
+    ids = courses["subject_id"]
+    end = courses["end_date"].to_numpy() if "end_date" in courses.columns else None
+    if end is not None:
+        rows = np.flatnonzero(end < courses["start_date"].to_numpy())
+        log.add(source, rows, "end_date", "end_before_start", "end_date is before start_date", ids)
     if "drug" in courses.columns:
         key = pd.DataFrame(
             {"s": ids, "d": courses["drug"].str.lower().str.strip(), "t": courses["start_date"]}

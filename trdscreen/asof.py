@@ -1,0 +1,82 @@
+"""The inputs as they stood on an earlier date (`screen --as-of DATE`).
+
+To reproduce a historical decision from a later export, everything recorded
+after DATE is hidden, and nothing is deleted:
+
+- a course that starts after DATE is left out of every count (it stays in the
+  courses table with reason `after_as_of`);
+- a course that ends after DATE was still running on DATE: it is treated as
+  ongoing to DATE, and what is only known at its end (`hamd_end`,
+  `improvement`, `stop_reason`) is hidden (reason `censored_at_as_of`);
+- a subject screened after DATE has unknown screening scores
+  (`hamd_screening`, `madrs_screening`), and a current episode that began
+  after DATE is unknown: neither existed on DATE.
+
+Ages and durations are computed at DATE because DATE is the reference date.
+Other subject columns (diagnoses, bipolar, ...) carry no date in the input
+contract and are used as given. Pure: frames in, frames out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from trdscreen.validate import ValidatedInputs
+
+AFTER = "after_as_of"
+CENSORED = "censored_at_as_of"
+COURSE_END_COLUMNS = ("hamd_end", "improvement", "stop_reason")
+"""Course results known only when the course ends."""
+SCREENING_SCORE_COLUMNS = ("hamd_screening", "madrs_screening")
+"""Subject scores taken on the screening date."""
+
+
+def _dates(frame: pd.DataFrame, column: str) -> np.ndarray:
+    if column not in frame.columns:
+        return np.full(len(frame), np.datetime64("NaT", "s"))
+    return frame[column].to_numpy(dtype="datetime64[s]")
+
+
+def course_masks(courses: pd.DataFrame, as_of: date) -> tuple[np.ndarray, np.ndarray]:
+    """(starts after DATE, running on DATE but ends after it) per course row."""
+    cut = np.datetime64(as_of, "s")
+    after = _dates(courses, "start_date") > cut
+    censored = ~after & (_dates(courses, "end_date") > cut)
+    return after, censored
+
+
+def subject_masks(subjects: pd.DataFrame, as_of: date) -> tuple[np.ndarray, np.ndarray]:
+    """(screened after DATE, current episode began after DATE) per subject row."""
+    cut = np.datetime64(as_of, "s")
+    return _dates(subjects, "screening_date") > cut, _dates(subjects, "episode_start") > cut
+
+
+def as_of_view(inputs: ValidatedInputs, as_of: date | None) -> ValidatedInputs:
+    """The validated inputs with everything recorded after `as_of` hidden (see module doc).
+
+    Course rows gain boolean columns `after_as_of` and `censored_at_as_of`
+    that the course stage turns into reason codes.
+    """
+    if as_of is None:
+        return inputs
+    courses = inputs.treatments.copy()
+    after, censored = course_masks(courses, as_of)
+    for column in ("end_date", *COURSE_END_COLUMNS):
+        if column in courses.columns:
+            courses[column] = courses[column].mask(censored)
+    courses[AFTER] = after
+    courses[CENSORED] = censored
+    subjects = inputs.subjects.copy()
+    screened_later, episode_later = subject_masks(subjects, as_of)
+    for column in SCREENING_SCORE_COLUMNS:
+        if column in subjects.columns:
+            subjects[column] = subjects[column].mask(screened_later)
+    if "episode_start" in subjects.columns:
+        subjects["episode_start"] = subjects["episode_start"].mask(episode_later)
+    return replace(inputs, treatments=courses, subjects=subjects)
