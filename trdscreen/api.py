@@ -102,7 +102,7 @@ def load_rules(name_or_path: str | None) -> tuple[RuleSet, Path, str]:
     return rules, path, digest
 
 
-def _formulary_for(rules: RuleSet, rules_path: Path) -> Formulary:
+def formulary_of(rules: RuleSet, rules_path: Path) -> Formulary:
     formulary = load_formulary(
         (rules_path.parent / rules.formulary.path) if rules.formulary.path else None
     )
@@ -149,7 +149,7 @@ def load_reports(
             )
             continue
         models[model] = str(path)
-        loaded.append(ReportRules(report_rules, path, digest, _formulary_for(report_rules, path)))
+        loaded.append(ReportRules(report_rules, path, digest, formulary_of(report_rules, path)))
     for index, criterion in enumerate(rules.criteria):
         model = STAGING_MODEL_OF.get(criterion.column)
         if model is not None and model not in models:
@@ -224,7 +224,7 @@ def load_with(
 ) -> LoadedRun:
     """Read and validate the inputs under an already parsed rule set (used by verify)."""
     rules, rules_path = rule_file.rules, rule_file.path
-    formulary = _formulary_for(rules, rules_path)
+    formulary = formulary_of(rules, rules_path)
     for rule_set, path, digest in [
         (rules, rules_path, rule_file.file_sha256),
         *((r.rules, r.path, r.file_sha256) for r in reports),
@@ -319,7 +319,7 @@ def _input_record(source: SourceTable, role: str) -> dict[str, object]:
     }
 
 
-def _versions() -> dict[str, str]:
+def versions() -> dict[str, str]:
     import pandas
     import pandera
     import pyarrow
@@ -365,7 +365,7 @@ def build_manifest(
     return {
         "manifest_schema_version": MANIFEST_SCHEMA_VERSION,
         "tool": "trdscreen",
-        "versions": _versions(),
+        "versions": versions(),
         "run_id": loaded.trail.run_id,
         "status": "ok" if result is not None else "invalid_input",
         "exit_code": int(ExitCode.OK if result is not None else ExitCode.INVALID_INPUT),
@@ -489,7 +489,7 @@ def check_rules(name_or_path: str) -> RuleCheck:
     from trdscreen.validate import criteria_subject_columns
 
     rules, path, digest = load_rules(name_or_path)
-    formulary = _formulary_for(rules, path)
+    formulary = formulary_of(rules, path)
     reports = load_reports(rules, path, ())
     tags, untagged = read_tagged(path)
     notes = [
@@ -511,7 +511,7 @@ def formulary_for(name_or_path: str | None) -> tuple[Formulary, RuleSet | None]:
     if name_or_path is None:
         return load_formulary(None), None
     rules, path, _ = load_rules(name_or_path)
-    return _formulary_for(rules, path), rules
+    return formulary_of(rules, path), rules
 
 
 def _drug_row(table: Formulary, rules: RuleSet | None, generic: str, formulation: str) -> dict:

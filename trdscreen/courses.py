@@ -80,6 +80,55 @@ REASONS = (
     "outcome_from_stop_reason",
 )
 _BIT = {name: np.int64(1) << i for i, name in enumerate(REASONS)}
+REASON_TEXT = {
+    "after_as_of": "started after --as-of: left out of this screening",
+    "censored_at_as_of": "still running on --as-of: counted as ongoing to that date, end results hidden",
+    "failed": "counted as a failed adequate trial",
+    "early_stop_explicit_nonresponse": "stopped early for nonresponse with no contrary score: "
+    "still counts as a failure",
+    "modality_not_counted": "this treatment modality is not counted by the rule set",
+    "role_not_counted": "this treatment role is not counted by the rule set",
+    "non_depression_product": "a product marketed for another condition (e.g. Zyban): "
+    "not an antidepressant trial",
+    "augmentation_agent_without_augmentation_role": "an add-on agent given without an "
+    "augmentation or combination role: not an antidepressant trial",
+    "not_an_antidepressant": "not an antidepressant",
+    "policy_drug_not_counted": "the rule set does not count this drug",
+    "unknown_drug": "drug name not in the formulary: adequacy unknown",
+    "dose_missing": "dose missing: dose adequacy unknown",
+    "no_minimum_dose": "the formulary has no minimum dose for this drug: dose adequacy unknown",
+    "no_minimum_dose_assumed_met": "no minimum dose known: the rule set assumes the dose was "
+    "adequate",
+    "no_minimum_dose_assumed_not_met": "no minimum dose known: the rule set assumes the dose "
+    "was not adequate",
+    "dose_below_minimum": "dose below the minimum adequate dose",
+    "too_short": "shorter than the minimum duration",
+    "duration_unknown": "duration unknown (no reference date for an ongoing course)",
+    "adherence_below_minimum": "adherence below the minimum",
+    "adherence_missing": "adherence missing: adequacy unknown",
+    "adherence_missing_assumed_met": "adherence missing: the rule set assumes it was adequate",
+    "adherence_missing_assumed_not_met": "adherence missing: the rule set assumes it was not "
+    "adequate",
+    "before_current_episode": "ended before the current episode began",
+    "episode_unknown": "current episode onset unknown: whether the course is in it is unknown",
+    "episode_unknown_assumed_in": "episode onset unknown: the rule set assumes the course is in "
+    "the current episode",
+    "episode_unknown_assumed_out": "episode onset unknown: the rule set assumes the course is "
+    "not in the current episode",
+    "early_stop": "stopped before the early-stop week without clear nonresponse: not a failure",
+    "agent_not_counted": "the rule set does not count this kind of agent",
+    "dose_optimisation": "a later course of a drug already tried, at a higher dose: dose "
+    "optimisation, not a new drug",
+    "repeat_of_earlier_drug": "a repeat of a drug already tried: the same drug counts once",
+    "superseded_by_later_trial": "a later adequate trial of another drug started: failed by "
+    "register evidence",
+    "not_superseded": "no later adequate trial of another drug: not failed by register evidence",
+    "response": "response (improvement at or above the response cut)",
+    "partial_response": "partial response: improvement in the band between failure and response",
+    "outcome_unknown": "outcome unknown (no scores or improvement)",
+    "outcome_from_stop_reason": "outcome taken from the stop reason (no scores)",
+}
+"""What each reason code means, as `explain` prints it."""
 
 
 def _column(frame: pd.DataFrame, name: str, default: str) -> pd.Series:

@@ -23,6 +23,7 @@ class ExitCode(IntEnum):
     INVALID_RULES = 3  # the rule file or column map cannot be used
     INVALID_INPUT = 4  # the input data failed validation; see validation_issues
     OUTPUT_EXISTS = 5  # the output folder exists and is not empty; pass --force
+    NOT_VERIFIED = 6  # verify found a difference, or a run folder was altered
 
 
 class TrdscreenError(Exception):
@@ -70,3 +71,16 @@ class InvalidInputData(TrdscreenError):
 
 class OutputExistsError(TrdscreenError):
     exit_code = ExitCode.OUTPUT_EXISTS
+
+
+class RunFolderError(TrdscreenError):
+    """A run folder was altered (a hash does not match) or cannot be re-run as recorded.
+
+    `problems` lists every difference found.
+    """
+
+    exit_code = ExitCode.NOT_VERIFIED
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = list(problems or [])

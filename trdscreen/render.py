@@ -136,9 +136,10 @@ def _issue_table(out: Console, grouped: pd.DataFrame, limit: int) -> None:
 
 
 def render_error(err: Console, message: str, details: list[str] | None = None) -> None:
-    err.print(Text.assemble(("error: ", "bold red"), message))
+    # soft_wrap: one line per message however narrow the terminal, so logs can be grepped
+    err.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
     for line in details or []:
-        err.print(f"  {line}", markup=False)
+        err.print(f"  {line}", markup=False, soft_wrap=True)
 
 
 def render_presets(out: Console, presets: list, default: str) -> None:
@@ -203,3 +204,231 @@ def render_drug(out: Console, row: dict) -> None:
         lines.append(f"  notes: {row['notes']}")
     for line in lines:
         out.print(Text(line))
+
+
+# --------------------------------------------------------------------------- audit commands
+
+
+def render_verify(out: Console, verification) -> None:
+    """Each check as a line: OK or FAIL, what was checked, what was found."""
+    manifest = verification.run.manifest
+    out.print(
+        f"Run {manifest.get('run_id')} ({manifest.get('rules', {}).get('id')}, finished "
+        f"{manifest.get('finished_at')}, by {manifest.get('user')} on {manifest.get('host')})",
+        markup=False,
+    )
+    ok_groups: dict[str, list[str]] = {}
+    for check in verification.checks:  # many files share one verdict: print it once
+        if check.ok:
+            ok_groups.setdefault(check.detail, []).append(check.subject)
+    printed: set[str] = set()
+    for check in verification.checks:
+        if check.ok and check.detail in printed:
+            continue
+        subject = check.subject
+        if check.ok:
+            printed.add(check.detail)
+            names = ok_groups[check.detail]
+            subject = names[0] if len(names) == 1 else f"{len(names)} files ({', '.join(names)})"
+        mark = Text("  ok  ", "green") if check.ok else Text(" FAIL ", "bold red")
+        out.print(Text.assemble(mark, f"{subject}: {check.detail}"), soft_wrap=True)
+    problems = verification.problems
+    if not problems:
+        what = "re-run gives identical outputs" if verification.reran else "not re-run"
+        out.print(Text.assemble(("verified: ", "bold green"), f"intact; {what}"))
+    else:
+        out.print(Text.assemble(("NOT verified: ", "bold red"), f"{len(problems)} problem(s)"))
+
+
+def _observed(row: dict) -> str:
+    if row.get("observed_text") not in (None, ""):
+        return str(row["observed_text"])
+    low, high = row.get("observed_value"), row.get("observed_max")
+    if low is None:
+        return "unknown"
+    if high is not None and high != low:
+        return f"{_num(low)} to {_num(high)}"
+    return _num(low)
+
+
+def _num(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:g}" if value == int(value) else f"{value:.2f}".rstrip("0")
+    return str(value)
+
+
+def _course_verdict(course: dict) -> str:
+    if course["counted"] == "not_met":
+        return "not a trial"
+    if course["failed"] == "met":
+        return "FAILED trial"
+    if course["failed"] == "unknown":
+        return "failed? (unknown)"
+    if course["adequate"] == "not_met":
+        return "not adequate"
+    if course["adequate"] == "unknown":
+        return "adequacy unknown"
+    return "adequate, not failed"
+
+
+def _state(value: str) -> str:
+    return str(value).replace("_", " ")
+
+
+def _course_lines(number: int, c: dict) -> list[str]:
+    """One course as a short block a coordinator can read top to bottom."""
+    drug = c["drug"]
+    if c["drug_generic"] not in (None, c["drug"]):
+        drug += f" = {c['drug_generic']}"
+    details = [d for d in (c.get("drug_class"),) if d]
+    details += [
+        c[k]
+        for k in ("role", "modality")
+        if c.get(k) not in (None, "monotherapy", "pharmacotherapy")
+    ]
+    if details:
+        drug += f" ({', '.join(details)})"
+    end = "ongoing (to the reference date)" if c["ongoing"] else c["end_date"]
+    weeks = _num(c["weeks"]) if c["weeks"] is not None else "unknown"
+    dose = f"{_num(c['daily_dose_mg'])} mg/day" if c["daily_dose_mg"] is not None else "missing"
+    if c["min_dose_mg"] is not None:
+        dose += (
+            f", minimum {_num(c['min_dose_mg'])} mg/day ({c['min_dose_source']}): "
+            f"{_state(c['dose_check'])}"
+        )
+    else:
+        dose += f": {_state(c['dose_check'])}"
+    adherence = _num(c["adherence"]) if c["adherence"] is not None else "missing"
+    pct = c["pct_improvement"]
+    improvement = f"{_num(pct)} %" if pct is not None else "no scores"
+    why = "; ".join(r["text"] for r in c["reasons"]) or "-"
+    return [
+        f"  {number}. {c['source_file']} line {c['source_line']}: {drug}: {_course_verdict(c)}",
+        f"     {c['start_date']} to {end}, {weeks} weeks: duration {_state(c['duration_check'])}",
+        f"     dose {dose}",
+        f"     adherence {adherence}: {_state(c['adherence_check'])}; current episode: "
+        f"{_state(c['episode_check'])}",
+        f"     improvement {improvement}: {_state(c['outcome'])}",
+        f"     why: {why}",
+    ]
+
+
+def render_explain(out: Console, data: dict) -> None:
+    """A coordinator's reading of one decision: courses, counts, criteria, decision."""
+    run = data["run"]
+    decision = data["decision"]
+    style = {"eligible": "bold green", "excluded": "bold red"}.get(decision, "bold yellow")
+    out.print(Text.assemble((f"{data['subject_id']}: ", "bold"), (decision.upper(), style)))
+    out.print(f"  {data['reason']}", markup=False)
+    out.print(
+        f"Run {run['run_id']} ({run['finished_at']}), rules {run['rules_id']}: "
+        f"{run['rules_title']} (normalized SHA-256 {run['rules_normalized_sha256'][:12]}...); "
+        f"reference date {data['reference_date'] or 'unknown'}; age "
+        f"{_num(data['age']) if data['age'] is not None else 'unknown'}",
+        markup=False,
+        soft_wrap=True,
+    )
+    if run.get("rules_summary"):
+        out.print(f"Rule set in brief: {run['rules_summary']}", markup=False, soft_wrap=True)
+    out.print(Text(f"Treatment courses ({len(data['courses'])}), by start date", "bold"))
+    for number, course in enumerate(data["courses"], start=1):
+        for line in _course_lines(number, course):
+            out.print(line, markup=False, soft_wrap=True)
+    counts = "; ".join(
+        f"{v['certain']} {label}"
+        + (f" (up to {v['at_most']})" if v["at_most"] not in (None, v["certain"]) else "")
+        for label, v in data["counts"].items()
+    )
+    out.print(f"Counts: {counts}.", markup=False, soft_wrap=True)
+    out.print(f"Classification: {data['classification']}", markup=False)
+    for column, value in data["staging"].items():
+        out.print(f"  {column}: {_num(value) if value is not None else 'unknown'}", markup=False)
+    criteria = Table(title="Criteria (protocol order)", title_justify="left", show_edge=False)
+    for name in ("#", "criterion", "observed", "threshold", "margin", "outcome"):
+        criteria.add_column(name, overflow="fold")
+    for c in data["criteria"]:
+        outcome = c["outcome"].replace("_", " ")
+        if c.get("resolved_from_unknown"):
+            outcome += " (unknown, resolved by the rule set)"
+        _row(
+            criteria,
+            str(c["order"]),
+            f"{c['criterion_id']}: {c['title']}",
+            _observed(c),
+            c["threshold"],
+            _num(c["margin"]),
+            outcome,
+        )
+    out.print(criteria)
+    out.print(Text.assemble(("Decision: ", "bold"), (decision, style), f" ({data['reason']})"))
+
+
+def render_diff(out: Console, data: dict, limit: int = 50) -> None:
+    """Context note, subjects that changed decision with flipped criteria, attritions."""
+
+    a, b = data["a"], data["b"]
+    out.print(f"A: {a['path']} (rules {a['rules_id']}, run {a['run_id']})", markup=False)
+    out.print(f"B: {b['path']} (rules {b['rules_id']}, run {b['run_id']})", markup=False)
+    out.print(Text.assemble(("Note: ", "bold"), data["context"]["note"]))
+    if data["context"]["versions_differ"]:
+        out.print(f"  versions differ: {', '.join(data['context']['versions_differ'])}")
+    subjects = data["subjects"]
+    out.print(
+        f"{subjects['changed_decision']} of {subjects['in_both']} subjects changed decision"
+        + "".join(f"; {n} {direction}" for direction, n in sorted(data["directions"].items())),
+        markup=False,
+        soft_wrap=True,
+    )
+    for side in ("a", "b"):
+        only = subjects[f"only_in_{side}"]
+        if only:
+            shown = ", ".join(only[:limit]) + (" ..." if len(only) > limit else "")
+            out.print(f"{len(only)} subject(s) only in {side.upper()}: {shown}", markup=False)
+    if data["changes"]:
+        out.print(Text("Changed decisions", "bold"))
+    for change in data["changes"][:limit]:
+        out.print(
+            f"  {change['subject_id']}: {change['direction']} "
+            f"({change['classification_a']} -> {change['classification_b']})",
+            markup=False,
+        )
+        for c in change["criteria_flipped"]:
+            out.print(
+                f"     criterion {c['criterion_id']}: {c['outcome_a']} -> {c['outcome_b']}",
+                markup=False,
+            )
+        for c in change["courses_changed"]:
+            pct = c["pct_improvement"]
+            improvement = f", improvement {_num(pct)} %" if pct is not None else ""
+            out.print(
+                f"     {c['source_file']} line {c['source_line']} {c['drug']}{improvement}: "
+                f"failed {c['failed_a']} -> {c['failed_b']} (outcome {c['outcome_a']} -> "
+                f"{c['outcome_b']}; adequate {c['adequate_a']} -> {c['adequate_b']})",
+                markup=False,
+                soft_wrap=True,
+            )
+    if len(data["changes"]) > limit:
+        out.print(f"  ... and {len(data['changes']) - limit} more (use --json for all).")
+    counts = Table(title="Decisions", title_justify="left", show_edge=False)
+    for name in ("decision", "A", "B"):
+        counts.add_column(name, justify="right")
+    for row in data["attrition"]["decisions"]:
+        _row(counts, row["decision"], str(row["a"]), str(row["b"]))
+    out.print(counts)
+    out.print(Text("Attrition (excluded at each step, in protocol order)", "bold"))
+    for side in ("a", "b"):
+        line = _attrition_line(data["attrition"][side])
+        out.print(f"  {side.upper()}: {line}", markup=False, soft_wrap=True)
+
+
+def _attrition_line(steps: list[dict]) -> str:
+    """screened 40 -> AGE -3 -> ... -> needs_review 8 -> eligible 12."""
+    parts = []
+    for step in steps:
+        if step["criterion_id"]:
+            parts.append(f"{step['criterion_id']} -{step['excluded_at_step']}")
+        else:
+            parts.append(f"{step['title']} {step['remaining']}")
+    return " -> ".join(parts)

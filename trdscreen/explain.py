@@ -1,0 +1,97 @@
+"""`trdscreen explain RUN_DIR SUBJECT_ID`: one subject's decision, traced from the run's tables.
+
+Nothing is recomputed: the explanation is read from the run folder (its
+decisions, courses and criteria ledger, each checked against the manifest's
+SHA-256) and the normalized rule set recorded in the manifest, so it shows
+what that run decided, whatever the current rules say.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trdscreen.courses import REASON_TEXT
+from trdscreen.errors import UsageError
+from trdscreen.pipeline import DECISION_COLUMNS
+from trdscreen.runs import RunFolder, records
+
+COUNT_COLUMNS = (
+    ("n_courses", None, "treatment courses"),
+    ("n_adequate_trials", "n_adequate_trials_max", "adequate trials"),
+    ("n_failed_trials", "n_failed_trials_max", "failed adequate trials"),
+    ("n_partial_response_trials", "n_partial_response_trials_max", "partial-response trials"),
+)
+
+
+def _summary(normalized: dict[str, Any]) -> str:
+    """The run's rule set in one generated line (empty if this version cannot read it)."""
+    from trdscreen.protocol import summary_line
+    from trdscreen.ruleset import RuleSet
+
+    try:
+        return summary_line(RuleSet.model_validate(normalized))
+    except ValueError:
+        return ""
+
+
+def _split(text: Any) -> list[str]:
+    return [part for part in (text or "").split(";") if part]
+
+
+def explain_subject(run: RunFolder, subject_id: str) -> dict[str, Any]:
+    """The decision trace of one subject as plain data (what `--json` prints)."""
+    decisions = run.read("decisions", subject_id)
+    if decisions.empty:
+        raise UsageError(
+            f"{run.path}: subject {subject_id!r} is not in this run's decisions "
+            f"({run.manifest.get('counts', {}).get('subjects', {}).get('total', '?')} subjects)"
+        )
+    decision = records(decisions)[0]
+    courses = run.read("courses", subject_id).sort_values(
+        ["start_date", "source_line"], kind="stable"
+    )
+    ledger = run.read("criteria_ledger", subject_id).sort_values("order", kind="stable")
+    rules = run.manifest["rules"]
+    titles = {c["id"]: c for c in rules["normalized"].get("criteria", [])}
+
+    course_rows = []
+    for course in records(courses):
+        codes = _split(course.pop("reasons"))
+        course["reasons"] = [{"code": c, "text": REASON_TEXT.get(c, c)} for c in codes]
+        course_rows.append(course)
+    criteria = []
+    for row in records(ledger):
+        spec = titles.get(row["criterion_id"], {})
+        criteria.append({**row, "title": spec.get("title", ""), "source": spec.get("source", "")})
+    counts = {
+        label: {"certain": decision.get(low), "at_most": decision.get(high) if high else None}
+        for low, high, label in COUNT_COLUMNS
+    }
+    staging = {c: decision[c] for c in decisions.columns if c not in DECISION_COLUMNS}
+    return {
+        "subject_id": subject_id,
+        "run": {
+            "path": str(run.path),
+            "run_id": run.run_id,
+            "finished_at": run.manifest.get("finished_at"),
+            "rules_id": rules["id"],
+            "rules_title": rules["title"],
+            "rules_normalized_sha256": rules["normalized_sha256"],
+            "rules_summary": _summary(rules["normalized"]),
+            "reference_date": run.manifest.get("reference_date"),
+            "trdscreen_version": run.manifest.get("versions", {}).get("trdscreen"),
+        },
+        "decision": decision["decision"],
+        "reason": decision["reason"],
+        "classification": decision["classification"],
+        "first_failed_criterion": decision["first_failed_criterion"] or None,
+        "failed_criteria": _split(decision["failed_criteria"]),
+        "unknown_criteria": _split(decision["unknown_criteria"]),
+        "near_miss_criteria": _split(decision["near_miss_criteria"]),
+        "age": decision["age"],
+        "reference_date": decision["reference_date"],
+        "counts": counts,
+        "staging": staging,
+        "courses": course_rows,
+        "criteria": criteria,
+    }

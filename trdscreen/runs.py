@@ -1,0 +1,150 @@
+"""Reading a run folder back: its manifest and its tables, checked against their hashes.
+
+Used by `verify`, `explain` and `diff`. A table is read from Parquet when the
+run wrote it (types kept), else from CSV; before reading, the file's SHA-256
+is compared with the manifest so that nothing is explained from an altered
+file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from trdscreen.errors import RunFolderError, UsageError
+from trdscreen.io import sha256_file
+
+MANIFEST_FILE = "manifest.json"
+SUPPORTED_MANIFEST_VERSIONS = (2,)
+TEXT_COLUMNS = (
+    "subject_id",
+    "decision",
+    "classification",
+    "reason",
+    "first_failed_criterion",
+    "failed_criteria",
+    "unknown_criteria",
+    "near_miss_criteria",
+    "criterion_id",
+    "kind",
+    "outcome",
+    "observed_text",
+    "threshold",
+    "source_file",
+    "drug",
+    "drug_generic",
+    "drug_class",
+    "role",
+    "modality",
+    "min_dose_source",
+    "reasons",
+    "title",
+    "msm_band",
+)
+"""Columns read as text from a CSV run (ids that look like numbers stay ids)."""
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def run_id(self) -> str:
+        return str(self.manifest.get("run_id"))
+
+    def output(self, table: str, fmt: str | None = None) -> dict[str, Any] | None:
+        """The manifest record of a table's file: in `fmt`, else Parquet preferred."""
+        records = [
+            o
+            for o in self.manifest.get("outputs", [])
+            if o.get("table") == table and fmt in (None, o.get("format"))
+        ]
+        records.sort(key=lambda o: o.get("format") != "parquet")
+        return records[0] if records else None
+
+    def read(
+        self, table: str, subject_id: str | None = None, fmt: str | None = None
+    ) -> pd.DataFrame:
+        """A table of the run (only one subject's rows if given), after checking its hash."""
+        record = self.output(table, fmt)
+        if record is None:
+            raise RunFolderError(f"{self.path}: the run has no {table} table (see manifest.json)")
+        path = self.path / record["path"]
+        if not path.is_file():
+            raise RunFolderError(f"{path}: listed in manifest.json but missing; run `verify`")
+        if sha256_file(path) != record["sha256"]:
+            raise RunFolderError(
+                f"{path}: the file differs from the SHA-256 recorded in manifest.json; "
+                "the run folder was altered; run `trdscreen verify` for details"
+            )
+        if record["format"] == "parquet":
+            filters = [("subject_id", "=", subject_id)] if subject_id is not None else None
+            data = pq.read_table(path, filters=filters)
+        else:
+            data = _read_csv(path)
+            if subject_id is not None:
+                data = data.filter(pa.compute.equal(data["subject_id"], subject_id))
+        return data.to_pandas(types_mapper=_types)
+
+
+def _types(dtype: pa.DataType):
+    return pd.StringDtype("pyarrow", na_value=pd.NA) if pa.types.is_string(dtype) else None
+
+
+def _read_csv(path: Path) -> pa.Table:
+    header = pacsv.open_csv(path).schema.names
+    text = {name: pa.string() for name in header if name in TEXT_COLUMNS}
+    return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=text))
+
+
+def open_run(path: Path) -> RunFolder:
+    """A run folder and its manifest; UsageError when the folder is not one."""
+    path = Path(path)
+    manifest_path = path / MANIFEST_FILE
+    if not path.is_dir():
+        raise UsageError(f"{path}: no such run folder")
+    if not manifest_path.is_file():
+        raise UsageError(f"{path}: not a trdscreen run folder (no {MANIFEST_FILE})")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise RunFolderError(
+            f"{manifest_path}: not valid JSON; the run folder was altered"
+        ) from None
+    version = manifest.get("manifest_schema_version") if isinstance(manifest, dict) else None
+    if version not in SUPPORTED_MANIFEST_VERSIONS:
+        raise RunFolderError(
+            f"{manifest_path}: manifest_schema_version {version!r} is not supported by this "
+            f"trdscreen (supports {', '.join(map(str, SUPPORTED_MANIFEST_VERSIONS))})"
+        )
+    return RunFolder(path, manifest)
+
+
+def json_value(value: Any) -> Any:
+    """A JSON-ready scalar: NA/NaN become None, numpy scalars Python ones, dates ISO text."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if hasattr(value, "isoformat"):
+        return value.isoformat()[:10]
+    if hasattr(value, "item"):
+        return json_value(value.item())
+    return value
+
+
+def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    columns = list(frame.columns)
+    return [
+        {c: json_value(v) for c, v in zip(columns, row, strict=True)}
+        for row in frame.itertuples(index=False, name=None)
+    ]

@@ -1,0 +1,283 @@
+"""`trdscreen verify RUN_DIR`: is this run folder intact, and does it reproduce?
+
+1. the audit log's hash chain is unbroken and ends with run_finished or
+   run_aborted, whose manifest SHA-256 matches manifest.json;
+2. every output file matches the size and SHA-256 in the manifest, and the
+   folder holds nothing else;
+3. the screening is re-run from the recorded inputs, column map, normalized
+   rule sets and formulary, each first checked against its recorded SHA-256
+   (a changed input is named and the re-run refused), and every re-run table
+   must give the recorded bytes.
+
+Nothing in the run folder is written or changed.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from trdscreen.audit import AUDIT_FILE, FINAL_EVENTS, AuditTrail, check_chain
+from trdscreen.io import sha256_file
+from trdscreen.runs import MANIFEST_FILE, RunFolder, open_run
+
+
+@dataclass(frozen=True)
+class Check:
+    subject: str  # what was checked: a file, the audit log, the re-run
+    ok: bool
+    detail: str
+
+
+@dataclass
+class Verification:
+    run: RunFolder
+    checks: list[Check] = field(default_factory=list)
+    reran: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    @property
+    def problems(self) -> list[str]:
+        return [f"{c.subject}: {c.detail}" for c in self.checks if not c.ok]
+
+    def add(self, subject: str, ok: bool, detail: str) -> None:
+        self.checks.append(Check(subject, ok, detail))
+
+
+def verify_run(
+    path: Path, inputs_dir: Path | None = None, rerun: bool = True, head: str | None = None
+) -> Verification:
+    run = open_run(path)
+    result = Verification(run)
+    _check_audit(run, result, head)
+    _check_outputs(run, result)
+    if rerun:
+        _rerun(run, result, inputs_dir)
+    return result
+
+
+def _check_audit(run: RunFolder, result: Verification, head: str | None) -> None:
+    chain = check_chain(run.path / AUDIT_FILE)
+    for problem in chain.problems:
+        result.add(AUDIT_FILE, False, problem)
+    if not chain.problems:
+        result.add(
+            AUDIT_FILE,
+            True,
+            f"{len(chain.events)} events, hash chain intact, ends with {chain.events[-1]['event']}",
+        )
+    if head is not None:
+        result.add(
+            AUDIT_FILE,
+            chain.head == head,
+            "head SHA-256 matches the one kept outside the run"
+            if chain.head == head
+            else f"head SHA-256 is {chain.head}, not {head}: the log was rewritten or cut",
+        )
+    final = [e for e in chain.events if e.get("event") in FINAL_EVENTS]
+    manifest_sha = sha256_file(run.path / MANIFEST_FILE)
+    if not final:
+        result.add(MANIFEST_FILE, False, "no run_finished/run_aborted event records its SHA-256")
+    elif final[-1].get("manifest_sha256") != manifest_sha:
+        result.add(
+            MANIFEST_FILE,
+            False,
+            "SHA-256 differs from the one recorded at the end of the audit log: the manifest "
+            "was changed",
+        )
+    else:
+        result.add(MANIFEST_FILE, True, "SHA-256 matches the audit log")
+    ids = {e.get("run_id") for e in chain.events}
+    if chain.events and ids != {run.run_id}:
+        result.add(AUDIT_FILE, False, f"run id {sorted(map(str, ids))} is not the manifest's")
+    written = {
+        (e.get("path"), e.get("sha256")) for e in chain.events if e.get("event") == "output_written"
+    }
+    listed = {(o.get("path"), o.get("sha256")) for o in run.manifest.get("outputs", [])}
+    if chain.events and written != listed:
+        result.add(AUDIT_FILE, False, "the outputs in the audit log and in manifest.json disagree")
+
+
+def _check_outputs(run: RunFolder, result: Verification) -> None:
+    outputs = run.manifest.get("outputs", [])
+    for record in outputs:
+        name = record["path"]
+        path = run.path / name
+        if not path.is_file():
+            result.add(name, False, "missing (listed in manifest.json)")
+        elif path.stat().st_size != record["size"] or sha256_file(path) != record["sha256"]:
+            result.add(
+                name, False, "differs from the SHA-256 in manifest.json: the file was changed"
+            )
+        else:
+            result.add(name, True, "SHA-256 matches manifest.json")
+    expected = {o["path"] for o in outputs} | {MANIFEST_FILE, AUDIT_FILE}
+    for extra in sorted(p.name for p in run.path.iterdir() if p.name not in expected):
+        result.add(extra, False, "not part of the run (not listed in manifest.json)")
+
+
+def _locate(record: dict[str, Any], inputs_dir: Path | None) -> Path:
+    if inputs_dir is not None:
+        return Path(inputs_dir) / Path(record["path"]).name
+    return Path(record["resolved_path"])
+
+
+def _recorded_file(
+    label: str, record: dict[str, Any], inputs_dir: Path | None, result: Verification
+) -> Path | None:
+    """The recorded file if it still has its SHA-256; else a failed check and None."""
+    path = _locate(record, inputs_dir)
+    if not path.is_file():
+        result.add(label, False, f"not found at {path}; pass --inputs DIR to look elsewhere")
+        return None
+    digest = sha256_file(path)
+    if digest != record["sha256"]:
+        result.add(
+            label,
+            False,
+            f"{path} changed since the run (SHA-256 {digest[:12]}..., recorded "
+            f"{record['sha256'][:12]}...): refusing to re-run on different data",
+        )
+        return None
+    result.add(label, True, f"{path}: SHA-256 matches")
+    return path
+
+
+def _recorded_rules(record: dict[str, Any], label: str, result: Verification):
+    """A rule set re-parsed from its normalized form in the manifest, hash and formulary checked."""
+    from trdscreen import api
+    from trdscreen.errors import RuleError
+    from trdscreen.ruleset import RuleSet
+
+    try:
+        rules = RuleSet.model_validate(record["normalized"])
+    except ValueError:
+        result.add(label, False, "the normalized rule set in manifest.json no longer parses")
+        return None
+    if rules.sha256() != record["normalized_sha256"]:
+        result.add(
+            label,
+            False,
+            "the normalized rule set re-parses to a different SHA-256 (a different trdscreen "
+            "version reads it differently)",
+        )
+        return None
+    path = Path(record["resolved_path"])
+    try:
+        formulary = api.formulary_of(rules, path)
+    except RuleError as exc:
+        result.add(label, False, f"its formulary cannot be loaded: {exc}")
+        return None
+    if formulary.sha256 != record["formulary"]["sha256"]:
+        result.add(
+            label,
+            False,
+            f"formulary ({formulary.source}) differs from the one recorded: refusing to re-run",
+        )
+        return None
+    result.add(label, True, f"rule set {rules.id}: normalized SHA-256 and formulary match")
+    return rules, path, formulary
+
+
+def _rerun(run: RunFolder, result: Verification, inputs_dir: Path | None) -> None:
+    from trdscreen import api
+    from trdscreen.errors import InvalidInputData, TrdscreenError
+    from trdscreen.output import write_tables
+
+    manifest = run.manifest
+    before = len(result.problems)
+    files = {
+        record["role"]: _recorded_file(f"input {record['role']}", record, inputs_dir, result)
+        for record in manifest["inputs"]
+    }
+    column_map = None
+    if manifest.get("column_map"):
+        column_map = _recorded_file("column map", manifest["column_map"], inputs_dir, result)
+    main = _recorded_rules(manifest["rules"], "rules", result)
+    reports = []
+    for record in manifest.get("reports", []):
+        loaded_report = _recorded_rules(record, f"report {record['id']}", result)
+        if loaded_report is not None:
+            rules, path, formulary = loaded_report
+            reports.append(api.ReportRules(rules, path, record["file_sha256"], formulary))
+    versions = manifest.get("versions", {})
+    current = api.versions()
+    changed = sorted(k for k in current if versions.get(k) != current[k])
+    if changed:
+        result.add(
+            "versions",
+            True,
+            "re-run with "
+            + ", ".join(f"{k} {current[k]} (run: {versions.get(k)})" for k in changed),
+        )
+    if len(result.problems) > before or main is None:
+        result.add("re-run", False, "not attempted: the recorded inputs or rules are not available")
+        return
+    options = manifest["options"]
+    request = api.ScreenRequest(
+        input=files["treatments"],
+        subjects=files.get("subjects"),
+        rules=options["rules"],
+        column_map=column_map,
+        as_of=date.fromisoformat(options["as_of"]) if options["as_of"] else None,
+        reports=tuple(options["reports"]),
+    )
+    rules, path, _ = main
+    try:
+        loaded = api.load_with(
+            request,
+            api.RuleFile(rules, path, manifest["rules"]["file_sha256"]),
+            tuple(reports),
+            AuditTrail("verify"),
+            ("trdscreen", "verify", str(run.path)),
+            datetime.now(UTC),
+        )
+        try:
+            screened = api.screen(loaded)
+        except InvalidInputData:
+            screened = None
+    except TrdscreenError as exc:
+        result.add("re-run", False, f"failed: {exc}")
+        return
+    result.reran = True
+    formats = tuple(options["formats"])
+    with tempfile.TemporaryDirectory(prefix="trdscreen-verify-") as folder:
+        records = write_tables(api.run_tables(loaded, screened), Path(folder), formats)
+    again = {r["path"]: r["sha256"] for r in records}
+    recorded = {o["path"]: o["sha256"] for o in manifest["outputs"]}
+    for name in sorted(set(again) | set(recorded)):
+        if again.get(name) == recorded.get(name):
+            result.add(f"re-run {name}", True, "identical bytes")
+        elif name not in recorded or name not in again:
+            where = "the re-run" if name not in again else "the recorded run"
+            result.add(f"re-run {name}", False, f"missing from {where}")
+        else:
+            result.add(
+                f"re-run {name}", False, "different bytes" + _decision_changes(run, name, screened)
+            )
+
+
+def _decision_changes(run: RunFolder, name: str, screened) -> str:
+    """For the decisions table: which subjects' decisions differ (keys only)."""
+    if screened is None or not name.startswith("decisions."):
+        return ""
+    fmt = "parquet" if name.endswith(".parquet") else "csv"
+    recorded = run.read("decisions", fmt=fmt)[["subject_id", "decision"]]
+    merged = recorded.merge(
+        screened.decisions[["subject_id", "decision"]].astype({"decision": "str"}),
+        on="subject_id",
+        how="outer",
+        suffixes=("_run", "_now"),
+    )
+    differ = merged[merged["decision_run"].astype("str") != merged["decision_now"].astype("str")]
+    if differ.empty:
+        return " (same decisions; other columns differ)"
+    ids = differ["subject_id"].astype("str").tolist()
+    shown = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+    return f"; {len(ids)} subject(s) now get another decision: {shown}"
