@@ -64,7 +64,11 @@ def explain_subject(run: RunFolder, subject_id: str) -> dict[str, Any]:
         spec = titles.get(row["criterion_id"], {})
         criteria.append({**row, "title": spec.get("title", ""), "source": spec.get("source", "")})
     counts = {
-        label: {"certain": decision.get(low), "at_most": decision.get(high) if high else None}
+        low: {
+            "label": label,
+            "certain": decision.get(low),
+            "at_most": decision.get(high) if high else decision.get(low),
+        }
         for low, high, label in COUNT_COLUMNS
     }
     staging = {c: decision[c] for c in decisions.columns if c not in DECISION_COLUMNS}

@@ -337,9 +337,9 @@ def render_explain(out: Console, data: dict) -> None:
         for line in _course_lines(number, course):
             out.print(line, markup=False, soft_wrap=True)
     counts = "; ".join(
-        f"{v['certain']} {label}"
-        + (f" (up to {v['at_most']})" if v["at_most"] not in (None, v["certain"]) else "")
-        for label, v in data["counts"].items()
+        f"{v['certain']} {v['label']}"
+        + (f" (up to {v['at_most']})" if v["at_most"] != v["certain"] else "")
+        for v in data["counts"].values()
     )
     out.print(f"Counts: {counts}.", markup=False, soft_wrap=True)
     out.print(f"Classification: {data['classification']}", markup=False)

@@ -103,7 +103,11 @@ def _types(dtype: pa.DataType):
 def _read_csv(path: Path) -> pa.Table:
     header = pacsv.open_csv(path).schema.names
     text = {name: pa.string() for name in header if name in TEXT_COLUMNS}
-    return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=text))
+    # The writer writes null as an empty field and "" as a quoted empty string.
+    options = pacsv.ConvertOptions(
+        column_types=text, strings_can_be_null=True, quoted_strings_can_be_null=False
+    )
+    return pacsv.read_csv(path, convert_options=options)
 
 
 def open_run(path: Path) -> RunFolder:
