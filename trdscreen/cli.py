@@ -263,6 +263,8 @@ def validate(
     _guard(as_json, body)
 
 
+DIFF_SHOWN = 50
+"""Changed subjects shown in detail by `diff` without --json (all with it)."""
 RunArg = Annotated[Path, typer.Argument(help="A run folder written by `trdscreen screen`.")]
 
 
@@ -356,7 +358,7 @@ def diff(
         from trdscreen.rundiff import diff_runs
         from trdscreen.runs import open_run
 
-        data = diff_runs(open_run(run_a), open_run(run_b))
+        data = diff_runs(open_run(run_a), open_run(run_b), None if as_json else DIFF_SHOWN)
         if as_json:
             _emit_json(data)
             return

@@ -56,6 +56,12 @@ def render_summary(out: Console, result: ScreenResult, rules_title: str, folder:
         listed = ", ".join(f"{n} {severity}" for severity, n in issues.items())
         out.print(f"Input issues: {listed} (validation_issues in the output folder).")
     out.print(f"Output: [bold]{folder}[/bold]")
+    out.print(
+        f"Audit record: manifest.json and audit.jsonl; check it with `trdscreen verify {folder}`, "
+        f"read one decision with `trdscreen explain {folder} SUBJECT_ID`.",
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 def render_attrition(attrition: pd.DataFrame) -> Table:
@@ -409,8 +415,9 @@ def render_diff(out: Console, data: dict, limit: int = 50) -> None:
                 markup=False,
                 soft_wrap=True,
             )
-    if len(data["changes"]) > limit:
-        out.print(f"  ... and {len(data['changes']) - limit} more (use --json for all).")
+    hidden = data["subjects"]["changed_decision"] - min(len(data["changes"]), limit)
+    if hidden > 0:
+        out.print(f"  ... and {hidden} more (use --json for all).")
     counts = Table(title="Decisions", title_justify="left", show_edge=False)
     for name in ("decision", "A", "B"):
         counts.add_column(name, justify="right")

@@ -101,7 +101,9 @@ def _grouped(frame: pd.DataFrame, columns: list[str]) -> dict[str, list[dict[str
     return out
 
 
-def diff_runs(a: RunFolder, b: RunFolder) -> dict[str, Any]:
+def diff_runs(a: RunFolder, b: RunFolder, limit: int | None = None) -> dict[str, Any]:
+    """The comparison as plain data; `limit` caps the changed subjects given in detail
+    (in subject order; the counts always cover every subject)."""
     context = _context(a, b)
     keep = ["subject_id", "decision", "classification", "first_failed_criterion"]
     da = a.read("decisions")[keep]
@@ -110,7 +112,8 @@ def diff_runs(a: RunFolder, b: RunFolder) -> dict[str, Any]:
     both = merged[merged["_merge"] == "both"]
     text = both[["decision_a", "decision_b"]].astype("str")
     changed = both[text["decision_a"] != text["decision_b"]].sort_values("subject_id")
-    ids = changed["subject_id"]
+    detailed = changed if limit is None else changed.head(limit)
+    ids = detailed["subject_id"]
 
     la = a.read("criteria_ledger")[["subject_id", "criterion_id", "outcome"]]
     lb = b.read("criteria_ledger")[["subject_id", "criterion_id", "outcome"]]
@@ -147,7 +150,7 @@ def diff_runs(a: RunFolder, b: RunFolder) -> dict[str, Any]:
         )
 
     changes = []
-    for row in records(changed):
+    for row in records(detailed):
         sid = row["subject_id"]
         changes.append(
             {
