@@ -260,6 +260,9 @@ def test_verify_passes_on_an_invalid_input_run(tmp_path):
     assert events[-1]["exit_code"] == ExitCode.INVALID_INPUT
     result = invoke("verify", tmp_path / "run")
     assert result.exit_code == 0, result.stdout
+    result = invoke("explain", tmp_path / "run", "S001")
+    assert result.exit_code == ExitCode.USAGE
+    assert "has no decisions table (status 'invalid_input'" in result.stderr
 
 
 def test_verify_reports_an_unexpected_file(sample_run, tmp_path):

@@ -93,7 +93,6 @@ class LoadedRun:
     trail: AuditTrail
     command: tuple[str, ...]
     column_map: tuple[Path, str] | None  # the --map file and its SHA-256
-    origin: dict[str, str]  # user, host and working folder of the run
 
 
 def load_rules(name_or_path: str | None) -> tuple[RuleSet, Path, str]:
@@ -273,7 +272,6 @@ def load_with(
         trail,
         command,
         column_map,
-        trail.origin,
     )
 
 
@@ -360,7 +358,7 @@ def build_manifest(
     inputs = [_input_record(loaded.treatments, "treatments")]
     if loaded.subjects is not None:
         inputs.append(_input_record(loaded.subjects, "subjects"))
-    origin = loaded.origin
+    origin = loaded.trail.origin  # user, host and working folder from run_started
     decisions = [o for o in outputs if o["table"] == "decisions"]
     return {
         "manifest_schema_version": MANIFEST_SCHEMA_VERSION,

@@ -77,7 +77,10 @@ class RunFolder:
         """A table of the run (only one subject's rows if given), after checking its hash."""
         record = self.output(table, fmt)
         if record is None:
-            raise RunFolderError(f"{self.path}: the run has no {table} table (see manifest.json)")
+            raise UsageError(
+                f"{self.path}: the run has no {table} table (status "
+                f"{self.manifest.get('status')!r}; an invalid-input run holds only its issues)"
+            )
         path = self.path / record["path"]
         if not path.is_file():
             raise RunFolderError(f"{path}: listed in manifest.json but missing; run `verify`")
