@@ -39,11 +39,11 @@ from trdscreen.ruleset import (
     read_rule_file,
     resolve_rules,
 )
-from trdscreen.schemas import SUBJECT_COLUMNS, TREATMENT_COLUMNS
+from trdscreen.runs import MANIFEST_FILE
+from trdscreen.schemas import SUBJECT_COLUMNS, TREATMENT_COLUMNS, issue_counts
 from trdscreen.validate import ValidatedInputs, criteria_subject_columns, validate_inputs
 
 MANIFEST_SCHEMA_VERSION = 2
-MANIFEST_FILE = "manifest.json"
 FORMATS = ("csv", "parquet")
 
 
@@ -206,10 +206,9 @@ def load(request: ScreenRequest, command: list[str] | None = None) -> LoadedRun:
 
 def start_trail(command: tuple[str, ...]) -> AuditTrail:
     """A new run id and its audit trail, opened with run_started (who, where, what)."""
-    trail = AuditTrail(str(uuid.uuid4()))
     origin = {"user": _user(), "host": socket.gethostname(), "cwd": str(Path.cwd())}
+    trail = AuditTrail(str(uuid.uuid4()), origin=origin)
     trail.record("run_started", command=list(command), trdscreen_version=__version__, **origin)
-    trail.origin = origin
     return trail
 
 
@@ -257,7 +256,7 @@ def load_with(
     validated = validate_inputs(
         treatments, subjects, rules, formulary, request.as_of, tuple(r.rules for r in reports)
     )
-    trail.record("inputs_validated", issues=_severity_counts(validated.issues))
+    trail.record("inputs_validated", issues=issue_counts(validated.issues))
     return LoadedRun(
         request,
         rules,
@@ -273,10 +272,6 @@ def load_with(
         command,
         column_map,
     )
-
-
-def _severity_counts(issues) -> dict[str, int]:
-    return {str(k): int(v) for k, v in issues["severity"].value_counts(sort=True).items()}
 
 
 def screen(loaded: LoadedRun) -> ScreenResult:

@@ -167,6 +167,7 @@ def screen(
 
     def body() -> None:
         from trdscreen import api
+        from trdscreen.schemas import issue_counts
 
         api.check_out_dir(out, force)
         request = api.ScreenRequest(
@@ -183,7 +184,7 @@ def screen(
                 as_json,
                 {
                     "out": str(out),
-                    "issues": _issue_counts(exc.issues),
+                    "issues": issue_counts(exc.issues),
                     "run_id": record.manifest["run_id"],
                     "audit_head_sha256": record.audit_head,
                 },
@@ -212,10 +213,6 @@ def screen(
     _guard(as_json, body)
 
 
-def _issue_counts(issues: Any) -> dict[str, int]:
-    return {str(k): int(v) for k, v in issues["severity"].value_counts().items()}
-
-
 def _report_issues(issues: Any) -> None:
     from trdscreen.render import console, render_issues
 
@@ -237,6 +234,7 @@ def validate(
 
     def body() -> None:
         from trdscreen import api
+        from trdscreen.schemas import issue_counts
 
         request = api.ScreenRequest(
             input, subjects, rules, column_map, reference, tuple(report or ())
@@ -249,7 +247,7 @@ def validate(
                 {
                     "status": "invalid_input" if n_errors else "ok",
                     "exit_code": int(ExitCode.INVALID_INPUT if n_errors else ExitCode.OK),
-                    "counts": _issue_counts(issues),
+                    "counts": issue_counts(issues),
                     "issues": issues.to_dict(orient="records"),
                 }
             )

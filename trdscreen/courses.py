@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from trdscreen.asof import AFTER, CENSORED
 from trdscreen.formulary import Formulary
 from trdscreen.ruleset import ROLES, RuleSet
 from trdscreen.tristate import MET, NOT_MET, UNKNOWN, all_of, from_bool, join_flags, labels, resolve
@@ -230,10 +231,9 @@ def assess_courses(
         default=NOT_MET,
     ).astype(np.int8)
     treatment = np.where(drug_modality, drug_treatment, MET).astype(np.int8)
-    in_view = ~_flags(courses, "after_as_of")
+    in_view = ~_flags(courses, AFTER)
     treatment[~in_view] = NOT_MET
-    flag(~in_view, "after_as_of")
-    flag(_flags(courses, "censored_at_as_of"), "censored_at_as_of")
+    flag(_flags(courses, CENSORED), CENSORED)
     modality_ok = np.isin(modality, counting.modalities)
     role_ok = np.isin(role, counting.roles)
     # A drug of an agent category the rule set does not count (other drugs that
@@ -246,9 +246,9 @@ def assess_courses(
     agent_ok = ~(drug_modality & excluded_agent)
     counted = treatment.copy()
     counted[~role_ok | ~modality_ok | ~agent_ok] = NOT_MET
-    flag(in_view & ~modality_ok, "modality_not_counted")
-    flag(in_view & modality_ok & ~role_ok, "role_not_counted")
-    on_drug = in_view & drug_modality & modality_ok & role_ok
+    flag(~modality_ok, "modality_not_counted")
+    flag(modality_ok & ~role_ok, "role_not_counted")
+    on_drug = drug_modality & modality_ok & role_ok
     flag(on_drug & ~agent_ok, "agent_not_counted")
     flag(on_drug & ~known, "unknown_drug")
     flag(on_drug & known & lookup["nondep"], "non_depression_product")
@@ -397,7 +397,7 @@ def assess_courses(
     flag(optimised, "dose_optimisation")
     flag(repeat, "repeat_of_earlier_drug")
     # A course hidden by --as-of says only that: its other checks are meaningless.
-    bits[~in_view] = _BIT["after_as_of"]
+    bits[~in_view] = _BIT[AFTER]
 
     out = pd.DataFrame(
         {

@@ -71,14 +71,12 @@ def write_tables(
     records = []
     for stem, frame in tables.items():
         table = to_arrow(frame)
-        # The format-free hash: free when the CSV file is written; otherwise computed
-        # for the decisions only (serializing every table as CSV costs ~1 s per 1M rows).
-        content = content_sha256(table) if "csv" not in formats and stem in CONTENT_HASHED else None
+        written = []
         for fmt in formats:
             suffix, writer = WRITERS[fmt]
             path = folder / f"{stem}{suffix}"
             writer(table, path)
-            records.append(
+            written.append(
                 {
                     "path": path.name,
                     "table": stem,
@@ -88,8 +86,11 @@ def write_tables(
                     "sha256": sha256_file(path),
                 }
             )
-        if "csv" in formats:  # the CSV file is the canonical form
-            content = records[-len(formats) :][formats.index("csv")]["sha256"]
-        for record in records[-len(formats) :]:
-            record["content_sha256"] = content
+        # The format-free hash: the CSV file's own hash when one is written; otherwise
+        # computed for the decisions only (a CSV serialization costs ~1 s per 1M rows).
+        if "csv" in formats:
+            content = written[formats.index("csv")]["sha256"]
+        else:
+            content = content_sha256(table) if stem in CONTENT_HASHED else None
+        records += [{**record, "content_sha256": content} for record in written]
     return records

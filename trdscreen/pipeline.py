@@ -16,6 +16,7 @@ from trdscreen.courses import assess_courses
 from trdscreen.criteria import attrition, decide, evaluate_all, ledger
 from trdscreen.formulary import Formulary
 from trdscreen.ruleset import RuleSet
+from trdscreen.schemas import issue_counts
 from trdscreen.staging import staging_columns
 from trdscreen.subjects import Cohort, assess_subjects, build_cohort
 from trdscreen.validate import ValidatedInputs
@@ -74,9 +75,7 @@ class ScreenResult:
             "courses": {"total": len(self.courses)},
             "decision": tally("decision"),
             "classification": tally("classification"),
-            "issues": {
-                str(k): int(v) for k, v in self.issues["severity"].value_counts(sort=True).items()
-            },
+            "issues": issue_counts(self.issues),
         }
 
 

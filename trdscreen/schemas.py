@@ -92,6 +92,11 @@ def empty_issues() -> pd.DataFrame:
     )
 
 
+def issue_counts(issues: pd.DataFrame) -> dict[str, int]:
+    """Issues per severity, most frequent first (the counts in summaries and the audit log)."""
+    return {str(k): int(v) for k, v in issues["severity"].value_counts(sort=True).items()}
+
+
 class IssueLog:
     """Collects issue rows as vectorized blocks; never holds patient values."""
 

@@ -13,7 +13,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from trdscreen.asof import course_masks, subject_masks
+from trdscreen.asof import AFTER, CENSORED, course_masks, subject_masks
 from trdscreen.formulary import Formulary
 from trdscreen.io import SourceTable
 from trdscreen.ruleset import STAGING_COLUMNS, RuleSet
@@ -238,7 +238,7 @@ def _note_as_of(
         treatments,
         np.flatnonzero(after),
         "start_date",
-        "after_as_of",
+        AFTER,
         f"the course starts after --as-of {as_of}; it is left out of this screening",
         ids,
         severity="info",
@@ -247,7 +247,7 @@ def _note_as_of(
         treatments,
         np.flatnonzero(censored),
         "end_date",
-        "censored_at_as_of",
+        CENSORED,
         f"the course was still running on --as-of {as_of}: it is treated as ongoing to that "
         "date, and its end scores, improvement and stop reason are not used",
         ids,
