@@ -115,7 +115,7 @@ def test_column_map_renames_site_headers(tmp_path):
 def test_ragged_csv_is_a_clean_error(tmp_path):
     path = tmp_path / "treatments.csv"
     path.write_text("subject_id,drug,daily_dose_mg,start_date\nA,sertraline,100,2023-02-01,extra\n")
-    with pytest.raises(InputError, match="different number of fields"):
+    with pytest.raises(InputError, match="line 2: the row has 5 fields but the header has 4"):
         api.load(api.ScreenRequest(path, as_of=date(2024, 6, 1)))
 
 

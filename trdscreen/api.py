@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from trdscreen import __version__
+from trdscreen import __version__, quarantine
 from trdscreen.audit import AUDIT_FILE, AUDIT_FORMAT, AuditTrail
 from trdscreen.errors import ExitCode, InvalidInputData, RuleError
 from trdscreen.formulary import Formulary, load_formulary
 from trdscreen.io import (
+    CsvOptions,
     SourceTable,
     atomic_folder,
     find_inputs,
@@ -43,7 +44,7 @@ from trdscreen.runs import MANIFEST_FILE
 from trdscreen.schemas import SUBJECT_COLUMNS, TREATMENT_COLUMNS, issue_counts
 from trdscreen.validate import ValidatedInputs, criteria_subject_columns, validate_inputs
 
-MANIFEST_SCHEMA_VERSION = 2
+MANIFEST_SCHEMA_VERSION = 3
 FORMATS = ("csv", "parquet")
 
 
@@ -57,6 +58,8 @@ class ScreenRequest:
     column_map: Path | None = None
     as_of: date | None = None
     reports: tuple[str, ...] = ()  # presets or files whose staging scores are added
+    csv: CsvOptions = CsvOptions()  # --encoding, --delimiter
+    on_invalid: str = "fail"  # ON_INVALID: what rows that fail validation do to the run
 
 
 @dataclass(frozen=True)
@@ -244,14 +247,14 @@ def load_with(
     )
     treatments_path, subjects_path = find_inputs(request.input, request.subjects)
     treatments = read_source(
-        treatments_path, "treatments", columns.treatments, set(TREATMENT_COLUMNS)
+        treatments_path, "treatments", columns.treatments, set(TREATMENT_COLUMNS), request.csv
     )
     trail.record("input_read", **_input_record(treatments, "treatments"))
     subjects = None
     if subjects_path is not None:
         wanted = criteria_subject_columns(rules, *(r.rules for r in reports))
         canonical = set(SUBJECT_COLUMNS) | set(wanted)
-        subjects = read_source(subjects_path, "subjects", columns.subjects, canonical)
+        subjects = read_source(subjects_path, "subjects", columns.subjects, canonical, request.csv)
         trail.record("input_read", **_input_record(subjects, "subjects"))
     validated = validate_inputs(
         treatments, subjects, rules, formulary, request.as_of, tuple(r.rules for r in reports)
@@ -275,19 +278,35 @@ def load_with(
 
 
 def screen(loaded: LoadedRun) -> ScreenResult:
-    """Screen a loaded run; raise InvalidInputData when validation found errors."""
-    if loaded.validated.n_errors:
-        raise InvalidInputData(
-            f"input validation found {loaded.validated.n_errors} error(s); "
-            "see validation_issues for file, line and column",
-            loaded.validated.issues,
+    """Screen a loaded run. When validation found errors: raise InvalidInputData
+    (`--on-invalid fail`), or hold the subjects concerned for review
+    (`--on-invalid quarantine`, see `trdscreen.quarantine`)."""
+    validated = loaded.validated
+    held = None
+    if validated.n_errors:
+        if loaded.request.on_invalid != "quarantine":
+            raise InvalidInputData(
+                f"input validation found {validated.n_errors} error(s); "
+                "see validation_issues for file, line and column "
+                "(or pass --on-invalid quarantine to hold the subjects concerned for review)",
+                validated.issues,
+            )
+        held = quarantine.plan(
+            loaded.treatments,
+            loaded.subjects,
+            validated.treatments,
+            validated.subjects,
+            validated.rejections,
+            validated.issues,
         )
+        loaded.trail.record("quarantine_planned", **held.counts())
     result = screen_validated(
-        loaded.validated,
+        validated,
         loaded.rules,
         loaded.formulary,
         loaded.request.as_of,
         tuple((r.rules, r.formulary) for r in loaded.reports),
+        held,
     )
     loaded.trail.record("decisions_computed", counts=result.counts())
     return result
@@ -345,6 +364,7 @@ def build_manifest(
     outputs: list[dict[str, object]],
     formats: tuple[str, ...],
     force: bool,
+    escape_formulas: bool = True,
 ) -> dict:
     """The run's self-description (JSON Schema: trdscreen/data/manifest.schema.json)."""
     rules = loaded.rules
@@ -377,6 +397,10 @@ def build_manifest(
             "reports": list(request.reports),
             "formats": list(formats),
             "force": force,
+            "encoding": request.csv.encoding,
+            "delimiter": request.csv.delimiter,
+            "on_invalid": request.on_invalid,
+            "escape_formulas": escape_formulas,
         },
         "reference_date": (
             {"source": "as_of", "value": as_of.isoformat()}
@@ -422,6 +446,7 @@ def write_run(
     out: Path,
     formats: tuple[str, ...],
     force: bool = False,
+    escape_formulas: bool = True,
 ) -> RunRecord:
     """Write the run folder atomically: tables, manifest.json and audit.jsonl.
 
@@ -432,10 +457,10 @@ def write_run(
     with atomic_folder(out, force) as folder:
         trail.attach(folder)
         try:
-            outputs = write_tables(run_tables(loaded, result), folder, formats)
+            outputs = write_tables(run_tables(loaded, result), folder, formats, escape_formulas)
             for record in outputs:
                 trail.record("output_written", **record)
-            manifest = build_manifest(loaded, result, outputs, formats, force)
+            manifest = build_manifest(loaded, result, outputs, formats, force, escape_formulas)
             path = folder / MANIFEST_FILE
             path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", "utf-8")
             final = {"manifest_sha256": sha256_file(path), "exit_code": manifest["exit_code"]}

@@ -33,6 +33,7 @@ EVENTS = {
     "formulary_loaded": "the formulary was loaded (source, SHA-256)",
     "input_read": "an input file was read (role, path, size, rows, SHA-256)",
     "inputs_validated": "validation finished (issue counts by severity)",
+    "quarantine_planned": "--on-invalid quarantine set rows aside (subjects held, rows)",
     "decisions_computed": "screening finished (counts by decision)",
     "output_written": "an output file was written (path, rows, size, SHA-256)",
     "run_finished": "the run ended with decisions (manifest SHA-256, exit code)",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -96,6 +97,26 @@ ReportOpt = Annotated[
         help="Also report this preset's staging scores (e.g. maudsley-2009); repeatable.",
     ),
 ]
+EncodingOpt = Annotated[
+    str,
+    typer.Option("--encoding", help="Text encoding of CSV inputs (e.g. cp1252, latin-1, utf-16)."),
+]
+DelimiterOpt = Annotated[
+    str, typer.Option("--delimiter", help="Field delimiter of CSV inputs (e.g. ';' or '\\t').")
+]
+
+
+class OnInvalid(StrEnum):
+    fail = "fail"
+    quarantine = "quarantine"
+
+
+def _csv_options(encoding: str, delimiter: str):
+    from trdscreen.io import CsvOptions
+
+    return CsvOptions(encoding, "\t" if delimiter in ("\\t", "tab") else delimiter)
+
+
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print one JSON summary object on stdout and nothing else.")
 ]
@@ -121,7 +142,9 @@ def _fail(exc: BaseException, as_json: bool, extra: dict[str, Any] | None = None
         )
         details = []
         if os.environ.get("TRDSCREEN_DEBUG"):
-            traceback.print_exception(type(exc), exc, exc.__traceback__, limit=None, chain=False)
+            # Frames and the exception type only: the exception's text may quote data.
+            sys.stderr.write("".join(traceback.format_tb(exc.__traceback__)))
+            sys.stderr.write(f"{type(exc).__module__}.{type(exc).__qualname__}\n")
     render_error(console(stderr=True), message, details)
     if as_json:
         _emit_json(
@@ -136,13 +159,25 @@ def _fail(exc: BaseException, as_json: bool, extra: dict[str, Any] | None = None
     raise typer.Exit(int(code))
 
 
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def _guard(as_json: bool, body: Callable[[], None]) -> None:
+    """Run a command body; every exception and Ctrl-C/SIGTERM becomes a message and a code."""
+    from trdscreen.errors import Interrupted
+
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         body()
     except (typer.Exit, typer.BadParameter):
         raise
+    except KeyboardInterrupt:
+        _fail(Interrupted("interrupted (Ctrl-C or SIGTERM); no run folder was written"), as_json)
     except Exception as exc:  # noqa: BLE001 - translated once, here
         _fail(exc, as_json)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @app.command()
@@ -160,6 +195,25 @@ def screen(
     as_json: JsonOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print no summary.")] = False,
     report: ReportOpt = None,
+    on_invalid: Annotated[
+        OnInvalid,
+        typer.Option(
+            "--on-invalid",
+            help="fail: any input error stops the run (only validation_issues is written). "
+            "quarantine: rows with errors go to quarantine tables and their subjects get "
+            "needs_review; everyone else is screened.",
+        ),
+    ] = OnInvalid.fail,
+    escape_formulas: Annotated[
+        bool,
+        typer.Option(
+            "--escape-formulas/--no-escape-formulas",
+            help="Prefix ' to CSV text cells starting with = + - @ tab or CR so spreadsheets "
+            "do not run them; turn off only for machine consumers (Parquet is never escaped).",
+        ),
+    ] = True,
+    encoding: EncodingOpt = "utf-8",
+    delimiter: DelimiterOpt = ",",
 ) -> None:
     """Screen a cohort and write decisions, ledger, courses, attrition and a manifest."""
     reference = _parse_date(as_of)
@@ -171,13 +225,20 @@ def screen(
 
         api.check_out_dir(out, force)
         request = api.ScreenRequest(
-            input, subjects, rules, column_map, reference, tuple(report or ())
+            input,
+            subjects,
+            rules,
+            column_map,
+            reference,
+            tuple(report or ()),
+            _csv_options(encoding, delimiter),
+            on_invalid.value,
         )
         loaded = api.load(request, sys.argv)
         try:
             result = api.screen(loaded)
         except InvalidInputData as exc:
-            record = api.write_run(loaded, None, out, formats, force)
+            record = api.write_run(loaded, None, out, formats, force, escape_formulas)
             _report_issues(loaded.validated.issues)
             _fail(
                 exc,
@@ -189,7 +250,11 @@ def screen(
                     "audit_head_sha256": record.audit_head,
                 },
             )
-        record = api.write_run(loaded, result, out, formats, force)
+        record = api.write_run(loaded, result, out, formats, force, escape_formulas)
+        if result.quarantine is not None and len(result.quarantine.held) and not as_json:
+            from trdscreen.render import console, render_quarantine
+
+            render_quarantine(console(stderr=True), result.quarantine, str(out))
         if as_json:
             _emit_json(
                 {
@@ -228,6 +293,8 @@ def validate(
     as_of: AsOfOpt = None,
     as_json: JsonOpt = False,
     report: ReportOpt = None,
+    encoding: EncodingOpt = "utf-8",
+    delimiter: DelimiterOpt = ",",
 ) -> None:
     """Check the inputs against the schemas and the rule set; report every problem."""
     reference = _parse_date(as_of)
@@ -237,7 +304,13 @@ def validate(
         from trdscreen.schemas import issue_counts
 
         request = api.ScreenRequest(
-            input, subjects, rules, column_map, reference, tuple(report or ())
+            input,
+            subjects,
+            rules,
+            column_map,
+            reference,
+            tuple(report or ()),
+            _csv_options(encoding, delimiter),
         )
         loaded = api.load(request)
         issues = loaded.validated.issues

@@ -24,6 +24,8 @@ class ExitCode(IntEnum):
     INVALID_INPUT = 4  # the input data failed validation; see validation_issues
     OUTPUT_EXISTS = 5  # the output folder exists and is not empty; pass --force
     NOT_VERIFIED = 6  # verify found a difference, or a run folder was altered
+    OUTPUT_FAILED = 7  # the run folder could not be written (unwritable, disk full); none left
+    INTERRUPTED = 130  # stopped by SIGINT (Ctrl-C) or SIGTERM; no run folder left (128 + 2)
 
 
 class TrdscreenError(Exception):
@@ -71,6 +73,18 @@ class InvalidInputData(TrdscreenError):
 
 class OutputExistsError(TrdscreenError):
     exit_code = ExitCode.OUTPUT_EXISTS
+
+
+class OutputWriteError(TrdscreenError):
+    """The run folder could not be created or written; nothing was left behind."""
+
+    exit_code = ExitCode.OUTPUT_FAILED
+
+
+class Interrupted(TrdscreenError):
+    """The run was stopped by a signal; no run folder was left behind."""
+
+    exit_code = ExitCode.INTERRUPTED
 
 
 class RunFolderError(TrdscreenError):

@@ -13,6 +13,7 @@ from typing import Any
 from trdscreen.courses import REASON_TEXT
 from trdscreen.errors import UsageError
 from trdscreen.pipeline import DECISION_COLUMNS
+from trdscreen.quarantine import META_COLUMNS, QUARANTINED
 from trdscreen.runs import RunFolder, records
 
 COUNT_COLUMNS = (
@@ -72,6 +73,14 @@ def explain_subject(run: RunFolder, subject_id: str) -> dict[str, Any]:
         for low, high, label in COUNT_COLUMNS
     }
     staging = {c: decision[c] for c in decisions.columns if c not in DECISION_COLUMNS}
+    held = []
+    if str(decision["reason"]).startswith(QUARANTINED):
+        for table in ("quarantine_treatments", "quarantine_subjects"):
+            if run.output(table) is not None:
+                held += [
+                    {"table": table, **{c: row[c] for c in META_COLUMNS}}
+                    for row in records(run.read(table, subject_id))
+                ]
     return {
         "subject_id": subject_id,
         "run": {
@@ -98,4 +107,5 @@ def explain_subject(run: RunFolder, subject_id: str) -> dict[str, Any]:
         "staging": staging,
         "courses": course_rows,
         "criteria": criteria,
+        "quarantine": held,
     }

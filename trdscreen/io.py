@@ -7,9 +7,11 @@ file and line. Typing and validation happen in `trdscreen.schemas`.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -22,7 +24,13 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from trdscreen.errors import InputError, OutputExistsError, RuleError
+from trdscreen.errors import (
+    InputError,
+    OutputExistsError,
+    OutputWriteError,
+    RuleError,
+    UsageError,
+)
 
 NULL_TOKENS = ["", "NA", "N/A", "NULL", "null", "NaN", "nan", "None"]
 """CSV cells read as missing. Documented in the README."""
@@ -98,12 +106,56 @@ def _hash_and_count_newlines(path: Path) -> tuple[str, int, int, bool]:
     return digest.hexdigest(), newlines, size, last == b"\n"
 
 
-def read_source(path: Path, name: str, rename: dict[str, str], canonical: set[str]) -> SourceTable:
+@dataclass(frozen=True)
+class CsvOptions:
+    """How CSV inputs are decoded and split (`--encoding`, `--delimiter`)."""
+
+    encoding: str = "utf-8"
+    delimiter: str = ","
+
+    def __post_init__(self) -> None:
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise UsageError(
+                f"--encoding {self.encoding!r} is not a known text encoding "
+                "(e.g. utf-8, cp1252, latin-1, utf-16)"
+            ) from None
+        if len(self.delimiter) != 1 or self.delimiter in '"\r\n':
+            raise UsageError("--delimiter must be one character other than a quote or line break")
+
+    @property
+    def is_utf8(self) -> bool:
+        return codecs.lookup(self.encoding).name == "utf-8"
+
+    @property
+    def python_encoding(self) -> str:
+        return "utf-8-sig" if self.is_utf8 else self.encoding
+
+
+_DELIMITER_NAMES = {";": "semicolon", "\t": "tab", "|": "pipe", ",": "comma"}
+_BOMS = {
+    codecs.BOM_UTF16_LE: "utf-16",
+    codecs.BOM_UTF16_BE: "utf-16",
+    codecs.BOM_UTF32_LE: "utf-32",
+    codecs.BOM_UTF32_BE: "utf-32",
+}
+
+
+def read_source(
+    path: Path,
+    name: str,
+    rename: dict[str, str],
+    canonical: set[str],
+    options: CsvOptions = CsvOptions(),
+) -> SourceTable:
     """Read one input table; rename site headers to canonical names.
 
     `rename` maps site headers to canonical names (the rule set's `columns:`
     section or `--map`). A header that differs from a canonical name only in
-    case or surrounding spaces is matched too.
+    case or surrounding spaces is matched too. Every problem that stops the
+    file from being read raises InputError naming the file and, where there is
+    one, the line; no cell value is ever quoted.
     """
     path = Path(path)
     fmt = _file_format(path)
@@ -119,44 +171,83 @@ def read_source(path: Path, name: str, rename: dict[str, str], canonical: set[st
         table = _read_parquet(path)
         lines = np.arange(1, table.num_rows + 1, dtype=np.int64)
     else:
-        table = _read_csv(path)
+        table = _read_csv(path, options)
         total_lines = newlines + (0 if ends_with_newline else 1)
         if total_lines == table.num_rows + 1:
             lines = np.arange(2, table.num_rows + 2, dtype=np.int64)
         else:  # quoted line breaks or blank lines: count lines exactly (rare, slower)
-            lines = _csv_record_lines(path, table.num_rows)
+            lines = _csv_record_lines(path, table.num_rows, options)
+    if table.num_rows == 0:
+        raise InputError(
+            f"{path}: the file has a header but no data rows; expected one row per "
+            + ("treatment course" if name == "treatments" else "subject")
+        )
     table = _rename(table, path, rename, canonical)
     return SourceTable(name, path, fmt, table, lines, sha, size)
 
 
 def _read_parquet(path: Path) -> pa.Table:
     try:
-        return pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        reason = "not a readable Parquet file" if isinstance(exc, pa.ArrowInvalid) else str(exc)
+        parquet = pq.ParquetFile(path)
+        names = parquet.schema_arrow.names
+        _refuse_duplicates(path, names, "the Parquet file has duplicate column names")
+        return parquet.read()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
+        reason = (
+            "not a readable Parquet file (expected Parquet written by pandas, pyarrow, "
+            "Spark or DuckDB; the file may be truncated or another format)"
+            if isinstance(exc, pa.ArrowInvalid | pa.ArrowNotImplementedError)
+            else f"cannot read ({exc.strerror or type(exc).__name__})"
+        )
         raise InputError(f"{path}: {reason}") from None
 
 
-def _csv_header(path: Path) -> list[str]:
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as handle:
-            return next(csv.reader(handle), [])
-    except UnicodeDecodeError:
+def _csv_header(path: Path, options: CsvOptions) -> list[str]:
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    bom = next((enc for mark, enc in _BOMS.items() if head.startswith(mark)), None)
+    if bom is not None and options.is_utf8:
         raise InputError(
-            f"{path}: not UTF-8 text (tried UTF-8); re-export the file as UTF-8"
+            f"{path}: the file starts with a {bom.upper()} byte-order mark; expected UTF-8 "
+            f"text. Pass --encoding {bom} or re-export the file as UTF-8"
+        )
+    try:
+        with open(path, encoding=options.python_encoding, newline="") as handle:
+            return next(csv.reader(handle, delimiter=options.delimiter), [])
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: line 1: {_encoding_hint(options)}") from None
+    except csv.Error:
+        raise InputError(
+            f"{path}: line 1: the header line cannot be split into columns "
+            "(broken quoting); expected a header line of column names"
         ) from None
 
 
-def _read_csv(path: Path) -> pa.Table:
-    header = [h.strip() for h in _csv_header(path)]
+def _encoding_hint(options: CsvOptions) -> str:
+    if options.is_utf8:
+        return (
+            "not UTF-8 text (tried UTF-8); re-export the file as UTF-8 or pass its encoding, "
+            "e.g. --encoding cp1252 (Windows Excel) or --encoding latin-1"
+        )
+    return f"cannot be decoded as {options.encoding} (--encoding); check the file's encoding"
+
+
+def _read_csv(path: Path, options: CsvOptions) -> pa.Table:
+    header = [h.strip() for h in _csv_header(path, options)]
     if not any(header):
         raise InputError(f"{path}: the first line is empty; expected a header line")
+    if len(header) == 1:
+        _refuse_single_column(path, header[0], options)
+    _refuse_duplicates(path, header, "the header repeats column names")
     try:
         return pacsv.read_csv(
             path,
             read_options=pacsv.ReadOptions(
-                column_names=[f"__c{i}" for i in range(len(header))], skip_rows=1
+                column_names=[f"__c{i}" for i in range(len(header))],
+                skip_rows=1,
+                encoding="utf8" if options.is_utf8 else options.encoding,  # utf8: no transcoding
             ),
+            parse_options=pacsv.ParseOptions(delimiter=options.delimiter),
             convert_options=pacsv.ConvertOptions(
                 column_types={f"__c{i}": pa.string() for i in range(len(header))},
                 null_values=NULL_TOKENS,
@@ -164,28 +255,116 @@ def _read_csv(path: Path) -> pa.Table:
                 quoted_strings_can_be_null=True,
             ),
         ).rename_columns(header)
-    except pa.ArrowInvalid as exc:
-        # Arrow's message quotes the offending row: keep only its position.
-        raise InputError(f"{path}: {_safe_csv_error(str(exc))}") from None
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        # Arrow's message quotes the offending row: never pass it on, locate the row instead.
+        raise InputError(f"{path}: {_csv_problem(path, header, options, exc)}") from None
 
 
-def _safe_csv_error(message: str) -> str:
-    first = message.splitlines()[0]
-    if "Expected" in first and "columns" in first:
-        return (
-            "a row has a different number of fields than the header "
-            "(wrong delimiter, a stray comma, or broken quoting); expected comma-separated UTF-8"
+def _refuse_single_column(path: Path, name: str, options: CsvOptions) -> None:
+    for delimiter, label in _DELIMITER_NAMES.items():
+        if delimiter != options.delimiter and delimiter in name:
+            shown = "\\t" if delimiter == "\t" else delimiter
+            raise InputError(
+                f"{path}: line 1: the header is a single column that contains {label}s, so "
+                f"the file looks {label}-separated; expected "
+                f"{_DELIMITER_NAMES.get(options.delimiter, repr(options.delimiter))}-separated "
+                f"columns. Pass --delimiter '{shown}'"
+            )
+
+
+def _refuse_duplicates(path: Path, names: list[str], what: str) -> None:
+    seen: dict[str, int] = {}
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+    duplicates = sorted(n for n, count in seen.items() if count > 1 and n)
+    if duplicates:
+        raise InputError(
+            f"{path}: {what}: {', '.join(duplicates)}; each column may appear once "
+            "(rename or drop the copies)"
         )
-    if "UTF8" in first or "utf8" in first.lower():
-        return "not UTF-8 text (tried UTF-8); re-export the file as UTF-8"
-    return "cannot be parsed as CSV (expected comma-separated UTF-8 with a header line)"
 
 
-def _csv_record_lines(path: Path, n_rows: int) -> np.ndarray:
+def _csv_problem(path: Path, header: list[str], options: CsvOptions, exc: Exception) -> str:
+    """Say what is wrong with a CSV Arrow refused, and where, without quoting data."""
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    if isinstance(exc, UnicodeDecodeError) or "UTF8" in first or "utf8" in first.lower():
+        line = _first_undecodable_line(path, options)
+        where = f"line {line}: " if line else ""
+        column = re.search(r"column #(\d+)", first)
+        if column and int(column.group(1)) < len(header):
+            where += f"column `{header[int(column.group(1))]}`: "
+        return where + _encoding_hint(options)
+    if "straddl" in first:
+        line = _first_long_line(path)
+        where = f"line {line}: " if line else ""
+        return (
+            f"{where}a row is longer than {_BLOCK >> 20} MiB; expected short cells "
+            "(look for a runaway quote or an embedded document)"
+        )
+    return _first_bad_record(path, len(header), options)
+
+
+_BLOCK = 1 << 20  # Arrow's CSV block size: no row may be longer
+
+
+def _first_undecodable_line(path: Path, options: CsvOptions) -> int | None:
+    decoder = codecs.getincrementaldecoder(options.python_encoding)()
+    line = 1
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as error:
+                return line + chunk[: error.start].count(b"\n")
+            line += chunk.count(b"\n")
+    return None
+
+
+def _first_long_line(path: Path) -> int | None:
+    line, length = 1, 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            for part_index, part in enumerate(chunk.split(b"\n")):
+                if part_index:
+                    line, length = line + 1, 0
+                length += len(part)
+                if length > _BLOCK:
+                    return line
+    return None
+
+
+def _first_bad_record(path: Path, width: int, options: CsvOptions) -> str:
+    """The first record whose field count differs from the header's, or open quote."""
+    csv.field_size_limit(1 << 30)
+    with open(path, encoding=options.python_encoding, newline="", errors="replace") as handle:
+        reader = csv.reader(handle, delimiter=options.delimiter, strict=True)
+        next(reader, None)
+        start = reader.line_num + 1
+        try:
+            for record in reader:
+                if record and len(record) != width:
+                    return (
+                        f"line {start}: the row has {len(record)} fields but the header has "
+                        f"{width} (a stray delimiter, a missing field or broken quoting); "
+                        f"expected {width} {_DELIMITER_NAMES.get(options.delimiter, 'delimited')}"
+                        "-separated fields per row"
+                    )
+                start = reader.line_num + 1
+        except csv.Error:
+            return (
+                f"line {start}: broken quoting: a quoted field opened on this line is not "
+                'closed properly; expected each quoted field to end with " before the next '
+                "delimiter or line end"
+            )
+    return "cannot be parsed as CSV (expected delimited text with a header line)"
+
+
+def _csv_record_lines(path: Path, n_rows: int, options: CsvOptions) -> np.ndarray:
     """First line of each CSV record, counting quoted line breaks (exact, slow path)."""
+    csv.field_size_limit(1 << 30)
     lines = np.empty(n_rows, dtype=np.int64)
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        reader = csv.reader(handle)
+    with open(path, encoding=options.python_encoding, newline="") as handle:
+        reader = csv.reader(handle, delimiter=options.delimiter)
         next(reader, None)
         start = reader.line_num + 1
         i = 0
@@ -209,15 +388,7 @@ def _rename(table: pa.Table, path: Path, rename: dict[str, str], canonical: set[
             names.append(key.lower())
         else:
             names.append(key)
-    seen: dict[str, int] = {}
-    for name in names:
-        seen[name] = seen.get(name, 0) + 1
-    duplicates = sorted(n for n, count in seen.items() if count > 1)
-    if duplicates:
-        raise InputError(
-            f"{path}: duplicate column names after mapping: {', '.join(duplicates)}; "
-            "each column may appear once"
-        )
+    _refuse_duplicates(path, names, "duplicate column names after mapping")
     return table.rename_columns(names)
 
 
@@ -248,7 +419,7 @@ def sha256_file(path: Path) -> str:
 
 
 def prepare_out_dir(out: Path, force: bool) -> None:
-    """Refuse an existing non-empty folder unless `force`."""
+    """Refuse an existing non-empty folder unless `force`, and a place nothing can be written."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"{out}: exists and is not a folder; choose another --out")
@@ -256,18 +427,37 @@ def prepare_out_dir(out: Path, force: bool) -> None:
         raise OutputExistsError(
             f"{out}: folder exists and is not empty; choose another --out or pass --force"
         )
+    ancestor = out.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputWriteError(f"{out}: {ancestor} is a file, not a folder; choose another --out")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise OutputWriteError(f"{out}: folder {ancestor} is not writable; choose another --out")
+
+
+def _write_failed(out: Path, exc: OSError) -> OutputWriteError:
+    reason = exc.strerror or str(exc).splitlines()[0]
+    return OutputWriteError(
+        f"{out}: writing the run folder failed ({reason}); nothing was left behind. "
+        "Free disk space or choose another --out"
+    )
 
 
 @contextmanager
 def atomic_folder(out: Path, force: bool) -> Iterator[Path]:
     """Write a run folder atomically: into a hidden sibling, renamed at the end.
 
-    If the body raises, the temporary folder is removed and `out` is untouched.
+    If the body raises (an error, a full disk, Ctrl-C), the temporary folder is
+    removed and `out` is untouched; an OSError becomes OutputWriteError.
     """
     out = Path(out)
     prepare_out_dir(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as exc:
+        raise _write_failed(out, exc) from None
     try:
         yield tmp
         if out.exists():
@@ -277,6 +467,9 @@ def atomic_folder(out: Path, force: bool) -> Iterator[Path]:
             shutil.rmtree(backup, ignore_errors=True)
         else:
             os.replace(tmp, out)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _write_failed(out, exc) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

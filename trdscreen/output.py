@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from trdscreen.io import WRITERS, sha256_file
 
@@ -28,6 +29,44 @@ def to_arrow(frame: pd.DataFrame) -> pa.Table:
             array = array.cast(pa.string())
         columns[str(name)] = array
     return pa.table(columns)
+
+
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+"""A spreadsheet may run a text cell that starts with one of these as a formula."""
+ESCAPE_MARK = "'"
+_NEEDS_MARK = r"^[=+\-@\t\r']"  # the triggers, and the mark itself so escaping can be undone
+
+
+def escape_formulas(table: pa.Table) -> pa.Table:
+    """Prefix `'` to every text cell that starts with a formula trigger (or with `'`).
+
+    Spreadsheets show such a cell as text instead of evaluating it (OWASP's
+    advice for CSV injection). Cells that already start with `'` get a second
+    one, so `unescape_formulas` restores the exact values. Numbers are not text
+    and are never changed (a negative margin stays a number).
+    """
+    for index, field in enumerate(table.schema):
+        if not pa.types.is_string(field.type):
+            continue
+        column = table.column(index)
+        hit = pc.fill_null(pc.match_substring_regex(column, _NEEDS_MARK), False)
+        if pc.any(hit).as_py():
+            marked = pc.binary_join_element_wise(ESCAPE_MARK, column, "")
+            table = table.set_column(index, field, pc.if_else(hit, marked, column))
+    return table
+
+
+def unescape_formulas(table: pa.Table) -> pa.Table:
+    """The inverse of `escape_formulas` (for reading an escaped CSV back)."""
+    for index, field in enumerate(table.schema):
+        if not pa.types.is_string(field.type):
+            continue
+        column = table.column(index)
+        hit = pc.fill_null(pc.starts_with(column, ESCAPE_MARK), False)
+        if pc.any(hit).as_py():
+            stripped = pc.utf8_slice_codeunits(column, 1)
+            table = table.set_column(index, field, pc.if_else(hit, stripped, column))
+    return table
 
 
 CONTENT_HASHED = ("decisions",)
@@ -55,8 +94,9 @@ class _HashSink:
 def content_sha256(table: pa.Table) -> str:
     """SHA-256 of the table's canonical CSV (what the CSV writer puts in a file).
 
-    The same for a CSV and a Parquet run of the same decisions, so runs in
-    different formats can be compared; for a CSV output it equals the file hash.
+    The same for a CSV and a Parquet run of the same decisions and escaping
+    option, so runs in different formats can be compared; for a CSV output it
+    equals the file hash. Pass the table as the CSV would hold it (escaped or not).
     """
     sink = _HashSink()
     with pa.PythonFile(sink, mode="w") as stream:
@@ -65,17 +105,25 @@ def content_sha256(table: pa.Table) -> str:
 
 
 def write_tables(
-    tables: dict[str, pd.DataFrame], folder: Path, formats: tuple[str, ...]
+    tables: dict[str, pd.DataFrame],
+    folder: Path,
+    formats: tuple[str, ...],
+    escape: bool = True,
 ) -> list[dict[str, object]]:
-    """Write each table in each format; return a record per written file."""
+    """Write each table in each format; return a record per written file.
+
+    With `escape`, CSV files hold formula-escaped text (`escape_formulas`);
+    Parquet always holds the raw values.
+    """
     records = []
     for stem, frame in tables.items():
         table = to_arrow(frame)
+        as_csv = escape_formulas(table) if escape else table
         written = []
         for fmt in formats:
             suffix, writer = WRITERS[fmt]
             path = folder / f"{stem}{suffix}"
-            writer(table, path)
+            writer(as_csv if fmt == "csv" else table, path)
             written.append(
                 {
                     "path": path.name,
@@ -91,6 +139,6 @@ def write_tables(
         if "csv" in formats:
             content = written[formats.index("csv")]["sha256"]
         else:
-            content = content_sha256(table) if stem in CONTENT_HASHED else None
+            content = content_sha256(as_csv) if stem in CONTENT_HASHED else None
         records += [{**record, "content_sha256": content} for record in written]
     return records

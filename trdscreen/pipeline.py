@@ -6,7 +6,7 @@ which is what lets the stages run per partition elsewhere.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 
 import pandas as pd
@@ -15,6 +15,7 @@ from trdscreen.asof import as_of_view
 from trdscreen.courses import assess_courses
 from trdscreen.criteria import attrition, decide, evaluate_all, ledger
 from trdscreen.formulary import Formulary
+from trdscreen.quarantine import Quarantine, held_attrition, held_decisions
 from trdscreen.ruleset import RuleSet
 from trdscreen.schemas import issue_counts
 from trdscreen.staging import staging_columns
@@ -50,10 +51,17 @@ class ScreenResult:
     ledger: pd.DataFrame  # subject x criterion
     attrition: pd.DataFrame
     issues: pd.DataFrame
+    quarantine: Quarantine | None = None  # with --on-invalid quarantine
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """Every output table by its file stem, in writing order."""
         decision = self.decisions["decision"]
+        held = {}
+        if self.quarantine is not None:
+            held = {
+                "quarantine_treatments": self.quarantine.treatments,
+                "quarantine_subjects": self.quarantine.subjects,
+            }
         return {
             "decisions": self.decisions,
             "included": self.decisions[decision == "eligible"].reset_index(drop=True),
@@ -63,6 +71,7 @@ class ScreenResult:
             "courses": self.courses,
             "attrition": self.attrition,
             "validation_issues": self.issues,
+            **held,
         }
 
     def counts(self) -> dict[str, dict[str, int]]:
@@ -70,13 +79,16 @@ class ScreenResult:
             values = self.decisions[column].value_counts(sort=False)
             return {str(k): int(v) for k, v in values.items()}
 
-        return {
+        counts = {
             "subjects": {"total": len(self.decisions)},
             "courses": {"total": len(self.courses)},
             "decision": tally("decision"),
             "classification": tally("classification"),
             "issues": issue_counts(self.issues),
         }
+        if self.quarantine is not None:
+            counts["quarantine"] = self.quarantine.counts()
+        return counts
 
 
 def _assess(
@@ -142,13 +154,23 @@ def screen_validated(
     formulary: Formulary,
     as_of: date | None,
     reports: tuple[tuple[RuleSet, Formulary], ...] = (),
+    quarantine: Quarantine | None = None,
 ) -> ScreenResult:
     """Screen validated inputs. Every input subject and course appears exactly once.
 
     `reports` are other rule sets whose staging scores are added as columns.
     With `as_of`, only what was recorded on or before that date is screened
-    (`trdscreen.asof`); later courses are listed but counted nowhere.
+    (`trdscreen.asof`); later courses are listed but counted nowhere. With a
+    `quarantine`, its held subjects are not screened: they get needs_review
+    and their rows are in the quarantine tables instead (`trdscreen.quarantine`).
     """
+    given = inputs
+    if quarantine is not None:
+        inputs = replace(
+            inputs,
+            treatments=inputs.treatments[~quarantine.course_rows].reset_index(drop=True),
+            subjects=inputs.subjects[~quarantine.subject_rows].reset_index(drop=True),
+        )
     inputs = as_of_view(inputs, as_of)
     cohort, assessed = _assess(inputs, rules, formulary, as_of)
     subjects = assess_subjects(cohort, assessed, rules)
@@ -162,10 +184,15 @@ def screen_validated(
     courses = assessed.table.sort_values(
         ["subject_id", "start_date", "source_line"], kind="stable"
     ).reset_index(drop=True)
+    table = attrition(decisions, results)
+    if quarantine is not None:
+        decisions = held_decisions(decisions, quarantine, given.treatments)
+        table = held_attrition(table, len(quarantine.held))
     return ScreenResult(
         decisions=decisions,
         courses=courses,
         ledger=ledger(subjects, results),
-        attrition=attrition(decisions, results),
+        attrition=table,
         issues=inputs.issues,
+        quarantine=quarantine,
     )

@@ -64,6 +64,19 @@ def render_summary(out: Console, result: ScreenResult, rules_title: str, folder:
     )
 
 
+def render_quarantine(out: Console, quarantine, folder: str) -> None:
+    """One warning line: how many subjects --on-invalid quarantine held, and where the rows are."""
+    counts = quarantine.counts()
+    rejected = counts["treatment_rows_rejected"] + counts["subject_rows_rejected"]
+    out.print(
+        f"warning: {counts['subjects_held']} subject(s) held for review: {rejected} input row(s) "
+        f"failed validation. Their decision is needs_review; their rows are in "
+        f"quarantine_treatments and quarantine_subjects in {folder}.",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
 def render_attrition(attrition: pd.DataFrame) -> Table:
     table = Table(title="Attrition (protocol order)", title_justify="left", show_edge=False)
     for name, justify in (
@@ -338,6 +351,17 @@ def render_explain(out: Console, data: dict) -> None:
     )
     if run.get("rules_summary"):
         out.print(f"Rule set in brief: {run['rules_summary']}", markup=False, soft_wrap=True)
+    if data.get("quarantine"):
+        out.print(Text("Held for review by --on-invalid quarantine: nothing was counted", "bold"))
+        for row in data["quarantine"]:
+            out.print(
+                f"  {row['source_file']} line {row['source_line']}: {row['status']}: "
+                f"{row['reasons']}",
+                markup=False,
+                soft_wrap=True,
+            )
+        out.print(Text.assemble(("Decision: ", "bold"), (decision, style)))
+        return
     out.print(Text(f"Treatment courses ({len(data['courses'])}), by start date", "bold"))
     for number, course in enumerate(data["courses"], start=1):
         for line in _course_lines(number, course):

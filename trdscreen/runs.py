@@ -21,9 +21,10 @@ import pyarrow.parquet as pq
 
 from trdscreen.errors import RunFolderError, UsageError
 from trdscreen.io import sha256_file
+from trdscreen.output import unescape_formulas
 
 MANIFEST_FILE = "manifest.json"
-SUPPORTED_MANIFEST_VERSIONS = (2,)
+SUPPORTED_MANIFEST_VERSIONS = (2, 3)
 TEXT_COLUMNS = (
     "subject_id",
     "decision",
@@ -94,6 +95,8 @@ class RunFolder:
             data = pq.read_table(path, filters=filters)
         else:
             data = _read_csv(path)
+            if self.manifest.get("options", {}).get("escape_formulas", False):
+                data = unescape_formulas(data)
             if subject_id is not None:
                 data = data.filter(pa.compute.equal(data["subject_id"], subject_id))
         return data.to_pandas(types_mapper=_types)

@@ -97,11 +97,20 @@ def issue_counts(issues: pd.DataFrame) -> dict[str, int]:
     return {str(k): int(v) for k, v in issues["severity"].value_counts(sort=True).items()}
 
 
+REJECTION_COLUMNS = ["table", "row", "column", "check", "message"]
+
+
 class IssueLog:
-    """Collects issue rows as vectorized blocks; never holds patient values."""
+    """Collects issue rows as vectorized blocks; never holds patient values.
+
+    Besides the issues table it keeps, for error-level issues, the input table
+    and row position they concern (`rejections`): what `--on-invalid
+    quarantine` sets aside.
+    """
 
     def __init__(self) -> None:
         self._blocks: list[pd.DataFrame] = []
+        self._rejections: list[pd.DataFrame] = []
 
     def add(
         self,
@@ -153,6 +162,29 @@ class IssueLog:
                 }
             )
         self._blocks.append(block)
+        if severity == "error":
+            table = source.name if source is not None else ""
+            positions = np.asarray(rows, dtype=np.int64) if rows is not None else np.array([-1])
+            self._rejections.append(
+                pd.DataFrame(
+                    {
+                        "table": table,
+                        "row": positions,
+                        "column": column,
+                        "check": check,
+                        "message": block["message"].to_numpy(dtype=object),
+                    }
+                )
+            )
+
+    def rejections(self) -> pd.DataFrame:
+        """Error-level issues by input table and row position (-1: the whole file)."""
+        if not self._rejections:
+            return pd.DataFrame(
+                {c: pd.Series(dtype="int64" if c == "row" else "str") for c in REJECTION_COLUMNS}
+            )
+        frame = pd.concat(self._rejections, ignore_index=True)
+        return frame.astype({c: "str" for c in REJECTION_COLUMNS if c != "row"})
 
     def frame(self) -> pd.DataFrame:
         if not self._blocks:
@@ -248,11 +280,61 @@ def _to_bool(column: pa_arrow.ChunkedArray) -> tuple[pd.array, np.ndarray, str]:
     return values, bad, "not_boolean"
 
 
-def _to_text(column: pa_arrow.ChunkedArray, lower: bool) -> pd.Series:
+MAX_TEXT_LENGTH = 1000
+"""Longest text cell accepted (characters): ids, drug names and codes are far shorter."""
+
+
+def _to_text(column: pa_arrow.ChunkedArray, lower: bool) -> tuple[pd.Series, np.ndarray, str]:
     text = _as_text(column)
+    too_long = pc.fill_null(pc.greater(pc.utf8_length(text), MAX_TEXT_LENGTH), False)
+    bad = np.empty(0, np.int64)
+    if pc.any(too_long).as_py():
+        bad = np.flatnonzero(too_long.to_numpy(zero_copy_only=False))
+        text = pc.if_else(too_long, pa_arrow.scalar(None, pa_arrow.string()), text)
     if lower:
         text = pc.utf8_lower(text)
-    return pd.Series(pd.array(text, dtype="str"))
+    return pd.Series(pd.array(text, dtype="str")), bad, "too_long"
+
+
+def _is_text(kind: pa_arrow.DataType) -> bool:
+    return (
+        pa_arrow.types.is_string(kind)
+        or pa_arrow.types.is_large_string(kind)
+        or pa_arrow.types.is_string_view(kind)
+        or pa_arrow.types.is_null(kind)
+    )
+
+
+def _is_number(kind: pa_arrow.DataType) -> bool:
+    return (
+        pa_arrow.types.is_integer(kind)
+        or pa_arrow.types.is_floating(kind)
+        or pa_arrow.types.is_decimal(kind)
+    )
+
+
+_ACCEPTED_TYPES = {
+    "string": ("text or integers", lambda t: _is_text(t) or pa_arrow.types.is_integer(t)),
+    "category": ("text", _is_text),
+    "float": ("numbers or numeric text", lambda t: _is_text(t) or _is_number(t)),
+    "int": ("integers or numeric text", lambda t: _is_text(t) or _is_number(t)),
+    "date": (
+        "dates, timestamps or ISO date text",
+        lambda t: _is_text(t) or pa_arrow.types.is_date(t) or pa_arrow.types.is_timestamp(t),
+    ),
+    "bool": (
+        "booleans, 0/1 or true/false text",
+        lambda t: _is_text(t) or pa_arrow.types.is_boolean(t) or pa_arrow.types.is_integer(t),
+    ),
+}
+"""Arrow (Parquet) column types each working type can be converted from."""
+
+
+def _plain(column: pa_arrow.ChunkedArray) -> pa_arrow.ChunkedArray:
+    """A dictionary-encoded column (pandas categorical in Parquet) as its values."""
+    if pa_arrow.types.is_dictionary(column.type):
+        return column.cast(column.type.value_type)
+    return column
 
 
 _CONVERSION_MESSAGES = {
@@ -261,7 +343,13 @@ _CONVERSION_MESSAGES = {
     "not_iso_date": "expected {expected}; the cell is not an ISO date (other formats are "
     "ambiguous and are not guessed)",
     "not_boolean": "expected true/false (also yes/no, y/n, 1/0)",
+    "too_long": f"expected at most {MAX_TEXT_LENGTH} characters; the cell is longer",
 }
+_AMBIGUOUS_DATE = r"^\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4}$"
+_AMBIGUOUS_MESSAGE = (
+    "expected {expected}; the cell looks like a day/month/year or month/day/year date, which "
+    "is ambiguous and is not guessed: convert the column to YYYY-MM-DD"
+)
 
 
 def infer_kind(column: pa_arrow.ChunkedArray) -> str:
@@ -272,6 +360,8 @@ def infer_kind(column: pa_arrow.ChunkedArray) -> str:
         return "float"
     if pa_arrow.types.is_date(column.type) or pa_arrow.types.is_timestamp(column.type):
         return "date"
+    if not _is_text(column.type):
+        return "string"  # e.g. a nested Parquet type: refused by the type check
     text = pc.utf8_lower(_as_text(column))
     present = pc.drop_null(text)
     if len(present) == 0:
@@ -307,22 +397,33 @@ def coerce(
             f"required column `{name}` not found; columns are: {', '.join(table.column_names)}; "
             f"map a site header to it under `columns: {source.name}:` in the rule file or --map",
         )
-    ids = _to_text(table.column("subject_id"), lower=False) if "subject_id" in present else None
     out: dict[str, object] = {}
     wanted = [(n, s) for n, s in specs.items() if n in present]
     wanted += [
-        (n, ColumnSpec(infer_kind(table.column(n)), expected="a consistent type"))
+        (n, ColumnSpec(infer_kind(_plain(table.column(n))), expected="a consistent type"))
         for n in extra
         if n in present and n not in specs
     ]
+    ids = None
     for name, spec in wanted:
-        column = table.column(name)
+        column = _plain(table.column(name))
+        accepted, compatible = _ACCEPTED_TYPES[spec.kind]
+        if not compatible(column.type):
+            log.add(
+                source,
+                None,
+                name,
+                "wrong_type",
+                f"column `{name}` has type {column.type}; expected {accepted} "
+                f"({spec.expected or spec.kind}); the column is not used",
+            )
+            continue
         bad = np.empty(0, np.int64)
         check = ""
-        if spec.kind == "string":
-            out[name] = ids if name == "subject_id" else _to_text(column, lower=False)
-        elif spec.kind == "category":
-            out[name] = _to_text(column, lower=True)
+        if spec.kind in ("string", "category"):
+            out[name], bad, check = _to_text(column, lower=spec.kind == "category")
+            if name == "subject_id":
+                ids = out[name]
         elif spec.kind in ("float", "int"):
             out[name], bad, check = _to_float(column, integral=spec.kind == "int")
         elif spec.kind == "date":
@@ -331,12 +432,27 @@ def coerce(
             out[name], bad, check = _to_bool(column)
         if bad.size:
             message = _CONVERSION_MESSAGES[check].format(expected=spec.expected or "a value")
+            if check == "not_iso_date" and _is_text(column.type):
+                message = _date_messages(column, bad, message, spec)
             log.add(source, bad, name, check, message, ids)
     frame = pd.DataFrame(out, index=pd.RangeIndex(table.num_rows))
     for name, series in frame.items():
         if series.dtype.kind == "M":
             frame[name] = series.astype("datetime64[s]")
     return frame
+
+
+def _date_messages(
+    column: pa_arrow.ChunkedArray, bad: np.ndarray, message: str, spec: ColumnSpec
+) -> pd.Series:
+    """Per-row messages for unparsed dates: say so when a cell is a d/m/y-or-m/d/y date."""
+    looks = pc.match_substring_regex(
+        pc.take(_as_text(column), pa_arrow.array(bad)), _AMBIGUOUS_DATE
+    )
+    messages = np.full(len(column), message, dtype=object)
+    ambiguous = _AMBIGUOUS_MESSAGE.format(expected=spec.expected or "a date")
+    messages[bad[np.asarray(pc.fill_null(looks, False).to_numpy(zero_copy_only=False))]] = ambiguous
+    return pd.Series(messages)
 
 
 # --------------------------------------------------------------------------- pandera checks

@@ -7,7 +7,7 @@ error-level issue means for the run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 
 import numpy as np
@@ -42,6 +42,8 @@ class ValidatedInputs:
     treatments: pd.DataFrame  # typed contract columns + source_file, source_line
     subjects: pd.DataFrame  # typed subjects table as given (empty without one)
     issues: pd.DataFrame
+    rejections: pd.DataFrame = field(default_factory=lambda: IssueLog().rejections())
+    """Error-level issues by table ("treatments"/"subjects") and row position (-1: file)."""
 
     @property
     def n_errors(self) -> int:
@@ -95,7 +97,7 @@ def validate_inputs(
 
     courses["source_file"] = treatments.file
     courses["source_line"] = treatments.lines
-    return ValidatedInputs(courses, people, log.frame())
+    return ValidatedInputs(courses, people, log.frame(), log.rejections())
 
 
 def _check_subject_columns(

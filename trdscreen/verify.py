@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from trdscreen.audit import AUDIT_FILE, FINAL_EVENTS, AuditTrail, check_chain
-from trdscreen.io import sha256_file
+from trdscreen.io import CsvOptions, sha256_file
 from trdscreen.runs import MANIFEST_FILE, RunFolder, open_run
 
 
@@ -227,6 +227,8 @@ def _rerun(run: RunFolder, result: Verification, inputs_dir: Path | None) -> Non
         column_map=column_map,
         as_of=date.fromisoformat(options["as_of"]) if options["as_of"] else None,
         reports=tuple(options["reports"]),
+        csv=CsvOptions(options.get("encoding", "utf-8"), options.get("delimiter", ",")),
+        on_invalid=options.get("on_invalid", "fail"),
     )
     rules, path, _ = main
     try:
@@ -248,7 +250,8 @@ def _rerun(run: RunFolder, result: Verification, inputs_dir: Path | None) -> Non
     result.reran = True
     formats = tuple(options["formats"])
     with tempfile.TemporaryDirectory(prefix="trdscreen-verify-") as folder:
-        records = write_tables(api.run_tables(loaded, screened), Path(folder), formats)
+        escape = bool(options.get("escape_formulas", False))  # v2 runs did not escape
+        records = write_tables(api.run_tables(loaded, screened), Path(folder), formats, escape)
     again = {r["path"]: r["sha256"] for r in records}
     recorded = {o["path"]: o["sha256"] for o in manifest["outputs"]}
     for name in sorted(set(again) | set(recorded)):

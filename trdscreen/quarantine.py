@@ -1,0 +1,244 @@
+"""`--on-invalid quarantine`: set rejected rows aside and hold their subjects for review.
+
+A row with an error-level validation issue is *rejected*: it cannot be read
+as the contract says, so the subject's history is incomplete. Screening such
+a subject on the rows that remain would decide on a truncated history, so
+every subject with a rejected row (in either table) is *held*:
+
+- all of its rows, rejected or not, go to the quarantine tables
+  (`quarantine_treatments`, `quarantine_subjects`) with their source line,
+  status (`rejected` or `held`), check codes and reasons, and the row's
+  values as read;
+- it gets the decision `needs_review` with classification `undetermined` and
+  a reason naming the rejected lines; its counts are left empty, and it has
+  no course or ledger rows;
+- attrition shows the held subjects as their own step after `screened`.
+
+Every other subject is screened as usual. Quarantine cannot help when an
+error concerns a whole file or column (a missing column, a column of the
+wrong type) or a row without a subject key (it is not known whose history it
+truncates): the run then fails as under `--on-invalid fail`.
+
+Pure: frames in, frames out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from trdscreen.errors import InvalidInputData
+from trdscreen.io import SourceTable
+from trdscreen.schemas import REJECTION_COLUMNS
+
+ON_INVALID = ("fail", "quarantine")
+QUARANTINED = "quarantined"
+META_COLUMNS = ("source_file", "source_line", "status", "checks", "reasons")
+REASON_LINES_SHOWN = 3
+
+
+@dataclass(frozen=True)
+class Quarantine:
+    held: pd.Index  # sorted ids of the subjects held for review
+    reasons: np.ndarray  # reason text per held subject (aligned to `held`)
+    course_rows: np.ndarray  # bool per treatments row: set aside
+    subject_rows: np.ndarray  # bool per subjects row: set aside
+    treatments: pd.DataFrame  # quarantine_treatments table
+    subjects: pd.DataFrame  # quarantine_subjects table
+
+    def counts(self) -> dict[str, int]:
+        rejected = {
+            name: int((table["status"] == "rejected").sum())
+            for name, table in (("treatments", self.treatments), ("subjects", self.subjects))
+        }
+        return {
+            "subjects_held": len(self.held),
+            "treatment_rows_rejected": rejected["treatments"],
+            "treatment_rows_held": len(self.treatments) - rejected["treatments"],
+            "subject_rows_rejected": rejected["subjects"],
+            "subject_rows_held": len(self.subjects) - rejected["subjects"],
+        }
+
+
+def refuse_quarantine(rejections: pd.DataFrame, issues: pd.DataFrame) -> str | None:
+    """Why these errors cannot be quarantined (None when they can)."""
+    whole = rejections[rejections["row"] < 0]
+    if len(whole):
+        checks = ", ".join(sorted(set(whole["check"])))
+        return (
+            f"{len(whole)} error(s) concern a whole file or column ({checks}); quarantine sets "
+            "aside rows, not columns: fix these first"
+        )
+    keyless = issues[(issues["severity"] == "error") & (issues["subject_id"] == "")]
+    if len(keyless):
+        lines = ", ".join(f"{f} line {n}" for f, n in keyless[["file", "line"]].head(5).values)
+        return (
+            f"{len(keyless)} rejected row(s) have no usable subject key ({lines}); it is not "
+            "known whose history they belong to, so no subject can be safely screened"
+        )
+    return None
+
+
+def plan(
+    treatments: SourceTable,
+    subjects: SourceTable | None,
+    typed_courses: pd.DataFrame,
+    typed_subjects: pd.DataFrame,
+    rejections: pd.DataFrame,
+    issues: pd.DataFrame,
+) -> Quarantine:
+    """Which rows and subjects to set aside; raises InvalidInputData when it cannot."""
+    why = refuse_quarantine(rejections, issues)
+    if why is not None:
+        raise InvalidInputData(f"--on-invalid quarantine cannot be used: {why}", issues)
+    course_ids = typed_courses["subject_id"]
+    subject_ids = typed_subjects["subject_id"]
+    tables = {"treatments": course_ids, "subjects": subject_ids}
+    held_ids = pd.Index(
+        np.concatenate(
+            [
+                tables[name].iloc[group["row"].to_numpy()].dropna().to_numpy(dtype=object)
+                for name, group in rejections.groupby("table")
+            ]
+            or [np.empty(0, dtype=object)]
+        )
+    )
+    held = pd.Index(np.unique(held_ids.astype(str)), dtype="str")
+    course_rows = held.get_indexer(course_ids) >= 0
+    subject_rows = (
+        held.get_indexer(subject_ids) >= 0 if len(subject_ids) else np.zeros(0, dtype=bool)
+    )
+    by_table = dict(iter(rejections.groupby("table")))
+    q_treatments = _table(treatments, course_rows, by_table.get("treatments"))
+    q_subjects = (
+        _table(subjects, subject_rows, by_table.get("subjects"))
+        if subjects is not None
+        else _table(None, np.zeros(0, dtype=bool), None)
+    )
+    reasons = _reasons(held, issues)
+    return Quarantine(held, reasons, course_rows, subject_rows, q_treatments, q_subjects)
+
+
+def _table(
+    source: SourceTable | None, rows: np.ndarray, rejected: pd.DataFrame | None
+) -> pd.DataFrame:
+    """The quarantine table of one input: its set-aside rows, as read, with why."""
+    positions = np.flatnonzero(rows)
+    if source is None:
+        return pd.DataFrame(
+            {c: pd.Series(dtype="int64" if c == "source_line" else "str") for c in META_COLUMNS}
+        )
+    if rejected is None:
+        rejected = pd.DataFrame(
+            {c: pd.Series(dtype="int64" if c == "row" else "str") for c in REJECTION_COLUMNS}
+        )
+    rejected = rejected.sort_values(["row", "column", "check"], kind="stable")
+    text = rejected["column"] + " " + rejected["check"] + ": " + rejected["message"]
+    grouped = pd.DataFrame({"row": rejected["row"], "check": rejected["check"], "text": text})
+    per_row = grouped.groupby("row", sort=True).agg(
+        checks=("check", lambda c: ",".join(dict.fromkeys(c))),
+        reasons=("text", "; ".join),
+    )
+    checks = per_row["checks"].reindex(positions)
+    meta = pd.DataFrame(
+        {
+            "source_file": source.file,
+            "source_line": source.lines[positions],
+            "status": np.where(checks.notna().to_numpy(), "rejected", "held"),
+            "checks": checks.fillna("").to_numpy(dtype=object),
+            "reasons": per_row["reasons"]
+            .reindex(positions)
+            .fillna("not rejected itself: held because the subject has a rejected row")
+            .to_numpy(dtype=object),
+        }
+    )
+    values = source.table.take(pa.array(positions, type=pa.int64()))
+    raw = {}
+    for name in values.column_names:
+        column = values.column(name)
+        try:
+            column = column.cast(pa.string())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # e.g. a nested Parquet type
+            column = pa.nulls(len(column), pa.string())
+        key = f"input.{name}" if name in META_COLUMNS else name
+        raw[key] = pd.array(column, dtype="str")
+    table = pd.concat([meta, pd.DataFrame(raw)], axis=1)
+    return table.astype({c: "str" for c in META_COLUMNS if c != "source_line"})
+
+
+def _reasons(held: pd.Index, issues: pd.DataFrame) -> np.ndarray:
+    """'quarantined: N rejected row(s): file line L (check), ...' per held subject."""
+    errors = issues[(issues["severity"] == "error") & (issues["subject_id"] != "")]
+    errors = errors.drop_duplicates(["subject_id", "file", "line"])
+    where = errors["file"] + " line " + errors["line"].astype(str) + " (" + errors["check"] + ")"
+    frame = pd.DataFrame({"subject_id": errors["subject_id"], "where": where})
+    summary = frame.groupby("subject_id", sort=True)["where"].agg(
+        lambda w: (
+            f"{QUARANTINED}: {len(w)} rejected row(s): "
+            + ", ".join(w.iloc[:REASON_LINES_SHOWN])
+            + (", ..." if len(w) > REASON_LINES_SHOWN else "")
+        )
+    )
+    return summary.reindex(held).fillna(f"{QUARANTINED}: rejected rows").to_numpy(dtype=object)
+
+
+def held_decisions(
+    decisions: pd.DataFrame, quarantine: Quarantine, courses: pd.DataFrame
+) -> pd.DataFrame:
+    """The decisions table with one needs_review row per held subject, sorted by id.
+
+    Counts of a held subject are empty (nothing was counted) except n_courses,
+    the number of its course rows in the input.
+    """
+    held = quarantine.held
+    if not len(held):
+        return decisions
+    n_courses = courses["subject_id"][quarantine.course_rows].value_counts().reindex(held).fillna(0)
+    extra = {
+        "subject_id": pd.array(held, dtype="str"),
+        "decision": "needs_review",
+        "classification": "undetermined",
+        "reason": quarantine.reasons,
+        "n_courses": n_courses.to_numpy(dtype=np.int64),
+    }
+    for name in (
+        "first_failed_criterion",
+        "failed_criteria",
+        "unknown_criteria",
+        "near_miss_criteria",
+    ):
+        extra[name] = ""
+    rows = pd.DataFrame(extra)
+    merged = pd.concat([decisions, rows], ignore_index=True)
+    for name, dtype in decisions.dtypes.items():
+        if isinstance(dtype, pd.CategoricalDtype):
+            merged[name] = pd.Categorical(merged[name].astype(str), categories=dtype.categories)
+        elif dtype == np.int64 and name not in rows.columns:
+            merged[name] = merged[name].astype("Int64")  # empty for held subjects
+        else:
+            merged[name] = merged[name].astype(dtype)
+    return merged.sort_values("subject_id", kind="stable").reset_index(drop=True)
+
+
+def held_attrition(attrition: pd.DataFrame, n_held: int) -> pd.DataFrame:
+    """Attrition with the held subjects as step 1, right after `screened`."""
+    table = attrition.copy()
+    table.loc[table["step"] == 0, "remaining"] += n_held
+    table.loc[table["step"] > 0, "step"] += 1
+    step = pd.DataFrame(
+        {
+            "step": [1],
+            "criterion_id": [""],
+            "title": [f"{QUARANTINED}: rows rejected by validation (decision needs_review)"],
+            "excluded_at_step": [n_held],
+            "remaining": [int(table.loc[table["step"] == 0, "remaining"].iloc[0]) - n_held],
+            "not_met_total": [0],
+            "unknown_total": [0],
+            "excluded_only_by_this": [0],
+        }
+    )
+    merged = pd.concat([table.iloc[:1], step, table.iloc[1:]], ignore_index=True)
+    return merged.astype(attrition.dtypes.to_dict())
