@@ -285,10 +285,15 @@ def screen(loaded: LoadedRun) -> ScreenResult:
     held = None
     if validated.n_errors:
         if loaded.request.on_invalid != "quarantine":
+            rows_only = quarantine.refuse_quarantine(validated.rejections, validated.issues) is None
             raise InvalidInputData(
                 f"input validation found {validated.n_errors} error(s); "
-                "see validation_issues for file, line and column "
-                "(or pass --on-invalid quarantine to hold the subjects concerned for review)",
+                "see validation_issues for file, line and column"
+                + (
+                    " (or pass --on-invalid quarantine to hold the subjects concerned for review)"
+                    if rows_only
+                    else ""
+                ),
                 validated.issues,
             )
         held = quarantine.plan(

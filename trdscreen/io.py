@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +129,10 @@ class CsvOptions:
         return codecs.lookup(self.encoding).name == "utf-8"
 
     @property
+    def wide(self) -> bool:
+        return codecs.lookup(self.encoding).name.startswith(("utf-16", "utf-32"))
+
+    @property
     def python_encoding(self) -> str:
         return "utf-8-sig" if self.is_utf8 else self.encoding
 
@@ -171,6 +175,7 @@ def read_source(
         table = _read_parquet(path)
         lines = np.arange(1, table.num_rows + 1, dtype=np.int64)
     else:
+        options = _declared(path, options)
         table = _read_csv(path, options)
         total_lines = newlines + (0 if ends_with_newline else 1)
         if total_lines == table.num_rows + 1:
@@ -202,20 +207,35 @@ def _read_parquet(path: Path) -> pa.Table:
         raise InputError(f"{path}: {reason}") from None
 
 
-def _csv_header(path: Path, options: CsvOptions) -> list[str]:
+def _declared(path: Path, options: CsvOptions) -> CsvOptions:
+    """A UTF-16/32 byte-order mark declares the encoding: honour it unless --encoding was given."""
+    if not options.is_utf8:
+        return options
     with open(path, "rb") as handle:
         head = handle.read(4)
-    bom = next((enc for mark, enc in _BOMS.items() if head.startswith(mark)), None)
-    if bom is not None and options.is_utf8:
-        raise InputError(
-            f"{path}: the file starts with a {bom.upper()} byte-order mark; expected UTF-8 "
-            f"text. Pass --encoding {bom} or re-export the file as UTF-8"
-        )
+    for mark in (
+        codecs.BOM_UTF32_LE,
+        codecs.BOM_UTF32_BE,
+        codecs.BOM_UTF16_LE,
+        codecs.BOM_UTF16_BE,
+    ):
+        if head.startswith(mark):
+            return replace(options, encoding=_BOMS[mark])
+    return options
+
+
+def _csv_header(path: Path, options: CsvOptions) -> list[str]:
     try:
-        with open(path, encoding=options.python_encoding, newline="") as handle:
-            return next(csv.reader(handle, delimiter=options.delimiter), [])
-    except UnicodeDecodeError:
+        if options.wide:  # UTF-16/32: a line break is more than one byte
+            with open(path, encoding=options.encoding, newline="") as handle:
+                text = handle.readline(_BLOCK)
+        else:  # decode the first line only, so a bad byte further down is reported there
+            with open(path, "rb") as handle:
+                text = handle.readline(_BLOCK).decode(options.python_encoding)
+    except UnicodeError:
         raise InputError(f"{path}: line 1: {_encoding_hint(options)}") from None
+    try:
+        return next(csv.reader([text], delimiter=options.delimiter, strict=True), [])
     except csv.Error:
         raise InputError(
             f"{path}: line 1: the header line cannot be split into columns "
@@ -240,24 +260,37 @@ def _read_csv(path: Path, options: CsvOptions) -> pa.Table:
         _refuse_single_column(path, header[0], options)
     _refuse_duplicates(path, header, "the header repeats column names")
     try:
-        return pacsv.read_csv(
-            path,
-            read_options=pacsv.ReadOptions(
-                column_names=[f"__c{i}" for i in range(len(header))],
-                skip_rows=1,
-                encoding="utf8" if options.is_utf8 else options.encoding,  # utf8: no transcoding
-            ),
-            parse_options=pacsv.ParseOptions(delimiter=options.delimiter),
-            convert_options=pacsv.ConvertOptions(
-                column_types={f"__c{i}": pa.string() for i in range(len(header))},
-                null_values=NULL_TOKENS,
-                strings_can_be_null=True,
-                quoted_strings_can_be_null=True,
-            ),
-        ).rename_columns(header)
-    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-        # Arrow's message quotes the offending row: never pass it on, locate the row instead.
+        return _arrow_csv(path, header, options, newlines_in_values=False)
+    except pa.ArrowInvalid:
+        try:  # a quoted line break across Arrow's blocks: the slower exact parse reads it
+            return _arrow_csv(path, header, options, newlines_in_values=True)
+        except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+            # Arrow's message quotes the offending row: never pass it on, locate the row.
+            raise InputError(f"{path}: {_csv_problem(path, header, options, exc)}") from None
+    except UnicodeDecodeError as exc:
         raise InputError(f"{path}: {_csv_problem(path, header, options, exc)}") from None
+
+
+def _arrow_csv(
+    path: Path, header: list[str], options: CsvOptions, newlines_in_values: bool
+) -> pa.Table:
+    return pacsv.read_csv(
+        path,
+        read_options=pacsv.ReadOptions(
+            column_names=[f"__c{i}" for i in range(len(header))],
+            skip_rows=1,
+            encoding="utf8" if options.is_utf8 else options.encoding,  # utf8: no transcoding
+        ),
+        parse_options=pacsv.ParseOptions(
+            delimiter=options.delimiter, newlines_in_values=newlines_in_values
+        ),
+        convert_options=pacsv.ConvertOptions(
+            column_types={f"__c{i}": pa.string() for i in range(len(header))},
+            null_values=NULL_TOKENS,
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=True,
+        ),
+    ).rename_columns(header)
 
 
 def _refuse_single_column(path: Path, name: str, options: CsvOptions) -> None:

@@ -6,6 +6,8 @@ they compute nothing that a written table does not already hold.
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -18,8 +20,19 @@ if TYPE_CHECKING:  # pragma: no cover
     from trdscreen.pipeline import ScreenResult
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """The reader went away (`trdscreen ... | head`): stop printing, keep the exit code.
+
+        Rich's default exits 1, which pipelines would read as an internal error.
+        """
+        self.quiet = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, (sys.stderr if self.stderr else sys.stdout).fileno())
+
+
 def console(stderr: bool = False) -> Console:
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    return _Console(stderr=stderr, highlight=False, soft_wrap=False)
 
 
 def _row(table: Table, *cells: str) -> None:

@@ -111,6 +111,8 @@ class IssueLog:
     def __init__(self) -> None:
         self._blocks: list[pd.DataFrame] = []
         self._rejections: list[pd.DataFrame] = []
+        self.unconverted: dict[tuple[str, str], np.ndarray] = {}
+        """Rows per (table, column) whose cell could not be converted (already reported)."""
 
     def add(
         self,
@@ -435,6 +437,7 @@ def coerce(
             if check == "not_iso_date" and _is_text(column.type):
                 message = _date_messages(column, bad, message, spec)
             log.add(source, bad, name, check, message, ids)
+            log.unconverted[(source.name, name)] = bad
     frame = pd.DataFrame(out, index=pd.RangeIndex(table.num_rows))
     for name, series in frame.items():
         if series.dtype.kind == "M":
@@ -496,6 +499,8 @@ def check_values(
         for (column, raw_check), group in cases.groupby(["column", "check"], sort=True):
             check = "not_nullable" if raw_check == "not_nullable" else str(raw_check)
             rows = group["index"].astype("int64").to_numpy()
+            if check == "not_nullable":  # an unconvertible cell is empty now: reported once
+                rows = np.setdiff1d(rows, log.unconverted.get((source.name, column), []))
             message = _value_message(specs[column], check, column)
             if column == "adherence" and check == "out_of_range":
                 values = frame["adherence"].to_numpy()

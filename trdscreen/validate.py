@@ -74,11 +74,16 @@ def validate_inputs(
     check_values(treatments, courses, TREATMENT_COLUMNS, log)
 
     wanted = criteria_subject_columns(rules, *reports)
+    subjects_usable = subjects is not None
     if subjects is not None:
         people = coerce(subjects, SUBJECT_COLUMNS, log, extra=wanted)
         check_values(subjects, people, SUBJECT_COLUMNS, log)
-        _check_subject_columns(subjects, people, rules, as_of, log)
-        _check_duplicate_subjects(subjects, people, log)
+        if "subject_id" in people.columns:
+            _check_subject_columns(subjects, people, rules, as_of, log)
+            _check_duplicate_subjects(subjects, people, log)
+        else:  # missing_column is logged; keep checking the treatments without noise
+            people["subject_id"] = pd.Series(pd.NA, index=people.index, dtype="str")
+            subjects_usable = False
     else:
         people = pd.DataFrame({"subject_id": pd.Series([], dtype="str")})
         _check_without_subjects(treatments, rules, as_of, log)
@@ -90,7 +95,7 @@ def validate_inputs(
         else:
             _note_as_of(treatments, subjects, courses, people, as_of, log)
         _check_courses(treatments, courses, log)
-        if subjects is not None:
+        if subjects_usable:
             _check_membership(treatments, subjects, courses, people, log)
     if "drug" in courses.columns:
         _check_drug_names(treatments, courses, formulary, log)
@@ -306,6 +311,7 @@ def _check_courses(source: SourceTable, courses: pd.DataFrame, log: IssueLog) ->
             courses["stop_reason"] != "ongoing"
         ).to_numpy(dtype=bool, na_value=False)
         rows = np.flatnonzero(np.isnat(end) & stopped)
+        rows = np.setdiff1d(rows, log.unconverted.get((source.name, "end_date"), []))
         log.add(
             source,
             rows,
