@@ -4,6 +4,7 @@ byte mutations, and runs that cannot finish (full disk, unwritable folder, Ctrl-
 from __future__ import annotations
 
 import csv
+import json
 import os
 import resource
 import signal
@@ -408,3 +409,49 @@ def test_corpus_files_are_what_the_generator_makes(tmp_path):
     assert made == committed
     for name in made:
         assert (tmp_path / name).read_bytes() == (CORPUS / name).read_bytes(), name
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write to any folder")
+def test_unwritable_output_folder_is_an_output_failure(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        result = invoke("screen", SAMPLE, "--out", locked / "run")
+    finally:
+        locked.chmod(0o700)
+    assert result.exit_code == ExitCode.OUTPUT_FAILED
+    assert "is not writable" in result.stderr
+    assert list(locked.iterdir()) == []
+
+
+def test_csv_reading_options_are_recorded_and_verified(tmp_path):
+    """A run read with --encoding and --delimiter re-runs with the same options under verify."""
+    out = tmp_path / "run"
+    result = invoke(
+        "screen", FILES / "semicolon.csv", "--subjects", FILES / "semicolon_subjects.csv",
+        "--delimiter", ";", "--out", out, "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    options = json.loads((out / "manifest.json").read_text())["options"]
+    assert (options["delimiter"], options["encoding"], options["on_invalid"]) == (
+        ";",
+        "utf-8",
+        "fail",
+    )
+    assert invoke("verify", out).exit_code == 0
+
+
+def test_json_summary_counts_the_quarantine(tmp_path):
+    result = invoke(
+        "screen", FILES / "hamd_above_52.csv", "--subjects", BASE / "subjects.csv",
+        "--out", tmp_path / "run", "--on-invalid", "quarantine", "--json",
+    )  # fmt: skip
+    summary = json.loads(result.stdout)
+    assert summary["counts"]["quarantine"] == {
+        "subjects_held": 1,
+        "treatment_rows_rejected": 1,
+        "treatment_rows_held": 2,
+        "subject_rows_rejected": 0,
+        "subject_rows_held": 1,
+    }

@@ -109,7 +109,7 @@ def render_attrition(attrition: pd.DataFrame) -> Table:
             table,
             str(row["step"]),
             label,
-            str(row["excluded_at_step"]) if step else "",
+            str(row["excluded_at_step"]) if step or row["excluded_at_step"] else "",
             str(row["remaining"]),
             str(row["not_met_total"]) if step else "",
             str(row["unknown_total"]) if step else "",
@@ -473,6 +473,8 @@ def _attrition_line(steps: list[dict]) -> str:
     for step in steps:
         if step["criterion_id"]:
             parts.append(f"{step['criterion_id']} -{step['excluded_at_step']}")
+        elif step["excluded_at_step"]:  # the quarantine step
+            parts.append(f"{step['title'].split(':')[0]} -{step['excluded_at_step']}")
         else:
             parts.append(f"{step['title']} {step['remaining']}")
     return " -> ".join(parts)
