@@ -37,6 +37,18 @@ ESCAPE_MARK = "'"
 _NEEDS_MARK = r"^[=+\-@\t\r']"  # the triggers, and the mark itself so escaping can be undone
 
 
+def _rewrite_text(table: pa.Table, hit, change) -> pa.Table:
+    """Replace the text cells where `hit(column)` holds by `change(column)`; other types kept."""
+    for index, field in enumerate(table.schema):
+        if not pa.types.is_string(field.type):
+            continue
+        column = table.column(index)
+        where = pc.fill_null(hit(column), False)
+        if pc.any(where).as_py():
+            table = table.set_column(index, field, pc.if_else(where, change(column), column))
+    return table
+
+
 def escape_formulas(table: pa.Table) -> pa.Table:
     """Prefix `'` to every text cell that starts with a formula trigger (or with `'`).
 
@@ -45,28 +57,20 @@ def escape_formulas(table: pa.Table) -> pa.Table:
     one, so `unescape_formulas` restores the exact values. Numbers are not text
     and are never changed (a negative margin stays a number).
     """
-    for index, field in enumerate(table.schema):
-        if not pa.types.is_string(field.type):
-            continue
-        column = table.column(index)
-        hit = pc.fill_null(pc.match_substring_regex(column, _NEEDS_MARK), False)
-        if pc.any(hit).as_py():
-            marked = pc.binary_join_element_wise(ESCAPE_MARK, column, "")
-            table = table.set_column(index, field, pc.if_else(hit, marked, column))
-    return table
+    return _rewrite_text(
+        table,
+        lambda column: pc.match_substring_regex(column, _NEEDS_MARK),
+        lambda column: pc.binary_join_element_wise(ESCAPE_MARK, column, ""),
+    )
 
 
 def unescape_formulas(table: pa.Table) -> pa.Table:
     """The inverse of `escape_formulas` (for reading an escaped CSV back)."""
-    for index, field in enumerate(table.schema):
-        if not pa.types.is_string(field.type):
-            continue
-        column = table.column(index)
-        hit = pc.fill_null(pc.starts_with(column, ESCAPE_MARK), False)
-        if pc.any(hit).as_py():
-            stripped = pc.utf8_slice_codeunits(column, 1)
-            table = table.set_column(index, field, pc.if_else(hit, stripped, column))
-    return table
+    return _rewrite_text(
+        table,
+        lambda column: pc.starts_with(column, ESCAPE_MARK),
+        lambda column: pc.utf8_slice_codeunits(column, 1),
+    )
 
 
 CONTENT_HASHED = ("decisions",)

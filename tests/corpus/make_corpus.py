@@ -54,6 +54,13 @@ def main(folder: Path) -> None:
             rows[line - 1][col[name]] = value
         return rows
 
+    def new_course(subject: str, drug: str) -> list[str]:
+        """A failed 8-week course (HAM-D 24 -> 22) of a subject the base does not have."""
+        values = {"subject_id": subject, "drug": drug, "daily_dose_mg": "100",
+                  "start_date": "2023-02-01", "end_date": "2023-03-28", "hamd_start": "24",
+                  "hamd_end": "22", "stop_reason": "nonresponse"}  # fmt: skip
+        return [values.get(name, "") for name in header]
+
     def write(name: str, text: str | bytes) -> None:
         path = FILES / name
         if isinstance(text, bytes):
@@ -111,25 +118,7 @@ def main(folder: Path) -> None:
     write("duplicate_course.csv", as_csv(treatments + [list(treatments[3])]))
     write(
         "orphan_course.csv",
-        as_csv(
-            treatments
-            + [
-                [
-                    "S099",
-                    "sertraline",
-                    "100",
-                    "2023-02-01",
-                    "2023-03-28",
-                    "",
-                    "24",
-                    "22",
-                    "",
-                    "nonresponse",
-                    "",
-                    "",
-                ]
-            ]
-        ),
+        as_csv(treatments + [new_course("S099", "sertraline")]),
     )
     write("subject_without_courses.csv", as_csv([r for r in treatments if r[0] != "S003"]))
     write("duplicate_subject.csv", as_csv(subjects + [list(subjects[2])]))
@@ -143,23 +132,7 @@ def main(folder: Path) -> None:
     write(
         "formula_cells.csv",
         as_csv(
-            changed(3, drug='=HYPERLINK("http://x","y")')
-            + [
-                [
-                    "@S005",
-                    "+sertraline",
-                    "100",
-                    "2023-02-01",
-                    "2023-03-28",
-                    "",
-                    "24",
-                    "22",
-                    "",
-                    "nonresponse",
-                    "",
-                    "",
-                ]
-            ]
+            changed(3, drug='=HYPERLINK("http://x","y")') + [new_course("@S005", "+sertraline")]
         ),
     )
     write("not_parquet.parquet", text)
