@@ -455,3 +455,18 @@ def test_json_summary_counts_the_quarantine(tmp_path):
         "subject_rows_rejected": 0,
         "subject_rows_held": 1,
     }
+
+
+def test_version_2_runs_are_still_explained(tmp_path):
+    """A run folder written before manifest version 3 (no CSV options, no escaping) is read
+    as unescaped CSV: explain gives the same trace as for the version 3 run."""
+    out = tmp_path / "run"
+    assert invoke("screen", SAMPLE, "--out", out, "--no-escape-formulas").exit_code == 0
+    now = invoke("explain", out, "S020", "--json").stdout
+    path = out / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["manifest_schema_version"] = 2
+    for key in ("encoding", "delimiter", "on_invalid", "escape_formulas"):
+        del manifest["options"][key]
+    path.write_text(json.dumps(manifest))
+    assert invoke("explain", out, "S020", "--json").stdout == now
