@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -138,12 +139,13 @@ class CsvOptions:
 
 
 _DELIMITER_NAMES = {";": "semicolon", "\t": "tab", "|": "pipe", ",": "comma"}
-_BOMS = {
-    codecs.BOM_UTF16_LE: "utf-16",
-    codecs.BOM_UTF16_BE: "utf-16",
+_BOMS = {  # UTF-32 first: its little-endian mark starts with UTF-16's
     codecs.BOM_UTF32_LE: "utf-32",
     codecs.BOM_UTF32_BE: "utf-32",
+    codecs.BOM_UTF16_LE: "utf-16",
+    codecs.BOM_UTF16_BE: "utf-16",
 }
+_BLOCK = 1 << 20  # Arrow's CSV block size: no row may be longer
 
 
 def read_source(
@@ -213,14 +215,9 @@ def _declared(path: Path, options: CsvOptions) -> CsvOptions:
         return options
     with open(path, "rb") as handle:
         head = handle.read(4)
-    for mark in (
-        codecs.BOM_UTF32_LE,
-        codecs.BOM_UTF32_BE,
-        codecs.BOM_UTF16_LE,
-        codecs.BOM_UTF16_BE,
-    ):
+    for mark, encoding in _BOMS.items():
         if head.startswith(mark):
-            return replace(options, encoding=_BOMS[mark])
+            return replace(options, encoding=encoding)
     return options
 
 
@@ -306,10 +303,7 @@ def _refuse_single_column(path: Path, name: str, options: CsvOptions) -> None:
 
 
 def _refuse_duplicates(path: Path, names: list[str], what: str) -> None:
-    seen: dict[str, int] = {}
-    for name in names:
-        seen[name] = seen.get(name, 0) + 1
-    duplicates = sorted(n for n, count in seen.items() if count > 1 and n)
+    duplicates = sorted(n for n, count in Counter(names).items() if count > 1 and n)
     if duplicates:
         raise InputError(
             f"{path}: {what}: {', '.join(duplicates)}; each column may appear once "
@@ -320,7 +314,7 @@ def _refuse_duplicates(path: Path, names: list[str], what: str) -> None:
 def _csv_problem(path: Path, header: list[str], options: CsvOptions, exc: Exception) -> str:
     """Say what is wrong with a CSV Arrow refused, and where, without quoting data."""
     first = str(exc).splitlines()[0] if str(exc) else ""
-    if isinstance(exc, UnicodeDecodeError) or "UTF8" in first or "utf8" in first.lower():
+    if isinstance(exc, UnicodeDecodeError) or "utf8" in first.lower():
         line = _first_undecodable_line(path, options)
         where = f"line {line}: " if line else ""
         column = re.search(r"column #(\d+)", first)
@@ -335,9 +329,6 @@ def _csv_problem(path: Path, header: list[str], options: CsvOptions, exc: Except
             "(look for a runaway quote or an embedded document)"
         )
     return _first_bad_record(path, len(header), options)
-
-
-_BLOCK = 1 << 20  # Arrow's CSV block size: no row may be longer
 
 
 def _first_undecodable_line(path: Path, options: CsvOptions) -> int | None:
@@ -366,49 +357,51 @@ def _first_long_line(path: Path) -> int | None:
     return None
 
 
-def _first_bad_record(path: Path, width: int, options: CsvOptions) -> str:
-    """The first record whose field count differs from the header's, or open quote."""
+def _csv_records(path: Path, options: CsvOptions, strict: bool) -> Iterator[tuple[int, list]]:
+    """(first line, fields) of each CSV record after the header, counting quoted line breaks.
+
+    Python's csv module, for the rare exact paths (line numbers, locating a bad row).
+    A record the module cannot parse (broken quoting) ends the walk as (its line, None).
+    """
     csv.field_size_limit(1 << 30)
-    with open(path, encoding=options.python_encoding, newline="", errors="replace") as handle:
-        reader = csv.reader(handle, delimiter=options.delimiter, strict=True)
+    errors = "replace" if strict else "strict"
+    with open(path, encoding=options.python_encoding, newline="", errors=errors) as handle:
+        reader = csv.reader(handle, delimiter=options.delimiter, strict=strict)
         next(reader, None)
         start = reader.line_num + 1
         try:
             for record in reader:
-                if record and len(record) != width:
-                    return (
-                        f"line {start}: the row has {len(record)} fields but the header has "
-                        f"{width} (a stray delimiter, a missing field or broken quoting); "
-                        f"expected {width} {_DELIMITER_NAMES.get(options.delimiter, 'delimited')}"
-                        "-separated fields per row"
-                    )
+                yield start, record
                 start = reader.line_num + 1
         except csv.Error:
+            yield start, None
+
+
+def _first_bad_record(path: Path, width: int, options: CsvOptions) -> str:
+    """The first record whose field count differs from the header's, or open quote."""
+    for start, record in _csv_records(path, options, strict=True):
+        if record is None:
             return (
                 f"line {start}: broken quoting: a quoted field opened on this line is not "
                 'closed properly; expected each quoted field to end with " before the next '
                 "delimiter or line end"
+            )
+        if record and len(record) != width:
+            return (
+                f"line {start}: the row has {len(record)} fields but the header has "
+                f"{width} (a stray delimiter, a missing field or broken quoting); "
+                f"expected {width} {_DELIMITER_NAMES.get(options.delimiter, 'delimited')}"
+                "-separated fields per row"
             )
     return "cannot be parsed as CSV (expected delimited text with a header line)"
 
 
 def _csv_record_lines(path: Path, n_rows: int, options: CsvOptions) -> np.ndarray:
     """First line of each CSV record, counting quoted line breaks (exact, slow path)."""
-    csv.field_size_limit(1 << 30)
-    lines = np.empty(n_rows, dtype=np.int64)
-    with open(path, encoding=options.python_encoding, newline="") as handle:
-        reader = csv.reader(handle, delimiter=options.delimiter)
-        next(reader, None)
-        start = reader.line_num + 1
-        i = 0
-        for record in reader:
-            if record and i < n_rows:
-                lines[i] = start
-                i += 1
-            start = reader.line_num + 1
-    if i != n_rows:  # pragma: no cover - the two parsers disagree
+    starts = [start for start, record in _csv_records(path, options, strict=False) if record]
+    if len(starts) < n_rows:  # pragma: no cover - the two parsers disagree
         raise InputError(f"{path}: could not match CSV records to lines; check quoting")
-    return lines
+    return np.asarray(starts[:n_rows], dtype=np.int64)
 
 
 def _rename(table: pa.Table, path: Path, rename: dict[str, str], canonical: set[str]) -> pa.Table:
