@@ -19,7 +19,7 @@ from pathlib import Path
 
 from trdscreen import __version__, quarantine
 from trdscreen.audit import AUDIT_FILE, AUDIT_FORMAT, AuditTrail
-from trdscreen.errors import ExitCode, InvalidInputData, RuleError
+from trdscreen.errors import ExitCode, InvalidInputData, RuleError, UsageError
 from trdscreen.formulary import Formulary, load_formulary
 from trdscreen.io import (
     CsvOptions,
@@ -59,7 +59,13 @@ class ScreenRequest:
     as_of: date | None = None
     reports: tuple[str, ...] = ()  # presets or files whose staging scores are added
     csv: CsvOptions = CsvOptions()  # --encoding, --delimiter
-    on_invalid: str = "fail"  # ON_INVALID: what rows that fail validation do to the run
+    on_invalid: str = "fail"  # quarantine.ON_INVALID: what rows that fail validation do
+
+    def __post_init__(self) -> None:
+        if self.on_invalid not in quarantine.ON_INVALID:
+            raise UsageError(
+                f"on_invalid {self.on_invalid!r}: expected one of {', '.join(quarantine.ON_INVALID)}"
+            )
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,6 @@ import pyarrow as pa
 
 from trdscreen.errors import InvalidInputData
 from trdscreen.io import SourceTable
-from trdscreen.schemas import REJECTION_COLUMNS
 
 ON_INVALID = ("fail", "quarantine")
 QUARANTINED = "quarantined"
@@ -96,61 +95,63 @@ def plan(
         raise InvalidInputData(f"--on-invalid quarantine cannot be used: {why}", issues)
     course_ids = typed_courses["subject_id"]
     subject_ids = typed_subjects["subject_id"]
-    tables = {"treatments": course_ids, "subjects": subject_ids}
-    held_ids = pd.Index(
-        np.concatenate(
-            [
-                tables[name].iloc[group["row"].to_numpy()].dropna().to_numpy(dtype=object)
-                for name, group in rejections.groupby("table")
-            ]
-            or [np.empty(0, dtype=object)]
-        )
-    )
-    held = pd.Index(np.unique(held_ids.astype(str)), dtype="str")
-    course_rows = held.get_indexer(course_ids) >= 0
-    subject_rows = (
-        held.get_indexer(subject_ids) >= 0 if len(subject_ids) else np.zeros(0, dtype=bool)
-    )
     by_table = dict(iter(rejections.groupby("table")))
-    q_treatments = _table(treatments, course_rows, by_table.get("treatments"))
+    none = rejections.iloc[:0]
+    rejected_ids = [
+        ids.iloc[by_table.get(name, none)["row"].to_numpy()].dropna().to_numpy(dtype=str)
+        for name, ids in (("treatments", course_ids), ("subjects", subject_ids))
+    ]
+    held = pd.Index(np.unique(np.concatenate(rejected_ids)), dtype="str")
+    course_rows = held.get_indexer(course_ids) >= 0
+    subject_rows = held.get_indexer(subject_ids) >= 0
+    q_treatments = _table(treatments, course_rows, by_table.get("treatments", none))
     q_subjects = (
-        _table(subjects, subject_rows, by_table.get("subjects"))
+        _table(subjects, subject_rows, by_table.get("subjects", none))
         if subjects is not None
-        else _table(None, np.zeros(0, dtype=bool), None)
+        else pd.DataFrame(
+            {c: pd.Series(dtype="int64" if c == "source_line" else "str") for c in META_COLUMNS}
+        )
     )
     reasons = _reasons(held, issues)
     return Quarantine(held, reasons, course_rows, subject_rows, q_treatments, q_subjects)
 
 
-def _table(
-    source: SourceTable | None, rows: np.ndarray, rejected: pd.DataFrame | None
-) -> pd.DataFrame:
+def _join_per_key(
+    keys: np.ndarray, texts: np.ndarray, sep: str, limit: int | None = None
+) -> pd.Series:
+    """The texts of each key joined in order (the first `limit` of them), indexed by key.
+
+    Vectorized: one pass per position within a key (at most `limit`, or the
+    largest group), never a Python call per key.
+    """
+    frame = pd.DataFrame({"key": keys, "text": texts})
+    position = frame.groupby("key", sort=False).cumcount().to_numpy()
+    width = int(position.max()) + 1 if len(frame) else 0
+    first = frame[position == 0].set_index("key")["text"]
+    joined = first.copy()
+    for k in range(1, width if limit is None else min(width, limit)):
+        part = frame[position == k].set_index("key")["text"]
+        joined = joined + (sep + part).reindex(joined.index).fillna("")
+    return joined
+
+
+def _table(source: SourceTable, rows: np.ndarray, rejected: pd.DataFrame) -> pd.DataFrame:
     """The quarantine table of one input: its set-aside rows, as read, with why."""
     positions = np.flatnonzero(rows)
-    if source is None:
-        return pd.DataFrame(
-            {c: pd.Series(dtype="int64" if c == "source_line" else "str") for c in META_COLUMNS}
-        )
-    if rejected is None:
-        rejected = pd.DataFrame(
-            {c: pd.Series(dtype="int64" if c == "row" else "str") for c in REJECTION_COLUMNS}
-        )
     rejected = rejected.sort_values(["row", "column", "check"], kind="stable")
     text = rejected["column"] + " " + rejected["check"] + ": " + rejected["message"]
-    grouped = pd.DataFrame({"row": rejected["row"], "check": rejected["check"], "text": text})
-    per_row = grouped.groupby("row", sort=True).agg(
-        checks=("check", lambda c: ",".join(dict.fromkeys(c))),
-        reasons=("text", "; ".join),
-    )
-    checks = per_row["checks"].reindex(positions)
+    reasons = _join_per_key(rejected["row"].to_numpy(), text.to_numpy(dtype=object), "; ")
+    distinct = rejected.drop_duplicates(["row", "check"])
+    checks = _join_per_key(
+        distinct["row"].to_numpy(), distinct["check"].to_numpy(dtype=object), ","
+    ).reindex(positions)
     meta = pd.DataFrame(
         {
             "source_file": source.file,
             "source_line": source.lines[positions],
             "status": np.where(checks.notna().to_numpy(), "rejected", "held"),
             "checks": checks.fillna("").to_numpy(dtype=object),
-            "reasons": per_row["reasons"]
-            .reindex(positions)
+            "reasons": reasons.reindex(positions)
             .fillna("not rejected itself: held because the subject has a rejected row")
             .to_numpy(dtype=object),
         }
@@ -174,14 +175,11 @@ def _reasons(held: pd.Index, issues: pd.DataFrame) -> np.ndarray:
     errors = issues[(issues["severity"] == "error") & (issues["subject_id"] != "")]
     errors = errors.drop_duplicates(["subject_id", "file", "line"])
     where = errors["file"] + " line " + errors["line"].astype(str) + " (" + errors["check"] + ")"
-    frame = pd.DataFrame({"subject_id": errors["subject_id"], "where": where})
-    summary = frame.groupby("subject_id", sort=True)["where"].agg(
-        lambda w: (
-            f"{QUARANTINED}: {len(w)} rejected row(s): "
-            + ", ".join(w.iloc[:REASON_LINES_SHOWN])
-            + (", ..." if len(w) > REASON_LINES_SHOWN else "")
-        )
-    )
+    ids = errors["subject_id"].to_numpy(dtype=object)
+    listed = _join_per_key(ids, where.to_numpy(dtype=object), ", ", REASON_LINES_SHOWN)
+    count = pd.Series(ids).value_counts().reindex(listed.index)
+    more = np.where(count.to_numpy() > REASON_LINES_SHOWN, ", ...", "")
+    summary = f"{QUARANTINED}: " + count.astype(str) + " rejected row(s): " + listed + more
     return summary.reindex(held).fillna(f"{QUARANTINED}: rejected rows").to_numpy(dtype=object)
 
 

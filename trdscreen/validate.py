@@ -7,7 +7,7 @@ error-level issue means for the run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 
 import numpy as np
@@ -42,7 +42,7 @@ class ValidatedInputs:
     treatments: pd.DataFrame  # typed contract columns + source_file, source_line
     subjects: pd.DataFrame  # typed subjects table as given (empty without one)
     issues: pd.DataFrame
-    rejections: pd.DataFrame = field(default_factory=lambda: IssueLog().rejections())
+    rejections: pd.DataFrame
     """Error-level issues by table ("treatments"/"subjects") and row position (-1: file)."""
 
     @property
