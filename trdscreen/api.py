@@ -19,7 +19,8 @@ from pathlib import Path
 
 from trdscreen import __version__, quarantine
 from trdscreen.audit import AUDIT_FILE, AUDIT_FORMAT, AuditTrail
-from trdscreen.errors import ExitCode, InvalidInputData, RuleError, UsageError
+from trdscreen.engine import DaskOptions
+from trdscreen.errors import ExitCode, RuleError, UsageError
 from trdscreen.formulary import Formulary, load_formulary
 from trdscreen.io import (
     CsvOptions,
@@ -31,7 +32,7 @@ from trdscreen.io import (
     sha256_file,
 )
 from trdscreen.output import write_tables
-from trdscreen.pipeline import ScreenResult, screen_validated
+from trdscreen.pipeline import ScreenResult, refuse_invalid, screen_checked
 from trdscreen.ruleset import (
     STAGING_MODEL_OF,
     ColumnMap,
@@ -60,6 +61,7 @@ class ScreenRequest:
     reports: tuple[str, ...] = ()  # presets or files whose staging scores are added
     csv: CsvOptions = CsvOptions()  # --encoding, --delimiter
     on_invalid: str = "fail"  # quarantine.ON_INVALID: what rows that fail validation do
+    dask: DaskOptions | None = None  # --engine dask: run the kernel per hash bucket
 
     def __post_init__(self) -> None:
         if self.on_invalid not in quarantine.ON_INVALID:
@@ -87,7 +89,7 @@ class RuleFile:
     file_sha256: str
 
 
-@dataclass(frozen=True)
+@dataclass
 class LoadedRun:
     request: ScreenRequest
     rules: RuleSet
@@ -96,7 +98,7 @@ class LoadedRun:
     formulary: Formulary
     treatments: SourceTable
     subjects: SourceTable | None
-    validated: ValidatedInputs
+    validated: ValidatedInputs | None  # None until the Dask engine has validated the buckets
     started_at: datetime
     reports: tuple[ReportRules, ...]
     trail: AuditTrail
@@ -262,10 +264,12 @@ def load_with(
         canonical = set(SUBJECT_COLUMNS) | set(wanted)
         subjects = read_source(subjects_path, "subjects", columns.subjects, canonical, request.csv)
         trail.record("input_read", **_input_record(subjects, "subjects"))
-    validated = validate_inputs(
-        treatments, subjects, rules, formulary, request.as_of, tuple(r.rules for r in reports)
-    )
-    trail.record("inputs_validated", issues=issue_counts(validated.issues))
+    validated = None
+    if request.dask is None:  # the Dask engine validates per bucket, on the workers
+        validated = validate_inputs(
+            treatments, subjects, rules, formulary, request.as_of, tuple(r.rules for r in reports)
+        )
+        trail.record("inputs_validated", issues=issue_counts(validated.issues))
     return LoadedRun(
         request,
         rules,
@@ -287,40 +291,49 @@ def screen(loaded: LoadedRun) -> ScreenResult:
     """Screen a loaded run. When validation found errors: raise InvalidInputData
     (`--on-invalid fail`), or hold the subjects concerned for review
     (`--on-invalid quarantine`, see `trdscreen.quarantine`)."""
-    validated = loaded.validated
-    held = None
-    if validated.n_errors:
-        if loaded.request.on_invalid != "quarantine":
-            rows_only = quarantine.refuse_quarantine(validated.rejections, validated.issues) is None
-            raise InvalidInputData(
-                f"input validation found {validated.n_errors} error(s); "
-                "see validation_issues for file, line and column"
-                + (
-                    " (or pass --on-invalid quarantine to hold the subjects concerned for review)"
-                    if rows_only
-                    else ""
-                ),
-                validated.issues,
-            )
-        held = quarantine.plan(
-            loaded.treatments,
-            loaded.subjects,
-            validated.treatments,
-            validated.subjects,
-            validated.rejections,
-            validated.issues,
-        )
-        loaded.trail.record("quarantine_planned", **held.counts())
-    result = screen_validated(
-        validated,
+    reports = tuple((r.rules, r.formulary) for r in loaded.reports)
+    if loaded.request.dask is not None:
+        return _screen_dask(loaded, reports)
+    refuse_invalid(loaded.validated, loaded.request.on_invalid)
+    result = screen_checked(
+        loaded.treatments,
+        loaded.subjects,
+        loaded.validated,
         loaded.rules,
         loaded.formulary,
         loaded.request.as_of,
-        tuple((r.rules, r.formulary) for r in loaded.reports),
-        held,
+        reports,
     )
+    return _screened(loaded, result)
+
+
+def _screened(loaded: LoadedRun, result: ScreenResult) -> ScreenResult:
+    if result.quarantine is not None:
+        loaded.trail.record("quarantine_planned", **result.quarantine.counts())
     loaded.trail.record("decisions_computed", counts=result.counts())
     return result
+
+
+def _screen_dask(loaded: LoadedRun, reports: tuple[tuple[RuleSet, Formulary], ...]) -> ScreenResult:
+    """Validate and screen bucket by bucket on a Dask cluster (`trdscreen.engine`); the
+    merged issues become the run's (so a failed run writes them as the default would)."""
+    from trdscreen import engine
+
+    options = loaded.request.dask
+    parts = engine.run_parts(
+        loaded.treatments,
+        loaded.subjects,
+        loaded.rules,
+        loaded.formulary,
+        loaded.request.as_of,
+        reports,
+        loaded.request.on_invalid,
+        options,
+    )
+    loaded.validated = engine.merge_validated(parts)
+    loaded.trail.record("inputs_validated", issues=issue_counts(loaded.validated.issues))
+    refuse_invalid(loaded.validated, loaded.request.on_invalid)
+    return _screened(loaded, engine.merge_results(parts, loaded.validated.issues))
 
 
 @dataclass(frozen=True)
@@ -412,6 +425,7 @@ def build_manifest(
             "delimiter": request.csv.delimiter,
             "on_invalid": request.on_invalid,
             "escape_formulas": escape_formulas,
+            "engine": _engine_record(request),
         },
         "reference_date": (
             {"source": "as_of", "value": as_of.isoformat()}
@@ -441,6 +455,16 @@ def build_manifest(
         "decisions_content_sha256": decisions[0]["content_sha256"] if decisions else None,
         "counts": result.counts() if result is not None else None,
         "audit": {"path": AUDIT_FILE, "format": AUDIT_FORMAT},
+    }
+
+
+def _engine_record(request: ScreenRequest) -> dict[str, object]:
+    if request.dask is None:
+        return {"name": "pandas"}
+    return {
+        "name": "dask",
+        "scheduler": request.dask.scheduler,
+        "partitions": request.dask.partitions,
     }
 
 

@@ -21,7 +21,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from trdscreen import __version__
-from trdscreen.errors import ExitCode, InvalidInputData, TrdscreenError
+from trdscreen.errors import ExitCode, InvalidInputData, TrdscreenError, UsageError
 
 app = typer.Typer(
     name="trdscreen",
@@ -32,6 +32,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+
+
+class Engine(StrEnum):
+    pandas = "pandas"
+    dask = "dask"
 
 
 class Format(StrEnum):
@@ -214,6 +219,36 @@ def screen(
     ] = True,
     encoding: EncodingOpt = "utf-8",
     delimiter: DelimiterOpt = ",",
+    engine: Annotated[
+        Engine,
+        typer.Option(
+            "--engine",
+            help="pandas: in this process. dask: one task per hash bucket of subject_id on a "
+            "Dask cluster (same tables, byte for byte).",
+        ),
+    ] = Engine.pandas,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler",
+            help="Dask scheduler address (tcp://host:8786); default: a local cluster on 127.0.0.1.",
+        ),
+    ] = None,
+    partitions: Annotated[
+        int | None,
+        typer.Option(
+            "--partitions", min=1, help="Hash buckets for --engine dask (default 4 per worker)."
+        ),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Local Dask cluster: worker processes.")
+    ] = 2,
+    worker_memory: Annotated[
+        str,
+        typer.Option(
+            "--worker-memory", help="Local Dask cluster: memory limit per worker, e.g. 2GiB."
+        ),
+    ] = "auto",
 ) -> None:
     """Screen a cohort and write decisions, ledger, courses, attrition and a manifest."""
     reference = _parse_date(as_of)
@@ -224,6 +259,11 @@ def screen(
         from trdscreen.schemas import issue_counts
 
         api.check_out_dir(out, force)
+        dask = None
+        if engine is Engine.dask:
+            dask = api.DaskOptions(scheduler, partitions, workers, worker_memory)
+        elif scheduler is not None or partitions is not None:
+            raise UsageError("--scheduler and --partitions need --engine dask")
         request = api.ScreenRequest(
             input,
             subjects,
@@ -233,6 +273,7 @@ def screen(
             tuple(report or ()),
             _csv_options(encoding, delimiter),
             on_invalid.value,
+            dask,
         )
         loaded = api.load(request, sys.argv)
         try:
@@ -554,7 +595,6 @@ def formulary(
 
     def body() -> None:
         from trdscreen import api
-        from trdscreen.errors import UsageError
 
         table, rule_set = api.formulary_for(rules)
         if drug is None:

@@ -11,16 +11,19 @@ from datetime import date
 
 import pandas as pd
 
+from trdscreen import quarantine as quarantine_policy
 from trdscreen.asof import as_of_view
 from trdscreen.courses import assess_courses
 from trdscreen.criteria import attrition, decide, evaluate_all, ledger
+from trdscreen.errors import InvalidInputData
 from trdscreen.formulary import Formulary
+from trdscreen.io import SourceTable
 from trdscreen.quarantine import Quarantine, held_attrition, held_decisions
 from trdscreen.ruleset import RuleSet
 from trdscreen.schemas import issue_counts
 from trdscreen.staging import staging_columns
 from trdscreen.subjects import Cohort, assess_subjects, build_cohort
-from trdscreen.validate import ValidatedInputs
+from trdscreen.validate import ValidatedInputs, validate_inputs
 
 DECISION_COLUMNS = (
     "subject_id",
@@ -196,3 +199,84 @@ def screen_validated(
         issues=inputs.issues,
         quarantine=quarantine,
     )
+
+
+def refuse_invalid(validated: ValidatedInputs, on_invalid: str) -> None:
+    """Raise InvalidInputData when validation errors stop the run under `on_invalid`:
+    always under "fail"; under "quarantine" when the errors cannot be set aside."""
+    if not validated.n_errors:
+        return
+    why = quarantine_policy.refuse_quarantine(validated.rejections, validated.issues)
+    if on_invalid == "quarantine":
+        if why is None:
+            return
+        raise InvalidInputData(f"--on-invalid quarantine cannot be used: {why}", validated.issues)
+    raise InvalidInputData(
+        f"input validation found {validated.n_errors} error(s); "
+        "see validation_issues for file, line and column"
+        + (
+            " (or pass --on-invalid quarantine to hold the subjects concerned for review)"
+            if why is None
+            else ""
+        ),
+        validated.issues,
+    )
+
+
+def screen_checked(
+    treatments: SourceTable,
+    subjects: SourceTable | None,
+    validated: ValidatedInputs,
+    rules: RuleSet,
+    formulary: Formulary,
+    as_of: date | None,
+    reports: tuple[tuple[RuleSet, Formulary], ...] = (),
+) -> ScreenResult:
+    """Screen validated inputs that `refuse_invalid` let through: subjects with rejected
+    rows (if any) are held for review, everyone else is screened."""
+    held = None
+    if validated.n_errors:
+        held = quarantine_policy.plan(
+            treatments,
+            subjects,
+            validated.treatments,
+            validated.subjects,
+            validated.rejections,
+            validated.issues,
+        )
+    return screen_validated(validated, rules, formulary, as_of, reports, held)
+
+
+@dataclass(frozen=True)
+class Part:
+    """What one partition of the inputs gives: its issues, and its result unless its
+    own errors stop it (the caller decides for the whole run with `refuse_invalid`)."""
+
+    issues: pd.DataFrame
+    rejections: pd.DataFrame
+    result: ScreenResult | None
+
+
+def screen_part(
+    treatments: SourceTable,
+    subjects: SourceTable | None,
+    rules: RuleSet,
+    formulary: Formulary,
+    as_of: date | None,
+    reports: tuple[tuple[RuleSet, Formulary], ...],
+    on_invalid: str,
+) -> Part:
+    """The kernel a partition runs: validate, then screen as the whole run would.
+
+    Correct on any partition that holds all rows of each of its subjects: every
+    check and every decision depends on one subject's rows only.
+    """
+    validated = validate_inputs(
+        treatments, subjects, rules, formulary, as_of, tuple(r for r, _ in reports)
+    )
+    try:
+        refuse_invalid(validated, on_invalid)
+    except InvalidInputData:
+        return Part(validated.issues, validated.rejections, None)
+    result = screen_checked(treatments, subjects, validated, rules, formulary, as_of, reports)
+    return Part(validated.issues, validated.rejections, result)

@@ -240,3 +240,13 @@ def held_attrition(attrition: pd.DataFrame, n_held: int) -> pd.DataFrame:
     )
     merged = pd.concat([table.iloc[:1], step, table.iloc[1:]], ignore_index=True)
     return merged.astype(attrition.dtypes.to_dict())
+
+
+def without_held_step(attrition: pd.DataFrame, quarantine: Quarantine) -> pd.DataFrame:
+    """`held_attrition` undone: the table as if no subject had been held (used to add up
+    the attrition of several partitions before adding the step once)."""
+    n_held = len(quarantine.held)
+    table = attrition[attrition["step"] != 1].reset_index(drop=True)
+    table.loc[table["step"] == 0, "remaining"] -= n_held
+    table.loc[table["step"] > 1, "step"] -= 1
+    return table.astype(attrition.dtypes.to_dict())

@@ -193,9 +193,14 @@ class IssueLog:
             return empty_issues()
         issues = pd.concat(self._blocks, ignore_index=True)
         issues = issues.astype({c: "str" for c in ISSUE_COLUMNS if c != "line"} | {"line": "int64"})
-        return issues.sort_values(["file", "line", "column", "check"], kind="stable").reset_index(
-            drop=True
-        )
+        return sorted_issues(issues)
+
+
+def sorted_issues(issues: pd.DataFrame) -> pd.DataFrame:
+    """Issues in the order they are written: by file, line, column and check."""
+    return issues.sort_values(["file", "line", "column", "check"], kind="stable").reset_index(
+        drop=True
+    )
 
 
 # --------------------------------------------------------------------------- dtype pre-check

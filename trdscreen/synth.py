@@ -195,6 +195,8 @@ def synthesize(n_subjects: int, seed: int = 0) -> SynthCohort:
     adherence = rng.choice(adherence_levels, size=m, p=[0.05, 0.1, 0.25, 0.3, 0.3])
     adherence_missing = rng.random(m) < 0.70
     stop = _choice(rng, _STOP_WEIGHTS, list(_STOP_WEIGHTS.values()), m, missing=0.15)
+    # A last course without an end date is mostly still running.
+    stop = pc.if_else(pa.array(last & end_missing & (rng.random(m) < 0.8)), "ongoing", stop)
     role_code = np.where(add_on[spelling], 1, 0).astype(np.int32)
     role = pa.DictionaryArray.from_arrays(
         pa.array(role_code, mask=(role_code == 0) & (rng.random(m) < 0.6)),
