@@ -119,7 +119,12 @@ def run_parts(
     options: DaskOptions,
 ) -> list[Part]:
     """Run the kernel on every non-empty bucket on a Dask cluster, in bucket order."""
-    from distributed import Client, LocalCluster
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise UsageError(
+            "--engine dask needs dask.distributed: pip install 'trdscreen[dask]'"
+        ) from None
 
     cluster = None
     if options.scheduler is None:
@@ -128,7 +133,7 @@ def run_parts(
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0",  # loopback, any free port
             memory_limit=options.worker_memory,
         )
     try:
