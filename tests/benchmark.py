@@ -1,0 +1,225 @@
+"""Benchmark: `trdscreen screen` end to end on synthetic cohorts, with figures per stage.
+
+Not collected by pytest (no test_ prefix): timings belong in printed figures,
+not in assertions that flake on a busy machine. Run it on a quiet machine:
+
+    python tests/benchmark.py                   # 1 M subjects, Parquet and CSV input
+    python tests/benchmark.py --subjects 250000 # a quicker look
+    python tests/benchmark.py --linear          # also 4 M subjects (needs ~20 GiB disk/RAM)
+    python tests/benchmark.py --dask --worker-memory 3GiB   # the Dask engine too
+
+Each run is the real CLI in a child process (`trdscreen screen ... --format
+parquet --json`), so the figures include start-up, imports and the manifest.
+Stage boundaries come from the run's own audit log (millisecond timestamps);
+resident memory is sampled from /proc every 5 ms, and the total peak is the
+child's ru_maxrss. Targets (issue 6) are printed beside the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+STAGES = (  # (name, audit event that ends it; the last event of that name)
+    ("start-up", "run_started"),
+    ("rules", "formulary_loaded"),
+    ("read", "input_read"),
+    ("validate", "inputs_validated"),
+    ("screen", "decisions_computed"),
+    ("write", "run_finished"),
+)
+TARGET_ROWS_PER_S = {"parquet": 2_000_000, "csv": 1_000_000}
+MIB = 1 << 20
+
+
+def _rss_sampler(pid: int, samples: list[tuple[float, int]], stop: threading.Event) -> None:
+    path = f"/proc/{pid}/status"
+    while not stop.is_set():
+        try:
+            with open(path) as handle:
+                for line in handle:
+                    if line.startswith("VmRSS:"):
+                        samples.append((time.time(), int(line.split()[1]) * 1024))
+                        break
+        except OSError:
+            return
+        stop.wait(0.005)
+
+
+def _stage_ends(audit: Path) -> dict[str, float]:
+    ends = {}
+    for line in audit.read_text().splitlines():
+        event = json.loads(line)
+        ends[event["event"]] = datetime.fromisoformat(event["time"]).timestamp()
+    return ends
+
+
+def _machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / (1 << 30)
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {memory:.0f} GiB RAM, {platform.system()} "
+        f"{platform.release()}, Python {platform.python_version()}"
+    )
+
+
+def synth(subjects: int, fmt: str, folder: Path) -> tuple[int, float]:
+    started = time.perf_counter()
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trdscreen",
+            "synth",
+            "--subjects",
+            str(subjects),
+            "--out",
+            str(folder),
+            "--format",
+            fmt,
+            "--seed",
+            "2026",
+            "--json",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout)["courses"], time.perf_counter() - started
+
+
+def screen(cohort: Path, out: Path, extra: list[str]) -> dict:
+    """One CLI run; returns wall time, per-stage seconds and peak RSS, total peak RSS."""
+    command = [
+        sys.executable,
+        "-m",
+        "trdscreen",
+        "screen",
+        str(cohort),
+        "--out",
+        str(out),
+        "--format",
+        "parquet",
+        "--json",
+        "--force",
+        *extra,
+    ]
+    samples: list[tuple[float, int]] = []
+    stop = threading.Event()
+    started = time.time()
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    sampler = threading.Thread(target=_rss_sampler, args=(child.pid, samples, stop))
+    sampler.start()
+    _pid, status, usage = os.wait4(child.pid, 0)
+    ended = time.time()
+    stop.set()
+    sampler.join()
+    stdout, stderr = child.communicate()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"screen failed: {stderr.decode()[-2000:]}")
+    ends = _stage_ends(out / "audit.jsonl")
+    stages, begin = [], started
+    for name, event in STAGES:
+        end = ends[event]
+        peak = max((rss for t, rss in samples if begin <= t <= end), default=0)
+        stages.append((name, end - begin, peak))
+        begin = end
+    peak_tail = max((rss for t, rss in samples if t >= begin), default=0)
+    stages.append(("exit", ended - begin, peak_tail))
+    return {
+        "wall": ended - started,
+        "stages": stages,
+        "peak": usage.ru_maxrss * 1024,  # Linux reports KiB
+        "counts": json.loads(stdout)["counts"],
+    }
+
+
+def report(label: str, rows: int, run: dict, fmt: str) -> None:
+    print(f"\n{label}: {rows:,} course rows, {run['counts']['subjects']['total']:,} subjects")
+    print(f"  {'stage':<10} {'seconds':>8} {'rows/s':>12} {'peak RSS MiB':>13}")
+    for name, seconds, peak in run["stages"]:
+        rate = f"{rows / seconds:,.0f}" if seconds > 0 else "-"
+        print(f"  {name:<10} {seconds:8.2f} {rate:>12} {peak / MIB:13.0f}")
+    rate = rows / run["wall"]
+    limit = 250 * rows / 1e6 + 150
+    print(
+        f"  {'total':<10} {run['wall']:8.2f} {rate:12,.0f} {run['peak'] / MIB:13.0f}"
+        f"   target: >= {TARGET_ROWS_PER_S[fmt]:,} rows/s "
+        f"({'met' if rate >= TARGET_ROWS_PER_S[fmt] else 'NOT met'}), "
+        f"<= {limit:,.0f} MiB ({'met' if run['peak'] / MIB <= limit else 'NOT met'})"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subjects", type=int, default=1_000_000)
+    parser.add_argument("--formats", default="parquet,csv")
+    parser.add_argument("--linear", action="store_true", help="also run 4x the subjects")
+    parser.add_argument("--dask", action="store_true", help="also run --engine dask")
+    parser.add_argument("--worker-memory", default="3GiB")
+    parser.add_argument("--keep", type=Path, help="keep cohorts and runs in this folder")
+    args = parser.parse_args()
+
+    print(f"machine: {_machine()}")
+    started = time.perf_counter()
+    for flag in ("--version", "--help"):
+        begin = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "trdscreen", flag], check=True, capture_output=True)
+        print(f"trdscreen {flag}: {time.perf_counter() - begin:.3f} s (target < 0.3 s)")
+
+    work = args.keep or Path(tempfile.mkdtemp(prefix="trdscreen-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    walls = {}
+    try:
+        sizes = [args.subjects] + ([4 * args.subjects] if args.linear else [])
+        for fmt in args.formats.split(","):
+            for n in sizes:
+                cohort = work / f"cohort-{n}-{fmt}"
+                if not cohort.exists():
+                    rows, seconds = synth(n, fmt, cohort)
+                    print(f"\nsynth {n:,} subjects as {fmt}: {rows:,} rows in {seconds:.1f} s")
+                run = screen(cohort, work / f"run-{n}-{fmt}", [])
+                rows = run["counts"]["courses"]["total"]
+                report(f"{fmt} input, default engine", rows, run, fmt)
+                walls[(fmt, n)] = run["wall"]
+                if args.dask:
+                    run = screen(
+                        cohort,
+                        work / f"run-{n}-{fmt}-dask",
+                        ["--engine", "dask", "--worker-memory", args.worker_memory],
+                    )
+                    report(f"{fmt} input, --engine dask (2 workers)", rows, run, fmt)
+        if args.linear:
+            for fmt in args.formats.split(","):
+                ratio = walls[(fmt, 4 * args.subjects)] / walls[(fmt, args.subjects)]
+                print(
+                    f"\nlinear scaling ({fmt}): 4x subjects took {ratio:.2f}x as long "
+                    f"(target <= 4.5x: {'met' if ratio <= 4.5 else 'NOT met'})"
+                )
+    finally:
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\nbenchmark wall time {time.perf_counter() - started:.0f} s (own peak {own:.0f} MiB)")
+
+
+if __name__ == "__main__":
+    main()
