@@ -183,6 +183,11 @@ def _drug_lookup(drugs: pd.Series, rules: RuleSet, formulary: Formulary) -> dict
     table["min_dose"] = table["min_dose"].astype(np.float64)
     table["nondep"] = table["nondep"].astype(bool)
     table["known"] = np.array([r[0] is not None for r in rows], dtype=bool)
+    # What makes two names the same trial when counting (see _identity), as integers
+    # per distinct name: the generic or the class; an unknown name counts as itself.
+    for key, column in (("same_drug", "generic"), ("same_class", "drug_class")):
+        text = np.where(table["known"], table[column], "?" + table["normalized"].astype(str))
+        table[key] = pd.factorize(text)[0].astype(np.int64) if len(rows) else np.zeros(0, int)
     safe = np.where(codes >= 0, codes, 0)
     if len(uniques) == 0:
         return {k: np.empty(0, dtype=v.dtype) for k, v in table.items()}
@@ -341,7 +346,7 @@ def assess_courses(
         )
         flag((episode_state == NOT_MET) & ~assumed, "before_current_episode")
 
-    identity = _identity(lookup, known, modality, drug_modality, rules)
+    identity = _identity(lookup, modality, drug_modality, rules)
     checks = all_of(dose_state, duration_state, adherence_state, episode_state)
     adequate = all_of(counted, checks)
 
@@ -577,21 +582,19 @@ def _outcome(
 
 def _identity(
     lookup: dict[str, np.ndarray],
-    known: np.ndarray,
     modality: np.ndarray,
     drug_modality: np.ndarray,
     rules: RuleSet,
 ) -> np.ndarray:
-    """What makes two trials 'the same' when counting: the drug or its class.
+    """What makes two trials 'the same' when counting, as an integer key per course: the
+    drug or its class.
 
     Unknown names count as themselves (an upper bound); ECT, rTMS and
-    psychotherapy count as their modality.
+    psychotherapy count as their modality (keys after every drug key).
     """
-    base = lookup["generic"] if rules.counting.distinct == "drug" else lookup["drug_class"]
-    unknown_key = (
-        np.char.add("?", lookup["normalized"].astype(str)) if len(base) else np.zeros(0, str)
-    )
-    key = np.where(known, base, unknown_key)
-    return np.where(drug_modality, key, np.char.add("modality:", modality.astype(str))).astype(
-        object
-    )
+    key = lookup["same_drug"] if rules.counting.distinct == "drug" else lookup["same_class"]
+    if drug_modality.all():
+        return key
+    offset = int(key.max()) + 1 if len(key) else 0
+    modality_key = offset + pd.factorize(modality)[0].astype(np.int64)
+    return np.where(drug_modality, key, modality_key)

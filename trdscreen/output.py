@@ -20,9 +20,14 @@ from trdscreen.io import WRITERS, sha256_file
 def to_arrow(frame: pd.DataFrame) -> pa.Table:
     columns = {}
     for name, series in frame.items():
-        if isinstance(series.dtype, pd.CategoricalDtype):
-            series = series.astype("str")
-        array = pa.array(series, from_pandas=True)
+        if isinstance(series.dtype, pd.CategoricalDtype):  # codes -> text in Arrow, no objects
+            codes = series.cat.codes.to_numpy()
+            categories = pa.array(series.cat.categories.to_numpy(dtype=object), pa.string())
+            array = pa.DictionaryArray.from_arrays(
+                pa.array(codes, mask=codes < 0), categories
+            ).cast(pa.string())
+        else:
+            array = pa.array(series, from_pandas=True)
         if pa.types.is_timestamp(array.type):
             array = array.cast(pa.date32())
         elif pa.types.is_large_string(array.type) or pa.types.is_string_view(array.type):
@@ -122,7 +127,8 @@ def write_tables(
     records = []
     for stem, frame in tables.items():
         table = to_arrow(frame)
-        as_csv = escape_formulas(table) if escape else table
+        hashed = "csv" in formats or stem in CONTENT_HASHED
+        as_csv = escape_formulas(table) if escape and hashed else table
         written = []
         for fmt in formats:
             suffix, writer = WRITERS[fmt]

@@ -17,6 +17,8 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from trdscreen.courses import CourseAssessment
 from trdscreen.ruleset import RuleSet
@@ -39,9 +41,17 @@ class Cohort:
 def build_cohort(
     courses: pd.DataFrame, subjects: pd.DataFrame, rules: RuleSet, as_of: date | None
 ) -> Cohort:
-    course_ids = courses["subject_id"].to_numpy(dtype=object)
-    table_ids = subjects["subject_id"].dropna().to_numpy(dtype=object)
-    ids = pd.Index(np.unique(np.concatenate([course_ids, table_ids]).astype(str)), dtype="str")
+    # Sorted distinct ids of both tables; Arrow sorts and hashes the strings (no objects).
+    both = pa.chunked_array(
+        [
+            pa.array(courses["subject_id"].array, pa.string()),
+            pa.array(subjects["subject_id"].array, pa.string()),
+        ],
+        pa.string(),
+    )
+    distinct = pc.unique(both.drop_null())
+    ids = pd.Index(pd.array(distinct.take(pc.sort_indices(distinct)), dtype="str"))
+    course_ids = courses["subject_id"]
     aligned = (
         subjects.dropna(subset=["subject_id"])
         .drop_duplicates("subject_id")
@@ -72,7 +82,7 @@ def distinct_count(codes: np.ndarray, keys: np.ndarray, mask: np.ndarray, n: int
     if not mask.any():
         return np.zeros(n, dtype=np.int64)
     width = np.int64(keys.max() + 1)
-    pairs = np.unique(codes[mask].astype(np.int64) * width + keys[mask])
+    pairs = pd.unique(codes[mask].astype(np.int64) * width + keys[mask])  # hashing, no sort
     return np.bincount(pairs // width, minlength=n)
 
 

@@ -57,7 +57,7 @@ def join_flags(bits: np.ndarray, names: Sequence[str], sep: str = ";") -> np.nda
     Works on the distinct masks only (few), so it stays vectorized.
     """
     bits = np.asarray(bits, dtype=np.int64)
-    uniques, inverse = np.unique(bits, return_inverse=True)
+    inverse, uniques = pd.factorize(bits)  # hashing: O(n), where np.unique sorts
     texts = np.array(
         [sep.join(n for i, n in enumerate(names) if int(u) >> i & 1) for u in uniques], dtype=object
     )
