@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from trdscreen.asof import AFTER, CENSORED
 from trdscreen.formulary import Formulary
@@ -138,6 +139,11 @@ def _column(frame: pd.DataFrame, name: str, default: str) -> pd.Series:
     return pd.Series(default, index=frame.index)
 
 
+def _text(column: pd.Series) -> pd.api.extensions.ExtensionArray:
+    """A text column as the output's str dtype, without a round trip through Python objects."""
+    return column.array if column.dtype == "str" else pd.array(column.to_numpy(object), dtype="str")
+
+
 def _floats(frame: pd.DataFrame, name: str) -> np.ndarray:
     if name in frame.columns:
         return np.asarray(frame[name].to_numpy(dtype=np.float64, na_value=np.nan))
@@ -183,15 +189,28 @@ def _drug_lookup(drugs: pd.Series, rules: RuleSet, formulary: Formulary) -> dict
     table["min_dose"] = table["min_dose"].astype(np.float64)
     table["nondep"] = table["nondep"].astype(bool)
     table["known"] = np.array([r[0] is not None for r in rows], dtype=bool)
+    table["also"] = np.isin(table["generic"].astype(str), rules.formulary.also_count)
     # What makes two names the same trial when counting (see _identity), as integers
     # per distinct name: the generic or the class; an unknown name counts as itself.
     for key, column in (("same_drug", "generic"), ("same_class", "drug_class")):
         text = np.where(table["known"], table[column], "?" + table["normalized"].astype(str))
         table[key] = pd.factorize(text)[0].astype(np.int64) if len(rows) else np.zeros(0, int)
+    # Output text columns: built per distinct name, gathered by Arrow (no Python strings).
+    has_min = ~np.isnan(table["min_dose"])
+    texts = {
+        "drug_generic": table["generic"],
+        "drug_class": np.where(table["known"], table["drug_class"], None),
+        "min_dose_source": np.where(has_min, table["min_source"], None),
+    }
+    taken = pa.array(codes, mask=codes < 0)
     safe = np.where(codes >= 0, codes, 0)
     if len(uniques) == 0:
-        return {k: np.empty(0, dtype=v.dtype) for k, v in table.items()}
-    return {k: v[safe] for k, v in table.items()}
+        per_row = {k: np.empty(0, dtype=v.dtype) for k, v in table.items()}
+    else:
+        per_row = {k: v[safe] for k, v in table.items()}
+    for name, values in texts.items():
+        per_row[name] = pd.array(pa.array(values, pa.string()).take(taken), dtype="str")
+    return per_row
 
 
 def assess_courses(
@@ -215,8 +234,10 @@ def assess_courses(
         nonlocal bits
         bits = bits | np.where(mask, _BIT[reason], np.int64(0))
 
-    modality = _column(courses, "modality", "pharmacotherapy").to_numpy(dtype=object)
-    role = _column(courses, "role", "monotherapy").to_numpy(dtype=object)
+    modality_text = _column(courses, "modality", "pharmacotherapy")
+    role_text = _column(courses, "role", "monotherapy")
+    modality = modality_text.to_numpy(dtype=object)
+    role = role_text.to_numpy(dtype=object)
     stop_reason = _column(courses, "stop_reason", "").to_numpy(dtype=object)
     drug_modality = np.isin(modality, DRUG_MODALITIES)
     lookup = _drug_lookup(courses["drug"], rules, formulary)
@@ -227,7 +248,7 @@ def assess_courses(
     # --- counted as a treatment trial at all. `treatment` ignores the rule
     # set's role, modality and agent filters (staging scores those apart).
     augmenting = np.isin(role, ("augmentation", "combination"))
-    also = np.isin(lookup["generic"].astype(str), rules.formulary.also_count)
+    also = lookup["also"]
     is_antidepressant = (counts_as == "antidepressant") | ((counts_as == "policy") & also)
     is_augmentation = (counts_as == "augmentation") & augmenting
     drug_treatment = np.select(
@@ -397,7 +418,7 @@ def assess_courses(
     )
 
     optimised, repeat = _repeats(
-        codes, lookup["generic"], known & drug_modality & in_view, start, dose, courses
+        codes, lookup["same_drug"], known & drug_modality & in_view, start, dose, courses
     )
     flag(optimised, "dose_optimisation")
     flag(repeat, "repeat_of_earlier_drug")
@@ -406,17 +427,17 @@ def assess_courses(
 
     out = pd.DataFrame(
         {
-            "subject_id": courses["subject_id"].to_numpy(),
-            "source_file": courses["source_file"].to_numpy(),
+            "subject_id": _text(courses["subject_id"]),
+            "source_file": _text(courses["source_file"]),
             "source_line": courses["source_line"].to_numpy(),
-            "drug": courses["drug"].to_numpy(),
-            "drug_generic": pd.array(lookup["generic"], dtype="str"),
-            "drug_class": pd.array(np.where(known, lookup["drug_class"], None), dtype="str"),
-            "role": role,
-            "modality": modality,
+            "drug": _text(courses["drug"]),
+            "drug_generic": lookup["drug_generic"],
+            "drug_class": lookup["drug_class"],
+            "role": _text(role_text),
+            "modality": _text(modality_text),
             "daily_dose_mg": dose,
             "min_dose_mg": required,
-            "min_dose_source": pd.array(np.where(has_min, lookup["min_source"], None), dtype="str"),
+            "min_dose_source": lookup["min_dose_source"],
             "dose_margin_mg": dose - required,
             "start_date": start,
             "end_date": end_given,
@@ -436,8 +457,7 @@ def assess_courses(
             "reasons": join_flags(bits, REASONS),
         }
     )
-    for name in ("drug", "role", "modality", "reasons", "subject_id", "source_file"):
-        out[name] = out[name].astype("str")
+    out["reasons"] = out["reasons"].astype("str")
     return CourseAssessment(
         out,
         adequate,
@@ -513,7 +533,7 @@ def _latest_other_start(
 
 def _repeats(
     codes: np.ndarray,
-    generic: np.ndarray,
+    drug: np.ndarray,
     mask: np.ndarray,
     start: np.ndarray,
     dose: np.ndarray,
@@ -531,7 +551,7 @@ def _repeats(
     rows = np.flatnonzero(mask)
     if len(rows) < 2:
         return optimised, repeat
-    drug_codes = pd.factorize(generic[rows])[0]
+    drug_codes = pd.factorize(drug[rows])[0]
     line = courses["source_line"].to_numpy()[rows]
     order = np.lexsort((line, start[rows], drug_codes, codes[rows]))
     group = codes[rows][order].astype(np.int64) * (drug_codes.max() + 1) + drug_codes[order]

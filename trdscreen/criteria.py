@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from trdscreen.ruleset import Criterion, Op, RuleSet
 from trdscreen.staging import INTERVAL_COLUMNS as STAGING_INTERVALS
@@ -241,36 +242,56 @@ def decide(subjects: pd.DataFrame, results: list[CriterionResult]) -> pd.DataFra
 
 
 def ledger(subjects: pd.DataFrame, results: list[CriterionResult]) -> pd.DataFrame:
-    """Subject x criterion: outcome, observed value, threshold and margin."""
-    blocks = []
-    n = len(subjects)
-    for order, result in enumerate(results, start=1):
-        criterion = result.criterion
-        text = result.observed_text
-        blocks.append(
-            pd.DataFrame(
-                {
-                    "subject_id": subjects["subject_id"].to_numpy(),
-                    "order": np.full(n, order, dtype=np.int64),
-                    "criterion_id": criterion.id,
-                    "kind": criterion.kind,
-                    "outcome": labels(result.state),
-                    "resolved_from_unknown": result.resolved,
-                    "observed_value": result.observed,
-                    "observed_max": result.observed_max,
-                    "observed_text": pd.array(
-                        text if text is not None else [None] * n, dtype="str"
-                    ),
-                    "threshold": threshold_text(criterion),
-                    "margin": result.margin,
-                }
-            )
-        )
-    table = pd.concat(blocks, ignore_index=True)
-    table = table.sort_values(["subject_id", "order"], kind="stable").reset_index(drop=True)
-    for name in ("subject_id", "criterion_id", "kind", "threshold"):
-        table[name] = table[name].astype("str")
-    return table
+    """Subject x criterion: outcome, observed value, threshold and margin.
+
+    Rows are subject-major in protocol order (`subjects` is sorted by id), laid
+    out directly: row i*k + j is subject i, criterion j.
+    """
+    n, k = len(subjects), len(results)
+
+    def interleave(per_criterion: list[np.ndarray]) -> np.ndarray:
+        if not per_criterion:
+            return np.zeros(0)
+        return np.stack(per_criterion, axis=1).reshape(n * k)
+
+    def text(values: pa.Array) -> pd.api.extensions.ExtensionArray:
+        return pd.array(values, dtype="str")
+
+    per_criterion = np.tile(np.arange(k), n)  # criterion of each row
+    texts = [  # observed values as text (booleans too), the way a str column holds them
+        pa.array(pd.array(r.observed_text, dtype="str")).cast(pa.string())
+        if r.observed_text is not None
+        else pa.nulls(n, pa.string())
+        for r in results
+    ]
+    # Criterion-major concatenation, read back subject-major.
+    subject_major = (np.arange(k)[None, :] * n + np.arange(n)[:, None]).reshape(n * k)
+    ids = pa.array(subjects["subject_id"].array, pa.string())
+    return pd.DataFrame(
+        {
+            "subject_id": text(ids.take(np.repeat(np.arange(n), k))),
+            "order": (per_criterion + 1).astype(np.int64),
+            "criterion_id": text(
+                pa.array([r.criterion.id for r in results], pa.string()).take(per_criterion)
+            ),
+            "kind": text(
+                pa.array([r.criterion.kind for r in results], pa.string()).take(per_criterion)
+            ),
+            "outcome": labels(interleave([r.state for r in results]).astype(np.int8)),
+            "resolved_from_unknown": interleave([r.resolved for r in results]).astype(bool),
+            "observed_value": interleave([r.observed for r in results]).astype(np.float64),
+            "observed_max": interleave([r.observed_max for r in results]).astype(np.float64),
+            "observed_text": text(
+                pa.concat_arrays(texts).take(subject_major) if texts else pa.array([], pa.string())
+            ),
+            "threshold": text(
+                pa.array([threshold_text(r.criterion) for r in results], pa.string()).take(
+                    per_criterion
+                )
+            ),
+            "margin": interleave([r.margin for r in results]).astype(np.float64),
+        }
+    )
 
 
 def attrition(decisions: pd.DataFrame, results: list[CriterionResult]) -> pd.DataFrame:
