@@ -32,7 +32,7 @@ from trdscreen.io import (
     sha256_file,
 )
 from trdscreen.output import write_tables
-from trdscreen.pipeline import ScreenResult, refuse_invalid, screen_checked
+from trdscreen.pipeline import Screening, ScreenResult, refuse_invalid, screen_checked
 from trdscreen.ruleset import (
     STAGING_MODEL_OF,
     ColumnMap,
@@ -291,49 +291,34 @@ def screen(loaded: LoadedRun) -> ScreenResult:
     """Screen a loaded run. When validation found errors: raise InvalidInputData
     (`--on-invalid fail`), or hold the subjects concerned for review
     (`--on-invalid quarantine`, see `trdscreen.quarantine`)."""
-    reports = tuple((r.rules, r.formulary) for r in loaded.reports)
-    if loaded.request.dask is not None:
-        return _screen_dask(loaded, reports)
-    refuse_invalid(loaded.validated, loaded.request.on_invalid)
-    result = screen_checked(
-        loaded.treatments,
-        loaded.subjects,
-        loaded.validated,
+    screening = Screening(
         loaded.rules,
         loaded.formulary,
         loaded.request.as_of,
-        reports,
+        tuple((r.rules, r.formulary) for r in loaded.reports),
+        loaded.request.on_invalid,
     )
-    return _screened(loaded, result)
-
-
-def _screened(loaded: LoadedRun, result: ScreenResult) -> ScreenResult:
+    if loaded.request.dask is not None:
+        result = _screen_dask(loaded, screening)
+    else:
+        refuse_invalid(loaded.validated, screening.on_invalid)
+        result = screen_checked(loaded.treatments, loaded.subjects, loaded.validated, screening)
     if result.quarantine is not None:
         loaded.trail.record("quarantine_planned", **result.quarantine.counts())
     loaded.trail.record("decisions_computed", counts=result.counts())
     return result
 
 
-def _screen_dask(loaded: LoadedRun, reports: tuple[tuple[RuleSet, Formulary], ...]) -> ScreenResult:
+def _screen_dask(loaded: LoadedRun, screening: Screening) -> ScreenResult:
     """Validate and screen bucket by bucket on a Dask cluster (`trdscreen.engine`); the
     merged issues become the run's (so a failed run writes them as the default would)."""
     from trdscreen import engine
 
-    options = loaded.request.dask
-    parts = engine.run_parts(
-        loaded.treatments,
-        loaded.subjects,
-        loaded.rules,
-        loaded.formulary,
-        loaded.request.as_of,
-        reports,
-        loaded.request.on_invalid,
-        options,
-    )
+    parts = engine.run_parts(loaded.treatments, loaded.subjects, screening, loaded.request.dask)
     loaded.validated = engine.merge_validated(parts)
     loaded.trail.record("inputs_validated", issues=issue_counts(loaded.validated.issues))
-    refuse_invalid(loaded.validated, loaded.request.on_invalid)
-    return _screened(loaded, engine.merge_results(parts, loaded.validated.issues))
+    refuse_invalid(loaded.validated, screening.on_invalid)
+    return engine.merge_results(parts, loaded.validated.issues)
 
 
 @dataclass(frozen=True)

@@ -258,6 +258,11 @@ def ledger(subjects: pd.DataFrame, results: list[CriterionResult]) -> pd.DataFra
         return pd.array(values, dtype="str")
 
     per_criterion = np.tile(np.arange(k), n)  # criterion of each row
+
+    def of_criterion(values: list[str]) -> pd.api.extensions.ExtensionArray:
+        """One text per criterion, repeated on each of its rows."""
+        return text(pa.array(values, pa.string()).take(per_criterion))
+
     texts = [  # observed values as text (booleans too), the way a str column holds them
         pa.array(pd.array(r.observed_text, dtype="str")).cast(pa.string())
         if r.observed_text is not None
@@ -271,12 +276,8 @@ def ledger(subjects: pd.DataFrame, results: list[CriterionResult]) -> pd.DataFra
         {
             "subject_id": text(ids.take(np.repeat(np.arange(n), k))),
             "order": (per_criterion + 1).astype(np.int64),
-            "criterion_id": text(
-                pa.array([r.criterion.id for r in results], pa.string()).take(per_criterion)
-            ),
-            "kind": text(
-                pa.array([r.criterion.kind for r in results], pa.string()).take(per_criterion)
-            ),
+            "criterion_id": of_criterion([r.criterion.id for r in results]),
+            "kind": of_criterion([r.criterion.kind for r in results]),
             "outcome": labels(interleave([r.state for r in results]).astype(np.int8)),
             "resolved_from_unknown": interleave([r.resolved for r in results]).astype(bool),
             "observed_value": interleave([r.observed for r in results]).astype(np.float64),
@@ -284,11 +285,7 @@ def ledger(subjects: pd.DataFrame, results: list[CriterionResult]) -> pd.DataFra
             "observed_text": text(
                 pa.concat_arrays(texts).take(subject_major) if texts else pa.array([], pa.string())
             ),
-            "threshold": text(
-                pa.array([threshold_text(r.criterion) for r in results], pa.string()).take(
-                    per_criterion
-                )
-            ),
+            "threshold": of_criterion([threshold_text(r.criterion) for r in results]),
             "margin": interleave([r.margin for r in results]).astype(np.float64),
         }
     )

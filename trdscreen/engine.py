@@ -22,7 +22,6 @@ buckets run on that cluster, whose workers need trdscreen installed.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -30,11 +29,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from trdscreen.errors import UsageError
-from trdscreen.formulary import Formulary
 from trdscreen.io import SourceTable
-from trdscreen.pipeline import Part, ScreenResult, screen_part
+from trdscreen.pipeline import Part, Screening, ScreenResult, screen_part
 from trdscreen.quarantine import Quarantine, held_attrition, without_held_step
-from trdscreen.ruleset import RuleSet
 from trdscreen.schemas import ISSUE_COLUMNS, empty_issues, sorted_issues
 from trdscreen.validate import ValidatedInputs
 
@@ -111,11 +108,7 @@ def _piece_or_empty(piece: SourceTable | None, source: SourceTable) -> SourceTab
 def run_parts(
     treatments: SourceTable,
     subjects: SourceTable | None,
-    rules: RuleSet,
-    formulary: Formulary,
-    as_of: date | None,
-    reports: tuple[tuple[RuleSet, Formulary], ...],
-    on_invalid: str,
+    screening: Screening,
     options: DaskOptions,
 ) -> list[Part]:
     """Run the kernel on every non-empty bucket on a Dask cluster, in bucket order."""
@@ -151,11 +144,7 @@ def run_parts(
                         screen_part,
                         _piece_or_empty(courses, treatments),
                         people,
-                        rules,
-                        formulary,
-                        as_of,
-                        reports,
-                        on_invalid,
+                        screening,
                         key=f"trdscreen-bucket-{b}-of-{buckets}",
                         pure=False,
                     )

@@ -223,14 +223,22 @@ def refuse_invalid(validated: ValidatedInputs, on_invalid: str) -> None:
     )
 
 
+@dataclass(frozen=True)
+class Screening:
+    """How a run screens, apart from its data: what the kernel needs on any partition."""
+
+    rules: RuleSet
+    formulary: Formulary
+    as_of: date | None = None
+    reports: tuple[tuple[RuleSet, Formulary], ...] = ()  # rule sets whose staging is added
+    on_invalid: str = "fail"  # quarantine.ON_INVALID
+
+
 def screen_checked(
     treatments: SourceTable,
     subjects: SourceTable | None,
     validated: ValidatedInputs,
-    rules: RuleSet,
-    formulary: Formulary,
-    as_of: date | None,
-    reports: tuple[tuple[RuleSet, Formulary], ...] = (),
+    screening: Screening,
 ) -> ScreenResult:
     """Screen validated inputs that `refuse_invalid` let through: subjects with rejected
     rows (if any) are held for review, everyone else is screened."""
@@ -244,7 +252,14 @@ def screen_checked(
             validated.rejections,
             validated.issues,
         )
-    return screen_validated(validated, rules, formulary, as_of, reports, held)
+    return screen_validated(
+        validated,
+        screening.rules,
+        screening.formulary,
+        screening.as_of,
+        screening.reports,
+        held,
+    )
 
 
 @dataclass(frozen=True)
@@ -258,13 +273,7 @@ class Part:
 
 
 def screen_part(
-    treatments: SourceTable,
-    subjects: SourceTable | None,
-    rules: RuleSet,
-    formulary: Formulary,
-    as_of: date | None,
-    reports: tuple[tuple[RuleSet, Formulary], ...],
-    on_invalid: str,
+    treatments: SourceTable, subjects: SourceTable | None, screening: Screening
 ) -> Part:
     """The kernel a partition runs: validate, then screen as the whole run would.
 
@@ -272,11 +281,16 @@ def screen_part(
     check and every decision depends on one subject's rows only.
     """
     validated = validate_inputs(
-        treatments, subjects, rules, formulary, as_of, tuple(r for r, _ in reports)
+        treatments,
+        subjects,
+        screening.rules,
+        screening.formulary,
+        screening.as_of,
+        tuple(r for r, _ in screening.reports),
     )
     try:
-        refuse_invalid(validated, on_invalid)
+        refuse_invalid(validated, screening.on_invalid)
     except InvalidInputData:
         return Part(validated.issues, validated.rejections, None)
-    result = screen_checked(treatments, subjects, validated, rules, formulary, as_of, reports)
+    result = screen_checked(treatments, subjects, validated, screening)
     return Part(validated.issues, validated.rejections, result)
