@@ -17,10 +17,9 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from trdscreen.courses import CourseAssessment
+from trdscreen.keys import SUBJECT_CODE, cohort_codes, first_rows, subject_keys
 from trdscreen.ruleset import RuleSet
 from trdscreen.tristate import MET, NOT_MET, UNKNOWN
 
@@ -41,23 +40,24 @@ class Cohort:
 def build_cohort(
     courses: pd.DataFrame, subjects: pd.DataFrame, rules: RuleSet, as_of: date | None
 ) -> Cohort:
-    # Sorted distinct ids of both tables; Arrow sorts and hashes the strings (no objects).
-    both = pa.chunked_array(
-        [
-            pa.array(courses["subject_id"].array, pa.string()),
-            pa.array(subjects["subject_id"].array, pa.string()),
-        ],
-        pa.string(),
+    """The subjects of both tables, sorted by id, from the codes validation gave each row
+    (`trdscreen.keys`); frames without them (direct callers) are coded here."""
+    if SUBJECT_CODE in courses.columns and SUBJECT_CODE in subjects.columns:
+        course_codes = courses[SUBJECT_CODE].to_numpy()
+        subject_codes = subjects[SUBJECT_CODE].to_numpy()
+    else:
+        keys = subject_keys(courses["subject_id"], subjects["subject_id"])
+        course_codes, subject_codes = keys.courses, keys.subjects
+    ids, course_codes, subject_codes = cohort_codes(
+        course_codes, subject_codes, courses["subject_id"], subjects["subject_id"]
     )
-    distinct = pc.unique(both.drop_null())
-    ids = pd.Index(pd.array(distinct.take(pc.sort_indices(distinct)), dtype="str"))
-    course_ids = courses["subject_id"]
-    aligned = (
-        subjects.dropna(subset=["subject_id"])
-        .drop_duplicates("subject_id")
-        .set_index("subject_id")
-        .reindex(ids)
-    )
+    # The subjects table aligned to `ids`: each subject's first row, empty where none.
+    row_of = np.full(len(ids), -1, dtype=np.int64)
+    first = first_rows(subject_codes)
+    row_of[subject_codes[first]] = first
+    others = subjects.drop(columns=["subject_id", SUBJECT_CODE], errors="ignore")
+    aligned = others.reset_index(drop=True).reindex(row_of).reset_index(drop=True)
+    aligned.insert(0, "subject_id", pd.Series(ids.array))
     if as_of is not None:
         reference = np.full(len(ids), np.datetime64(as_of, "s"))
     elif rules.reference_date.column in aligned.columns:
@@ -70,10 +70,10 @@ def build_cohort(
         episode_start = np.full(len(ids), np.datetime64("NaT", "s"))
     return Cohort(
         ids=ids,
-        course_codes=ids.get_indexer(course_ids),
+        course_codes=course_codes,
         reference=reference,
         episode_start=episode_start,
-        subjects=aligned.reset_index(names="subject_id"),
+        subjects=aligned,
     )
 
 

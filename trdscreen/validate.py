@@ -16,6 +16,7 @@ import pandas as pd
 from trdscreen.asof import AFTER, CENSORED, course_masks, subject_masks
 from trdscreen.formulary import Formulary
 from trdscreen.io import SourceTable
+from trdscreen.keys import SUBJECT_CODE, first_rows, slots, subject_keys
 from trdscreen.ruleset import STAGING_COLUMNS, RuleSet
 from trdscreen.schemas import (
     SUBJECT_COLUMNS,
@@ -80,7 +81,6 @@ def validate_inputs(
         check_values(subjects, people, SUBJECT_COLUMNS, log)
         if "subject_id" in people.columns:
             _check_subject_columns(subjects, people, rules, as_of, log)
-            _check_duplicate_subjects(subjects, people, log)
         else:  # missing_column is logged; keep checking the treatments without noise
             people["subject_id"] = pd.Series(pd.NA, index=people.index, dtype="str")
             subjects_usable = False
@@ -88,6 +88,16 @@ def validate_inputs(
         people = pd.DataFrame({"subject_id": pd.Series([], dtype="str")})
         _check_without_subjects(treatments, rules, as_of, log)
 
+    # Subject codes once; every later per-subject step uses them (trdscreen.keys).
+    has_ids = "subject_id" in courses.columns
+    keys = subject_keys(
+        courses["subject_id"] if has_ids else pd.Series([], dtype="str"), people["subject_id"]
+    )
+    people[SUBJECT_CODE] = keys.subjects
+    if has_ids:
+        courses[SUBJECT_CODE] = keys.courses
+    if subjects_usable:
+        _check_duplicate_subjects(subjects, people, log)
     if {"subject_id", "start_date"} <= set(courses.columns):
         reference = _reference_dates(courses, people, rules, as_of)
         if as_of is None:
@@ -179,12 +189,11 @@ def _check_without_subjects(
 
 
 def _check_duplicate_subjects(source: SourceTable, people: pd.DataFrame, log: IssueLog) -> None:
-    if "subject_id" not in people.columns:
-        return
     ids = people["subject_id"]
-    dup = ids.duplicated(keep=False).to_numpy() & ids.notna().to_numpy()
+    codes = people[SUBJECT_CODE].to_numpy()
+    dup = pd.Series(codes).duplicated(keep=False).to_numpy() & (codes >= 0)
     if dup.any():
-        first = pd.Series(source.lines).groupby(ids.to_numpy()).transform("min").to_numpy()
+        first = pd.Series(source.lines).groupby(codes).transform("min").to_numpy()
         message = pd.Series("subject_id appears more than once; first at line " + first.astype(str))
         log.add(source, np.flatnonzero(dup), "subject_id", "duplicate_subject", message, ids)
 
@@ -197,10 +206,16 @@ def _reference_dates(
     if as_of is not None:
         return np.full(n, np.datetime64(as_of, "s"))
     column = rules.reference_date.column
-    if column not in people.columns or "subject_id" not in people.columns:
+    if column not in people.columns or SUBJECT_CODE not in people.columns:
         return np.full(n, np.datetime64("NaT", "s"))
-    lookup = people.drop_duplicates("subject_id").set_index("subject_id")[column]
-    return lookup.reindex(courses["subject_id"]).to_numpy(dtype="datetime64[s]")
+    codes = people[SUBJECT_CODE].to_numpy()
+    course_codes = courses[SUBJECT_CODE].to_numpy()
+    # A subject without a subjects row (or a null id) keeps NaT. A duplicated subject
+    # row: the first one's date.
+    by_code = np.full(slots(codes, course_codes), np.datetime64("NaT", "s"))
+    first = first_rows(codes)
+    by_code[codes[first]] = people[column].to_numpy(dtype="datetime64[s]")[first]
+    return by_code[course_codes]
 
 
 def _check_dates_against_reference(
@@ -291,14 +306,20 @@ def _check_courses(source: SourceTable, courses: pd.DataFrame, log: IssueLog) ->
         rows = np.flatnonzero(end < courses["start_date"].to_numpy())
         log.add(source, rows, "end_date", "end_before_start", "end_date is before start_date", ids)
     if "drug" in courses.columns:
+        # Integer keys: subject code, drug name folded per distinct name, start day.
+        names, distinct = pd.factorize(courses["drug"])
+        folded = pd.factorize(distinct.str.lower().str.strip())[0]
+        drug = np.where(names >= 0, folded[names] if len(folded) else names, -1)
+        start = courses["start_date"].to_numpy(dtype="datetime64[s]")
         key = pd.DataFrame(
-            {"s": ids, "d": courses["drug"].str.lower().str.strip(), "t": courses["start_date"]}
+            {"s": courses[SUBJECT_CODE].to_numpy(), "d": drug, "t": start.view(np.int64)}
         )
-        dup = key.duplicated(keep=False).to_numpy() & key.notna().all(axis=1).to_numpy()
+        known = (key["s"].to_numpy() >= 0) & (drug >= 0) & ~np.isnat(start)
+        dup = key.duplicated(keep=False).to_numpy() & known
         if dup.any():
             first = (
                 pd.Series(source.lines)
-                .groupby([key["s"].to_numpy(), key["d"].to_numpy(), key["t"].to_numpy()])
+                .groupby([key["s"].to_numpy(), drug, key["t"].to_numpy()])
                 .transform("min")
                 .to_numpy()
             )
@@ -331,10 +352,13 @@ def _check_membership(
     people: pd.DataFrame,
     log: IssueLog,
 ) -> None:
-    # Index.get_indexer hashes once; Series.isin on Arrow strings builds Python lists.
-    known = pd.Index(people["subject_id"].dropna().unique())
+    course_codes = courses[SUBJECT_CODE].to_numpy()
+    subject_codes = people[SUBJECT_CODE].to_numpy()
+    size = slots(course_codes, subject_codes)
+    known = np.bincount(subject_codes[subject_codes >= 0], minlength=size) > 0
+    with_courses = np.bincount(course_codes[course_codes >= 0], minlength=size) > 0
     ids = courses["subject_id"]
-    rows = np.flatnonzero((known.get_indexer(ids) < 0) & ids.notna().to_numpy())
+    rows = np.flatnonzero((course_codes >= 0) & ~known[course_codes])
     log.add(
         treatments,
         rows,
@@ -345,8 +369,7 @@ def _check_membership(
         ids,
         severity="warning",
     )
-    with_courses = pd.Index(ids.dropna().unique())
-    rows = np.flatnonzero(with_courses.get_indexer(people["subject_id"]) < 0)
+    rows = np.flatnonzero(~with_courses[subject_codes])
     log.add(
         subjects,
         rows,

@@ -1,0 +1,57 @@
+"""Subject codes (trdscreen.keys): computed once, they must sort and match as the ids do."""
+
+import numpy as np
+import pandas as pd
+
+from trdscreen.keys import cohort_codes, first_rows, slots, subject_keys
+
+
+def _text(values):
+    return pd.Series(pd.array(values, dtype="str"))
+
+
+def test_codes_are_ranks_of_the_sorted_distinct_ids_of_both_tables():
+    # Distinct non-null ids: S01, S02, S10, s01 (byte order puts upper case first).
+    courses = _text(["S10", "S01", None, "S10", "s01"])
+    subjects = _text(["S02", "S01", None])
+    keys = subject_keys(courses, subjects)
+    assert keys.ids.to_pylist() == ["S01", "S02", "S10", "s01"]
+    assert keys.courses.tolist() == [2, 0, -1, 2, 3]
+    assert keys.subjects.tolist() == [1, 0, -1]
+
+
+def test_codes_of_empty_tables():
+    keys = subject_keys(_text([]), _text([]))
+    assert keys.ids.to_pylist() == [] and len(keys.courses) == 0 and len(keys.subjects) == 0
+
+
+def test_cohort_codes_renumber_the_subjects_left_after_filtering():
+    keys = subject_keys(_text(["A", "B", "C", "B"]), _text(["D", "A"]))
+    # Drop every row of B (as quarantine would): A, C, D are left and renumbered 0, 1, 2,
+    # in id order; the id text comes from each subject's first row.
+    keep = np.array([True, False, True, False])
+    ids, course_codes, subject_codes = cohort_codes(
+        keys.courses[keep],
+        keys.subjects,
+        _text(["A", "C"]),
+        _text(["D", "A"]),
+    )
+    assert list(ids) == ["A", "C", "D"]
+    assert course_codes.tolist() == [0, 1]
+    assert subject_codes.tolist() == [2, 0]
+
+
+def test_cohort_codes_keep_null_ids_null():
+    ids, course_codes, subject_codes = cohort_codes(
+        np.array([1, -1]), np.array([-1]), _text(["B", None]), _text([None])
+    )
+    assert (
+        list(ids) == ["B"] and course_codes.tolist() == [0, -1] and subject_codes.tolist() == [-1]
+    )
+
+
+def test_first_rows_and_slots():
+    codes = np.array([3, 1, 3, -1, 1, 0])
+    assert first_rows(codes).tolist() == [0, 1, 5]  # first 3, first 1, first 0; -1 skipped
+    # Codes 0..3 plus the last slot that the null code -1 reads.
+    assert slots(codes) == 5 and slots(np.array([], dtype=np.int64)) == 1

@@ -1,0 +1,85 @@
+"""Subject keys as integer codes, computed once per run.
+
+Every per-subject step (membership checks, reference-date lookups, duplicate
+checks, the cohort, every count) works on these codes instead of hashing the
+id strings again. A code is the rank of the id among the sorted distinct ids
+of both tables, so sorting by code is sorting by subject_id. Null ids get -1.
+
+The codes travel with the rows as the column `SUBJECT_CODE` of the validated
+frames, so row filters (quarantine, --as-of) keep them aligned; `compact`
+renumbers them for the subjects that are left.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+SUBJECT_CODE = "_subject_code"
+"""Column of the validated frames holding each row's subject code (never written out)."""
+
+
+def as_arrow_text(column: pd.Series) -> pa.Array:
+    """A text column as one Arrow string array, without Python objects."""
+    array = pa.array(column.array, pa.string())
+    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+
+
+@dataclass(frozen=True)
+class SubjectKeys:
+    ids: pa.Array  # sorted distinct non-null subject ids
+    courses: np.ndarray  # int64 code per course row (-1: null id)
+    subjects: np.ndarray  # int64 code per subject row (-1: null id)
+
+
+def subject_keys(course_ids: pd.Series, subject_ids: pd.Series) -> SubjectKeys:
+    """Codes for the subject ids of both tables: one hashing pass and one sort of the
+    distinct ids (Arrow), whatever the number of rows."""
+    both = pa.concat_arrays([as_arrow_text(course_ids), as_arrow_text(subject_ids)])
+    encoded = pc.dictionary_encode(both)
+    order = pc.sort_indices(encoded.dictionary).to_numpy()
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order), dtype=np.int64)
+    indices = encoded.indices
+    positions = indices.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    codes = rank[positions] if len(rank) else np.zeros(len(positions), dtype=np.int64)
+    codes[indices.is_null().to_numpy(zero_copy_only=False)] = -1
+    n = len(course_ids)
+    return SubjectKeys(encoded.dictionary.take(pa.array(order)), codes[:n], codes[n:])
+
+
+def slots(*codes: np.ndarray) -> int:
+    """Length of a per-code lookup array over these code arrays: one slot per code, and a
+    last slot, left at its fill value, that the null code -1 reads."""
+    return max((int(c.max(initial=-1)) for c in codes), default=-1) + 2
+
+
+def first_rows(codes: np.ndarray) -> np.ndarray:
+    """Positions of the first row of each non-null code (hashing, no sort)."""
+    return np.flatnonzero(~pd.Series(codes).duplicated().to_numpy() & (codes >= 0))
+
+
+def cohort_codes(
+    course_codes: np.ndarray,
+    subject_codes: np.ndarray,
+    course_ids: pd.Series,
+    subject_ids: pd.Series,
+) -> tuple[pd.Index, np.ndarray, np.ndarray]:
+    """The subjects that have a row in either (possibly filtered) table, renumbered 0..K-1.
+
+    Returns their ids, sorted, and both code arrays renumbered. Order is kept (the codes
+    still sort as the ids do) and -1 stays -1. Works on codes alone: the id text of each
+    subject is taken from its first row, so no id is hashed again.
+    """
+    codes = np.concatenate([course_codes, subject_codes])
+    first = first_rows(codes)
+    first = first[np.argsort(codes[first], kind="stable")]
+    text = pa.concat_arrays([as_arrow_text(course_ids), as_arrow_text(subject_ids)])
+    ids = pd.Index(pd.array(text.take(pa.array(first)), dtype="str"))
+    renumber = np.full(slots(codes), -1, dtype=np.int64)  # last slot: -1 stays -1
+    renumber[codes[first]] = np.arange(len(first), dtype=np.int64)
+    return ids, renumber[course_codes], renumber[subject_codes]
