@@ -85,6 +85,31 @@ def test_content_hash_is_the_same_for_csv_and_parquet(sample_run):
     assert manifest["decisions_content_sha256"] == sha((sample_run / "decisions.csv").read_bytes())
 
 
+def test_parquet_outputs_read_back_as_the_csv_values_with_plain_types(sample_run):
+    """Categorical columns reach the Parquet writer dictionary-encoded (trdscreen.output);
+    a reader must still see plain text, and the same cells as the CSV file."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    for table in TABLES:
+        parquet = pq.read_table(sample_run / f"{table}.parquet")
+        assert not any(pa.types.is_dictionary(f.type) for f in parquet.schema), table
+        assert parquet.schema.metadata is None  # no stored Arrow schema to override them
+        csv = pacsv.read_csv(
+            sample_run / f"{table}.csv",
+            convert_options=pacsv.ConvertOptions(
+                column_types=parquet.schema,
+                strings_can_be_null=True,  # the writer leaves a null cell empty and
+                quoted_strings_can_be_null=False,  # quotes every text, "" included
+            ),
+        )
+        # The CSV escapes formula-like text; the sample's tables hold none.
+        assert csv.equals(parquet), table
+    decisions = pq.read_table(sample_run / "decisions.parquet")
+    assert decisions.schema.field("decision").type == pa.string()
+
+
 def test_audit_log_is_a_hash_chain_of_the_run_steps(sample_run):
     raw = lines(sample_run / "audit.jsonl")
     events = [json.loads(line) for line in raw]

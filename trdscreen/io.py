@@ -509,14 +509,16 @@ def write_csv(table: pa.Table, path: Path) -> None:
 
 
 def write_parquet(table: pa.Table, path: Path) -> None:
-    # Fixed options so that re-runs give identical bytes.
+    # Fixed options so that re-runs give identical bytes. No stored Arrow schema: the
+    # Parquet types (UTF8 text, DATE, INT64, DOUBLE, BOOLEAN) say everything, and a
+    # dictionary-encoded input column then reads back as plain text.
     pq.write_table(
         table,
         path,
         compression="zstd",
         use_dictionary=True,
         write_statistics=True,
-        store_schema=True,
+        store_schema=False,
         row_group_size=1 << 20,
     )
 

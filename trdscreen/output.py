@@ -1,13 +1,17 @@
 """Writing result tables: one Arrow conversion, then CSV and/or Parquet.
 
 Tables are converted to Arrow with fixed, portable types (dates as date32,
-categories as text) so CSV and Parquet carry the same values and re-runs
-give identical bytes.
+text as string) so CSV and Parquet carry the same values and re-runs give
+identical bytes. Categorical columns stay dictionary-encoded on the way to
+Parquet, which then writes their codes without hashing every cell again; the
+file stores no Arrow schema, so every reader sees plain text columns.
+Tables are written two at a time (the writers release the GIL).
 """
 
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -17,15 +21,17 @@ import pyarrow.compute as pc
 from trdscreen.io import WRITERS, sha256_file
 
 
-def to_arrow(frame: pd.DataFrame) -> pa.Table:
+def to_arrow(frame: pd.DataFrame, text: bool = True) -> pa.Table:
+    """The frame as Arrow. Categorical columns become text, or with `text=False`
+    dictionary arrays of text (for the Parquet writer; `as_text` converts later)."""
     columns = {}
     for name, series in frame.items():
         if isinstance(series.dtype, pd.CategoricalDtype):  # codes -> text in Arrow, no objects
             codes = series.cat.codes.to_numpy()
             categories = pa.array(series.cat.categories.to_numpy(dtype=object), pa.string())
-            array = pa.DictionaryArray.from_arrays(
-                pa.array(codes, mask=codes < 0), categories
-            ).cast(pa.string())
+            array = pa.DictionaryArray.from_arrays(pa.array(codes, mask=codes < 0), categories)
+            if text:
+                array = array.cast(pa.string())
         else:
             array = pa.array(series, from_pandas=True)
         if pa.types.is_timestamp(array.type):
@@ -34,6 +40,14 @@ def to_arrow(frame: pd.DataFrame) -> pa.Table:
             array = array.cast(pa.string())
         columns[str(name)] = array
     return pa.table(columns)
+
+
+def as_text(table: pa.Table) -> pa.Table:
+    """Dictionary columns (from `to_arrow(..., text=False)`) cast to plain text."""
+    for index, field in enumerate(table.schema):
+        if pa.types.is_dictionary(field.type):
+            table = table.set_column(index, field.name, table.column(index).cast(pa.string()))
+    return table
 
 
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
@@ -119,36 +133,52 @@ def write_tables(
     formats: tuple[str, ...],
     escape: bool = True,
 ) -> list[dict[str, object]]:
-    """Write each table in each format; return a record per written file.
+    """Write each table in each format; return a record per written file, in table order.
 
     With `escape`, CSV files hold formula-escaped text (`escape_formulas`);
-    Parquet always holds the raw values.
+    Parquet always holds the raw values. Two tables are written at a time; an
+    error or an interrupt cancels the tables not yet started and waits for the
+    ones under way, so the caller can remove the folder.
     """
-    records = []
-    for stem, frame in tables.items():
-        table = to_arrow(frame)
-        hashed = "csv" in formats or stem in CONTENT_HASHED
-        as_csv = escape_formulas(table) if escape and hashed else table
-        written = []
-        for fmt in formats:
-            suffix, writer = WRITERS[fmt]
-            path = folder / f"{stem}{suffix}"
-            writer(as_csv if fmt == "csv" else table, path)
-            written.append(
-                {
-                    "path": path.name,
-                    "table": stem,
-                    "format": fmt,
-                    "rows": table.num_rows,
-                    "size": path.stat().st_size,
-                    "sha256": sha256_file(path),
-                }
-            )
-        # The format-free hash: the CSV file's own hash when one is written; otherwise
-        # computed for the decisions only (a CSV serialization costs ~1 s per 1M rows).
-        if "csv" in formats:
-            content = written[formats.index("csv")]["sha256"]
-        else:
-            content = content_sha256(as_csv) if stem in CONTENT_HASHED else None
-        records += [{**record, "content_sha256": content} for record in written]
-    return records
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="write")
+    try:
+        futures = [
+            pool.submit(_write_table, stem, frame, folder, formats, escape)
+            for stem, frame in tables.items()
+        ]
+        return [record for future in futures for record in future.result()]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _write_table(
+    stem: str, frame: pd.DataFrame, folder: Path, formats: tuple[str, ...], escape: bool
+) -> list[dict[str, object]]:
+    table = to_arrow(frame, text=False)
+    hashed = "csv" in formats or stem in CONTENT_HASHED
+    as_csv = None
+    if hashed:
+        as_csv = as_text(table)
+        as_csv = escape_formulas(as_csv) if escape else as_csv
+    written = []
+    for fmt in formats:
+        suffix, writer = WRITERS[fmt]
+        path = folder / f"{stem}{suffix}"
+        writer(as_csv if fmt == "csv" else table, path)
+        written.append(
+            {
+                "path": path.name,
+                "table": stem,
+                "format": fmt,
+                "rows": table.num_rows,
+                "size": path.stat().st_size,
+                "sha256": sha256_file(path),
+            }
+        )
+    # The format-free hash: the CSV file's own hash when one is written; otherwise
+    # computed for the decisions only (a CSV serialization costs ~1 s per 1M rows).
+    if "csv" in formats:
+        content = written[formats.index("csv")]["sha256"]
+    else:
+        content = content_sha256(as_csv) if as_csv is not None else None
+    return [{**record, "content_sha256": content} for record in written]
