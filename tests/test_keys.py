@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from trdscreen.keys import cohort_codes, first_rows, slots, subject_keys
+from trdscreen.keys import cohort_codes, day_numbers, first_rows, lex_order, slots, subject_keys
 
 
 def _text(values):
@@ -55,3 +55,26 @@ def test_first_rows_and_slots():
     assert first_rows(codes).tolist() == [0, 1, 5]  # first 3, first 1, first 0; -1 skipped
     # Codes 0..3 plus the last slot that the null code -1 reads.
     assert slots(codes) == 5 and slots(np.array([], dtype=np.int64)) == 1
+
+
+def test_lex_order_is_np_lexsort_whether_packed_or_not():
+    rng = np.random.default_rng(7)
+    n = 5000
+    # Few distinct values so that ties on the leading keys are common.
+    small = [rng.integers(-3, 4, n), rng.integers(0, 5, n), rng.integers(100, 103, n)]
+    expected = np.lexsort(small[::-1])  # np.lexsort sorts by its last key first
+    assert lex_order(*small).tolist() == expected.tolist()
+    # Ranges of 2**40 and 2**30 need 71 bits: not packable, np.lexsort is used.
+    wide = [rng.integers(0, 2**40, n), rng.integers(0, 2**30, n)]
+    assert lex_order(*wide).tolist() == np.lexsort(wide[::-1]).tolist()
+    assert lex_order(np.array([], dtype=np.int64)).tolist() == []
+
+
+def test_day_numbers_sort_as_the_dates_with_nat_last():
+    dates = np.array(["2020-01-02", "NaT", "2019-12-31", "2020-01-01"], dtype="datetime64[s]")
+    days = day_numbers(dates)
+    assert np.argsort(days, kind="stable").tolist() == [2, 3, 0, 1]
+    assert days[0] - days[3] == 1  # whole days when every value is a date
+    # A time of day keeps seconds, so 12:00 sorts after midnight of the same day.
+    times = np.array(["2020-01-01T12:00", "2020-01-01T00:00"], dtype="datetime64[s]")
+    assert np.argsort(day_numbers(times)).tolist() == [1, 0]

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from trdscreen.asof import AFTER, CENSORED
+from trdscreen.coded import Coded, coded, take_text
 from trdscreen.formulary import Formulary
+from trdscreen.keys import day_numbers, lex_order
 from trdscreen.ruleset import ROLES, RuleSet
 from trdscreen.tristate import MET, NOT_MET, UNKNOWN, all_of, from_bool, join_flags, labels, resolve
 
@@ -133,12 +134,6 @@ REASON_TEXT = {
 """What each reason code means, as `explain` prints it."""
 
 
-def _column(frame: pd.DataFrame, name: str, default: str) -> pd.Series:
-    if name in frame.columns:
-        return frame[name].fillna(default)
-    return pd.Series(default, index=frame.index)
-
-
 def _text(column: pd.Series) -> pd.api.extensions.ExtensionArray:
     """A text column as the output's str dtype, without a round trip through Python objects."""
     return column.array if column.dtype == "str" else pd.array(column.to_numpy(object), dtype="str")
@@ -157,7 +152,7 @@ def _flags(frame: pd.DataFrame, name: str) -> np.ndarray:
     return np.zeros(len(frame), dtype=bool)
 
 
-def _drug_lookup(drugs: pd.Series, rules: RuleSet, formulary: Formulary) -> dict[str, np.ndarray]:
+def _drug_lookup(drugs: pd.Series, rules: RuleSet, formulary: Formulary) -> dict:
     """Formulary facts per course, computed once per distinct exported name."""
     codes, uniques = pd.factorize(drugs)
     rows = []
@@ -202,14 +197,18 @@ def _drug_lookup(drugs: pd.Series, rules: RuleSet, formulary: Formulary) -> dict
         "drug_class": np.where(table["known"], table["drug_class"], None),
         "min_dose_source": np.where(has_min, table["min_source"], None),
     }
-    taken = pa.array(codes, mask=codes < 0)
+    # Per row: numbers and flags only; text is compared per distinct name (Coded) or
+    # gathered by Arrow. A null name reads the first name's facts, as its checks are
+    # decided by its modality (a drug course without a name fails validation).
     safe = np.where(codes >= 0, codes, 0)
+    numeric = ("known", "nondep", "also", "min_dose", "same_drug", "same_class")
     if len(uniques) == 0:
-        per_row = {k: np.empty(0, dtype=v.dtype) for k, v in table.items()}
+        per_row = {k: np.empty(0, dtype=table[k].dtype) for k in numeric}
     else:
-        per_row = {k: v[safe] for k, v in table.items()}
+        per_row = {k: table[k][safe] for k in numeric}
+    per_row["counts_as"] = Coded(safe, tuple(str(v) for v in table["counts_as"]))
     for name, values in texts.items():
-        per_row[name] = pd.array(pa.array(values, pa.string()).take(taken), dtype="str")
+        per_row[name] = take_text(values, codes)
     return per_row
 
 
@@ -234,23 +233,21 @@ def assess_courses(
         nonlocal bits
         bits = bits | np.where(mask, _BIT[reason], np.int64(0))
 
-    modality_text = _column(courses, "modality", "pharmacotherapy")
-    role_text = _column(courses, "role", "monotherapy")
-    modality = modality_text.to_numpy(dtype=object)
-    role = role_text.to_numpy(dtype=object)
-    stop_reason = _column(courses, "stop_reason", "").to_numpy(dtype=object)
-    drug_modality = np.isin(modality, DRUG_MODALITIES)
+    modality = coded(courses, "modality", "pharmacotherapy")
+    role = coded(courses, "role", "monotherapy")
+    stop_reason = coded(courses, "stop_reason", "")
+    drug_modality = modality.isin(DRUG_MODALITIES)
     lookup = _drug_lookup(courses["drug"], rules, formulary)
     known = lookup["known"]
-    counts_as = lookup["counts_as"]
+    counts_as = lookup["counts_as"]  # Coded: compared once per distinct drug name
     counting = rules.counting
 
     # --- counted as a treatment trial at all. `treatment` ignores the rule
     # set's role, modality and agent filters (staging scores those apart).
-    augmenting = np.isin(role, ("augmentation", "combination"))
+    augmenting = role.isin(("augmentation", "combination"))
     also = lookup["also"]
-    is_antidepressant = (counts_as == "antidepressant") | ((counts_as == "policy") & also)
-    is_augmentation = (counts_as == "augmentation") & augmenting
+    is_antidepressant = counts_as.eq("antidepressant") | (counts_as.eq("policy") & also)
+    is_augmentation = counts_as.eq("augmentation") & augmenting
     drug_treatment = np.select(
         [~known, lookup["nondep"], is_antidepressant | is_augmentation],
         [UNKNOWN, NOT_MET, MET],
@@ -260,8 +257,8 @@ def assess_courses(
     in_view = ~_flags(courses, AFTER)
     treatment[~in_view] = NOT_MET
     flag(_flags(courses, CENSORED), CENSORED)
-    modality_ok = np.isin(modality, counting.modalities)
-    role_ok = np.isin(role, counting.roles)
+    modality_ok = modality.isin(counting.modalities)
+    role_ok = role.isin(counting.roles)
     # A drug of an agent category the rule set does not count (other drugs that
     # do not count get their own reason codes below).
     excluded_agent = np.zeros(n, dtype=bool)
@@ -279,11 +276,11 @@ def assess_courses(
     flag(on_drug & ~known, "unknown_drug")
     flag(on_drug & known & lookup["nondep"], "non_depression_product")
     flag(
-        on_drug & ~lookup["nondep"] & (counts_as == "augmentation") & ~augmenting,
+        on_drug & ~lookup["nondep"] & counts_as.eq("augmentation") & ~augmenting,
         "augmentation_agent_without_augmentation_role",
     )
-    flag(on_drug & ~lookup["nondep"] & (counts_as == "not_antidepressant"), "not_an_antidepressant")
-    flag(on_drug & ~lookup["nondep"] & (counts_as == "policy") & ~also, "policy_drug_not_counted")
+    flag(on_drug & ~lookup["nondep"] & counts_as.eq("not_antidepressant"), "not_an_antidepressant")
+    flag(on_drug & ~lookup["nondep"] & counts_as.eq("policy") & ~also, "policy_drug_not_counted")
 
     # --- dose (unknown where the drug, its minimum or the dose is unknown)
     dose = _floats(courses, "daily_dose_mg")
@@ -296,7 +293,7 @@ def assess_courses(
     else:
         dose_state = from_bool(dose >= required, known=has_min & ~np.isnan(dose))
         no_min = known & ~has_min
-        agent = counts_as == "augmentation"
+        agent = counts_as.eq("augmentation")
         groups = [(dose_rule.when_no_minimum, no_min)]
         if dose_rule.augmentation_when_no_minimum is not None:
             groups = [
@@ -392,7 +389,7 @@ def assess_courses(
         early = ~ongoing & (days < rules.early_stop.before_weeks * 7.0 - 1e-9)
         explicit = (
             early
-            & (stop_reason == "nonresponse")
+            & stop_reason.eq("nonresponse")
             & np.isin(outcome, (NONRESPONSE, OUTCOME_UNKNOWN))
             & rules.early_stop.counts_if_explicit_nonresponse
         )
@@ -433,8 +430,8 @@ def assess_courses(
             "drug": _text(courses["drug"]),
             "drug_generic": lookup["drug_generic"],
             "drug_class": lookup["drug_class"],
-            "role": _text(role_text),
-            "modality": _text(modality_text),
+            "role": role.text(),
+            "modality": modality.text(),
             "daily_dose_mg": dose,
             "min_dose_mg": required,
             "min_dose_source": lookup["min_dose_source"],
@@ -457,7 +454,6 @@ def assess_courses(
             "reasons": join_flags(bits, REASONS),
         }
     )
-    out["reasons"] = out["reasons"].astype("str")
     return CourseAssessment(
         out,
         adequate,
@@ -471,16 +467,16 @@ def assess_courses(
     )
 
 
-def _min_days(rules: RuleSet, role: np.ndarray, modality: np.ndarray) -> np.ndarray:
+def _min_days(rules: RuleSet, role: Coded, modality: Coded) -> np.ndarray:
     """Minimum inclusive days per course: the general rule, then role, then modality."""
     duration = rules.adequacy.duration
-    min_days = np.full(len(role), duration.days)
+    min_days = np.full(len(role.codes), duration.days)
     for key, weeks in duration.min_weeks_for.items():
         if key in ROLES:
-            min_days[role == key] = weeks * 7.0
+            min_days[role.eq(key)] = weeks * 7.0
     for key, weeks in duration.min_weeks_for.items():
         if key not in ROLES:  # a modality: applied last, so it wins over a role
-            min_days[modality == key] = weeks * 7.0
+            min_days[modality.eq(key)] = weeks * 7.0
     return min_days
 
 
@@ -553,7 +549,7 @@ def _repeats(
         return optimised, repeat
     drug_codes = pd.factorize(drug[rows])[0]
     line = courses["source_line"].to_numpy()[rows]
-    order = np.lexsort((line, start[rows], drug_codes, codes[rows]))
+    order = lex_order(codes[rows], drug_codes, day_numbers(start[rows]), line)
     group = codes[rows][order].astype(np.int64) * (drug_codes.max() + 1) + drug_codes[order]
     sorted_dose = dose[rows][order]
     running = pd.Series(sorted_dose).groupby(group).cummax().to_numpy()
@@ -569,7 +565,7 @@ def _repeats(
 
 
 def _outcome(
-    courses: pd.DataFrame, stop_reason: np.ndarray, rules: RuleSet
+    courses: pd.DataFrame, stop_reason: Coded, rules: RuleSet
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Percent improvement, outcome category and whether it came from stop_reason."""
     start = _floats(courses, "hamd_start")
@@ -594,7 +590,7 @@ def _outcome(
     if rules.outcome.stop_reason_as_evidence:
         evidence = {"nonresponse": NONRESPONSE, "partial_response": PARTIAL, "remission": RESPONSE}
         for reason, category in evidence.items():
-            use = (outcome == OUTCOME_UNKNOWN) & (stop_reason == reason)
+            use = (outcome == OUTCOME_UNKNOWN) & stop_reason.eq(reason)
             outcome[use] = category
             from_stop |= use
     return pct, outcome, from_stop
@@ -602,7 +598,7 @@ def _outcome(
 
 def _identity(
     lookup: dict[str, np.ndarray],
-    modality: np.ndarray,
+    modality: Coded,
     drug_modality: np.ndarray,
     rules: RuleSet,
 ) -> np.ndarray:
@@ -616,5 +612,5 @@ def _identity(
     if drug_modality.all():
         return key
     offset = int(key.max()) + 1 if len(key) else 0
-    modality_key = offset + pd.factorize(modality)[0].astype(np.int64)
+    modality_key = offset + modality.codes  # one code per distinct modality text
     return np.where(drug_modality, key, modality_key)

@@ -18,6 +18,7 @@ from trdscreen.criteria import attrition, decide, evaluate_all, ledger
 from trdscreen.errors import InvalidInputData
 from trdscreen.formulary import Formulary
 from trdscreen.io import SourceTable
+from trdscreen.keys import day_numbers, lex_order
 from trdscreen.quarantine import Quarantine, held_attrition, held_decisions
 from trdscreen.ruleset import RuleSet
 from trdscreen.schemas import issue_counts
@@ -184,8 +185,13 @@ def screen_validated(
     criteria_frame = pd.concat([subjects, extra.reset_index(drop=True)], axis=1)
     results = evaluate_all(rules, criteria_frame)
     decisions = decide(subjects, results)[[*DECISION_COLUMNS, *scores.columns]]
-    courses = assessed.table.sort_values(
-        ["subject_id", "start_date", "source_line"], kind="stable"
+    listed = assessed.table  # by subject_id (codes are id ranks), start_date, source_line
+    courses = listed.take(
+        lex_order(
+            cohort.course_codes,
+            day_numbers(listed["start_date"].to_numpy()),
+            listed["source_line"].to_numpy(),
+        )
     ).reset_index(drop=True)
     table = attrition(decisions, results)
     if quarantine is not None:

@@ -1,0 +1,54 @@
+"""Low-cardinality text as integer codes into its few distinct values.
+
+Role, modality, stop reason, drug names and reason lists take a handful of
+values over millions of rows. Comparing and gathering them as Python strings
+costs a Python object per row; here every comparison is made once per
+distinct value and broadcast by code, and output text is gathered by Arrow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+
+def take_text(values: Sequence[str | None], codes: np.ndarray) -> pd.api.extensions.ExtensionArray:
+    """`values[codes]` as the str dtype, gathered by Arrow (a code below 0 gives null)."""
+    codes = np.asarray(codes, dtype=np.int64)
+    indices = pa.array(codes, mask=codes < 0)
+    return pd.array(pa.array(values, pa.string()).take(indices), dtype="str")
+
+
+@dataclass(frozen=True)
+class Coded:
+    """A text column as codes into its distinct values (nulls replaced by a default)."""
+
+    codes: np.ndarray  # int64 per row
+    values: tuple[str, ...]  # distinct texts; a code indexes them
+
+    def isin(self, wanted: Iterable[str]) -> np.ndarray:
+        """Per row: is the text one of `wanted`?"""
+        hits = np.isin(np.asarray(self.values, dtype=object), list(wanted))
+        return hits[self.codes] if len(self.values) else np.zeros(len(self.codes), bool)
+
+    def eq(self, value: str) -> np.ndarray:
+        return self.isin((value,))
+
+    def text(self) -> pd.api.extensions.ExtensionArray:
+        return take_text(self.values, self.codes)
+
+
+def coded(frame: pd.DataFrame, name: str, default: str) -> Coded:
+    """Column `name` of `frame` coded, with nulls (or a missing column) read as `default`."""
+    if name not in frame.columns:
+        return Coded(np.zeros(len(frame), dtype=np.int64), (default,))
+    codes, uniques = pd.factorize(frame[name])  # Arrow hashing; nulls get -1
+    values = [str(v) for v in uniques]
+    if default not in values:
+        values.append(default)
+    codes = np.where(codes < 0, values.index(default), codes).astype(np.int64)
+    return Coded(codes, tuple(values))
