@@ -171,7 +171,9 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 def _guard(as_json: bool, body: Callable[[], None]) -> None:
     """Run a command body; every exception and Ctrl-C/SIGTERM becomes a message and a code."""
     from trdscreen.errors import Interrupted
+    from trdscreen.tuning import tune_for_large_tables
 
+    tune_for_large_tables()
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         body()

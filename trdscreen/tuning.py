@@ -1,0 +1,41 @@
+"""Process-wide memory settings for screening millions of rows (called by the CLI).
+
+A screen allocates and frees many column-sized temporaries (tens of MB each).
+With glibc's defaults each one is a fresh mmap that is returned to the kernel
+when freed and faulted in again, page by page, for the next column; numpy also
+asks for transparent huge pages, which on a machine with THP defrag set to
+`madvise` may stall in page compaction. Keeping freed memory in the process and
+using normal pages cut a 1M-subject screen from about 26 s to 19 s on the
+benchmark machine (kernel time from 11 s to 6 s), for about 10 % more peak
+memory. Library callers (trdscreen.api) keep their process's own settings.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+
+_M_TRIM_THRESHOLD = -1
+_M_TOP_PAD = -2
+_M_MMAP_THRESHOLD = -3
+
+
+def tune_for_large_tables() -> None:
+    """Keep freed memory for reuse and skip huge-page advice; silently a no-op where the
+    C library or numpy does not offer the setting."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            mallopt = libc.mallopt
+        except (OSError, AttributeError):
+            mallopt = None
+        if mallopt is not None:  # glibc; other C libraries lack mallopt
+            mallopt(_M_MMAP_THRESHOLD, 1 << 30)  # blocks below 1 GiB come from the heap
+            mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1)  # and stay there when freed
+            mallopt(_M_TOP_PAD, 256 << 20)
+    try:
+        from numpy._core.multiarray import _set_madvise_hugepage
+    except ImportError:
+        return
+    _set_madvise_hugepage(False)
