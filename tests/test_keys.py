@@ -3,7 +3,15 @@
 import numpy as np
 import pandas as pd
 
-from trdscreen.keys import cohort_codes, day_numbers, first_rows, lex_order, slots, subject_keys
+from trdscreen.keys import (
+    cohort_codes,
+    day_numbers,
+    first_rows,
+    lex_order,
+    pack,
+    slots,
+    subject_keys,
+)
 
 
 def _text(values):
@@ -78,3 +86,34 @@ def test_day_numbers_sort_as_the_dates_with_nat_last():
     # A time of day keeps seconds, so 12:00 sorts after midnight of the same day.
     times = np.array(["2020-01-01T12:00", "2020-01-01T00:00"], dtype="datetime64[s]")
     assert np.argsort(day_numbers(times)).tolist() == [1, 0]
+
+
+def test_distinct_counter_counts_distinct_keys_per_subject_under_each_mask():
+    from trdscreen.subjects import DistinctCounter
+
+    rng = np.random.default_rng(11)
+    n_subjects, rows = 50, 2000
+    codes = rng.integers(0, n_subjects, rows)
+    keys = rng.integers(0, 6, rows)
+    counter = DistinctCounter(codes, keys, n_subjects)
+    for _ in range(3):
+        mask = rng.random(rows) < 0.3
+        # By hand: the set of keys each subject has among the selected rows.
+        expected = [
+            len({k for c, k, m in zip(codes, keys, mask, strict=True) if m and c == s})
+            for s in range(n_subjects)
+        ]
+        assert counter.count(mask).tolist() == expected
+    assert counter.count(np.zeros(rows, bool)).tolist() == [0] * n_subjects
+
+
+def test_pack_compares_as_the_key_tuple():
+    a = np.array([2, 1, 2, 1, -5])
+    b = np.array([0, 9, 3, 9, 4])
+    packed = pack(a, b)
+    tuples = list(zip(a.tolist(), b.tolist(), strict=True))
+    for i in range(len(a)):
+        for j in range(len(a)):
+            assert (packed[i] < packed[j]) == (tuples[i] < tuples[j])
+            assert (packed[i] == packed[j]) == (tuples[i] == tuples[j])
+    assert pack(np.array([0, 2**40]), np.array([0, 2**30])) is None  # 71 bits

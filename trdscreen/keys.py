@@ -85,23 +85,33 @@ def cohort_codes(
     return ids, renumber[course_codes], renumber[subject_codes]
 
 
-def lex_order(*keys: np.ndarray) -> np.ndarray:
-    """Stable order of the rows sorted by keys[0], then keys[1], ... (integer arrays).
-
-    When the keys' value ranges fit in 63 bits together they are packed into one
-    int64, which numpy sorts by radix (about 20 times faster than np.lexsort on
-    four keys of millions of rows); otherwise np.lexsort. The order is the same.
-    """
+def pack(*keys: np.ndarray) -> np.ndarray | None:
+    """The integer key columns packed into one int64 that sorts and compares as the
+    tuple (keys[0], keys[1], ...) does, or None when their value ranges need more
+    than 63 bits together."""
     n = len(keys[0])
     if n == 0:
         return np.zeros(0, dtype=np.int64)
     lows = [int(k.min()) for k in keys]
     widths = [(int(k.max()) - low).bit_length() for k, low in zip(keys, lows, strict=True)]
     if sum(widths) > 63:
-        return np.lexsort(keys[::-1])
+        return None
     packed = np.zeros(n, dtype=np.int64)
     for key, low, width in zip(keys, lows, widths, strict=True):
         packed = (packed << width) | (key.astype(np.int64) - low)
+    return packed
+
+
+def lex_order(*keys: np.ndarray) -> np.ndarray:
+    """Stable order of the rows sorted by keys[0], then keys[1], ... (integer arrays).
+
+    Packed keys (`pack`) are sorted by numpy's radix sort, about 20 times faster
+    than np.lexsort on four keys of millions of rows; np.lexsort otherwise. The
+    order is the same.
+    """
+    packed = pack(*keys)
+    if packed is None:
+        return np.lexsort(keys[::-1])
     return np.argsort(packed, kind="stable")
 
 

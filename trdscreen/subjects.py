@@ -77,13 +77,30 @@ def build_cohort(
     )
 
 
+class DistinctCounter:
+    """Distinct keys per subject among the rows a mask selects, for many masks.
+
+    The (subject, key) pairs are hashed once into pair ids; each count is then two
+    bincounts: which pairs have a selected row, and how many such pairs each
+    subject has.
+    """
+
+    def __init__(self, codes: np.ndarray, keys: np.ndarray, n: int) -> None:
+        self.n = n
+        width = np.int64(keys.max() + 1) if len(keys) else np.int64(1)
+        self.pair, pairs = pd.factorize(codes.astype(np.int64) * width + keys)
+        self.subject_of_pair = (np.asarray(pairs) // width).astype(np.int64)
+
+    def count(self, mask: np.ndarray) -> np.ndarray:
+        if not mask.any():
+            return np.zeros(self.n, dtype=np.int64)
+        selected = np.bincount(self.pair[mask], minlength=len(self.subject_of_pair)) > 0
+        return np.bincount(self.subject_of_pair[selected], minlength=self.n)
+
+
 def distinct_count(codes: np.ndarray, keys: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
     """Number of distinct keys per subject among rows where mask holds."""
-    if not mask.any():
-        return np.zeros(n, dtype=np.int64)
-    width = np.int64(keys.max() + 1)
-    pairs = pd.unique(codes[mask].astype(np.int64) * width + keys[mask])  # hashing, no sort
-    return np.bincount(pairs // width, minlength=n)
+    return DistinctCounter(codes, keys, n).count(mask)
 
 
 def _threshold(low: np.ndarray, high: np.ndarray, minimum: int) -> np.ndarray:
@@ -107,12 +124,10 @@ def assess_subjects(cohort: Cohort, courses: CourseAssessment, rules: RuleSet) -
     n = len(cohort.ids)
     codes = cohort.course_codes
     keys = pd.factorize(courses.identity)[0] if len(courses.identity) else np.zeros(0, np.int64)
+    counter = DistinctCounter(codes, keys, n)
 
     def bounds(states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return (
-            distinct_count(codes, keys, states == MET, n),
-            distinct_count(codes, keys, states != NOT_MET, n),
-        )
+        return counter.count(states == MET), counter.count(states != NOT_MET)
 
     adequate_lo, adequate_hi = bounds(courses.adequate)
     failed_lo, failed_hi = bounds(courses.failed)

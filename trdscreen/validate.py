@@ -16,7 +16,7 @@ import pandas as pd
 from trdscreen.asof import AFTER, CENSORED, course_masks, subject_masks
 from trdscreen.formulary import Formulary
 from trdscreen.io import SourceTable
-from trdscreen.keys import SUBJECT_CODE, first_rows, slots, subject_keys
+from trdscreen.keys import SUBJECT_CODE, day_numbers, first_rows, pack, slots, subject_keys
 from trdscreen.ruleset import STAGING_COLUMNS, RuleSet
 from trdscreen.schemas import (
     SUBJECT_COLUMNS,
@@ -311,18 +311,14 @@ def _check_courses(source: SourceTable, courses: pd.DataFrame, log: IssueLog) ->
         folded = pd.factorize(distinct.str.lower().str.strip())[0]
         drug = np.where(names >= 0, folded[names] if len(folded) else names, -1)
         start = courses["start_date"].to_numpy(dtype="datetime64[s]")
-        key = pd.DataFrame(
-            {"s": courses[SUBJECT_CODE].to_numpy(), "d": drug, "t": start.view(np.int64)}
-        )
-        known = (key["s"].to_numpy() >= 0) & (drug >= 0) & ~np.isnat(start)
+        subject = courses[SUBJECT_CODE].to_numpy()
+        keys = (subject, drug, day_numbers(start))
+        packed = pack(*keys)
+        key = pd.Series(packed) if packed is not None else pd.DataFrame(dict(enumerate(keys)))
+        known = (subject >= 0) & (drug >= 0) & ~np.isnat(start)
         dup = key.duplicated(keep=False).to_numpy() & known
         if dup.any():
-            first = (
-                pd.Series(source.lines)
-                .groupby([key["s"].to_numpy(), drug, key["t"].to_numpy()])
-                .transform("min")
-                .to_numpy()
-            )
+            first = pd.Series(source.lines).groupby(list(keys)).transform("min").to_numpy()
             message = pd.Series(
                 "duplicate course: same subject, drug and start_date as line " + first.astype(str)
             )
