@@ -23,6 +23,23 @@ def take_text(values: Sequence[str | None], codes: np.ndarray) -> pd.api.extensi
     return pd.array(pa.array(values, pa.string()).take(indices), dtype="str")
 
 
+def categorical(values: Sequence[str | None], codes: np.ndarray) -> pd.Categorical:
+    """`values[codes]` as a Categorical (a code below 0 or a None value gives null).
+
+    Its categories are the texts the rows use, sorted: canonical, so parts of a
+    table screened apart (the Dask engine) combine into the categories the whole
+    table would have, and the Parquet writer gets the same dictionary.
+    """
+    codes = np.asarray(codes, dtype=np.int64)
+    used = np.bincount(codes[codes >= 0], minlength=len(values)) > 0
+    texts = sorted({v for v, u in zip(values, used, strict=True) if u and v is not None})
+    position = {text: i for i, text in enumerate(texts)}
+    remap = np.array([position.get(v, -1) if v is not None else -1 for v in values] + [-1])
+    return pd.Categorical.from_codes(
+        remap[codes], dtype=pd.CategoricalDtype(pd.Index(texts, dtype="str"))
+    )
+
+
 @dataclass(frozen=True)
 class Coded:
     """A text column as codes into its distinct values (nulls replaced by a default)."""
@@ -38,8 +55,8 @@ class Coded:
     def eq(self, value: str) -> np.ndarray:
         return self.isin((value,))
 
-    def text(self) -> pd.api.extensions.ExtensionArray:
-        return take_text(self.values, self.codes)
+    def text(self) -> pd.Categorical:
+        return categorical(self.values, self.codes)
 
 
 def coded(frame: pd.DataFrame, name: str, default: str) -> Coded:

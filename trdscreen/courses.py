@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from trdscreen.asof import AFTER, CENSORED
-from trdscreen.coded import Coded, coded, take_text
+from trdscreen.coded import Coded, categorical, coded
 from trdscreen.formulary import Formulary
 from trdscreen.keys import day_numbers, lex_order
 from trdscreen.ruleset import ROLES, RuleSet
@@ -208,7 +208,7 @@ def _drug_lookup(drugs: pd.Series, rules: RuleSet, formulary: Formulary) -> dict
         per_row = {k: table[k][safe] for k in numeric}
     per_row["counts_as"] = Coded(safe, tuple(str(v) for v in table["counts_as"]))
     for name, values in texts.items():
-        per_row[name] = take_text(values, codes)
+        per_row[name] = categorical(values, codes)
     return per_row
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from trdscreen.coded import categorical
 from trdscreen.ruleset import Criterion, Op, RuleSet
 from trdscreen.staging import INTERVAL_COLUMNS as STAGING_INTERVALS
 from trdscreen.tristate import MET, NOT_MET, UNKNOWN, from_bool, join_flags, labels, negate, resolve
@@ -218,26 +219,27 @@ def decide(subjects: pd.DataFrame, results: list[CriterionResult]) -> pd.DataFra
     decision = np.select(
         [failed_bits != 0, unknown_bits != 0], ["excluded", "needs_review"], default="eligible"
     )
-    id_array = np.array(ids + [""], dtype=object)
+    # Texts per distinct case, picked per subject by code (no per-row string work).
     titles = [f"{r.criterion.id}: {r.criterion.title}" for r in results]
-    title_array = np.array(titles + [""], dtype=object)
-    reason = np.where(
-        decision == "excluded",
-        "not met: " + title_array[first_failed],
-        np.where(
-            decision == "needs_review",
-            "cannot decide: " + title_array[first_unknown],
-            "all criteria met",
-        ),
+    k = len(results)
+    reasons = ["all criteria met", *(f"not met: {t}" for t in titles)]
+    reasons += [f"cannot decide: {t}" for t in titles]
+    reason = np.select(
+        [decision == "excluded", decision == "needs_review"],
+        [1 + first_failed, 1 + k + first_unknown],
+        default=0,
     )
     out = subjects.copy()
     out.insert(1, "decision", pd.Categorical(decision, categories=list(DECISIONS)))
-    out["first_failed_criterion"] = pd.array(id_array[first_failed], dtype="str")
+    # Empty text (not null) where nothing failed, as the CSV has always shown it.
+    out["first_failed_criterion"] = categorical(
+        [*ids, ""], np.where(first_failed < 0, k, first_failed)
+    )
     out["first_failed_margin"] = first_margin
-    out["failed_criteria"] = pd.array(join_flags(failed_bits, ids), dtype="str")
-    out["unknown_criteria"] = pd.array(join_flags(unknown_bits, ids), dtype="str")
-    out["near_miss_criteria"] = pd.array(join_flags(near_bits, ids), dtype="str")
-    out["reason"] = pd.array(reason, dtype="str")
+    out["failed_criteria"] = join_flags(failed_bits, ids)
+    out["unknown_criteria"] = join_flags(unknown_bits, ids)
+    out["near_miss_criteria"] = join_flags(near_bits, ids)
+    out["reason"] = categorical(reasons, reason)
     return out
 
 
@@ -259,9 +261,9 @@ def ledger(subjects: pd.DataFrame, results: list[CriterionResult]) -> pd.DataFra
 
     per_criterion = np.tile(np.arange(k), n)  # criterion of each row
 
-    def of_criterion(values: list[str]) -> pd.api.extensions.ExtensionArray:
+    def of_criterion(values: list[str]) -> pd.Categorical:
         """One text per criterion, repeated on each of its rows."""
-        return text(pa.array(values, pa.string()).take(per_criterion))
+        return categorical(values, per_criterion)
 
     texts = [  # observed values as text (booleans too), the way a str column holds them
         pa.array(pd.array(r.observed_text, dtype="str")).cast(pa.string())

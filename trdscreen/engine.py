@@ -161,13 +161,20 @@ def run_parts(
 
 def _unified(frames: list[pd.DataFrame]) -> list[pd.DataFrame]:
     """Give every frame the same dtype per column, as one frame of all rows would have:
-    a column that is nullable Int64 anywhere (held subjects) is Int64 everywhere."""
+    a column that is nullable Int64 anywhere (held subjects) is Int64 everywhere, and a
+    categorical column has the union of the parts' categories."""
     if len(frames) < 2:
         return frames
     target = {}
     for name in frames[0].columns:
         dtypes = [f[name].dtype for f in frames]
         if all(d == dtypes[0] for d in dtypes):
+            continue
+        if all(isinstance(d, pd.CategoricalDtype) for d in dtypes):
+            # Categories are the sorted texts each part uses (trdscreen.coded.categorical):
+            # the whole table's are their sorted union.
+            union = sorted(set().union(*(d.categories for d in dtypes)))
+            target[name] = pd.CategoricalDtype(pd.Index(union, dtype="str"))
             continue
         nullable = [d for d in dtypes if isinstance(d, pd.Int64Dtype)]
         target[name] = (

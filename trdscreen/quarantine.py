@@ -213,7 +213,11 @@ def held_decisions(
     merged = pd.concat([decisions, rows], ignore_index=True)
     for name, dtype in decisions.dtypes.items():
         if isinstance(dtype, pd.CategoricalDtype):
-            merged[name] = pd.Categorical(merged[name].astype(str), categories=dtype.categories)
+            categories = dtype.categories
+            added = set(rows[name].dropna()) - set(categories) if name in rows else set()
+            if added:  # texts of held rows: sorted in, as trdscreen.coded.categorical does
+                categories = pd.Index(sorted(set(categories) | added), dtype="str")
+            merged[name] = pd.Categorical(merged[name].astype(str), categories=categories)
         elif dtype == np.int64 and name not in rows.columns:
             merged[name] = merged[name].astype("Int64")  # empty for held subjects
         else:

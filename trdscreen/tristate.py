@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from trdscreen.coded import take_text
+from trdscreen.coded import categorical
 
 NOT_MET = np.int8(0)
 UNKNOWN = np.int8(1)
@@ -53,14 +53,12 @@ def labels(states: np.ndarray) -> pd.Categorical:
     return pd.Categorical.from_codes(np.asarray(states, dtype=np.int8), dtype=_STATE_DTYPE)
 
 
-def join_flags(
-    bits: np.ndarray, names: Sequence[str], sep: str = ";"
-) -> pd.api.extensions.ExtensionArray:
-    """Turn per-row bit masks into ';'-joined names, in the order of `names` (str dtype).
+def join_flags(bits: np.ndarray, names: Sequence[str], sep: str = ";") -> pd.Categorical:
+    """Turn per-row bit masks into ';'-joined names, in the order of `names`.
 
     Works on the distinct masks only (few), so it stays vectorized.
     """
     bits = np.asarray(bits, dtype=np.int64)
     inverse, uniques = pd.factorize(bits)  # hashing: O(n), where np.unique sorts
     texts = [sep.join(n for i, n in enumerate(names) if int(u) >> i & 1) for u in uniques]
-    return take_text(texts, inverse)
+    return categorical(texts, inverse)
