@@ -120,7 +120,7 @@ class IssueLog:
         rows: np.ndarray | None,
         column: str,
         check: str,
-        message: str | pd.Series,
+        message: str | pd.Series | np.ndarray,
         subject_ids: pd.Series | None = None,
         severity: str = "error",
         file: str | None = None,
@@ -147,11 +147,10 @@ class IssueLog:
                 if subject_ids is not None
                 else np.full(rows.size, "", dtype=object)
             )
-            messages = (
-                message.iloc[rows].to_numpy(dtype=object)
-                if isinstance(message, pd.Series)
-                else message
-            )
+            if isinstance(message, pd.Series):  # over all rows: picked by position
+                messages = message.iloc[rows].to_numpy(dtype=object)
+            else:  # one text, or an array with one text per entry of `rows`
+                messages = message
             block = pd.DataFrame(
                 {
                     "severity": severity,

@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 
 from trdscreen.asof import AFTER, CENSORED, course_masks, subject_masks
+from trdscreen.coded import coded
+from trdscreen.courses import DRUG_MODALITIES
 from trdscreen.formulary import Formulary
 from trdscreen.io import SourceTable
 from trdscreen.keys import SUBJECT_CODE, day_numbers, first_rows, pack, slots, subject_keys
@@ -383,12 +385,7 @@ def _check_drug_names(
     codes, uniques = pd.factorize(courses["drug"])
     if len(uniques) == 0:
         return
-    modality = (
-        courses["modality"].fillna("pharmacotherapy")
-        if "modality" in courses.columns
-        else pd.Series("pharmacotherapy", index=courses.index)
-    )
-    drug_modality = modality.isin(["pharmacotherapy", "esketamine"]).to_numpy()
+    drug_modality = coded(courses, "modality", "pharmacotherapy").isin(DRUG_MODALITIES)
     messages = []
     for name in uniques:
         match = formulary.match(name)
@@ -401,14 +398,15 @@ def _check_drug_names(
             f"drug name not in the formulary ({hint}); the course's adequacy is unknown. "
             "Fix the name or add it to a site formulary"
         )
-    per_row = np.asarray(messages, dtype=object)[np.where(codes >= 0, codes, 0)]
-    unknown = (codes >= 0) & (per_row != "") & drug_modality
+    per_name = np.asarray(messages, dtype=object)
+    unknown_name = np.append(per_name != "", False)  # the last slot: null names (-1)
+    rows = np.flatnonzero(unknown_name[codes] & drug_modality)
     log.add(
         source,
-        np.flatnonzero(unknown),
+        rows,
         "drug",
         "unknown_drug",
-        pd.Series(per_row),
+        per_name[codes[rows]],  # one message per flagged row
         courses["subject_id"] if "subject_id" in courses.columns else None,
         severity="warning",
     )
