@@ -117,3 +117,26 @@ def test_pack_compares_as_the_key_tuple():
             assert (packed[i] < packed[j]) == (tuples[i] < tuples[j])
             assert (packed[i] == packed[j]) == (tuples[i] == tuples[j])
     assert pack(np.array([0, 2**40]), np.array([0, 2**30])) is None  # 71 bits
+
+
+def test_courses_table_lists_same_day_courses_in_line_order(tmp_path):
+    """The courses table is sorted by subject, start date, then source line. The line is
+    not a sort key (rows arrive in line order and the sort is stable), so check a tie:
+    S2's two courses start on the same day; line 3 must come before line 4, and S1
+    (line 5) before S2 although it comes later in the file."""
+    from conftest import run_cohort, write_cohort
+
+    course = {"daily_dose_mg": 100, "end_date": "2023-03-28", "hamd_start": 24, "hamd_end": 22}
+    rows = [
+        {**course, "subject_id": "S2", "drug": "sertraline", "start_date": "2023-05-01"},
+        {**course, "subject_id": "S2", "drug": "venlafaxine", "start_date": "2023-01-01"},
+        {**course, "subject_id": "S2", "drug": "escitalopram", "start_date": "2023-01-01"},
+        {**course, "subject_id": "S1", "drug": "sertraline", "start_date": "2023-02-01"},
+    ]
+    for row in rows:
+        if row["start_date"] == "2023-05-01":
+            row["end_date"] = "2023-07-01"
+    folder = write_cohort(tmp_path / "in", rows, [{"subject_id": "S1"}, {"subject_id": "S2"}])
+    _, result = run_cohort(folder)
+    listed = result.courses[["subject_id", "source_line"]].values.tolist()
+    assert listed == [["S1", 5], ["S2", 3], ["S2", 4], ["S2", 2]]

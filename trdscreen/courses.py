@@ -415,7 +415,7 @@ def assess_courses(
     )
 
     optimised, repeat = _repeats(
-        codes, lookup["same_drug"], known & drug_modality & in_view, start, dose, courses
+        codes, lookup["same_drug"], known & drug_modality & in_view, start, dose
     )
     flag(optimised, "dose_optimisation")
     flag(repeat, "repeat_of_earlier_drug")
@@ -533,7 +533,6 @@ def _repeats(
     mask: np.ndarray,
     start: np.ndarray,
     dose: np.ndarray,
-    courses: pd.DataFrame,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Later courses of a drug already given to the subject.
 
@@ -548,8 +547,9 @@ def _repeats(
     if len(rows) < 2:
         return optimised, repeat
     drug_codes = pd.factorize(drug[rows])[0]
-    line = courses["source_line"].to_numpy()[rows]
-    order = lex_order(codes[rows], drug_codes, day_numbers(start[rows]), line)
+    # Rows are in source-line order and the sort is stable, so lines break the ties
+    # without being a key (fewer bits: the keys stay packable at 4M+ subjects).
+    order = lex_order(codes[rows], drug_codes, day_numbers(start[rows]))
     group = codes[rows][order].astype(np.int64) * (drug_codes.max() + 1) + drug_codes[order]
     sorted_dose = dose[rows][order]
     running = pd.Series(sorted_dose).groupby(group).cummax().to_numpy()

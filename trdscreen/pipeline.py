@@ -185,14 +185,11 @@ def screen_validated(
     criteria_frame = pd.concat([subjects, extra.reset_index(drop=True)], axis=1)
     results = evaluate_all(rules, criteria_frame)
     decisions = decide(subjects, results)[[*DECISION_COLUMNS, *scores.columns]]
-    listed = assessed.table  # by subject_id (codes are id ranks), start_date, source_line
-    courses = listed.take(
-        lex_order(
-            cohort.course_codes,
-            day_numbers(listed["start_date"].to_numpy()),
-            listed["source_line"].to_numpy(),
-        )
-    ).reset_index(drop=True)
+    # By subject_id (codes are id ranks), start_date, then source_line: the rows are in
+    # line order and the sort is stable, so the line needs no key of its own.
+    listed = assessed.table
+    order = lex_order(cohort.course_codes, day_numbers(listed["start_date"].to_numpy()))
+    courses = listed.take(order).reset_index(drop=True)
     table = attrition(decisions, results)
     if quarantine is not None:
         decisions = held_decisions(decisions, quarantine, given.treatments)
