@@ -160,3 +160,28 @@ def test_as_of_sets_the_reference_date(tmp_path):
         for when in (date(2024, 6, 1), date(2024, 5, 11))
     }
     assert weeks == {date(2024, 6, 1): 4.57, date(2024, 5, 11): 1.57}
+
+
+def test_text_dates_and_numbers_parsed_per_distinct_value_still_flag_every_bad_row():
+    """Dates and numbers in text are parsed once per distinct text (schemas._by_distinct);
+    a bad text that repeats must still be reported on each of its rows, blanks stay
+    missing without an error, and good repeats all get their value."""
+    import numpy as np
+    import pyarrow as pa
+
+    from trdscreen.schemas import _to_date, _to_float
+
+    dates = pa.chunked_array(
+        [["2023-01-05", "2023-02-30", " 2023-01-05 "], [None, "", "2023-02-30", "2023-01-05"]]
+    )
+    values, bad, check = _to_date(dates)
+    assert check == "not_iso_date"
+    assert bad.tolist() == [1, 5]  # 2023-02-30 does not exist, on both of its rows
+    assert values.astype(str).tolist() == [
+        "2023-01-05T00:00:00", "NaT", "2023-01-05T00:00:00", "NaT", "NaT", "NaT",
+        "2023-01-05T00:00:00",
+    ]  # fmt: skip
+    numbers = pa.chunked_array([["50", "5O", "50", "  ", "12.5", "5O"]])
+    values, bad, _ = _to_float(numbers, integral=False)
+    assert bad.tolist() == [1, 5]  # "5O" (letter O) on both rows
+    assert np.isnan(values[[1, 3, 5]]).all() and values[[0, 2, 4]].tolist() == [50.0, 50.0, 12.5]
