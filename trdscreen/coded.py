@@ -3,7 +3,7 @@
 Role, modality, stop reason, drug names and reason lists take a handful of
 values over millions of rows. Comparing and gathering them as Python strings
 costs a Python object per row; here every comparison is made once per
-distinct value and broadcast by code, and output text is gathered by Arrow.
+distinct value and broadcast by code, and output text is a Categorical.
 """
 
 from __future__ import annotations
@@ -13,14 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-
-
-def take_text(values: Sequence[str | None], codes: np.ndarray) -> pd.api.extensions.ExtensionArray:
-    """`values[codes]` as the str dtype, gathered by Arrow (a code below 0 gives null)."""
-    codes = np.asarray(codes, dtype=np.int64)
-    indices = pa.array(codes, mask=codes < 0)
-    return pd.array(pa.array(values, pa.string()).take(indices), dtype="str")
 
 
 def categorical(values: Sequence[str | None], codes: np.ndarray) -> pd.Categorical:

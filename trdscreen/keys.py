@@ -6,8 +6,8 @@ id strings again. A code is the rank of the id among the sorted distinct ids
 of both tables, so sorting by code is sorting by subject_id. Null ids get -1.
 
 The codes travel with the rows as the column `SUBJECT_CODE` of the validated
-frames, so row filters (quarantine, --as-of) keep them aligned; `compact`
-renumbers them for the subjects that are left.
+frames, so row filters (quarantine, --as-of) keep them aligned;
+`cohort_codes` renumbers them for the subjects that are left.
 """
 
 from __future__ import annotations

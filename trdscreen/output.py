@@ -21,17 +21,15 @@ import pyarrow.compute as pc
 from trdscreen.io import WRITERS, sha256_file
 
 
-def to_arrow(frame: pd.DataFrame, text: bool = True) -> pa.Table:
-    """The frame as Arrow. Categorical columns become text, or with `text=False`
-    dictionary arrays of text (for the Parquet writer; `as_text` converts later)."""
+def to_arrow(frame: pd.DataFrame) -> pa.Table:
+    """The frame as Arrow; categorical columns become dictionary arrays of text (what
+    the Parquet writer takes; `as_text` gives the plain text the CSV writer needs)."""
     columns = {}
     for name, series in frame.items():
         if isinstance(series.dtype, pd.CategoricalDtype):  # codes -> text in Arrow, no objects
             codes = series.cat.codes.to_numpy()
             categories = pa.array(series.cat.categories.to_numpy(dtype=object), pa.string())
             array = pa.DictionaryArray.from_arrays(pa.array(codes, mask=codes < 0), categories)
-            if text:
-                array = array.cast(pa.string())
         else:
             array = pa.array(series, from_pandas=True)
         if pa.types.is_timestamp(array.type):
@@ -43,7 +41,7 @@ def to_arrow(frame: pd.DataFrame, text: bool = True) -> pa.Table:
 
 
 def as_text(table: pa.Table) -> pa.Table:
-    """Dictionary columns (from `to_arrow(..., text=False)`) cast to plain text."""
+    """Dictionary columns (from `to_arrow`) cast to plain text."""
     for index, field in enumerate(table.schema):
         if pa.types.is_dictionary(field.type):
             table = table.set_column(index, field.name, table.column(index).cast(pa.string()))
@@ -154,7 +152,7 @@ def write_tables(
 def _write_table(
     stem: str, frame: pd.DataFrame, folder: Path, formats: tuple[str, ...], escape: bool
 ) -> list[dict[str, object]]:
-    table = to_arrow(frame, text=False)
+    table = to_arrow(frame)
     hashed = "csv" in formats or stem in CONTENT_HASHED
     as_csv = None
     if hashed:
