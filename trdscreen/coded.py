@@ -15,21 +15,27 @@ import numpy as np
 import pandas as pd
 
 
+def sorted_categories(texts: Iterable[str]) -> pd.CategoricalDtype:
+    """The canonical categories of a data-derived text column: its distinct texts, sorted.
+
+    Canonical, so parts of a table screened apart (the Dask engine) or rows added later
+    (held subjects) combine into the categories the whole table would have, and the
+    Parquet writer gets the same dictionary.
+    """
+    return pd.CategoricalDtype(pd.Index(sorted(set(texts)), dtype="str"))
+
+
 def categorical(values: Sequence[str | None], codes: np.ndarray) -> pd.Categorical:
     """`values[codes]` as a Categorical (a code below 0 or a None value gives null).
 
-    Its categories are the texts the rows use, sorted: canonical, so parts of a
-    table screened apart (the Dask engine) combine into the categories the whole
-    table would have, and the Parquet writer gets the same dictionary.
+    Its categories are the texts the rows use (`sorted_categories`).
     """
     codes = np.asarray(codes, dtype=np.int64)
     used = np.bincount(codes[codes >= 0], minlength=len(values)) > 0
-    texts = sorted({v for v, u in zip(values, used, strict=True) if u and v is not None})
-    position = {text: i for i, text in enumerate(texts)}
+    dtype = sorted_categories(v for v, u in zip(values, used, strict=True) if u and v is not None)
+    position = {text: i for i, text in enumerate(dtype.categories)}
     remap = np.array([position.get(v, -1) if v is not None else -1 for v in values] + [-1])
-    return pd.Categorical.from_codes(
-        remap[codes], dtype=pd.CategoricalDtype(pd.Index(texts, dtype="str"))
-    )
+    return pd.Categorical.from_codes(remap[codes], dtype=dtype)
 
 
 @dataclass(frozen=True)

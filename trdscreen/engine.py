@@ -28,6 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from trdscreen.coded import sorted_categories
 from trdscreen.errors import UsageError
 from trdscreen.io import SourceTable
 from trdscreen.pipeline import Part, Screening, ScreenResult, screen_part
@@ -171,10 +172,9 @@ def _unified(frames: list[pd.DataFrame]) -> list[pd.DataFrame]:
         if all(d == dtypes[0] for d in dtypes):
             continue
         if all(isinstance(d, pd.CategoricalDtype) for d in dtypes):
-            # Categories are the sorted texts each part uses (trdscreen.coded.categorical):
-            # the whole table's are their sorted union.
-            union = sorted(set().union(*(d.categories for d in dtypes)))
-            target[name] = pd.CategoricalDtype(pd.Index(union, dtype="str"))
+            # Each part's categories are the texts it uses (trdscreen.coded):
+            # the whole table's are their union, sorted the same way.
+            target[name] = sorted_categories(set().union(*(d.categories for d in dtypes)))
             continue
         nullable = [d for d in dtypes if isinstance(d, pd.Int64Dtype)]
         target[name] = (

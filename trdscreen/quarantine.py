@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from trdscreen.coded import sorted_categories
 from trdscreen.errors import InvalidInputData
 from trdscreen.io import SourceTable
 
@@ -213,11 +214,10 @@ def held_decisions(
     merged = pd.concat([decisions, rows], ignore_index=True)
     for name, dtype in decisions.dtypes.items():
         if isinstance(dtype, pd.CategoricalDtype):
-            categories = dtype.categories
-            added = set(rows[name].dropna()) - set(categories) if name in rows else set()
-            if added:  # texts of held rows: sorted in, as trdscreen.coded.categorical does
-                categories = pd.Index(sorted(set(categories) | added), dtype="str")
-            merged[name] = pd.Categorical(merged[name].astype(str), categories=categories)
+            added = set(rows[name].dropna()) - set(dtype.categories) if name in rows else set()
+            if added:  # texts of held rows: sorted in (fixed vocabularies never get here)
+                dtype = sorted_categories({*dtype.categories, *added})
+            merged[name] = pd.Categorical(merged[name].astype(str), dtype=dtype)
         elif dtype == np.int64 and name not in rows.columns:
             merged[name] = merged[name].astype("Int64")  # empty for held subjects
         else:
