@@ -105,6 +105,11 @@ def test_distinct_counter_counts_distinct_keys_per_subject_under_each_mask():
         ]
         assert counter.count(mask).tolist() == expected
     assert counter.count(np.zeros(rows, bool)).tolist() == [0] * n_subjects
+    # Negative keys (Thase-Rush marks unmapped classes -1) count for their own subject:
+    # unshifted, subject 1's key -1 and subject 0's key 2 would share the pair id 2.
+    counter = DistinctCounter(np.array([0, 1]), np.array([2, -1]), 2)
+    assert counter.count(np.array([False, True])).tolist() == [0, 1]
+    assert counter.count(np.array([True, True])).tolist() == [1, 1]
 
 
 def test_pack_compares_as_the_key_tuple():

@@ -18,7 +18,7 @@ import pandas as pd
 
 from trdscreen.courses import CourseAssessment
 from trdscreen.ruleset import MGHS, STAGING_COLUMNS, Maudsley, Staging, ThaseRush
-from trdscreen.subjects import Cohort, distinct_count
+from trdscreen.subjects import Cohort, DistinctCounter
 from trdscreen.tristate import MET, NOT_MET, UNKNOWN, from_bool
 
 INTERVAL_COLUMNS = {cols[0]: cols[1] for cols in STAGING_COLUMNS.values()}
@@ -53,21 +53,27 @@ class _Counter:
         # One key per distinct drug; an unknown name counts as itself (upper bound only,
         # since its treatment state is unknown).
         keyed = np.where(pd.isna(generic), np.char.add("?", drug.astype(str)), generic)
-        self.drug_key = pd.factorize(keyed)[0] if len(keyed) else np.zeros(0, np.int64)
+        drug_key = pd.factorize(keyed)[0] if len(keyed) else np.zeros(0, np.int64)
+        self.drugs = DistinctCounter(self.codes, drug_key, self.n)
+
+    def keyed_by(self, keys: np.ndarray) -> DistinctCounter:
+        """A counter of distinct `keys` (e.g. drug classes) instead of drugs."""
+        return DistinctCounter(self.codes, keys, self.n)
 
     def bounds(
-        self, states: np.ndarray, mask: np.ndarray, keys: np.ndarray | None = None
+        self, states: np.ndarray, mask: np.ndarray, counter: DistinctCounter | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        keys = self.drug_key if keys is None else keys
-        return (
-            distinct_count(self.codes, keys, mask & (states == MET), self.n),
-            distinct_count(self.codes, keys, mask & (states != NOT_MET), self.n),
-        )
+        """Distinct drugs (or `counter`'s keys) among the masked courses, both bounds."""
+        counter = self.drugs if counter is None else counter
+        return counter.count(mask & (states == MET)), counter.count(mask & (states != NOT_MET))
 
     def any(self, states: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        zero = np.zeros(len(self.codes), dtype=np.int64)
-        low, high = self.bounds(states, mask, zero)
-        return low > 0, high > 0
+        """Whether each subject has any masked course, in both bounds."""
+
+        def has(rows: np.ndarray) -> np.ndarray:
+            return np.bincount(self.codes[rows], minlength=self.n) > 0
+
+        return has(mask & (states == MET)), has(mask & (states != NOT_MET))
 
 
 def _ect_states(model: ThaseRush | MGHS, courses: CourseAssessment) -> np.ndarray:
@@ -84,7 +90,7 @@ def _thase_rush(model: ThaseRush, cohort: Cohort, courses: CourseAssessment) -> 
     # Thase-Rush ignores augmentation: antidepressant courses of a mapped class only.
     mask = count.on_drug & (count.role != "augmentation") & (major >= 0)
     failed = courses.failed_any
-    n_classes = count.bounds(failed, mask, major)
+    n_classes = count.bounds(failed, mask, count.keyed_by(major))
     tca = count.any(failed, mask & (major == majors.index("TCA")))
     maoi = count.any(failed, mask & (major == majors.index("MAOI")))
     ect_done = count.any(_ect_states(model, courses), count.modality == "ect")

@@ -87,6 +87,9 @@ class DistinctCounter:
 
     def __init__(self, codes: np.ndarray, keys: np.ndarray, n: int) -> None:
         self.n = n
+        # Keys from 0 (a caller may mark rows it never selects with -1), so that
+        # pair // width gives back the subject.
+        keys = keys.astype(np.int64) - (keys.min() if len(keys) else 0)
         width = np.int64(keys.max() + 1) if len(keys) else np.int64(1)
         self.pair, pairs = pd.factorize(codes.astype(np.int64) * width + keys)
         self.subject_of_pair = (np.asarray(pairs) // width).astype(np.int64)
@@ -96,11 +99,6 @@ class DistinctCounter:
             return np.zeros(self.n, dtype=np.int64)
         selected = np.bincount(self.pair[mask], minlength=len(self.subject_of_pair)) > 0
         return np.bincount(self.subject_of_pair[selected], minlength=self.n)
-
-
-def distinct_count(codes: np.ndarray, keys: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
-    """Number of distinct keys per subject among rows where mask holds."""
-    return DistinctCounter(codes, keys, n).count(mask)
 
 
 def _threshold(low: np.ndarray, high: np.ndarray, minimum: int) -> np.ndarray:
