@@ -13,7 +13,6 @@ memory. Library callers (trdscreen.api) keep their process's own settings.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import sys
 
 _M_TRIM_THRESHOLD = -1
@@ -25,9 +24,8 @@ def tune_for_large_tables() -> None:
     """Keep freed memory for reuse and skip huge-page advice; silently a no-op where the
     C library or numpy does not offer the setting."""
     if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            mallopt = libc.mallopt
+        try:  # the C library the process already runs on; no search for the file
+            mallopt = ctypes.CDLL(None).mallopt
         except (OSError, AttributeError):
             mallopt = None
         if mallopt is not None:  # glibc; other C libraries lack mallopt
