@@ -227,15 +227,17 @@ def _by_distinct(
     text = _as_text(encoded.dictionary)
     values, ok = parse(text)
     rows = encoded.indices  # null where the cell is null
-    given = pc.fill_null(pc.is_valid(text).take(rows), False)
-    failed = pc.invert(pc.fill_null(ok, False)).take(rows)
-    bad = pc.and_(given, pc.fill_null(failed, False))
+    bad = pc.fill_null(_bad(text, ok).take(rows), False)
     return values.take(rows), np.flatnonzero(bad.to_numpy(zero_copy_only=False))
 
 
+def _bad(valid_input: pa_arrow.Array, ok: pa_arrow.Array) -> pa_arrow.Array:
+    """Where a non-empty input is not ok."""
+    return pc.and_(pc.is_valid(valid_input), pc.invert(pc.fill_null(ok, False)))
+
+
 def _invalid(valid_input: pa_arrow.ChunkedArray, ok: pa_arrow.ChunkedArray) -> np.ndarray:
-    bad = pc.and_(pc.is_valid(valid_input), pc.invert(pc.fill_null(ok, False)))
-    return np.flatnonzero(bad.to_numpy(zero_copy_only=False))
+    return np.flatnonzero(_bad(valid_input, ok).to_numpy(zero_copy_only=False))
 
 
 def _to_float(column: pa_arrow.ChunkedArray, integral: bool) -> tuple[np.ndarray, np.ndarray, str]:
