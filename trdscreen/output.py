@@ -54,15 +54,26 @@ ESCAPE_MARK = "'"
 _NEEDS_MARK = r"^[=+\-@\t\r']"  # the triggers, and the mark itself so escaping can be undone
 
 
+def _rewrite(column, hit, change):
+    where = pc.fill_null(hit(column), False)
+    return pc.if_else(where, change(column), column) if pc.any(where).as_py() else column
+
+
 def _rewrite_text(table: pa.Table, hit, change) -> pa.Table:
-    """Replace the text cells where `hit(column)` holds by `change(column)`; other types kept."""
+    """Replace the text cells where `hit(column)` holds by `change(column)`; other types
+    kept. A dictionary column of text is rewritten once per dictionary value."""
     for index, field in enumerate(table.schema):
-        if not pa.types.is_string(field.type):
-            continue
         column = table.column(index)
-        where = pc.fill_null(hit(column), False)
-        if pc.any(where).as_py():
-            table = table.set_column(index, field, pc.if_else(where, change(column), column))
+        if pa.types.is_dictionary(field.type) and pa.types.is_string(field.type.value_type):
+            chunks = [
+                pa.DictionaryArray.from_arrays(
+                    chunk.indices, _rewrite(chunk.dictionary, hit, change)
+                )
+                for chunk in column.chunks
+            ]
+            table = table.set_column(index, field, pa.chunked_array(chunks, field.type))
+        elif pa.types.is_string(field.type):
+            table = table.set_column(index, field, _rewrite(column, hit, change))
     return table
 
 
@@ -156,8 +167,7 @@ def _write_table(
     hashed = "csv" in formats or stem in CONTENT_HASHED
     as_csv = None
     if hashed:
-        as_csv = as_text(table)
-        as_csv = escape_formulas(as_csv) if escape else as_csv
+        as_csv = as_text(escape_formulas(table) if escape else table)
     written = []
     for fmt in formats:
         suffix, writer = WRITERS[fmt]
