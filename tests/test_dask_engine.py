@@ -14,18 +14,16 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pytest
+from conftest import assert_same_tables, screen_whole, table_files
 from typer.testing import CliRunner
 
 from trdscreen import api
 from trdscreen.cli import app
 from trdscreen.engine import DaskOptions, bucket_of
 from trdscreen.errors import ExitCode, InvalidInputData
-from trdscreen.synth import synthesize, write_synthetic
 
 distributed = pytest.importorskip("distributed")
 
@@ -42,56 +40,9 @@ def cluster():
         yield local.scheduler_address
 
 
-@pytest.fixture(scope="module")
-def cohort(tmp_path_factory) -> Path:
-    """3000 synthetic subjects (~12,700 courses) as CSV."""
-    folder = tmp_path_factory.mktemp("synth") / "cohort"
-    write_synthetic(synthesize(3000, seed=11), folder, "csv")
-    return folder
-
-
-@pytest.fixture(scope="module")
-def damaged(cohort, tmp_path_factory) -> Path:
-    """The cohort with 25 doses made unreadable and one course row without a subject."""
-    folder = tmp_path_factory.mktemp("damaged")
-    lines = (cohort / "treatments.csv").read_text().splitlines()
-    rng = np.random.default_rng(3)
-    for i in rng.choice(np.arange(1, len(lines)), size=25, replace=False):
-        fields = lines[i].split(",")
-        fields[2] = "lots"  # daily_dose_mg: not a number -> error on that row
-        lines[i] = ",".join(fields)
-    (folder / "treatments.csv").write_text("\n".join(lines) + "\n")
-    (folder / "subjects.csv").write_bytes((cohort / "subjects.csv").read_bytes())
-    return folder
-
-
-def _run(tmp: Path, name: str, request: api.ScreenRequest) -> tuple[Path, object]:
-    out = tmp / name
-    loaded = api.load(request, ["test"])
-    try:
-        result = api.screen(loaded)
-    except InvalidInputData as exc:
-        api.write_run(loaded, None, out, ("csv", "parquet"))
-        return out, exc
-    api.write_run(loaded, result, out, ("csv", "parquet"))
-    return out, result
-
-
-def _table_files(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.suffix in (".csv", ".parquet"))
-
-
-def assert_same_tables(a: Path, b: Path) -> None:
-    names = _table_files(a)
-    assert names == _table_files(b)
-    assert len(names) >= 2
-    differ = [n for n in names if (a / n).read_bytes() != (b / n).read_bytes()]
-    assert differ == [], f"tables differ between engines: {differ}"
-
-
 def _pair(tmp_path, cluster, partitions: int, **options) -> tuple:
-    default = _run(tmp_path, "pandas", api.ScreenRequest(**options))
-    dask = _run(
+    default = screen_whole(tmp_path, "pandas", api.ScreenRequest(**options))
+    dask = screen_whole(
         tmp_path,
         "dask",
         api.ScreenRequest(**options, dask=DaskOptions(scheduler=cluster, partitions=partitions)),
@@ -135,18 +86,18 @@ def test_quarantine_is_byte_identical(tmp_path, cluster, damaged):
     assert_same_tables(a, b)
     # 25 damaged rows (distinct rows, possibly shared subjects): each is rejected once.
     assert result.quarantine.counts()["treatment_rows_rejected"] == 25
-    assert "quarantine_treatments.parquet" in _table_files(b)
+    assert "quarantine_treatments.parquet" in table_files(b)
 
 
 def test_invalid_input_fails_the_same_way(tmp_path, cluster, damaged):
     (a, error_a), (b, error_b) = _pair(tmp_path, cluster, 5, input=damaged)
     assert isinstance(error_a, InvalidInputData) and isinstance(error_b, InvalidInputData)
     assert str(error_a) == str(error_b)
-    assert _table_files(b) == ["validation_issues.csv", "validation_issues.parquet"]
+    assert table_files(b) == ["validation_issues.csv", "validation_issues.parquet"]
     assert_same_tables(a, b)
 
 
-def test_cli_starts_a_local_cluster_and_verify_accepts_the_run(tmp_path, cohort):
+def test_cli_starts_a_local_cluster_and_verify_accepts_thescreen_whole(tmp_path, cohort):
     runner = CliRunner()
     a, b = tmp_path / "a", tmp_path / "b"
     first = runner.invoke(app, ["screen", str(cohort), "--out", str(a), "--json"])

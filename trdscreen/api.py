@@ -20,7 +20,7 @@ from pathlib import Path
 from trdscreen import __version__, quarantine
 from trdscreen.audit import AUDIT_FILE, AUDIT_FORMAT, AuditTrail
 from trdscreen.engine import DaskOptions
-from trdscreen.errors import ExitCode, RuleError, UsageError
+from trdscreen.errors import ExitCode, InvalidInputData, RuleError, UsageError
 from trdscreen.formulary import Formulary, load_formulary
 from trdscreen.io import (
     CsvOptions,
@@ -43,6 +43,7 @@ from trdscreen.ruleset import (
 )
 from trdscreen.runs import MANIFEST_FILE
 from trdscreen.schemas import SUBJECT_COLUMNS, TREATMENT_COLUMNS, issue_counts
+from trdscreen.stream import CHUNK_ROWS, StreamedResult, stream
 from trdscreen.validate import ValidatedInputs, criteria_subject_columns, validate_inputs
 
 MANIFEST_SCHEMA_VERSION = 3
@@ -62,8 +63,11 @@ class ScreenRequest:
     csv: CsvOptions = CsvOptions()  # --encoding, --delimiter
     on_invalid: str = "fail"  # quarantine.ON_INVALID: what rows that fail validation do
     dask: DaskOptions | None = None  # --engine dask: run the kernel per hash bucket
+    chunk_rows: int | None = None  # screen_and_write: rows per chunk; None: the whole cohort
 
     def __post_init__(self) -> None:
+        if self.chunk_rows is not None and self.chunk_rows < 1:
+            raise UsageError(f"--chunk-rows {self.chunk_rows}: expected at least 1")
         if self.on_invalid not in quarantine.ON_INVALID:
             raise UsageError(
                 f"on_invalid {self.on_invalid!r}: expected one of {', '.join(quarantine.ON_INVALID)}"
@@ -265,7 +269,7 @@ def load_with(
         subjects = read_source(subjects_path, "subjects", columns.subjects, canonical, request.csv)
         trail.record("input_read", **_input_record(subjects, "subjects"))
     validated = None
-    if request.dask is None:  # the Dask engine validates per bucket, on the workers
+    if request.dask is None and request.chunk_rows is None:  # else validated per part
         validated = validate_inputs(
             treatments, subjects, rules, formulary, request.as_of, tuple(r.rules for r in reports)
         )
@@ -287,26 +291,72 @@ def load_with(
     )
 
 
-def screen(loaded: LoadedRun) -> ScreenResult:
-    """Screen a loaded run. When validation found errors: raise InvalidInputData
-    (`--on-invalid fail`), or hold the subjects concerned for review
-    (`--on-invalid quarantine`, see `trdscreen.quarantine`)."""
-    screening = Screening(
+def _screening(loaded: LoadedRun) -> Screening:
+    return Screening(
         loaded.rules,
         loaded.formulary,
         loaded.request.as_of,
         tuple((r.rules, r.formulary) for r in loaded.reports),
         loaded.request.on_invalid,
     )
+
+
+def screen(loaded: LoadedRun) -> ScreenResult:
+    """Screen a loaded run. When validation found errors: raise InvalidInputData
+    (`--on-invalid fail`), or hold the subjects concerned for review
+    (`--on-invalid quarantine`, see `trdscreen.quarantine`)."""
+    screening = _screening(loaded)
     if loaded.request.dask is not None:
         result = _screen_dask(loaded, screening)
+    elif loaded.validated is None:
+        raise UsageError("a request with chunk_rows is screened by screen_and_write")
     else:
         refuse_invalid(loaded.validated, screening.on_invalid)
         result = screen_checked(loaded.treatments, loaded.subjects, loaded.validated, screening)
+    _record_screened(loaded, result)
+    return result
+
+
+def _record_screened(loaded: LoadedRun, result: ScreenResult | StreamedResult) -> None:
     if result.quarantine is not None:
         loaded.trail.record("quarantine_planned", **result.quarantine.counts())
     loaded.trail.record("decisions_computed", counts=result.counts())
-    return result
+
+
+def screen_and_write(
+    loaded: LoadedRun,
+    out: Path,
+    formats: tuple[str, ...],
+    force: bool = False,
+    escape_formulas: bool = True,
+) -> tuple[RunRecord, StreamedResult]:
+    """Validate, screen and write a run loaded with `chunk_rows`, a chunk of subjects
+    at a time (`trdscreen.stream`), into an atomically written folder.
+
+    The tables are the ones `screen` and `write_run` give. When validation errors
+    stop the run, InvalidInputData is raised, nothing is left in `out`, and
+    `loaded.validated` holds every issue for `write_run(loaded, None, ...)`.
+    """
+    screening = _screening(loaded)
+    chunk_rows = loaded.request.chunk_rows or CHUNK_ROWS
+    with atomic_folder(out, force) as folder:
+        validated, outputs, result = stream(
+            loaded.treatments,
+            loaded.subjects,
+            screening,
+            folder,
+            formats,
+            escape_formulas,
+            chunk_rows,
+        )
+        loaded.validated = validated
+        loaded.trail.record("inputs_validated", issues=issue_counts(validated.issues))
+        if result is None or outputs is None:
+            refuse_invalid(validated, screening.on_invalid)
+            raise InvalidInputData("input validation stopped the run", validated.issues)
+        _record_screened(loaded, result)
+        record = _finish(loaded, result, out, folder, outputs, formats, force, escape_formulas)
+    return record, result
 
 
 def _screen_dask(loaded: LoadedRun, screening: Screening) -> ScreenResult:
@@ -315,7 +365,9 @@ def _screen_dask(loaded: LoadedRun, screening: Screening) -> ScreenResult:
     from trdscreen import engine
 
     parts = engine.run_parts(loaded.treatments, loaded.subjects, screening, loaded.request.dask)
-    loaded.validated = engine.merge_validated(parts)
+    loaded.validated = engine.merge_validated(
+        [p.issues for p in parts], [p.rejections for p in parts]
+    )
     loaded.trail.record("inputs_validated", issues=issue_counts(loaded.validated.issues))
     refuse_invalid(loaded.validated, screening.on_invalid)
     return engine.merge_results(parts, loaded.validated.issues)
@@ -445,7 +497,7 @@ def build_manifest(
 
 def _engine_record(request: ScreenRequest) -> dict[str, object]:
     if request.dask is None:
-        return {"name": "pandas"}
+        return {"name": "pandas", "chunk_rows": request.chunk_rows}
     return {
         "name": "dask",
         "scheduler": request.dask.scheduler,
@@ -473,28 +525,42 @@ def write_run(
     With a result: every table. Without one (invalid input): only the
     validation issues, and the audit log ends with run_aborted.
     """
-    trail = loaded.trail
     with atomic_folder(out, force) as folder:
-        trail.attach(folder)
-        try:
-            outputs = write_tables(run_tables(loaded, result), folder, formats, escape_formulas)
-            for record in outputs:
-                trail.record("output_written", **record)
-            manifest = build_manifest(loaded, result, outputs, formats, force, escape_formulas)
-            path = folder / MANIFEST_FILE
-            path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", "utf-8")
-            final = {"manifest_sha256": sha256_file(path), "exit_code": manifest["exit_code"]}
-            if result is None:
-                head = trail.record(
-                    "run_aborted",
-                    reason="invalid_input",
-                    message=f"input validation found {loaded.validated.n_errors} error(s)",
-                    **final,
-                )
-            else:
-                head = trail.record("run_finished", counts=result.counts(), **final)
-        finally:
-            trail.close()
+        outputs = write_tables(run_tables(loaded, result), folder, formats, escape_formulas)
+        return _finish(loaded, result, out, folder, outputs, formats, force, escape_formulas)
+
+
+def _finish(
+    loaded: LoadedRun,
+    result: ScreenResult | StreamedResult | None,
+    out: Path,
+    folder: Path,
+    outputs: list[dict[str, object]],
+    formats: tuple[str, ...],
+    force: bool,
+    escape_formulas: bool,
+) -> RunRecord:
+    """Record the written files, then write manifest.json and end audit.jsonl."""
+    trail = loaded.trail
+    trail.attach(folder)
+    try:
+        for record in outputs:
+            trail.record("output_written", **record)
+        manifest = build_manifest(loaded, result, outputs, formats, force, escape_formulas)
+        path = folder / MANIFEST_FILE
+        path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", "utf-8")
+        final = {"manifest_sha256": sha256_file(path), "exit_code": manifest["exit_code"]}
+        if result is None:
+            head = trail.record(
+                "run_aborted",
+                reason="invalid_input",
+                message=f"input validation found {loaded.validated.n_errors} error(s)",
+                **final,
+            )
+        else:
+            head = trail.record("run_finished", counts=result.counts(), **final)
+    finally:
+        trail.close()
     return RunRecord(Path(out), manifest, head)
 
 

@@ -251,6 +251,15 @@ def screen(
             "--worker-memory", help="Local Dask cluster: memory limit per worker, e.g. 2GiB."
         ),
     ] = "auto",
+    chunk_rows: Annotated[
+        int | None,
+        typer.Option(
+            "--chunk-rows",
+            min=1,
+            help="--engine pandas: input rows per chunk of subjects validated, screened and "
+            "written at a time (default 524288); bounds memory, never changes the tables.",
+        ),
+    ] = None,
 ) -> None:
     """Screen a cohort and write decisions, ledger, courses, attrition and a manifest."""
     reference = _parse_date(as_of)
@@ -266,6 +275,8 @@ def screen(
             dask = api.DaskOptions(scheduler, partitions, workers, worker_memory)
         elif scheduler is not None or partitions is not None:
             raise UsageError("--scheduler and --partitions need --engine dask")
+        if dask is not None and chunk_rows is not None:
+            raise UsageError("--chunk-rows is for --engine pandas (Dask uses --partitions)")
         request = api.ScreenRequest(
             input,
             subjects,
@@ -276,10 +287,15 @@ def screen(
             _csv_options(encoding, delimiter),
             on_invalid.value,
             dask,
+            None if dask is not None else (chunk_rows or api.CHUNK_ROWS),
         )
         loaded = api.load(request, sys.argv)
         try:
-            result = api.screen(loaded)
+            if dask is None:
+                record, result = api.screen_and_write(loaded, out, formats, force, escape_formulas)
+            else:
+                result = api.screen(loaded)
+                record = api.write_run(loaded, result, out, formats, force, escape_formulas)
         except InvalidInputData as exc:
             record = api.write_run(loaded, None, out, formats, force, escape_formulas)
             _report_issues(loaded.validated.issues)
@@ -293,7 +309,6 @@ def screen(
                     "audit_head_sha256": record.audit_head,
                 },
             )
-        record = api.write_run(loaded, result, out, formats, force, escape_formulas)
         if result.quarantine is not None and len(result.quarantine.held) and not as_json:
             from trdscreen.render import console, render_quarantine
 

@@ -196,9 +196,9 @@ def merge_sorted(frames: list[pd.DataFrame], by: list[str]) -> pd.DataFrame:
     return table.sort_values(by, kind="stable").reset_index(drop=True)
 
 
-def merge_issues(parts: list[Part]) -> pd.DataFrame:
+def merge_issues(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """All parts' issues in the default order; file-level issues (line 0) once."""
-    frames = [p.issues for p in parts if len(p.issues)]
+    frames = [f for f in frames if len(f)]
     if not frames:
         return empty_issues()
     issues = pd.concat(_unified(frames), ignore_index=True)
@@ -207,14 +207,14 @@ def merge_issues(parts: list[Part]) -> pd.DataFrame:
     return sorted_issues(issues[once])
 
 
-def merge_validated(parts: list[Part]) -> ValidatedInputs:
-    """The issues and rejections of all parts (typed frames stay on the workers)."""
-    rejections = [p.rejections for p in parts]
+def merge_validated(issues: list[pd.DataFrame], rejections: list[pd.DataFrame]) -> ValidatedInputs:
+    """The issues and rejections of all parts (typed frames stay with the parts)."""
     merged = pd.concat(rejections, ignore_index=True) if rejections else None
-    return ValidatedInputs(pd.DataFrame(), pd.DataFrame(), merge_issues(parts), merged)
+    return ValidatedInputs(pd.DataFrame(), pd.DataFrame(), merge_issues(issues), merged)
 
 
-def _merge_quarantine(held: list[Quarantine]) -> Quarantine:
+def merge_quarantine(held: list[Quarantine]) -> Quarantine:
+    """One quarantine from the parts' (held ids sorted, rows by source line)."""
     ids = pd.Index(np.concatenate([np.asarray(q.held, dtype=object) for q in held]), dtype="str")
     reasons = np.concatenate([q.reasons for q in held])
     order = np.argsort(ids.to_numpy(dtype=object), kind="stable")
@@ -228,11 +228,14 @@ def _merge_quarantine(held: list[Quarantine]) -> Quarantine:
     )
 
 
-def _merge_attrition(results: list[ScreenResult], quarantine: Quarantine | None) -> pd.DataFrame:
-    """Counts add up over parts; the quarantine step is added once, with the total held."""
+def merge_attrition(
+    tables: list[pd.DataFrame], held: list[Quarantine | None], quarantine: Quarantine | None
+) -> pd.DataFrame:
+    """Counts add up over parts (each part's own quarantine step taken out); the
+    quarantine step is added once, with the total held."""
     tables = [
-        without_held_step(r.attrition, r.quarantine) if r.quarantine is not None else r.attrition
-        for r in results
+        without_held_step(table, part) if part is not None else table
+        for table, part in zip(tables, held, strict=True)
     ]
     first = tables[0]
     counts = [c for c in first.columns if c not in ("step", "criterion_id", "title")]
@@ -247,12 +250,14 @@ def merge_results(parts: list[Part], issues: pd.DataFrame) -> ScreenResult:
     """One result from every part's result, as the default engine would have given it."""
     results = [p.result for p in parts if p.result is not None]
     held = [r.quarantine for r in results if r.quarantine is not None]
-    quarantine = _merge_quarantine(held) if held else None
+    quarantine = merge_quarantine(held) if held else None
     return ScreenResult(
         decisions=merge_sorted([r.decisions for r in results], ORDER["decisions"]),
         courses=merge_sorted([r.courses for r in results], ORDER["courses"]),
         ledger=merge_sorted([r.ledger for r in results], ORDER["ledger"]),
-        attrition=_merge_attrition(results, quarantine),
+        attrition=merge_attrition(
+            [r.attrition for r in results], [r.quarantine for r in results], quarantine
+        ),
         issues=issues,
         quarantine=quarantine,
     )

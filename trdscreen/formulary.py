@@ -137,6 +137,9 @@ class Formulary:
     sha256: str
     source: str
     _aliases: dict[str, tuple[str, bool]] = field(repr=False, default_factory=dict)
+    _suggested: dict[tuple[str, int], list[str]] = field(
+        repr=False, compare=False, default_factory=dict
+    )  # suggest() per name: difflib is slow, and a streamed run asks once per chunk
 
     def match(self, raw: str) -> DrugMatch:
         normalized, formulation = normalize_name(raw)
@@ -150,7 +153,12 @@ class Formulary:
 
     def suggest(self, normalized: str, n: int = 3) -> list[str]:
         """Closest known names (generic or brand) for an unknown drug name."""
-        return difflib.get_close_matches(normalized, list(self._aliases), n=n, cutoff=0.6)
+        key = (normalized, n)
+        if key not in self._suggested:
+            self._suggested[key] = difflib.get_close_matches(
+                normalized, list(self._aliases), n=n, cutoff=0.6
+            )
+        return list(self._suggested[key])
 
     def minimum_dose(self, generic: str, formulation: str, source: str) -> tuple[float | None, str]:
         """Minimum adequate daily dose and where it comes from.

@@ -15,7 +15,7 @@ import re
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -501,29 +501,17 @@ def atomic_folder(out: Path, force: bool) -> Iterator[Path]:
         raise
 
 
-Writer = Callable[[pa.Table, Path], None]
+ROW_GROUP_ROWS = 1 << 18
+"""Rows per Parquet row group of every output table (the last one may be shorter)."""
 
-
-def write_csv(table: pa.Table, path: Path) -> None:
-    pacsv.write_csv(table, path, write_options=pacsv.WriteOptions(include_header=True))
-
-
-def write_parquet(table: pa.Table, path: Path) -> None:
+PARQUET_OPTIONS: dict[str, object] = {
     # Fixed options so that re-runs give identical bytes. No stored Arrow schema: the
     # Parquet types (UTF8 text, DATE, INT64, DOUBLE, BOOLEAN) say everything, and a
     # dictionary-encoded input column then reads back as plain text.
-    pq.write_table(
-        table,
-        path,
-        compression="zstd",
-        use_dictionary=True,
-        write_statistics=True,
-        store_schema=False,
-        row_group_size=1 << 20,
-    )
-
-
-WRITERS: dict[str, tuple[str, Writer]] = {
-    "csv": (".csv", write_csv),
-    "parquet": (".parquet", write_parquet),
+    "compression": "zstd",
+    "use_dictionary": True,
+    "write_statistics": True,
+    "store_schema": False,
 }
+
+CSV_OPTIONS = pacsv.WriteOptions(include_header=True)

@@ -14,11 +14,15 @@ import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
-from trdscreen.io import WRITERS, sha256_file
+from trdscreen.coded import sorted_categories
+from trdscreen.io import CSV_OPTIONS, PARQUET_OPTIONS, ROW_GROUP_ROWS, sha256_file
 
 
 def to_arrow(frame: pd.DataFrame) -> pa.Table:
@@ -29,7 +33,8 @@ def to_arrow(frame: pd.DataFrame) -> pa.Table:
         if isinstance(series.dtype, pd.CategoricalDtype):  # codes -> text in Arrow, no objects
             codes = series.cat.codes.to_numpy()
             categories = pa.array(series.cat.categories.to_numpy(dtype=object), pa.string())
-            array = pa.DictionaryArray.from_arrays(pa.array(codes, mask=codes < 0), categories)
+            indices = pa.array(codes.astype(np.int32), mask=codes < 0)  # one type for every piece
+            array = pa.DictionaryArray.from_arrays(indices, categories)
         else:
             array = pa.array(series, from_pandas=True)
         if pa.types.is_timestamp(array.type):
@@ -123,6 +128,138 @@ class _HashSink:
         self.closed = True
 
 
+def canonical_dictionaries(table: pa.Table) -> pa.Table:
+    """Every dictionary column as one array whose dictionary is the values its rows use,
+    sorted (`coded.sorted_categories`), whatever pieces the rows came in.
+
+    The Parquet writer stores a dictionary column's dictionary as given, so this is
+    what makes a row group's bytes depend on its rows only: a table written whole,
+    streamed in chunks of subjects, or merged from Dask buckets gives the same file.
+    """
+    for index, field in enumerate(table.schema):
+        if not pa.types.is_dictionary(field.type):
+            continue
+        chunks = table.column(index).chunks
+        values = sorted_categories(
+            text for chunk in chunks for text in chunk.dictionary.to_pylist()
+        ).categories
+        union = pa.array(values.to_numpy(dtype=object), pa.string())
+        codes = [
+            np.append(pc.index_in(chunk.dictionary, value_set=union).to_numpy(False), -1)[
+                chunk.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+            ]
+            for chunk in chunks
+        ]
+        code = np.concatenate(codes) if codes else np.zeros(0, np.int64)
+        used = np.bincount(code[code >= 0], minlength=len(union)) > 0
+        renumber = np.append(np.cumsum(used) - 1, -1)
+        compact = renumber[code].astype(np.int32)
+        array = pa.DictionaryArray.from_arrays(
+            pa.array(compact, mask=compact < 0), union.filter(pa.array(used))
+        )
+        table = table.set_column(index, field.with_type(array.type), array)
+    return table
+
+
+class TableSink:
+    """One output table written in pieces, in row order, to each format.
+
+    Parquet gets row groups of `ROW_GROUP_ROWS` rows (the last one shorter), each
+    with canonical dictionaries, so the file depends on the rows and not on how they
+    were cut: written whole, streamed per chunk of subjects or merged from buckets,
+    the bytes are the same. CSV gets the rows as text (formula-escaped with
+    `escape`); the decisions also get a content hash of that text when no CSV file
+    is written. `close` returns a record per file; `abort` removes the files.
+    """
+
+    def __init__(self, stem: str, folder: Path, formats: tuple[str, ...], escape: bool):
+        self.stem, self.formats, self.escape = stem, formats, escape
+        self.paths = {fmt: folder / f"{stem}.{fmt}" for fmt in formats}
+        self.pending: list[pa.Table] = []
+        self.pending_rows = 0
+        self.rows = 0
+        self.empty: pa.Table | None = None  # the first empty piece: the schema of no rows
+        self.parquet: pq.ParquetWriter | None = None
+        self.text: pacsv.CSVWriter | None = None
+        self.text_file = None
+        self.hash: _HashSink | None = None
+
+    def write(self, frame: pd.DataFrame | pa.Table) -> None:
+        table = frame if isinstance(frame, pa.Table) else to_arrow(frame)
+        if not table.num_rows:
+            self.empty = self.empty if self.empty is not None else table
+            return
+        self.pending.append(table)
+        self.pending_rows += table.num_rows
+        while self.pending_rows >= ROW_GROUP_ROWS:
+            self._emit(ROW_GROUP_ROWS)
+
+    def _emit(self, rows: int) -> None:
+        whole = pa.concat_tables(self.pending) if len(self.pending) > 1 else self.pending[0]
+        rest = whole.slice(rows)
+        self.pending = [rest] if rest.num_rows else []
+        self.pending_rows = rest.num_rows
+        self._write_group(canonical_dictionaries(whole.slice(0, rows)).combine_chunks())
+
+    def _write_group(self, table: pa.Table) -> None:
+        if "parquet" in self.formats:
+            if self.parquet is None:
+                self.parquet = pq.ParquetWriter(
+                    self.paths["parquet"], table.schema, **PARQUET_OPTIONS
+                )
+            self.parquet.write_table(table, row_group_size=ROW_GROUP_ROWS)
+        if "csv" in self.formats or self.stem in CONTENT_HASHED:
+            text = as_text(escape_formulas(table) if self.escape else table)
+            if self.text is None:
+                if "csv" in self.formats:
+                    self.text_file = pa.OSFile(str(self.paths["csv"]), "wb")
+                else:
+                    self.hash = _HashSink()
+                    self.text_file = pa.PythonFile(self.hash, mode="w")
+                self.text = pacsv.CSVWriter(self.text_file, text.schema, write_options=CSV_OPTIONS)
+            self.text.write_table(text)
+        self.rows += table.num_rows
+
+    def close(self) -> list[dict[str, object]]:
+        """Write what is left (a table of no rows if nothing came) and close the files."""
+        if self.pending_rows:
+            self._emit(self.pending_rows)
+        if not self.rows:
+            empty = self.empty if self.empty is not None else pa.table({})
+            self._write_group(canonical_dictionaries(empty))
+        self._close_files()
+        written = [
+            {
+                "path": path.name,
+                "table": self.stem,
+                "format": fmt,
+                "rows": self.rows,
+                "size": path.stat().st_size,
+                "sha256": sha256_file(path),
+            }
+            for fmt, path in self.paths.items()
+        ]
+        if "csv" in self.formats:
+            content = written[self.formats.index("csv")]["sha256"]
+        else:  # a CSV serialization costs ~1 s per 1M rows: the decisions only
+            content = self.hash.digest.hexdigest() if self.hash is not None else None
+        return [{**record, "content_sha256": content} for record in written]
+
+    def _close_files(self) -> None:
+        for writer in (self.parquet, self.text, self.text_file):
+            if writer is not None:
+                writer.close()
+        self.parquet = self.text = self.text_file = None
+
+    def abort(self) -> None:
+        """Close and remove the files written so far (a run that turned out invalid)."""
+        try:
+            self._close_files()
+        finally:
+            for path in self.paths.values():
+                path.unlink(missing_ok=True)
+
+
 def content_sha256(table: pa.Table) -> str:
     """SHA-256 of the table's canonical CSV (what the CSV writer puts in a file).
 
@@ -132,7 +269,7 @@ def content_sha256(table: pa.Table) -> str:
     """
     sink = _HashSink()
     with pa.PythonFile(sink, mode="w") as stream:
-        WRITERS["csv"][1](table, stream)
+        pacsv.write_csv(table, stream, write_options=CSV_OPTIONS)
     return sink.digest.hexdigest()
 
 
@@ -152,7 +289,7 @@ def write_tables(
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="write")
     try:
         futures = [
-            pool.submit(_write_table, stem, frame, folder, formats, escape)
+            pool.submit(write_whole, TableSink(stem, folder, formats, escape), frame)
             for stem, frame in tables.items()
         ]
         return [record for future in futures for record in future.result()]
@@ -160,33 +297,11 @@ def write_tables(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _write_table(
-    stem: str, frame: pd.DataFrame, folder: Path, formats: tuple[str, ...], escape: bool
-) -> list[dict[str, object]]:
-    table = to_arrow(frame)
-    hashed = "csv" in formats or stem in CONTENT_HASHED
-    as_csv = None
-    if hashed:
-        as_csv = as_text(escape_formulas(table) if escape else table)
-    written = []
-    for fmt in formats:
-        suffix, writer = WRITERS[fmt]
-        path = folder / f"{stem}{suffix}"
-        writer(as_csv if fmt == "csv" else table, path)
-        written.append(
-            {
-                "path": path.name,
-                "table": stem,
-                "format": fmt,
-                "rows": table.num_rows,
-                "size": path.stat().st_size,
-                "sha256": sha256_file(path),
-            }
-        )
-    # The format-free hash: the CSV file's own hash when one is written; otherwise
-    # computed for the decisions only (a CSV serialization costs ~1 s per 1M rows).
-    if "csv" in formats:
-        content = written[formats.index("csv")]["sha256"]
-    else:
-        content = content_sha256(as_csv) if as_csv is not None else None
-    return [{**record, "content_sha256": content} for record in written]
+def write_whole(sink: TableSink, frame: pd.DataFrame) -> list[dict[str, object]]:
+    """A whole table through its sink: written and closed."""
+    try:
+        sink.write(frame)
+        return sink.close()
+    except BaseException:
+        sink.abort()
+        raise

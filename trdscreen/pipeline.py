@@ -78,6 +78,10 @@ class ScreenResult:
             **held,
         }
 
+    def near_misses(self) -> int:
+        """Subjects with at least one near-miss criterion."""
+        return int((self.decisions["near_miss_criteria"].fillna("") != "").sum())
+
     def counts(self) -> dict[str, dict[str, int]]:
         def tally(column: str) -> dict[str, int]:
             values = self.decisions[column].value_counts(sort=False)

@@ -61,7 +61,7 @@ def render_summary(out: Console, result: ScreenResult, rules_title: str, folder:
     out.print(_counts_table("Decision", counts["decision"], total))
     out.print(_counts_table("Classification", counts["classification"], total))
     out.print(render_attrition(result.attrition))
-    near = int((result.decisions["near_miss_criteria"].fillna("") != "").sum())
+    near = result.near_misses()
     if near:
         out.print(f"{near} excluded subject(s) are near misses (see near_miss_criteria).")
     issues = counts["issues"]

@@ -1,0 +1,197 @@
+"""The default engine's streamed run (`trdscreen.stream`) against screening the cohort whole.
+
+The claim under test: validating, screening and writing a chunk of subjects at a
+time gives the same bytes as doing it for the whole cohort at once, wherever the
+chunks are cut, because every check and decision depends on one subject's rows
+only and the writer's row groups do not depend on the pieces it is given. Each
+case writes both run folders and compares every table file byte for byte; the
+whole-cohort tables are what the rest of the suite checks by hand.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import assert_same_tables, screen_whole, table_files
+from typer.testing import CliRunner
+
+from trdscreen import api, output
+from trdscreen.cli import app
+from trdscreen.errors import ExitCode, InvalidInputData
+from trdscreen.io import SourceTable
+from trdscreen.stream import chunk_numbers
+
+FORMATS = ("csv", "parquet")
+
+
+def _streamed(tmp: Path, name: str, chunk_rows: int, **options) -> tuple[Path, object]:
+    out = tmp / name
+    loaded = api.load(api.ScreenRequest(**options, chunk_rows=chunk_rows), ["test"])
+    try:
+        _, result = api.screen_and_write(loaded, out, FORMATS)
+    except InvalidInputData as exc:
+        assert not out.exists()  # nothing half-written is left behind
+        api.write_run(loaded, None, out, FORMATS)
+        return out, exc
+    return out, result
+
+
+def _chunk_count(folder: Path, chunk_rows: int) -> int:
+    loaded = api.load(api.ScreenRequest(input=folder, chunk_rows=chunk_rows), ["test"])
+    numbers = chunk_numbers(loaded.treatments, loaded.subjects, chunk_rows)
+    return int(max(n.max(initial=0) for n in numbers)) + 1
+
+
+@pytest.mark.parametrize("chunk_rows", [37, 4000])
+def test_chunks_give_the_whole_cohorts_bytes(tmp_path, cohort, chunk_rows):
+    # 37 rows: chunks of a few subjects (hundreds of chunks, row groups made of many
+    # pieces); 4000 rows: a few chunks, each spanning several output row groups.
+    assert _chunk_count(cohort, chunk_rows) > 3
+    whole, expected = screen_whole(tmp_path, "whole", api.ScreenRequest(input=cohort))
+    streamed, result = _streamed(tmp_path, "streamed", chunk_rows, input=cohort)
+    assert_same_tables(whole, streamed)
+    # The counts the CLI prints and the manifest records, in the same order.
+    assert list(result.counts().items()) == list(expected.counts().items())
+    assert result.near_misses() == expected.near_misses()
+    assert result.attrition.equals(expected.attrition)
+    manifest = json.loads((streamed / "manifest.json").read_text())
+    assert manifest["options"]["engine"] == {"name": "pandas", "chunk_rows": chunk_rows}
+    assert (
+        manifest["decisions_content_sha256"]
+        == json.loads((whole / "manifest.json").read_text())["decisions_content_sha256"]
+    )
+
+
+def test_as_of_and_a_reported_staging_model_stream_the_same(tmp_path, cohort):
+    # --as-of (censoring) and a second rule set take other paths through the kernel.
+    options = {
+        "input": cohort,
+        "rules": "mgh-atrq",
+        "as_of": date(2016, 6, 30),
+        "reports": ("maudsley-2009",),
+    }
+    whole, _ = screen_whole(tmp_path, "whole", api.ScreenRequest(**options))
+    streamed, _ = _streamed(tmp_path, "streamed", 101, **options)
+    assert_same_tables(whole, streamed)
+
+
+def test_quarantine_streams_the_same(tmp_path, damaged):
+    whole, expected = screen_whole(
+        tmp_path, "whole", api.ScreenRequest(input=damaged, on_invalid="quarantine")
+    )
+    streamed, result = _streamed(tmp_path, "streamed", 500, input=damaged, on_invalid="quarantine")
+    assert_same_tables(whole, streamed)
+    # 25 damaged rows, each rejected once, whichever chunk holds it; the quarantine
+    # step of the attrition is counted once, not once per chunk.
+    assert result.counts()["quarantine"] == expected.counts()["quarantine"]
+    assert result.counts()["quarantine"]["treatment_rows_rejected"] == 25
+    assert "quarantine_treatments.parquet" in table_files(streamed)
+
+
+def test_an_invalid_input_fails_with_every_issue_and_no_tables(tmp_path, damaged):
+    whole, error_whole = screen_whole(tmp_path, "whole", api.ScreenRequest(input=damaged))
+    streamed, error = _streamed(tmp_path, "streamed", 500, input=damaged)
+    assert isinstance(error_whole, InvalidInputData) and isinstance(error, InvalidInputData)
+    # The message counts the errors of every chunk, not of the first failing one.
+    assert str(error) == str(error_whole)
+    assert table_files(streamed) == ["validation_issues.csv", "validation_issues.parquet"]
+    assert_same_tables(whole, streamed)
+
+
+def test_cli_streams_by_default_and_verify_reproduces_the_run(tmp_path, cohort):
+    # verify re-runs with api.screen (the whole cohort at once): the streamed run's
+    # hashes must come out again.
+    runner = CliRunner()
+    out = tmp_path / "run"
+    ran = runner.invoke(app, ["screen", str(cohort), "--out", str(out), "--chunk-rows", "300"])
+    assert ran.exit_code == ExitCode.OK, ran.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["options"]["engine"] == {"name": "pandas", "chunk_rows": 300}
+    checked = runner.invoke(app, ["verify", str(out), "--json"])
+    assert checked.exit_code == ExitCode.OK, checked.output
+
+
+def test_chunk_rows_is_not_a_dask_option(tmp_path):
+    result = CliRunner().invoke(
+        app,
+        ["screen", "sample_data", "--out", str(tmp_path / "x"), "--engine", "dask"]
+        + ["--chunk-rows", "10"],
+    )
+    assert result.exit_code == ExitCode.USAGE
+    assert "--chunk-rows" in result.output
+
+
+# --------------------------------------------------------------------------- chunks
+
+
+def _source(name: str, ids: list[str | None]) -> SourceTable:
+    table = pa.table({"subject_id": pa.array(ids, pa.string())})
+    lines = np.arange(2, len(ids) + 2, dtype=np.int64)
+    return SourceTable(name, Path(f"{name}.csv"), "csv", table, lines, "", 0)
+
+
+def test_chunks_are_ranges_of_sorted_keys_as_validation_reads_them():
+    courses = _source("treatments", ["S3", " S1", "S2", "S1 ", "S3", "S2", None, "", "S4"])
+    people = _source("subjects", ["S1", "S2", "S3", "S4", "S5"])
+    # Rows per key, both tables: S1 3, S2 3, S3 3, S4 2, S5 1 (" S1" and "S1 " are
+    # S1 once trimmed; None and "" have no key). With 4 rows per chunk a key's chunk is
+    # (rows of the keys sorted before it) // 4: S1 0 // 4 = 0, S2 3 // 4 = 0,
+    # S3 6 // 4 = 1, S4 9 // 4 = 2, S5 11 // 4 = 2.
+    course_chunks, subject_chunks = chunk_numbers(courses, people, 4)
+    assert course_chunks.tolist() == [1, 0, 0, 0, 1, 0, 0, 0, 2]  # no key: chunk 0
+    assert subject_chunks.tolist() == [0, 0, 1, 2, 2]
+
+
+def test_a_key_column_that_cannot_be_read_as_text_gives_one_chunk():
+    table = pa.table({"subject_id": pa.array([[1], [2]], pa.list_(pa.int64()))})
+    source = SourceTable("treatments", Path("t.parquet"), "parquet", table, np.arange(1, 3), "", 0)
+    assert chunk_numbers(source, None, 1) is None  # validation reports the column
+
+
+# --------------------------------------------------------------------------- the writer
+
+
+def test_a_table_written_in_pieces_has_the_bytes_of_the_whole(tmp_path, monkeypatch):
+    # Row groups of 4 rows; the pieces cut across them and carry categoricals with
+    # different categories each, as chunks of subjects do.
+    monkeypatch.setattr(output, "ROW_GROUP_ROWS", 4)
+    frame = pd.DataFrame(
+        {
+            "subject_id": pd.array([f"S{i:02d}" for i in range(11)], dtype="str"),
+            "n": np.arange(11),
+            "outcome": pd.Categorical(list("aabbcabcc=a"), categories=sorted(set("aabbcabcc=a"))),
+        }
+    )
+    whole = output.write_whole(output.TableSink("t", tmp_path, FORMATS, True), frame)
+    pieces_dir = tmp_path / "pieces"
+    pieces_dir.mkdir()
+    sink = output.TableSink("t", pieces_dir, FORMATS, True)
+    for start, stop in [(0, 3), (3, 3), (3, 9), (9, 11)]:
+        piece = frame.iloc[start:stop].copy()
+        piece["outcome"] = piece["outcome"].cat.remove_unused_categories()
+        sink.write(piece)
+    pieces = sink.close()
+    assert [r["sha256"] for r in pieces] == [r["sha256"] for r in whole]
+    assert pq.ParquetFile(pieces_dir / "t.parquet").metadata.num_row_groups == 3  # 4 + 4 + 3
+    # Each row group's dictionary holds the values its rows use, sorted: rows 8-10
+    # are c, =, a.
+    read = pq.ParquetFile(pieces_dir / "t.parquet", read_dictionary=["outcome"])
+    last = read.read_row_group(2, columns=["outcome"]).column(0).chunk(0)
+    assert last.to_pylist() == ["c", "=", "a"]
+    assert last.dictionary.to_pylist() == ["=", "a", "c"]
+    # The CSV cell that starts with = is escaped; the Parquet value is not.
+    assert "'=" in (pieces_dir / "t.csv").read_text()
+
+
+def test_an_aborted_table_leaves_no_file(tmp_path):
+    sink = output.TableSink("t", tmp_path, FORMATS, True)
+    sink.write(pd.DataFrame({"n": np.arange(3)}))
+    sink.abort()
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,234 @@
+"""The default engine's run: chunks of subjects, from validation to the written tables.
+
+Every check and decision depends on one subject's rows only (the property the
+Dask engine uses too), so a cohort can be validated and screened a chunk of
+subjects at a time by `pipeline.screen_part`, and each chunk's tables appended
+to the output files while the next chunk is screened. Memory then holds the
+input as read, one chunk's pipeline and one chunk being written, instead of
+every stage of the whole cohort at once.
+
+Chunks are ranges of subject keys in sorted order (the key as validation reads
+it: text, trimmed), cut so that each holds about `chunk_rows` input rows. Rows
+keep their file order inside a chunk, and each chunk's tables come out sorted
+(decisions by subject, courses by subject, start and line, the ledger by
+subject and criterion), so the chunks' tables appended in key order are the
+whole cohort's tables. The written bytes do not depend on where the chunks
+are cut (`output.TableSink`). What is not per subject is merged at the end:
+validation issues (sorted; file-level issues once), attrition (counts add up),
+the quarantine tables and the counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from trdscreen.engine import merge_attrition, merge_quarantine, merge_validated
+from trdscreen.errors import InvalidInputData
+from trdscreen.io import SourceTable
+from trdscreen.output import TableSink, write_tables
+from trdscreen.pipeline import Screening, refuse_invalid, screen_part
+from trdscreen.quarantine import Quarantine
+from trdscreen.schemas import issue_counts
+from trdscreen.validate import ValidatedInputs
+
+CHUNK_ROWS = 1 << 19
+"""Input rows (courses and subject rows) per chunk by default: about 120 k subjects."""
+
+STREAMED = ("decisions", "included", "excluded", "needs_review", "criteria_ledger", "courses")
+"""Tables written chunk by chunk; the others are small and written whole at the end."""
+
+
+def _key_text(source: SourceTable) -> pa.Array | None:
+    """The subject key of each row as validation reads it (trimmed text, empty as
+    null); None when there is no usable key column (validation reports that)."""
+    if "subject_id" not in source.table.column_names:
+        return None
+    try:
+        text = pc.utf8_trim_whitespace(source.table["subject_id"].cast(pa.string()))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    text = text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
+    return pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+
+
+def chunk_numbers(
+    treatments: SourceTable, subjects: SourceTable | None, chunk_rows: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Chunk number per treatment row and per subject row: consecutive ranges of the
+    sorted distinct keys holding about `chunk_rows` rows each. Rows without a key go to
+    chunk 0. None when the keys cannot be read (the run is then one chunk)."""
+    texts = [_key_text(treatments)]
+    if subjects is not None:
+        texts.append(_key_text(subjects))
+    if any(t is None for t in texts):
+        return None
+    encoded = pc.dictionary_encode(pa.concat_arrays(texts))
+    order = pc.sort_indices(encoded.dictionary).to_numpy()
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order), dtype=np.int64)
+    positions = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    ranks = np.where(positions >= 0, rank[np.maximum(positions, 0)], -1) if len(rank) else positions
+    per_key = np.bincount(ranks[ranks >= 0], minlength=len(rank))
+    before = np.cumsum(per_key) - per_key  # rows of the keys sorted before each key
+    chunk_of_key = np.unique(before // max(1, chunk_rows), return_inverse=True)[1]
+    chunks = np.where(ranks >= 0, chunk_of_key[np.maximum(ranks, 0)] if len(rank) else 0, 0)
+    n = treatments.table.num_rows
+    return chunks[:n], chunks[n:]
+
+
+def _pieces(source: SourceTable, chunks: np.ndarray, count: int) -> list[np.ndarray]:
+    order = np.argsort(chunks, kind="stable")  # file order within each chunk
+    bounds = np.searchsorted(chunks[order], np.arange(count + 1))
+    return [order[bounds[c] : bounds[c + 1]] for c in range(count)]
+
+
+def _take(source: SourceTable, rows: np.ndarray) -> SourceTable:
+    return replace(source, table=source.table.take(pa.array(rows)), lines=source.lines[rows])
+
+
+def chunks(
+    treatments: SourceTable, subjects: SourceTable | None, chunk_rows: int
+) -> Iterator[tuple[SourceTable, SourceTable | None]]:
+    """The inputs a chunk of subjects at a time, in key order (at least one chunk)."""
+    numbers = chunk_numbers(treatments, subjects, chunk_rows)
+    count = 1 + int(max((int(c.max(initial=0)) for c in numbers), default=0)) if numbers else 1
+    if numbers is None or count == 1:
+        yield treatments, subjects
+        return
+    course_rows = _pieces(treatments, numbers[0], count)
+    subject_rows = _pieces(subjects, numbers[1], count) if subjects is not None else None
+    for c in range(count):
+        people = _take(subjects, subject_rows[c]) if subject_rows is not None else None
+        yield _take(treatments, course_rows[c]), people
+
+
+@dataclass(frozen=True)
+class StreamedResult:
+    """What a streamed run tells the caller besides its files (the decision tables
+    themselves are on disk)."""
+
+    attrition: pd.DataFrame
+    issues: pd.DataFrame
+    quarantine: Quarantine | None
+    tallies: dict[str, dict[str, int]]  # subjects, courses, decision, classification
+    n_near_misses: int
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        counts = {**self.tallies, "issues": issue_counts(self.issues)}
+        if self.quarantine is not None:
+            counts["quarantine"] = self.quarantine.counts()
+        return counts
+
+    def near_misses(self) -> int:
+        return self.n_near_misses
+
+
+def _add(total: dict[str, dict[str, int]], part: dict[str, dict[str, int]]) -> None:
+    for group in ("subjects", "courses", "decision", "classification"):
+        into = total.setdefault(group, {})
+        for key, n in part[group].items():
+            into[key] = into.get(key, 0) + n
+
+
+def _sorted_tallies(total: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    # The whole table's tallies list a categorical's values in sorted order.
+    return {
+        group: dict(sorted(total[group].items()))
+        if group in ("decision", "classification")
+        else total[group]
+        for group in total
+    }
+
+
+def _write_pieces(sinks: dict[str, TableSink], tables: dict[str, pd.DataFrame]) -> None:
+    for stem, sink in sinks.items():
+        sink.write(tables[stem])
+
+
+def stream(
+    treatments: SourceTable,
+    subjects: SourceTable | None,
+    screening: Screening,
+    folder: Path,
+    formats: tuple[str, ...],
+    escape: bool,
+    chunk_rows: int = CHUNK_ROWS,
+) -> tuple[ValidatedInputs, list[dict[str, object]] | None, StreamedResult | None]:
+    """Validate and screen chunk by chunk, appending each chunk's tables to `folder`.
+
+    Returns the merged validation (issues and rejections) and, unless the errors
+    stop the run (`pipeline.refuse_invalid`), the records of every written file in
+    table order and the result. When they stop it, the files written so far are
+    removed and the caller writes the run of an invalid input instead. One chunk is
+    written while the next is screened.
+    """
+    sinks = {stem: TableSink(stem, folder, formats, escape) for stem in STREAMED}
+    issues: list[pd.DataFrame] = []
+    rejections: list[pd.DataFrame] = []
+    attritions: list[pd.DataFrame] = []
+    held: list[Quarantine | None] = []
+    tallies: dict[str, dict[str, int]] = {}
+    near = 0
+    stopped = False
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="write")
+    writing: Future | None = None
+    try:
+        for courses, people in chunks(treatments, subjects, chunk_rows):
+            part = screen_part(courses, people, screening)
+            del courses, people
+            issues.append(part.issues)
+            rejections.append(part.rejections)
+            stopped = stopped or part.result is None
+            if stopped:  # keep validating: the run reports every issue
+                continue
+            result = part.result
+            attritions.append(result.attrition)
+            held.append(result.quarantine)
+            _add(tallies, result.counts())
+            near += result.near_misses()
+            tables = result.tables()
+            if writing is not None:
+                writing.result()
+            writing = writer.submit(_write_pieces, sinks, tables)
+            del part, result, tables
+        if writing is not None:
+            writing.result()
+        validated = merge_validated(issues, rejections)
+        try:
+            refuse_invalid(validated, screening.on_invalid)
+        except InvalidInputData:
+            stopped = True
+        if stopped:
+            for sink in sinks.values():
+                sink.abort()
+            return validated, None, None
+        parts = [q for q in held if q is not None]
+        quarantine = merge_quarantine(parts) if parts else None
+        outcome = StreamedResult(
+            merge_attrition(attritions, held, quarantine),
+            validated.issues,
+            quarantine,
+            _sorted_tallies(tallies),
+            near,
+        )
+        records = [record for sink in sinks.values() for record in sink.close()]
+        rest = {"attrition": outcome.attrition, "validation_issues": outcome.issues}
+        if quarantine is not None:
+            rest["quarantine_treatments"] = quarantine.treatments
+            rest["quarantine_subjects"] = quarantine.subjects
+        return validated, records + write_tables(rest, folder, formats, escape), outcome
+    except BaseException:
+        writer.shutdown(wait=True, cancel_futures=True)
+        for sink in sinks.values():
+            sink.abort()
+        raise
+    finally:
+        writer.shutdown(wait=True)
