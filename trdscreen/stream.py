@@ -46,17 +46,24 @@ STREAMED = ("decisions", "included", "excluded", "needs_review", "criteria_ledge
 """Tables written chunk by chunk; the others are small and written whole at the end."""
 
 
-def _key_text(source: SourceTable) -> pa.Array | None:
-    """The subject key of each row as validation reads it (trimmed text, empty as
-    null); None when there is no usable key column (validation reports that)."""
+def _keys(source: SourceTable) -> tuple[np.ndarray, pa.Array] | None:
+    """Each row's subject key as validation reads it (trimmed text, empty as null), as
+    an index into distinct keys (-1: no key) and the distinct keys; None when there
+    is no usable key column (validation reports that). Text is handled once per
+    distinct value, never per row."""
     if "subject_id" not in source.table.column_names:
         return None
     try:
-        text = pc.utf8_trim_whitespace(source.table["subject_id"].cast(pa.string()))
+        raw = source.table["subject_id"].cast(pa.string()).dictionary_encode().combine_chunks()
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
-    text = text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
-    return pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+    if isinstance(raw, pa.ChunkedArray):  # no rows: no chunks to combine
+        raw = pa.DictionaryArray.from_arrays(pa.array([], pa.int32()), pa.array([], pa.string()))
+    text = pc.utf8_trim_whitespace(raw.dictionary)
+    keys = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text).dictionary_encode()
+    per_raw = np.append(keys.indices.fill_null(-1).to_numpy(zero_copy_only=False), -1)
+    rows = raw.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+    return per_raw[rows].astype(np.int32), keys.dictionary
 
 
 def chunk_numbers(
@@ -65,23 +72,22 @@ def chunk_numbers(
     """Chunk number per treatment row and per subject row: consecutive ranges of the
     sorted distinct keys holding about `chunk_rows` rows each. Rows without a key go to
     chunk 0. None when the keys cannot be read (the run is then one chunk)."""
-    texts = [_key_text(treatments)]
-    if subjects is not None:
-        texts.append(_key_text(subjects))
-    if any(t is None for t in texts):
+    tables = [_keys(treatments)] + ([_keys(subjects)] if subjects is not None else [])
+    if any(t is None for t in tables):
         return None
-    encoded = pc.dictionary_encode(pa.concat_arrays(texts))
-    order = pc.sort_indices(encoded.dictionary).to_numpy()
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order), dtype=np.int64)
-    positions = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-    ranks = np.where(positions >= 0, rank[np.maximum(positions, 0)], -1) if len(rank) else positions
-    per_key = np.bincount(ranks[ranks >= 0], minlength=len(rank))
+    distinct = pc.unique(pa.concat_arrays([keys for _, keys in tables]))
+    order = pc.sort_indices(distinct).to_numpy()
+    rank = np.empty(len(order), dtype=np.int32)
+    rank[order] = np.arange(len(order), dtype=np.int32)
+    ranks = []  # per table and row: the rank of its key among all distinct keys
+    for codes, keys in tables:
+        of_key = np.append(rank[pc.index_in(keys, value_set=distinct).to_numpy(False)], -1)
+        ranks.append(of_key[codes])
+    per_key = sum(np.bincount(r[r >= 0], minlength=len(rank)) for r in ranks)
     before = np.cumsum(per_key) - per_key  # rows of the keys sorted before each key
-    chunk_of_key = np.unique(before // max(1, chunk_rows), return_inverse=True)[1]
-    chunks = np.where(ranks >= 0, chunk_of_key[np.maximum(ranks, 0)] if len(rank) else 0, 0)
-    n = treatments.table.num_rows
-    return chunks[:n], chunks[n:]
+    chunk_of_key = np.append(np.unique(before // max(1, chunk_rows), return_inverse=True)[1], 0)
+    chunks = [chunk_of_key[r].astype(np.int32) for r in ranks]  # no key (-1): chunk 0
+    return chunks[0], chunks[1] if len(chunks) > 1 else np.zeros(0, np.int32)
 
 
 def _pieces(source: SourceTable, chunks: np.ndarray, count: int) -> list[np.ndarray]:
