@@ -10,7 +10,9 @@ not in assertions that flake on a busy machine. Run it on a quiet machine:
 
 Each run is the real CLI in a child process (`trdscreen screen ... --format
 parquet --json`), so the figures include start-up, imports and the manifest.
-Stage boundaries come from the run's own audit log (millisecond timestamps);
+Stage boundaries come from the run's own audit log (millisecond timestamps;
+the default engine validates, screens and writes chunk by chunk, so those are
+one stage, "stream");
 resident memory is sampled from /proc every 5 ms, and the total peak is the
 child's ru_maxrss. Targets (issue 6) are printed beside the figures.
 """
@@ -31,12 +33,21 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-STAGES = (  # (name, audit event that ends it; the last event of that name)
+STAGES = (  # default engine: (name, audit event that ends it; the last event of that name)
     ("start-up", "run_started"),
     ("rules", "formulary_loaded"),
     ("read", "input_read"),
-    ("validate", "inputs_validated"),
-    ("screen", "decisions_computed"),
+    # Validation, screening and writing run a chunk of subjects at a time, interleaved,
+    # so they are one stage: from the inputs read to every table written.
+    ("stream", "inputs_validated"),
+    ("manifest", "run_finished"),
+)
+DASK_STAGES = (  # --engine dask: the buckets run on the workers, then the client merges
+    ("start-up", "run_started"),
+    ("rules", "formulary_loaded"),
+    ("read", "input_read"),
+    ("buckets", "inputs_validated"),
+    ("merge", "decisions_computed"),
     ("write", "run_finished"),
 )
 TARGET_ROWS_PER_S = {"parquet": 2_000_000, "csv": 1_000_000}
@@ -137,7 +148,7 @@ def screen(cohort: Path, out: Path, extra: list[str]) -> dict:
         raise SystemExit(f"screen failed: {stderr.decode()[-2000:]}")
     ends = _stage_ends(out / "audit.jsonl")
     stages, begin = [], started
-    for name, event in STAGES:
+    for name, event in DASK_STAGES if "dask" in extra else STAGES:
         end = ends[event]
         peak = max((rss for t, rss in samples if begin <= t <= end), default=0)
         stages.append((name, end - begin, peak))
@@ -175,6 +186,7 @@ def main() -> None:
     parser.add_argument("--linear", action="store_true", help="also run 4x the subjects")
     parser.add_argument("--dask", action="store_true", help="also run --engine dask")
     parser.add_argument("--worker-memory", default="3GiB")
+    parser.add_argument("--chunk-rows", type=int, help="passed to screen (default engine)")
     parser.add_argument("--keep", type=Path, help="keep cohorts and runs in this folder")
     args = parser.parse_args()
 
@@ -196,7 +208,8 @@ def main() -> None:
                 if not cohort.exists():
                     rows, seconds = synth(n, fmt, cohort)
                     print(f"\nsynth {n:,} subjects as {fmt}: {rows:,} rows in {seconds:.1f} s")
-                run = screen(cohort, work / f"run-{n}-{fmt}", [])
+                chunking = ["--chunk-rows", str(args.chunk_rows)] if args.chunk_rows else []
+                run = screen(cohort, work / f"run-{n}-{fmt}", chunking)
                 rows = run["counts"]["courses"]["total"]
                 report(f"{fmt} input, default engine", rows, run, fmt)
                 walls[(fmt, n)] = run["wall"]

@@ -105,6 +105,19 @@ def test_an_invalid_input_fails_with_every_issue_and_no_tables(tmp_path, damaged
     assert_same_tables(whole, streamed)
 
 
+def test_treatments_without_a_subjects_table_stream_the_same(tmp_path, cohort):
+    # No subjects table: chunks are cut on the treatment rows alone, and the checks
+    # that need subject columns report the same issues (file-level ones once).
+    options = {"input": cohort / "treatments.csv"}
+    whole, expected = screen_whole(tmp_path, "whole", api.ScreenRequest(**options))
+    streamed, result = _streamed(tmp_path, "streamed", 200, **options)
+    if isinstance(expected, InvalidInputData):
+        assert isinstance(result, InvalidInputData) and str(result) == str(expected)
+    else:
+        assert result.counts() == expected.counts()
+    assert_same_tables(whole, streamed)
+
+
 def test_cli_streams_by_default_and_verify_reproduces_the_run(tmp_path, cohort):
     # verify re-runs with api.screen (the whole cohort at once): the streamed run's
     # hashes must come out again.

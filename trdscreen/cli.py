@@ -257,7 +257,7 @@ def screen(
             "--chunk-rows",
             min=1,
             help="--engine pandas: input rows per chunk of subjects validated, screened and "
-            "written at a time (default 524288); bounds memory, never changes the tables.",
+            "written at a time (default 262144); bounds memory, never changes the tables.",
         ),
     ] = None,
 ) -> None:

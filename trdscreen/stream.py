@@ -39,8 +39,8 @@ from trdscreen.quarantine import Quarantine
 from trdscreen.schemas import issue_counts
 from trdscreen.validate import ValidatedInputs
 
-CHUNK_ROWS = 1 << 19
-"""Input rows (courses and subject rows) per chunk by default: about 120 k subjects."""
+CHUNK_ROWS = 1 << 18
+"""Input rows (courses and subject rows) per chunk by default: about 60 k subjects."""
 
 STREAMED = ("decisions", "included", "excluded", "needs_review", "criteria_ledger", "courses")
 """Tables written chunk by chunk; the others are small and written whole at the end."""
