@@ -47,10 +47,10 @@ STREAMED = ("decisions", "included", "excluded", "needs_review", "criteria_ledge
 
 
 def _keys(source: SourceTable) -> tuple[np.ndarray, pa.Array] | None:
-    """Each row's subject key as validation reads it (trimmed text, empty as null), as
-    an index into distinct keys (-1: no key) and the distinct keys; None when there
-    is no usable key column (validation reports that). Text is handled once per
-    distinct value, never per row."""
+    """Each row's index into the distinct raw keys (-1: null) and those keys as
+    validation reads them (trimmed text, empty as null; two raw keys may read the
+    same); None when there is no usable key column (validation reports that). Text
+    is handled once per distinct value, never per row."""
     if "subject_id" not in source.table.column_names:
         return None
     try:
@@ -60,10 +60,8 @@ def _keys(source: SourceTable) -> tuple[np.ndarray, pa.Array] | None:
     if isinstance(raw, pa.ChunkedArray):  # no rows: no chunks to combine
         raw = pa.DictionaryArray.from_arrays(pa.array([], pa.int32()), pa.array([], pa.string()))
     text = pc.utf8_trim_whitespace(raw.dictionary)
-    keys = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text).dictionary_encode()
-    per_raw = np.append(keys.indices.fill_null(-1).to_numpy(zero_copy_only=False), -1)
-    rows = raw.indices.fill_null(-1).to_numpy(zero_copy_only=False)
-    return per_raw[rows].astype(np.int32), keys.dictionary
+    keys = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+    return raw.indices.fill_null(-1).to_numpy(zero_copy_only=False), keys
 
 
 def chunk_numbers(
@@ -75,16 +73,20 @@ def chunk_numbers(
     tables = [_keys(treatments)] + ([_keys(subjects)] if subjects is not None else [])
     if any(t is None for t in tables):
         return None
-    distinct = pc.unique(pa.concat_arrays([keys for _, keys in tables]))
-    order = pc.sort_indices(distinct).to_numpy()
-    rank = np.empty(len(order), dtype=np.int32)
+    # One hashing pass over both tables' distinct keys gives every key's place in the
+    # union; sorting the union ranks them.
+    union = pa.concat_arrays([keys for _, keys in tables]).dictionary_encode()
+    order = pc.sort_indices(union.dictionary).to_numpy()
+    rank = np.empty(len(order) + 1, dtype=np.int32)
     rank[order] = np.arange(len(order), dtype=np.int32)
-    ranks = []  # per table and row: the rank of its key among all distinct keys
+    rank[-1] = -1  # a null key
+    per_key = rank[union.indices.fill_null(-1).to_numpy(zero_copy_only=False)]
+    ranks, start = [], 0  # per table and row: the rank of its key among all keys
     for codes, keys in tables:
-        of_key = np.append(rank[pc.index_in(keys, value_set=distinct).to_numpy(False)], -1)
-        ranks.append(of_key[codes])
-    per_key = sum(np.bincount(r[r >= 0], minlength=len(rank)) for r in ranks)
-    before = np.cumsum(per_key) - per_key  # rows of the keys sorted before each key
+        ranks.append(np.append(per_key[start : start + len(keys)], -1)[codes])
+        start += len(keys)
+    rows = sum(np.bincount(r[r >= 0], minlength=len(order)) for r in ranks)
+    before = np.cumsum(rows) - rows  # rows of the keys sorted before each key
     chunk_of_key = np.append(np.unique(before // max(1, chunk_rows), return_inverse=True)[1], 0)
     chunks = [chunk_of_key[r].astype(np.int32) for r in ranks]  # no key (-1): chunk 0
     return chunks[0], chunks[1] if len(chunks) > 1 else np.zeros(0, np.int32)
