@@ -208,3 +208,14 @@ def test_an_aborted_table_leaves_no_file(tmp_path):
     sink.write(pd.DataFrame({"n": np.arange(3)}))
     sink.abort()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_column_read_in_many_pieces_becomes_one_and_keeps_its_values():
+    from trdscreen.io import _FEW_PIECES, _one_piece
+
+    many = pa.chunked_array([[f"S{i}", None] for i in range(_FEW_PIECES + 1)])
+    few = pa.chunked_array([[1, 2], [3]])
+    table = _one_piece(pa.table({"subject_id": many, "n": few}))
+    assert table["subject_id"].num_chunks == 1
+    assert table["subject_id"].to_pylist() == many.to_pylist()
+    assert table["n"].num_chunks == 2  # a Parquet file's few row groups are kept as read

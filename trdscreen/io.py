@@ -193,14 +193,18 @@ def read_source(
     return SourceTable(name, path, fmt, table, lines, sha, size)
 
 
+_FEW_PIECES = 16
+"""Columns in at most this many pieces (Parquet row groups, usually) are kept as read."""
+
+
 def _one_piece(table: pa.Table) -> pa.Table:
-    """Each column as one array. The CSV reader gives one piece per block (hundreds per
-    million rows), Parquet one per row group, and taking a chunk of subjects' rows from a column of many pieces
-    costs time in proportion to the pieces. Column by column, so only one column is
-    held twice at a time."""
+    """Each column in many pieces as one array. The CSV reader gives one piece per block
+    (hundreds per million rows), Parquet one per row group, and taking a chunk of
+    subjects' rows from a column of many pieces costs time in proportion to the
+    pieces. Column by column, so only one column is held twice at a time."""
     for index in range(table.num_columns):
         column = table.column(index)
-        if column.num_chunks > 1:
+        if column.num_chunks > _FEW_PIECES:
             table = table.set_column(index, table.field(index), column.combine_chunks())
         del column
     return table
