@@ -214,7 +214,7 @@ def test_a_column_read_in_many_pieces_becomes_one_and_keeps_its_values():
     from trdscreen.io import _FEW_PIECES, _one_piece
 
     many = pa.chunked_array([[f"S{i}", None] for i in range(_FEW_PIECES + 1)])
-    few = pa.chunked_array([[1, 2], [3]])
+    few = pa.chunked_array([list(range(20)), list(range(20, 2 * (_FEW_PIECES + 1)))])
     table = _one_piece(pa.table({"subject_id": many, "n": few}))
     assert table["subject_id"].num_chunks == 1
     assert table["subject_id"].to_pylist() == many.to_pylist()
