@@ -16,6 +16,7 @@ patient value ever enters an issue.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -494,10 +495,16 @@ def _date_messages(
 
 
 def _pandera_schema(specs: dict[str, ColumnSpec], frame: pd.DataFrame) -> pa.DataFrameSchema:
+    present = tuple((name, spec) for name, spec in specs.items() if name in frame.columns)
+    return _schema_of(present)
+
+
+@functools.lru_cache(maxsize=64)
+def _schema_of(present: tuple[tuple[str, ColumnSpec], ...]) -> pa.DataFrameSchema:
+    """The pandera schema of these columns, built once (a streamed run checks every
+    chunk with it; building one costs more than checking a small chunk)."""
     columns = {}
-    for name, spec in specs.items():
-        if name not in frame.columns:
-            continue
+    for name, spec in present:
         checks = []
         if spec.low is not None:
             checks.append(pa.Check.ge(spec.low, error="out_of_range"))
