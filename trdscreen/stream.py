@@ -92,7 +92,8 @@ def chunk_numbers(
     return chunks[0], chunks[1] if len(chunks) > 1 else np.zeros(0, np.int32)
 
 
-def _pieces(source: SourceTable, chunks: np.ndarray, count: int) -> list[np.ndarray]:
+def _pieces(chunks: np.ndarray, count: int) -> list[np.ndarray]:
+    """The rows of each chunk, in file order."""
     order = np.argsort(chunks, kind="stable")  # file order within each chunk
     bounds = np.searchsorted(chunks[order], np.arange(count + 1))
     return [order[bounds[c] : bounds[c + 1]] for c in range(count)]
@@ -107,12 +108,12 @@ def chunks(
 ) -> Iterator[tuple[SourceTable, SourceTable | None]]:
     """The inputs a chunk of subjects at a time, in key order (at least one chunk)."""
     numbers = chunk_numbers(treatments, subjects, chunk_rows)
-    count = 1 + int(max((int(c.max(initial=0)) for c in numbers), default=0)) if numbers else 1
-    if numbers is None or count == 1:
+    count = 1 if numbers is None else 1 + max(int(n.max(initial=0)) for n in numbers)
+    if count == 1:
         yield treatments, subjects
         return
-    course_rows = _pieces(treatments, numbers[0], count)
-    subject_rows = _pieces(subjects, numbers[1], count) if subjects is not None else None
+    course_rows = _pieces(numbers[0], count)
+    subject_rows = _pieces(numbers[1], count) if subjects is not None else None
     for c in range(count):
         people = _take(subjects, subject_rows[c]) if subject_rows is not None else None
         yield _take(treatments, course_rows[c]), people
