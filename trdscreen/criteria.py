@@ -296,7 +296,9 @@ def ledger(subjects: pd.DataFrame, results: list[CriterionResult]) -> pd.DataFra
 def attrition(decisions: pd.DataFrame, results: list[CriterionResult]) -> pd.DataFrame:
     """CONSORT-style counts in protocol order, plus what each criterion alone excludes."""
     total = len(decisions)
-    first = decisions["first_failed_criterion"].to_numpy(dtype=object)
+    # One tally per column (categoricals: counted on their codes), not a text
+    # comparison per subject and criterion.
+    first = decisions["first_failed_criterion"].value_counts(sort=False)
     failed_count = np.zeros(total, dtype=np.int64)
     for result in results:
         failed_count += result.state == NOT_MET
@@ -315,7 +317,7 @@ def attrition(decisions: pd.DataFrame, results: list[CriterionResult]) -> pd.Dat
     remaining = total
     for step, result in enumerate(results, start=1):
         criterion = result.criterion
-        here = int((first == criterion.id).sum())
+        here = int(first.get(criterion.id, 0))
         remaining -= here
         not_met = result.state == NOT_MET
         rows.append(
@@ -330,7 +332,7 @@ def attrition(decisions: pd.DataFrame, results: list[CriterionResult]) -> pd.Dat
                 "excluded_only_by_this": int((not_met & (failed_count == 1)).sum()),
             }
         )
-    decision = decisions["decision"].to_numpy(dtype=object)
+    decision = decisions["decision"].value_counts(sort=False)
     for label in ("needs_review", "eligible"):
         rows.append(
             {
@@ -338,7 +340,7 @@ def attrition(decisions: pd.DataFrame, results: list[CriterionResult]) -> pd.Dat
                 "criterion_id": "",
                 "title": label,
                 "excluded_at_step": 0,
-                "remaining": int((decision == label).sum()),
+                "remaining": int(decision.get(label, 0)),
                 "not_met_total": 0,
                 "unknown_total": 0,
                 "excluded_only_by_this": 0,
