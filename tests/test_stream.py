@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import assert_same_tables, screen_whole, table_files
+from conftest import SAMPLE, assert_same_tables, screen_whole, table_files
 from typer.testing import CliRunner
 
 from trdscreen import api, output
@@ -67,6 +67,18 @@ def test_chunks_give_the_whole_cohorts_bytes(tmp_path, cohort, chunk_rows):
         manifest["decisions_content_sha256"]
         == json.loads((whole / "manifest.json").read_text())["decisions_content_sha256"]
     )
+
+
+def test_the_hand_worked_sample_streams_the_same_a_subject_or_two_per_chunk(tmp_path):
+    # sample_data holds the suite's hand-worked cases (S028 and S036 have no courses,
+    # S038 has courses but no subject row,
+    # drugs counted once, early stops, unknown doses...); chunks of 2 input rows put
+    # one or two subjects in each.
+    assert _chunk_count(SAMPLE, 2) > 10
+    whole, expected = screen_whole(tmp_path, "whole", api.ScreenRequest(input=SAMPLE))
+    streamed, result = _streamed(tmp_path, "streamed", 2, input=SAMPLE)
+    assert_same_tables(whole, streamed)
+    assert list(result.counts().items()) == list(expected.counts().items())
 
 
 def test_as_of_and_a_reported_staging_model_stream_the_same(tmp_path, cohort):
