@@ -274,6 +274,23 @@ def test_rerun_catches_a_consistently_forged_decision(sample_run, tmp_path):
     ]
 
 
+def test_rerun_of_a_csv_only_run_names_the_forged_decision(tmp_path):
+    # A CSV-only run is re-run chunk by chunk (as the CLI ran it) and the re-run's
+    # decisions are read back from its CSV, formula escaping undone.
+    data = tmp_path / "data"
+    shutil.copytree(SAMPLE, data)
+    assert invoke("screen", data, "--out", tmp_path / "run", "--chunk-rows", "5").exit_code == 0
+    run = tmp_path / "run"
+    csv = (run / "decisions.csv").read_text()
+    forged = csv.replace('"S028","excluded"', '"S028","eligible"', 1)
+    assert forged != csv
+    (run / "decisions.csv").write_text(forged)
+    rechain(run)
+    assert verify_run(run).problems == [
+        "re-run decisions.csv: different bytes; 1 subject(s) now get another decision: S028"
+    ]
+
+
 def test_verify_passes_on_an_invalid_input_run(tmp_path):
     data = tmp_path / "data"
     shutil.copytree(SAMPLE, data)

@@ -131,8 +131,8 @@ def test_treatments_without_a_subjects_table_stream_the_same(tmp_path, cohort):
 
 
 def test_cli_streams_by_default_and_verify_reproduces_the_run(tmp_path, cohort):
-    # verify re-runs with api.screen (the whole cohort at once): the streamed run's
-    # hashes must come out again.
+    # verify re-runs chunk by chunk with the recorded --chunk-rows: the streamed
+    # run's hashes must come out again.
     runner = CliRunner()
     out = tmp_path / "run"
     ran = runner.invoke(app, ["screen", str(cohort), "--out", str(out), "--chunk-rows", "300"])

@@ -291,7 +291,8 @@ def load_with(
     )
 
 
-def _screening(loaded: LoadedRun) -> Screening:
+def screening_of(loaded: LoadedRun) -> Screening:
+    """How a loaded run screens, apart from its data (what every chunk or bucket needs)."""
     return Screening(
         loaded.rules,
         loaded.formulary,
@@ -305,7 +306,7 @@ def screen(loaded: LoadedRun) -> ScreenResult:
     """Screen a loaded run. When validation found errors: raise InvalidInputData
     (`--on-invalid fail`), or hold the subjects concerned for review
     (`--on-invalid quarantine`, see `trdscreen.quarantine`)."""
-    screening = _screening(loaded)
+    screening = screening_of(loaded)
     if loaded.request.dask is not None:
         result = _screen_dask(loaded, screening)
     elif loaded.validated is None:
@@ -337,7 +338,7 @@ def screen_and_write(
     stop the run, InvalidInputData is raised, nothing is left in `out`, and
     `loaded.validated` holds every issue for `write_run(loaded, None, ...)`.
     """
-    screening = _screening(loaded)
+    screening = screening_of(loaded)
     chunk_rows = loaded.request.chunk_rows or CHUNK_ROWS
     with atomic_folder(out, force) as folder:
         validated, outputs, result = stream(

@@ -94,9 +94,8 @@ class RunFolder:
             filters = [("subject_id", "=", subject_id)] if subject_id is not None else None
             data = pq.read_table(path, filters=filters)
         else:
-            data = _read_csv(path)
-            if self.manifest.get("options", {}).get("escape_formulas", False):
-                data = unescape_formulas(data)
+            escaped = self.manifest.get("options", {}).get("escape_formulas", False)
+            data = read_table_file(path, unescape=escaped)
             if subject_id is not None:
                 data = data.filter(pa.compute.equal(data["subject_id"], subject_id))
         return data.to_pandas(types_mapper=_types)
@@ -104,6 +103,15 @@ class RunFolder:
 
 def _types(dtype: pa.DataType):
     return pd.StringDtype("pyarrow", na_value=pd.NA) if pa.types.is_string(dtype) else None
+
+
+def read_table_file(path: Path, unescape: bool = False) -> pa.Table:
+    """A table file a run wrote, as Arrow: Parquet as stored; CSV with text columns read
+    as the writer wrote them, and formula escaping undone with `unescape`."""
+    if path.suffix == ".parquet":
+        return pq.read_table(path)
+    data = _read_csv(path)
+    return unescape_formulas(data) if unescape else data
 
 
 def _read_csv(path: Path) -> pa.Table:

@@ -22,7 +22,7 @@ from typing import Any
 
 from trdscreen.audit import AUDIT_FILE, FINAL_EVENTS, AuditTrail, check_chain
 from trdscreen.io import CsvOptions, sha256_file
-from trdscreen.runs import MANIFEST_FILE, RunFolder, open_run
+from trdscreen.runs import MANIFEST_FILE, RunFolder, open_run, read_table_file
 
 
 @dataclass(frozen=True)
@@ -229,6 +229,10 @@ def _rerun(run: RunFolder, result: Verification, inputs_dir: Path | None) -> Non
         reports=tuple(options["reports"]),
         csv=CsvOptions(options.get("encoding", "utf-8"), options.get("delimiter", ",")),
         on_invalid=options.get("on_invalid", "fail"),
+        # The run's own chunking (0.2.0 CLI runs), so the re-run needs no more memory
+        # than the run did; older and whole-cohort runs are re-run whole. The tables
+        # do not depend on it either way.
+        chunk_rows=(options.get("engine") or {}).get("chunk_rows"),
     )
     rules, path, _ = main
     try:
@@ -240,40 +244,75 @@ def _rerun(run: RunFolder, result: Verification, inputs_dir: Path | None) -> Non
             ("trdscreen", "verify", str(run.path)),
             datetime.now(UTC),
         )
-        try:
-            screened = api.screen(loaded)
-        except InvalidInputData:
-            screened = None
+        screened = None
+        if request.chunk_rows is None:
+            try:
+                screened = api.screen(loaded)
+            except InvalidInputData:
+                pass
     except TrdscreenError as exc:
         result.add("re-run", False, f"failed: {exc}")
         return
     result.reran = True
     formats = tuple(options["formats"])
-    with tempfile.TemporaryDirectory(prefix="trdscreen-verify-") as folder:
-        escape = bool(options.get("escape_formulas", False))  # v2 runs did not escape
-        records = write_tables(api.run_tables(loaded, screened), Path(folder), formats, escape)
-    again = {r["path"]: r["sha256"] for r in records}
+    escape = bool(options.get("escape_formulas", False))  # v2 runs did not escape
     recorded = {o["path"]: o["sha256"] for o in manifest["outputs"]}
-    for name in sorted(set(again) | set(recorded)):
-        if again.get(name) == recorded.get(name):
-            result.add(f"re-run {name}", True, "identical bytes")
-        elif name not in recorded or name not in again:
-            where = "the re-run" if name not in again else "the recorded run"
-            result.add(f"re-run {name}", False, f"missing from {where}")
-        else:
-            result.add(
-                f"re-run {name}", False, "different bytes" + _decision_changes(run, name, screened)
-            )
+    with tempfile.TemporaryDirectory(prefix="trdscreen-verify-") as folder:
+        try:
+            if request.chunk_rows is None:
+                records = write_tables(
+                    api.run_tables(loaded, screened), Path(folder), formats, escape
+                )
+                decisions = screened.decisions if screened is not None else None
+            else:
+                records, decisions = _rerun_streamed(loaded, Path(folder), formats, escape)
+        except TrdscreenError as exc:
+            result.add("re-run", False, f"failed: {exc}")
+            return
+        again = {r["path"]: r["sha256"] for r in records}
+        for name in sorted(set(again) | set(recorded)):
+            if again.get(name) == recorded.get(name):
+                result.add(f"re-run {name}", True, "identical bytes")
+            elif name not in recorded or name not in again:
+                where = "the re-run" if name not in again else "the recorded run"
+                result.add(f"re-run {name}", False, f"missing from {where}")
+            else:
+                changes = _decision_changes(run, name, decisions)
+                result.add(f"re-run {name}", False, "different bytes" + changes)
 
 
-def _decision_changes(run: RunFolder, name: str, screened) -> str:
+def _rerun_streamed(loaded, folder: Path, formats: tuple[str, ...], escape: bool):
+    """Re-run chunk by chunk into `folder`, as the CLI ran it; the written records and
+    the re-run's subject_id and decision columns (None for an invalid input)."""
+    from trdscreen import api
+    from trdscreen.output import write_tables
+    from trdscreen.stream import stream
+
+    validated, records, streamed = stream(
+        loaded.treatments,
+        loaded.subjects,
+        api.screening_of(loaded),
+        folder,
+        formats,
+        escape,
+        loaded.request.chunk_rows,
+    )
+    if records is None or streamed is None:  # an invalid input: the issues alone
+        loaded.validated = validated
+        return write_tables(api.run_tables(loaded, None), folder, formats, escape), None
+    fmt = "parquet" if "parquet" in formats else "csv"
+    table = read_table_file(folder / f"decisions.{fmt}", unescape=escape)
+    return records, table.select(["subject_id", "decision"]).to_pandas()
+
+
+def _decision_changes(run: RunFolder, name: str, decisions) -> str:
     """For the decisions table: which subjects' decisions differ (keys only)."""
-    if screened is None or not name.startswith("decisions."):
+    if decisions is None or not name.startswith("decisions."):
         return ""
     fmt = "parquet" if name.endswith(".parquet") else "csv"
     recorded = run.read("decisions", fmt=fmt)[["subject_id", "decision"]]
     merged = recorded.merge(
-        screened.decisions[["subject_id", "decision"]].astype({"decision": "str"}),
+        decisions[["subject_id", "decision"]].astype({"decision": "str"}),
         on="subject_id",
         how="outer",
         suffixes=("_run", "_now"),
