@@ -40,16 +40,22 @@ def subject_keys(course_ids: pd.Series, subject_ids: pd.Series) -> SubjectKeys:
     """Codes for the subject ids of both tables: one hashing pass and one sort of the
     distinct ids (Arrow), whatever the number of rows."""
     both = pa.concat_arrays([as_arrow_text(course_ids), as_arrow_text(subject_ids)])
-    encoded = pc.dictionary_encode(both)
-    order = pc.sort_indices(encoded.dictionary).to_numpy()
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order), dtype=np.int64)
-    indices = encoded.indices
-    positions = indices.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
-    codes = rank[positions] if len(rank) else np.zeros(len(positions), dtype=np.int64)
-    codes[indices.is_null().to_numpy(zero_copy_only=False)] = -1
+    codes, ids = sorted_codes(both)
     n = len(course_ids)
-    return SubjectKeys(encoded.dictionary.take(pa.array(order)), codes[:n], codes[n:])
+    return SubjectKeys(ids, codes[:n], codes[n:])
+
+
+def sorted_codes(values: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """Each value's rank among the sorted distinct non-null values (int64, -1 for null),
+    and those distinct values, sorted: one hashing pass and one sort of the distinct
+    values."""
+    encoded = pc.dictionary_encode(values)
+    order = pc.sort_indices(encoded.dictionary).to_numpy()
+    rank = np.empty(len(order) + 1, dtype=np.int64)
+    rank[order] = np.arange(len(order), dtype=np.int64)
+    rank[-1] = -1  # what a null value reads
+    codes = rank[encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)]
+    return codes, encoded.dictionary.take(pa.array(order))
 
 
 def slots(*codes: np.ndarray) -> int:

@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 from trdscreen.engine import merge_attrition, merge_quarantine, merge_validated
 from trdscreen.errors import InvalidInputData
 from trdscreen.io import SourceTable
+from trdscreen.keys import sorted_codes
 from trdscreen.output import TableSink, write_tables
 from trdscreen.pipeline import Screening, refuse_invalid, screen_part
 from trdscreen.quarantine import Quarantine
@@ -73,19 +74,14 @@ def chunk_numbers(
     tables = [_keys(treatments)] + ([_keys(subjects)] if subjects is not None else [])
     if any(t is None for t in tables):
         return None
-    # One hashing pass over both tables' distinct keys gives every key's place in the
-    # union; sorting the union ranks them.
-    union = pa.concat_arrays([keys for _, keys in tables]).dictionary_encode()
-    order = pc.sort_indices(union.dictionary).to_numpy()
-    rank = np.empty(len(order) + 1, dtype=np.int32)
-    rank[order] = np.arange(len(order), dtype=np.int32)
-    rank[-1] = -1  # a null key
-    per_key = rank[union.indices.fill_null(-1).to_numpy(zero_copy_only=False)]
+    # One hashing pass over both tables' distinct keys ranks every key among all keys.
+    per_key, distinct = sorted_codes(pa.concat_arrays([keys for _, keys in tables]))
+    per_key = per_key.astype(np.int32)
     ranks, start = [], 0  # per table and row: the rank of its key among all keys
     for codes, keys in tables:
         ranks.append(np.append(per_key[start : start + len(keys)], -1)[codes])
         start += len(keys)
-    rows = sum(np.bincount(r[r >= 0], minlength=len(order)) for r in ranks)
+    rows = sum(np.bincount(r[r >= 0], minlength=len(distinct)) for r in ranks)
     before = np.cumsum(rows) - rows  # rows of the keys sorted before each key
     chunk_of_key = np.append(np.unique(before // max(1, chunk_rows), return_inverse=True)[1], 0)
     chunks = [chunk_of_key[r].astype(np.int32) for r in ranks]  # no key (-1): chunk 0
