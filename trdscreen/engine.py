@@ -21,7 +21,7 @@ buckets run on that cluster, whose workers need trdscreen installed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -77,6 +77,13 @@ def bucket_of(ids: pa.ChunkedArray | pa.Array, buckets: int) -> np.ndarray:
     return out
 
 
+def partition_rows(numbers: np.ndarray, count: int) -> list[np.ndarray]:
+    """The row positions of each partition 0..count-1, each in file order."""
+    order = np.argsort(numbers, kind="stable")
+    bounds = np.searchsorted(numbers[order], np.arange(count + 1))
+    return [order[bounds[p] : bounds[p + 1]] for p in range(count)]
+
+
 def split(source: SourceTable | None, buckets: int) -> list[SourceTable | None]:
     """The rows of each bucket, in file order, with their source lines."""
     if source is None:
@@ -85,25 +92,11 @@ def split(source: SourceTable | None, buckets: int) -> list[SourceTable | None]:
         # Validation reports the missing key column; one bucket gives that report.
         return [source] + [None] * (buckets - 1)
     bucket = bucket_of(source.table["subject_id"], buckets)
-    order = np.argsort(bucket, kind="stable")
-    bounds = np.searchsorted(bucket[order], np.arange(buckets + 1))
-    pieces = []
-    for b in range(buckets):
-        rows = order[bounds[b] : bounds[b + 1]]
-        pieces.append(
-            replace(source, table=source.table.take(pa.array(rows)), lines=source.lines[rows])
-            if len(rows)
-            else None
-        )
-    return pieces
+    return [source.take(rows) if len(rows) else None for rows in partition_rows(bucket, buckets)]
 
 
 def _piece_or_empty(piece: SourceTable | None, source: SourceTable) -> SourceTable:
-    return (
-        piece
-        if piece is not None
-        else replace(source, table=source.table.slice(0, 0), lines=source.lines[:0])
-    )
+    return piece if piece is not None else source.take(np.zeros(0, np.int64))
 
 
 def run_parts(

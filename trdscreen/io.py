@@ -55,6 +55,12 @@ class SourceTable:
     def file(self) -> str:
         return self.path.name
 
+    def take(self, rows: np.ndarray) -> SourceTable:
+        """These rows (positions, in the order given), with their source lines."""
+        return replace(
+            self, table=self.table.take(pa.array(rows, pa.int64())), lines=self.lines[rows]
+        )
+
 
 def find_inputs(path: Path, subjects: Path | None) -> tuple[Path, Path | None]:
     """Resolve INPUT (a treatments file, or a folder with treatments.* / subjects.*)."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from trdscreen.engine import merge_attrition, merge_quarantine, merge_validated
+from trdscreen.engine import merge_attrition, merge_quarantine, merge_validated, partition_rows
 from trdscreen.errors import InvalidInputData
 from trdscreen.io import SourceTable
 from trdscreen.keys import sorted_codes
@@ -88,17 +88,6 @@ def chunk_numbers(
     return chunks[0], chunks[1] if len(chunks) > 1 else np.zeros(0, np.int32)
 
 
-def _pieces(chunks: np.ndarray, count: int) -> list[np.ndarray]:
-    """The rows of each chunk, in file order."""
-    order = np.argsort(chunks, kind="stable")  # file order within each chunk
-    bounds = np.searchsorted(chunks[order], np.arange(count + 1))
-    return [order[bounds[c] : bounds[c + 1]] for c in range(count)]
-
-
-def _take(source: SourceTable, rows: np.ndarray) -> SourceTable:
-    return replace(source, table=source.table.take(pa.array(rows)), lines=source.lines[rows])
-
-
 def chunks(
     treatments: SourceTable, subjects: SourceTable | None, chunk_rows: int
 ) -> Iterator[tuple[SourceTable, SourceTable | None]]:
@@ -108,11 +97,11 @@ def chunks(
     if count == 1:
         yield treatments, subjects
         return
-    course_rows = _pieces(numbers[0], count)
-    subject_rows = _pieces(numbers[1], count) if subjects is not None else None
+    course_rows = partition_rows(numbers[0], count)
+    subject_rows = partition_rows(numbers[1], count) if subjects is not None else None
     for c in range(count):
-        people = _take(subjects, subject_rows[c]) if subject_rows is not None else None
-        yield _take(treatments, course_rows[c]), people
+        people = subjects.take(subject_rows[c]) if subject_rows is not None else None
+        yield treatments.take(course_rows[c]), people
 
 
 @dataclass(frozen=True)
