@@ -207,7 +207,8 @@ def sorted_issues(issues: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------- dtype pre-check
 
 
-def _as_text(column: pa_arrow.ChunkedArray) -> pa_arrow.ChunkedArray:
+def text_as_read(column: pa_arrow.ChunkedArray) -> pa_arrow.ChunkedArray:
+    """A column as validation reads text: cast to text, trimmed, empty as null."""
     text = pc.utf8_trim_whitespace(column.cast(pa_arrow.string()))
     return pc.if_else(pc.equal(text, ""), pa_arrow.scalar(None, pa_arrow.string()), text)
 
@@ -225,7 +226,7 @@ def _by_distinct(
     """
     whole = column.combine_chunks() if isinstance(column, pa_arrow.ChunkedArray) else column
     encoded = pc.dictionary_encode(whole.cast(pa_arrow.string()))
-    text = _as_text(encoded.dictionary)
+    text = text_as_read(encoded.dictionary)
     values, ok = parse(text)
     rows = encoded.indices  # null where the cell is null
     bad = pc.fill_null(_bad(text, ok).take(rows), False)
@@ -304,7 +305,7 @@ def _to_bool(column: pa_arrow.ChunkedArray) -> tuple[pd.array, np.ndarray, str]:
     if pa_arrow.types.is_integer(column.type) or pa_arrow.types.is_floating(column.type):
         column = column.cast(pa_arrow.string())
         column = pc.replace_substring_regex(column, r"\.0+$", "")
-    text = pc.utf8_lower(_as_text(column))
+    text = pc.utf8_lower(text_as_read(column))
     is_true = pc.fill_null(pc.is_in(text, pa_arrow.array(_TRUE)), False)
     is_false = pc.fill_null(pc.is_in(text, pa_arrow.array(_FALSE)), False)
     bad = _invalid(text, pc.or_(is_true, is_false))
@@ -320,7 +321,7 @@ MAX_TEXT_LENGTH = 1000
 
 
 def _to_text(column: pa_arrow.ChunkedArray, lower: bool) -> tuple[pd.Series, np.ndarray, str]:
-    text = _as_text(column)
+    text = text_as_read(column)
     too_long = pc.fill_null(pc.greater(pc.utf8_length(text), MAX_TEXT_LENGTH), False)
     bad = np.empty(0, np.int64)
     if pc.any(too_long).as_py():
@@ -397,7 +398,7 @@ def infer_kind(column: pa_arrow.ChunkedArray) -> str:
         return "date"
     if not _is_text(column.type):
         return "string"  # e.g. a nested Parquet type: refused by the type check
-    text = pc.utf8_lower(_as_text(column))
+    text = pc.utf8_lower(text_as_read(column))
     present = pc.drop_null(text)
     if len(present) == 0:
         return "string"
@@ -483,7 +484,7 @@ def _date_messages(
 ) -> pd.Series:
     """Per-row messages for unparsed dates: say so when a cell is a d/m/y-or-m/d/y date."""
     looks = pc.match_substring_regex(
-        pc.take(_as_text(column), pa_arrow.array(bad)), _AMBIGUOUS_DATE
+        pc.take(text_as_read(column), pa_arrow.array(bad)), _AMBIGUOUS_DATE
     )
     messages = np.full(len(column), message, dtype=object)
     ambiguous = _AMBIGUOUS_MESSAGE.format(expected=spec.expected or "a date")

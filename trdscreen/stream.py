@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from trdscreen.engine import merge_attrition, merge_quarantine, merge_validated, partition_rows
 from trdscreen.errors import InvalidInputData
@@ -37,7 +36,7 @@ from trdscreen.keys import sorted_codes
 from trdscreen.output import TableSink, write_tables
 from trdscreen.pipeline import Screening, refuse_invalid, screen_part
 from trdscreen.quarantine import Quarantine
-from trdscreen.schemas import issue_counts
+from trdscreen.schemas import issue_counts, text_as_read
 from trdscreen.validate import ValidatedInputs
 
 CHUNK_ROWS = 1 << 18
@@ -60,8 +59,7 @@ def _keys(source: SourceTable) -> tuple[np.ndarray, pa.Array] | None:
         return None
     if isinstance(raw, pa.ChunkedArray):  # no rows: no chunks to combine
         raw = pa.DictionaryArray.from_arrays(pa.array([], pa.int32()), pa.array([], pa.string()))
-    text = pc.utf8_trim_whitespace(raw.dictionary)
-    keys = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+    keys = text_as_read(raw.dictionary)
     return raw.indices.fill_null(-1).to_numpy(zero_copy_only=False), keys
 
 
