@@ -260,19 +260,6 @@ class TableSink:
                 path.unlink(missing_ok=True)
 
 
-def content_sha256(table: pa.Table) -> str:
-    """SHA-256 of the table's canonical CSV (what the CSV writer puts in a file).
-
-    The same for a CSV and a Parquet run of the same decisions and escaping
-    option, so runs in different formats can be compared; for a CSV output it
-    equals the file hash. Pass the table as the CSV would hold it (escaped or not).
-    """
-    sink = _HashSink()
-    with pa.PythonFile(sink, mode="w") as stream:
-        pacsv.write_csv(table, stream, write_options=CSV_OPTIONS)
-    return sink.digest.hexdigest()
-
-
 def write_tables(
     tables: dict[str, pd.DataFrame],
     folder: Path,
