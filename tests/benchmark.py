@@ -42,29 +42,63 @@ STAGES = (  # default engine: (name, audit event that ends it; the last event of
     ("stream", "inputs_validated"),
     ("manifest", "run_finished"),
 )
-DASK_STAGES = (  # --engine dask: the buckets run on the workers, then the client merges
+DASK_STAGES = (  # --engine dask: the client reads and routes, the workers screen buckets,
+    # then the client fetches and writes an interval of subjects at a time
     ("start-up", "run_started"),
     ("rules", "formulary_loaded"),
-    ("read", "input_read"),
+    ("read+route", "input_read"),
     ("buckets", "inputs_validated"),
-    ("merge", "decisions_computed"),
-    ("write", "run_finished"),
+    ("merge+write", "decisions_computed"),
+    ("manifest", "run_finished"),
 )
 TARGET_ROWS_PER_S = {"parquet": 2_000_000, "csv": 1_000_000}
 MIB = 1 << 20
 
 
-def _rss_sampler(pid: int, samples: list[tuple[float, int]], stop: threading.Event) -> None:
-    path = f"/proc/{pid}/status"
-    while not stop.is_set():
+def _rss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
         try:
-            with open(path) as handle:
-                for line in handle:
-                    if line.startswith("VmRSS:"):
-                        samples.append((time.time(), int(line.split()[1]) * 1024))
-                        break
+            for task in os.listdir(f"/proc/{parent}/task"):
+                with open(f"/proc/{parent}/task/{task}/children") as handle:
+                    children = [int(c) for c in handle.read().split()]
+                found += children
+                todo += children
         except OSError:
+            continue
+    return found
+
+
+def _rss_sampler(
+    pid: int,
+    samples: list[tuple[float, int]],
+    others: dict[int, int],
+    stop: threading.Event,
+) -> None:
+    """RSS of `pid` every 5 ms; with `others`, the peak RSS of each of its descendants
+    (the Dask engine's local cluster: nanny and worker processes), every 50 ms."""
+    tick = 0
+    while not stop.is_set():
+        rss = _rss(pid)
+        if not rss:
             return
+        samples.append((time.time(), rss))
+        if tick % 10 == 0:
+            for child in _descendants(pid):
+                others[child] = max(others.get(child, 0), _rss(child))
+        tick += 1
         stop.wait(0.005)
 
 
@@ -134,10 +168,11 @@ def screen(cohort: Path, out: Path, extra: list[str]) -> dict:
         *extra,
     ]
     samples: list[tuple[float, int]] = []
+    others: dict[int, int] = {}
     stop = threading.Event()
     started = time.time()
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    sampler = threading.Thread(target=_rss_sampler, args=(child.pid, samples, stop))
+    sampler = threading.Thread(target=_rss_sampler, args=(child.pid, samples, others, stop))
     sampler.start()
     _pid, status, usage = os.wait4(child.pid, 0)
     ended = time.time()
@@ -160,6 +195,7 @@ def screen(cohort: Path, out: Path, extra: list[str]) -> dict:
         "stages": stages,
         "peak": usage.ru_maxrss * 1024,  # Linux reports KiB
         "counts": json.loads(stdout)["counts"],
+        "others": sorted(others.values(), reverse=True),
     }
 
 
@@ -177,6 +213,9 @@ def report(label: str, rows: int, run: dict, fmt: str) -> None:
         f"({'met' if rate >= TARGET_ROWS_PER_S[fmt] else 'NOT met'}), "
         f"<= {limit:,.0f} MiB ({'met' if run['peak'] / MIB <= limit else 'NOT met'})"
     )
+    if run["others"]:
+        peaks = ", ".join(f"{rss / MIB:,.0f}" for rss in run["others"])
+        print(f"  peak RSS of the local cluster's processes (MiB; nannies are small): {peaks}")
 
 
 def main() -> None:
@@ -185,6 +224,7 @@ def main() -> None:
     parser.add_argument("--formats", default="parquet,csv")
     parser.add_argument("--linear", action="store_true", help="also run 4x the subjects")
     parser.add_argument("--dask", action="store_true", help="also run --engine dask")
+    parser.add_argument("--dask-only", action="store_true", help="run --engine dask only")
     parser.add_argument("--worker-memory", default="3GiB")
     parser.add_argument("--chunk-rows", type=int, help="passed to screen (default engine)")
     parser.add_argument("--keep", type=Path, help="keep cohorts and runs in this folder")
@@ -208,24 +248,29 @@ def main() -> None:
                 if not cohort.exists():
                     rows, seconds = synth(n, fmt, cohort)
                     print(f"\nsynth {n:,} subjects as {fmt}: {rows:,} rows in {seconds:.1f} s")
-                chunking = ["--chunk-rows", str(args.chunk_rows)] if args.chunk_rows else []
-                run = screen(cohort, work / f"run-{n}-{fmt}", chunking)
-                rows = run["counts"]["courses"]["total"]
-                report(f"{fmt} input, default engine", rows, run, fmt)
-                walls[(fmt, n)] = run["wall"]
-                if args.dask:
+                if not args.dask_only:
+                    chunking = ["--chunk-rows", str(args.chunk_rows)] if args.chunk_rows else []
+                    run = screen(cohort, work / f"run-{n}-{fmt}", chunking)
+                    rows = run["counts"]["courses"]["total"]
+                    report(f"{fmt} input, default engine", rows, run, fmt)
+                    walls[(fmt, n)] = run["wall"]
+                if args.dask or args.dask_only:
                     run = screen(
                         cohort,
                         work / f"run-{n}-{fmt}-dask",
                         ["--engine", "dask", "--worker-memory", args.worker_memory],
                     )
+                    rows = run["counts"]["courses"]["total"]
                     report(f"{fmt} input, --engine dask (2 workers)", rows, run, fmt)
+                    walls[(fmt, n, "dask")] = run["wall"]
         if args.linear:
-            for fmt in args.formats.split(","):
-                ratio = walls[(fmt, 4 * args.subjects)] / walls[(fmt, args.subjects)]
+            for key in walls:
+                if key[1] != args.subjects:
+                    continue
+                ratio = walls[(key[0], 4 * args.subjects, *key[2:])] / walls[key]
                 print(
-                    f"\nlinear scaling ({fmt}): 4x subjects took {ratio:.2f}x as long "
-                    f"(target <= 4.5x: {'met' if ratio <= 4.5 else 'NOT met'})"
+                    f"\nlinear scaling ({' '.join([key[0], *key[2:]])}): 4x subjects took "
+                    f"{ratio:.2f}x as long (target <= 4.5x: {'met' if ratio <= 4.5 else 'NOT met'})"
                 )
     finally:
         if args.keep is None:

@@ -143,6 +143,21 @@ def screen_whole(tmp: Path, name: str, request: api.ScreenRequest) -> tuple[Path
     return out, result
 
 
+def screen_streamed(tmp: Path, name: str, request: api.ScreenRequest) -> tuple[Path, object]:
+    """Screen with `api.screen_and_write` (a request with chunk_rows or dask; CSV and
+    Parquet); an invalid input gives the folder of a failed run, and the error, after
+    checking that the streamed run left nothing half-written behind."""
+    out = tmp / name
+    loaded = api.load(request, ["test"])
+    try:
+        _, result = api.screen_and_write(loaded, out, ("csv", "parquet"))
+    except InvalidInputData as exc:
+        assert not out.exists()
+        api.write_run(loaded, None, out, ("csv", "parquet"))
+        return out, exc
+    return out, result
+
+
 def table_files(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.suffix in (".csv", ".parquet"))
 

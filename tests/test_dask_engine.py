@@ -17,7 +17,7 @@ import sys
 
 import pyarrow as pa
 import pytest
-from conftest import assert_same_tables, screen_whole, table_files
+from conftest import SAMPLE, assert_same_tables, screen_streamed, screen_whole, table_files
 from typer.testing import CliRunner
 
 from trdscreen import api
@@ -42,7 +42,7 @@ def cluster():
 
 def _pair(tmp_path, cluster, partitions: int, **options) -> tuple:
     default = screen_whole(tmp_path, "pandas", api.ScreenRequest(**options))
-    dask = screen_whole(
+    dask = screen_streamed(
         tmp_path,
         "dask",
         api.ScreenRequest(**options, dask=DaskOptions(scheduler=cluster, partitions=partitions)),
@@ -95,6 +95,97 @@ def test_invalid_input_fails_the_same_way(tmp_path, cluster, damaged):
     assert str(error_a) == str(error_b)
     assert table_files(b) == ["validation_issues.csv", "validation_issues.parquet"]
     assert_same_tables(a, b)
+
+
+def test_many_batches_intervals_and_buckets(tmp_path, cluster, cohort):
+    # Batches of 500 rows (26 batches of courses, each routed to 16 buckets) and merge
+    # intervals of about 50 subjects (about 60 intervals, each gathered from every
+    # bucket): the pieces must come back together in key order.
+    dask = DaskOptions(scheduler=cluster, partitions=16, interval_subjects=50, batch_rows=500)
+    (a, _) = screen_whole(tmp_path, "pandas", api.ScreenRequest(input=cohort))
+    (b, _) = screen_streamed(tmp_path, "dask", api.ScreenRequest(input=cohort, dask=dask))
+    assert_same_tables(a, b)
+    manifest = json.loads((b / "manifest.json").read_text())
+    rows = {i["role"]: i["rows"] for i in manifest["inputs"]}
+    # Counted as the batches are read: the data lines of each file (no quoted breaks).
+    lines = {f: (cohort / f"{f}.csv").read_text().count("\n") - 1 for f in rows}
+    assert rows == lines and lines["subjects"] == 3000
+
+
+def test_quoted_line_breaks_are_numbered_exactly(tmp_path, cluster, cohort):
+    # A subject's diagnosis holds a quoted line break, so every later row starts one
+    # line further down than its row number says. The Dask engine reads in batches,
+    # finds that at the end, and reads the file again numbering lines exactly; the
+    # issues (with their line numbers) and quarantine tables must match the default.
+    folder = tmp_path / "quoted"
+    folder.mkdir()
+    subjects = (cohort / "subjects.csv").read_text().splitlines()
+    assert '"MDD, ' in subjects[5]
+    subjects[5] = subjects[5].replace('"MDD, ', '"MDD,\n')
+    key, birth, rest = subjects[900].split(",", 2)
+    subjects[900] = f"{key},someday,{rest}"  # a birth date that is not a date: an error
+    (folder / "subjects.csv").write_text("\n".join(subjects) + "\n")
+    (folder / "treatments.csv").write_bytes((cohort / "treatments.csv").read_bytes())
+    (a, result), (b, _) = _pair(tmp_path, cluster, 3, input=folder, on_invalid="quarantine")
+    assert_same_tables(a, b)
+    issues = result.issues
+    bad = issues[(issues["file"] == "subjects.csv") & (issues["column"] == "birth_date")]
+    assert bad["line"].tolist() == [902]  # row 900 of the list, plus the header, plus one
+
+
+def test_a_bucket_with_courses_but_no_subject_rows(tmp_path, cluster):
+    # 39 sample subjects in 64 buckets: most buckets hold one subject or none. Three
+    # subjects lose their subject row, so some bucket has courses and no subject rows:
+    # it must be validated as a bucket of an input that has a subjects table (each
+    # such course is warned about as a subject missing from that table), not as a run
+    # without a subjects table.
+    folder = tmp_path / "orphans"
+    folder.mkdir()
+    lines = (SAMPLE / "subjects.csv").read_text().splitlines()
+    kept = [line for line in lines if not line.startswith(("S003,", "S010,", "S021,"))]
+    assert len(kept) == len(lines) - 3
+    (folder / "subjects.csv").write_text("\n".join(kept) + "\n")
+    (folder / "treatments.csv").write_bytes((SAMPLE / "treatments.csv").read_bytes())
+    (a, result), (b, _) = _pair(tmp_path, cluster, 64, input=folder)
+    assert_same_tables(a, b)
+    # One warning per course row whose subject has no subject row (the sample has a
+    # few such subjects of its own, besides the three).
+    known = {line.split(",")[0].strip() for line in kept[1:]}
+    courses = (SAMPLE / "treatments.csv").read_text().splitlines()[1:]
+    orphans = [line.split(",")[0].strip() for line in courses]
+    orphans = [key for key in orphans if key not in known]
+    assert {"S003", "S010", "S021"} <= set(orphans)
+    warned = result.issues[result.issues["check"] == "subject_not_in_subjects_table"]
+    assert sorted(warned["subject_id"]) == sorted(orphans)
+
+
+def test_pieces_spilled_to_disk_come_back_the_same(tmp_path, cohort):
+    # Workers whose memory target is a few kilobytes keep almost every piece on disk
+    # (Dask's spilling, the mechanism that lets a cohort larger than the workers'
+    # memory complete). The pieces read back from disk must give the same bytes.
+    import dask
+
+    with (
+        dask.config.set({"distributed.worker.memory.target": 1e-5}),
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            memory_limit="1GiB",
+        ) as local,
+    ):
+        dask_options = DaskOptions(scheduler=local.scheduler_address, partitions=6)
+        (a, _) = screen_whole(tmp_path, "pandas", api.ScreenRequest(input=cohort))
+        request = api.ScreenRequest(input=cohort, dask=dask_options)
+        (b, _) = screen_streamed(tmp_path, "dask", request)
+        with distributed.Client(local) as client:
+            written = client.run(
+                lambda dask_worker: dask_worker.data.cumulative_metrics[("disk-write", "count")]
+            )
+    assert_same_tables(a, b)
+    assert all(count > 0 for count in written.values()), written
 
 
 def test_cli_starts_a_local_cluster_and_verify_accepts_thescreen_whole(tmp_path, cohort):

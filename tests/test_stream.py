@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import SAMPLE, assert_same_tables, screen_whole, table_files
+from conftest import SAMPLE, assert_same_tables, screen_streamed, screen_whole, table_files
 from typer.testing import CliRunner
 
 from trdscreen import api, output
@@ -32,15 +32,7 @@ FORMATS = ("csv", "parquet")
 
 
 def _streamed(tmp: Path, name: str, chunk_rows: int, **options) -> tuple[Path, object]:
-    out = tmp / name
-    loaded = api.load(api.ScreenRequest(**options, chunk_rows=chunk_rows), ["test"])
-    try:
-        _, result = api.screen_and_write(loaded, out, FORMATS)
-    except InvalidInputData as exc:
-        assert not out.exists()  # nothing half-written is left behind
-        api.write_run(loaded, None, out, FORMATS)
-        return out, exc
-    return out, result
+    return screen_streamed(tmp, name, api.ScreenRequest(**options, chunk_rows=chunk_rows))
 
 
 def _chunk_count(folder: Path, chunk_rows: int) -> int:

@@ -24,11 +24,12 @@ from trdscreen.errors import ExitCode, InvalidInputData, RuleError, UsageError
 from trdscreen.formulary import Formulary, load_formulary
 from trdscreen.io import (
     CsvOptions,
+    InputFile,
     SourceTable,
     atomic_folder,
     find_inputs,
+    open_source,
     prepare_out_dir,
-    read_source,
     sha256_file,
 )
 from trdscreen.output import write_tables
@@ -100,9 +101,9 @@ class LoadedRun:
     rules_path: Path
     rules_file_sha256: str
     formulary: Formulary
-    treatments: SourceTable
-    subjects: SourceTable | None
-    validated: ValidatedInputs | None  # None until the Dask engine has validated the buckets
+    treatments: SourceTable | InputFile  # InputFile: the Dask engine reads it as it screens
+    subjects: SourceTable | InputFile | None
+    validated: ValidatedInputs | None  # None until a streamed run has validated its parts
     started_at: datetime
     reports: tuple[ReportRules, ...]
     trail: AuditTrail
@@ -258,16 +259,23 @@ def load_with(
         else None
     )
     treatments_path, subjects_path = find_inputs(request.input, request.subjects)
-    treatments = read_source(
+    # The Dask engine reads the inputs a batch at a time while it screens; here they are
+    # only opened (hashed, their headers checked).
+    read = request.dask is None
+    treatments = open_source(
         treatments_path, "treatments", columns.treatments, set(TREATMENT_COLUMNS), request.csv
     )
-    trail.record("input_read", **_input_record(treatments, "treatments"))
+    if read:
+        treatments = treatments.read()
+        trail.record("input_read", **_input_record(treatments))
     subjects = None
     if subjects_path is not None:
         wanted = criteria_subject_columns(rules, *(r.rules for r in reports))
         canonical = set(SUBJECT_COLUMNS) | set(wanted)
-        subjects = read_source(subjects_path, "subjects", columns.subjects, canonical, request.csv)
-        trail.record("input_read", **_input_record(subjects, "subjects"))
+        subjects = open_source(subjects_path, "subjects", columns.subjects, canonical, request.csv)
+        if read:
+            subjects = subjects.read()
+            trail.record("input_read", **_input_record(subjects))
     validated = None
     if request.dask is None and request.chunk_rows is None:  # else validated per part
         validated = validate_inputs(
@@ -307,10 +315,8 @@ def screen(loaded: LoadedRun) -> ScreenResult:
     (`--on-invalid fail`), or hold the subjects concerned for review
     (`--on-invalid quarantine`, see `trdscreen.quarantine`)."""
     screening = screening_of(loaded)
-    if loaded.request.dask is not None:
-        result = _screen_dask(loaded, screening)
-    elif loaded.validated is None:
-        raise UsageError("a request with chunk_rows is screened by screen_and_write")
+    if loaded.validated is None:
+        raise UsageError("a request with chunk_rows or dask is screened by screen_and_write")
     else:
         refuse_invalid(loaded.validated, screening.on_invalid)
         result = screen_checked(loaded.treatments, loaded.subjects, loaded.validated, screening)
@@ -331,27 +337,32 @@ def screen_and_write(
     force: bool = False,
     escape_formulas: bool = True,
 ) -> tuple[RunRecord, StreamedResult]:
-    """Validate, screen and write a run loaded with `chunk_rows`, a chunk of subjects
-    at a time (`trdscreen.stream`), into an atomically written folder.
+    """Validate, screen and write a run loaded with `chunk_rows` (a chunk of subjects
+    at a time, `trdscreen.stream`) or with `dask` (bucket by bucket on a Dask
+    cluster, `trdscreen.engine`), into an atomically written folder.
 
     The tables are the ones `screen` and `write_run` give. When validation errors
     stop the run, InvalidInputData is raised, nothing is left in `out`, and
     `loaded.validated` holds every issue for `write_run(loaded, None, ...)`.
     """
     screening = screening_of(loaded)
-    chunk_rows = loaded.request.chunk_rows or CHUNK_ROWS
     with atomic_folder(out, force) as folder:
-        validated, outputs, result = stream(
-            loaded.treatments,
-            loaded.subjects,
-            screening,
-            folder,
-            formats,
-            escape_formulas,
-            chunk_rows,
-        )
+        if loaded.request.dask is not None:
+            validated, outputs, result = _stream_dask(
+                loaded, screening, folder, formats, escape_formulas
+            )
+        else:
+            validated, outputs, result = stream(
+                loaded.treatments,
+                loaded.subjects,
+                screening,
+                folder,
+                formats,
+                escape_formulas,
+                loaded.request.chunk_rows or CHUNK_ROWS,
+            )
+            loaded.trail.record("inputs_validated", issues=issue_counts(validated.issues))
         loaded.validated = validated
-        loaded.trail.record("inputs_validated", issues=issue_counts(validated.issues))
         if result is None or outputs is None:
             refuse_invalid(validated, screening.on_invalid)
             raise InvalidInputData("input validation stopped the run", validated.issues)
@@ -360,18 +371,33 @@ def screen_and_write(
     return record, result
 
 
-def _screen_dask(loaded: LoadedRun, screening: Screening) -> ScreenResult:
-    """Validate and screen bucket by bucket on a Dask cluster (`trdscreen.engine`); the
-    merged issues become the run's (so a failed run writes them as the default would)."""
+def _stream_dask(
+    loaded: LoadedRun,
+    screening: Screening,
+    folder: Path,
+    formats: tuple[str, ...],
+    escape: bool,
+) -> tuple[ValidatedInputs, list[dict[str, object]] | None, StreamedResult | None]:
+    """The Dask engine's run (`trdscreen.engine`): each input is recorded once read,
+    with its row count, and the validation once every bucket is screened."""
     from trdscreen import engine
 
-    parts = engine.run_parts(loaded.treatments, loaded.subjects, screening, loaded.request.dask)
-    loaded.validated = engine.merge_validated(
-        [p.issues for p in parts], [p.rejections for p in parts]
+    def on_validated(validated: ValidatedInputs) -> None:
+        loaded.trail.record("inputs_validated", issues=issue_counts(validated.issues))
+
+    validated, outputs, result, read = engine.stream_dask(
+        loaded.treatments,
+        loaded.subjects,
+        screening,
+        folder,
+        formats,
+        escape,
+        loaded.request.dask,
+        on_read=lambda source: loaded.trail.record("input_read", **_input_record(source)),
+        on_validated=on_validated,
     )
-    loaded.trail.record("inputs_validated", issues=issue_counts(loaded.validated.issues))
-    refuse_invalid(loaded.validated, screening.on_invalid)
-    return engine.merge_results(parts, loaded.validated.issues)
+    loaded.treatments, loaded.subjects = read
+    return validated, outputs, result
 
 
 @dataclass(frozen=True)
@@ -381,14 +407,14 @@ class RunRecord:
     audit_head: str  # SHA-256 of the audit log's last line: keep it to detect a rewrite
 
 
-def _input_record(source: SourceTable, role: str) -> dict[str, object]:
+def _input_record(source: SourceTable | InputFile) -> dict[str, object]:
     return {
-        "role": role,
+        "role": source.name,
         "path": str(source.path),
         "resolved_path": str(source.path.resolve()),
         "format": source.fmt,
         "size": source.size,
-        "rows": source.table.num_rows,
+        "rows": source.rows,
         "sha256": source.sha256,
     }
 
@@ -432,9 +458,9 @@ def build_manifest(
     rules = loaded.rules
     request = loaded.request
     as_of = request.as_of
-    inputs = [_input_record(loaded.treatments, "treatments")]
+    inputs = [_input_record(loaded.treatments)]
     if loaded.subjects is not None:
-        inputs.append(_input_record(loaded.subjects, "subjects"))
+        inputs.append(_input_record(loaded.subjects))
     origin = loaded.trail.origin  # user, host and working folder from run_started
     decisions = [o for o in outputs if o["table"] == "decisions"]
     return {

@@ -291,11 +291,7 @@ def screen(
         )
         loaded = api.load(request, sys.argv)
         try:
-            if dask is None:
-                record, result = api.screen_and_write(loaded, out, formats, force, escape_formulas)
-            else:
-                result = api.screen(loaded)
-                record = api.write_run(loaded, result, out, formats, force, escape_formulas)
+            record, result = api.screen_and_write(loaded, out, formats, force, escape_formulas)
         except InvalidInputData as exc:
             record = api.write_run(loaded, None, out, formats, force, escape_formulas)
             _report_issues(loaded.validated.issues)

@@ -1,118 +1,228 @@
-"""`screen --engine dask`: the same kernel, one task per hash bucket of subject_id.
+"""`screen --engine dask`: the same kernel, one task per hash bucket of subject_id,
+with no process holding the whole cohort.
 
 Every check and decision depends on one subject's rows only, so a cohort can
 be cut into buckets that each hold all rows (courses and subject row) of
 their subjects, and each bucket screened on its own by
-`pipeline.screen_part`, the kernel the default engine runs on the whole
-cohort. The bucket of a row is a stable hash of its subject key as validation
-reads it (text, trimmed): pandas' SipHash with its fixed key, modulo the
-number of buckets (never Python's salted `hash`). The results do not depend
-on the number of buckets, only on the subjects.
+`pipeline.screen_part`, the kernel the default engine runs per chunk. The
+bucket of a row is a stable hash of its subject key as validation reads it
+(text, trimmed): pandas' SipHash with its fixed key, modulo the number of
+buckets (never Python's salted `hash`). The results do not depend on the
+number of buckets, only on the subjects.
 
-The buckets' tables are merged back into the order the default engine writes
-(decisions by subject, courses by subject, start and line, ledger by subject
-and criterion order, issues by file, line, column and check), with the same
-dtypes, so the written tables are byte-identical to the default engine's.
+The run, so that a cohort larger than memory completes:
 
-Without a scheduler address a local cluster is started on 127.0.0.1
-(`workers` processes, one thread each, `worker_memory` each); with one, the
-buckets run on that cluster, whose workers need trdscreen installed.
+1. The client reads each input a batch of rows at a time, routes each batch's
+   rows to their buckets and hands the pieces to the bucket's worker
+   (`Client.scatter`). It keeps a hash-chosen sample of the keys it saw.
+2. The sample, sorted, cuts the key space into intervals of about
+   `interval_subjects` subjects. Each bucket's task validates and screens its
+   subjects and returns its tables cut at those interval boundaries, each
+   interval piece a separate Dask key. Workers hold the pieces under their
+   memory limit and spill them to disk beyond it (Dask's own spilling).
+3. The client fetches the pieces one interval at a time, puts their rows in
+   key order (within an interval each subject's rows come from one bucket,
+   already in order) and appends them to the output files (`TableSink`) while
+   the next interval is fetched.
+
+So the client holds a batch of input or an interval of output at a time, a
+worker a bucket being screened plus the pieces it keeps in memory, and the
+written tables are byte-identical to the default engine's. Without a
+scheduler address a local cluster is started on 127.0.0.1 (`workers`
+processes, one thread each, `worker_memory` each); with one, the buckets run
+on that cluster, whose workers need trdscreen installed (no shared files: the
+data travels through Dask).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import operator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from itertools import pairwise
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from trdscreen.coded import sorted_categories
 from trdscreen.errors import UsageError
-from trdscreen.io import SourceTable
-from trdscreen.pipeline import Part, Screening, ScreenResult, screen_part
-from trdscreen.quarantine import Quarantine, held_attrition, without_held_step
-from trdscreen.schemas import ISSUE_COLUMNS, empty_issues, sorted_issues
+from trdscreen.io import InputFile, LinesNotCounted, SourceTable
+from trdscreen.merge import partition_rows
+from trdscreen.output import to_arrow
+from trdscreen.pipeline import Screening, screen_part
+from trdscreen.schemas import text_as_read
+from trdscreen.stream import (
+    STREAMED,
+    Collector,
+    PartSummary,
+    StreamedResult,
+    sinks_for,
+    write_pieces,
+)
 from trdscreen.validate import ValidatedInputs
 
 ENGINES = ("pandas", "dask")
 
-ORDER = {
-    "decisions": ["subject_id"],
-    "courses": ["subject_id", "start_date", "source_line"],
-    "ledger": ["subject_id", "order"],
-    "quarantine": ["source_line"],
-}
-"""Sort keys of the merged tables: the orders the default engine produces."""
+BUCKET_ROWS = 1 << 20
+"""Input rows per bucket the default bucket count aims at (at least 4 buckets per worker)."""
+
+BATCH_ROWS = 1 << 20
+"""Input rows the client reads and routes at a time."""
+
+INTERVAL_SUBJECTS = 1 << 16
+"""Subjects per interval of the merge, about."""
+
+SAMPLE_EVERY = 1024
+"""About one key in this many is sampled to place the interval boundaries."""
 
 
 @dataclass(frozen=True)
 class DaskOptions:
     scheduler: str | None = None  # address of a running scheduler; None: a local cluster
-    partitions: int | None = None  # hash buckets; None: 4 per worker
+    partitions: int | None = None  # hash buckets; None: 4 per worker, or more for big inputs
     workers: int = 2  # local cluster only
     worker_memory: str = "auto"  # local cluster only, e.g. "2GiB"
+    interval_subjects: int = INTERVAL_SUBJECTS  # the merge's step; tests make it small
+    batch_rows: int = BATCH_ROWS  # rows read and routed at a time
 
     def __post_init__(self) -> None:
         if self.partitions is not None and self.partitions < 1:
             raise UsageError(f"--partitions {self.partitions}: expected at least 1")
         if self.workers < 1:
             raise UsageError(f"--workers {self.workers}: expected at least 1")
+        if self.interval_subjects < 1 or self.batch_rows < 1:
+            raise UsageError("interval_subjects and batch_rows must be at least 1")
+
+    def buckets(self, workers: int, rows: int) -> int:
+        """The bucket count: as given, else 4 per worker and at most about `BUCKET_ROWS`
+        input rows per bucket, so one bucket's screening fits a worker."""
+        return self.partitions or max(4 * workers, math.ceil(rows / BUCKET_ROWS))
 
 
-def bucket_of(ids: pa.ChunkedArray | pa.Array, buckets: int) -> np.ndarray:
-    """Stable bucket number per row: SipHash (pandas' fixed key) of the key text, mod
-    `buckets`. Rows without a key go to bucket 0. Each distinct key is hashed once."""
+def _key_hashes(ids: pa.ChunkedArray | pa.Array) -> tuple[pa.DictionaryArray, np.ndarray]:
+    """The keys trimmed and dictionary-encoded, and a SipHash (pandas' fixed key) of each
+    distinct key: every distinct key is hashed once."""
     text = pc.utf8_trim_whitespace(ids.cast(pa.string()))
     encoded = pc.dictionary_encode(text)
     if isinstance(encoded, pa.ChunkedArray):
         encoded = encoded.combine_chunks()
     keys = encoded.dictionary.to_numpy(zero_copy_only=False).astype(object)
-    per_key = (pd.util.hash_array(keys, categorize=False) % np.uint64(buckets)).astype(np.int64)
+    return encoded, pd.util.hash_array(keys, categorize=False)
+
+
+def bucket_of(ids: pa.ChunkedArray | pa.Array, buckets: int) -> np.ndarray:
+    """Stable bucket number per row: SipHash of the trimmed key text, mod `buckets`.
+    Rows without a key go to bucket 0."""
+    encoded, hashes = _key_hashes(ids)
+    return _per_row(encoded, (hashes % np.uint64(buckets)).astype(np.int64))
+
+
+def _per_row(encoded: pa.DictionaryArray, per_key: np.ndarray) -> np.ndarray:
     codes = encoded.indices.to_numpy(zero_copy_only=False)
     valid = ~np.asarray(encoded.indices.is_null().to_numpy(zero_copy_only=False))
-    out = np.zeros(len(text), np.int64)
+    out = np.zeros(len(encoded), np.int64)
     out[valid] = per_key[codes[valid].astype(np.int64)]
     return out
 
 
-def partition_rows(numbers: np.ndarray, count: int) -> list[np.ndarray]:
-    """The row positions of each partition 0..count-1, each in file order."""
-    order = np.argsort(numbers, kind="stable")
-    bounds = np.searchsorted(numbers[order], np.arange(count + 1))
-    return [order[bounds[p] : bounds[p + 1]] for p in range(count)]
-
-
-def split(source: SourceTable | None, buckets: int) -> list[SourceTable | None]:
-    """The rows of each bucket, in file order, with their source lines."""
-    if source is None:
-        return [None] * buckets
+def route(source: SourceTable, buckets: int, sample_every: int) -> tuple[np.ndarray, list[str]]:
+    """Bucket per row, and the keys (as validation reads them) sampled from this piece:
+    those whose hash's high bits are 0 mod `sample_every`. Without a readable key column
+    every row goes to bucket 0 (validation reports the column)."""
     if "subject_id" not in source.table.column_names:
-        # Validation reports the missing key column; one bucket gives that report.
-        return [source] + [None] * (buckets - 1)
-    bucket = bucket_of(source.table["subject_id"], buckets)
-    return [source.take(rows) if len(rows) else None for rows in partition_rows(bucket, buckets)]
+        return np.zeros(source.table.num_rows, np.int64), []
+    try:
+        encoded, hashes = _key_hashes(source.table["subject_id"])
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return np.zeros(source.table.num_rows, np.int64), []
+    bucket = _per_row(encoded, (hashes % np.uint64(buckets)).astype(np.int64))
+    chosen = (hashes >> np.uint64(32)) % np.uint64(sample_every) == 0
+    sample = text_as_read(encoded.dictionary.filter(pa.array(chosen)))
+    return bucket, [k for k in sample.to_pylist() if k is not None]
 
 
-def _piece_or_empty(piece: SourceTable | None, source: SourceTable) -> SourceTable:
-    return piece if piece is not None else source.take(np.zeros(0, np.int64))
+def boundaries(sample: set[str], interval_subjects: int, sample_every: int) -> list[str]:
+    """Keys that cut the sorted key space into intervals of about `interval_subjects`
+    subjects: each sampled key stands for about `sample_every` subjects."""
+    step = max(1, interval_subjects // sample_every)
+    return sorted(sample)[step::step]
 
 
-def run_parts(
-    treatments: SourceTable,
-    subjects: SourceTable | None,
+def _sample_rate(options: DaskOptions) -> int:
+    return max(1, min(SAMPLE_EVERY, options.interval_subjects))
+
+
+# --------------------------------------------------------------------------- on the workers
+
+
+def _joined(pieces: list[SourceTable]) -> SourceTable:
+    """A bucket's pieces (in file order) as one table."""
+    if len(pieces) == 1:
+        return pieces[0]
+    table = pa.concat_tables([p.table for p in pieces]).combine_chunks()
+    return replace(pieces[0], table=table, lines=np.concatenate([p.lines for p in pieces]))
+
+
+def _cut(table: pa.Table, cuts: list[str]) -> list[pa.Table]:
+    """A table sorted by subject_id cut into the intervals (-inf, cuts[0]), [cuts[0],
+    cuts[1]), ..., [cuts[-1], inf); each piece compact (a slice would carry, and
+    pickle, the whole table's buffers)."""
+    if not cuts:
+        return [table]
+    ids = table["subject_id"].to_numpy(zero_copy_only=False).astype(object)
+    ends = np.concatenate([[0], np.searchsorted(ids, np.asarray(cuts, object)), [len(ids)]])
+    return [table.take(pa.array(np.arange(a, b, dtype=np.int64))) for a, b in pairwise(ends)]
+
+
+def screen_bucket(
+    courses: list[SourceTable],
+    people: list[SourceTable],
     screening: Screening,
-    options: DaskOptions,
-) -> list[Part]:
-    """Run the kernel on every non-empty bucket on a Dask cluster, in bucket order."""
+    cuts: list[str],
+) -> tuple:
+    """One bucket: (its summary, then each interval's piece of every streamed table)."""
+    part = screen_part(_joined(courses), _joined(people) if people else None, screening)
+    summary = PartSummary.of(part)
+    if part.result is None:
+        return (summary, *[None] * (len(cuts) + 1))
+    tables = part.result.tables()
+    cut = {stem: _cut(to_arrow(tables[stem]), cuts) for stem in STREAMED}
+    del part, tables
+    return (summary, *({stem: cut[stem][i] for stem in STREAMED} for i in range(len(cuts) + 1)))
+
+
+# --------------------------------------------------------------------------- on the client
+
+
+def _in_key_order(pieces: list[pa.Table]) -> pa.Table:
+    """One interval's pieces of a table, from different buckets, as one table in key
+    order: a stable sort by subject_id, since each subject's rows are in one piece
+    and already in order."""
+    rows = [p for p in pieces if p.num_rows] or pieces[:1]
+    if len(rows) == 1:
+        return rows[0]
+    table = pa.concat_tables(rows, promote_options="permissive").unify_dictionaries()
+    return table.take(pc.sort_indices(table["subject_id"]))
+
+
+def _merged_interval(pieces: list[dict[str, pa.Table]]) -> dict[str, pa.Table]:
+    return {stem: _in_key_order([p[stem] for p in pieces]) for stem in STREAMED}
+
+
+@contextmanager
+def connect(options: DaskOptions) -> Iterator:
+    """A Dask client: to the scheduler given, or to a local cluster on 127.0.0.1."""
     try:
         from distributed import Client, LocalCluster
     except ImportError:
         raise UsageError(
             "--engine dask needs dask.distributed: pip install 'trdscreen[dask]'"
         ) from None
-
     cluster = None
     if options.scheduler is None:
         cluster = LocalCluster(
@@ -125,132 +235,167 @@ def run_parts(
         )
     try:
         with Client(options.scheduler or cluster) as client:
-            workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
-            buckets = options.partitions or 4 * workers
-            course_pieces = split(treatments, buckets)
-            subject_pieces = split(subjects, buckets)
-            futures = []
-            for b, (courses, people) in enumerate(zip(course_pieces, subject_pieces, strict=True)):
-                if courses is None and people is None:
-                    continue
-                futures.append(
-                    client.submit(
-                        screen_part,
-                        _piece_or_empty(courses, treatments),
-                        people,
-                        screening,
-                        key=f"trdscreen-bucket-{b}-of-{buckets}",
-                        pure=False,
-                    )
-                )
-            del course_pieces, subject_pieces
-            return client.gather(futures)
+            yield client
     finally:
         if cluster is not None:
             cluster.close()
 
 
-# --------------------------------------------------------------------------- merging
+def _input_rows(source: InputFile) -> int:
+    """About how many rows an input has, before reading it (for the bucket count)."""
+    if source.fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(source.path).metadata.num_rows
+    return max(0, source.total_lines - 1)
 
 
-def _unified(frames: list[pd.DataFrame]) -> list[pd.DataFrame]:
-    """Give every frame the same dtype per column, as one frame of all rows would have:
-    a column that is nullable Int64 anywhere (held subjects) is Int64 everywhere, and a
-    categorical column has the union of the parts' categories."""
-    if len(frames) < 2:
-        return frames
-    target = {}
-    for name in frames[0].columns:
-        dtypes = [f[name].dtype for f in frames]
-        if all(d == dtypes[0] for d in dtypes):
+@dataclass
+class _Scattered:
+    pieces: list[list]  # per bucket: futures of its pieces, in file order
+    template: SourceTable  # no rows: the table's columns, for a bucket without rows
+    source: InputFile  # with its row count
+
+
+def _scatter(
+    client, source: InputFile, buckets: int, homes: list[str], options: DaskOptions
+) -> tuple[_Scattered, set[str]]:
+    """Read `source` a batch at a time and hand each bucket's rows to its worker, with a
+    sample of the keys seen."""
+    rate = _sample_rate(options)
+    for exact in (False, True):
+        pieces: list[list] = [[] for _ in range(buckets)]
+        sample: set[str] = set()
+        template = None
+        rows = 0
+        try:
+            for batch in source.batches(options.batch_rows, exact_lines=exact):
+                rows += batch.table.num_rows
+                if template is None:
+                    template = batch.take(np.zeros(0, np.int64))
+                bucket, keys = route(batch, buckets, rate)
+                sample.update(keys)
+                by_home: dict[str, list[tuple[int, SourceTable]]] = {}
+                for b, where in enumerate(partition_rows(bucket, buckets)):
+                    if len(where):
+                        by_home.setdefault(homes[b], []).append((b, batch.take(where)))
+                del batch
+                for home, found in by_home.items():
+                    futures = client.scatter([p for _, p in found], workers=[home], hash=False)
+                    for (b, _), future in zip(found, futures, strict=True):
+                        pieces[b].append(future)
+                del by_home
+        except LinesNotCounted:  # quoted line breaks: number the lines exactly, again
+            client.cancel([f for futures in pieces for f in futures])
             continue
-        if all(isinstance(d, pd.CategoricalDtype) for d in dtypes):
-            # Each part's categories are the texts it uses (trdscreen.coded):
-            # the whole table's are their union, sorted the same way.
-            target[name] = sorted_categories(set().union(*(d.categories for d in dtypes)))
-            continue
-        nullable = [d for d in dtypes if isinstance(d, pd.Int64Dtype)]
-        target[name] = (
-            nullable[0]
-            if nullable
-            else max(zip((len(f) for f in frames), dtypes, strict=True), key=lambda pair: pair[0])[
-                1
-            ]
+        return _Scattered(pieces, template, replace(source, rows=rows)), sample
+    raise AssertionError("unreachable: exact line numbers are always counted")
+
+
+def stream_dask(
+    treatments: InputFile,
+    subjects: InputFile | None,
+    screening: Screening,
+    folder: Path,
+    formats: tuple[str, ...],
+    escape: bool,
+    options: DaskOptions,
+    on_read: Callable[[InputFile], None] = lambda source: None,
+    on_validated: Callable[[ValidatedInputs], None] = lambda validated: None,
+) -> tuple[
+    ValidatedInputs,
+    list[dict[str, object]] | None,
+    StreamedResult | None,
+    tuple[InputFile, InputFile | None],
+]:
+    """Validate and screen bucket by bucket on a Dask cluster, and write the tables to
+    `folder` an interval of subjects at a time (see the module's docstring).
+
+    Returns what `stream.stream` returns, and the inputs with their row counts.
+    `on_read` is called when an input has been read and handed to the workers,
+    `on_validated` when every bucket has been validated and screened.
+    """
+    with connect(options) as client:
+        homes = sorted(client.scheduler_info(n_workers=-1)["workers"]) or [None]
+        rows = _input_rows(treatments) + (_input_rows(subjects) if subjects else 0)
+        buckets = options.buckets(len(homes), rows)
+        home_of = [homes[b % len(homes)] for b in range(buckets)]
+        courses, sample = _scatter(client, treatments, buckets, home_of, options)
+        on_read(courses.source)
+        people = None
+        if subjects is not None:
+            people, more = _scatter(client, subjects, buckets, home_of, options)
+            sample |= more
+            on_read(people.source)
+        cuts = boundaries(sample, options.interval_subjects, _sample_rate(options))
+        del sample
+        held: list[list] = []  # per bucket with rows: its summary and interval pieces
+        for b in range(buckets):
+            theirs = people.pieces[b] if people is not None else []
+            if not courses.pieces[b] and not theirs:
+                continue
+            home = [home_of[b]]
+            ours = courses.pieces[b] or [client.scatter(courses.template, workers=home, hash=False)]
+            if people is not None and not theirs:  # a subjects table, no rows here
+                theirs = [client.scatter(people.template, workers=home, hash=False)]
+            whole = client.submit(
+                screen_bucket,
+                ours,
+                theirs,
+                screening,
+                cuts,
+                key=f"trdscreen-bucket-{b}-of-{buckets}",
+                pure=False,
+                workers=home,
+                allow_other_workers=True,
+            )
+            held.append(
+                [
+                    client.submit(operator.getitem, whole, i, key=f"{whole.key}-{i}", pure=False)
+                    for i in range(len(cuts) + 2)
+                ]
+            )
+            del whole  # the getitem keys keep what they need; the whole tuple goes
+        read = (courses.source, people.source if people is not None else None)
+        del courses, people
+        collector = Collector()
+        for summary in client.gather([futures[0] for futures in held]):
+            collector.add(summary)
+        pieces = [futures[1:] for futures in held]
+        del held
+        on_validated(collector.validated())
+        sinks = sinks_for(folder, formats, escape)
+        if not collector.stopped:
+            _merge_intervals(client, pieces, sinks)
+        del pieces
+        validated, records, result = collector.finish(
+            sinks, folder, formats, escape, screening.on_invalid
         )
-    if not target:
-        return frames
-    return [f.astype(target) for f in frames]
+    return validated, records, result, read
 
 
-def merge_sorted(frames: list[pd.DataFrame], by: list[str]) -> pd.DataFrame:
-    """Concatenate parts and sort by `by` (a key unique per row, so the order is total)."""
-    frames = _unified([f for f in frames if len(f)] or frames[:1])
-    table = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    return table.sort_values(by, kind="stable").reset_index(drop=True)
-
-
-def merge_issues(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """All parts' issues in the default order; file-level issues (line 0) once."""
-    frames = [f for f in frames if len(f)]
-    if not frames:
-        return empty_issues()
-    issues = pd.concat(_unified(frames), ignore_index=True)
-    file_level = issues["line"] == 0
-    once = ~(file_level & issues.duplicated(ISSUE_COLUMNS))
-    return sorted_issues(issues[once])
-
-
-def merge_validated(issues: list[pd.DataFrame], rejections: list[pd.DataFrame]) -> ValidatedInputs:
-    """The issues and rejections of all parts (typed frames stay with the parts)."""
-    merged = pd.concat(rejections, ignore_index=True) if rejections else None
-    return ValidatedInputs(pd.DataFrame(), pd.DataFrame(), merge_issues(issues), merged)
-
-
-def merge_quarantine(held: list[Quarantine]) -> Quarantine:
-    """One quarantine from the parts' (held ids sorted, rows by source line)."""
-    ids = pd.Index(np.concatenate([np.asarray(q.held, dtype=object) for q in held]), dtype="str")
-    reasons = np.concatenate([q.reasons for q in held])
-    order = np.argsort(ids.to_numpy(dtype=object), kind="stable")
-    return Quarantine(
-        ids[order],
-        reasons[order],
-        np.zeros(0, bool),  # row masks are per part and already applied
-        np.zeros(0, bool),
-        merge_sorted([q.treatments for q in held], ORDER["quarantine"]),
-        merge_sorted([q.subjects for q in held], ORDER["quarantine"]),
-    )
-
-
-def merge_attrition(
-    tables: list[pd.DataFrame], held: list[Quarantine | None], quarantine: Quarantine | None
-) -> pd.DataFrame:
-    """Counts add up over parts (each part's own quarantine step taken out); the
-    quarantine step is added once, with the total held."""
-    tables = [
-        without_held_step(table, part) if part is not None else table
-        for table, part in zip(tables, held, strict=True)
-    ]
-    first = tables[0]
-    counts = [c for c in first.columns if c not in ("step", "criterion_id", "title")]
-    total = first.copy()
-    total[counts] = sum(t[counts].to_numpy() for t in tables)
-    if quarantine is not None:
-        total = held_attrition(total, len(quarantine.held))
-    return total.astype(first.dtypes.to_dict())
-
-
-def merge_results(parts: list[Part], issues: pd.DataFrame) -> ScreenResult:
-    """One result from every part's result, as the default engine would have given it."""
-    results = [p.result for p in parts if p.result is not None]
-    held = [r.quarantine for r in results if r.quarantine is not None]
-    quarantine = merge_quarantine(held) if held else None
-    return ScreenResult(
-        decisions=merge_sorted([r.decisions for r in results], ORDER["decisions"]),
-        courses=merge_sorted([r.courses for r in results], ORDER["courses"]),
-        ledger=merge_sorted([r.ledger for r in results], ORDER["ledger"]),
-        attrition=merge_attrition(
-            [r.attrition for r in results], [r.quarantine for r in results], quarantine
-        ),
-        issues=issues,
-        quarantine=quarantine,
-    )
+def _merge_intervals(client, pieces: list[list], sinks: dict) -> None:
+    """Fetch the buckets' pieces an interval at a time, in key order, and append each
+    interval to the sinks while the next one is fetched."""
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="write")
+    writing: Future | None = None
+    try:
+        for i in range(len(pieces[0]) if pieces else 0):
+            got = client.gather([bucket[i] for bucket in pieces])
+            for bucket in pieces:
+                bucket[i] = None  # the worker may drop it now
+            merged = _merged_interval(got)
+            del got
+            if writing is not None:
+                writing.result()
+            writing = writer.submit(write_pieces, sinks, merged)
+            del merged
+        if writing is not None:
+            writing.result()
+    except BaseException:
+        writer.shutdown(wait=True, cancel_futures=True)
+        for sink in sinks.values():
+            sink.abort()
+        raise
+    finally:
+        writer.shutdown(wait=True)

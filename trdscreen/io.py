@@ -55,6 +55,10 @@ class SourceTable:
     def file(self) -> str:
         return self.path.name
 
+    @property
+    def rows(self) -> int:
+        return self.table.num_rows
+
     def take(self, rows: np.ndarray) -> SourceTable:
         """These rows (positions, in the order given), with their source lines."""
         return replace(
@@ -154,14 +158,100 @@ _BOMS = {  # UTF-32 first: its little-endian mark starts with UTF-16's
 _BLOCK = 1 << 20  # Arrow's CSV block size: no row may be longer
 
 
-def read_source(
+class LinesNotCounted(Exception):
+    """A CSV read in batches numbered its rows as one line each, and the file turned out
+    to have quoted line breaks or blank lines: read it again with `exact_lines`."""
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """An input file opened for reading: hashed, its format and header checked, its rows
+    not read yet. `read` reads it whole; `batches` a batch of rows at a time."""
+
+    name: str  # "treatments" or "subjects"
+    path: Path
+    fmt: str  # "csv" or "parquet"
+    sha256: str
+    size: int
+    rename: dict[str, str]
+    canonical: frozenset[str]
+    options: CsvOptions  # CSV only: as declared by a byte-order mark
+    header: tuple[str, ...]  # CSV only: the header line's names, trimmed
+    total_lines: int  # CSV only: lines in the file, the header included
+    rows: int | None = None  # known once read
+
+    @property
+    def file(self) -> str:
+        return self.path.name
+
+    def read(self) -> SourceTable:
+        """The whole file as one table."""
+        if self.fmt == "parquet":
+            with _parquet_errors(self.path):
+                table = _one_piece(pq.ParquetFile(self.path).read())
+            lines = np.arange(1, table.num_rows + 1, dtype=np.int64)
+        else:
+            table = _one_piece(_read_csv(self.path, list(self.header), self.options))
+            if self.total_lines == table.num_rows + 1:
+                lines = np.arange(2, table.num_rows + 2, dtype=np.int64)
+            else:  # quoted line breaks or blank lines: count lines exactly (rare, slower)
+                lines = _csv_record_lines(self.path, table.num_rows, self.options)
+        self._refuse_no_rows(table.num_rows)
+        return self._source(table, lines)
+
+    def batches(self, rows: int, exact_lines: bool = False) -> Iterator[SourceTable]:
+        """The file about `rows` rows at a time, in file order, with their source lines.
+
+        A CSV's rows are numbered one line each unless `exact_lines`; when the file
+        turns out to have quoted line breaks or blank lines, LinesNotCounted is raised
+        after the last batch, and the caller reads it again with `exact_lines`.
+        """
+        read = 0
+        if self.fmt == "parquet":
+            with _parquet_errors(self.path):
+                for batch in pq.ParquetFile(self.path).iter_batches(batch_size=rows):
+                    table = pa.Table.from_batches([batch])
+                    lines = np.arange(read + 1, read + table.num_rows + 1, dtype=np.int64)
+                    read += table.num_rows
+                    yield self._source(table, lines)
+        else:
+            starts = (
+                (s for s, record in _csv_records(self.path, self.options, False) if record)
+                if exact_lines
+                else None
+            )
+            for table in _csv_batches(self.path, list(self.header), self.options, rows):
+                n = table.num_rows
+                if starts is not None:
+                    lines = np.fromiter(starts, np.int64, n)
+                else:
+                    lines = np.arange(read + 2, read + n + 2, dtype=np.int64)
+                read += n
+                yield self._source(table, lines)
+            if starts is None and self.total_lines != read + 1:
+                raise LinesNotCounted(self.path)
+        self._refuse_no_rows(read)
+
+    def _refuse_no_rows(self, rows: int) -> None:
+        if rows == 0:
+            raise InputError(
+                f"{self.path}: the file has a header but no data rows; expected one row per "
+                + ("treatment course" if self.name == "treatments" else "subject")
+            )
+
+    def _source(self, table: pa.Table, lines: np.ndarray) -> SourceTable:
+        table = _rename(table, self.path, self.rename, set(self.canonical))
+        return SourceTable(self.name, self.path, self.fmt, table, lines, self.sha256, self.size)
+
+
+def open_source(
     path: Path,
     name: str,
     rename: dict[str, str],
     canonical: set[str],
     options: CsvOptions = CsvOptions(),
-) -> SourceTable:
-    """Read one input table; rename site headers to canonical names.
+) -> InputFile:
+    """Open one input table for reading: hash it and check its format and header.
 
     `rename` maps site headers to canonical names (the rule set's `columns:`
     section or `--map`). A header that differs from a canonical name only in
@@ -179,24 +269,37 @@ def read_source(
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
     if size == 0:
         raise InputError(f"{path}: the file is empty; expected a header line and data rows")
+    header: list[str] = []
     if fmt == "parquet":
-        table = _one_piece(_read_parquet(path))
-        lines = np.arange(1, table.num_rows + 1, dtype=np.int64)
+        with _parquet_errors(path):
+            names = pq.ParquetFile(path).schema_arrow.names
+        _refuse_duplicates(path, names, "the Parquet file has duplicate column names")
     else:
         options = _declared(path, options)
-        table = _one_piece(_read_csv(path, options))
-        total_lines = newlines + (0 if ends_with_newline else 1)
-        if total_lines == table.num_rows + 1:
-            lines = np.arange(2, table.num_rows + 2, dtype=np.int64)
-        else:  # quoted line breaks or blank lines: count lines exactly (rare, slower)
-            lines = _csv_record_lines(path, table.num_rows, options)
-    if table.num_rows == 0:
-        raise InputError(
-            f"{path}: the file has a header but no data rows; expected one row per "
-            + ("treatment course" if name == "treatments" else "subject")
-        )
-    table = _rename(table, path, rename, canonical)
-    return SourceTable(name, path, fmt, table, lines, sha, size)
+        header = _checked_header(path, options)
+    return InputFile(
+        name,
+        path,
+        fmt,
+        sha,
+        size,
+        dict(rename),
+        frozenset(canonical),
+        options,
+        tuple(header),
+        newlines + (0 if ends_with_newline else 1),
+    )
+
+
+def read_source(
+    path: Path,
+    name: str,
+    rename: dict[str, str],
+    canonical: set[str],
+    options: CsvOptions = CsvOptions(),
+) -> SourceTable:
+    """Read one input table whole (`open_source`, then `InputFile.read`)."""
+    return open_source(path, name, rename, canonical, options).read()
 
 
 _FEW_PIECES = 16
@@ -216,12 +319,11 @@ def _one_piece(table: pa.Table) -> pa.Table:
     return table
 
 
-def _read_parquet(path: Path) -> pa.Table:
+@contextmanager
+def _parquet_errors(path: Path) -> Iterator[None]:
+    """Arrow's errors on a Parquet file as InputError naming the file."""
     try:
-        parquet = pq.ParquetFile(path)
-        names = parquet.schema_arrow.names
-        _refuse_duplicates(path, names, "the Parquet file has duplicate column names")
-        return parquet.read()
+        yield
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
         reason = (
             "not a readable Parquet file (expected Parquet written by pandas, pyarrow, "
@@ -272,13 +374,17 @@ def _encoding_hint(options: CsvOptions) -> str:
     return f"cannot be decoded as {options.encoding} (--encoding); check the file's encoding"
 
 
-def _read_csv(path: Path, options: CsvOptions) -> pa.Table:
+def _checked_header(path: Path, options: CsvOptions) -> list[str]:
     header = [h.strip() for h in _csv_header(path, options)]
     if not any(header):
         raise InputError(f"{path}: the first line is empty; expected a header line")
     if len(header) == 1:
         _refuse_single_column(path, header[0], options)
     _refuse_duplicates(path, header, "the header repeats column names")
+    return header
+
+
+def _read_csv(path: Path, header: list[str], options: CsvOptions) -> pa.Table:
     try:
         return _arrow_csv(path, header, options, newlines_in_values=False)
     except pa.ArrowInvalid:
@@ -291,26 +397,51 @@ def _read_csv(path: Path, options: CsvOptions) -> pa.Table:
         raise InputError(f"{path}: {_csv_problem(path, header, options, exc)}") from None
 
 
-def _arrow_csv(
-    path: Path, header: list[str], options: CsvOptions, newlines_in_values: bool
-) -> pa.Table:
-    return pacsv.read_csv(
-        path,
-        read_options=pacsv.ReadOptions(
+def _csv_batches(
+    path: Path, header: list[str], options: CsvOptions, rows: int
+) -> Iterator[pa.Table]:
+    """The CSV about `rows` rows at a time (Arrow's streaming reader, which parses quoted
+    line breaks anywhere); a problem raises InputError as `_read_csv` would."""
+    pending: list[pa.RecordBatch] = []
+    count = 0
+    try:
+        reader = pacsv.open_csv(path, **_csv_settings(header, options, newlines_in_values=True))
+        for batch in reader:
+            pending.append(batch)
+            count += batch.num_rows
+            if count >= rows:
+                yield pa.Table.from_batches(pending).combine_chunks().rename_columns(header)
+                pending, count = [], 0
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: {_csv_problem(path, header, options, exc)}") from None
+    if pending:
+        yield pa.Table.from_batches(pending).combine_chunks().rename_columns(header)
+
+
+def _csv_settings(header: list[str], options: CsvOptions, newlines_in_values: bool) -> dict:
+    return {
+        "read_options": pacsv.ReadOptions(
             column_names=[f"__c{i}" for i in range(len(header))],
             skip_rows=1,
             encoding="utf8" if options.is_utf8 else options.encoding,  # utf8: no transcoding
         ),
-        parse_options=pacsv.ParseOptions(
+        "parse_options": pacsv.ParseOptions(
             delimiter=options.delimiter, newlines_in_values=newlines_in_values
         ),
-        convert_options=pacsv.ConvertOptions(
+        "convert_options": pacsv.ConvertOptions(
             column_types={f"__c{i}": pa.string() for i in range(len(header))},
             null_values=NULL_TOKENS,
             strings_can_be_null=True,
             quoted_strings_can_be_null=True,
         ),
-    ).rename_columns(header)
+    }
+
+
+def _arrow_csv(
+    path: Path, header: list[str], options: CsvOptions, newlines_in_values: bool
+) -> pa.Table:
+    settings = _csv_settings(header, options, newlines_in_values)
+    return pacsv.read_csv(path, **settings).rename_columns(header)
 
 
 def _refuse_single_column(path: Path, name: str, options: CsvOptions) -> None:

@@ -29,12 +29,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from trdscreen.engine import merge_attrition, merge_quarantine, merge_validated, partition_rows
 from trdscreen.errors import InvalidInputData
 from trdscreen.io import SourceTable
 from trdscreen.keys import sorted_codes
+from trdscreen.merge import merge_attrition, merge_quarantine, merge_validated, partition_rows
 from trdscreen.output import TableSink, write_tables
-from trdscreen.pipeline import Screening, refuse_invalid, screen_part
+from trdscreen.pipeline import Part, Screening, refuse_invalid, screen_part
 from trdscreen.quarantine import Quarantine
 from trdscreen.schemas import issue_counts, text_as_read
 from trdscreen.validate import ValidatedInputs
@@ -123,6 +123,101 @@ class StreamedResult:
         return self.n_near_misses
 
 
+@dataclass(frozen=True)
+class PartSummary:
+    """What one part (a chunk, or a Dask bucket) gives besides its decision tables: small,
+    merged over the parts at the end."""
+
+    issues: pd.DataFrame
+    rejections: pd.DataFrame
+    screened: bool  # False: the part's own errors stopped it
+    attrition: pd.DataFrame | None = None
+    quarantine: Quarantine | None = None
+    tallies: dict[str, dict[str, int]] | None = None
+    near_misses: int = 0
+
+    @classmethod
+    def of(cls, part: Part) -> PartSummary:
+        result = part.result
+        if result is None:
+            return cls(part.issues, part.rejections, False)
+        return cls(
+            part.issues,
+            part.rejections,
+            True,
+            result.attrition,
+            result.quarantine,
+            result.counts(),
+            result.near_misses(),
+        )
+
+
+class Collector:
+    """The parts' summaries, in key order, and the run's ending: merged issues, attrition,
+    quarantine and counts, the small tables written, or every sink aborted when
+    validation stops the run."""
+
+    def __init__(self) -> None:
+        self.parts: list[PartSummary] = []
+        self._validated: ValidatedInputs | None = None
+
+    @property
+    def stopped(self) -> bool:
+        return any(not p.screened for p in self.parts)
+
+    def add(self, summary: PartSummary) -> None:
+        self.parts.append(summary)
+        self._validated = None
+
+    def validated(self) -> ValidatedInputs:
+        """Every part's issues (merged) and rejections."""
+        if self._validated is None:
+            self._validated = merge_validated(
+                [p.issues for p in self.parts], [p.rejections for p in self.parts]
+            )
+        return self._validated
+
+    def finish(
+        self,
+        sinks: dict[str, TableSink],
+        folder: Path,
+        formats: tuple[str, ...],
+        escape: bool,
+        on_invalid: str,
+    ) -> tuple[ValidatedInputs, list[dict[str, object]] | None, StreamedResult | None]:
+        validated = self.validated()
+        stopped = self.stopped
+        try:
+            refuse_invalid(validated, on_invalid)
+        except InvalidInputData:
+            stopped = True
+        if stopped:
+            for sink in sinks.values():
+                sink.abort()
+            return validated, None, None
+        screened = self.parts
+        held = [p.quarantine for p in screened if p.quarantine is not None]
+        quarantine = merge_quarantine(held) if held else None
+        tallies: dict[str, dict[str, int]] = {}
+        for part in screened:
+            _add(tallies, part.tallies)
+        outcome = StreamedResult(
+            merge_attrition(
+                [p.attrition for p in screened], [p.quarantine for p in screened], quarantine
+            ),
+            validated.issues,
+            quarantine,
+            _sorted_tallies(tallies),
+            sum(p.near_misses for p in screened),
+        )
+        records = [record for sink in sinks.values() for record in sink.close()]
+        rest = {"attrition": outcome.attrition, "validation_issues": outcome.issues}
+        if quarantine is not None:
+            rest["quarantine_treatments"] = quarantine.treatments
+            rest["quarantine_subjects"] = quarantine.subjects
+        return validated, records + write_tables(rest, folder, formats, escape), outcome
+
+
 def _add(total: dict[str, dict[str, int]], part: dict[str, dict[str, int]]) -> None:
     for group in ("subjects", "courses", "decision", "classification"):
         into = total.setdefault(group, {})
@@ -140,7 +235,13 @@ def _sorted_tallies(total: dict[str, dict[str, int]]) -> dict[str, dict[str, int
     }
 
 
-def _write_pieces(sinks: dict[str, TableSink], tables: dict[str, pd.DataFrame]) -> None:
+def sinks_for(folder: Path, formats: tuple[str, ...], escape: bool) -> dict[str, TableSink]:
+    """A sink per table written piece by piece."""
+    return {stem: TableSink(stem, folder, formats, escape) for stem in STREAMED}
+
+
+def write_pieces(sinks: dict[str, TableSink], tables: dict[str, pd.DataFrame | pa.Table]) -> None:
+    """One piece of each streamed table, appended to its sink."""
     for stem, sink in sinks.items():
         sink.write(tables[stem])
 
@@ -162,61 +263,25 @@ def stream(
     removed and the caller writes the run of an invalid input instead. One chunk is
     written while the next is screened.
     """
-    sinks = {stem: TableSink(stem, folder, formats, escape) for stem in STREAMED}
-    issues: list[pd.DataFrame] = []
-    rejections: list[pd.DataFrame] = []
-    attritions: list[pd.DataFrame] = []
-    held: list[Quarantine | None] = []
-    tallies: dict[str, dict[str, int]] = {}
-    near = 0
-    stopped = False
+    sinks = sinks_for(folder, formats, escape)
+    collector = Collector()
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="write")
     writing: Future | None = None
     try:
         for courses, people in chunks(treatments, subjects, chunk_rows):
             part = screen_part(courses, people, screening)
             del courses, people
-            issues.append(part.issues)
-            rejections.append(part.rejections)
-            stopped = stopped or part.result is None
-            if stopped:  # keep validating: the run reports every issue
+            collector.add(PartSummary.of(part))
+            if collector.stopped:  # keep validating: the run reports every issue
                 continue
-            result = part.result
-            attritions.append(result.attrition)
-            held.append(result.quarantine)
-            _add(tallies, result.counts())
-            near += result.near_misses()
-            tables = result.tables()
+            tables = part.result.tables()
             if writing is not None:
                 writing.result()
-            writing = writer.submit(_write_pieces, sinks, tables)
-            del part, result, tables
+            writing = writer.submit(write_pieces, sinks, tables)
+            del part, tables
         if writing is not None:
             writing.result()
-        validated = merge_validated(issues, rejections)
-        try:
-            refuse_invalid(validated, screening.on_invalid)
-        except InvalidInputData:
-            stopped = True
-        if stopped:
-            for sink in sinks.values():
-                sink.abort()
-            return validated, None, None
-        parts = [q for q in held if q is not None]
-        quarantine = merge_quarantine(parts) if parts else None
-        outcome = StreamedResult(
-            merge_attrition(attritions, held, quarantine),
-            validated.issues,
-            quarantine,
-            _sorted_tallies(tallies),
-            near,
-        )
-        records = [record for sink in sinks.values() for record in sink.close()]
-        rest = {"attrition": outcome.attrition, "validation_issues": outcome.issues}
-        if quarantine is not None:
-            rest["quarantine_treatments"] = quarantine.treatments
-            rest["quarantine_subjects"] = quarantine.subjects
-        return validated, records + write_tables(rest, folder, formats, escape), outcome
+        return collector.finish(sinks, folder, formats, escape, screening.on_invalid)
     except BaseException:
         writer.shutdown(wait=True, cancel_futures=True)
         for sink in sinks.values():
