@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -159,10 +160,12 @@ def test_a_bucket_with_courses_but_no_subject_rows(tmp_path, cluster):
     assert sorted(warned["subject_id"]) == sorted(orphans)
 
 
-def test_pieces_spilled_to_disk_come_back_the_same(tmp_path, cohort):
-    # Workers whose memory target is a few kilobytes keep almost every piece on disk
-    # (Dask's spilling, the mechanism that lets a cohort larger than the workers'
-    # memory complete). The pieces read back from disk must give the same bytes.
+def test_spilled_inputs_and_disk_pieces_come_back_the_same(tmp_path, cohort):
+    # Workers whose memory target is a few kilobytes keep almost every input piece the
+    # client sent on disk (Dask's spilling), and every bucket writes its tables to the
+    # worker's local disk for the merge: the two mechanisms that let a cohort larger
+    # than the workers' memory complete. What comes back from disk must give the same
+    # bytes, and the run's files must be gone from the workers afterwards.
     import dask
 
     with (
@@ -184,8 +187,14 @@ def test_pieces_spilled_to_disk_come_back_the_same(tmp_path, cohort):
             written = client.run(
                 lambda dask_worker: dask_worker.data.cumulative_metrics[("disk-write", "count")]
             )
+            left = client.run(
+                lambda dask_worker: [
+                    str(p) for p in Path(dask_worker.local_directory).glob("trdscreen-*")
+                ]
+            )
     assert_same_tables(a, b)
     assert all(count > 0 for count in written.values()), written
+    assert all(files == [] for files in left.values()), left
 
 
 def test_cli_starts_a_local_cluster_and_verify_accepts_thescreen_whole(tmp_path, cohort):

@@ -185,3 +185,62 @@ def test_text_dates_and_numbers_parsed_per_distinct_value_still_flag_every_bad_r
     values, bad, _ = _to_float(numbers, integral=False)
     assert bad.tolist() == [1, 5]  # "5O" (letter O) on both rows
     assert np.isnan(values[[1, 3, 5]]).all() and values[[0, 2, 4]].tolist() == [50.0, 50.0, 12.5]
+
+
+# --------------------------------------------------------------------------- batches
+# The Dask engine reads inputs a batch at a time (`InputFile.batches`): the batches
+# must hold the rows, values and source lines the whole read holds.
+
+
+def _batched(source, rows, exact=False):
+    import numpy as np
+    import pyarrow as pa
+
+    pieces = list(source.batches(rows, exact_lines=exact))
+    return pa.concat_tables([p.table for p in pieces]), np.concatenate([p.lines for p in pieces])
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_batches_hold_what_the_whole_read_holds(tmp_path, fmt):
+    from trdscreen.io import open_source
+    from trdscreen.synth import synthesize, write_synthetic
+
+    write_synthetic(synthesize(400, seed=5), tmp_path, fmt)
+    source = open_source(tmp_path / f"treatments.{fmt}", "treatments", {}, set(TREATMENT_COLUMNS))
+    whole = source.read()
+    table, lines = _batched(source, 300)
+    assert table.equals(whole.table)
+    assert lines.tolist() == whole.lines.tolist()
+    # CSV: the header is line 1, so row k is on line k + 1; Parquet: row k is "line" k.
+    first = 2 if fmt == "csv" else 1
+    assert lines.tolist() == list(range(first, first + whole.table.num_rows))
+
+
+def test_batches_count_lines_exactly_after_a_quoted_line_break(tmp_path):
+    from trdscreen.io import LinesNotCounted, open_source
+
+    path = tmp_path / "treatments.csv"
+    path.write_text(
+        "subject_id,drug,daily_dose_mg,start_date,end_date\n"
+        'A,"sertraline\nfilm-coated",100,2023-02-01,2023-03-28\n'
+        "B,sertraline,100,2023-02-01,2023-03-28\n"
+        "\n"  # a blank line: not a row, but a line
+        "C,sertraline,100,2023-02-01,2023-03-28\n"
+    )
+    source = open_source(path, "treatments", {}, set(TREATMENT_COLUMNS))
+    with pytest.raises(LinesNotCounted):  # one line per row is not true of this file
+        _batched(source, 1)
+    table, lines = _batched(source, 1, exact=True)
+    # A starts on line 2 and spans 3; B is on 4; line 5 is blank; C is on 6.
+    assert lines.tolist() == [2, 4, 6] == source.read().lines.tolist()
+    assert table["subject_id"].to_pylist() == ["A", "B", "C"]
+
+
+def test_batches_report_a_file_with_no_rows(tmp_path):
+    from trdscreen.io import open_source
+
+    path = tmp_path / "treatments.csv"
+    path.write_text("subject_id,drug,daily_dose_mg,start_date,end_date\n")
+    source = open_source(path, "treatments", {}, set(TREATMENT_COLUMNS))
+    with pytest.raises(InputError, match="header but no data rows"):
+        _batched(source, 10)

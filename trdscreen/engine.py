@@ -17,30 +17,33 @@ The run, so that a cohort larger than memory completes:
    (`Client.scatter`). It keeps a hash-chosen sample of the keys it saw.
 2. The sample, sorted, cuts the key space into intervals of about
    `interval_subjects` subjects. Each bucket's task validates and screens its
-   subjects and returns its tables cut at those interval boundaries, each
-   interval piece a separate Dask key. Workers hold the pieces under their
-   memory limit and spill them to disk beyond it (Dask's own spilling).
-3. The client fetches the pieces one interval at a time, puts their rows in
-   key order (within an interval each subject's rows come from one bucket,
-   already in order) and appends them to the output files (`TableSink`) while
-   the next interval is fetched.
+   subjects and writes its tables to its worker's local disk, one Arrow IPC
+   file per table with one record batch per interval (`Pieces`). Input pieces
+   wait in the workers' memory and are spilled to disk by Dask beyond the
+   memory limit.
+3. The client has the workers read the buckets' pieces one interval at a
+   time (`read_interval`, on the worker holding the files), puts their rows
+   in key order (within an interval each subject's rows come from one bucket,
+   already in order) and appends them to the output files (`TableSink`)
+   while the next interval is read. The run's files are then removed from
+   the workers.
 
 So the client holds a batch of input or an interval of output at a time, a
-worker a bucket being screened plus the pieces it keeps in memory, and the
-written tables are byte-identical to the default engine's. Without a
-scheduler address a local cluster is started on 127.0.0.1 (`workers`
-processes, one thread each, `worker_memory` each); with one, the buckets run
-on that cluster, whose workers need trdscreen installed (no shared files: the
-data travels through Dask).
+worker the bucket it is screening, and the written tables are byte-identical
+to the default engine's. Without a scheduler address a local cluster is
+started on 127.0.0.1 (`workers` processes, one thread each, `worker_memory`
+each); with one, the buckets run on that cluster, whose workers need
+trdscreen installed and a local disk; no files are shared (data travels
+through Dask).
 """
 
 from __future__ import annotations
 
 import math
-import operator
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from itertools import pairwise
 from pathlib import Path
@@ -68,7 +71,7 @@ from trdscreen.validate import ValidatedInputs
 
 ENGINES = ("pandas", "dask")
 
-BUCKET_ROWS = 1 << 20
+BUCKET_ROWS = 1 << 18
 """Input rows per bucket the default bucket count aims at (at least 4 buckets per worker)."""
 
 BATCH_ROWS = 1 << 20
@@ -168,15 +171,34 @@ def _joined(pieces: list[SourceTable]) -> SourceTable:
     return replace(pieces[0], table=table, lines=np.concatenate([p.lines for p in pieces]))
 
 
-def _cut(table: pa.Table, cuts: list[str]) -> list[pa.Table]:
+def _cut(table: pa.Table, cuts: list[str]) -> list[pa.RecordBatch]:
     """A table sorted by subject_id cut into the intervals (-inf, cuts[0]), [cuts[0],
-    cuts[1]), ..., [cuts[-1], inf); each piece compact (a slice would carry, and
-    pickle, the whole table's buffers)."""
-    if not cuts:
-        return [table]
-    ids = table["subject_id"].to_numpy(zero_copy_only=False).astype(object)
+    cuts[1]), ..., [cuts[-1], inf): one record batch each (slices of one batch, so
+    they share their dictionaries), some perhaps of no rows."""
+    batches = table.combine_chunks().to_batches()
+    batch = batches[0] if batches else pa.RecordBatch.from_pylist([], schema=table.schema)
+    ids = batch.column("subject_id").to_numpy(zero_copy_only=False).astype(object)
     ends = np.concatenate([[0], np.searchsorted(ids, np.asarray(cuts, object)), [len(ids)]])
-    return [table.take(pa.array(np.arange(a, b, dtype=np.int64))) for a, b in pairwise(ends)]
+    return [batch.slice(a, b - a) for a, b in pairwise(ends)]
+
+
+_IPC = pa.ipc.IpcWriteOptions(compression="lz4")
+
+
+@dataclass(frozen=True)
+class Pieces:
+    """Where a bucket's tables wait for the merge: on its worker's local disk, one Arrow
+    IPC file per table with one record batch per interval (so fetching an interval
+    reads and decompresses that batch only)."""
+
+    worker: str  # the address of the worker holding the files
+    files: dict[str, str]  # table stem -> path on that worker
+
+
+def _scratch(token: str) -> Path:
+    from distributed import get_worker
+
+    return Path(get_worker().local_directory) / f"trdscreen-{token}"
 
 
 def screen_bucket(
@@ -184,16 +206,49 @@ def screen_bucket(
     people: list[SourceTable],
     screening: Screening,
     cuts: list[str],
-) -> tuple:
-    """One bucket: (its summary, then each interval's piece of every streamed table)."""
+    token: str,
+    bucket: int,
+) -> tuple[PartSummary, Pieces | None]:
+    """One bucket on a worker: validate and screen it, and write its tables cut at the
+    interval boundaries to the worker's local disk. Returns its summary and where the
+    pieces are (None when its own errors stopped it)."""
+    from distributed import get_worker
+
     part = screen_part(_joined(courses), _joined(people) if people else None, screening)
+    del courses, people
     summary = PartSummary.of(part)
     if part.result is None:
-        return (summary, *[None] * (len(cuts) + 1))
+        return summary, None
     tables = part.result.tables()
-    cut = {stem: _cut(to_arrow(tables[stem]), cuts) for stem in STREAMED}
-    del part, tables
-    return (summary, *({stem: cut[stem][i] for stem in STREAMED} for i in range(len(cuts) + 1)))
+    del part
+    folder = _scratch(token)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for stem in STREAMED:
+        table = to_arrow(tables.pop(stem))
+        path = folder / f"{bucket}-{stem}.arrow"
+        with pa.ipc.new_file(path, table.schema, options=_IPC) as writer:
+            for piece in _cut(table, cuts):
+                writer.write_batch(piece)
+        files[stem] = str(path)
+    return summary, Pieces(get_worker().address, files)
+
+
+def read_interval(pieces: Pieces, interval: int) -> dict[str, pa.Table]:
+    """One interval's piece of each of a bucket's tables (on the worker holding them)."""
+    out = {}
+    for stem, path in pieces.files.items():
+        with pa.memory_map(path) as source:
+            reader = pa.ipc.open_file(source)
+            out[stem] = pa.Table.from_batches([reader.get_batch(interval)], reader.schema)
+    return out
+
+
+def remove_scratch(token: str) -> None:
+    """Remove a run's files from this worker's local disk (run on every worker)."""
+    import shutil
+
+    shutil.rmtree(_scratch(token), ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- on the client
@@ -329,63 +384,112 @@ def stream_dask(
             on_read(people.source)
         cuts = boundaries(sample, options.interval_subjects, _sample_rate(options))
         del sample
-        held: list[list] = []  # per bucket with rows: its summary and interval pieces
-        for b in range(buckets):
-            theirs = people.pieces[b] if people is not None else []
-            if not courses.pieces[b] and not theirs:
-                continue
-            home = [home_of[b]]
-            ours = courses.pieces[b] or [client.scatter(courses.template, workers=home, hash=False)]
-            if people is not None and not theirs:  # a subjects table, no rows here
-                theirs = [client.scatter(people.template, workers=home, hash=False)]
-            whole = client.submit(
+        token = uuid.uuid4().hex
+        try:
+            return _screen_and_merge(
+                client,
+                courses,
+                people,
+                buckets,
+                home_of,
+                screening,
+                cuts,
+                token,
+                folder,
+                formats,
+                escape,
+                on_validated,
+            )
+        finally:
+            with suppress(Exception):  # a lost worker must not hide the run's own error
+                client.run(remove_scratch, token)
+
+
+def _screen_and_merge(
+    client,
+    courses: _Scattered,
+    people: _Scattered | None,
+    buckets: int,
+    home_of: list[str],
+    screening: Screening,
+    cuts: list[str],
+    token: str,
+    folder: Path,
+    formats: tuple[str, ...],
+    escape: bool,
+    on_validated: Callable[[ValidatedInputs], None],
+):
+    futures = []
+    for b in range(buckets):
+        theirs = people.pieces[b] if people is not None else []
+        if not courses.pieces[b] and not theirs:
+            continue
+        home = [home_of[b]]
+        ours = courses.pieces[b] or [client.scatter(courses.template, workers=home, hash=False)]
+        if people is not None and not theirs:  # a subjects table, no rows here
+            theirs = [client.scatter(people.template, workers=home, hash=False)]
+        futures.append(
+            client.submit(
                 screen_bucket,
                 ours,
                 theirs,
                 screening,
                 cuts,
+                token,
+                b,
                 key=f"trdscreen-bucket-{b}-of-{buckets}",
                 pure=False,
                 workers=home,
                 allow_other_workers=True,
             )
-            held.append(
-                [
-                    client.submit(operator.getitem, whole, i, key=f"{whole.key}-{i}", pure=False)
-                    for i in range(len(cuts) + 2)
-                ]
-            )
-            del whole  # the getitem keys keep what they need; the whole tuple goes
-        read = (courses.source, people.source if people is not None else None)
-        del courses, people
-        collector = Collector()
-        for summary in client.gather([futures[0] for futures in held]):
-            collector.add(summary)
-        pieces = [futures[1:] for futures in held]
-        del held
-        on_validated(collector.validated())
-        sinks = sinks_for(folder, formats, escape)
-        if not collector.stopped:
-            _merge_intervals(client, pieces, sinks)
-        del pieces
-        validated, records, result = collector.finish(
-            sinks, folder, formats, escape, screening.on_invalid
         )
+    read = (courses.source, people.source if people is not None else None)
+    courses.pieces = []  # the bucket tasks hold their inputs; done, the workers drop them
+    if people is not None:
+        people.pieces = []
+    collector = Collector()
+    placed = []
+    for summary, pieces in client.gather(futures):
+        collector.add(summary)
+        placed.append(pieces)
+    del futures
+    on_validated(collector.validated())
+    sinks = sinks_for(folder, formats, escape)
+    if not collector.stopped:
+        _merge_intervals(client, placed, len(cuts) + 1, sinks)
+    validated, records, result = collector.finish(
+        sinks, folder, formats, escape, screening.on_invalid
+    )
     return validated, records, result, read
 
 
-def _merge_intervals(client, pieces: list[list], sinks: dict) -> None:
+def _merge_intervals(client, placed: list[Pieces], intervals: int, sinks: dict) -> None:
     """Fetch the buckets' pieces an interval at a time, in key order, and append each
-    interval to the sinks while the next one is fetched."""
+    interval to the sinks while the next one is fetched (and the one after is read on
+    the workers)."""
+
+    def fetch(interval: int) -> list:
+        return [
+            client.submit(
+                read_interval,
+                pieces,
+                interval,
+                key=f"trdscreen-read-{interval}-{b}",
+                pure=False,
+                workers=[pieces.worker],
+                allow_other_workers=False,
+            )
+            for b, pieces in enumerate(placed)
+        ]
+
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="write")
     writing: Future | None = None
     try:
-        for i in range(len(pieces[0]) if pieces else 0):
-            got = client.gather([bucket[i] for bucket in pieces])
-            for bucket in pieces:
-                bucket[i] = None  # the worker may drop it now
-            merged = _merged_interval(got)
-            del got
+        ahead = fetch(0) if intervals else []
+        for i in range(intervals):
+            current, ahead = ahead, fetch(i + 1) if i + 1 < intervals else []
+            merged = _merged_interval(client.gather(current))
+            del current
             if writing is not None:
                 writing.result()
             writing = writer.submit(write_pieces, sinks, merged)
