@@ -195,10 +195,13 @@ class Pieces:
     files: dict[str, str]  # table stem -> path on that worker
 
 
-def _scratch(token: str) -> Path:
-    from distributed import get_worker
+def _scratch(token: str, worker=None) -> Path:
+    """The run's folder on a worker's local disk (this task's worker by default)."""
+    if worker is None:
+        from distributed import get_worker
 
-    return Path(get_worker().local_directory) / f"trdscreen-{token}"
+        worker = get_worker()
+    return Path(worker.local_directory) / f"trdscreen-{token}"
 
 
 def screen_bucket(
@@ -234,21 +237,26 @@ def screen_bucket(
     return summary, Pieces(get_worker().address, files)
 
 
-def read_interval(pieces: Pieces, interval: int) -> dict[str, pa.Table]:
-    """One interval's piece of each of a bucket's tables (on the worker holding them)."""
-    out = {}
-    for stem, path in pieces.files.items():
-        with pa.memory_map(path) as source:
-            reader = pa.ipc.open_file(source)
-            out[stem] = pa.Table.from_batches([reader.get_batch(interval)], reader.schema)
-    return out
+def read_interval(placed: list[Pieces], interval: int) -> dict[str, pa.Table]:
+    """One interval's rows of each table from the buckets whose pieces are on this
+    worker, in key order."""
+    pieces = []
+    for bucket in placed:
+        piece = {}
+        for stem, path in bucket.files.items():
+            with pa.OSFile(path) as source:  # reads this batch only, into fresh memory
+                reader = pa.ipc.open_file(source)
+                piece[stem] = pa.Table.from_batches([reader.get_batch(interval)], reader.schema)
+        pieces.append(piece)
+    return _merged_interval(pieces)
 
 
-def remove_scratch(token: str) -> None:
-    """Remove a run's files from this worker's local disk (run on every worker)."""
+def remove_scratch(token: str, dask_worker=None) -> None:
+    """Remove a run's files from a worker's local disk (`Client.run` on every worker,
+    which passes the worker as `dask_worker`)."""
     import shutil
 
-    shutil.rmtree(_scratch(token), ignore_errors=True)
+    shutil.rmtree(_scratch(token, dask_worker), ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- on the client
@@ -464,22 +472,26 @@ def _screen_and_merge(
 
 
 def _merge_intervals(client, placed: list[Pieces], intervals: int, sinks: dict) -> None:
-    """Fetch the buckets' pieces an interval at a time, in key order, and append each
-    interval to the sinks while the next one is fetched (and the one after is read on
-    the workers)."""
+    """Fetch the buckets' pieces an interval at a time (each worker merges its own
+    buckets' pieces into key order, the client the workers'), and append each interval
+    to the sinks while the next one is read on the workers."""
+
+    on: dict[str, list[Pieces]] = {}  # one read task per worker and interval
+    for pieces in placed:
+        on.setdefault(pieces.worker, []).append(pieces)
 
     def fetch(interval: int) -> list:
         return [
             client.submit(
                 read_interval,
-                pieces,
+                theirs,
                 interval,
-                key=f"trdscreen-read-{interval}-{b}",
+                key=f"trdscreen-read-{interval}-{worker}",
                 pure=False,
-                workers=[pieces.worker],
+                workers=[worker],
                 allow_other_workers=False,
             )
-            for b, pieces in enumerate(placed)
+            for worker, theirs in sorted(on.items())
         ]
 
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="write")
