@@ -239,7 +239,10 @@ def screen(
     partitions: Annotated[
         int | None,
         typer.Option(
-            "--partitions", min=1, help="Hash buckets for --engine dask (default 4 per worker)."
+            "--partitions",
+            min=1,
+            help="Hash buckets for --engine dask (default: 4 per worker, and at most about "
+            "262,144 input rows per bucket).",
         ),
     ] = None,
     workers: Annotated[
