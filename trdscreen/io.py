@@ -17,7 +17,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +46,10 @@ class SourceTable:
     name: str  # "treatments" or "subjects"
     path: Path
     fmt: str  # "csv" or "parquet"
-    table: pa.Table
-    lines: np.ndarray  # int64, 1-based line (CSV) or row (Parquet) of each row
+    # Never in the repr: a failed Dask task's log prints its arguments, and patient
+    # rows must not reach a log.
+    table: pa.Table = field(repr=False)
+    lines: np.ndarray = field(repr=False)  # int64, 1-based line (CSV) or row (Parquet)
     sha256: str
     size: int
 
