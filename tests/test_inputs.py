@@ -249,10 +249,10 @@ def test_batches_report_a_file_with_no_rows(tmp_path):
 def test_a_source_tables_repr_holds_no_values(tmp_path):
     # A failed Dask task's log prints its arguments (SourceTable pieces): no cell may
     # appear there, only the file's name, format, hash and size.
-    from trdscreen.io import read_source
+    from trdscreen.io import open_source
 
     row = good("SENTINEL-7731", drug="zzsentinelzz")
     write_csv(tmp_path / "treatments.csv", [row], list(row))
-    shown = repr(read_source(tmp_path / "treatments.csv", "treatments", {}, set()))
+    shown = repr(open_source(tmp_path / "treatments.csv", "treatments", {}, set()).read())
     assert "SENTINEL-7731" not in shown and "zzsentinelzz" not in shown
     assert "treatments.csv" in shown

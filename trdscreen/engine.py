@@ -42,7 +42,6 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from itertools import pairwise
@@ -65,7 +64,7 @@ from trdscreen.stream import (
     PartSummary,
     StreamedResult,
     sinks_for,
-    write_pieces,
+    write_behind,
 )
 from trdscreen.validate import ValidatedInputs
 
@@ -494,24 +493,10 @@ def _merge_intervals(client, placed: list[Pieces], intervals: int, sinks: dict) 
             for worker, theirs in sorted(on.items())
         ]
 
-    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="write")
-    writing: Future | None = None
-    try:
+    def merged() -> Iterator[dict[str, pa.Table]]:
         ahead = fetch(0) if intervals else []
         for i in range(intervals):
             current, ahead = ahead, fetch(i + 1) if i + 1 < intervals else []
-            merged = _merged_interval(client.gather(current))
-            del current
-            if writing is not None:
-                writing.result()
-            writing = writer.submit(write_pieces, sinks, merged)
-            del merged
-        if writing is not None:
-            writing.result()
-    except BaseException:
-        writer.shutdown(wait=True, cancel_futures=True)
-        for sink in sinks.values():
-            sink.abort()
-        raise
-    finally:
-        writer.shutdown(wait=True)
+            yield _merged_interval(client.gather(current))
+
+    write_behind(sinks, merged())

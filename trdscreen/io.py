@@ -182,10 +182,6 @@ class InputFile:
     total_lines: int  # CSV only: lines in the file, the header included
     rows: int | None = None  # known once read
 
-    @property
-    def file(self) -> str:
-        return self.path.name
-
     def read(self) -> SourceTable:
         """The whole file as one table."""
         if self.fmt == "parquet":
@@ -217,11 +213,7 @@ class InputFile:
                     read += table.num_rows
                     yield self._source(table, lines)
         else:
-            starts = (
-                (s for s, record in _csv_records(self.path, self.options, False) if record)
-                if exact_lines
-                else None
-            )
+            starts = _csv_record_starts(self.path, self.options) if exact_lines else None
             for table in _csv_batches(self.path, list(self.header), self.options, rows):
                 n = table.num_rows
                 if starts is not None:
@@ -291,17 +283,6 @@ def open_source(
         tuple(header),
         newlines + (0 if ends_with_newline else 1),
     )
-
-
-def read_source(
-    path: Path,
-    name: str,
-    rename: dict[str, str],
-    canonical: set[str],
-    options: CsvOptions = CsvOptions(),
-) -> SourceTable:
-    """Read one input table whole (`open_source`, then `InputFile.read`)."""
-    return open_source(path, name, rename, canonical, options).read()
 
 
 _FEW_PIECES = 16
@@ -552,9 +533,14 @@ def _first_bad_record(path: Path, width: int, options: CsvOptions) -> str:
     return "cannot be parsed as CSV (expected delimited text with a header line)"
 
 
+def _csv_record_starts(path: Path, options: CsvOptions) -> Iterator[int]:
+    """The first line of each CSV record, counting quoted line breaks (exact, slow)."""
+    return (start for start, record in _csv_records(path, options, strict=False) if record)
+
+
 def _csv_record_lines(path: Path, n_rows: int, options: CsvOptions) -> np.ndarray:
-    """First line of each CSV record, counting quoted line breaks (exact, slow path)."""
-    starts = [start for start, record in _csv_records(path, options, strict=False) if record]
+    """First line of each CSV record, as an array of `n_rows` (exact, slow path)."""
+    starts = list(_csv_record_starts(path, options))
     if len(starts) < n_rows:  # pragma: no cover - the two parsers disagree
         raise InputError(f"{path}: could not match CSV records to lines; check quoting")
     return np.asarray(starts[:n_rows], dtype=np.int64)

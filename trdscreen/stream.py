@@ -185,6 +185,20 @@ class Collector:
         escape: bool,
         on_invalid: str,
     ) -> tuple[ValidatedInputs, list[dict[str, object]] | None, StreamedResult | None]:
+        try:
+            return self._finish(sinks, folder, formats, escape, on_invalid)
+        except BaseException:
+            abort(sinks)
+            raise
+
+    def _finish(
+        self,
+        sinks: dict[str, TableSink],
+        folder: Path,
+        formats: tuple[str, ...],
+        escape: bool,
+        on_invalid: str,
+    ) -> tuple[ValidatedInputs, list[dict[str, object]] | None, StreamedResult | None]:
         validated = self.validated()
         stopped = self.stopped
         try:
@@ -192,8 +206,7 @@ class Collector:
         except InvalidInputData:
             stopped = True
         if stopped:
-            for sink in sinks.values():
-                sink.abort()
+            abort(sinks)
             return validated, None, None
         screened = self.parts
         held = [p.quarantine for p in screened if p.quarantine is not None]
@@ -246,6 +259,35 @@ def write_pieces(sinks: dict[str, TableSink], tables: dict[str, pd.DataFrame | p
         sink.write(tables[stem])
 
 
+def abort(sinks: dict[str, TableSink]) -> None:
+    """Remove every sink's file (a run that failed or turned out invalid)."""
+    for sink in sinks.values():
+        sink.abort()
+
+
+def write_behind(
+    sinks: dict[str, TableSink], pieces: Iterator[dict[str, pd.DataFrame | pa.Table]]
+) -> None:
+    """Append each piece of the streamed tables to the sinks, in order, in a writer
+    thread while the next piece is made. An error or an interrupt removes the files."""
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="write")
+    writing: Future | None = None
+    try:
+        for tables in pieces:
+            if writing is not None:
+                writing.result()
+            writing = writer.submit(write_pieces, sinks, tables)
+            del tables
+        if writing is not None:
+            writing.result()
+    except BaseException:
+        writer.shutdown(wait=True, cancel_futures=True)
+        abort(sinks)
+        raise
+    finally:
+        writer.shutdown(wait=True)
+
+
 def stream(
     treatments: SourceTable,
     subjects: SourceTable | None,
@@ -265,9 +307,8 @@ def stream(
     """
     sinks = sinks_for(folder, formats, escape)
     collector = Collector()
-    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="write")
-    writing: Future | None = None
-    try:
+
+    def screened() -> Iterator[dict[str, pd.DataFrame]]:
         for courses, people in chunks(treatments, subjects, chunk_rows):
             part = screen_part(courses, people, screening)
             del courses, people
@@ -275,17 +316,9 @@ def stream(
             if collector.stopped:  # keep validating: the run reports every issue
                 continue
             tables = part.result.tables()
-            if writing is not None:
-                writing.result()
-            writing = writer.submit(write_pieces, sinks, tables)
-            del part, tables
-        if writing is not None:
-            writing.result()
-        return collector.finish(sinks, folder, formats, escape, screening.on_invalid)
-    except BaseException:
-        writer.shutdown(wait=True, cancel_futures=True)
-        for sink in sinks.values():
-            sink.abort()
-        raise
-    finally:
-        writer.shutdown(wait=True)
+            del part  # the chunk's pipeline goes while its tables are written
+            yield tables
+            del tables
+
+    write_behind(sinks, screened())
+    return collector.finish(sinks, folder, formats, escape, screening.on_invalid)
