@@ -26,7 +26,7 @@ from trdscreen import api, output
 from trdscreen.cli import app
 from trdscreen.errors import ExitCode, InvalidInputData
 from trdscreen.io import SourceTable
-from trdscreen.stream import chunk_numbers
+from trdscreen.stream import chunk_numbers, chunks, sorted_cuts
 
 FORMATS = ("csv", "parquet")
 
@@ -35,17 +35,35 @@ def _streamed(tmp: Path, name: str, chunk_rows: int, **options) -> tuple[Path, o
     return screen_streamed(tmp, name, api.ScreenRequest(**options, chunk_rows=chunk_rows))
 
 
-def _chunk_count(folder: Path, chunk_rows: int) -> int:
+def _chunk_count(folder: Path, chunk_rows: int, in_order: bool = True) -> int:
     loaded = api.load(api.ScreenRequest(input=folder, chunk_rows=chunk_rows), ["test"])
-    numbers = chunk_numbers(loaded.treatments, loaded.subjects, chunk_rows)
-    return int(max(n.max(initial=0) for n in numbers)) + 1
+    # The inputs are cut by rows (sorted) or by each row's chunk number (shuffled).
+    cuts = sorted_cuts(loaded.treatments, loaded.subjects, chunk_rows)
+    assert (cuts is not None) == in_order
+    return len(list(chunks(loaded.treatments, loaded.subjects, chunk_rows)))
+
+
+@pytest.fixture(scope="module")
+def shuffled(cohort, tmp_path_factory) -> Path:
+    """The cohort with the rows of both files in a random order."""
+    folder = tmp_path_factory.mktemp("shuffled")
+    rng = np.random.default_rng(5)
+    for name in ("treatments.csv", "subjects.csv"):
+        header, *rows = (cohort / name).read_text().splitlines()
+        rows = [rows[i] for i in rng.permutation(len(rows))]
+        (folder / name).write_text("\n".join([header, *rows]) + "\n")
+    return folder
 
 
 @pytest.mark.parametrize("chunk_rows", [37, 4000])
-def test_chunks_give_the_whole_cohorts_bytes(tmp_path, cohort, chunk_rows):
+@pytest.mark.parametrize("order", ["sorted", "shuffled"])
+def test_chunks_give_the_whole_cohorts_bytes(tmp_path, cohort, shuffled, chunk_rows, order):
     # 37 rows: chunks of a few subjects (hundreds of chunks, row groups made of many
     # pieces); 4000 rows: a few chunks, each spanning several output row groups.
-    assert _chunk_count(cohort, chunk_rows) > 3
+    # The synthetic files are sorted by subject (row ranges); shuffled, every row is
+    # given its chunk and taken.
+    cohort = cohort if order == "sorted" else shuffled
+    assert _chunk_count(cohort, chunk_rows, in_order=order == "sorted") > 3
     whole, expected = screen_whole(tmp_path, "whole", api.ScreenRequest(input=cohort))
     streamed, result = _streamed(tmp_path, "streamed", chunk_rows, input=cohort)
     assert_same_tables(whole, streamed)
@@ -164,6 +182,40 @@ def test_chunks_are_ranges_of_sorted_keys_as_validation_reads_them():
     course_chunks, subject_chunks = chunk_numbers(courses, people, 4)
     assert course_chunks.tolist() == [1, 0, 0, 0, 1, 0, 0, 0, 2]  # no key: chunk 0
     assert subject_chunks.tolist() == [0, 0, 1, 2, 2]
+
+
+def test_sorted_inputs_are_cut_into_row_ranges_where_the_key_changes():
+    # Keys as validation reads them: "S1 " and " S1" are both S1, so the file is in
+    # order although its raw text is not.
+    courses = _source("treatments", ["S1 ", " S1", "S2", "S3", "S3", "S3", "S4"])
+    people = _source("subjects", ["S0", "S1", "S2", "S2a", "S3", "S5"])
+    # 7 course rows of 13: 4 rows per chunk are 4 * 7 // 13 = 2 course rows. The keys
+    # change at rows 2 (S2), 3 (S3) and 6 (S4). Cuts wanted at rows 2, 4 and 6 move to
+    # the next change: 2, 6 (row 4 is inside S3's rows) and 6 again. Subjects are cut
+    # before the first key of the next chunk: 2 keys sort before S2 (S0, S1), 5 before
+    # S4 (S0, S1, S2, S2a, S3); S5, after every course key, joins the last chunk.
+    assert sorted_cuts(courses, people, 4) == [(0, 2, 0, 2), (2, 6, 2, 5), (6, 7, 5, 6)]
+    parts = list(chunks(courses, people, 4))
+    assert [c.lines.tolist() for c, _ in parts] == [[2, 3], [4, 5, 6, 7], [8]]
+    assert [p.table["subject_id"].to_pylist() for _, p in parts] == [
+        ["S0", "S1"],
+        ["S2", "S2a", "S3"],
+        ["S5"],
+    ]
+    # Without a subjects table: 4 course rows per chunk, cut at rows 6 (after 4, inside
+    # S3) and nowhere else (no change after row 6).
+    assert sorted_cuts(courses, None, 4) == [(0, 6, 0, 0), (6, 7, 0, 0)]
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [["S1", "S3", "S2"], ["S1", None, "S2"], ["S1", "", "S2"]],
+    ids=["out of order", "null key", "empty key"],
+)
+def test_inputs_out_of_order_or_with_rows_without_a_key_are_not_cut_by_rows(ids):
+    # Rows without a key go to the first chunk (chunk_numbers), wherever they are.
+    assert sorted_cuts(_source("treatments", ids), None, 1) is None
+    assert sorted_cuts(_source("treatments", ["S1"]), _source("subjects", ids), 1) is None
 
 
 def test_a_key_column_that_cannot_be_read_as_text_gives_one_chunk():

@@ -67,6 +67,12 @@ class SourceTable:
             self, table=self.table.take(pa.array(rows, pa.int64())), lines=self.lines[rows]
         )
 
+    def slice(self, start: int, stop: int) -> SourceTable:
+        """Rows start..stop-1 with their source lines, without copying them."""
+        return replace(
+            self, table=self.table.slice(start, stop - start), lines=self.lines[start:stop]
+        )
+
 
 def find_inputs(path: Path, subjects: Path | None) -> tuple[Path, Path | None]:
     """Resolve INPUT (a treatments file, or a folder with treatments.* / subjects.*)."""

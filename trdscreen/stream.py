@@ -9,7 +9,10 @@ every stage of the whole cohort at once.
 
 Chunks are ranges of subject keys in sorted order (the key as validation reads
 it: text, trimmed), cut so that each holds about `chunk_rows` input rows. Rows
-keep their file order inside a chunk, and each chunk's tables come out sorted
+keep their file order inside a chunk. Exports usually come sorted by subject: when
+every row of both tables has a key and the keys are already in order, a chunk is a
+range of rows of each file, taken without copying (`sorted_cuts`); otherwise each
+row is given its chunk's number (`chunk_numbers`) and the rows are taken. Either way and each chunk's tables come out sorted
 (decisions by subject, courses by subject, start and line, the ledger by
 subject and criterion), so the chunks' tables appended in key order are the
 whole cohort's tables. The written bytes do not depend on where the chunks
@@ -28,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from trdscreen.errors import InvalidInputData
 from trdscreen.io import SourceTable
@@ -86,10 +90,61 @@ def chunk_numbers(
     return chunks[0], chunks[1] if len(chunks) > 1 else np.zeros(0, np.int32)
 
 
+def _keys_in_order(source: SourceTable) -> pa.Array | None:
+    """The keys as validation reads them when every row has one and they never decrease
+    down the file (byte order, the order `keys.sorted_codes` sorts in); else None."""
+    if "subject_id" not in source.table.column_names:
+        return None
+    try:
+        keys = text_as_read(source.table["subject_id"]).combine_chunks()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if keys.null_count or not pc.all(pc.less_equal(keys[:-1], keys[1:])).as_py():
+        return None
+    return keys
+
+
+def sorted_cuts(
+    treatments: SourceTable, subjects: SourceTable | None, chunk_rows: int
+) -> list[tuple[int, int, int, int]] | None:
+    """For inputs already in key order: each chunk as (first, end) row of the treatments
+    and (first, end) row of the subjects, about `chunk_rows` rows of both in all, never
+    parting a subject's rows; None when some row has no key or the keys are not in order.
+
+    A chunk ends where a treatments key changes; the subjects are cut before the first
+    key of the next chunk. Subject rows after the last course key join the last chunk.
+    """
+    course_keys = _keys_in_order(treatments)
+    subject_keys = _keys_in_order(subjects) if subjects is not None else pa.array([], pa.string())
+    if course_keys is None or subject_keys is None:
+        return None
+    n, m = len(course_keys), len(subject_keys)
+    step = max(1, chunk_rows * n // max(1, n + m))  # course rows per chunk
+    changes = np.flatnonzero(pc.not_equal(course_keys[1:], course_keys[:-1]).to_numpy(False)) + 1
+    at = np.searchsorted(changes, np.arange(step, n, step))  # first change at or after
+    cuts = np.unique(changes[at[at < len(changes)]])
+    course_bounds = [0, *cuts.tolist(), n]
+    # Subject rows before each cut: the keys are sorted, so a count of the smaller ones.
+    subject_bounds = [0]
+    for cut in cuts.tolist():
+        subject_bounds.append(pc.sum(pc.less(subject_keys, course_keys[cut])).as_py() or 0)
+    subject_bounds.append(m)
+    return [
+        (course_bounds[c], course_bounds[c + 1], subject_bounds[c], subject_bounds[c + 1])
+        for c in range(len(course_bounds) - 1)
+    ]
+
+
 def chunks(
     treatments: SourceTable, subjects: SourceTable | None, chunk_rows: int
 ) -> Iterator[tuple[SourceTable, SourceTable | None]]:
     """The inputs a chunk of subjects at a time, in key order (at least one chunk)."""
+    cuts = sorted_cuts(treatments, subjects, chunk_rows)
+    if cuts is not None:
+        for first, end, first_subject, end_subject in cuts:
+            people = subjects.slice(first_subject, end_subject) if subjects is not None else None
+            yield treatments.slice(first, end), people
+        return
     numbers = chunk_numbers(treatments, subjects, chunk_rows)
     count = 1 if numbers is None else 1 + max(int(n.max(initial=0)) for n in numbers)
     if count == 1:
