@@ -18,6 +18,13 @@ resident memory is sampled from /proc every 5 ms, and the total peak is the
 child's ru_maxrss (with `--engine dask`: the sampled peak of the process
 running trdscreen, and, on their own line, the peaks of the local cluster's
 processes). Targets (issue 6) are printed beside the figures.
+
+After each default-engine run, the I/O floor of that run is measured in a fresh
+process: pyarrow alone reads and hashes the input files (as every run must, for
+the manifest), then writes the run's own output tables (loaded beforehand, text
+already dictionary-encoded, the most favourable case) with trdscreen's Parquet
+options, two at a time, and hashes them. No validation or screening: what no
+implementation writing these tables with pyarrow on this machine can beat.
 """
 
 from __future__ import annotations
@@ -204,6 +211,74 @@ def screen(cohort: Path, out: Path, extra: list[str]) -> dict:
     }
 
 
+def io_floor(cohort: Path, run: Path) -> dict[str, float]:
+    """Seconds to read and hash the inputs, and to write and hash the run's output
+    tables, with pyarrow alone (see the module's docstring). Runs in this process."""
+    import hashlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from trdscreen.io import PARQUET_OPTIONS, ROW_GROUP_ROWS
+
+    def digest(path: Path) -> str:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+
+    begin = time.perf_counter()
+    for path in sorted(cohort.iterdir()):
+        digest(path)
+        if path.suffix == ".parquet":
+            pq.read_table(path)
+        else:
+            with open(path) as handle:
+                header = handle.readline().rstrip("\n").split(",")
+            types = pacsv.ConvertOptions(column_types={name: pa.string() for name in header})
+            pacsv.read_csv(path, convert_options=types)
+    read = time.perf_counter() - begin
+
+    tables = {}
+    for path in sorted(run.glob("*.parquet")):
+        table = pq.read_table(path).combine_chunks()
+        for index, field in enumerate(table.schema):
+            column = table.column(index)
+            # Text of few values arrives dictionary-encoded, as trdscreen's categoricals do.
+            if pa.types.is_string(field.type) and pc.count_distinct(column).as_py() * 10 < len(
+                column
+            ):
+                table = table.set_column(index, field.name, column.dictionary_encode())
+        tables[path.name] = table.combine_chunks()
+    scratch = Path(tempfile.mkdtemp(prefix="trdscreen-floor-"))
+
+    def write(name: str) -> None:
+        table = tables[name]
+        with pq.ParquetWriter(scratch / name, table.schema, **PARQUET_OPTIONS) as writer:
+            writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+        digest(scratch / name)
+
+    try:
+        begin = time.perf_counter()
+        biggest_first = sorted(tables, key=lambda name: -tables[name].nbytes)
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            list(pool.map(write, biggest_first))
+        written = time.perf_counter() - begin
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {"read": read, "write": written}
+
+
+def report_floor(rows: int, floor: dict[str, float], fmt: str) -> None:
+    total = floor["read"] + floor["write"]
+    print(
+        f"  I/O floor: read+hash inputs {floor['read']:.2f} s, write+hash these tables "
+        f"{floor['write']:.2f} s: {total:.2f} s, {rows / total:,.0f} rows/s "
+        f"(the target allows {rows / TARGET_ROWS_PER_S[fmt]:.2f} s)"
+    )
+
+
 def report(label: str, rows: int, run: dict, fmt: str) -> None:
     print(f"\n{label}: {rows:,} course rows, {run['counts']['subjects']['total']:,} subjects")
     print(f"  {'stage':<10} {'seconds':>8} {'rows/s':>12} {'peak RSS MiB':>13}")
@@ -233,7 +308,11 @@ def main() -> None:
     parser.add_argument("--worker-memory", default="3GiB")
     parser.add_argument("--chunk-rows", type=int, help="passed to screen (default engine)")
     parser.add_argument("--keep", type=Path, help="keep cohorts and runs in this folder")
+    parser.add_argument("--io-floor", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.io_floor:  # the child process measuring one run's I/O floor
+        print(json.dumps(io_floor(*args.io_floor)))
+        return
 
     print(f"machine: {_machine()}")
     started = time.perf_counter()
@@ -255,9 +334,17 @@ def main() -> None:
                     print(f"\nsynth {n:,} subjects as {fmt}: {rows:,} rows in {seconds:.1f} s")
                 if not args.dask_only:
                     chunking = ["--chunk-rows", str(args.chunk_rows)] if args.chunk_rows else []
-                    run = screen(cohort, work / f"run-{n}-{fmt}", chunking)
+                    out = work / f"run-{n}-{fmt}"
+                    run = screen(cohort, out, chunking)
                     rows = run["counts"]["courses"]["total"]
                     report(f"{fmt} input, default engine", rows, run, fmt)
+                    floor = subprocess.run(
+                        [sys.executable, __file__, "--io-floor", str(cohort), str(out)],
+                        check=True,
+                        capture_output=True,
+                        text=True,
+                    )
+                    report_floor(rows, json.loads(floor.stdout), fmt)
                     walls[(fmt, n)] = run["wall"]
                 if args.dask or args.dask_only:
                     run = screen(
