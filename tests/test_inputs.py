@@ -200,6 +200,50 @@ def _batched(source, rows, exact=False):
     return pa.concat_tables([p.table for p in pieces]), np.concatenate([p.lines for p in pieces])
 
 
+def _decoded(table):
+    import pyarrow as pa
+
+    for index, field in enumerate(table.schema):
+        if pa.types.is_dictionary(field.type):
+            column = table.column(index).cast(field.type.value_type)
+            table = table.set_column(index, field.name, column)
+    return table
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_whole_read_holds_text_but_the_key_as_codes(tmp_path, fmt):
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from trdscreen.io import open_source
+
+    # The site calls its key "patient" (mapped), and has a text column of its own.
+    rows = {
+        "patient": ["A", "A", "B"],
+        "drug": ["sertraline", "sertraline", " Zoloft "],
+        "daily_dose_mg": ["100", "100", "50"],
+        "note": ["x", None, "y"],
+    }
+    path = tmp_path / f"treatments.{fmt}"
+    (pacsv.write_csv if fmt == "csv" else pq.write_table)(pa.table(rows), path)
+    names = set(TREATMENT_COLUMNS)
+    source = open_source(path, "treatments", {"patient": "subject_id"}, names).read()
+    kinds = {f.name: f.type for f in source.table.schema}
+    # The key stays text (chunks and codes read it as such); other text becomes codes.
+    assert kinds["subject_id"] == pa.string()
+    assert all(pa.types.is_dictionary(kinds[n]) for n in ("drug", "note"))
+    # From CSV every column is text; from Parquet the dose column is text as written.
+    assert pa.types.is_dictionary(kinds["daily_dose_mg"])
+    # The values are the file's, untouched (trimming is validation's job).
+    assert _decoded(source.table).to_pydict() == {
+        "subject_id": ["A", "A", "B"],
+        "drug": ["sertraline", "sertraline", " Zoloft "],
+        "daily_dose_mg": ["100", "100", "50"],
+        "note": ["x", None, "y"],
+    }
+
+
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_batches_hold_what_the_whole_read_holds(tmp_path, fmt):
     from trdscreen.io import open_source
@@ -209,7 +253,8 @@ def test_batches_hold_what_the_whole_read_holds(tmp_path, fmt):
     source = open_source(tmp_path / f"treatments.{fmt}", "treatments", {}, set(TREATMENT_COLUMNS))
     whole = source.read()
     table, lines = _batched(source, 300)
-    assert table.equals(whole.table)
+    # The whole read holds text dictionary-encoded (the batches as read): same values.
+    assert table.equals(_decoded(whole.table))
     assert lines.tolist() == whole.lines.tolist()
     # CSV: the header is line 1, so row k is on line k + 1; Parquet: row k is "line" k.
     first = 2 if fmt == "csv" else 1

@@ -213,6 +213,25 @@ def text_as_read(column: pa_arrow.ChunkedArray) -> pa_arrow.ChunkedArray:
     return pc.if_else(pc.equal(text, ""), pa_arrow.scalar(None, pa_arrow.string()), text)
 
 
+def _encoded(column: pa_arrow.ChunkedArray | pa_arrow.Array) -> pa_arrow.DictionaryArray:
+    """The column as one dictionary array of text (as read, or encoded here)."""
+    whole = column.combine_chunks() if isinstance(column, pa_arrow.ChunkedArray) else column
+    if pa_arrow.types.is_dictionary(whole.type):
+        return whole
+    return pc.dictionary_encode(whole.cast(pa_arrow.string()))
+
+
+def _per_text(
+    column: pa_arrow.ChunkedArray, change: Callable[[pa_arrow.Array], pa_arrow.Array]
+) -> pa_arrow.Array:
+    """`change` applied to every cell's text; to each distinct text once when the column
+    is dictionary-encoded (`io.InputFile.read`), then spread to the rows."""
+    if pa_arrow.types.is_dictionary(column.type):
+        encoded = _encoded(column)
+        return change(encoded.dictionary).take(encoded.indices)
+    return change(column)
+
+
 def _by_distinct(
     column: pa_arrow.ChunkedArray,
     parse: Callable[[pa_arrow.Array], tuple[pa_arrow.Array, pa_arrow.Array]],
@@ -224,8 +243,7 @@ def _by_distinct(
     Exports repeat a few thousand dates and doses over millions of rows, so this
     parses thousands of texts instead of millions.
     """
-    whole = column.combine_chunks() if isinstance(column, pa_arrow.ChunkedArray) else column
-    encoded = pc.dictionary_encode(whole.cast(pa_arrow.string()))
+    encoded = _encoded(column)
     text = text_as_read(encoded.dictionary)
     values, ok = parse(text)
     rows = encoded.indices  # null where the cell is null
@@ -305,7 +323,7 @@ def _to_bool(column: pa_arrow.ChunkedArray) -> tuple[pd.array, np.ndarray, str]:
     if pa_arrow.types.is_integer(column.type) or pa_arrow.types.is_floating(column.type):
         column = column.cast(pa_arrow.string())
         column = pc.replace_substring_regex(column, r"\.0+$", "")
-    text = pc.utf8_lower(text_as_read(column))
+    text = _per_text(column, lambda values: pc.utf8_lower(text_as_read(values)))
     is_true = pc.fill_null(pc.is_in(text, pa_arrow.array(_TRUE)), False)
     is_false = pc.fill_null(pc.is_in(text, pa_arrow.array(_FALSE)), False)
     bad = _invalid(text, pc.or_(is_true, is_false))
@@ -321,14 +339,21 @@ MAX_TEXT_LENGTH = 1000
 
 
 def _to_text(column: pa_arrow.ChunkedArray, lower: bool) -> tuple[pd.Series, np.ndarray, str]:
-    text = text_as_read(column)
+    whole = column.combine_chunks() if isinstance(column, pa_arrow.ChunkedArray) else column
+    # A dictionary column's distinct texts are cleaned once, then spread to the rows.
+    encoded = whole if pa_arrow.types.is_dictionary(whole.type) else None
+    text = text_as_read(encoded.dictionary if encoded is not None else whole)
     too_long = pc.fill_null(pc.greater(pc.utf8_length(text), MAX_TEXT_LENGTH), False)
     bad = np.empty(0, np.int64)
     if pc.any(too_long).as_py():
-        bad = np.flatnonzero(too_long.to_numpy(zero_copy_only=False))
         text = pc.if_else(too_long, pa_arrow.scalar(None, pa_arrow.string()), text)
+        if encoded is not None:
+            too_long = pc.fill_null(too_long.take(encoded.indices), False)
+        bad = np.flatnonzero(too_long.to_numpy(zero_copy_only=False))
     if lower:
         text = pc.utf8_lower(text)
+    if encoded is not None:
+        text = text.take(encoded.indices)
     return pd.Series(pd.array(text, dtype="str")), bad, "too_long"
 
 
@@ -366,9 +391,12 @@ _ACCEPTED_TYPES = {
 """Arrow (Parquet) column types each working type can be converted from."""
 
 
-def _plain(column: pa_arrow.ChunkedArray) -> pa_arrow.ChunkedArray:
-    """A dictionary-encoded column (pandas categorical in Parquet) as its values."""
+def _plain(column: pa_arrow.ChunkedArray, keep_text: bool = False) -> pa_arrow.ChunkedArray:
+    """A dictionary-encoded column (pandas categorical in Parquet) as its values; with
+    `keep_text`, a dictionary of text stays encoded (the converters read it so)."""
     if pa_arrow.types.is_dictionary(column.type):
+        if keep_text and pa_arrow.types.is_string(column.type.value_type):
+            return column
         return column.cast(column.type.value_type)
     return column
 
@@ -442,15 +470,16 @@ def coerce(
     ]
     ids = None
     for name, spec in wanted:
-        column = _plain(table.column(name))
+        column = _plain(table.column(name), keep_text=True)
         accepted, compatible = _ACCEPTED_TYPES[spec.kind]
-        if not compatible(column.type):
+        kind = column.type.value_type if pa_arrow.types.is_dictionary(column.type) else column.type
+        if not compatible(kind):
             log.add(
                 source,
                 None,
                 name,
                 "wrong_type",
-                f"column `{name}` has type {column.type}; expected {accepted} "
+                f"column `{name}` has type {kind}; expected {accepted} "
                 f"({spec.expected or spec.kind}); the column is not used",
             )
             continue
@@ -468,7 +497,7 @@ def coerce(
             out[name], bad, check = _to_bool(column)
         if bad.size:
             message = _CONVERSION_MESSAGES[check].format(expected=spec.expected or "a value")
-            if check == "not_iso_date" and _is_text(column.type):
+            if check == "not_iso_date" and _is_text(kind):
                 message = _date_messages(column, bad, message, spec)
             log.add(source, bad, name, check, message, ids)
             log.unconverted[(source.name, name)] = bad
