@@ -67,3 +67,21 @@ def test_readme_lists_every_reason_code():
     text = readme()
     missing = [code for code in REASONS if f"`{code}`" not in text]
     assert not missing
+
+
+def test_the_cli_tuning_gives_arrow_jemalloc_where_the_build_has_it():
+    import pyarrow as pa
+
+    from trdscreen.tuning import tune_for_large_tables
+
+    before = pa.default_memory_pool()
+    try:
+        tune_for_large_tables()
+        try:
+            pa.jemalloc_memory_pool()
+        except NotImplementedError:  # this build has no jemalloc: the default is kept
+            assert pa.default_memory_pool().backend_name == before.backend_name
+        else:
+            assert pa.default_memory_pool().backend_name == "jemalloc"
+    finally:
+        pa.set_memory_pool(before)
