@@ -12,8 +12,8 @@ import csv
 import hashlib
 import os
 import re
+import secrets
 import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -646,10 +646,13 @@ def atomic_folder(out: Path, force: bool) -> Iterator[Path]:
     prepare_out_dir(out, force)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     except OSError as exc:
         raise _write_failed(out, exc) from None
+    # The draft is named before it is made, inside the block that removes it: a Ctrl-C
+    # or SIGTERM that lands just after it is made still finds its name.
+    tmp = out.parent / f".{out.name}.{os.getpid()}-{secrets.token_hex(6)}.tmp"
     try:
+        tmp.mkdir(mode=0o700)
         yield tmp
         if out.exists():
             backup = out.with_name(f".{out.name}.old-{os.getpid()}")
