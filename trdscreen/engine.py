@@ -136,12 +136,10 @@ def route(source: SourceTable, buckets: int, sample_every: int) -> tuple[np.ndar
     """Bucket per row, and the keys (as validation reads them) sampled from this piece:
     those whose hash's high bits are 0 mod `sample_every`. Without a readable key column
     every row goes to bucket 0 (validation reports the column)."""
-    if "subject_id" not in source.table.column_names:
+    ids = source.key_text()
+    if ids is None:
         return np.zeros(source.table.num_rows, np.int64), []
-    try:
-        encoded, hashes = _key_hashes(source.table["subject_id"])
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return np.zeros(source.table.num_rows, np.int64), []
+    encoded, hashes = _key_hashes(ids)
     bucket = _per_row(encoded, (hashes % np.uint64(buckets)).astype(np.int64))
     chosen = (hashes >> np.uint64(32)) % np.uint64(sample_every) == 0
     sample = text_as_read(encoded.dictionary.filter(pa.array(chosen)))

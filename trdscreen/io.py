@@ -67,6 +67,16 @@ class SourceTable:
             self, table=self.table.take(pa.array(rows, pa.int64())), lines=self.lines[rows]
         )
 
+    def key_text(self) -> pa.ChunkedArray | None:
+        """The subject key column as text (as in the file: not trimmed); None when the
+        table has none or it cannot be read as text (validation reports either)."""
+        if "subject_id" not in self.table.column_names:
+            return None
+        try:
+            return self.table["subject_id"].cast(pa.string())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+
     def slice(self, start: int, stop: int) -> SourceTable:
         """Rows start..stop-1 with their source lines, without copying them."""
         return replace(

@@ -12,8 +12,8 @@ it: text, trimmed), cut so that each holds about `chunk_rows` input rows. Rows
 keep their file order inside a chunk. Exports usually come sorted by subject: when
 every row of both tables has a key and the keys are already in order, a chunk is a
 range of rows of each file, taken without copying (`sorted_cuts`); otherwise each
-row is given its chunk's number (`chunk_numbers`) and the rows are taken. Either way and each chunk's tables come out sorted
-(decisions by subject, courses by subject, start and line, the ledger by
+row is given its chunk's number (`chunk_numbers`) and the rows are taken. Either
+way each chunk's tables come out sorted (decisions by subject, courses by subject, start and line, the ledger by
 subject and criterion), so the chunks' tables appended in key order are the
 whole cohort's tables. The written bytes do not depend on where the chunks
 are cut (`output.TableSink`). What is not per subject is merged at the end:
@@ -23,6 +23,7 @@ the quarantine tables and the counts.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -55,12 +56,10 @@ def _keys(source: SourceTable) -> tuple[np.ndarray, pa.Array] | None:
     validation reads them (trimmed text, empty as null; two raw keys may read the
     same); None when there is no usable key column (validation reports that). Text
     is handled once per distinct value, never per row."""
-    if "subject_id" not in source.table.column_names:
+    text = source.key_text()
+    if text is None:
         return None
-    try:
-        raw = source.table["subject_id"].cast(pa.string()).dictionary_encode().combine_chunks()
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
+    raw = text.dictionary_encode().combine_chunks()
     if isinstance(raw, pa.ChunkedArray):  # no rows: no chunks to combine
         raw = pa.DictionaryArray.from_arrays(pa.array([], pa.int32()), pa.array([], pa.string()))
     keys = text_as_read(raw.dictionary)
@@ -93,12 +92,10 @@ def chunk_numbers(
 def _keys_in_order(source: SourceTable) -> pa.Array | None:
     """The keys as validation reads them when every row has one and they never decrease
     down the file (byte order, the order `keys.sorted_codes` sorts in); else None."""
-    if "subject_id" not in source.table.column_names:
+    text = source.key_text()
+    if text is None:
         return None
-    try:
-        keys = text_as_read(source.table["subject_id"]).combine_chunks()
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
+    keys = text_as_read(text).combine_chunks()
     if keys.null_count or not pc.all(pc.less_equal(keys[:-1], keys[1:])).as_py():
         return None
     return keys
@@ -124,11 +121,16 @@ def sorted_cuts(
     at = np.searchsorted(changes, np.arange(step, n, step))  # first change at or after
     cuts = np.unique(changes[at[at < len(changes)]])
     course_bounds = [0, *cuts.tolist(), n]
-    # Subject rows before each cut: the keys are sorted, so a count of the smaller ones.
-    subject_bounds = [0]
-    for cut in cuts.tolist():
-        subject_bounds.append(pc.sum(pc.less(subject_keys, course_keys[cut])).as_py() or 0)
-    subject_bounds.append(m)
+    # Subject rows before each cut: the keys are sorted, so a binary search finds how
+    # many are smaller (Python compares str by code point, the order of UTF-8 bytes).
+    subject_bounds = [
+        0,
+        *(
+            bisect_left(subject_keys, course_keys[cut].as_py(), key=pa.StringScalar.as_py)
+            for cut in cuts.tolist()
+        ),
+        m,
+    ]
     return [
         (course_bounds[c], course_bounds[c + 1], subject_bounds[c], subject_bounds[c + 1])
         for c in range(len(course_bounds) - 1)
@@ -240,29 +242,31 @@ class Collector:
         escape: bool,
         on_invalid: str,
     ) -> tuple[ValidatedInputs, list[dict[str, object]] | None, StreamedResult | None]:
+        """Merge the parts and close the sinks; or, when validation stops the run or
+        anything fails, remove every sink's file."""
         try:
-            return self._finish(sinks, folder, formats, escape, on_invalid)
+            validated = self.validated()
+            stopped = self.stopped
+            try:
+                refuse_invalid(validated, on_invalid)
+            except InvalidInputData:
+                stopped = True
+            if stopped:
+                abort(sinks)
+                return validated, None, None
+            return validated, *self._written(sinks, folder, formats, escape, validated)
         except BaseException:
             abort(sinks)
             raise
 
-    def _finish(
+    def _written(
         self,
         sinks: dict[str, TableSink],
         folder: Path,
         formats: tuple[str, ...],
         escape: bool,
-        on_invalid: str,
-    ) -> tuple[ValidatedInputs, list[dict[str, object]] | None, StreamedResult | None]:
-        validated = self.validated()
-        stopped = self.stopped
-        try:
-            refuse_invalid(validated, on_invalid)
-        except InvalidInputData:
-            stopped = True
-        if stopped:
-            abort(sinks)
-            return validated, None, None
+        validated: ValidatedInputs,
+    ) -> tuple[list[dict[str, object]], StreamedResult]:
         screened = self.parts
         held = [p.quarantine for p in screened if p.quarantine is not None]
         quarantine = merge_quarantine(held) if held else None
@@ -283,7 +287,7 @@ class Collector:
         if quarantine is not None:
             rest["quarantine_treatments"] = quarantine.treatments
             rest["quarantine_subjects"] = quarantine.subjects
-        return validated, records + write_tables(rest, folder, formats, escape), outcome
+        return records + write_tables(rest, folder, formats, escape), outcome
 
 
 def _add(total: dict[str, dict[str, int]], part: dict[str, dict[str, int]]) -> None:
