@@ -280,10 +280,12 @@ def test_byte_mutations_give_a_clean_error_or_a_valid_run(which, edits, cut):
         data = data[: int(cut * len(data))]
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
+        inputs = folder / "in"  # an --out inside the input folder is refused
+        inputs.mkdir()
         for name, content in _SAMPLE_FILES.items():
-            (folder / f"{name}.csv").write_bytes(bytes(data) if name == which else content)
+            (inputs / f"{name}.csv").write_bytes(bytes(data) if name == which else content)
         for policy in ("fail", "quarantine"):
-            result = invoke("screen", folder, "--out", folder / policy, "--on-invalid", policy)
+            result = invoke("screen", inputs, "--out", folder / policy, "--on-invalid", policy)
             assert result.exit_code in (ExitCode.OK, ExitCode.INVALID_INPUT), result.stderr
             if result.exit_code:
                 assert result.stderr.startswith("error:")

@@ -26,12 +26,11 @@ from trdscreen.io import (
     CsvOptions,
     InputFile,
     SourceTable,
-    atomic_folder,
     find_inputs,
     open_source,
-    prepare_out_dir,
     sha256_file,
 )
+from trdscreen.outdir import atomic_folder, prepare_out_dir, remove_stale_drafts
 from trdscreen.output import write_tables
 from trdscreen.pipeline import Screening, ScreenResult, refuse_invalid, screen_checked
 from trdscreen.ruleset import (
@@ -346,7 +345,7 @@ def screen_and_write(
     `loaded.validated` holds every issue for `write_run(loaded, None, ...)`.
     """
     screening = screening_of(loaded)
-    with atomic_folder(out, force) as folder:
+    with atomic_folder(out, force, input_paths(loaded.request)) as folder:
         if loaded.request.dask is not None:
             validated, outputs, result = _stream_dask(
                 loaded, screening, folder, formats, escape_formulas
@@ -552,7 +551,7 @@ def write_run(
     With a result: every table. Without one (invalid input): only the
     validation issues, and the audit log ends with run_aborted.
     """
-    with atomic_folder(out, force) as folder:
+    with atomic_folder(out, force, input_paths(loaded.request)) as folder:
         outputs = write_tables(run_tables(loaded, result), folder, formats, escape_formulas)
         return _finish(loaded, result, out, folder, outputs, formats, force, escape_formulas)
 
@@ -591,9 +590,19 @@ def _finish(
     return RunRecord(Path(out), manifest, head)
 
 
-def check_out_dir(out: Path, force: bool) -> None:
-    """Fail early (before reading inputs) when the output folder may not be used."""
-    prepare_out_dir(out, force)
+def input_paths(request: ScreenRequest) -> list[Path]:
+    """The files and folders a run reads, which its --out may not hold or replace."""
+    paths = [request.input, request.subjects, request.column_map]
+    if request.rules is not None and Path(request.rules).exists():
+        paths.append(Path(request.rules))
+    return [Path(p) for p in paths if p is not None]
+
+
+def check_out_dir(out: Path, force: bool, inputs: list[Path] | tuple = ()) -> list[str]:
+    """Fail early (before reading inputs) when the output folder may not be used; remove
+    the drafts of dead runs beside it. Returns one line per draft removed or restored."""
+    prepare_out_dir(out, force, inputs)
+    return remove_stale_drafts(Path(out).absolute().parent)
 
 
 # --------------------------------------------------------------------------- rule sets

@@ -272,7 +272,7 @@ def screen(
         from trdscreen import api
         from trdscreen.schemas import issue_counts
 
-        api.check_out_dir(out, force)
+        _notify(api.check_out_dir(out, force, (input, subjects, column_map)))
         dask = None
         if engine is Engine.dask:
             dask = api.DaskOptions(scheduler, partitions, workers, worker_memory)
@@ -333,6 +333,14 @@ def screen(
             render_summary(console(), result, loaded.rules.title, str(out))
 
     _guard(as_json, body)
+
+
+def _notify(lines: list[str]) -> None:
+    """Notes for the user on stderr (drafts of dead runs removed, and the like)."""
+    if lines:
+        from trdscreen.render import console, render_notes
+
+        render_notes(console(stderr=True), lines)
 
 
 def _report_issues(issues: Any) -> None:
@@ -662,11 +670,11 @@ def synth(
     def body() -> None:
         import time
 
-        from trdscreen.io import prepare_out_dir
+        from trdscreen.api import check_out_dir
         from trdscreen.synth import synthesize, write_synthetic
 
         started = time.perf_counter()
-        prepare_out_dir(out, force)  # fail before drawing a large cohort
+        _notify(check_out_dir(out, force))  # fail before drawing a large cohort
         cohort = synthesize(subjects, seed)
         paths = write_synthetic(cohort, out, fmt.value, force)
         payload = {

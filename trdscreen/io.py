@@ -10,10 +10,7 @@ from __future__ import annotations
 import codecs
 import csv
 import hashlib
-import os
 import re
-import secrets
-import shutil
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,8 +24,6 @@ import pyarrow.parquet as pq
 
 from trdscreen.errors import (
     InputError,
-    OutputExistsError,
-    OutputWriteError,
     RuleError,
     UsageError,
 )
@@ -617,66 +612,6 @@ def sha256_file(path: Path) -> str:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def prepare_out_dir(out: Path, force: bool) -> None:
-    """Refuse an existing non-empty folder unless `force`, and a place nothing can be written."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"{out}: exists and is not a folder; choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise OutputExistsError(
-            f"{out}: folder exists and is not empty; choose another --out or pass --force"
-        )
-    ancestor = out.absolute().parent
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise OutputWriteError(f"{out}: {ancestor} is a file, not a folder; choose another --out")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise OutputWriteError(f"{out}: folder {ancestor} is not writable; choose another --out")
-
-
-def _write_failed(out: Path, exc: OSError) -> OutputWriteError:
-    reason = exc.strerror or str(exc).splitlines()[0]
-    return OutputWriteError(
-        f"{out}: writing the run folder failed ({reason}); nothing was left behind. "
-        "Free disk space or choose another --out"
-    )
-
-
-@contextmanager
-def atomic_folder(out: Path, force: bool) -> Iterator[Path]:
-    """Write a run folder atomically: into a hidden sibling, renamed at the end.
-
-    If the body raises (an error, a full disk, Ctrl-C), the temporary folder is
-    removed and `out` is untouched; an OSError becomes OutputWriteError.
-    """
-    out = Path(out)
-    prepare_out_dir(out, force)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise _write_failed(out, exc) from None
-    # The draft is named before it is made, inside the block that removes it: a Ctrl-C
-    # or SIGTERM that lands just after it is made still finds its name.
-    tmp = out.parent / f".{out.name}.{os.getpid()}-{secrets.token_hex(6)}.tmp"
-    try:
-        tmp.mkdir(mode=0o700)
-        yield tmp
-        if out.exists():
-            backup = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, backup)
-            os.replace(tmp, out)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise _write_failed(out, exc) from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 ROW_GROUP_ROWS = 1 << 18

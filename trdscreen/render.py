@@ -174,6 +174,11 @@ def render_error(err: Console, message: str, details: list[str] | None = None) -
         err.print(f"  {line}", markup=False, soft_wrap=True)
 
 
+def render_notes(err: Console, lines: list[str]) -> None:
+    for line in lines:
+        err.print(Text(f"note: {line}"), soft_wrap=True)
+
+
 def render_presets(out: Console, presets: list, default: str) -> None:
     """The shipped presets, one block each: id and title, generated summary, source."""
     for preset in presets:

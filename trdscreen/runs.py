@@ -21,9 +21,9 @@ import pyarrow.parquet as pq
 
 from trdscreen.errors import RunFolderError, UsageError
 from trdscreen.io import sha256_file
+from trdscreen.outdir import MANIFEST_FILE
 from trdscreen.output import unescape_formulas
 
-MANIFEST_FILE = "manifest.json"
 SUPPORTED_MANIFEST_VERSIONS = (2, 3)
 TEXT_COLUMNS = (
     "subject_id",

@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 
 from trdscreen.errors import UsageError
 from trdscreen.formulary import load_formulary
-from trdscreen.io import atomic_folder
+from trdscreen.outdir import atomic_folder
 
 SYNTH_FORMATS = ("csv", "parquet")
 
@@ -284,4 +284,24 @@ def write_synthetic(cohort: SynthCohort, out: Path, fmt: str, force: bool = Fals
             else:
                 pacsv.write_csv(table, folder / name, pacsv.WriteOptions(quoting_style="needed"))
             names.append(name)
+        _write_marker(folder, names)
     return [Path(out) / name for name in names]
+
+
+def _write_marker(folder: Path, names: list[str]) -> None:
+    """A manifest listing the files: it marks the folder as trdscreen's, which `--force`
+    may replace (`trdscreen.outdir.foreign_entry`)."""
+    import json
+
+    from trdscreen import __version__
+    from trdscreen.io import sha256_file
+    from trdscreen.outdir import MANIFEST_FILE
+
+    manifest = {
+        "tool": "trdscreen",
+        "kind": "synthetic_cohort",
+        "version": __version__,
+        "outputs": [{"path": name, "sha256": sha256_file(folder / name)} for name in names],
+    }
+    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    (folder / MANIFEST_FILE).write_text(text, "utf-8")
