@@ -161,7 +161,9 @@ def test_the_final_rename_never_replaces_a_folder_that_appeared_meanwhile(tmp_pa
         with outdir.atomic_folder(out, force=False) as first:
             (first / "manifest.json").write_text('{"tool": "trdscreen", "outputs": []}')
             with outdir.atomic_folder(out, force=False) as second:
-                (second / "manifest.json").write_text('{"tool": "trdscreen", "outputs": [], "w": 2}')
+                (second / "manifest.json").write_text(
+                    '{"tool": "trdscreen", "outputs": [], "w": 2}'
+                )
     assert '"w": 2' in (out / "manifest.json").read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
@@ -240,9 +242,7 @@ def test_kill_9_leaves_a_draft_that_the_next_run_removes(tmp_path):
     assert sorted(p.name for p in parent.iterdir()) == ["other"]
 
 
-def test_a_signal_during_the_swap_waits_and_then_says_the_folder_is_in_place(
-    tmp_path, monkeypatch
-):
+def test_a_signal_during_the_swap_waits_and_then_says_the_folder_is_in_place(tmp_path, monkeypatch):
     """SIGTERM sent while the draft is being renamed into place is held until the rename is
     done; the error then says the folder is complete, which is what is on disk."""
     out = tmp_path / "run"

@@ -22,6 +22,7 @@ import typer
 
 from trdscreen import __version__
 from trdscreen.errors import ExitCode, InvalidInputData, TrdscreenError, UsageError
+from trdscreen.printable import printable, printable_lines
 
 app = typer.Typer(
     name="trdscreen",
@@ -560,10 +561,8 @@ def rules_show(name: RuleArg) -> None:
         from trdscreen.protocol import protocol_text
 
         checked = api.check_rules(name)
-        typer.echo(
-            protocol_text(checked.rules, checked.tags, str(checked.path), checked.file_sha256),
-            nl=False,
-        )
+        text = protocol_text(checked.rules, checked.tags, str(checked.path), checked.file_sha256)
+        typer.echo(printable_lines(text), nl=False)
 
     _guard(False, body)
 
@@ -592,11 +591,13 @@ def rules_check(name: RuleArg, as_json: JsonOpt = False) -> None:
             )
             return
         typer.echo(
-            f"ok: {checked.path}: rule set {rules.id}, {len(rules.criteria)} criteria, "
-            f"normalized sha256 {rules.sha256()}"
+            printable(
+                f"ok: {checked.path}: rule set {rules.id}, {len(rules.criteria)} criteria, "
+                f"normalized sha256 {rules.sha256()}"
+            )
         )
         for note in checked.notes:
-            typer.echo(f"note: {note}")
+            typer.echo(printable(f"note: {note}"))
 
     _guard(as_json, body)
 
@@ -690,7 +691,7 @@ def synth(
             return
         typer.echo(
             f"wrote {payload['subjects']} subjects and {payload['courses']} courses "
-            f"(seed {seed}) to {out} in {payload['seconds']} s"
+            f"(seed {seed}) to {printable(out)} in {payload['seconds']} s"
         )
 
     _guard(as_json, body)

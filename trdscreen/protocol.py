@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trdscreen.criteria import threshold_text
+from trdscreen.printable import printable
 from trdscreen.ruleset import (
     Criterion,
     Maudsley,
@@ -374,7 +375,8 @@ def protocol_text(rules: RuleSet, tags: Tags, where: str, file_sha256: str) -> s
 
     lines += ["", f"Unverified parameters ({len(unverified)}): check each or override it"]
     lines += [f"  ! {item}" for item in unverified] or ["  none"]
-    return "\n".join(lines) + "\n"
+    # One element per line: a line break or escape inside a title or source is shown escaped.
+    return "\n".join(printable(line) for line in lines) + "\n"
 
 
 def _criterion_text(criterion: Criterion) -> str:

@@ -14,6 +14,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from trdscreen.printable import printable, printable_data, printable_lines
+
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
@@ -21,6 +23,16 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 class _Console(Console):
+    def _render_buffer(self, buffer) -> str:
+        """The last net: no text segment reaches the terminal with a control character, escape
+        sequence or bidi override in it (rich's own styles and cursor controls are separate
+        segments and stay). Line breaks are layout here; renderers escape those that come
+        from data with `printable` before laying text out."""
+        return super()._render_buffer(
+            segment if segment.control else segment._replace(text=printable_lines(segment.text))
+            for segment in buffer
+        )
+
     def on_broken_pipe(self) -> None:
         """The reader went away (`trdscreen ... | head`): stop printing, keep the exit code.
 
@@ -37,7 +49,7 @@ def console(stderr: bool = False) -> Console:
 
 def _row(table: Table, *cells: str) -> None:
     """Add a row of literal text (never parsed as rich markup)."""
-    table.add_row(*(Text(str(cell)) for cell in cells))
+    table.add_row(*(Text(printable(cell)) for cell in cells))
 
 
 def _counts_table(title: str, counts: dict[str, int], total: int) -> Table:
@@ -55,9 +67,13 @@ def render_summary(out: Console, result: ScreenResult, rules_title: str, folder:
     counts = result.counts()
     total = counts["subjects"]["total"]
     out.print(
-        f"[bold]Screened {total} subjects[/bold] ({counts['courses']['total']} courses) "
-        f"with [bold]{rules_title}[/bold]"
+        Text.assemble(
+            (f"Screened {total} subjects", "bold"),
+            f" ({counts['courses']['total']} courses) with ",
+            (printable(rules_title), "bold"),
+        )
     )
+    folder = printable(folder)
     out.print(_counts_table("Decision", counts["decision"], total))
     out.print(_counts_table("Classification", counts["classification"], total))
     out.print(render_attrition(result.attrition))
@@ -68,7 +84,7 @@ def render_summary(out: Console, result: ScreenResult, rules_title: str, folder:
     if issues:
         listed = ", ".join(f"{n} {severity}" for severity, n in issues.items())
         out.print(f"Input issues: {listed} (validation_issues in the output folder).")
-    out.print(f"Output: [bold]{folder}[/bold]")
+    out.print(Text.assemble("Output: ", (folder, "bold")))
     out.print(
         f"Audit record: manifest.json and audit.jsonl; check it with `trdscreen verify {folder}`, "
         f"read one decision with `trdscreen explain {folder} SUBJECT_ID`.",
@@ -80,6 +96,7 @@ def render_summary(out: Console, result: ScreenResult, rules_title: str, folder:
 def render_quarantine(out: Console, quarantine, folder: str) -> None:
     """One warning line: how many subjects --on-invalid quarantine held, and where the rows are."""
     counts = quarantine.counts()
+    folder = printable(folder)
     rejected = counts["treatment_rows_rejected"] + counts["subject_rows_rejected"]
     out.print(
         f"warning: {counts['subjects_held']} subject(s) held for review: {rejected} input row(s) "
@@ -137,8 +154,10 @@ def render_issues(out: Console, issues: pd.DataFrame, limit: int = 30) -> None:
             where = f"{row['file']}:{row['min']}" if row["min"] else row["file"]
             rows = f" ({row['count']} rows)" if row["count"] > 1 else ""
             out.print(
-                f"{row['severity']}: {where}{rows} column {row['column']}: {row['check']}: "
-                f"{row['message']}",
+                printable(
+                    f"{row['severity']}: {where}{rows} column {row['column']}: {row['check']}: "
+                    f"{row['message']}"
+                ),
                 markup=False,
                 soft_wrap=True,
             )
@@ -169,27 +188,29 @@ def _issue_table(out: Console, grouped: pd.DataFrame, limit: int) -> None:
 
 def render_error(err: Console, message: str, details: list[str] | None = None) -> None:
     # soft_wrap: one line per message however narrow the terminal, so logs can be grepped
-    err.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
+    err.print(Text.assemble(("error: ", "bold red"), printable(message)), soft_wrap=True)
     for line in details or []:
-        err.print(f"  {line}", markup=False, soft_wrap=True)
+        err.print(f"  {printable(line)}", markup=False, soft_wrap=True)
 
 
 def render_notes(err: Console, lines: list[str]) -> None:
     for line in lines:
-        err.print(Text(f"note: {line}"), soft_wrap=True)
+        err.print(Text(f"note: {printable(line)}"), soft_wrap=True)
 
 
 def render_presets(out: Console, presets: list, default: str) -> None:
     """The shipped presets, one block each: id and title, generated summary, source."""
     for preset in presets:
         marker = " (default)" if preset.id == default else ""
-        out.print(Text(f"{preset.id}{marker}: {preset.title}", style="bold"))
-        out.print(Text(f"    {preset.summary}"))
-        out.print(Text(f"    source: {preset.source}"))
+        title = printable(f"{preset.id}{marker}: {preset.title}")
+        out.print(Text(title, style="bold"))
+        out.print(Text(f"    {printable(preset.summary)}"))
+        out.print(Text(f"    source: {printable(preset.source)}"))
     out.print(Text(f"{len(presets)} presets. Protocol text: trdscreen rules show NAME"))
 
 
 def render_formulary(out: Console, rows: list[dict], source: str, sha256: str) -> None:
+    rows, source = printable_data(rows), printable(source)
     table = Table(title=f"Formulary: {source}", title_justify="left", show_edge=False)
     for name, justify in (
         ("generic", "left"),
@@ -214,6 +235,7 @@ def render_formulary(out: Console, rows: list[dict], source: str, sha256: str) -
 
 
 def render_drug(out: Console, row: dict) -> None:
+    row = printable_data(row)
     minimum = row["min_mg_per_day"]
     lines = [
         f"{row['looked_up']} -> {row['generic']}"
@@ -248,7 +270,7 @@ def render_drug(out: Console, row: dict) -> None:
 
 def render_verify(out: Console, verification) -> None:
     """Each check as a line: OK or FAIL, what was checked, what was found."""
-    manifest = verification.run.manifest
+    manifest = printable_data(verification.run.manifest)
     out.print(
         f"Run {manifest.get('run_id')} ({manifest.get('rules', {}).get('id')}, finished "
         f"{manifest.get('finished_at')}, by {manifest.get('user')} on {manifest.get('host')})",
@@ -262,13 +284,14 @@ def render_verify(out: Console, verification) -> None:
     for check in verification.checks:
         if check.ok and check.detail in printed:
             continue
-        subject = check.subject
+        subject = printable(check.subject)
         if check.ok:
             printed.add(check.detail)
             names = ok_groups[check.detail]
             subject = names[0] if len(names) == 1 else f"{len(names)} files ({', '.join(names)})"
+            subject = printable(subject)
         mark = Text("  ok  ", "green") if check.ok else Text(" FAIL ", "bold red")
-        out.print(Text.assemble(mark, f"{subject}: {check.detail}"), soft_wrap=True)
+        out.print(Text.assemble(mark, f"{subject}: {printable(check.detail)}"), soft_wrap=True)
     problems = verification.problems
     if not problems:
         what = "re-run gives identical outputs" if verification.reran else "not re-run"
@@ -354,6 +377,7 @@ def _course_lines(number: int, c: dict) -> list[str]:
 
 def render_explain(out: Console, data: dict) -> None:
     """A coordinator's reading of one decision: courses, counts, criteria, decision."""
+    data = printable_data(data)
     run = data["run"]
     decision = data["decision"]
     style = {"eligible": "bold green", "excluded": "bold red"}.get(decision, "bold yellow")
@@ -415,6 +439,7 @@ def render_explain(out: Console, data: dict) -> None:
 
 def render_diff(out: Console, data: dict, limit: int = 50) -> None:
     """Context note, subjects that changed decision with flipped criteria, attritions."""
+    data = printable_data(data)
 
     a, b = data["a"], data["b"]
     out.print(f"A: {a['path']} (rules {a['rules_id']}, run {a['run_id']})", markup=False)
