@@ -50,6 +50,9 @@ FORMULARY_COLUMNS = (
     "non_depression_brands",
     "notes",
 )
+OPTIONAL_COLUMNS = ("max_mg_per_day", "max_source")
+"""Columns a site formulary may leave out: the usual maximum daily dose and its source,
+used only to warn about implausible doses (`validate.PLAUSIBLE_DOSE_MULTIPLE`)."""
 
 # Release-formulation markers kept as an attribute of the course.
 _FORMULATIONS = {
@@ -129,6 +132,8 @@ class Drug:
     synonyms: tuple[str, ...]
     non_depression_brands: tuple[str, ...]
     notes: str
+    max_mg_per_day: float | None = None
+    max_source: str = ""
 
 
 @dataclass(frozen=True)
@@ -254,6 +259,10 @@ def parse_formulary(text: str, source: str) -> Formulary:
             synonyms=_split(row["synonyms"]),
             non_depression_brands=_split(row["non_depression_brands"]),
             notes=row["notes"].strip(),
+            max_mg_per_day=_number(
+                row.get("max_mg_per_day") or "", f"{where}, column max_mg_per_day", problems
+            ),
+            max_source=(row.get("max_source") or "").strip(),
         )
         drugs[generic] = drug
         names = [(generic, False)]

@@ -39,18 +39,33 @@ class ColumnSpec:
     high: float | None = None
     vocabulary: tuple[str, ...] = ()
     expected: str = ""  # human wording for messages
+    plausible_low: float | None = None  # below: a warning (`implausible_value`), kept
 
+
+DOSE_CEILING_MG = 10_000.0
+"""No antidepressant or add-on is given at 10 g a day: a dose above is an error
+(`out_of_range`), so a typo of 99,999,999 mg can never make a course adequate.
+Doses far above a drug's usual maximum get a warning (`validate.PLAUSIBLE_DOSE_MULTIPLE`)."""
 
 TREATMENT_COLUMNS: dict[str, ColumnSpec] = {
     "subject_id": ColumnSpec("string", True, False, expected="a subject key"),
     "drug": ColumnSpec("string", True, False, expected="a drug name"),
-    "daily_dose_mg": ColumnSpec("float", True, True, low=0, expected="a dose in mg/day >= 0"),
+    "daily_dose_mg": ColumnSpec(
+        "float",
+        True,
+        True,
+        low=0,
+        high=DOSE_CEILING_MG,
+        expected="a dose in mg/day >= 0",
+    ),
     "start_date": ColumnSpec("date", True, False, expected="an ISO date YYYY-MM-DD"),
     "end_date": ColumnSpec("date", False, True, expected="an ISO date YYYY-MM-DD or empty"),
     "adherence": ColumnSpec("float", low=0, high=1, expected="a fraction from 0 to 1"),
     "hamd_start": ColumnSpec("int", low=0, high=52, expected="a HAM-D17 total from 0 to 52"),
     "hamd_end": ColumnSpec("int", low=0, high=52, expected="a HAM-D17 total from 0 to 52"),
-    "improvement": ColumnSpec("float", high=1, expected="a fraction of improvement <= 1"),
+    "improvement": ColumnSpec(
+        "float", high=1, expected="a fraction of improvement <= 1", plausible_low=-1.0
+    ),
     "stop_reason": ColumnSpec("category", vocabulary=STOP_REASONS),
     "role": ColumnSpec("category", vocabulary=ROLES),
     "modality": ColumnSpec("category", vocabulary=MODALITIES),
@@ -263,7 +278,8 @@ def _invalid(valid_input: pa_arrow.ChunkedArray, ok: pa_arrow.ChunkedArray) -> n
 def _to_float(column: pa_arrow.ChunkedArray, integral: bool) -> tuple[np.ndarray, np.ndarray, str]:
     """Convert to float64 (NaN = missing); return values, bad rows, check code."""
     if pa_arrow.types.is_integer(column.type) or pa_arrow.types.is_floating(column.type):
-        values = column.cast(pa_arrow.float64()).to_numpy(zero_copy_only=False)
+        # Unsafe: an integer above 2^53 becomes an inexact float, which `unbounded` flags.
+        values = column.cast(pa_arrow.float64(), safe=False).to_numpy(zero_copy_only=False)
         values = np.asarray(values, dtype=np.float64)
         if integral:
             bad = np.flatnonzero(~np.isnan(values) & (values != np.round(values)))
@@ -286,7 +302,9 @@ def _to_date(column: pa_arrow.ChunkedArray) -> tuple[np.ndarray, np.ndarray, str
     """Convert to datetime64[s]; only ISO dates (YYYY-MM-DD) are accepted from text."""
     if pa_arrow.types.is_date(column.type) or pa_arrow.types.is_timestamp(column.type):
         if pa_arrow.types.is_timestamp(column.type) and column.type.tz is not None:
-            column = column.cast(pa_arrow.timestamp(column.type.unit))
+            # The calendar date where the time was recorded, not in UTC: 00:30 in Berlin
+            # on 1 March is 1 March (shifting it to UTC would make it 29 February).
+            column = pc.local_timestamp(column)
         days = column.cast(pa_arrow.date32()).cast(pa_arrow.int32()).to_numpy(zero_copy_only=False)
         return _days_to_datetime(days), np.empty(0, np.int64), "not_iso_date"
     if pa_arrow.types.is_null(column.type):
@@ -307,6 +325,29 @@ def _to_date(column: pa_arrow.ChunkedArray) -> tuple[np.ndarray, np.ndarray, str
 
     days, bad = _by_distinct(column, parse)
     return _days_to_datetime(days.to_numpy(zero_copy_only=False)), bad, "not_iso_date"
+
+
+LARGEST_EXACT = float(2**53)
+"""Numbers above this (in size) are not exact as float64: refused, not rounded."""
+FIRST_DATE = np.datetime64("1900-01-01", "s")
+LAST_DATE = np.datetime64("2100-12-31", "s")
+"""Dates outside these are refused (a treatment history lies well within them)."""
+
+
+def unbounded(values: np.ndarray) -> np.ndarray:
+    """Rows of a converted number or date column that no real value has: infinite or
+    beyond 2^53 (an overflowed or uint64 number), or a date outside 1900-2100."""
+    if values.dtype.kind == "M":
+        present = ~np.isnat(values)
+        return np.flatnonzero(present & ((values < FIRST_DATE) | (values > LAST_DATE)))
+    with np.errstate(invalid="ignore"):
+        return np.flatnonzero(np.abs(values) > LARGEST_EXACT)
+
+
+_UNBOUNDED_MESSAGES = {
+    "M": "expected {expected} from 1900-01-01 to 2100-12-31; the date is outside that range",
+    "f": "expected {expected}; the number is infinite or too large to be exact (above 2^53)",
+}
 
 
 def _days_to_datetime(days: np.ndarray) -> np.ndarray:
@@ -500,7 +541,28 @@ def coerce(
             if check == "not_iso_date" and _is_text(kind):
                 message = _date_messages(column, bad, message, spec)
             log.add(source, bad, name, check, message, ids)
+        if spec.kind in ("float", "int", "date"):
+            values = np.asarray(out[name])
+            wild = unbounded(values)
+            if wild.size:  # never carried on: the cell is empty from here, and an error
+                values[wild] = np.datetime64("NaT") if values.dtype.kind == "M" else np.nan
+                out[name] = values
+                message = _UNBOUNDED_MESSAGES[values.dtype.kind].format(
+                    expected=spec.expected or "a value"
+                )
+                log.add(source, wild, name, "out_of_range", message, ids)
+                bad = np.union1d(bad, wild)
+        if bad.size:
             log.unconverted[(source.name, name)] = bad
+        if spec.plausible_low is not None:
+            with np.errstate(invalid="ignore"):
+                odd = np.flatnonzero(np.asarray(out[name], dtype=np.float64) < spec.plausible_low)
+            if odd.size:
+                message = (
+                    f"the value is below {spec.plausible_low:g} ({spec.expected}); "
+                    "implausible: check the value and its scale"
+                )
+                log.add(source, odd, name, "implausible_value", message, ids, severity="warning")
     frame = pd.DataFrame(out, index=pd.RangeIndex(table.num_rows))
     for name, series in frame.items():
         if series.dtype.kind == "M":
@@ -551,7 +613,10 @@ def _value_message(spec: ColumnSpec, check: str, name: str) -> str:
         return f"`{name}` is required in every row; the cell is empty"
     if check == "not_in_vocabulary":
         return f"expected one of: {', '.join(spec.vocabulary)}"
-    return f"expected {spec.expected or 'a value in range'}"
+    expected = spec.expected or "a value in range"
+    if check == "out_of_range" and spec.high is not None and f"{spec.high:g}" not in expected:
+        expected += f" and at most {spec.high:g}"
+    return f"expected {expected}"
 
 
 def check_values(

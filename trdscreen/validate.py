@@ -398,6 +398,7 @@ def _check_drug_names(
             f"drug name not in the formulary ({hint}); the course's adequacy is unknown. "
             "Fix the name or add it to a site formulary"
         )
+    _check_plausible_doses(source, courses, formulary, uniques, codes, log)
     per_name = np.asarray(messages, dtype=object)
     unknown_name = np.append(per_name != "", False)  # the last slot: null names (-1)
     rows = np.flatnonzero(unknown_name[codes] & drug_modality)
@@ -410,3 +411,48 @@ def _check_drug_names(
         courses["subject_id"] if "subject_id" in courses.columns else None,
         severity="warning",
     )
+
+
+PLAUSIBLE_DOSE_MULTIPLE = 3.0
+"""A daily dose above this multiple of the formulary's usual maximum gets a warning
+(`implausible_dose`): more likely a unit or typing error than a real dose. A project
+heuristic, not a clinical threshold [U]; it never changes a decision by itself."""
+
+
+def _check_plausible_doses(
+    source: SourceTable,
+    courses: pd.DataFrame,
+    formulary: Formulary,
+    uniques: pd.Index,
+    codes: np.ndarray,
+    log: IssueLog,
+) -> None:
+    """Warn where a dose is far above the drug's usual maximum (one look-up per name)."""
+    if "daily_dose_mg" not in courses.columns:
+        return
+    ceiling = np.full(len(uniques) + 1, np.inf)  # the last slot: null names (-1)
+    names = np.full(len(uniques) + 1, "", dtype=object)
+    for index, name in enumerate(uniques):
+        generic = formulary.match(name).generic
+        drug = formulary.drugs.get(generic) if generic is not None else None
+        if drug is not None and drug.max_mg_per_day is not None:
+            ceiling[index] = PLAUSIBLE_DOSE_MULTIPLE * drug.max_mg_per_day
+            names[index] = f"{generic}: {drug.max_mg_per_day:g} mg/day"
+    dose = courses["daily_dose_mg"].to_numpy(dtype=np.float64, na_value=np.nan)
+    with np.errstate(invalid="ignore"):
+        rows = np.flatnonzero(dose > ceiling[codes])
+    if rows.size:
+        messages = np.char.add(
+            f"the dose is more than {PLAUSIBLE_DOSE_MULTIPLE:g} times the usual maximum (",
+            names[codes[rows]].astype(str),
+        )
+        messages = np.char.add(messages, "); check the value and its unit (mg per day)")
+        log.add(
+            source,
+            rows,
+            "daily_dose_mg",
+            "implausible_dose",
+            messages.astype(object),
+            courses["subject_id"] if "subject_id" in courses.columns else None,
+            severity="warning",
+        )
