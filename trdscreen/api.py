@@ -13,7 +13,7 @@ import platform
 import socket
 import sys
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from trdscreen.io import (
     open_source,
     sha256_file,
 )
+from trdscreen.merge import merge_issues, merge_validated
 from trdscreen.outdir import atomic_folder, prepare_out_dir, remove_stale_drafts
 from trdscreen.output import write_tables
 from trdscreen.pipeline import Screening, ScreenResult, refuse_invalid, screen_checked
@@ -41,12 +42,11 @@ from trdscreen.ruleset import (
     read_rule_file,
     resolve_rules,
 )
-from trdscreen.runs import MANIFEST_FILE
+from trdscreen.runs import MANIFEST_FILE, MANIFEST_SCHEMA_VERSION
 from trdscreen.schemas import SUBJECT_COLUMNS, TREATMENT_COLUMNS, issue_counts
-from trdscreen.stream import CHUNK_ROWS, StreamedResult, stream
+from trdscreen.stream import CHUNK_ROWS, StreamedResult, chunks, stream
 from trdscreen.validate import ValidatedInputs, criteria_subject_columns, validate_inputs
 
-MANIFEST_SCHEMA_VERSION = 3
 FORMATS = ("csv", "parquet")
 
 
@@ -321,6 +321,27 @@ def screen(loaded: LoadedRun) -> ScreenResult:
         result = screen_checked(loaded.treatments, loaded.subjects, loaded.validated, screening)
     _record_screened(loaded, result)
     return result
+
+
+def load_and_validate(request: ScreenRequest, command: list[str] | tuple = ()) -> LoadedRun:
+    """Load the inputs and validate them a chunk of subjects at a time (what `validate`
+    does): each chunk's issues are capped (`schemas.cap_issues`) and merged, so memory
+    holds one chunk's issues, not every bad cell of the file. `loaded.validated` holds
+    the merged issues (no typed frames, no rejections)."""
+    chunk_rows = request.chunk_rows or CHUNK_ROWS
+    loaded = load(replace(request, chunk_rows=chunk_rows, dask=None), command)
+    reports = tuple(r.rules for r in loaded.reports)
+    parts: list = []
+    for courses, people in chunks(loaded.treatments, loaded.subjects, chunk_rows):
+        validated = validate_inputs(
+            courses, people, loaded.rules, loaded.formulary, request.as_of, reports
+        )
+        parts.append(validated.issues)
+        if len(parts) >= 16:  # fold as we go: the capped issues stay small
+            parts = [merge_issues(parts)]
+    loaded.validated = merge_validated(parts, [])
+    loaded.trail.record("inputs_validated", issues=issue_counts(loaded.validated.issues))
+    return loaded
 
 
 def _record_screened(loaded: LoadedRun, result: ScreenResult | StreamedResult) -> None:

@@ -378,7 +378,7 @@ def validate(
             tuple(report or ()),
             _csv_options(encoding, delimiter),
         )
-        loaded = api.load(request)
+        loaded = api.load_and_validate(request)
         issues = loaded.validated.issues
         n_errors = loaded.validated.n_errors
         if as_json:
@@ -393,7 +393,7 @@ def validate(
         else:
             from trdscreen.render import console, render_issues
 
-            render_issues(console(), issues)
+            render_issues(console(), issues, rest="use --json for every group")
         if n_errors:
             raise typer.Exit(int(ExitCode.INVALID_INPUT))
 

@@ -63,6 +63,7 @@ from trdscreen.stream import (
     Collector,
     PartSummary,
     StreamedResult,
+    ledger_bounded,
     sinks_for,
     write_behind,
 )
@@ -100,10 +101,12 @@ class DaskOptions:
         if self.interval_subjects < 1 or self.batch_rows < 1:
             raise UsageError("interval_subjects and batch_rows must be at least 1")
 
-    def buckets(self, workers: int, rows: int) -> int:
-        """The bucket count: as given, else 4 per worker and at most about `BUCKET_ROWS`
-        input rows per bucket, so one bucket's screening fits a worker."""
-        return self.partitions or max(4 * workers, math.ceil(rows / BUCKET_ROWS))
+    def buckets(self, workers: int, rows: int, per_bucket: int = 0) -> int:
+        """The bucket count: as given, else 4 per worker and at most about `per_bucket`
+        (default `BUCKET_ROWS`) input rows per bucket, so one bucket's screening fits a
+        worker."""
+        per_bucket = per_bucket or BUCKET_ROWS
+        return self.partitions or max(4 * workers, math.ceil(rows / per_bucket))
 
 
 def _key_hashes(ids: pa.ChunkedArray | pa.Array) -> tuple[pa.DictionaryArray, np.ndarray]:
@@ -378,7 +381,7 @@ def stream_dask(
     with connect(options) as client:
         homes = sorted(client.scheduler_info(n_workers=-1)["workers"]) or [None]
         rows = _input_rows(treatments) + (_input_rows(subjects) if subjects else 0)
-        buckets = options.buckets(len(homes), rows)
+        buckets = options.buckets(len(homes), rows, ledger_bounded(BUCKET_ROWS, screening))
         home_of = [homes[b % len(homes)] for b in range(buckets)]
         courses, sample = _scatter(client, treatments, buckets, home_of, options)
         on_read(courses.source)

@@ -8,7 +8,13 @@ import pandas as pd
 
 from trdscreen.coded import sorted_categories
 from trdscreen.quarantine import Quarantine, held_attrition, without_held_step
-from trdscreen.schemas import ISSUE_COLUMNS, empty_issues, sorted_issues
+from trdscreen.schemas import (
+    ISSUE_COLUMNS,
+    NOT_LISTED,
+    cap_issues,
+    empty_issues,
+    sorted_issues,
+)
 from trdscreen.validate import ValidatedInputs
 
 QUARANTINE_ORDER = ["source_line"]
@@ -64,9 +70,9 @@ def merge_issues(frames: list[pd.DataFrame]) -> pd.DataFrame:
     if not frames:
         return empty_issues()
     issues = pd.concat(_unified(frames), ignore_index=True)
-    file_level = issues["line"] == 0
+    file_level = (issues["line"] == 0) & ~issues["message"].str.startswith(NOT_LISTED)
     once = ~(file_level & issues.duplicated(ISSUE_COLUMNS))
-    return sorted_issues(issues[once])
+    return cap_issues(sorted_issues(issues[once]))
 
 
 def merge_validated(issues: list[pd.DataFrame], rejections: list[pd.DataFrame]) -> ValidatedInputs:

@@ -63,12 +63,15 @@ def evidence_tags(text: str, source: str = "rule file") -> Tags:
 def _tags(node, text: str) -> Tags:
     lines = text.splitlines()
     tags: Tags = {}
+    line_tags: dict[int, str | None] = {}  # many keys share a line (a flow list): read it once
     for path, number in key_lines(node).items():
         if not path or number > len(lines):
             continue
-        found = TAG.search(_comment(lines[number - 1]))
-        if found:
-            tags[path] = found.group(1)
+        if number not in line_tags:
+            found = TAG.search(_comment(lines[number - 1]))
+            line_tags[number] = found.group(1) if found else None
+        if line_tags[number] is not None:
+            tags[path] = line_tags[number]
     return tags
 
 

@@ -33,6 +33,7 @@ import pyarrow as pa
 from trdscreen.coded import sorted_categories
 from trdscreen.errors import InvalidInputData
 from trdscreen.io import SourceTable
+from trdscreen.schemas import keyless_errors
 
 ON_INVALID = ("fail", "quarantine")
 QUARANTINED = "quarantined"
@@ -72,11 +73,12 @@ def refuse_quarantine(rejections: pd.DataFrame, issues: pd.DataFrame) -> str | N
             f"{len(whole)} error(s) concern a whole file or column ({checks}); quarantine sets "
             "aside rows, not columns: fix these first"
         )
-    keyless = issues[(issues["severity"] == "error") & (issues["subject_id"] == "")]
+    keyless = keyless_errors(issues)
     if len(keyless):
-        lines = ", ".join(f"{f} line {n}" for f, n in keyless[["file", "line"]].head(5).values)
+        listed = keyless[keyless["line"] > 0]
+        lines = ", ".join(f"{f} line {n}" for f, n in listed[["file", "line"]].head(5).values)
         return (
-            f"{len(keyless)} rejected row(s) have no usable subject key ({lines}); it is not "
+            f"{keyless['rows'].sum()} rejected row(s) have no usable subject key ({lines}); it is not "
             "known whose history they belong to, so no subject can be safely screened"
         )
     return None

@@ -135,16 +135,30 @@ def render_attrition(attrition: pd.DataFrame) -> Table:
     return table
 
 
-def render_issues(out: Console, issues: pd.DataFrame, limit: int = 30) -> None:
-    """Issues grouped by file, column and check, with counts and first lines."""
+def render_issues(
+    out: Console, issues: pd.DataFrame, limit: int = 30, rest: str = "see validation_issues"
+) -> None:
+    """Issues grouped by file, column and check, with counts and first lines; `rest` says
+    where the groups not shown can be read."""
     if issues.empty:
         out.print("No input issues found.")
         return
+    listed = issues[~issues["message"].str.startswith("not listed: ")]
     grouped = (
-        issues.groupby(["severity", "file", "column", "check", "message"], sort=False)["line"]
-        .agg(["count", "min"])
+        listed.groupby(["severity", "file", "column", "check", "message"], sort=False)
+        .agg(count=("rows", "sum"), min=("line", "min"))
         .reset_index()
     )
+    more = issues[issues["message"].str.startswith("not listed: ")]
+    if len(more):  # the rows a capped group did not list still count
+        extra = more.groupby(["severity", "file", "column", "check"])["rows"].sum()
+        first = grouped.drop_duplicates(["severity", "file", "column", "check"])
+        for key, count in extra.items():
+            hit = first.index[
+                (first[["severity", "file", "column", "check"]] == list(key)).all(axis=1)
+            ]
+            if len(hit):
+                grouped.loc[hit[0], "count"] += count
     order = {"error": 0, "warning": 1, "info": 2}
     grouped = grouped.sort_values(
         ["severity", "file", "min"], key=lambda s: s.map(order) if s.name == "severity" else s
@@ -164,7 +178,7 @@ def render_issues(out: Console, issues: pd.DataFrame, limit: int = 30) -> None:
     else:
         _issue_table(out, grouped, limit)
     if len(grouped) > limit:
-        out.print(f"... and {len(grouped) - limit} more groups (see validation_issues).")
+        out.print(f"... and {len(grouped) - limit} more groups ({rest}).")
 
 
 def _issue_table(out: Console, grouped: pd.DataFrame, limit: int) -> None:

@@ -22,6 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from trdscreen.errors import RuleError
 
 MAX_RULE_FILE_BYTES = 1_000_000
+MAX_CRITERIA = 200
+"""Most protocol criteria in one rule set (a real protocol has a few dozen): the criteria
+ledger has a row per subject and criterion."""
 
 Resolution = Literal["unknown", "assume_met", "assume_not_met"]
 Evidence = Literal["V", "S", "U"]
@@ -61,7 +64,7 @@ NUMERIC_OPS = {Op.lt, Op.le, Op.gt, Op.ge, Op.between}
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, allow_inf_nan=False)
 
 
 class Threshold(_Model):
@@ -378,7 +381,7 @@ class RuleSet(_Model):
     report: tuple[str, ...] = Field(
         (), description="presets (or rule files) whose staging scores are added to the decisions"
     )
-    criteria: Annotated[tuple[Criterion, ...], Field(min_length=1)]
+    criteria: Annotated[tuple[Criterion, ...], Field(min_length=1, max_length=MAX_CRITERIA)]
 
     @model_validator(mode="after")
     def _staging_columns_provided(self) -> RuleSet:
@@ -428,17 +431,38 @@ class _NoAliasSafeLoader(yaml.SafeLoader):
 
 
 def key_lines(node: yaml.Node, path: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:
-    """Map each key path of a composed YAML document to its 1-based line."""
-    lines: dict[tuple[Any, ...], int] = {path: node.start_mark.line + 1}
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            child = (*path, key_node.value)
-            lines.update(key_lines(value_node, child))
-            lines[child] = key_node.start_mark.line + 1
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            lines.update(key_lines(item, (*path, index)))
+    """Map each key path of a composed YAML document to its 1-based line (one pass, no
+    recursion: linear in the document's size, whatever its shape)."""
+    lines: dict[tuple[Any, ...], int] = {}
+    stack: list[tuple[yaml.Node, tuple[Any, ...], int | None]] = [(node, path, None)]
+    while stack:
+        current, where, key_line = stack.pop()
+        lines[where] = key_line if key_line is not None else current.start_mark.line + 1
+        if isinstance(current, yaml.MappingNode):
+            for key_node, value_node in current.value:
+                stack.append((value_node, (*where, key_node.value), key_node.start_mark.line + 1))
+        elif isinstance(current, yaml.SequenceNode):
+            for index, item in enumerate(current.value):
+                stack.append((item, (*where, index), None))
     return lines
+
+
+MAX_YAML_DEPTH = 64
+"""Deepest nesting of mappings and lists in a rule file or column map (a real one is
+about 5 deep); deeper files are refused before the parser recurses into them."""
+
+
+def _nesting_depth(text: str) -> int:
+    """An upper bound of a YAML text's nesting: open flow brackets plus indentation levels."""
+    depth = flow = 0
+    for char in text:
+        if char in "[{":
+            flow += 1
+            depth = max(depth, flow)
+        elif char in "]}":
+            flow = max(flow - 1, 0)
+    indents = {len(line) - len(line.lstrip(" ")) for line in text.splitlines() if line.strip()}
+    return depth + len(indents)
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
@@ -503,7 +527,12 @@ def _format_errors(
 
 
 def load_yaml(text: str, source: str) -> tuple[yaml.Node | None, Any]:
-    """Safe-load YAML (aliases refused); RuleError names the file and line."""
+    """Safe-load YAML (aliases refused, nesting bounded); RuleError names the file and line."""
+    if _nesting_depth(text) > MAX_YAML_DEPTH:
+        raise RuleError(
+            f"{source}: nested more than {MAX_YAML_DEPTH} levels deep; a rule file or column "
+            "map is a few levels of keys and lists"
+        )
     try:
         node = yaml.compose(text, Loader=_NoAliasSafeLoader)
         data = yaml.load(text, Loader=_NoAliasSafeLoader)
@@ -512,6 +541,8 @@ def load_yaml(text: str, source: str) -> tuple[yaml.Node | None, Any]:
         where = f"{source}:{mark.line + 1}" if mark else source
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise RuleError(f"{where}: not valid YAML ({problem})") from None
+    except RecursionError:
+        raise RuleError(f"{source}: nested too deeply to read") from None
     return node, data
 
 

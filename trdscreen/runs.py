@@ -23,6 +23,7 @@ from trdscreen.errors import RunFolderError, UsageError
 from trdscreen.io import sha256_file
 from trdscreen.outdir import MANIFEST_FILE
 from trdscreen.output import unescape_formulas
+from trdscreen.printable import printable
 
 SUPPORTED_MANIFEST_VERSIONS = (2, 3)
 TEXT_COLUMNS = (
@@ -132,19 +133,59 @@ def open_run(path: Path) -> RunFolder:
         raise UsageError(f"{path}: no such run folder")
     if not manifest_path.is_file():
         raise UsageError(f"{path}: not a trdscreen run folder (no {MANIFEST_FILE})")
+    if manifest_path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise RunFolderError(f"{manifest_path}: larger than any manifest trdscreen writes")
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise RunFolderError(
             f"{manifest_path}: not valid JSON; the run folder was altered"
         ) from None
     version = manifest.get("manifest_schema_version") if isinstance(manifest, dict) else None
     if version not in SUPPORTED_MANIFEST_VERSIONS:
         raise RunFolderError(
-            f"{manifest_path}: manifest_schema_version {version!r} is not supported by this "
-            f"trdscreen (supports {', '.join(map(str, SUPPORTED_MANIFEST_VERSIONS))})"
+            f"{manifest_path}: manifest_schema_version {printable(repr(version))[:40]} is not "
+            f"supported by this trdscreen (supports "
+            f"{', '.join(map(str, SUPPORTED_MANIFEST_VERSIONS))})"
         )
+    if version == MANIFEST_SCHEMA_VERSION:
+        problems = schema_problems(manifest)
+        if problems:
+            raise RunFolderError(
+                f"{manifest_path}: {problems[0]}; the run folder was altered or was not "
+                "written by trdscreen",
+                problems,
+            )
     return RunFolder(path, manifest)
+
+
+MANIFEST_SCHEMA_VERSION = 3
+MAX_MANIFEST_BYTES = 64 << 20
+
+
+def schema_problems(manifest: dict[str, Any]) -> list[str]:
+    """Where a manifest breaks its published JSON Schema (data/manifest.schema.json), as
+    `field `a.b.0`: expected ...` lines; the field's value is never quoted."""
+    from importlib import resources
+
+    import jsonschema
+
+    schema = json.loads(
+        resources.files("trdscreen").joinpath("data/manifest.schema.json").read_text("utf-8")
+    )
+    validator = jsonschema.Draft202012Validator(schema)
+    problems = []
+    for error in sorted(validator.iter_errors(manifest), key=lambda e: list(map(str, e.path))):
+        field = ".".join(str(part) for part in error.absolute_path) or "(top level)"
+        expected = error.validator_value
+        if error.validator == "additionalProperties":
+            expected = "no other fields"
+        elif isinstance(expected, dict | list) and error.validator != "required":
+            expected = error.validator
+        problems.append(printable(f"field `{field}`: expected {error.validator} {expected}"))
+        if len(problems) >= 20:
+            break
+    return problems
 
 
 def json_value(value: Any) -> Any:

@@ -86,7 +86,29 @@ SUBJECT_COLUMNS: dict[str, ColumnSpec] = {
     "substance_use_disorder": ColumnSpec("bool", expected="true or false"),
 }
 
-ISSUE_COLUMNS = ["severity", "file", "line", "column", "check", "subject_id", "message"]
+ISSUE_COLUMNS = ["severity", "file", "line", "column", "check", "subject_id", "message", "rows"]
+ISSUE_CAP = 1000
+"""Issues listed per file, column and check (those on the first lines); the rest of the
+group is one summary row whose `rows` says how many were not listed. Counts always
+include every issue (`issue_counts` sums `rows`)."""
+NOT_LISTED = "not listed: "
+"""How a summary row's message starts."""
+KEYLESS = "without a subject key"
+"""In a summary row's message: the rows it stands for have no subject key (such errors
+stop a quarantine, so they are counted apart from the rows that have one)."""
+
+
+def is_summary(issues: pd.DataFrame) -> pd.Series:
+    """The summary rows of capped groups (`cap_issues`)."""
+    return issues["message"].str.startswith(NOT_LISTED)
+
+
+def keyless_errors(issues: pd.DataFrame) -> pd.DataFrame:
+    """Error rows without a subject key, listed or summarized (their `rows` add up)."""
+    summary = is_summary(issues)
+    keyless = (issues["severity"] == "error") & (issues["subject_id"] == "")
+    return issues[keyless & (~summary | issues["message"].str.contains(KEYLESS, regex=False))]
+
 
 _NUMBER = r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$"
 _INTEGER = r"^[+-]?\d+(?:\.0*)?$"
@@ -105,13 +127,60 @@ def empty_issues() -> pd.DataFrame:
             "check": pd.Series(dtype="str"),
             "subject_id": pd.Series(dtype="str"),
             "message": pd.Series(dtype="str"),
+            "rows": pd.Series(dtype="int64"),
         }
     )
 
 
 def issue_counts(issues: pd.DataFrame) -> dict[str, int]:
     """Issues per severity, most frequent first (the counts in summaries and the audit log)."""
-    return {str(k): int(v) for k, v in issues["severity"].value_counts(sort=True).items()}
+    totals = issues.groupby("severity", sort=False)["rows"].sum()
+    order = sorted(totals.items(), key=lambda item: (-item[1], str(item[0])))
+    return {str(k): int(v) for k, v in order if v}
+
+
+_GROUP = ["file", "column", "check", "severity", "keyless"]
+
+
+def cap_issues(issues: pd.DataFrame, cap: int = ISSUE_CAP) -> pd.DataFrame:
+    """At most `cap` listed issues per file, column and check (the first lines), and one
+    summary row for the rest. Capping parts and then their concatenation lists the
+    same issues as capping the whole, so streamed and Dask runs agree."""
+    if len(issues) <= cap:
+        return issues
+    summary = is_summary(issues).to_numpy()
+    issues = issues.assign(
+        keyless=(issues["subject_id"] == "")
+        & (~summary | issues["message"].str.contains(KEYLESS, regex=False))
+    )
+    real = issues[~summary].sort_values([*_GROUP, "line"], kind="stable")
+    rank = real.groupby(_GROUP, sort=False).cumcount().to_numpy()
+    if not (rank >= cap).any() and not summary.any():
+        return issues.drop(columns="keyless")
+    dropped = real[rank >= cap]
+    more = pd.concat(
+        [dropped.groupby(_GROUP)["rows"].sum(), issues[summary].groupby(_GROUP)["rows"].sum()]
+    )
+    more = more.groupby(level=list(range(len(_GROUP)))).sum().reset_index()
+    rows = pd.DataFrame(
+        {
+            "severity": more["severity"],
+            "file": more["file"],
+            "line": 0,
+            "column": more["column"],
+            "check": more["check"],
+            "subject_id": "",
+            "message": NOT_LISTED
+            + more["rows"].astype(str)
+            + np.where(more["keyless"], f" more row(s) {KEYLESS}", " more row(s)")
+            + f" with this check; the first {cap} are listed",
+            "rows": more["rows"].astype("int64"),
+        }
+    )
+    kept = real[rank < cap].drop(columns="keyless")
+    table = pd.concat([kept, rows], ignore_index=True)
+    table = table.astype({c: "str" for c in ISSUE_COLUMNS if c not in ("line", "rows")})
+    return sorted_issues(table.astype({"line": "int64", "rows": "int64"}))
 
 
 REJECTION_COLUMNS = ["table", "row", "column", "check", "message"]
@@ -153,6 +222,7 @@ class IssueLog:
                     "check": [check],
                     "subject_id": [""],
                     "message": [message],
+                    "rows": [1],
                 }
             )
         else:
@@ -177,6 +247,7 @@ class IssueLog:
                     "check": check,
                     "subject_id": ids,
                     "message": messages,
+                    "rows": 1,
                 }
             )
         self._blocks.append(block)
@@ -208,8 +279,9 @@ class IssueLog:
         if not self._blocks:
             return empty_issues()
         issues = pd.concat(self._blocks, ignore_index=True)
-        issues = issues.astype({c: "str" for c in ISSUE_COLUMNS if c != "line"} | {"line": "int64"})
-        return sorted_issues(issues)
+        text = {c: "str" for c in ISSUE_COLUMNS if c not in ("line", "rows")}
+        issues = issues.astype(text | {"line": "int64", "rows": "int64"})
+        return cap_issues(sorted_issues(issues))
 
 
 def sorted_issues(issues: pd.DataFrame) -> pd.DataFrame:

@@ -45,6 +45,21 @@ from trdscreen.schemas import issue_counts, text_as_read
 from trdscreen.validate import ValidatedInputs
 
 CHUNK_ROWS = 1 << 18
+LEDGER_ROWS_PER_PART = 1 << 21
+"""Most criteria-ledger rows (subjects x criteria) one chunk or bucket may make: a rule
+set with many criteria gets proportionally smaller chunks, so its ledger cannot fill
+memory (`ruleset.MAX_CRITERIA` bounds the criteria too)."""
+
+
+def ledger_bounded(rows: int, screening: Screening) -> int:
+    """Input rows per part, lowered so that the part's ledger stays within
+    `LEDGER_ROWS_PER_PART` (a part has at most one subject per input row)."""
+    criteria = len(screening.rules.criteria) + sum(
+        len(rules.criteria) for rules, _ in screening.reports
+    )
+    return max(1, min(rows, LEDGER_ROWS_PER_PART // max(1, criteria)))
+
+
 """Input rows (courses and subject rows) per chunk by default: about 60 k subjects."""
 
 STREAMED = ("decisions", "included", "excluded", "needs_review", "criteria_ledger", "courses")
@@ -366,6 +381,7 @@ def stream(
     """
     sinks = sinks_for(folder, formats, escape)
     collector = Collector()
+    chunk_rows = ledger_bounded(chunk_rows, screening)
 
     def screened() -> Iterator[dict[str, pd.DataFrame]]:
         for courses, people in chunks(treatments, subjects, chunk_rows):

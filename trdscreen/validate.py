@@ -50,7 +50,7 @@ class ValidatedInputs:
 
     @property
     def n_errors(self) -> int:
-        return int((self.issues["severity"] == "error").sum())
+        return int(self.issues["rows"][self.issues["severity"] == "error"].sum())
 
 
 def criteria_subject_columns(rules: RuleSet, *reports: RuleSet) -> tuple[str, ...]:

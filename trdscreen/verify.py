@@ -169,6 +169,7 @@ def _recorded_rules(record: dict[str, Any], label: str, result: Verification):
         )
         return None
     path = Path(record["resolved_path"])
+    _check_rule_file(record, rules, path, label, result)
     try:
         formulary = api.formulary_of(rules, path)
     except RuleError as exc:
@@ -185,13 +186,40 @@ def _recorded_rules(record: dict[str, Any], label: str, result: Verification):
     return rules, path, formulary
 
 
+def _check_rule_file(record: dict, rules, path: Path, label: str, result: Verification) -> None:
+    """The rule file at its recorded path, normalized again: a file that now says something
+    else under the same id is reported even when the manifest was rewritten to match
+    itself. A missing file is only noted (runs outlive their rule files)."""
+    from trdscreen.errors import RuleError
+    from trdscreen.ruleset import read_rule_file
+
+    if not path.is_file():
+        result.add(f"{label} file", True, f"{path} is no longer there; the manifest's copy is used")
+        return
+    try:
+        current, _ = read_rule_file(path)
+    except RuleError as exc:
+        result.add(f"{label} file", False, f"{path} no longer loads: {exc}")
+        return
+    if current.sha256() == record["normalized_sha256"]:
+        result.add(f"{label} file", True, f"{path} still normalizes to the recorded rule set")
+    elif current.id == rules.id:
+        result.add(
+            f"{label} file",
+            False,
+            f"{path} now holds a different rule set under the same id {rules.id} (normalized "
+            f"SHA-256 {current.sha256()[:12]}..., recorded {record['normalized_sha256'][:12]}...)",
+        )
+    else:
+        result.add(f"{label} file", True, f"{path} now holds another rule set ({current.id})")
+
+
 def _rerun(run: RunFolder, result: Verification, inputs_dir: Path | None) -> None:
     from trdscreen import api
     from trdscreen.errors import InvalidInputData, TrdscreenError
     from trdscreen.output import write_tables
 
     manifest = run.manifest
-    before = len(result.problems)
     files = {
         record["role"]: _recorded_file(f"input {record['role']}", record, inputs_dir, result)
         for record in manifest["inputs"]
@@ -216,7 +244,13 @@ def _rerun(run: RunFolder, result: Verification, inputs_dir: Path | None) -> Non
             "re-run with "
             + ", ".join(f"{k} {current[k]} (run: {versions.get(k)})" for k in changed),
         )
-    if len(result.problems) > before or main is None:
+    unavailable = (
+        any(path is None for path in files.values())
+        or (manifest.get("column_map") and column_map is None)
+        or main is None
+        or len(reports) != len(manifest.get("reports", []))
+    )
+    if unavailable:
         result.add("re-run", False, "not attempted: the recorded inputs or rules are not available")
         return
     options = manifest["options"]
