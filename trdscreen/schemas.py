@@ -617,6 +617,7 @@ def coerce(
             values = np.asarray(out[name])
             wild = unbounded(values)
             if wild.size:  # never carried on: the cell is empty from here, and an error
+                values = values.copy()  # the converted array may be Arrow's, read-only
                 values[wild] = np.datetime64("NaT") if values.dtype.kind == "M" else np.nan
                 out[name] = values
                 message = _UNBOUNDED_MESSAGES[values.dtype.kind].format(

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
 import pyarrow.parquet as pq
 
 HERE = Path(__file__).resolve().parent
@@ -176,6 +177,60 @@ def main(folder: Path) -> None:
         "    kind: exclusion\n    column: prior_ect\n    op: eq\n    value: true\n",
     )
     write("rules_latin1.yaml", "id: caf\xe9\n".encode("latin-1"))
+
+    # Safety cases: files that are something else, values no export can mean, rule files
+    # that would crash or hang a naive loader.
+    import gzip
+
+    write("gzip_named_csv.csv", gzip.compress(text.encode(), mtime=0))
+    write("parquet_named_csv.csv", buffer_of(table))
+    write("utf16_no_bom.csv", text.encode("utf-16-le"))
+    write("header_missing.csv", as_csv(treatments[1:]))
+    blank = [list(r) for r in treatments]
+    blank[0][col["improvement"]] = blank[0][col["modality"]] = ""
+    write("blank_headers.csv", as_csv(blank))
+    write("infinite_dose.csv", as_csv(changed(2, daily_dose_mg="1e309")))
+    write("huge_dose.csv", as_csv(changed(2, daily_dose_mg="99999999")))
+    write("implausible_dose.csv", as_csv(changed(2, daily_dose_mg="1000")))
+    write("date_before_1900.csv", as_csv(changed(3, start_date="1850-01-01")))
+    huge = table.set_column(
+        col["hamd_end"], "hamd_end", pa.array([2**63 + 5] * table.num_rows, pa.uint64())
+    )
+    pq.write_table(huge, FILES / "uint64_hamd.parquet")
+    starts = pa.array([r[col["start_date"]] for r in treatments[1:]]).cast(pa.date32()).to_pylist()
+    starts[0] = None
+    lowest = pa.array([-(2**31)] + [d.toordinal() - 719163 for d in starts[1:]], pa.int32())
+    pq.write_table(
+        table.set_column(col["start_date"], "start_date", lowest.cast(pa.date32())),
+        FILES / "min_date32.parquet",
+    )
+    zoned = table
+    for name in ("start_date", "end_date"):
+        local = pa.array([r[col[name]] or None for r in treatments[1:]]).cast(pa.timestamp("s"))
+        # Midnight in Tokyo is 15:00 the day before in UTC: a shift would move every date.
+        tokyo = pa.compute.assume_timezone(local, "Asia/Tokyo")
+        zoned = zoned.set_column(col[name], name, tokyo)
+    pq.write_table(zoned, FILES / "tokyo_timestamps.parquet")
+    write(
+        "rules_nan_threshold.yaml",
+        preset.replace("    min_weeks: 4 ", "    min_weeks: .nan ", 1),
+    )
+    write("rules_deeply_nested.yaml", "id: deep\ncriteria: " + "[" * 100000 + "]" * 100000 + "\n")
+    many = "".join(
+        f"  - {{id: X{i}, title: t, source: s, evidence: U, kind: inclusion, column: age, "
+        f"op: ge, value: 0}}\n"
+        for i in range(201)
+    )
+    write(
+        "rules_too_many_criteria.yaml",
+        preset[: preset.index("criteria:")] + "criteria:\n" + many,
+    )
+
+
+def buffer_of(table: pa.Table) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()
 
 
 if __name__ == "__main__":
