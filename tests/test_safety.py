@@ -1,0 +1,271 @@
+"""Safety beyond the corpus: control characters never reach a terminal, a lost header never
+leaks a patient row, time-zoned Parquet dates keep their calendar day, config files that
+are devices or FIFOs are refused, issues are capped with their counts kept, rule files
+cannot make `rules check` quadratic, and `verify` names forged or changed records."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from conftest import ROOT, SAMPLE
+from typer.testing import CliRunner
+
+from trdscreen import protocol
+from trdscreen.cli import app
+from trdscreen.errors import ExitCode
+from trdscreen.printable import printable, printable_lines
+from trdscreen.schemas import ISSUE_CAP
+from trdscreen.stream import LEDGER_ROWS_PER_PART, ledger_bounded
+
+BASE = ROOT / "tests" / "corpus" / "base"
+runner = CliRunner()
+HOSTILE = "S\x1b[2J\x1b]0;pwned\x07\u202eevil\nFAKE\x9b31m"
+"""A subject id with a screen-clearing CSI, an OSC title change, a bidi override, a line
+break (a forged log line) and a C1 CSI."""
+
+
+def invoke(*args: object):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def assert_printable(text: str) -> None:
+    for line in text.split("\n"):
+        assert line.isprintable(), repr(line)
+
+
+def test_printable_escapes_every_control_visibly():
+    assert printable("a\x1bb") == "a\\x1bb"
+    assert printable("x\u202ey") == "x\\u202ey"
+    assert printable("one\ntwo") == "one\\ntwo"
+    assert printable("caf\u00e9 \u6771\u4eac") == "caf\u00e9 \u6771\u4eac"  # text stays text
+    assert printable_lines("a\x9b\nb") == "a\\x9b\nb"
+    assert printable(HOSTILE).isprintable()
+
+
+@pytest.fixture(scope="module")
+def hostile_run(tmp_path_factory):
+    """The base cohort with S001 renamed to HOSTILE and a drug name with an escape."""
+    folder = tmp_path_factory.mktemp("hostile")
+    inputs = folder / "in"
+    inputs.mkdir()
+    treatments = pd.read_csv(BASE / "treatments.csv", dtype=str, keep_default_na=False)
+    subjects = pd.read_csv(BASE / "subjects.csv", dtype=str, keep_default_na=False)
+    for frame in (treatments, subjects):
+        frame.loc[frame["subject_id"] == "S001", "subject_id"] = HOSTILE
+    treatments.loc[0, "drug"] = "sertra\x1b[31mline"
+    treatments.to_csv(inputs / "treatments.csv", index=False)
+    subjects.to_csv(inputs / "subjects.csv", index=False)
+    out = folder / "run"
+    result = invoke("screen", inputs, "--out", out)
+    assert result.exit_code == 0, result.stderr
+    return inputs, out
+
+
+def test_explain_diff_validate_verify_print_no_control_characters(hostile_run):
+    inputs, out = hostile_run
+    explained = invoke("explain", out, HOSTILE)
+    assert explained.exit_code == 0, explained.stderr
+    assert "\\x1b[2J" in explained.stdout and "\\u202e" in explained.stdout
+    outputs = [explained.stdout, explained.stderr]
+    diffed = invoke("diff", out, out)
+    outputs += [diffed.stdout, diffed.stderr]
+    validated = invoke("validate", inputs)
+    outputs += [validated.stdout, validated.stderr]
+    verified = invoke("verify", out, "--no-rerun")
+    outputs += [verified.stdout, verified.stderr]
+    missing = invoke("explain", out, HOSTILE + "x")  # an error message quoting the key
+    outputs += [missing.stdout, missing.stderr]
+    for text in outputs:
+        assert_printable(text)
+    assert not any(line.startswith("FAKE") for line in explained.stdout.splitlines())
+
+
+def test_tables_keep_the_true_values(hostile_run):
+    _, out = hostile_run
+    decisions = pd.read_csv(out / "decisions.csv", dtype=str, keep_default_na=False)
+    assert HOSTILE in set(decisions["subject_id"])
+
+
+def test_headers_and_rule_titles_are_escaped(tmp_path):
+    """A header with an escape sequence (missing-column message) and a rule title with one
+    (`rules show`, `rules check`, screen summary errors) print escaped."""
+    frame = pd.read_csv(BASE / "treatments.csv", dtype=str, keep_default_na=False)
+    frame = frame.rename(columns={"daily_dose_mg": "dose\x1b]8;;http://x\x07"})
+    frame.to_csv(tmp_path / "treatments.csv", index=False)
+    result = invoke("validate", tmp_path / "treatments.csv", "--subjects", BASE / "subjects.csv")
+    assert result.exit_code == ExitCode.INVALID_INPUT
+    assert "dose\\x1b]8;;http://x\\x07" in result.stdout
+    assert_printable(result.stdout + result.stderr)
+    rules = yaml.safe_load((ROOT / "rules" / "sforzini-2021.yaml").read_text())
+    rules["title"] = "Evil\x1b[2J\u202etitle\nsecond line"
+    rules["criteria"][0]["title"] = "crit\x1b[5m"
+    path = tmp_path / "evil.yaml"
+    path.write_text(yaml.safe_dump(rules))
+    for args in (("rules", "show", path), ("rules", "check", path)):
+        shown = invoke(*args)
+        assert shown.exit_code == 0, shown.stderr
+        assert_printable(shown.stdout)
+    assert "Evil\\x1b[2J\\u202etitle\\nsecond line" in invoke("rules", "show", path).stdout
+
+
+def test_a_lost_header_never_prints_a_patient_row(tmp_path):
+    """The first data row must not appear as 'columns are: ...' (nor anywhere else)."""
+    rows = (BASE / "treatments.csv").read_text().splitlines()
+    (tmp_path / "t.csv").write_text("\n".join(rows[1:]) + "\n")
+    result = invoke("screen", tmp_path / "t.csv", "--subjects", BASE / "subjects.csv",
+                    "--out", tmp_path / "run")  # fmt: skip
+    assert result.exit_code == ExitCode.INVALID_INPUT
+    said = result.stdout + result.stderr
+    assert "looks like data" in said
+    for cell in rows[1].split(","):
+        if len(cell) > 2:
+            assert cell not in said, cell
+
+
+def test_tokyo_timestamps_keep_their_calendar_dates(tmp_path):
+    """00:00 in Tokyo is 15:00 the day before in UTC; the course dates must be the Tokyo
+    ones, equal to the base CSV's."""
+    base = invoke("screen", BASE / "treatments.csv", "--subjects", BASE / "subjects.csv",
+                  "--out", tmp_path / "base")  # fmt: skip
+    zoned = invoke("screen", ROOT / "tests/corpus/files/tokyo_timestamps.parquet",
+                   "--subjects", BASE / "subjects.csv", "--out", tmp_path / "tokyo")  # fmt: skip
+    assert base.exit_code == zoned.exit_code == 0
+    columns = ["start_date", "end_date", "weeks"]
+    a = pd.read_csv(tmp_path / "base" / "courses.csv")[columns]
+    b = pd.read_csv(tmp_path / "tokyo" / "courses.csv")[columns]
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_a_berlin_evening_timestamp_keeps_its_day(tmp_path):
+    """23:30 on 31 Jan in Berlin is 22:30 UTC: the same day; 00:30 on 1 Feb in Berlin is
+    23:30 on 31 Jan in UTC: read as 1 Feb, never 31 Jan."""
+    table = pq.read_table(ROOT / "tests/corpus/files/good.parquet")
+    local = pa.array(["2023-02-01 00:30:00"] * table.num_rows).cast(pa.timestamp("s"))
+    berlin = pc.assume_timezone(local, "Europe/Berlin")
+    index = table.schema.get_field_index("start_date")
+    pq.write_table(table.set_column(index, "start_date", berlin), tmp_path / "t.parquet")
+    result = invoke("screen", tmp_path / "t.parquet", "--subjects", BASE / "subjects.csv",
+                    "--out", tmp_path / "run", "--on-invalid", "quarantine")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    courses = pd.read_csv(tmp_path / "run" / "courses.csv")
+    assert set(courses["start_date"]) == {"2023-02-01"}
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo", "folder"])
+def test_a_formulary_or_map_that_is_not_a_regular_file_is_refused(tmp_path, kind):
+    target = {"device": Path("/dev/zero"), "folder": tmp_path}.get(kind)
+    if kind == "fifo":
+        target = tmp_path / "pipe"
+        os.mkfifo(target)
+    rules = yaml.safe_load((ROOT / "rules" / "sforzini-2021.yaml").read_text())
+    rules["formulary"]["path"] = str(target)
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(rules))
+    done = subprocess.run(
+        [sys.executable, "-m", "trdscreen", "rules", "check", str(path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == ExitCode.INVALID_RULES, done.stderr
+    assert "not a regular file" in done.stderr
+    mapped = subprocess.run(
+        [sys.executable, "-m", "trdscreen", "validate", str(SAMPLE), "--map", str(target)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert mapped.returncode == ExitCode.INVALID_RULES, mapped.stderr
+
+
+def test_rules_check_reads_each_line_once(tmp_path, monkeypatch):
+    """A one-line list of 8,000 items: the comment of a line is read once, not once per
+    item (which made `rules check` quadratic: 38 s at 8k items)."""
+    text = (ROOT / "rules" / "sforzini-2021.yaml").read_text()
+    text = text.replace(
+        "  also_count: []", "  also_count: [" + ", ".join(["ketamine"] * 8000) + "]"
+    )
+    path = tmp_path / "long.yaml"
+    path.write_text(text)
+    calls = []
+    real = protocol._comment
+    monkeypatch.setattr(protocol, "_comment", lambda line: calls.append(1) or real(line))
+    assert invoke("rules", "check", path).exit_code == 0
+    assert len(calls) <= len(text.splitlines())
+
+
+def test_a_part_s_ledger_is_bounded_by_its_criteria():
+    class Rules:
+        criteria = [object()] * 1000
+
+    class Screening:
+        rules = Rules()
+        reports = ()
+
+    rows = ledger_bounded(1 << 18, Screening())
+    assert rows * 1000 <= LEDGER_ROWS_PER_PART
+    Rules.criteria = [object()] * 4
+    assert ledger_bounded(1 << 18, Screening()) == 1 << 18  # the presets' chunks unchanged
+
+
+def test_issues_are_capped_per_check_with_every_count_kept(tmp_path):
+    """2,500 undecodable doses: validate --json lists the first ISSUE_CAP (lowest lines)
+    and one summary row for the rest; the counts and the exit code see all 2,500; a
+    screen's validation_issues table holds the same rows."""
+    frame = pd.read_csv(BASE / "treatments.csv", dtype=str, keep_default_na=False)
+    many = pd.concat([frame] * 313, ignore_index=True)  # 8 rows each
+    many["subject_id"] = many["subject_id"] + "-" + (many.index // len(frame)).astype(str)
+    many = many.head(2500)
+    many["daily_dose_mg"] = "twenty"
+    many.to_csv(tmp_path / "t.csv", index=False)
+    result = invoke("validate", tmp_path / "t.csv", "--json")
+    assert result.exit_code == ExitCode.INVALID_INPUT
+    payload = json.loads(result.stdout)
+    doses = [i for i in payload["issues"] if i["check"] == "not_a_number"]
+    listed = [i for i in doses if not i["message"].startswith("not listed")]
+    summary = [i for i in doses if i["message"].startswith("not listed")]
+    assert len(listed) == ISSUE_CAP
+    assert [i["line"] for i in listed] == list(range(2, ISSUE_CAP + 2))  # the first lines
+    assert len(summary) == 1 and summary[0]["rows"] == 2500 - ISSUE_CAP
+    assert payload["counts"]["error"] >= 2500
+    text = invoke("validate", tmp_path / "t.csv")
+    assert "(2500 rows)" in text.stdout and "see validation_issues" not in text.stdout
+    run = invoke("screen", tmp_path / "t.csv", "--out", tmp_path / "run",
+                 "--chunk-rows", "300")  # fmt: skip
+    assert run.exit_code == ExitCode.INVALID_INPUT
+    table = pd.read_csv(tmp_path / "run" / "validation_issues.csv")
+    dose = table[table["check"] == "not_a_number"]
+    assert len(dose) == ISSUE_CAP + 1 and dose["rows"].sum() == 2500
+
+
+def test_verify_names_a_wrong_typed_manifest_field(tmp_path):
+    out = tmp_path / "run"
+    assert invoke("screen", SAMPLE, "--out", out).exit_code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["outputs"][0]["size"] = "big"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    result = invoke("verify", out)
+    assert result.exit_code == ExitCode.NOT_VERIFIED
+    assert "field `outputs.0.size`" in result.stderr
+    assert "big" not in result.stderr  # the field is named, its value is not quoted
+
+
+def test_verify_reports_a_rule_file_changed_under_the_same_id(tmp_path):
+    """The manifest is left consistent (its hashes and chain untouched); the rule file at
+    the recorded path now sets 5 weeks instead of 4 under the same id."""
+    rules = tmp_path / "mine.yaml"
+    text = (ROOT / "rules" / "sforzini-2021.yaml").read_text()
+    rules.write_text(text)
+    out = tmp_path / "run"
+    assert invoke("screen", SAMPLE, "--rules", rules, "--out", out).exit_code == 0
+    assert invoke("verify", out).exit_code == 0
+    rules.write_text(text.replace("    min_weeks: 4 ", "    min_weeks: 5 ", 1))
+    result = invoke("verify", out)
+    assert result.exit_code == ExitCode.NOT_VERIFIED
+    assert "different rule set under the same id sforzini-2021" in result.stdout
