@@ -23,8 +23,8 @@ from typer.testing import CliRunner
 from trdscreen import protocol
 from trdscreen.cli import app
 from trdscreen.errors import ExitCode
+from trdscreen.issues import ISSUE_CAP
 from trdscreen.printable import printable, printable_lines
-from trdscreen.schemas import ISSUE_CAP
 from trdscreen.stream import LEDGER_ROWS_PER_PART, ledger_bounded
 
 BASE = ROOT / "tests" / "corpus" / "base"
@@ -269,3 +269,40 @@ def test_verify_reports_a_rule_file_changed_under_the_same_id(tmp_path):
     result = invoke("verify", out)
     assert result.exit_code == ExitCode.NOT_VERIFIED
     assert "different rule set under the same id sforzini-2021" in result.stdout
+
+
+def test_an_improvement_below_minus_one_is_a_warning(tmp_path):
+    """improvement -1.5 (the score rose by 150 %): a warning naming line and column; the
+    run goes on (an improvement that low is possible but rare enough to check)."""
+    frame = pd.read_csv(BASE / "treatments.csv", dtype=str, keep_default_na=False)
+    frame.loc[2, "improvement"] = "-1.5"  # file line 4
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    result = invoke("validate", tmp_path / "t.csv", "--subjects", BASE / "subjects.csv")
+    assert result.exit_code == 0, result.stdout
+    assert "t.csv:4 column improvement: implausible_value" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "".join(" " * i + f"k{i}:\n" for i in range(900)),  # 900-level block mapping
+        "a: " + "{b: " * 5000 + "1" + "}" * 5000 + "\n",  # flow mappings
+    ],
+    ids=["block", "flow"],
+)
+def test_deeply_nested_rule_files_and_maps_are_refused(tmp_path, text):
+    path = tmp_path / "deep.yaml"
+    path.write_text(text)
+    rules = invoke("rules", "check", path)
+    assert rules.exit_code == ExitCode.INVALID_RULES and "nested more than" in rules.stderr
+    mapped = invoke("validate", SAMPLE, "--map", path)
+    assert mapped.exit_code == ExitCode.INVALID_RULES and "nested more than" in mapped.stderr
+
+
+def test_infinite_thresholds_are_refused(tmp_path):
+    rules = (ROOT / "rules" / "sforzini-2021.yaml").read_text()
+    path = tmp_path / "inf.yaml"
+    path.write_text(rules.replace("    min_weeks: 4 ", "    min_weeks: .inf ", 1))
+    result = invoke("rules", "check", path)
+    assert result.exit_code == ExitCode.INVALID_RULES
+    assert "adequacy.duration.min_weeks" in result.stderr and "finite" in result.stderr

@@ -30,6 +30,7 @@ from trdscreen.io import (
     open_source,
     sha256_file,
 )
+from trdscreen.issues import issue_counts
 from trdscreen.merge import merge_issues, merge_validated
 from trdscreen.outdir import atomic_folder, prepare_out_dir, remove_stale_drafts
 from trdscreen.output import write_tables
@@ -43,7 +44,7 @@ from trdscreen.ruleset import (
     resolve_rules,
 )
 from trdscreen.runs import MANIFEST_FILE, MANIFEST_SCHEMA_VERSION
-from trdscreen.schemas import SUBJECT_COLUMNS, TREATMENT_COLUMNS, issue_counts
+from trdscreen.schemas import SUBJECT_COLUMNS, TREATMENT_COLUMNS
 from trdscreen.stream import CHUNK_ROWS, StreamedResult, chunks, stream
 from trdscreen.validate import ValidatedInputs, criteria_subject_columns, validate_inputs
 

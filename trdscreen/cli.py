@@ -271,7 +271,7 @@ def screen(
 
     def body() -> None:
         from trdscreen import api
-        from trdscreen.schemas import issue_counts
+        from trdscreen.issues import issue_counts
 
         _notify(api.check_out_dir(out, force, (input, subjects, column_map)))
         dask = None
@@ -367,7 +367,7 @@ def validate(
 
     def body() -> None:
         from trdscreen import api
-        from trdscreen.schemas import issue_counts
+        from trdscreen.issues import issue_counts
 
         request = api.ScreenRequest(
             input,

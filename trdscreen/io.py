@@ -1,4 +1,4 @@
-"""Reading inputs and writing run folders. The only module that touches files.
+"""Reading inputs: hashed, their format and header checked, rows with source lines.
 
 Readers return every column as read (CSV cells as text) together with the
 1-based source line of each row, so any later problem can be pointed at by
@@ -28,6 +28,7 @@ from trdscreen.errors import (
     RuleError,
     UsageError,
 )
+from trdscreen.sniff import looks_like_data, refuse_binary, refuse_other_table
 
 NULL_TOKENS = ["", "NA", "N/A", "NULL", "null", "NaN", "nan", "None"]
 """CSV cells read as missing. Documented in the README."""
@@ -300,10 +301,10 @@ def open_source(
             names = pq.ParquetFile(path).schema_arrow.names
         _refuse_duplicates(path, names, "the Parquet file has duplicate column names")
     else:
-        _refuse_binary(path, options)
+        refuse_binary(path, options.is_utf8, tuple(_BOMS))
         options = _declared(path, options)
         names = header = _checked_header(path, options)
-    _refuse_other_table(path, name, names, rename)
+    refuse_other_table(path, name, names, rename)
     return InputFile(
         name,
         path,
@@ -390,54 +391,11 @@ def _encoding_hint(options: CsvOptions) -> str:
     return f"cannot be decoded as {options.encoding} (--encoding); check the file's encoding"
 
 
-_MAGIC = {
-    b"\x1f\x8b": "a gzip-compressed file; decompress it first (gunzip)",
-    b"PK\x03\x04": "a zip archive (or an Excel .xlsx workbook); extract or export it as CSV",
-    b"PAR1": "a Parquet file; name it .parquet",
-    b"\xd0\xcf\x11\xe0": "an Excel .xls workbook; export it as CSV",
-    b"BZh": "a bzip2-compressed file; decompress it first",
-    b"\xfd7zXZ": "an xz-compressed file; decompress it first",
-    b"%PDF": "a PDF document; export the data as CSV",
-}
-
-
-def _refuse_binary(path: Path, options: CsvOptions) -> None:
-    """A file named .csv that is something else: say what it is, not 'bad CSV'."""
-    with open(path, "rb") as handle:
-        head = handle.read(4096)
-    for magic, what in _MAGIC.items():
-        if head.startswith(magic):
-            raise InputError(f"{path}: is {what}; expected CSV text")
-    if b"\x00" not in head or not options.is_utf8 or head.startswith(tuple(_BOMS)):
-        return
-    even = head[0::2].count(0)
-    odd = head[1::2].count(0)
-    if odd > len(head) // 4 and even == 0:
-        encoding = "utf-16-le"
-    elif even > len(head) // 4 and odd == 0:
-        encoding = "utf-16-be"
-    else:
-        raise InputError(f"{path}: holds NUL bytes, so it is not CSV text; expected a text file")
-    raise InputError(
-        f"{path}: looks like UTF-16 text without a byte-order mark; pass --encoding {encoding}"
-    )
-
-
-_DATA_CELL = re.compile(
-    r"^[+-]?(\d+([.,]\d*)?|[.,]\d+)([eE][+-]?\d+)?$|^\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}\b"
-)
-
-
-def _looks_like_data(header: list[str]) -> bool:
-    """A first line with a number or a date in it is a data row, not column names."""
-    return any(_DATA_CELL.match(name) for name in header)
-
-
 def _checked_header(path: Path, options: CsvOptions) -> list[str]:
     header = [h.strip() for h in _csv_header(path, options)]
     if not any(header):
         raise InputError(f"{path}: the first line is empty; expected a header line")
-    if _looks_like_data(header):
+    if looks_like_data(header):
         raise InputError(
             f"{path}: line 1 looks like data, not a header line (it holds numbers or dates); "
             "expected a header line of column names (subject_id, drug, start_date, ...). "
@@ -525,31 +483,6 @@ def _refuse_single_column(path: Path, name: str, options: CsvOptions) -> None:
                 f"{_DELIMITER_NAMES.get(options.delimiter, repr(options.delimiter))}-separated "
                 f"columns. Pass --delimiter '{shown}'"
             )
-
-
-_OTHER_TABLE = {
-    "treatments": ("subjects", ("drug", "start_date"), ("birth_date", "age", "episode_start",
-                   "screening_date", "hamd_screening", "sex", "diagnosis")),
-    "subjects": ("treatments", ("birth_date", "age", "episode_start", "screening_date",
-                 "hamd_screening"), ("drug", "start_date", "daily_dose_mg", "end_date")),
-}  # fmt: skip
-
-
-def _refuse_other_table(path: Path, name: str, header: list[str], rename: dict) -> None:
-    """A subjects file given as treatments (or the reverse) is named as such, by its columns."""
-    if name not in _OTHER_TABLE:
-        return
-    other, own, theirs = _OTHER_TABLE[name]
-    names = {str(rename.get(h, h)).strip().lower() for h in header}
-    if names & set(own):
-        return
-    found = [c for c in theirs if c in names]
-    if len(found) >= 2:
-        option = "--subjects FILE" if other == "subjects" else "it as the input (treatments)"
-        raise InputError(
-            f"{path}: looks like a {other} table (it has columns {', '.join(found)} and none of "
-            f"{', '.join(own)}); expected the {name} table. Pass {option}"
-        )
 
 
 def _refuse_duplicates(path: Path, names: list[str], what: str) -> None:

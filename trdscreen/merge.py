@@ -7,14 +7,14 @@ import numpy as np
 import pandas as pd
 
 from trdscreen.coded import sorted_categories
-from trdscreen.quarantine import Quarantine, held_attrition, without_held_step
-from trdscreen.schemas import (
+from trdscreen.issues import (
     ISSUE_COLUMNS,
-    NOT_LISTED,
     cap_issues,
     empty_issues,
+    is_summary,
     sorted_issues,
 )
+from trdscreen.quarantine import Quarantine, held_attrition, without_held_step
 from trdscreen.validate import ValidatedInputs
 
 QUARANTINE_ORDER = ["source_line"]
@@ -70,7 +70,7 @@ def merge_issues(frames: list[pd.DataFrame]) -> pd.DataFrame:
     if not frames:
         return empty_issues()
     issues = pd.concat(_unified(frames), ignore_index=True)
-    file_level = (issues["line"] == 0) & ~issues["message"].str.startswith(NOT_LISTED)
+    file_level = (issues["line"] == 0) & ~is_summary(issues)
     once = ~(file_level & issues.duplicated(ISSUE_COLUMNS))
     return cap_issues(sorted_issues(issues[once]))
 

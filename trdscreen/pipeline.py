@@ -18,10 +18,10 @@ from trdscreen.criteria import attrition, decide, evaluate_all, ledger
 from trdscreen.errors import InvalidInputData
 from trdscreen.formulary import Formulary
 from trdscreen.io import SourceTable
+from trdscreen.issues import issue_counts
 from trdscreen.keys import day_numbers, lex_order
 from trdscreen.quarantine import Quarantine, held_attrition, held_decisions
 from trdscreen.ruleset import RuleSet
-from trdscreen.schemas import issue_counts
 from trdscreen.staging import staging_columns
 from trdscreen.subjects import Cohort, assess_subjects, build_cohort
 from trdscreen.validate import ValidatedInputs, validate_inputs

@@ -33,7 +33,7 @@ import pyarrow as pa
 from trdscreen.coded import sorted_categories
 from trdscreen.errors import InvalidInputData
 from trdscreen.io import SourceTable
-from trdscreen.schemas import keyless_errors
+from trdscreen.issues import keyless_errors
 
 ON_INVALID = ("fail", "quarantine")
 QUARANTINED = "quarantined"

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from trdscreen.issues import is_summary
 from trdscreen.printable import printable, printable_data, printable_lines
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -143,13 +144,13 @@ def render_issues(
     if issues.empty:
         out.print("No input issues found.")
         return
-    listed = issues[~issues["message"].str.startswith("not listed: ")]
+    listed = issues[~is_summary(issues)]
     grouped = (
         listed.groupby(["severity", "file", "column", "check", "message"], sort=False)
         .agg(count=("rows", "sum"), min=("line", "min"))
         .reset_index()
     )
-    more = issues[issues["message"].str.startswith("not listed: ")]
+    more = issues[is_summary(issues)]
     if len(more):  # the rows a capped group did not list still count
         extra = more.groupby(["severity", "file", "column", "check"])["rows"].sum()
         first = grouped.drop_duplicates(["severity", "file", "column", "check"])

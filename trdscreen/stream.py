@@ -36,12 +36,13 @@ import pyarrow.compute as pc
 
 from trdscreen.errors import InvalidInputData
 from trdscreen.io import SourceTable
+from trdscreen.issues import issue_counts
 from trdscreen.keys import sorted_codes
 from trdscreen.merge import merge_attrition, merge_quarantine, merge_validated, partition_rows
 from trdscreen.output import TableSink, write_tables
 from trdscreen.pipeline import Part, Screening, refuse_invalid, screen_part
 from trdscreen.quarantine import Quarantine
-from trdscreen.schemas import issue_counts, text_as_read
+from trdscreen.schemas import text_as_read
 from trdscreen.validate import ValidatedInputs
 
 CHUNK_ROWS = 1 << 18

@@ -18,15 +18,10 @@ from trdscreen.coded import coded
 from trdscreen.courses import DRUG_MODALITIES
 from trdscreen.formulary import Formulary
 from trdscreen.io import SourceTable
+from trdscreen.issues import IssueLog
 from trdscreen.keys import SUBJECT_CODE, day_numbers, first_rows, pack, slots, subject_keys
 from trdscreen.ruleset import STAGING_COLUMNS, RuleSet
-from trdscreen.schemas import (
-    SUBJECT_COLUMNS,
-    TREATMENT_COLUMNS,
-    IssueLog,
-    check_values,
-    coerce,
-)
+from trdscreen.schemas import SUBJECT_COLUMNS, TREATMENT_COLUMNS, check_values, coerce
 
 DERIVED_SUBJECT_COLUMNS = (
     "age",

@@ -1,0 +1,215 @@
+"""The validation-issues table: its columns, the log that collects it, and its cap.
+
+Validation (`schemas`, `validate`) logs every input problem here as vectorized
+blocks, with file, line, column, check and subject key but no patient values.
+Each file, column and check lists its first `ISSUE_CAP` issues; the rest are one
+summary row whose `rows` says how many, so memory and the table stay small while
+every count (`issue_counts`) still includes every issue.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:  # pragma: no cover
+    from trdscreen.io import SourceTable
+
+ISSUE_COLUMNS = ["severity", "file", "line", "column", "check", "subject_id", "message", "rows"]
+ISSUE_CAP = 1000
+"""Issues listed per file, column and check (those on the first lines); the rest of the
+group is one summary row whose `rows` says how many were not listed. Counts always
+include every issue (`issue_counts` sums `rows`)."""
+NOT_LISTED = "not listed: "
+"""How a summary row's message starts."""
+KEYLESS = "without a subject key"
+"""In a summary row's message: the rows it stands for have no subject key (such errors
+stop a quarantine, so they are counted apart from the rows that have one)."""
+
+
+def is_summary(issues: pd.DataFrame) -> pd.Series:
+    """The summary rows of capped groups (`cap_issues`)."""
+    return issues["message"].str.startswith(NOT_LISTED)
+
+
+def keyless_errors(issues: pd.DataFrame) -> pd.DataFrame:
+    """Error rows without a subject key, listed or summarized (their `rows` add up)."""
+    summary = is_summary(issues)
+    keyless = (issues["severity"] == "error") & (issues["subject_id"] == "")
+    return issues[keyless & (~summary | issues["message"].str.contains(KEYLESS, regex=False))]
+
+
+def empty_issues() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "severity": pd.Series(dtype="str"),
+            "file": pd.Series(dtype="str"),
+            "line": pd.Series(dtype="int64"),
+            "column": pd.Series(dtype="str"),
+            "check": pd.Series(dtype="str"),
+            "subject_id": pd.Series(dtype="str"),
+            "message": pd.Series(dtype="str"),
+            "rows": pd.Series(dtype="int64"),
+        }
+    )
+
+
+def issue_counts(issues: pd.DataFrame) -> dict[str, int]:
+    """Issues per severity, most frequent first (the counts in summaries and the audit log)."""
+    totals = issues.groupby("severity", sort=False)["rows"].sum()
+    order = sorted(totals.items(), key=lambda item: (-item[1], str(item[0])))
+    return {str(k): int(v) for k, v in order if v}
+
+
+_GROUP = ["file", "column", "check", "severity", "keyless"]
+
+
+def cap_issues(issues: pd.DataFrame, cap: int = ISSUE_CAP) -> pd.DataFrame:
+    """At most `cap` listed issues per file, column and check (the first lines), and one
+    summary row for the rest. Capping parts and then their concatenation lists the
+    same issues as capping the whole, so streamed and Dask runs agree."""
+    if len(issues) <= cap:
+        return issues
+    summary = is_summary(issues).to_numpy()
+    issues = issues.assign(
+        keyless=(issues["subject_id"] == "")
+        & (~summary | issues["message"].str.contains(KEYLESS, regex=False))
+    )
+    real = issues[~summary].sort_values([*_GROUP, "line"], kind="stable")
+    rank = real.groupby(_GROUP, sort=False).cumcount().to_numpy()
+    if not (rank >= cap).any() and not summary.any():
+        return issues.drop(columns="keyless")
+    dropped = real[rank >= cap]
+    more = pd.concat(
+        [dropped.groupby(_GROUP)["rows"].sum(), issues[summary].groupby(_GROUP)["rows"].sum()]
+    )
+    more = more.groupby(level=list(range(len(_GROUP)))).sum().reset_index()
+    rows = pd.DataFrame(
+        {
+            "severity": more["severity"],
+            "file": more["file"],
+            "line": 0,
+            "column": more["column"],
+            "check": more["check"],
+            "subject_id": "",
+            "message": NOT_LISTED
+            + more["rows"].astype(str)
+            + np.where(more["keyless"], f" more row(s) {KEYLESS}", " more row(s)")
+            + f" with this check; the first {cap} are listed",
+            "rows": more["rows"].astype("int64"),
+        }
+    )
+    kept = real[rank < cap].drop(columns="keyless")
+    table = pd.concat([kept, rows], ignore_index=True)
+    table = table.astype({c: "str" for c in ISSUE_COLUMNS if c not in ("line", "rows")})
+    return sorted_issues(table.astype({"line": "int64", "rows": "int64"}))
+
+
+REJECTION_COLUMNS = ["table", "row", "column", "check", "message"]
+
+
+class IssueLog:
+    """Collects issue rows as vectorized blocks; never holds patient values.
+
+    Besides the issues table it keeps, for error-level issues, the input table
+    and row position they concern (`rejections`): what `--on-invalid
+    quarantine` sets aside.
+    """
+
+    def __init__(self) -> None:
+        self._blocks: list[pd.DataFrame] = []
+        self._rejections: list[pd.DataFrame] = []
+        self.unconverted: dict[tuple[str, str], np.ndarray] = {}
+        """Rows per (table, column) whose cell could not be converted (already reported)."""
+
+    def add(
+        self,
+        source: SourceTable | None,
+        rows: np.ndarray | None,
+        column: str,
+        check: str,
+        message: str | pd.Series | np.ndarray,
+        subject_ids: pd.Series | None = None,
+        severity: str = "error",
+        file: str | None = None,
+    ) -> None:
+        """Record one issue per row position in `rows` (or one file-level issue)."""
+        if rows is None:
+            block = pd.DataFrame(
+                {
+                    "severity": [severity],
+                    "file": [file or (source.file if source else "")],
+                    "line": [0],
+                    "column": [column],
+                    "check": [check],
+                    "subject_id": [""],
+                    "message": [message],
+                    "rows": [1],
+                }
+            )
+        else:
+            rows = np.asarray(rows, dtype=np.int64)
+            if rows.size == 0:
+                return
+            ids = (
+                subject_ids.iloc[rows].fillna("").to_numpy(dtype=object)
+                if subject_ids is not None
+                else np.full(rows.size, "", dtype=object)
+            )
+            if isinstance(message, pd.Series):  # over all rows: picked by position
+                messages = message.iloc[rows].to_numpy(dtype=object)
+            else:  # one text, or an array with one text per entry of `rows`
+                messages = message
+            block = pd.DataFrame(
+                {
+                    "severity": severity,
+                    "file": file or source.file,
+                    "line": source.lines[rows],
+                    "column": column,
+                    "check": check,
+                    "subject_id": ids,
+                    "message": messages,
+                    "rows": 1,
+                }
+            )
+        self._blocks.append(block)
+        if severity == "error":
+            table = source.name if source is not None else ""
+            positions = np.asarray(rows, dtype=np.int64) if rows is not None else np.array([-1])
+            self._rejections.append(
+                pd.DataFrame(
+                    {
+                        "table": table,
+                        "row": positions,
+                        "column": column,
+                        "check": check,
+                        "message": block["message"].to_numpy(dtype=object),
+                    }
+                )
+            )
+
+    def rejections(self) -> pd.DataFrame:
+        """Error-level issues by input table and row position (-1: the whole file)."""
+        if not self._rejections:
+            return pd.DataFrame(
+                {c: pd.Series(dtype="int64" if c == "row" else "str") for c in REJECTION_COLUMNS}
+            )
+        frame = pd.concat(self._rejections, ignore_index=True)
+        return frame.astype({c: "str" for c in REJECTION_COLUMNS if c != "row"})
+
+    def frame(self) -> pd.DataFrame:
+        if not self._blocks:
+            return empty_issues()
+        issues = pd.concat(self._blocks, ignore_index=True)
+        text = {c: "str" for c in ISSUE_COLUMNS if c not in ("line", "rows")}
+        issues = issues.astype(text | {"line": "int64", "rows": "int64"})
+        return cap_issues(sorted_issues(issues))
+
+
+def sorted_issues(issues: pd.DataFrame) -> pd.DataFrame:
+    """Issues in the order they are written: by file, line, column and check."""
+    return issues.sort_values(["file", "line", "column", "check"], kind="stable").reset_index(
+        drop=True
+    )
