@@ -181,7 +181,13 @@ def _guard(as_json: bool, body: Callable[[], None]) -> None:
     except (typer.Exit, typer.BadParameter):
         raise
     except KeyboardInterrupt:
-        _fail(Interrupted("interrupted (Ctrl-C or SIGTERM); no run folder was written"), as_json)
+        _fail(
+            Interrupted(
+                "interrupted (Ctrl-C or SIGTERM); no run folder was written and an existing "
+                "--out was left as it was"
+            ),
+            as_json,
+        )
     except Exception as exc:  # noqa: BLE001 - translated once, here
         _fail(exc, as_json)
     finally:

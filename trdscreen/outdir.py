@@ -15,7 +15,7 @@ renamed into place at the end, so a failed run leaves nothing. Safety rules:
   non-empty folder): of two runs with the same new `--out`, one wins and the
   other gets OutputExistsError. A `force` swap happens under an exclusive lock
   on the parent folder, with SIGINT/SIGTERM held until the swap is complete.
-- Drafts carry the owning host and process id (a marker file inside them); the
+- Drafts carry the owning host, process id and start time in their name; the
   next run in the same parent removes drafts whose process is gone and restores
   a folder a killed swap had moved aside, and says so (`remove_stale_drafts`).
 """
@@ -309,17 +309,22 @@ def _parent_lock(parent: Path) -> Iterator[None]:
 
 
 @contextmanager
-def _signals_held() -> Iterator[None]:
-    """SIGINT and SIGTERM wait until the block is done (main thread only)."""
-    held = {signal.SIGINT, signal.SIGTERM}
+def _signals_held() -> Iterator[list[int]]:
+    """SIGINT and SIGTERM that arrive in the block are noted, not acted on: the block runs
+    to its end, and the caller reads the list. Python runs signal handlers in the main
+    thread whichever thread the signal reaches, so swapping the handlers holds them
+    where blocking the signal in one thread would not (elsewhere: nothing is held)."""
+    noted: list[int] = []
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield noted
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    wanted = (signal.SIGINT, signal.SIGTERM)
+    previous = {number: signal.signal(number, lambda n, _: noted.append(n)) for number in wanted}
     try:
-        yield
+        yield noted
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _write_failed(out: Path, exc: OSError) -> OutputWriteError:
@@ -387,23 +392,22 @@ def atomic_folder(out: Path, force: bool, inputs: Iterable[Path | None] = ()) ->
     # The draft is named before it is made, inside the block that removes it: a Ctrl-C
     # or SIGTERM that lands just after it is made still finds its name.
     draft = out.parent / _draft_name(out, "draft")
-    placed, old = False, None
+    placed = False
     try:
         draft.mkdir(mode=0o700)
         yield draft
-        with _signals_held():
+        with _signals_held() as noted:
             old = _put_in_place(draft, out, force)
             placed = True
         _remove(old)
-    except KeyboardInterrupt:
+        if noted:
+            raise _interrupted_in_place(out)
+    except KeyboardInterrupt:  # a signal before the swap, or just after it
         if not placed:
             shutil.rmtree(draft, ignore_errors=True)
             raise
         _remove(old)
-        raise Interrupted(
-            f"interrupted (Ctrl-C or SIGTERM) as the run finished: the run folder {out} "
-            "is complete and in place"
-        ) from None
+        raise _interrupted_in_place(out) from None
     except OSError as exc:
         if not placed:
             shutil.rmtree(draft, ignore_errors=True)
@@ -412,6 +416,13 @@ def atomic_folder(out: Path, force: bool, inputs: Iterable[Path | None] = ()) ->
         if not placed:
             shutil.rmtree(draft, ignore_errors=True)
         raise
+
+
+def _interrupted_in_place(out: Path) -> Interrupted:
+    return Interrupted(
+        f"interrupted (Ctrl-C or SIGTERM) as the run finished: the run folder {out} is "
+        "complete and in place"
+    )
 
 
 def _remove(old: Path | None) -> None:
