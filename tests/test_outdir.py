@@ -206,12 +206,19 @@ def test_drafts_of_dead_runs_are_removed_and_a_killed_swap_restored(tmp_path):
     alive = _stale(parent, "busy", "draft", os.getpid(), outdir._process_start(os.getpid()))
     lookalike = parent / ".run.trdscreen-draft-mine"  # not a draft name: never touched
     lookalike.mkdir()
+    precious = tmp_path / "precious"  # a link with a dead run's draft name: never followed
+    precious.mkdir()
+    (precious / "data.txt").write_text("keep")
+    linked = _stale(parent, "linked", "draft", pid)
+    linked.rmdir()
+    linked.symlink_to(precious)
     result = screen(parent / "run")
     assert result.exit_code == 0, result.stderr
     assert f"removed {draft}" in result.stderr
     assert "restored" in result.stderr and str(parent / "old") in result.stderr
     assert tree(parent / "old") == kept
     assert alive.is_dir() and lookalike.is_dir() and not draft.exists()
+    assert linked.is_symlink() and (precious / "data.txt").read_text() == "keep"
 
 
 def test_kill_9_leaves_a_draft_that_the_next_run_removes(tmp_path):

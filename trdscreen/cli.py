@@ -279,7 +279,6 @@ def screen(
         from trdscreen import api
         from trdscreen.issues import issue_counts
 
-        _notify(api.check_out_dir(out, force, (input, subjects, column_map)))
         dask = None
         if engine is Engine.dask:
             dask = api.DaskOptions(scheduler, partitions, workers, worker_memory)
@@ -299,6 +298,7 @@ def screen(
             dask,
             None if dask is not None else (chunk_rows or api.CHUNK_ROWS),
         )
+        _notify(api.check_out_dir(out, force, api.input_paths(request)))
         loaded = api.load(request, sys.argv)
         try:
             record, result = api.screen_and_write(loaded, out, formats, force, escape_formulas)

@@ -34,11 +34,16 @@ def is_summary(issues: pd.DataFrame) -> pd.Series:
     return issues["message"].str.startswith(NOT_LISTED)
 
 
+def _keyless(issues: pd.DataFrame, summary: pd.Series) -> pd.Series:
+    """Rows without a subject key: listed ones, and summary rows that stand for such rows."""
+    stands_for = ~summary | issues["message"].str.contains(KEYLESS, regex=False)
+    return (issues["subject_id"] == "") & stands_for
+
+
 def keyless_errors(issues: pd.DataFrame) -> pd.DataFrame:
     """Error rows without a subject key, listed or summarized (their `rows` add up)."""
-    summary = is_summary(issues)
-    keyless = (issues["severity"] == "error") & (issues["subject_id"] == "")
-    return issues[keyless & (~summary | issues["message"].str.contains(KEYLESS, regex=False))]
+    keyless = _keyless(issues, is_summary(issues))
+    return issues[(issues["severity"] == "error") & keyless]
 
 
 def empty_issues() -> pd.DataFrame:
@@ -72,11 +77,9 @@ def cap_issues(issues: pd.DataFrame, cap: int = ISSUE_CAP) -> pd.DataFrame:
     same issues as capping the whole, so streamed and Dask runs agree."""
     if len(issues) <= cap:
         return issues
-    summary = is_summary(issues).to_numpy()
-    issues = issues.assign(
-        keyless=(issues["subject_id"] == "")
-        & (~summary | issues["message"].str.contains(KEYLESS, regex=False))
-    )
+    summary = is_summary(issues)
+    issues = issues.assign(keyless=_keyless(issues, summary))
+    summary = summary.to_numpy()
     real = issues[~summary].sort_values([*_GROUP, "line"], kind="stable")
     rank = real.groupby(_GROUP, sort=False).cumcount().to_numpy()
     if not (rank >= cap).any() and not summary.any():

@@ -43,6 +43,7 @@ from trdscreen.errors import Interrupted, OutputExistsError, OutputWriteError
 MANIFEST_FILE = "manifest.json"
 DRAFT_TAG = "trdscreen"
 MAX_MANIFEST_BYTES = 64 << 20
+"""No manifest trdscreen writes is larger; a larger one is not read."""
 
 
 # --------------------------------------------------------------------------- what may be used

@@ -151,15 +151,13 @@ def render_issues(
         .reset_index()
     )
     more = issues[is_summary(issues)]
-    if len(more):  # the rows a capped group did not list still count
-        extra = more.groupby(["severity", "file", "column", "check"])["rows"].sum()
-        first = grouped.drop_duplicates(["severity", "file", "column", "check"])
-        for key, count in extra.items():
-            hit = first.index[
-                (first[["severity", "file", "column", "check"]] == list(key)).all(axis=1)
-            ]
-            if len(hit):
-                grouped.loc[hit[0], "count"] += count
+    if len(more):  # the rows a capped group did not list count on its first shown row
+        key = ["severity", "file", "column", "check"]
+        extra = more.groupby(key, as_index=False)["rows"].sum()
+        grouped = grouped.merge(extra, on=key, how="left")
+        first = ~grouped.duplicated(key)
+        grouped["count"] += grouped["rows"].fillna(0).where(first, 0).astype("int64")
+        grouped = grouped.drop(columns="rows")
     order = {"error": 0, "warning": 1, "info": 2}
     grouped = grouped.sort_values(
         ["severity", "file", "min"], key=lambda s: s.map(order) if s.name == "severity" else s

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from trdscreen.errors import RunFolderError, UsageError
 from trdscreen.io import sha256_file
-from trdscreen.outdir import MANIFEST_FILE
+from trdscreen.outdir import MANIFEST_FILE, MAX_MANIFEST_BYTES
 from trdscreen.output import unescape_formulas
 from trdscreen.printable import printable
 
@@ -160,7 +160,6 @@ def open_run(path: Path) -> RunFolder:
 
 
 MANIFEST_SCHEMA_VERSION = 3
-MAX_MANIFEST_BYTES = 64 << 20
 
 
 def schema_problems(manifest: dict[str, Any]) -> list[str]:

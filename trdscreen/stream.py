@@ -46,6 +46,7 @@ from trdscreen.schemas import text_as_read
 from trdscreen.validate import ValidatedInputs
 
 CHUNK_ROWS = 1 << 18
+"""Input rows (courses and subject rows) per chunk by default: about 60 k subjects."""
 LEDGER_ROWS_PER_PART = 1 << 21
 """Most criteria-ledger rows (subjects x criteria) one chunk or bucket may make: a rule
 set with many criteria gets proportionally smaller chunks, so its ledger cannot fill
@@ -60,8 +61,6 @@ def ledger_bounded(rows: int, screening: Screening) -> int:
     )
     return max(1, min(rows, LEDGER_ROWS_PER_PART // max(1, criteria)))
 
-
-"""Input rows (courses and subject rows) per chunk by default: about 60 k subjects."""
 
 STREAMED = ("decisions", "included", "excluded", "needs_review", "criteria_ledger", "courses")
 """Tables written chunk by chunk; the others are small and written whole at the end."""

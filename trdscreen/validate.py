@@ -381,9 +381,9 @@ def _check_drug_names(
     if len(uniques) == 0:
         return
     drug_modality = coded(courses, "modality", "pharmacotherapy").isin(DRUG_MODALITIES)
+    matches = [formulary.match(name) for name in uniques]
     messages = []
-    for name in uniques:
-        match = formulary.match(name)
+    for match in matches:
         if match.generic is not None:
             messages.append("")
             continue
@@ -393,7 +393,7 @@ def _check_drug_names(
             f"drug name not in the formulary ({hint}); the course's adequacy is unknown. "
             "Fix the name or add it to a site formulary"
         )
-    _check_plausible_doses(source, courses, formulary, uniques, codes, log)
+    _check_plausible_doses(source, courses, formulary, [m.generic for m in matches], codes, log)
     per_name = np.asarray(messages, dtype=object)
     unknown_name = np.append(per_name != "", False)  # the last slot: null names (-1)
     rows = np.flatnonzero(unknown_name[codes] & drug_modality)
@@ -418,17 +418,17 @@ def _check_plausible_doses(
     source: SourceTable,
     courses: pd.DataFrame,
     formulary: Formulary,
-    uniques: pd.Index,
+    generics: list[str | None],
     codes: np.ndarray,
     log: IssueLog,
 ) -> None:
-    """Warn where a dose is far above the drug's usual maximum (one look-up per name)."""
+    """Warn where a dose is far above the drug's usual maximum. `generics` holds the
+    generic of each distinct name (`codes` points rows at them), None when unknown."""
     if "daily_dose_mg" not in courses.columns:
         return
-    ceiling = np.full(len(uniques) + 1, np.inf)  # the last slot: null names (-1)
-    names = np.full(len(uniques) + 1, "", dtype=object)
-    for index, name in enumerate(uniques):
-        generic = formulary.match(name).generic
+    ceiling = np.full(len(generics) + 1, np.inf)  # the last slot: null names (-1)
+    names = np.full(len(generics) + 1, "", dtype=object)
+    for index, generic in enumerate(generics):
         drug = formulary.drugs.get(generic) if generic is not None else None
         if drug is not None and drug.max_mg_per_day is not None:
             ceiling[index] = PLAUSIBLE_DOSE_MULTIPLE * drug.max_mg_per_day
