@@ -79,7 +79,8 @@ def write_cohort(
     subject_defaults: dict | None = None,
 ) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    write_csv(folder / "treatments.csv", treatments, TREATMENT_COLUMNS)
+    extra = (k for row in treatments for k in row)  # optional columns a case adds (sessions)
+    write_csv(folder / "treatments.csv", treatments, list(dict.fromkeys([*TREATMENT_COLUMNS, *extra])))
     if subjects is not None:
         defaults = {**SUBJECT_DEFAULTS, **(subject_defaults or {})}
         rows = [{**defaults, **s} for s in subjects]

@@ -132,7 +132,7 @@ def test_rules_show_is_generated_from_the_yaml(tmp_path):
     line = next(x for x in after.splitlines() if "duration >= 7 weeks" in x)
     assert line.endswith("[V]")
     unverified = after.split("Unverified parameters")[1]
-    assert "adequacy.duration.min_weeks" not in unverified
+    assert "adequacy.duration.min_weeks:" not in unverified
 
 
 def test_rules_check_reports_every_problem_with_key_and_line(tmp_path):

@@ -1,8 +1,11 @@
 """Assess each treatment course: counted, dose, duration, adherence, episode, outcome.
 
-Pure and vectorized over all courses at once. Drug names are looked up once
-per distinct name and broadcast by factorized codes. Every check is
-tri-state, and each course carries reason codes saying how it counted.
+Pure and vectorized over all rows at once. Rows of one course (refills, dose
+steps) are merged first (`trdscreen.segments`); every rule then judges the
+course, and each row carries its course's verdict. Drug names are looked up
+once per distinct name and broadcast by factorized codes. Every check is
+tri-state, and each row carries reason codes saying how it counted
+(`trdscreen.reasons`).
 """
 
 from __future__ import annotations
@@ -12,126 +15,63 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from trdscreen import trials
 from trdscreen.asof import AFTER, CENSORED
 from trdscreen.coded import Coded, categorical, coded
 from trdscreen.formulary import Formulary
-from trdscreen.keys import day_numbers, lex_order
-from trdscreen.ruleset import ROLES, RuleSet
+from trdscreen.reasons import (
+    ASSUMPTIONS,
+    BIT,
+    NONRESPONSE,
+    OUTCOME_UNKNOWN,
+    OUTCOMES,
+    PARTIAL,
+    REASON_TEXT,
+    REASONS,
+    REMISSION,
+    RESPONSE,
+)
+from trdscreen.ruleset import DRUG_MODALITIES, ROLES, STOP_REASONS, RuleSet
+from trdscreen.segments import Segments, dates, days, merge_segments
 from trdscreen.tristate import MET, NOT_MET, UNKNOWN, all_of, from_bool, join_flags, labels, resolve
 
-DRUG_MODALITIES = ("pharmacotherapy", "esketamine")
+__all__ = ["DRUG_MODALITIES", "OUTCOMES", "REASONS", "REASON_TEXT", "CourseAssessment"]
+
+STOPPED = tuple(reason for reason in STOP_REASONS if reason != "ongoing")
+"""Stop reasons that say a course ended (every one but `ongoing`)."""
 
 
 @dataclass(frozen=True)
 class CourseAssessment:
-    """The courses table plus the tri-state arrays the subject stage counts on."""
+    """The courses table plus the tri-state arrays the subject stage counts on (per row;
+    the rows of one course carry its verdict)."""
 
     table: pd.DataFrame
     adequate: np.ndarray
-    failed: np.ndarray
+    failed: np.ndarray  # as counting sees it: the drug judged by `counting.same_drug`
     partial: np.ndarray  # adequate with a partial response (PRD band)
-    identity: np.ndarray  # drug or class key used to count distinct trials
+    responded: np.ndarray  # adequate with a response or remission
+    identity: np.ndarray  # drug, moiety, class or regimen key used to count distinct trials
     # For staging models, which score roles and modalities separately: the
     # same checks with every role, modality and agent counted.
     failed_any: np.ndarray  # failed, whatever the preset's counting filters say
     used_any: np.ndarray  # a depression treatment given in scope (current episode)
     dose_optimised: np.ndarray  # bool: a later course of a drug at a higher dose
     in_view: np.ndarray  # bool: started on or before --as-of (all True without it)
+    assumptions: np.ndarray  # int64 bits of ASSUMPTIONS a counted failure rests on
 
 
-OUTCOMES = ("response", "partial_response", "nonresponse", "unknown")
-RESPONSE, PARTIAL, NONRESPONSE, OUTCOME_UNKNOWN = range(4)
+class _Reasons:
+    """Reason bits per row, set by mask."""
 
-# Reason codes, in the order they are listed on a course. Stable: documented
-# in the README and used by tests; never reuse a retired code.
-REASONS = (
-    "after_as_of",  # started after --as-of: hidden from this screening, counted nowhere
-    "censored_at_as_of",  # running on --as-of: ongoing to that date, end results hidden
-    "failed",  # counted as a failed adequate trial
-    "early_stop_explicit_nonresponse",  # stopped before the early-stop week for nonresponse: counts
-    "modality_not_counted",
-    "role_not_counted",
-    "non_depression_product",
-    "augmentation_agent_without_augmentation_role",
-    "not_an_antidepressant",
-    "policy_drug_not_counted",
-    "unknown_drug",
-    "dose_missing",
-    "no_minimum_dose",
-    "no_minimum_dose_assumed_met",
-    "no_minimum_dose_assumed_not_met",
-    "dose_below_minimum",
-    "too_short",
-    "duration_unknown",
-    "adherence_below_minimum",
-    "adherence_missing",
-    "adherence_missing_assumed_met",
-    "adherence_missing_assumed_not_met",
-    "before_current_episode",
-    "episode_unknown",
-    "episode_unknown_assumed_in",
-    "episode_unknown_assumed_out",
-    "early_stop",
-    "agent_not_counted",
-    "dose_optimisation",
-    "repeat_of_earlier_drug",
-    "superseded_by_later_trial",
-    "not_superseded",
-    "response",
-    "partial_response",
-    "outcome_unknown",
-    "outcome_from_stop_reason",
-)
-_BIT = {name: np.int64(1) << i for i, name in enumerate(REASONS)}
-REASON_TEXT = {
-    "after_as_of": "started after --as-of: left out of this screening",
-    "censored_at_as_of": "still running on --as-of: counted as ongoing to that date, end results hidden",
-    "failed": "counted as a failed adequate trial",
-    "early_stop_explicit_nonresponse": "stopped early for nonresponse with no contrary score: "
-    "still counts as a failure",
-    "modality_not_counted": "this treatment modality is not counted by the rule set",
-    "role_not_counted": "this treatment role is not counted by the rule set",
-    "non_depression_product": "a product marketed for another condition (e.g. Zyban): "
-    "not an antidepressant trial",
-    "augmentation_agent_without_augmentation_role": "an add-on agent given without an "
-    "augmentation or combination role: not an antidepressant trial",
-    "not_an_antidepressant": "not an antidepressant",
-    "policy_drug_not_counted": "the rule set does not count this drug",
-    "unknown_drug": "drug name not in the formulary: adequacy unknown",
-    "dose_missing": "dose missing: dose adequacy unknown",
-    "no_minimum_dose": "the formulary has no minimum dose for this drug: dose adequacy unknown",
-    "no_minimum_dose_assumed_met": "no minimum dose known: the rule set assumes the dose was "
-    "adequate",
-    "no_minimum_dose_assumed_not_met": "no minimum dose known: the rule set assumes the dose "
-    "was not adequate",
-    "dose_below_minimum": "dose below the minimum adequate dose",
-    "too_short": "shorter than the minimum duration",
-    "duration_unknown": "duration unknown (no reference date for an ongoing course)",
-    "adherence_below_minimum": "adherence below the minimum",
-    "adherence_missing": "adherence missing: adequacy unknown",
-    "adherence_missing_assumed_met": "adherence missing: the rule set assumes it was adequate",
-    "adherence_missing_assumed_not_met": "adherence missing: the rule set assumes it was not "
-    "adequate",
-    "before_current_episode": "ended before the current episode began",
-    "episode_unknown": "current episode onset unknown: whether the course is in it is unknown",
-    "episode_unknown_assumed_in": "episode onset unknown: the rule set assumes the course is in "
-    "the current episode",
-    "episode_unknown_assumed_out": "episode onset unknown: the rule set assumes the course is "
-    "not in the current episode",
-    "early_stop": "stopped before the early-stop week without clear nonresponse: not a failure",
-    "agent_not_counted": "the rule set does not count this kind of agent",
-    "dose_optimisation": "a later course of a drug already tried, at a higher dose: dose "
-    "optimisation, not a new drug",
-    "repeat_of_earlier_drug": "a repeat of a drug already tried: the same drug counts once",
-    "superseded_by_later_trial": "a later adequate trial of another drug started: failed by "
-    "register evidence",
-    "not_superseded": "no later adequate trial of another drug: not failed by register evidence",
-    "response": "response (improvement at or above the response cut)",
-    "partial_response": "partial response: improvement in the band between failure and response",
-    "outcome_unknown": "outcome unknown (no scores or improvement)",
-    "outcome_from_stop_reason": "outcome taken from the stop reason (no scores)",
-}
-"""What each reason code means, as `explain` prints it."""
+    def __init__(self, n: int) -> None:
+        self.bits = np.zeros(n, dtype=np.int64)
+
+    def flag(self, mask: np.ndarray, reason: str) -> None:
+        self.bits |= np.where(mask, BIT[reason], np.int64(0))
+
+    def has(self, reason: str) -> np.ndarray:
+        return (self.bits & BIT[reason]) != 0
 
 
 def _text(column: pd.Series) -> pd.api.extensions.ExtensionArray:
@@ -153,13 +93,13 @@ def _flags(frame: pd.DataFrame, name: str) -> np.ndarray:
 
 
 def _drug_lookup(drugs: pd.Series, rules: RuleSet, formulary: Formulary) -> dict:
-    """Formulary facts per course, computed once per distinct exported name."""
+    """Formulary facts per row, computed once per distinct exported name."""
     codes, uniques = pd.factorize(drugs)
     rows = []
     for name in uniques:
         match = formulary.match(name)
         if match.generic is None:
-            rows.append((None, match.normalized, "", "", np.nan, "", False))
+            rows.append((None, match.normalized, "", "", "", np.nan, "", False))
             continue
         drug = formulary.drugs[match.generic]
         minimum, source = formulary.rule_minimum(
@@ -173,21 +113,30 @@ def _drug_lookup(drugs: pd.Series, rules: RuleSet, formulary: Formulary) -> dict
                 match.generic,
                 match.normalized,
                 drug.drug_class,
+                drug.moiety or match.generic,
                 drug.counts_as,
                 np.nan if minimum is None else minimum,
                 source,
                 match.non_depression_product,
             )
         )
-    keys = ("generic", "normalized", "drug_class", "counts_as", "min_dose", "min_source", "nondep")
+    keys = (
+        "generic", "normalized", "drug_class", "moiety", "counts_as", "min_dose", "min_source",
+        "nondep",
+    )  # fmt: skip
     table = {k: np.array([r[i] for r in rows], dtype=object) for i, k in enumerate(keys)}
     table["min_dose"] = table["min_dose"].astype(np.float64)
     table["nondep"] = table["nondep"].astype(bool)
     table["known"] = np.array([r[0] is not None for r in rows], dtype=bool)
     table["also"] = np.isin(table["generic"].astype(str), rules.formulary.also_count)
-    # What makes two names the same trial when counting (see _identity), as integers
-    # per distinct name: the generic or the class; an unknown name counts as itself.
-    for key, column in (("same_drug", "generic"), ("same_class", "drug_class")):
+    # What makes two names the same trial when counting (trials.identity), as integers
+    # per distinct name: the generic, the moiety or the class; an unknown name counts
+    # as itself.
+    for key, column in (
+        ("same_drug", "generic"),
+        ("same_moiety", "moiety"),
+        ("same_class", "drug_class"),
+    ):
         text = np.where(table["known"], table[column], "?" + table["normalized"].astype(str))
         table[key] = pd.factorize(text)[0].astype(np.int64) if len(rows) else np.zeros(0, int)
     # Output text columns: built per distinct name, gathered by Arrow (no Python strings).
@@ -201,7 +150,7 @@ def _drug_lookup(drugs: pd.Series, rules: RuleSet, formulary: Formulary) -> dict
     # gathered by Arrow. A null name reads the first name's facts, as its checks are
     # decided by its modality (a drug course without a name fails validation).
     safe = np.where(codes >= 0, codes, 0)
-    numeric = ("known", "nondep", "also", "min_dose", "same_drug", "same_class")
+    numeric = ("known", "nondep", "also", "min_dose", "same_drug", "same_moiety", "same_class")
     if len(uniques) == 0:
         per_row = {k: np.empty(0, dtype=table[k].dtype) for k in numeric}
     else:
@@ -212,41 +161,22 @@ def _drug_lookup(drugs: pd.Series, rules: RuleSet, formulary: Formulary) -> dict
     return per_row
 
 
-def assess_courses(
-    courses: pd.DataFrame,
-    codes: np.ndarray,
-    reference: np.ndarray,
-    episode_start: np.ndarray,
-    rules: RuleSet,
-    formulary: Formulary,
-) -> CourseAssessment:
-    """Assess every course; the table has one row per input course, in input order.
+def _counted(
+    lookup: dict, role: Coded, modality: Coded, drug_modality: np.ndarray, in_view: np.ndarray,
+    rules: RuleSet, why: _Reasons,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """(treatment, counted, on_drug) per row.
 
-    `codes` is the subject code of each course; `reference` and
-    `episode_start` are datetime64[s] per course row (NaT = unknown), looked
-    up from the subject by the caller.
+    `treatment` is a depression treatment at all, whatever the rule set's role,
+    modality and agent filters (staging scores those apart); `counted` applies
+    them; `on_drug` is a drug row of a counted role and modality.
     """
-    n = len(courses)
-    bits = np.zeros(n, dtype=np.int64)
-
-    def flag(mask: np.ndarray, reason: str) -> None:
-        nonlocal bits
-        bits = bits | np.where(mask, _BIT[reason], np.int64(0))
-
-    modality = coded(courses, "modality", "pharmacotherapy")
-    role = coded(courses, "role", "monotherapy")
-    stop_reason = coded(courses, "stop_reason", "")
-    drug_modality = modality.isin(DRUG_MODALITIES)
-    lookup = _drug_lookup(courses["drug"], rules, formulary)
+    n = len(role.codes)
     known = lookup["known"]
     counts_as = lookup["counts_as"]  # Coded: compared once per distinct drug name
     counting = rules.counting
-
-    # --- counted as a treatment trial at all. `treatment` ignores the rule
-    # set's role, modality and agent filters (staging scores those apart).
     augmenting = role.isin(("augmentation", "combination"))
-    also = lookup["also"]
-    is_antidepressant = counts_as.eq("antidepressant") | (counts_as.eq("policy") & also)
+    is_antidepressant = counts_as.eq("antidepressant") | (counts_as.eq("policy") & lookup["also"])
     is_augmentation = counts_as.eq("augmentation") & augmenting
     drug_treatment = np.select(
         [~known, lookup["nondep"], is_antidepressant | is_augmentation],
@@ -254,9 +184,7 @@ def assess_courses(
         default=NOT_MET,
     ).astype(np.int8)
     treatment = np.where(drug_modality, drug_treatment, MET).astype(np.int8)
-    in_view = ~_flags(courses, AFTER)
     treatment[~in_view] = NOT_MET
-    flag(_flags(courses, CENSORED), CENSORED)
     modality_ok = modality.isin(counting.modalities)
     role_ok = role.isin(counting.roles)
     # A drug of an agent category the rule set does not count (other drugs that
@@ -269,164 +197,439 @@ def assess_courses(
     agent_ok = ~(drug_modality & excluded_agent)
     counted = treatment.copy()
     counted[~role_ok | ~modality_ok | ~agent_ok] = NOT_MET
-    flag(~modality_ok, "modality_not_counted")
-    flag(modality_ok & ~role_ok, "role_not_counted")
+    why.flag(~modality_ok, "modality_not_counted")
+    why.flag(modality_ok & ~role_ok, "role_not_counted")
     on_drug = drug_modality & modality_ok & role_ok
-    flag(on_drug & ~agent_ok, "agent_not_counted")
-    flag(on_drug & ~known, "unknown_drug")
-    flag(on_drug & known & lookup["nondep"], "non_depression_product")
-    flag(
-        on_drug & ~lookup["nondep"] & counts_as.eq("augmentation") & ~augmenting,
+    other = on_drug & ~lookup["nondep"]
+    why.flag(on_drug & ~agent_ok, "agent_not_counted")
+    why.flag(on_drug & ~known, "unknown_drug")
+    why.flag(on_drug & known & lookup["nondep"], "non_depression_product")
+    why.flag(
+        other & counts_as.eq("augmentation") & ~augmenting,
         "augmentation_agent_without_augmentation_role",
     )
-    flag(on_drug & ~lookup["nondep"] & counts_as.eq("not_antidepressant"), "not_an_antidepressant")
-    flag(on_drug & ~lookup["nondep"] & counts_as.eq("policy") & ~also, "policy_drug_not_counted")
+    why.flag(other & counts_as.eq("not_antidepressant"), "not_an_antidepressant")
+    why.flag(other & counts_as.eq("policy") & ~lookup["also"], "policy_drug_not_counted")
+    return treatment, counted, on_drug
 
-    # --- dose (unknown where the drug, its minimum or the dose is unknown)
-    dose = _floats(courses, "daily_dose_mg")
+
+def _row_dose(
+    dose: np.ndarray, required: np.ndarray, lookup: dict, drug_modality: np.ndarray,
+    relevant: np.ndarray, rules: RuleSet, why: _Reasons,
+) -> np.ndarray:  # fmt: skip
+    """Each row's dose against the minimum (met for non-drug modalities and dose-blind
+    rule sets); unknown where the drug, its minimum or the dose is unknown."""
+    n = len(dose)
     dose_rule = rules.adequacy.dose
-    required = lookup["min_dose"] * dose_rule.multiple
-    has_min = ~np.isnan(required)
-    relevant = on_drug & known
     if not dose_rule.check:  # dose-blind rule set: the check always passes, nothing to flag
-        dose_state = np.full(n, MET, dtype=np.int8)
-    else:
-        dose_state = from_bool(dose >= required, known=has_min & ~np.isnan(dose))
-        no_min = known & ~has_min
-        agent = counts_as.eq("augmentation")
-        groups = [(dose_rule.when_no_minimum, no_min)]
-        if dose_rule.augmentation_when_no_minimum is not None:
-            groups = [
-                (dose_rule.when_no_minimum, no_min & ~agent),
-                (dose_rule.augmentation_when_no_minimum, no_min & agent),
-            ]
-        for when_no_minimum, rows in groups:
-            if when_no_minimum == "unknown":
-                flag(relevant & rows, "no_minimum_dose")
-            else:  # the rule set resolves a missing minimum; only those rows, and recorded
-                dose_state[rows] = MET if when_no_minimum == "assume_met" else NOT_MET
-                flag(
-                    relevant & rows,
-                    f"no_minimum_dose_{when_no_minimum.replace('assume', 'assumed')}",
-                )
-        dose_state[~drug_modality] = MET  # no dose criterion for ECT, rTMS, psychotherapy
-        flag(relevant & has_min & np.isnan(dose), "dose_missing")
-        flag(relevant & (dose_state == NOT_MET) & has_min, "dose_below_minimum")
+        return np.full(n, MET, dtype=np.int8)
+    known = lookup["known"]
+    has_min = ~np.isnan(required)
+    state = from_bool(dose >= required, known=has_min & ~np.isnan(dose))
+    no_min = known & ~has_min
+    agent = lookup["counts_as"].eq("augmentation")
+    groups = [(dose_rule.when_no_minimum, no_min)]
+    if dose_rule.augmentation_when_no_minimum is not None:
+        groups = [
+            (dose_rule.when_no_minimum, no_min & ~agent),
+            (dose_rule.augmentation_when_no_minimum, no_min & agent),
+        ]
+    for when_no_minimum, rows in groups:
+        if when_no_minimum == "unknown":
+            why.flag(relevant & rows, "no_minimum_dose")
+        else:  # the rule set resolves a missing minimum; only those rows, and recorded
+            state[rows] = MET if when_no_minimum == "assume_met" else NOT_MET
+            why.flag(relevant & rows, f"no_minimum_dose_{when_no_minimum.replace('assume', 'assumed')}")
+    state[~drug_modality] = MET  # no dose criterion for ECT, rTMS, psychotherapy
+    why.flag(relevant & has_min & np.isnan(dose), "dose_missing")
+    return state
 
-    # --- duration (inclusive day count; ongoing courses run to the reference date)
+
+def _min_days(rules: RuleSet, role: Coded, modality: Coded) -> np.ndarray:
+    """Minimum inclusive days per row: the general rule, then role, then modality."""
+    duration = rules.adequacy.duration
+    min_days = np.full(len(role.codes), duration.days)
+    for key, weeks in duration.min_weeks_for.items():
+        if key in ROLES:
+            min_days[role.eq(key)] = weeks * 7.0
+    for key, weeks in duration.min_weeks_for.items():
+        if key not in ROLES:  # a modality: applied last, so it wins over a role
+            min_days[modality.eq(key)] = weeks * 7.0
+    return min_days
+
+
+@dataclass(frozen=True)
+class _Episode:
+    """Per course: in the current episode, where counted exposure begins, and flags."""
+
+    state: np.ndarray
+    window: np.ndarray  # first day that counts (-inf: the whole course)
+    clipped: np.ndarray
+    baseline_before: np.ndarray  # started before onset - tolerance (clipped scope)
+    assumed: np.ndarray
+    unknown: np.ndarray
+    out: np.ndarray  # not in the episode (certainly, not by assumption)
+
+
+def _episode(start: np.ndarray, end: np.ndarray, onset: np.ndarray, rules: RuleSet) -> _Episode:
+    """The current-episode rule per course (`adequacy.episode`)."""
+    m = len(start)
+    rule = rules.adequacy.episode
+    nothing = np.zeros(m, dtype=bool)
+    if not rule.current_only:
+        return _Episode(np.full(m, MET, np.int8), np.full(m, -np.inf), nothing, nothing,
+                        nothing, nothing, nothing)  # fmt: skip
+    known_onset = ~np.isnan(onset)
+    with np.errstate(invalid="ignore"):
+        if rule.scope == "started_within":
+            state = from_bool(start >= onset - rule.tolerance_days, known=known_onset)
+        else:  # overlap and clipped: the course runs on or after the onset
+            inside = (end >= onset) | (start >= onset)
+            state = from_bool(inside, known=known_onset & (~np.isnan(end) | (start >= onset)))
+        unknown = state == UNKNOWN
+        state, assumed = resolve(state, rule.when_unknown)
+        out = (state == NOT_MET) & ~assumed
+        clipping = rule.scope == "clipped"
+        clipped = clipping & (state == MET) & known_onset & (start < onset)
+        baseline_before = clipped & (start < onset - rule.tolerance_days)
+    window = np.where(clipped, onset, -np.inf)
+    return _Episode(state, window, clipped, baseline_before, assumed, unknown & ~assumed, out)
+
+
+def _outcome(
+    hamd_start: np.ndarray, hamd_end: np.ndarray, improvement: np.ndarray, stop_reason: Coded,
+    rules: RuleSet,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """Per course: percent improvement, outcome category, whether it came from the stop
+    reason, and whether a low baseline or remission decided it."""
+    scored = ~np.isnan(hamd_start) & ~np.isnan(hamd_end) & (hamd_start > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        from_scores = (hamd_start - hamd_end) * 100.0 / hamd_start  # exact at integer cuts
+    pct = np.where(scored, from_scores, np.round(improvement * 100.0, 9))
+    rule = rules.outcome
+    m = len(pct)
+    nothing = np.zeros(m, dtype=bool)
+    if rule.nonresponse is None:  # register evidence: no score threshold; improvement shown
+        return pct, np.full(m, OUTCOME_UNKNOWN, np.int8), nothing, nothing, nothing
+    cut, good = rule.nonresponse, rule.response
+    with np.errstate(invalid="ignore"):
+        is_nonresponse = pct < cut.pct if cut.op == "<" else pct <= cut.pct
+        is_response = pct >= good.pct if good.op == ">=" else pct > good.pct
+        remission = nothing if rule.remission_max is None else hamd_end <= rule.remission_max
+        low_base = nothing if rule.min_baseline is None else hamd_start < rule.min_baseline
+    outcome = np.select(
+        [np.isnan(pct), is_nonresponse, is_response],
+        [OUTCOME_UNKNOWN, NONRESPONSE, RESPONSE],
+        default=PARTIAL,
+    ).astype(np.int8)
+    low_base = low_base & ~remission
+    outcome[low_base] = OUTCOME_UNKNOWN
+    outcome[remission] = REMISSION
+    from_stop = np.zeros(m, dtype=bool)
+    if rule.stop_reason_as_evidence:
+        evidence = {"nonresponse": NONRESPONSE, "partial_response": PARTIAL, "remission": RESPONSE}
+        for reason, category in evidence.items():
+            use = np.isnan(pct) & np.isnan(hamd_end) & stop_reason.eq(reason)
+            outcome[use] = category
+            from_stop |= use
+    return pct, outcome, from_stop, low_base, remission
+
+
+def _bounds_state(low: np.ndarray, high: np.ndarray, minimum: np.ndarray | float) -> np.ndarray:
+    """Met when the lower bound reaches `minimum`, not met when even the upper does not."""
+    eps = 1e-9
+    return np.select(
+        [low >= minimum - eps, high < minimum - eps], [MET, NOT_MET], default=UNKNOWN
+    ).astype(np.int8)
+
+
+def assess_courses(
+    courses: pd.DataFrame,
+    codes: np.ndarray,
+    reference: np.ndarray,
+    episode_start: np.ndarray,
+    rules: RuleSet,
+    formulary: Formulary,
+) -> CourseAssessment:
+    """Assess every course; the table has one row per input row, in input order.
+
+    `codes` is the subject code of each row; `reference` and `episode_start`
+    are datetime64[s] per row (NaT = unknown), looked up from the subject by
+    the caller. Steps: what counts, each row's dose and dates, merging rows into
+    courses, then per course the episode, days at an adequate dose, adherence,
+    outcome and early stop; then the counting keys and the drug's verdict.
+    """
+    n = len(courses)
+    why = _Reasons(n)
+    modality = coded(courses, "modality", "pharmacotherapy")
+    role = coded(courses, "role", "monotherapy")
+    stop_reason = coded(courses, "stop_reason", "")
+    drug_modality = modality.isin(DRUG_MODALITIES)
+    lookup = _drug_lookup(courses["drug"], rules, formulary)
+    in_view = ~_flags(courses, AFTER)
+    why.flag(_flags(courses, CENSORED), CENSORED)
+    treatment, counted, on_drug = _counted(
+        lookup, role, modality, drug_modality, in_view, rules, why
+    )
+    known = lookup["known"]
+
+    # --- each row: dose and dates (an ongoing row runs to the reference date; a
+    # stopped row without an end date has an unknown end, never "ongoing")
+    dose = _floats(courses, "daily_dose_mg")
+    required = lookup["min_dose"] * rules.adequacy.dose.multiple
+    row_dose = _row_dose(dose, required, lookup, drug_modality, on_drug & known, rules, why)
     start = courses["start_date"].to_numpy(dtype="datetime64[s]")
     end_given = (
         courses["end_date"].to_numpy(dtype="datetime64[s]")
         if "end_date" in courses.columns
         else np.full(n, np.datetime64("NaT", "s"))
     )
-    ongoing = np.isnat(end_given)
+    stopped = stop_reason.isin(STOPPED)
+    ongoing = np.isnat(end_given) & ~stopped
+    why.flag(np.isnat(end_given) & stopped & in_view, "end_date_missing")
     end = np.where(ongoing, reference, end_given)
-    days = (end - start) / np.timedelta64(1, "D") + 1.0
-    weeks = days / 7.0
-    min_days = _min_days(rules, role, modality)
-    duration_state = from_bool(days >= min_days - 1e-9, known=~np.isnan(days))
-    flag(duration_state == UNKNOWN, "duration_unknown")
-    flag(duration_state == NOT_MET, "too_short")
+    first_day, last_day = days(start), days(end)
 
-    # --- adherence
-    adherence = _floats(courses, "adherence")
+    # --- rows of one course (same subject, drug, role, modality and counting)
+    course = merge_segments(
+        (codes, lookup["same_drug"], role.codes, modality.codes, counted.astype(np.int64)),
+        drug_modality & in_view,
+        first_day,
+        last_day,
+        rules.adequacy.segments.merge_gap_days,
+    )
+    seg = Segments.of(course, first_day)
+    first, last = seg.first, seg.last
+    why.flag(seg.size[course] > 1, "merged_segments")
+    c_start = first_day[first]
+    c_end = seg.reduce(np.maximum, last_day)  # NaN (unknown) propagates
+    c_ongoing = ongoing[last]
+    c_counted, c_treatment = counted[first], treatment[first]
+
+    # --- current episode, per course
+    episode = _episode(c_start, c_end, days(episode_start)[first], rules)
+    why.flag(episode.clipped[course], "clipped_to_episode")
+    why.flag(episode.unknown[course], "episode_unknown")
+    if episode.assumed.any():
+        assumed_in = rules.adequacy.episode.when_unknown == "assume_met"
+        why.flag(episode.assumed[course], f"episode_unknown_assumed_{'in' if assumed_in else 'out'}")
+    out_reason = (
+        "started_before_episode"
+        if rules.adequacy.episode.scope == "started_within"
+        else "before_current_episode"
+    )
+    why.flag(episode.out[course], out_reason)
+
+    # --- dose and days at an adequate dose, counted from the episode's onset if clipped
+    c_dose = seg.reduce(np.maximum, row_dose)  # Kleene OR: the course reached the minimum
+    dose_of_row = c_dose[course]
+    low_rows = np.select(
+        [dose_of_row == MET, dose_of_row == UNKNOWN], [row_dose == MET, row_dose != NOT_MET], True
+    )
+    high_rows = np.where(dose_of_row == NOT_MET, True, row_dose != NOT_MET)
+    lows = np.maximum(first_day, episode.window[course])
+    low_days = seg.union_days(lows, last_day, low_rows)
+    high_days = seg.union_days(lows, last_day, high_rows)
+    high_days[seg.any(high_rows & np.isnan(last_day))] = np.inf
+    relevant = on_drug & known
+    why.flag(relevant & (dose_of_row == NOT_MET) & (row_dose == NOT_MET), "dose_below_minimum")
+    why.flag(relevant & (dose_of_row == MET) & (row_dose == NOT_MET), "sub_minimum_days_not_counted")
+    c_duration = _bounds_state(low_days, high_days, _min_days(rules, role, modality)[first])
+    sessions = seg.reduce(np.add, _floats(courses, "sessions"))
+    c_modality = modality.codes[first]
+    for key, needed in rules.adequacy.duration.min_sessions_for.items():
+        by_sessions = np.isin(c_modality, [i for i, v in enumerate(modality.values) if v == key])
+        by_sessions &= ~np.isnan(sessions)
+        c_duration[by_sessions] = from_bool(sessions[by_sessions] >= needed)
+        why.flag(by_sessions[course], "sessions_counted")
+    why.flag((c_duration == UNKNOWN)[course], "duration_unknown")
+    why.flag((c_duration == NOT_MET)[course], "too_short")
+
+    # --- adherence: the lowest of the course's rows
+    adherence = seg.reduce(np.minimum, _floats(courses, "adherence"))
     rule = rules.adequacy.adherence
     if rule.minimum is None:
-        adherence_state = np.full(n, MET, dtype=np.int8)
+        c_adherence = np.full(seg.m, MET, dtype=np.int8)
     else:
-        adherence_state = from_bool(adherence >= rule.minimum, known=~np.isnan(adherence))
-        missing = adherence_state == UNKNOWN
-        adherence_state, assumed = resolve(adherence_state, rule.when_missing)
-        flag(missing & ~assumed, "adherence_missing")
-        flag(
-            assumed,
-            f"adherence_missing_assumed_{'met' if rule.when_missing == 'assume_met' else 'not_met'}",
-        )
-        flag((adherence_state == NOT_MET) & ~assumed, "adherence_below_minimum")
+        c_adherence = from_bool(adherence >= rule.minimum, known=~np.isnan(adherence))
+        missing = c_adherence == UNKNOWN
+        c_adherence, assumed = resolve(c_adherence, rule.when_missing)
+        why.flag((missing & ~assumed)[course], "adherence_missing")
+        met = "met" if rule.when_missing == "assume_met" else "not_met"
+        why.flag(assumed[course], f"adherence_missing_assumed_{met}")
+        why.flag(((c_adherence == NOT_MET) & ~assumed)[course], "adherence_below_minimum")
 
-    # --- current episode: the course overlaps it (ends on or after its onset)
-    episode = rules.adequacy.episode
-    if not episode.current_only:
-        episode_state = np.full(n, MET, dtype=np.int8)
-    else:
-        episode_state = from_bool(
-            end >= episode_start, known=~np.isnat(end) & ~np.isnat(episode_start)
-        )
-        unknown_episode = episode_state == UNKNOWN
-        episode_state, assumed = resolve(episode_state, episode.when_unknown)
-        flag(unknown_episode & ~assumed, "episode_unknown")
-        flag(
-            assumed,
-            "episode_unknown_assumed_in"
-            if episode.when_unknown == "assume_met"
-            else "episode_unknown_assumed_out",
-        )
-        flag((episode_state == NOT_MET) & ~assumed, "before_current_episode")
+    # --- outcome: first baseline, last end rating; remission and baselines per rule
+    hamd_start = _floats(courses, "hamd_start")[first]
+    hamd_end = _floats(courses, "hamd_end")[last]
+    given = _floats(courses, "improvement")
+    low, high = seg.reduce(np.fmin, given), seg.reduce(np.fmax, given)
+    improvement = np.where(low == high, low, np.nan)  # rows that disagree: unknown
+    last_stop = Coded(stop_reason.codes[last], stop_reason.values)
+    pct, outcome, from_stop, low_base, remission = _outcome(
+        hamd_start, hamd_end, improvement, last_stop, rules
+    )
+    before = episode.baseline_before & ~remission
+    outcome[before & (outcome != OUTCOME_UNKNOWN) & ~from_stop] = OUTCOME_UNKNOWN
 
-    identity = _identity(lookup, modality, drug_modality, rules)
-    checks = all_of(dose_state, duration_state, adherence_state, episode_state)
-    adequate = all_of(counted, checks)
+    checks = all_of(c_dose, c_duration, c_adherence, episode.state)
+    c_adequate = all_of(c_counted, checks)
 
-    # --- outcome: percent improvement from HAM-D scores, else the improvement column;
-    # register rule sets infer failure from a later trial instead (KIM).
-    pct, outcome, from_stop = _outcome(courses, stop_reason, rules)
-    counts_flag = counted != NOT_MET
+    # --- per row from here: counting keys, then failure (register evidence needs keys)
+    adequate = c_adequate[course]
+    member = drug_modality & in_view & (counted != NOT_MET)
+    window = rules.counting.regimen_window_days
+
+    def keyed(distinct: str) -> tuple[np.ndarray, np.ndarray]:
+        key = trials.identity(lookup, modality.codes, drug_modality, distinct)
+        return trials.regimens(codes, c_start[course], key, member, window)
+
+    key, together = keyed(rules.counting.distinct)  # what counts as a distinct trial
+    drug_key = keyed("drug")[0]  # what is judged as one drug (or one regimen of drugs)
+    why.flag(together, "same_regimen")
+    counts_flag = (c_counted != NOT_MET)[course]
     by_scores = rules.outcome.evidence == "scores"
     if by_scores:
-        nonresponse_state = np.select(
-            [outcome == NONRESPONSE, outcome == OUTCOME_UNKNOWN], [MET, UNKNOWN], default=NOT_MET
+        c_nonresponse = np.select(
+            [outcome == NONRESPONSE, outcome == OUTCOME_UNKNOWN], [MET, UNKNOWN], NOT_MET
         ).astype(np.int8)
+        nonresponse = c_nonresponse[course]
     else:
-        nonresponse_state = _superseded(codes, identity, start, adequate)
-        flag(counts_flag & (nonresponse_state == MET), "superseded_by_later_trial")
-        flag(counts_flag & (nonresponse_state == NOT_MET), "not_superseded")
+        nonresponse = trials.superseded(codes, key, c_start[course], adequate)
+        why.flag(counts_flag & (nonresponse == MET), "superseded_by_later_trial")
+        why.flag(counts_flag & (nonresponse == NOT_MET), "not_superseded")
 
-    # --- early discontinuation (Sforzini item 10)
-    if rules.early_stop is None:
-        early = explicit = np.zeros(n, dtype=bool)
-    else:
-        early = ~ongoing & (days < rules.early_stop.before_weeks * 7.0 - 1e-9)
-        explicit = (
-            early
-            & stop_reason.eq("nonresponse")
-            & np.isin(outcome, (NONRESPONSE, OUTCOME_UNKNOWN))
-            & rules.early_stop.counts_if_explicit_nonresponse
-        )
+    # --- early discontinuation (Sforzini item 10): needs evidence, and min_days
+    early_rule = rules.early_stop
+    c_early = np.zeros(seg.m, dtype=bool)
+    evidence = np.zeros(seg.m, dtype=bool)
+    long_enough = np.full(seg.m, MET, dtype=np.int8)
+    if early_rule is not None:
+        span = c_end - c_start + 1
+        with np.errstate(invalid="ignore"):  # a course of adequate duration never stopped early
+            c_early = ~c_ongoing & (span < early_rule.before_weeks * 7.0 - 1e-9)
+        c_early &= c_duration != MET
+        if early_rule.evidence == "scores":
+            # A stop for another cause (early_stop.other_causes) says nothing about
+            # efficacy: too short, whatever the scores.
+            other_cause = last_stop.isin(early_rule.other_causes)
+            evidence = (outcome == NONRESPONSE) & ~from_stop & ~other_cause
+        else:
+            explicit = last_stop.eq("nonresponse") & np.isin(outcome, (NONRESPONSE, OUTCOME_UNKNOWN))
+            evidence = explicit
+        evidence &= c_early & early_rule.counts_if_explicit_nonresponse
+        long_enough = _bounds_state(low_days, high_days, float(early_rule.min_days))
+    early = c_early[course]
 
     def failed_if(included: np.ndarray) -> np.ndarray:
-        full = all_of(included, checks, nonresponse_state)
-        early_ok = all_of(included, dose_state, adherence_state, episode_state)
-        return np.where(early, np.where(explicit, early_ok, NOT_MET), full).astype(np.int8)
+        full = all_of(included, checks[course], nonresponse)
+        early_ok = all_of(
+            included,
+            c_dose[course],
+            c_adherence[course],
+            episode.state[course],
+            long_enough[course],
+            from_bool(evidence[course]),
+        )
+        return np.where(early, early_ok, full).astype(np.int8)
 
-    failed = failed_if(counted)
-    flag(counts_flag & early & ~explicit, "early_stop")
-    flag(counts_flag & explicit & (failed == MET), "early_stop_explicit_nonresponse")
-    flag(counts_flag & (outcome == RESPONSE), "response")
-    flag(counts_flag & (outcome == PARTIAL), "partial_response")
-    flag(counts_flag & (outcome == OUTCOME_UNKNOWN) & ~explicit & by_scores, "outcome_unknown")
-    flag(counts_flag & from_stop, "outcome_from_stop_reason")
-    flag(failed == MET, "failed")
-    partial = all_of(
+    failed = failed_if(c_counted[course])
+    shorter = early & (long_enough[course] == NOT_MET)
+    why.flag(counts_flag & early & ~evidence[course] & ~shorter, "early_stop")
+    why.flag(counts_flag & shorter, "early_stop_shorter_than_min_days")
+    early_failed = counts_flag & early & (failed == MET)
+    if early_rule is not None:
+        code = "rated" if early_rule.evidence == "scores" else "explicit"
+        why.flag(early_failed, f"early_stop_{code}_nonresponse")
+    row_outcome = outcome[course]
+    why.flag(counts_flag & (row_outcome == RESPONSE), "response")
+    why.flag(counts_flag & (row_outcome == PARTIAL), "partial_response")
+    why.flag(counts_flag & (row_outcome == REMISSION), "remission")
+    why.flag(counts_flag & low_base[course], "baseline_below_minimum")
+    why.flag(counts_flag & before[course], "baseline_before_episode")
+    # An early stop without scores is simply too short: its outcome is not what is missing.
+    unexplained = ~(low_base | before)[course] & ~early
+    why.flag(counts_flag & (row_outcome == OUTCOME_UNKNOWN) & unexplained & by_scores, "outcome_unknown")
+    why.flag(counts_flag & from_stop[course], "outcome_from_stop_reason")
+    why.flag(failed == MET, "failed")
+
+    # --- how counting judges a drug given more than once
+    same_drug = rules.counting.same_drug
+    judged = np.minimum(
+        failed, trials.judged_per_drug(codes, drug_key, failed, adequate, c_start[course], same_drug)
+    )
+    if same_drug != "any_failure":
+        why.flag((failed == MET) & (judged != MET), f"judged_at_{same_drug.split('_')[0]}_course")
+    treatment_failed = failed_if(c_treatment[course])
+    plain_drug = trials.identity(lookup, modality.codes, drug_modality, "drug")
+    failed_any = np.minimum(
+        treatment_failed,
+        trials.judged_per_drug(
+            codes, plain_drug, treatment_failed, all_of(c_treatment, checks)[course],
+            c_start[course], same_drug,
+        ),
+    )  # fmt: skip
+    optimised, repeat = trials.repeats(
+        codes, lookup["same_drug"], known & drug_modality & in_view, first_day, dose, course, required
+    )
+    why.flag(optimised, "dose_optimisation")
+    why.flag(repeat, "repeat_of_earlier_drug")
+    # A row hidden by --as-of says only that: its other checks are meaningless.
+    why.bits[~in_view] = BIT[AFTER]
+    assumptions = np.zeros(n, dtype=np.int64)
+    for index, reason in enumerate(ASSUMPTIONS.values()):
+        assumptions |= np.where(why.has(reason), np.int64(1) << index, np.int64(0))
+
+    partial_state = np.select(
+        [outcome == PARTIAL, outcome == OUTCOME_UNKNOWN], [MET, UNKNOWN], NOT_MET
+    ).astype(np.int8)
+    responded = np.isin(outcome, (RESPONSE, REMISSION))
+    table = _table(
+        courses, lookup, role, modality, dose, required, start, end_given, ongoing,
+        first_day, last_day, codes, seg, c_start, episode.window, c_end, low_days, high_days, sessions,
+        pct, outcome, c_counted, c_dose, c_duration, c_adherence, episode.state, early,
+        adequate, failed, why.bits,
+    )  # fmt: skip
+    return CourseAssessment(
+        table,
         adequate,
-        np.select(
-            [outcome == PARTIAL, outcome == OUTCOME_UNKNOWN], [MET, UNKNOWN], default=NOT_MET
-        ).astype(np.int8),
+        judged,
+        all_of(c_adequate, partial_state)[course],
+        all_of(c_adequate, from_bool(responded))[course],
+        key,
+        failed_any=failed_any,
+        used_any=all_of(c_treatment, episode.state)[course],
+        dose_optimised=optimised,
+        in_view=in_view,
+        assumptions=assumptions,
     )
 
-    optimised, repeat = _repeats(
-        codes, lookup["same_drug"], known & drug_modality & in_view, start, dose
-    )
-    flag(optimised, "dose_optimisation")
-    flag(repeat, "repeat_of_earlier_drug")
-    # A course hidden by --as-of says only that: its other checks are meaningless.
-    bits[~in_view] = _BIT[AFTER]
 
-    out = pd.DataFrame(
+def _table(
+    courses, lookup, role, modality, dose, required, start, end_given, ongoing, first_day,
+    last_day, codes, seg, c_start, window, c_end, low_days, high_days, sessions, pct, outcome,
+    counted, dose_state, duration_state, adherence_state, episode_state, early, adequate,
+    failed, bits,
+) -> pd.DataFrame:  # fmt: skip
+    """The courses table: one row per input row, its course's verdict on each."""
+    course = seg.course
+    # Course numbers per subject, by start: course 1 is the subject's earliest.
+    subject = codes[seg.first]
+    day = np.nan_to_num(c_start, nan=0.0).astype(np.int64)
+    order = np.lexsort((seg.first, day, subject)) if seg.m else np.zeros(0, np.int64)
+    ordinal = np.empty(seg.m, dtype=np.int64)
+    if seg.m:
+        new = np.r_[True, subject[order][1:] != subject[order][:-1]]
+        position = np.arange(seg.m)
+        ordinal[order] = position - np.maximum.accumulate(np.where(new, position, 0)) + 1
+    exposure_days = np.where(np.isinf(high_days), np.nan, low_days)
+    return pd.DataFrame(
         {
             "subject_id": _text(courses["subject_id"]),
             "source_file": _text(courses["source_file"]),
             "source_line": courses["source_line"].to_numpy(),
+            "course_id": ordinal[course],
+            "course_rows": seg.size[course],
             "drug": _text(courses["drug"]),
             "drug_generic": lookup["drug_generic"],
             "drug_class": lookup["drug_class"],
@@ -439,178 +642,22 @@ def assess_courses(
             "start_date": start,
             "end_date": end_given,
             "ongoing": ongoing,
-            "weeks": np.round(weeks, 2),
-            "adherence": adherence,
-            "pct_improvement": np.round(pct, 4),  # display; decided on the exact value
-            "outcome": pd.Categorical.from_codes(outcome, categories=list(OUTCOMES)),
-            "counted": labels(counted),
-            "dose_check": labels(dose_state),
-            "duration_check": labels(duration_state),
-            "adherence_check": labels(adherence_state),
-            "episode_check": labels(episode_state),
+            "weeks": np.round((last_day - first_day + 1) / 7.0, 2),
+            "exposure_start": dates(np.maximum(c_start, window))[course],
+            "exposure_end": dates(c_end)[course],
+            "exposure_weeks": np.round(exposure_days / 7.0, 2)[course],
+            "sessions": _floats(courses, "sessions"),
+            "adherence": _floats(courses, "adherence"),
+            "pct_improvement": np.round(pct, 4)[course],  # display; decided on the exact value
+            "outcome": pd.Categorical.from_codes(outcome[course], categories=list(OUTCOMES)),
+            "counted": labels(counted[course]),
+            "dose_check": labels(dose_state[course]),
+            "duration_check": labels(duration_state[course]),
+            "adherence_check": labels(adherence_state[course]),
+            "episode_check": labels(episode_state[course]),
             "early_stop": early,
             "adequate": labels(adequate),
             "failed": labels(failed),
             "reasons": join_flags(bits, REASONS),
         }
     )
-    return CourseAssessment(
-        out,
-        adequate,
-        failed,
-        partial,
-        identity,
-        failed_any=failed_if(treatment),
-        used_any=all_of(treatment, episode_state),
-        dose_optimised=optimised,
-        in_view=in_view,
-    )
-
-
-def _min_days(rules: RuleSet, role: Coded, modality: Coded) -> np.ndarray:
-    """Minimum inclusive days per course: the general rule, then role, then modality."""
-    duration = rules.adequacy.duration
-    min_days = np.full(len(role.codes), duration.days)
-    for key, weeks in duration.min_weeks_for.items():
-        if key in ROLES:
-            min_days[role.eq(key)] = weeks * 7.0
-    for key, weeks in duration.min_weeks_for.items():
-        if key not in ROLES:  # a modality: applied last, so it wins over a role
-            min_days[modality.eq(key)] = weeks * 7.0
-    return min_days
-
-
-def _superseded(
-    codes: np.ndarray, identity: np.ndarray, start: np.ndarray, adequate: np.ndarray
-) -> np.ndarray:
-    """Register-style failure: a later adequate trial of another drug (or class) started.
-
-    Met when a certainly adequate later trial exists, unknown when only a
-    possibly adequate one does, not met otherwise.
-    """
-    keys = pd.factorize(identity)[0] if len(identity) else np.zeros(0, np.int64)
-    day = start.astype("datetime64[D]").astype(np.int64)
-    sure = _latest_other_start(codes, keys, day, adequate == MET) > day
-    maybe = _latest_other_start(codes, keys, day, adequate != NOT_MET) > day
-    return np.select([sure, maybe], [MET, UNKNOWN], default=NOT_MET).astype(np.int8)
-
-
-def _latest_other_start(
-    codes: np.ndarray, keys: np.ndarray, day: np.ndarray, mask: np.ndarray
-) -> np.ndarray:
-    """Per course: the latest start among the subject's masked courses of another key.
-
-    Grouped reductions only: the latest start per (subject, key), then per
-    subject the latest and the second-latest key; a course of the latest key
-    looks at the second.
-    """
-    out = np.full(len(codes), np.iinfo(np.int64).min)
-    if not mask.any():
-        return out
-    per_key = (
-        pd.DataFrame({"s": codes[mask], "k": keys[mask], "d": day[mask]})
-        .groupby(["s", "k"], sort=False)["d"]
-        .max()
-        .reset_index()
-        .sort_values(["s", "d", "k"], ascending=[True, False, True], kind="stable")
-    )
-    rank = per_key.groupby("s", sort=False).cumcount().to_numpy()
-    first = per_key[rank == 0].set_index("s")
-    second = per_key[rank == 1].set_index("s")["d"]
-    n_subjects = int(codes.max()) + 1 if len(codes) else 0
-    top_key = np.full(n_subjects, -1, dtype=np.int64)
-    top_day = np.full(n_subjects, np.iinfo(np.int64).min, dtype=np.int64)
-    next_day = np.full(n_subjects, np.iinfo(np.int64).min, dtype=np.int64)
-    top_key[first.index.to_numpy()] = first["k"].to_numpy()
-    top_day[first.index.to_numpy()] = first["d"].to_numpy()
-    next_day[second.index.to_numpy()] = second.to_numpy()
-    return np.where(keys == top_key[codes], next_day[codes], top_day[codes])
-
-
-def _repeats(
-    codes: np.ndarray,
-    drug: np.ndarray,
-    mask: np.ndarray,
-    start: np.ndarray,
-    dose: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Later courses of a drug already given to the subject.
-
-    A later course above every earlier dose of the same generic is dose
-    optimisation (MGH-S half point); any other later course is a repeat.
-    Neither is a new trial: distinct counting already counts the drug once.
-    """
-    n = len(codes)
-    optimised = np.zeros(n, dtype=bool)
-    repeat = np.zeros(n, dtype=bool)
-    rows = np.flatnonzero(mask)
-    if len(rows) < 2:
-        return optimised, repeat
-    drug_codes = pd.factorize(drug[rows])[0]
-    # Rows are in source-line order and the sort is stable, so lines break the ties
-    # without being a key (fewer bits: the keys stay packable at 4M+ subjects).
-    order = lex_order(codes[rows], drug_codes, day_numbers(start[rows]))
-    group = codes[rows][order].astype(np.int64) * (drug_codes.max() + 1) + drug_codes[order]
-    sorted_dose = dose[rows][order]
-    running = pd.Series(sorted_dose).groupby(group).cummax().to_numpy()
-    same = np.zeros(len(order), dtype=bool)
-    same[1:] = group[1:] == group[:-1]
-    before = np.full(len(order), np.nan)
-    before[1:] = running[:-1]
-    before[~same] = np.nan
-    higher = same & (sorted_dose > before)  # NaN compares false: unknown doses never optimise
-    optimised[rows[order]] = higher
-    repeat[rows[order]] = same & ~higher
-    return optimised, repeat
-
-
-def _outcome(
-    courses: pd.DataFrame, stop_reason: Coded, rules: RuleSet
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Percent improvement, outcome category and whether it came from stop_reason."""
-    start = _floats(courses, "hamd_start")
-    end = _floats(courses, "hamd_end")
-    scored = ~np.isnan(start) & ~np.isnan(end) & (start > 0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        from_scores = (start - end) * 100.0 / start  # exact at integer boundaries (e.g. 25.0)
-    fraction = _floats(courses, "improvement")
-    pct = np.where(scored, from_scores, np.round(fraction * 100.0, 9))
-    cut = rules.outcome.nonresponse
-    good = rules.outcome.response
-    if cut is None:  # register evidence: no score threshold; improvement shown only
-        return pct, np.full(len(pct), OUTCOME_UNKNOWN, dtype=np.int8), np.zeros(len(pct), bool)
-    is_nonresponse = pct < cut.pct if cut.op == "<" else pct <= cut.pct
-    is_response = pct >= good.pct if good.op == ">=" else pct > good.pct
-    outcome = np.select(
-        [np.isnan(pct), is_nonresponse, is_response],
-        [OUTCOME_UNKNOWN, NONRESPONSE, RESPONSE],
-        default=PARTIAL,
-    ).astype(np.int8)
-    from_stop = np.zeros(len(outcome), dtype=bool)
-    if rules.outcome.stop_reason_as_evidence:
-        evidence = {"nonresponse": NONRESPONSE, "partial_response": PARTIAL, "remission": RESPONSE}
-        for reason, category in evidence.items():
-            use = (outcome == OUTCOME_UNKNOWN) & stop_reason.eq(reason)
-            outcome[use] = category
-            from_stop |= use
-    return pct, outcome, from_stop
-
-
-def _identity(
-    lookup: dict[str, np.ndarray],
-    modality: Coded,
-    drug_modality: np.ndarray,
-    rules: RuleSet,
-) -> np.ndarray:
-    """What makes two trials 'the same' when counting, as an integer key per course: the
-    drug or its class.
-
-    Unknown names count as themselves (an upper bound); ECT, rTMS and
-    psychotherapy count as their modality (keys after every drug key).
-    """
-    key = lookup["same_drug"] if rules.counting.distinct == "drug" else lookup["same_class"]
-    if drug_modality.all():
-        return key
-    offset = int(key.max()) + 1 if len(key) else 0
-    modality_key = offset + modality.codes  # one code per distinct modality text
-    return np.where(drug_modality, key, modality_key)

@@ -18,8 +18,10 @@ import pandas as pd
 import pyarrow as pa
 
 from trdscreen.coded import categorical
+from trdscreen.reasons import ASSUMPTIONS, CRITERION_ASSUMED
 from trdscreen.ruleset import Criterion, Op, RuleSet
 from trdscreen.staging import INTERVAL_COLUMNS as STAGING_INTERVALS
+from trdscreen.subjects import ASSUMPTION_BITS
 from trdscreen.tristate import MET, NOT_MET, UNKNOWN, from_bool, join_flags, labels, negate, resolve
 
 INTERVAL_COLUMNS = {
@@ -240,7 +242,23 @@ def decide(subjects: pd.DataFrame, results: list[CriterionResult]) -> pd.DataFra
     out["unknown_criteria"] = join_flags(unknown_bits, ids)
     out["near_miss_criteria"] = join_flags(near_bits, ids)
     out["reason"] = categorical(reasons, reason)
+    out["assumptions"] = _assumptions(subjects, results)
     return out
+
+
+def _assumptions(subjects: pd.DataFrame, results: list[CriterionResult]) -> pd.Categorical:
+    """Per subject: the assumption codes its decision rests on (`reasons.ASSUMPTIONS` of
+    the counted failed trials, and `criterion_assumed` for a criterion resolved from
+    unknown by its `when_unknown`)."""
+    n = len(subjects)
+    bits = np.zeros(n, dtype=np.int64)
+    if ASSUMPTION_BITS in subjects.columns:
+        bits = subjects[ASSUMPTION_BITS].to_numpy(dtype=np.int64)
+    resolved = np.zeros(n, dtype=bool)
+    for result in results:
+        resolved |= result.resolved
+    bits = bits | np.where(resolved, np.int64(1) << len(ASSUMPTIONS), np.int64(0))
+    return join_flags(bits, [*ASSUMPTIONS, CRITERION_ASSUMED])
 
 
 def ledger(subjects: pd.DataFrame, results: list[CriterionResult]) -> pd.DataFrame:
@@ -294,7 +312,8 @@ def ledger(subjects: pd.DataFrame, results: list[CriterionResult]) -> pd.DataFra
 
 
 def attrition(decisions: pd.DataFrame, results: list[CriterionResult]) -> pd.DataFrame:
-    """CONSORT-style counts in protocol order, plus what each criterion alone excludes."""
+    """CONSORT-style counts in protocol order, plus what each criterion alone excludes; the
+    needs_review and eligible rows also count the decisions resting on assumptions."""
     total = len(decisions)
     # One tally per column (categoricals: counted on their codes), not a text
     # comparison per subject and criterion.
@@ -312,6 +331,7 @@ def attrition(decisions: pd.DataFrame, results: list[CriterionResult]) -> pd.Dat
             "not_met_total": 0,
             "unknown_total": 0,
             "excluded_only_by_this": 0,
+            "with_assumptions": 0,
         }
     ]
     remaining = total
@@ -330,9 +350,11 @@ def attrition(decisions: pd.DataFrame, results: list[CriterionResult]) -> pd.Dat
                 "not_met_total": int(not_met.sum()),
                 "unknown_total": int((result.state == UNKNOWN).sum()),
                 "excluded_only_by_this": int((not_met & (failed_count == 1)).sum()),
+                "with_assumptions": 0,
             }
         )
     decision = decisions["decision"].value_counts(sort=False)
+    assumed = decisions.loc[decisions["assumptions"] != "", "decision"].value_counts(sort=False)
     for label in ("needs_review", "eligible"):
         rows.append(
             {
@@ -344,9 +366,17 @@ def attrition(decisions: pd.DataFrame, results: list[CriterionResult]) -> pd.Dat
                 "not_met_total": 0,
                 "unknown_total": 0,
                 "excluded_only_by_this": 0,
+                "with_assumptions": int(assumed.get(label, 0)),
             }
         )
     table = pd.DataFrame(rows)
     for name in ("criterion_id", "title"):
         table[name] = table[name].astype("str")
     return table
+
+
+def assumption_counts(attrition: pd.DataFrame) -> dict[str, int]:
+    """Decisions resting on assumptions, by decision (eligible, needs_review), read from the
+    attrition table (so a run screened in parts counts them the same way)."""
+    last = attrition[attrition["criterion_id"] == ""].set_index("title")["with_assumptions"]
+    return {label: int(last.get(label, 0)) for label in ("eligible", "needs_review")}

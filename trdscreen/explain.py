@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trdscreen.courses import REASON_TEXT
+from trdscreen.reasons import ASSUMPTION_TEXT, REASON_TEXT
 from trdscreen.errors import UsageError
 from trdscreen.pipeline import DECISION_COLUMNS
 from trdscreen.quarantine import META_COLUMNS, QUARANTINED
@@ -101,6 +101,10 @@ def explain_subject(run: RunFolder, subject_id: str) -> dict[str, Any]:
         "failed_criteria": _split(decision["failed_criteria"]),
         "unknown_criteria": _split(decision["unknown_criteria"]),
         "near_miss_criteria": _split(decision["near_miss_criteria"]),
+        "assumptions": [
+            {"code": code, "text": ASSUMPTION_TEXT.get(code, code)}
+            for code in _split(decision.get("assumptions"))
+        ],
         "age": decision["age"],
         "reference_date": decision["reference_date"],
         "counts": counts,

@@ -50,9 +50,11 @@ FORMULARY_COLUMNS = (
     "non_depression_brands",
     "notes",
 )
-OPTIONAL_COLUMNS = ("max_mg_per_day", "max_source")
+OPTIONAL_COLUMNS = ("max_mg_per_day", "max_source", "moiety")
 """Columns a site formulary may leave out: the usual maximum daily dose and its source,
-used only to warn about implausible doses (`validate.PLAUSIBLE_DOSE_MULTIPLE`)."""
+used only to warn about implausible doses (`validate.PLAUSIBLE_DOSE_MULTIPLE`), and the
+active moiety (escitalopram's is citalopram) that `counting.distinct: moiety` counts by;
+empty = the drug is its own moiety."""
 
 # Release-formulation markers kept as an attribute of the course.
 _FORMULATIONS = {
@@ -134,6 +136,7 @@ class Drug:
     notes: str
     max_mg_per_day: float | None = None
     max_source: str = ""
+    moiety: str = ""  # empty: the generic itself
 
 
 @dataclass(frozen=True)
@@ -263,6 +266,7 @@ def parse_formulary(text: str, source: str) -> Formulary:
                 row.get("max_mg_per_day") or "", f"{where}, column max_mg_per_day", problems
             ),
             max_source=(row.get("max_source") or "").strip(),
+            moiety=normalize_name(row.get("moiety") or "")[0] or generic,
         )
         drugs[generic] = drug
         names = [(generic, False)]

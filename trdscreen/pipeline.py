@@ -14,7 +14,7 @@ import pandas as pd
 from trdscreen import quarantine as quarantine_policy
 from trdscreen.asof import as_of_view
 from trdscreen.courses import assess_courses
-from trdscreen.criteria import attrition, decide, evaluate_all, ledger
+from trdscreen.criteria import assumption_counts, attrition, decide, evaluate_all, ledger
 from trdscreen.errors import InvalidInputData
 from trdscreen.formulary import Formulary
 from trdscreen.io import SourceTable
@@ -36,6 +36,7 @@ DECISION_COLUMNS = (
     "failed_criteria",
     "unknown_criteria",
     "near_miss_criteria",
+    "assumptions",
     "n_courses",
     "n_adequate_trials",
     "n_adequate_trials_max",
@@ -92,6 +93,7 @@ class ScreenResult:
             "courses": {"total": len(self.courses)},
             "decision": tally("decision"),
             "classification": tally("classification"),
+            "assumptions": assumption_counts(self.attrition),
             "issues": issue_counts(self.issues),
         }
         if self.quarantine is not None:

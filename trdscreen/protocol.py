@@ -188,6 +188,20 @@ def _resolution(value: str) -> str:
     }[value]
 
 
+SCOPE_TEXT = {
+    "clipped": "a course that began before the onset counts only its days from the onset; a "
+    "baseline rated more than {days} days before the onset does not decide the outcome",
+    "started_within": "a course must start in the episode (up to {days} days before the onset)",
+    "overlap": "a course running at the onset counts whole (register style)",
+}
+SAME_DRUG_TEXT = {
+    "any_failure": "a drug given more than once is failed if any of its courses failed",
+    "best_adequate_course": "a drug given more than once is judged at its best adequate course: "
+    "one that did not fail clears it",
+    "last_course": "a drug given more than once is judged by its last course",
+}
+
+
 def protocol_text(rules: RuleSet, tags: Tags, where: str, file_sha256: str) -> str:
     """The rule set as numbered protocol text, every statement with its evidence tag."""
     lines: list[str] = []
@@ -228,11 +242,31 @@ def protocol_text(rules: RuleSet, tags: Tags, where: str, file_sha256: str) -> s
         "counting",
         "distinct",
     )
+    if c.regimen_window_days is None:
+        say("every drug is its own trial, however close their starts", "counting", "regimen_window_days")
+    else:
+        say(
+            f"different drugs started within {c.regimen_window_days} days of each other are one "
+            "regimen, one trial (an add-on started later is its own trial)",
+            "counting",
+            "regimen_window_days",
+        )
+    say(SAME_DRUG_TEXT[c.same_drug], "counting", "same_drug")
     say(f"policy drugs counted: {_listing(rules.formulary.also_count)}", "formulary", "also_count")
     say(
         "non-depression products of an antidepressant (e.g. Zyban, Silenor, Brisdelle) never count",
     )
     lines += ["", "2. Adequate trial"]
+    gap = a.segments.merge_gap_days
+    say(
+        "rows are never merged: each row is a course"
+        if gap is None
+        else f"rows of one drug with a gap of at most {gap} days are one course (refills, dose "
+        "steps); its duration counts the days at or above the minimum dose",
+        "adequacy",
+        "segments",
+        "merge_gap_days",
+    )
     if a.dose.check:
         say(
             f"dose at least {a.dose.multiple:g} x the minimum daily dose "
@@ -277,6 +311,11 @@ def protocol_text(rules: RuleSet, tags: Tags, where: str, file_sha256: str) -> s
     )
     for key, weeks in a.duration.min_weeks_for.items():
         say(f"duration for {key}: >= {weeks:g} weeks", "adequacy", "duration", "min_weeks_for", key)
+    for key, sessions in a.duration.min_sessions_for.items():
+        say(
+            f"{key} with a session count: >= {sessions} sessions (decides instead of weeks)",
+            *("adequacy", "duration", "min_sessions_for", key),
+        )
     if a.adherence.minimum is None:
         say("no adherence threshold", "adequacy", "adherence", "minimum")
     else:
@@ -294,11 +333,22 @@ def protocol_text(rules: RuleSet, tags: Tags, where: str, file_sha256: str) -> s
         )
     if a.episode.current_only:
         say(
-            "only courses overlapping the current episode count",
+            "only courses in the current episode count",
             "adequacy",
             "episode",
             "current_only",
         )
+        say(
+            SCOPE_TEXT[a.episode.scope].format(days=a.episode.tolerance_days),
+            "adequacy",
+            "episode",
+            "scope",
+        )
+        if a.episode.scope != "overlap":
+            say(
+                f"tolerance: {a.episode.tolerance_days} days before the onset",
+                *("adequacy", "episode", "tolerance_days"),
+            )
         say(
             f"episode onset unknown: {_resolution(a.episode.when_unknown)}",
             "adequacy",
@@ -325,6 +375,17 @@ def protocol_text(rules: RuleSet, tags: Tags, where: str, file_sha256: str) -> s
             "outcome",
             "stop_reason_as_evidence",
         )
+        if o.remission_max is not None:
+            say(
+                f"an end rating (hamd_end) <= {o.remission_max:g} is remission: never a failure",
+                *("outcome", "remission_max"),
+            )
+        if o.min_baseline is not None:
+            say(
+                f"a baseline (hamd_start) below {o.min_baseline:g}: outcome unknown (unless "
+                "remission)",
+                *("outcome", "min_baseline"),
+            )
     if rules.early_stop is None:
         say("no early-stop exception: a trial must reach its full duration", "early_stop")
     else:
@@ -336,10 +397,23 @@ def protocol_text(rules: RuleSet, tags: Tags, where: str, file_sha256: str) -> s
         )
         if e.counts_if_explicit_nonresponse:
             say(
-                "... unless it was stopped for nonresponse (clear evidence)",
+                "... unless there is clear evidence of nonresponse",
                 "early_stop",
                 "counts_if_explicit_nonresponse",
             )
+            say(
+                "clear evidence: a rated improvement that meets the failure rule (a stop reason "
+                "alone is not evidence)"
+                if e.evidence == "scores"
+                else "clear evidence: stopped for nonresponse with no contrary scores",
+                *("early_stop", "evidence"),
+            )
+            say(f"no course shorter than {e.min_days} days is a failure", "early_stop", "min_days")
+            if e.evidence == "scores":
+                say(
+                    f"a stop for another cause ({_listing(e.other_causes)}) is never a failure",
+                    *("early_stop", "other_causes"),
+                )
 
     lines += ["", "4. Resistance"]
     say(
@@ -350,7 +424,8 @@ def protocol_text(rules: RuleSet, tags: Tags, where: str, file_sha256: str) -> s
     if rules.resistance.prd is not None and o.nonresponse is not None:
         say(
             f"PRD: at least {rules.resistance.prd.min_trials} adequate trial(s) with improvement from "
-            f"{_pct(o.nonresponse.pct)} to below {_pct(o.response.pct)}",
+            f"{_pct(o.nonresponse.pct)} to below {_pct(o.response.pct)}, and no adequate trial "
+            "that reached response or remission",
             "resistance",
             "prd",
             "min_trials",

@@ -210,6 +210,7 @@ def held_decisions(
         "failed_criteria",
         "unknown_criteria",
         "near_miss_criteria",
+        "assumptions",
     ):
         extra[name] = ""
     rows = pd.DataFrame(extra)
@@ -242,6 +243,7 @@ def held_attrition(attrition: pd.DataFrame, n_held: int) -> pd.DataFrame:
             "not_met_total": [0],
             "unknown_total": [0],
             "excluded_only_by_this": [0],
+            "with_assumptions": [0],
         }
     )
     merged = pd.concat([table.iloc[:1], step, table.iloc[1:]], ignore_index=True)

@@ -78,6 +78,14 @@ def render_summary(out: Console, result: ScreenResult, rules_title: str, folder:
     out.print(_counts_table("Decision", counts["decision"], total))
     out.print(_counts_table("Classification", counts["classification"], total))
     out.print(render_attrition(result.attrition))
+    assumed = counts.get("assumptions", {}).get("eligible", 0)
+    if assumed:
+        out.print(
+            f"{assumed} of {counts['decision'].get('eligible', 0)} eligible decision(s) rest on "
+            "assumptions (see the assumptions column; `trdscreen explain` names them).",
+            markup=False,
+            soft_wrap=True,
+        )
     near = result.near_misses()
     if near:
         out.print(f"{near} excluded subject(s) are near misses (see near_miss_criteria).")
@@ -118,6 +126,7 @@ def render_attrition(attrition: pd.DataFrame) -> Table:
         ("not met (all)", "right"),
         ("unknown", "right"),
         ("excluded by this alone", "right"),
+        ("on assumptions", "right"),
     ):
         table.add_column(name, justify=justify)
     for row in attrition.to_dict("records"):  # one row per protocol step, not per patient
@@ -132,6 +141,7 @@ def render_attrition(attrition: pd.DataFrame) -> Table:
             str(row["not_met_total"]) if step else "",
             str(row["unknown_total"]) if step else "",
             str(row["excluded_only_by_this"]) if step else "",
+            str(row["with_assumptions"]) if row["title"] in ("eligible", "needs_review") else "",
         )
     return table
 
@@ -377,9 +387,20 @@ def _course_lines(number: int, c: dict) -> list[str]:
     pct = c["pct_improvement"]
     improvement = f"{_num(pct)} %" if pct is not None else "no scores"
     why = "; ".join(r["text"] for r in c["reasons"]) or "-"
+    rows = c.get("course_rows") or 1
+    part = f" (course {c.get('course_id')}, one of {rows} rows)" if rows > 1 else ""
+    counted = _num(c["exposure_weeks"]) if c.get("exposure_weeks") is not None else "unknown"
+    exposure = (
+        f"     counted: {c.get('exposure_start')} to {c.get('exposure_end') or 'unknown'}, "
+        f"{counted} weeks at an adequate dose"
+    )
+    if c.get("sessions") is not None:
+        exposure += f"; {_num(c['sessions'])} sessions"
     return [
-        f"  {number}. {c['source_file']} line {c['source_line']}: {drug}: {_course_verdict(c)}",
+        f"  {number}. {c['source_file']} line {c['source_line']}: {drug}: {_course_verdict(c)}"
+        + part,
         f"     {c['start_date']} to {end}, {weeks} weeks: duration {_state(c['duration_check'])}",
+        exposure,
         f"     dose {dose}",
         f"     adherence {adherence}: {_state(c['adherence_check'])}; current episode: "
         f"{_state(c['episode_check'])}",
@@ -428,6 +449,13 @@ def render_explain(out: Console, data: dict) -> None:
     )
     out.print(f"Counts: {counts}.", markup=False, soft_wrap=True)
     out.print(f"Classification: {data['classification']}", markup=False)
+    assumptions = data.get("assumptions") or []
+    out.print(
+        "Rests on assumptions: "
+        + ("; ".join(f"{a['code']} ({a['text']})" for a in assumptions) if assumptions else "none"),
+        markup=False,
+        soft_wrap=True,
+    )
     for column, value in data["staging"].items():
         out.print(f"  {column}: {_num(value) if value is not None else 'unknown'}", markup=False)
     criteria = Table(title="Criteria (protocol order)", title_justify="left", show_edge=False)

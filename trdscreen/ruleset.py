@@ -32,6 +32,8 @@ Scalar = bool | int | float | str
 
 ROLES = ("monotherapy", "augmentation", "combination")
 MODALITIES = ("pharmacotherapy", "ect", "rtms", "psychotherapy", "esketamine")
+DRUG_MODALITIES = ("pharmacotherapy", "esketamine")
+"""Modalities whose courses name a drug (dose, formulary and segments apply)."""
 STOP_REASONS = (
     "nonresponse",
     "partial_response",
@@ -91,6 +93,24 @@ class Outcome(_Model):
         False,
         description="use stop_reason (nonresponse/partial_response/remission) when no scores exist",
     )
+    remission_max: float | None = Field(
+        7,
+        ge=0,
+        le=52,
+        description=(
+            "an end rating (hamd_end) at or below this is remission: never a failure, whatever "
+            "the percentage (HAM-D17 <= 7, Frank 1991); null = not used"
+        ),
+    )
+    min_baseline: float | None = Field(
+        14,
+        ge=0,
+        le=52,
+        description=(
+            "a baseline (hamd_start) below this gives an unknown outcome unless the end rating "
+            "shows remission; null = any baseline"
+        ),
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> Outcome:
@@ -120,6 +140,9 @@ DurationKey = Literal[
 ]
 
 
+SessionKey = Literal["ect", "rtms", "esketamine"]
+
+
 class DurationRule(_Model):
     min_weeks: float | None = Field(None, gt=0, le=104)
     min_days: int | None = Field(
@@ -129,6 +152,13 @@ class DurationRule(_Model):
         {},
         description="per role or modality (a modality wins over a role), e.g. augmentation: 4",
     )
+    min_sessions_for: dict[SessionKey, int] = Field(
+        {},
+        description=(
+            "sessions an adequate ECT, rTMS or esketamine course needs; where a course has a "
+            "`sessions` value it decides duration adequacy instead of weeks"
+        ),
+    )
 
     @model_validator(mode="after")
     def _one_minimum(self) -> DurationRule:
@@ -137,6 +167,9 @@ class DurationRule(_Model):
         for key, weeks in self.min_weeks_for.items():
             if not 0 < weeks <= 104:
                 raise ValueError(f"min_weeks_for.{key} must be > 0 and <= 104 weeks")
+        for key, sessions in self.min_sessions_for.items():
+            if not 0 < sessions <= 1000:
+                raise ValueError(f"min_sessions_for.{key} must be > 0 and <= 1000 sessions")
         return self
 
     @property
@@ -153,6 +186,32 @@ class AdherenceRule(_Model):
 class EpisodeRule(_Model):
     current_only: bool = True
     when_unknown: Resolution = "unknown"
+    scope: Literal["clipped", "started_within", "overlap"] = Field(
+        "clipped",
+        description=(
+            "clipped: only exposure from the episode's onset counts, and a baseline rated long "
+            "before it does not; started_within: the course must start in the episode; "
+            "overlap: any course running at the onset counts whole (register style)"
+        ),
+    )
+    tolerance_days: int = Field(
+        14,
+        ge=0,
+        le=365,
+        description="a course starting up to this many days before the onset still started in it",
+    )
+
+
+class SegmentRule(_Model):
+    merge_gap_days: int | None = Field(
+        30,
+        ge=0,
+        le=365,
+        description=(
+            "rows of one drug and subject whose gap (next start - previous end - 1) is at most "
+            "this many days are one course; null = never merge"
+        ),
+    )
 
 
 class Adequacy(_Model):
@@ -160,18 +219,58 @@ class Adequacy(_Model):
     duration: DurationRule
     adherence: AdherenceRule = AdherenceRule()
     episode: EpisodeRule = EpisodeRule()
+    segments: SegmentRule = SegmentRule()
 
 
 class EarlyStop(_Model):
     before_weeks: float = Field(gt=0, le=52)
     counts_if_explicit_nonresponse: bool = True
+    evidence: Literal["scores", "stop_reason"] = Field(
+        "scores",
+        description=(
+            "scores: an early stop is a failure only when its rated improvement is nonresponse; "
+            "stop_reason: also when stopped for nonresponse without scores"
+        ),
+    )
+    min_days: int = Field(
+        14, ge=1, le=365, description="no course shorter than this is a failure, whatever the evidence"
+    )
+    other_causes: tuple[Literal[STOP_REASONS], ...] = Field(  # type: ignore[valid-type]
+        ("intolerance", "patient_choice", "remission"),
+        description=(
+            "stop reasons naming a cause other than lack of efficacy: an early stop for one of "
+            "them is too short, never a failure, whatever its scores"
+        ),
+    )
 
 
 AGENTS = ("antidepressant", "augmentation")
 
 
 class Counting(_Model):
-    distinct: Literal["drug", "class"] = "drug"
+    distinct: Literal["drug", "moiety", "class"] = Field(
+        "drug",
+        description=(
+            "what makes two trials different: the drug, its active moiety (citalopram and "
+            "escitalopram are one) or its class"
+        ),
+    )
+    regimen_window_days: int | None = Field(
+        7,
+        ge=0,
+        le=90,
+        description=(
+            "different drugs started within this many days of each other form one regimen, "
+            "one trial; null = every drug is its own trial"
+        ),
+    )
+    same_drug: Literal["any_failure", "best_adequate_course", "last_course"] = Field(
+        "best_adequate_course",
+        description=(
+            "how a drug given more than once is judged: failed if any course failed, only if "
+            "its best adequate course failed, or by its last course"
+        ),
+    )
     agents: tuple[Literal["antidepressant", "augmentation"], ...] = Field(
         AGENTS,
         description=(

@@ -67,6 +67,7 @@ TREATMENT_COLUMNS: dict[str, ColumnSpec] = {
     "improvement": ColumnSpec(
         "float", high=1, expected="a fraction of improvement <= 1", plausible_low=-1.0
     ),
+    "sessions": ColumnSpec("int", low=0, high=1000, expected="a session count from 0 to 1000"),
     "stop_reason": ColumnSpec("category", vocabulary=STOP_REASONS),
     "role": ColumnSpec("category", vocabulary=ROLES),
     "modality": ColumnSpec("category", vocabulary=MODALITIES),

@@ -34,6 +34,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from trdscreen.criteria import assumption_counts
 from trdscreen.errors import InvalidInputData
 from trdscreen.io import SourceTable
 from trdscreen.issues import issue_counts
@@ -186,7 +187,11 @@ class StreamedResult:
     n_near_misses: int
 
     def counts(self) -> dict[str, dict[str, int]]:
-        counts = {**self.tallies, "issues": issue_counts(self.issues)}
+        counts = {
+            **self.tallies,
+            "assumptions": assumption_counts(self.attrition),
+            "issues": issue_counts(self.issues),
+        }
         if self.quarantine is not None:
             counts["quarantine"] = self.quarantine.counts()
         return counts

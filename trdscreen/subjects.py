@@ -20,10 +20,14 @@ import pandas as pd
 
 from trdscreen.courses import CourseAssessment
 from trdscreen.keys import SUBJECT_CODE, cohort_codes, first_rows, subject_keys
+from trdscreen.reasons import ASSUMPTIONS
 from trdscreen.ruleset import RuleSet
 from trdscreen.tristate import MET, NOT_MET, UNKNOWN
 
 CLASSIFICATIONS = ("TRD", "PRD", "not_resistant", "undetermined")
+ASSUMPTION_BITS = "assumption_bits"
+"""Internal subjects column: bits of `reasons.ASSUMPTIONS` (the decision turns them into the
+`assumptions` text, adding criteria resolved from unknown)."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,7 @@ def assess_subjects(cohort: Cohort, courses: CourseAssessment, rules: RuleSet) -
     adequate_lo, adequate_hi = bounds(courses.adequate)
     failed_lo, failed_hi = bounds(courses.failed)
     partial_lo, partial_hi = bounds(courses.partial)
+    responded_lo, responded_hi = bounds(courses.responded)
 
     trd = _threshold(failed_lo, failed_hi, rules.resistance.min_failed_trials)
     prd_rule = rules.resistance.prd
@@ -138,6 +143,16 @@ def assess_subjects(cohort: Cohort, courses: CourseAssessment, rules: RuleSet) -
         if prd_rule is not None
         else np.full(n, NOT_MET, dtype=np.int8)
     )
+    # PRD only when no adequate trial of the episode reached response (or remission).
+    prd = np.where(responded_lo > 0, NOT_MET, prd)
+    prd = np.where((responded_hi > 0) & (prd == MET), UNKNOWN, prd).astype(np.int8)
+    # The assumptions the counted failures rest on (trials counted in the lower bound).
+    counted_failure = courses.failed == MET
+    assumption_bits = np.zeros(n, dtype=np.int64)
+    for index in range(len(ASSUMPTIONS)):
+        rows = counted_failure & ((courses.assumptions >> index) & 1).astype(bool)
+        has = np.bincount(codes[rows], minlength=n) > 0
+        assumption_bits |= np.where(has, np.int64(1) << index, np.int64(0))
     classification = np.select(
         [trd == MET, trd == UNKNOWN, prd == MET, prd == UNKNOWN],
         ["TRD", "undetermined", "PRD", "undetermined"],
@@ -168,5 +183,6 @@ def assess_subjects(cohort: Cohort, courses: CourseAssessment, rules: RuleSet) -
             "n_partial_response_trials": partial_lo,
             "n_partial_response_trials_max": partial_hi,
             "classification": pd.Categorical(classification, categories=list(CLASSIFICATIONS)),
+            ASSUMPTION_BITS: assumption_bits,
         }
     )

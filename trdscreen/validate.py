@@ -15,12 +15,11 @@ import pandas as pd
 
 from trdscreen.asof import AFTER, CENSORED, course_masks, subject_masks
 from trdscreen.coded import coded
-from trdscreen.courses import DRUG_MODALITIES
 from trdscreen.formulary import Formulary
 from trdscreen.io import SourceTable
 from trdscreen.issues import IssueLog
 from trdscreen.keys import SUBJECT_CODE, day_numbers, first_rows, pack, slots, subject_keys
-from trdscreen.ruleset import STAGING_COLUMNS, RuleSet
+from trdscreen.ruleset import DRUG_MODALITIES, STAGING_COLUMNS, RuleSet
 from trdscreen.schemas import SUBJECT_COLUMNS, TREATMENT_COLUMNS, check_values, coerce
 
 DERIVED_SUBJECT_COLUMNS = (

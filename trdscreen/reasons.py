@@ -1,0 +1,114 @@
+"""The reason codes a course carries and the outcome categories, each declared once.
+
+A course's `reasons` column lists the codes that explain how it counted, in
+the order of `REASONS`. The codes are stable: documented in the README, used
+by tests and by `explain`; a retired code is never reused.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+OUTCOMES = ("response", "partial_response", "nonresponse", "unknown", "remission")
+RESPONSE, PARTIAL, NONRESPONSE, OUTCOME_UNKNOWN, REMISSION = range(5)
+
+REASON_TEXT = {
+    "after_as_of": "started after --as-of: left out of this screening",
+    "censored_at_as_of": "still running on --as-of: counted as ongoing to that date, end results hidden",
+    "failed": "counted as a failed adequate trial",
+    "early_stop_explicit_nonresponse": "stopped early for nonresponse with no contrary score: "
+    "still counts as a failure",
+    "early_stop_rated_nonresponse": "stopped early, but rated as nonresponse: still counts as a "
+    "failure",
+    "modality_not_counted": "this treatment modality is not counted by the rule set",
+    "role_not_counted": "this treatment role is not counted by the rule set",
+    "non_depression_product": "a product marketed for another condition (e.g. Zyban): "
+    "not an antidepressant trial",
+    "augmentation_agent_without_augmentation_role": "an add-on agent given without an "
+    "augmentation or combination role: not an antidepressant trial",
+    "not_an_antidepressant": "not an antidepressant",
+    "policy_drug_not_counted": "the rule set does not count this drug",
+    "unknown_drug": "drug name not in the formulary: adequacy unknown",
+    "merged_segments": "one of several rows of the same drug merged into one course "
+    "(refills, dose steps, a titration)",
+    "dose_missing": "dose missing: dose adequacy unknown",
+    "no_minimum_dose": "the formulary has no minimum dose for this drug: dose adequacy unknown",
+    "no_minimum_dose_assumed_met": "no minimum dose known: the rule set assumes the dose was "
+    "adequate",
+    "no_minimum_dose_assumed_not_met": "no minimum dose known: the rule set assumes the dose "
+    "was not adequate",
+    "dose_below_minimum": "dose below the minimum adequate dose",
+    "sub_minimum_days_not_counted": "days of this row below the minimum dose do not count toward "
+    "the course's duration",
+    "too_short": "shorter than the minimum duration",
+    "duration_unknown": "duration unknown (no reference date for an ongoing course, or no end "
+    "date)",
+    "end_date_missing": "stopped (a stop reason other than ongoing) but no end date: its "
+    "duration is unknown",
+    "sessions_counted": "duration judged on the number of sessions",
+    "adherence_below_minimum": "adherence below the minimum",
+    "adherence_missing": "adherence missing: adequacy unknown",
+    "adherence_missing_assumed_met": "adherence missing: the rule set assumes it was adequate",
+    "adherence_missing_assumed_not_met": "adherence missing: the rule set assumes it was not "
+    "adequate",
+    "before_current_episode": "ended before the current episode began",
+    "started_before_episode": "started before the current episode (beyond the tolerance): "
+    "not a trial of this episode",
+    "clipped_to_episode": "started before the current episode: only its days from the onset "
+    "count",
+    "episode_unknown": "current episode onset unknown: whether the course is in it is unknown",
+    "episode_unknown_assumed_in": "episode onset unknown: the rule set assumes the course is in "
+    "the current episode",
+    "episode_unknown_assumed_out": "episode onset unknown: the rule set assumes the course is "
+    "not in the current episode",
+    "early_stop": "stopped before the early-stop week without evidence of nonresponse: too "
+    "short, not a failure",
+    "early_stop_shorter_than_min_days": "stopped before the shortest course that can fail: not "
+    "a failure, whatever the evidence",
+    "agent_not_counted": "the rule set does not count this kind of agent",
+    "same_regimen": "started together with another drug (within the regimen window): the "
+    "regimen is one trial",
+    "dose_optimisation": "a later course of a drug already tried, at a higher dose: dose "
+    "optimisation, not a new drug",
+    "repeat_of_earlier_drug": "a repeat of a drug already tried: the same drug counts once",
+    "judged_at_best_course": "another adequate course of this drug did not fail: judged at its "
+    "best adequate course, the drug is not a failure",
+    "judged_at_last_course": "the drug is judged by its last course, which did not fail",
+    "superseded_by_later_trial": "a later adequate trial of another drug started: failed by "
+    "register evidence",
+    "not_superseded": "no later adequate trial of another drug: not failed by register evidence",
+    "response": "response (improvement at or above the response cut)",
+    "partial_response": "partial response: improvement in the band between failure and response",
+    "remission": "the end rating shows remission: never a failure, whatever the percentage",
+    "baseline_below_minimum": "baseline rating below the rule set's minimum: improvement cannot "
+    "be judged",
+    "baseline_before_episode": "baseline rated before the current episode began: improvement "
+    "in this episode cannot be judged",
+    "outcome_unknown": "outcome unknown (no scores or improvement)",
+    "outcome_from_stop_reason": "outcome taken from the stop reason (no scores)",
+}
+"""What each reason code means, as `explain` prints it; the order is the listing order."""
+
+REASONS = tuple(REASON_TEXT)
+BIT = {name: np.int64(1) << i for i, name in enumerate(REASONS)}
+assert len(REASONS) < 63, "reason codes are bits of one int64"
+
+ASSUMPTIONS = {
+    "adherence_assumed": "adherence_missing_assumed_met",
+    "episode_assumed": "episode_unknown_assumed_in",
+    "minimum_dose_assumed": "no_minimum_dose_assumed_met",
+    "outcome_from_stop_reason": "outcome_from_stop_reason",
+}
+"""Assumption codes of the decisions' `assumptions` column: each names the course reason
+that records an assumption a counted failed trial rests on."""
+CRITERION_ASSUMED = "criterion_assumed"
+"""The assumption code of a protocol criterion resolved by its `when_unknown`."""
+ASSUMPTION_TEXT = {
+    "adherence_assumed": "adherence was missing and assumed adequate",
+    "episode_assumed": "the episode onset was unknown and the course assumed in the current "
+    "episode",
+    "minimum_dose_assumed": "the drug has no known minimum dose and the dose was assumed "
+    "adequate",
+    "outcome_from_stop_reason": "the outcome was taken from the stop reason, not from ratings",
+    CRITERION_ASSUMED: "a protocol criterion's unknown value was resolved by the rule set",
+}

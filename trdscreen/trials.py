@@ -1,0 +1,238 @@
+"""What counts as one trial, and how a drug given more than once is judged.
+
+- identity: the key that makes two trials "the same" (drug, moiety or class;
+  ECT, rTMS and psychotherapy count as their modality);
+- regimens: different drugs started within `counting.regimen_window_days` of
+  each other are one regimen, one trial (its identity is the set of its drugs);
+- same drug: `counting.same_drug` judges a drug (identity) given in several
+  courses at any failure, its best adequate course, or its last course;
+- repeats: a later course of a drug already tried is dose optimisation or a
+  repeat, never a new drug;
+- register evidence: a trial failed when a later adequate trial of another
+  identity started (KIM).
+
+Pure and vectorized: sorts, factorized pairs and grouped reductions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from trdscreen.keys import lex_order
+from trdscreen.tristate import MET, NOT_MET, UNKNOWN
+
+_SIGNATURE_SEED = 20_261_127
+
+
+def identity(
+    lookup: dict[str, np.ndarray],
+    modality_codes: np.ndarray,
+    drug_modality: np.ndarray,
+    distinct: str,
+) -> np.ndarray:
+    """The counting key of each row: its drug, moiety or class (`counting.distinct`).
+
+    Unknown names count as themselves (an upper bound); ECT, rTMS and
+    psychotherapy count as their modality (keys after every drug key).
+    """
+    key = lookup[f"same_{distinct}"]
+    if drug_modality.all():
+        return key
+    offset = int(key.max()) + 1 if len(key) else 0
+    return np.where(drug_modality, key, offset + modality_codes)
+
+
+def regimens(
+    codes: np.ndarray,
+    start: np.ndarray,
+    keys: np.ndarray,
+    member: np.ndarray,
+    window: int | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(identity per row, rows in a multi-drug regimen).
+
+    Member rows (course starts `start`, float day numbers) are sorted per
+    subject; a regimen goes on while each start is at most `window` days after
+    the previous one. A regimen of one identity keeps it; a regimen of several
+    gets a key for its set of identities (the same set later is the same trial).
+    """
+    rows = np.flatnonzero(member & ~np.isnan(start))
+    together = np.zeros(len(keys), dtype=bool)
+    if window is None or len(rows) < 2:
+        return keys, together
+    day = start[rows].astype(np.int64)
+    order = rows[lex_order(codes[rows], day - day.min())]
+    gaps = np.diff(start[order])
+    same_subject = codes[order][1:] == codes[order][:-1]
+    regimen = np.cumsum(np.r_[True, ~(same_subject & (gaps <= window))])
+    pair_regimen, pair_key = _distinct_pairs(regimen, keys[order])
+    n_keys = np.bincount(pair_regimen)
+    multi = n_keys[regimen] >= 2
+    if not multi.any():
+        return keys, together
+    weights = np.random.default_rng(_SIGNATURE_SEED).integers(
+        1, np.iinfo(np.int64).max, size=int(keys.max()) + 1, dtype=np.int64
+    )
+    with np.errstate(over="ignore"):
+        signature = np.zeros(len(n_keys), dtype=np.uint64)
+        np.add.at(signature, pair_regimen, weights[pair_key].astype(np.uint64))
+    labels = pd.factorize(signature[regimen[multi]])[0]
+    out = keys.copy()
+    out[order[multi]] = int(keys.max()) + 1 + labels
+    together[order[multi]] = True
+    return out, together
+
+
+def _distinct_pairs(group: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    width = np.int64(keys.max()) + 1
+    pairs = np.unique(group.astype(np.int64) * width + keys)
+    return pairs // width, pairs % width
+
+
+def judged_per_drug(
+    codes: np.ndarray,
+    keys: np.ndarray,
+    failed: np.ndarray,
+    adequate: np.ndarray,
+    start: np.ndarray,
+    rule: str,
+) -> np.ndarray:
+    """The failed state of each row's (subject, key): how counting sees the drug.
+
+    - any_failure: failed if any course failed;
+    - best_adequate_course: failed only if no possibly adequate course of it
+      possibly did not fail (a course certainly adequate and not failed clears it);
+    - last_course: as its last course that was possibly adequate or failed.
+    """
+    if len(codes) == 0:
+        return failed.copy()
+    width = np.int64(keys.max() - keys.min()) + 1
+    pair = pd.factorize(codes.astype(np.int64) * width + (keys - keys.min()))[0]
+    m = int(pair.max()) + 1
+
+    def anywhere(mask: np.ndarray) -> np.ndarray:
+        return (np.bincount(pair[mask], minlength=m) > 0)[pair]
+
+    if rule == "any_failure":
+        return np.select(
+            [anywhere(failed == MET), anywhere(failed != NOT_MET)], [MET, UNKNOWN], default=NOT_MET
+        ).astype(np.int8)
+    candidate = (adequate != NOT_MET) | (failed != NOT_MET)
+    if rule == "best_adequate_course":
+        cleared = anywhere((adequate == MET) & (failed == NOT_MET))
+        doubt = anywhere(candidate & (failed != MET))
+        sure = anywhere(failed == MET)
+        maybe = anywhere(failed != NOT_MET)
+        return np.select(
+            [cleared, sure & ~doubt, maybe], [NOT_MET, MET, UNKNOWN], default=NOT_MET
+        ).astype(np.int8)
+    # last_course: the candidate with the latest start (then the last row) decides.
+    rows = np.flatnonzero(candidate)
+    out = np.full(len(codes), NOT_MET, dtype=np.int8)
+    if len(rows) == 0:
+        return out
+    day = np.nan_to_num(start[rows], nan=0.0).astype(np.int64)
+    order = rows[lex_order(pair[rows], day - day.min())]
+    final = np.r_[pair[order][1:] != pair[order][:-1], True]
+    last = np.full(m, -1, dtype=np.int64)
+    last[pair[order][final]] = order[final]
+    decided = last[pair] >= 0
+    out[decided] = failed[last[pair[decided]]]
+    return out
+
+
+def repeats(
+    codes: np.ndarray,
+    drug: np.ndarray,
+    mask: np.ndarray,
+    start: np.ndarray,
+    dose: np.ndarray,
+    course: np.ndarray,
+    required: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Later rows of a drug already given to the subject: (dose optimisation, repeat).
+
+    A row above every earlier known dose of the same generic is dose
+    optimisation (MGH-S half point), except inside one course while the dose
+    had not yet reached the minimum (a titration). A row of a later course that
+    is not optimisation is a repeat. Neither is a new trial: distinct counting
+    already counts the drug once. Unknown doses never optimise and never hide
+    an earlier dose.
+    """
+    n = len(codes)
+    optimised = np.zeros(n, dtype=bool)
+    repeat = np.zeros(n, dtype=bool)
+    rows = np.flatnonzero(mask & ~np.isnan(start))
+    if len(rows) < 2:
+        return optimised, repeat
+    drug_codes = pd.factorize(drug[rows])[0]
+    day = start[rows].astype(np.int64)
+    # Rows are in source-line order and the sort is stable: lines break the ties.
+    order = lex_order(codes[rows], drug_codes, day - day.min())
+    group = codes[rows][order].astype(np.int64) * (drug_codes.max() + 1) + drug_codes[order]
+    sorted_dose = dose[rows][order]
+    known = np.where(np.isnan(sorted_dose), -np.inf, sorted_dose)
+    running = pd.Series(known).groupby(group).cummax().to_numpy()
+    same = np.zeros(len(order), dtype=bool)
+    same[1:] = group[1:] == group[:-1]
+    before = np.full(len(order), -np.inf)
+    before[1:] = running[:-1]
+    before[~same] = -np.inf
+    course_of = course[rows][order]
+    same_course = same & np.r_[False, course_of[1:] == course_of[:-1]]
+    minimum = required[rows][order]
+    reached = np.isnan(minimum) | (before >= minimum)
+    higher = same & np.isfinite(before) & (sorted_dose > before) & (~same_course | reached)
+    starts = np.flatnonzero(~same)
+    first_course = course_of[starts[np.cumsum(~same) - 1]]
+    optimised[rows[order]] = higher
+    repeat[rows[order]] = same & ~higher & (course_of != first_course)
+    return optimised, repeat
+
+
+def superseded(
+    codes: np.ndarray, keys: np.ndarray, start: np.ndarray, adequate: np.ndarray
+) -> np.ndarray:
+    """Register-style failure: a later adequate trial of another identity started.
+
+    Met when a certainly adequate later trial exists, unknown when only a
+    possibly adequate one does, not met otherwise.
+    """
+    keys = pd.factorize(keys)[0] if len(keys) else np.zeros(0, np.int64)
+    day = np.nan_to_num(start, nan=np.iinfo(np.int32).min).astype(np.int64)
+    sure = _latest_other_start(codes, keys, day, adequate == MET) > day
+    maybe = _latest_other_start(codes, keys, day, adequate != NOT_MET) > day
+    return np.select([sure, maybe], [MET, UNKNOWN], default=NOT_MET).astype(np.int8)
+
+
+def _latest_other_start(
+    codes: np.ndarray, keys: np.ndarray, day: np.ndarray, mask: np.ndarray
+) -> np.ndarray:
+    """Per row: the latest start among the subject's masked rows of another key.
+
+    Grouped reductions only: the latest start per (subject, key), then per
+    subject the latest and the second-latest key; a row of the latest key
+    looks at the second.
+    """
+    out = np.full(len(codes), np.iinfo(np.int64).min)
+    if not mask.any():
+        return out
+    per_key = (
+        pd.DataFrame({"s": codes[mask], "k": keys[mask], "d": day[mask]})
+        .groupby(["s", "k"], sort=False)["d"]
+        .max()
+        .reset_index()
+        .sort_values(["s", "d", "k"], ascending=[True, False, True], kind="stable")
+    )
+    rank = per_key.groupby("s", sort=False).cumcount().to_numpy()
+    first = per_key[rank == 0].set_index("s")
+    second = per_key[rank == 1].set_index("s")["d"]
+    n_subjects = int(codes.max()) + 1 if len(codes) else 0
+    top_key = np.full(n_subjects, -1, dtype=np.int64)
+    top_day = np.full(n_subjects, np.iinfo(np.int64).min, dtype=np.int64)
+    next_day = np.full(n_subjects, np.iinfo(np.int64).min, dtype=np.int64)
+    top_key[first.index.to_numpy()] = first["k"].to_numpy()
+    top_day[first.index.to_numpy()] = first["d"].to_numpy()
+    next_day[second.index.to_numpy()] = second.to_numpy()
+    return np.where(keys == top_key[codes], next_day[codes], top_day[codes])
