@@ -189,12 +189,14 @@ def test_no_escape_formulas_writes_raw_csv(tmp_path):
         "--out", out, "--no-escape-formulas",
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
-    drugs = {row[3] for row in read_csv_cells(out / "courses.csv")[1:]}
+    cells = read_csv_cells(out / "courses.csv")
+    drug = cells[0].index("drug")
+    drugs = {row[drug] for row in cells[1:]}
     assert '=HYPERLINK("http://x","y")' in drugs and "+sertraline" in drugs
     escaped = tmp_path / "escaped"
     invoke("screen", FILES / "formula_cells.csv", "--subjects", BASE / "subjects.csv",
            "--out", escaped)  # fmt: skip
-    drugs = {row[3] for row in read_csv_cells(escaped / "courses.csv")[1:]}
+    drugs = {row[drug] for row in read_csv_cells(escaped / "courses.csv")[1:]}
     assert '\'=HYPERLINK("http://x","y")' in drugs and "'+sertraline" in drugs
     # explain reads the escaped CSV back to the raw values
     assert "@S005" in invoke("explain", escaped, "@S005").stdout

@@ -556,7 +556,10 @@ def assess_courses(
     # --- how counting judges a drug given more than once
     same_drug = rules.counting.same_drug
     judged = np.minimum(
-        failed, trials.judged_per_drug(codes, drug_key, failed, adequate, c_start[course], same_drug)
+        failed,
+        trials.judged_per_drug(
+            codes, drug_key, failed, adequate, nonresponse, c_start[course], same_drug
+        ),
     )
     if same_drug != "any_failure":
         why.flag((failed == MET) & (judged != MET), f"judged_at_{same_drug.split('_')[0]}_course")
@@ -566,7 +569,7 @@ def assess_courses(
         treatment_failed,
         trials.judged_per_drug(
             codes, plain_drug, treatment_failed, all_of(c_treatment, checks)[course],
-            c_start[course], same_drug,
+            nonresponse, c_start[course], same_drug,
         ),
     )  # fmt: skip
     optimised, repeat = trials.repeats(

@@ -95,14 +95,16 @@ def judged_per_drug(
     keys: np.ndarray,
     failed: np.ndarray,
     adequate: np.ndarray,
+    nonresponse: np.ndarray,
     start: np.ndarray,
     rule: str,
 ) -> np.ndarray:
     """The failed state of each row's (subject, key): how counting sees the drug.
 
     - any_failure: failed if any course failed;
-    - best_adequate_course: failed only if no possibly adequate course of it
-      possibly did not fail (a course certainly adequate and not failed clears it);
+    - best_adequate_course: a course certainly adequate without nonresponse clears the
+      drug; one possibly adequate and possibly without nonresponse leaves it in doubt;
+      otherwise the drug failed if a course failed;
     - last_course: as its last course that was possibly adequate or failed.
     """
     if len(codes) == 0:
@@ -120,8 +122,8 @@ def judged_per_drug(
         ).astype(np.int8)
     candidate = (adequate != NOT_MET) | (failed != NOT_MET)
     if rule == "best_adequate_course":
-        cleared = anywhere((adequate == MET) & (failed == NOT_MET))
-        doubt = anywhere(candidate & (failed != MET))
+        cleared = anywhere((adequate == MET) & (nonresponse == NOT_MET))
+        doubt = anywhere((adequate != NOT_MET) & (nonresponse != MET))
         sure = anywhere(failed == MET)
         maybe = anywhere(failed != NOT_MET)
         return np.select(
