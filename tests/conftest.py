@@ -80,7 +80,9 @@ def write_cohort(
 ) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     extra = (k for row in treatments for k in row)  # optional columns a case adds (sessions)
-    write_csv(folder / "treatments.csv", treatments, list(dict.fromkeys([*TREATMENT_COLUMNS, *extra])))
+    write_csv(
+        folder / "treatments.csv", treatments, list(dict.fromkeys([*TREATMENT_COLUMNS, *extra]))
+    )
     if subjects is not None:
         defaults = {**SUBJECT_DEFAULTS, **(subject_defaults or {})}
         rows = [{**defaults, **s} for s in subjects]

@@ -57,6 +57,20 @@ def _stricter(preset: str) -> list[dict]:
     if outcome.get("nonresponse"):
         cut = outcome["nonresponse"]
         changes.append({"outcome": {"nonresponse": {"op": "<", "pct": cut["pct"] - 10}}})
+    # The clinical semantics v2 thresholds, each moved to its stricter side: a higher
+    # remission cut and baseline floor (fewer rated failures), no tolerance before the
+    # episode onset, a longer shortest failing early stop, more sessions per course.
+    if outcome.get("remission_max") is not None:
+        changes.append({"outcome": {"remission_max": outcome["remission_max"] + 3}})
+    if outcome.get("min_baseline") is not None:
+        changes.append({"outcome": {"min_baseline": outcome["min_baseline"] + 4}})
+    if adequacy["episode"]["current_only"] and adequacy["episode"]["scope"] != "overlap":
+        changes.append({"adequacy": {"episode": {"tolerance_days": 0}}})
+    if data.get("early_stop"):
+        changes.append({"early_stop": {"min_days": data["early_stop"]["min_days"] + 7}})
+    if duration.get("min_sessions_for"):
+        more = {k: v + 5 for k, v in duration["min_sessions_for"].items()}
+        changes.append({"adequacy": {"duration": {"min_sessions_for": more}}})
     for criterion in data[
         "criteria"
     ]:  # a higher minimum of failed trials where a criterion counts them
@@ -77,8 +91,10 @@ BEFORE = {preset: run_cohort(SAMPLE, preset)[1].decisions for preset in PRESETS}
     ("preset", "change"), CHANGES, ids=[f"{p}-{i}" for i, (p, _) in enumerate(CHANGES)]
 )
 def test_stricter_thresholds_never_admit_more(tmp_path, preset, change):
-    """Tightening weeks, dose multiple, adherence, the improvement cut or the number of failed
-    trials never makes a subject eligible who was not, under any preset (every combination)."""
+    """Tightening weeks, dose multiple, adherence, the improvement cut, the number of failed
+    trials, the remission cut, the baseline floor, the episode tolerance, the shortest failing
+    early stop or the session counts never makes a subject eligible who was not, under any
+    preset (each change alone)."""
     rules = write_rules(tmp_path, change, preset)
     stricter = run_cohort(SAMPLE, rules)[1].decisions.set_index("subject_id")["decision"]
     before = BEFORE[preset].set_index("subject_id")["decision"]

@@ -17,7 +17,9 @@ import pandas as pd
 
 from trdscreen import trials
 from trdscreen.asof import AFTER, CENSORED
-from trdscreen.coded import Coded, categorical, coded
+from trdscreen.coded import Coded, coded
+from trdscreen.drugs import drug_facts
+from trdscreen.episode import current_episode
 from trdscreen.formulary import Formulary
 from trdscreen.reasons import (
     ASSUMPTIONS,
@@ -90,75 +92,6 @@ def _flags(frame: pd.DataFrame, name: str) -> np.ndarray:
     if name in frame.columns:
         return frame[name].to_numpy(dtype=bool)
     return np.zeros(len(frame), dtype=bool)
-
-
-def _drug_lookup(drugs: pd.Series, rules: RuleSet, formulary: Formulary) -> dict:
-    """Formulary facts per row, computed once per distinct exported name."""
-    codes, uniques = pd.factorize(drugs)
-    rows = []
-    for name in uniques:
-        match = formulary.match(name)
-        if match.generic is None:
-            rows.append((None, match.normalized, "", "", "", np.nan, "", False))
-            continue
-        drug = formulary.drugs[match.generic]
-        minimum, source = formulary.rule_minimum(
-            match.generic,
-            match.formulation,
-            rules.formulary.dose_source,
-            rules.formulary.overrides,
-        )
-        rows.append(
-            (
-                match.generic,
-                match.normalized,
-                drug.drug_class,
-                drug.moiety or match.generic,
-                drug.counts_as,
-                np.nan if minimum is None else minimum,
-                source,
-                match.non_depression_product,
-            )
-        )
-    keys = (
-        "generic", "normalized", "drug_class", "moiety", "counts_as", "min_dose", "min_source",
-        "nondep",
-    )  # fmt: skip
-    table = {k: np.array([r[i] for r in rows], dtype=object) for i, k in enumerate(keys)}
-    table["min_dose"] = table["min_dose"].astype(np.float64)
-    table["nondep"] = table["nondep"].astype(bool)
-    table["known"] = np.array([r[0] is not None for r in rows], dtype=bool)
-    table["also"] = np.isin(table["generic"].astype(str), rules.formulary.also_count)
-    # What makes two names the same trial when counting (trials.identity), as integers
-    # per distinct name: the generic, the moiety or the class; an unknown name counts
-    # as itself.
-    for key, column in (
-        ("same_drug", "generic"),
-        ("same_moiety", "moiety"),
-        ("same_class", "drug_class"),
-    ):
-        text = np.where(table["known"], table[column], "?" + table["normalized"].astype(str))
-        table[key] = pd.factorize(text)[0].astype(np.int64) if len(rows) else np.zeros(0, int)
-    # Output text columns: built per distinct name, gathered by Arrow (no Python strings).
-    has_min = ~np.isnan(table["min_dose"])
-    texts = {
-        "drug_generic": table["generic"],
-        "drug_class": np.where(table["known"], table["drug_class"], None),
-        "min_dose_source": np.where(has_min, table["min_source"], None),
-    }
-    # Per row: numbers and flags only; text is compared per distinct name (Coded) or
-    # gathered by Arrow. A null name reads the first name's facts, as its checks are
-    # decided by its modality (a drug course without a name fails validation).
-    safe = np.where(codes >= 0, codes, 0)
-    numeric = ("known", "nondep", "also", "min_dose", "same_drug", "same_moiety", "same_class")
-    if len(uniques) == 0:
-        per_row = {k: np.empty(0, dtype=table[k].dtype) for k in numeric}
-    else:
-        per_row = {k: table[k][safe] for k in numeric}
-    per_row["counts_as"] = Coded(safe, tuple(str(v) for v in table["counts_as"]))
-    for name, values in texts.items():
-        per_row[name] = categorical(values, codes)
-    return per_row
 
 
 def _counted(
@@ -239,7 +172,9 @@ def _row_dose(
             why.flag(relevant & rows, "no_minimum_dose")
         else:  # the rule set resolves a missing minimum; only those rows, and recorded
             state[rows] = MET if when_no_minimum == "assume_met" else NOT_MET
-            why.flag(relevant & rows, f"no_minimum_dose_{when_no_minimum.replace('assume', 'assumed')}")
+            why.flag(
+                relevant & rows, f"no_minimum_dose_{when_no_minimum.replace('assume', 'assumed')}"
+            )
     state[~drug_modality] = MET  # no dose criterion for ECT, rTMS, psychotherapy
     why.flag(relevant & has_min & np.isnan(dose), "dose_missing")
     return state
@@ -256,44 +191,6 @@ def _min_days(rules: RuleSet, role: Coded, modality: Coded) -> np.ndarray:
         if key not in ROLES:  # a modality: applied last, so it wins over a role
             min_days[modality.eq(key)] = weeks * 7.0
     return min_days
-
-
-@dataclass(frozen=True)
-class _Episode:
-    """Per course: in the current episode, where counted exposure begins, and flags."""
-
-    state: np.ndarray
-    window: np.ndarray  # first day that counts (-inf: the whole course)
-    clipped: np.ndarray
-    baseline_before: np.ndarray  # started before onset - tolerance (clipped scope)
-    assumed: np.ndarray
-    unknown: np.ndarray
-    out: np.ndarray  # not in the episode (certainly, not by assumption)
-
-
-def _episode(start: np.ndarray, end: np.ndarray, onset: np.ndarray, rules: RuleSet) -> _Episode:
-    """The current-episode rule per course (`adequacy.episode`)."""
-    m = len(start)
-    rule = rules.adequacy.episode
-    nothing = np.zeros(m, dtype=bool)
-    if not rule.current_only:
-        return _Episode(np.full(m, MET, np.int8), np.full(m, -np.inf), nothing, nothing,
-                        nothing, nothing, nothing)  # fmt: skip
-    known_onset = ~np.isnan(onset)
-    with np.errstate(invalid="ignore"):
-        if rule.scope == "started_within":
-            state = from_bool(start >= onset - rule.tolerance_days, known=known_onset)
-        else:  # overlap and clipped: the course runs on or after the onset
-            inside = (end >= onset) | (start >= onset)
-            state = from_bool(inside, known=known_onset & (~np.isnan(end) | (start >= onset)))
-        unknown = state == UNKNOWN
-        state, assumed = resolve(state, rule.when_unknown)
-        out = (state == NOT_MET) & ~assumed
-        clipping = rule.scope == "clipped"
-        clipped = clipping & (state == MET) & known_onset & (start < onset)
-        baseline_before = clipped & (start < onset - rule.tolerance_days)
-    window = np.where(clipped, onset, -np.inf)
-    return _Episode(state, window, clipped, baseline_before, assumed, unknown & ~assumed, out)
 
 
 def _outcome(
@@ -365,7 +262,7 @@ def assess_courses(
     role = coded(courses, "role", "monotherapy")
     stop_reason = coded(courses, "stop_reason", "")
     drug_modality = modality.isin(DRUG_MODALITIES)
-    lookup = _drug_lookup(courses["drug"], rules, formulary)
+    lookup = drug_facts(courses["drug"], rules, formulary)
     in_view = ~_flags(courses, AFTER)
     why.flag(_flags(courses, CENSORED), CENSORED)
     treatment, counted, on_drug = _counted(
@@ -407,12 +304,14 @@ def assess_courses(
     c_counted, c_treatment = counted[first], treatment[first]
 
     # --- current episode, per course
-    episode = _episode(c_start, c_end, days(episode_start)[first], rules)
+    episode = current_episode(c_start, c_end, days(episode_start)[first], rules)
     why.flag(episode.clipped[course], "clipped_to_episode")
     why.flag(episode.unknown[course], "episode_unknown")
     if episode.assumed.any():
         assumed_in = rules.adequacy.episode.when_unknown == "assume_met"
-        why.flag(episode.assumed[course], f"episode_unknown_assumed_{'in' if assumed_in else 'out'}")
+        why.flag(
+            episode.assumed[course], f"episode_unknown_assumed_{'in' if assumed_in else 'out'}"
+        )
     out_reason = (
         "started_before_episode"
         if rules.adequacy.episode.scope == "started_within"
@@ -433,7 +332,9 @@ def assess_courses(
     high_days[seg.any(high_rows & np.isnan(last_day))] = np.inf
     relevant = on_drug & known
     why.flag(relevant & (dose_of_row == NOT_MET) & (row_dose == NOT_MET), "dose_below_minimum")
-    why.flag(relevant & (dose_of_row == MET) & (row_dose == NOT_MET), "sub_minimum_days_not_counted")
+    why.flag(
+        relevant & (dose_of_row == MET) & (row_dose == NOT_MET), "sub_minimum_days_not_counted"
+    )
     c_duration = _bounds_state(low_days, high_days, _min_days(rules, role, modality)[first])
     sessions = seg.reduce(np.add, _floats(courses, "sessions"))
     c_modality = modality.codes[first]
@@ -471,6 +372,15 @@ def assess_courses(
     )
     before = episode.baseline_before & ~remission
     outcome[before & (outcome != OUTCOME_UNKNOWN) & ~from_stop] = OUTCOME_UNKNOWN
+    # A row of a merged course whose own ratings show response or remission, when the
+    # course's first and last ratings do not: the evidence disagrees, the outcome is unknown.
+    row_outcome = _outcome(
+        _floats(courses, "hamd_start"), _floats(courses, "hamd_end"), given, stop_reason, rules
+    )[1]
+    row_responded = np.isin(row_outcome, (RESPONSE, REMISSION)) & (seg.size[course] > 1)
+    disagree = seg.any(row_responded) & np.isin(outcome, (NONRESPONSE, PARTIAL))
+    outcome[disagree] = OUTCOME_UNKNOWN
+    why.flag(disagree[course], "segments_disagree")
 
     checks = all_of(c_dose, c_duration, c_adherence, episode.state)
     c_adequate = all_of(c_counted, checks)
@@ -515,7 +425,9 @@ def assess_courses(
             other_cause = last_stop.isin(early_rule.other_causes)
             evidence = (outcome == NONRESPONSE) & ~from_stop & ~other_cause
         else:
-            explicit = last_stop.eq("nonresponse") & np.isin(outcome, (NONRESPONSE, OUTCOME_UNKNOWN))
+            explicit = last_stop.eq("nonresponse") & np.isin(
+                outcome, (NONRESPONSE, OUTCOME_UNKNOWN)
+            )
             evidence = explicit
         evidence &= c_early & early_rule.counts_if_explicit_nonresponse
         long_enough = _bounds_state(low_days, high_days, float(early_rule.min_days))
@@ -541,15 +453,18 @@ def assess_courses(
     if early_rule is not None:
         code = "rated" if early_rule.evidence == "scores" else "explicit"
         why.flag(early_failed, f"early_stop_{code}_nonresponse")
-    row_outcome = outcome[course]
-    why.flag(counts_flag & (row_outcome == RESPONSE), "response")
-    why.flag(counts_flag & (row_outcome == PARTIAL), "partial_response")
-    why.flag(counts_flag & (row_outcome == REMISSION), "remission")
+    outcome_of_row = outcome[course]
+    why.flag(counts_flag & (outcome_of_row == RESPONSE), "response")
+    why.flag(counts_flag & (outcome_of_row == PARTIAL), "partial_response")
+    why.flag(counts_flag & (outcome_of_row == REMISSION), "remission")
     why.flag(counts_flag & low_base[course], "baseline_below_minimum")
     why.flag(counts_flag & before[course], "baseline_before_episode")
     # An early stop without scores is simply too short: its outcome is not what is missing.
-    unexplained = ~(low_base | before)[course] & ~early
-    why.flag(counts_flag & (row_outcome == OUTCOME_UNKNOWN) & unexplained & by_scores, "outcome_unknown")
+    unexplained = ~(low_base | before | disagree)[course] & ~early
+    why.flag(
+        counts_flag & (outcome_of_row == OUTCOME_UNKNOWN) & unexplained & by_scores,
+        "outcome_unknown",
+    )
     why.flag(counts_flag & from_stop[course], "outcome_from_stop_reason")
     why.flag(failed == MET, "failed")
 
@@ -573,7 +488,13 @@ def assess_courses(
         ),
     )  # fmt: skip
     optimised, repeat = trials.repeats(
-        codes, lookup["same_drug"], known & drug_modality & in_view, first_day, dose, course, required
+        codes,
+        lookup["same_drug"],
+        known & drug_modality & in_view,
+        first_day,
+        dose,
+        course,
+        required,
     )
     why.flag(optimised, "dose_optimisation")
     why.flag(repeat, "repeat_of_earlier_drug")

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from trdscreen.reasons import ASSUMPTION_TEXT, REASON_TEXT
 from trdscreen.errors import UsageError
 from trdscreen.pipeline import DECISION_COLUMNS
 from trdscreen.quarantine import META_COLUMNS, QUARANTINED
+from trdscreen.reasons import ASSUMPTION_TEXT, REASON_TEXT
 from trdscreen.runs import RunFolder, records
 
 COUNT_COLUMNS = (

@@ -243,7 +243,11 @@ def protocol_text(rules: RuleSet, tags: Tags, where: str, file_sha256: str) -> s
         "distinct",
     )
     if c.regimen_window_days is None:
-        say("every drug is its own trial, however close their starts", "counting", "regimen_window_days")
+        say(
+            "every drug is its own trial, however close their starts",
+            "counting",
+            "regimen_window_days",
+        )
     else:
         say(
             f"different drugs started within {c.regimen_window_days} days of each other are one "

@@ -54,8 +54,7 @@ REASON_TEXT = {
     "before_current_episode": "ended before the current episode began",
     "started_before_episode": "started before the current episode (beyond the tolerance): "
     "not a trial of this episode",
-    "clipped_to_episode": "started before the current episode: only its days from the onset "
-    "count",
+    "clipped_to_episode": "started before the current episode: only its days from the onset count",
     "episode_unknown": "current episode onset unknown: whether the course is in it is unknown",
     "episode_unknown_assumed_in": "episode onset unknown: the rule set assumes the course is in "
     "the current episode",
@@ -84,6 +83,8 @@ REASON_TEXT = {
     "be judged",
     "baseline_before_episode": "baseline rated before the current episode began: improvement "
     "in this episode cannot be judged",
+    "segments_disagree": "a row of this merged course rated a response or remission that the "
+    "course's first and last ratings do not show: outcome unknown",
     "outcome_unknown": "outcome unknown (no scores or improvement)",
     "outcome_from_stop_reason": "outcome taken from the stop reason (no scores)",
 }
@@ -107,8 +108,7 @@ ASSUMPTION_TEXT = {
     "adherence_assumed": "adherence was missing and assumed adequate",
     "episode_assumed": "the episode onset was unknown and the course assumed in the current "
     "episode",
-    "minimum_dose_assumed": "the drug has no known minimum dose and the dose was assumed "
-    "adequate",
+    "minimum_dose_assumed": "the drug has no known minimum dose and the dose was assumed adequate",
     "outcome_from_stop_reason": "the outcome was taken from the stop reason, not from ratings",
     CRITERION_ASSUMED: "a protocol criterion's unknown value was resolved by the rule set",
 }

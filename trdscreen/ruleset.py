@@ -233,7 +233,10 @@ class EarlyStop(_Model):
         ),
     )
     min_days: int = Field(
-        14, ge=1, le=365, description="no course shorter than this is a failure, whatever the evidence"
+        14,
+        ge=1,
+        le=365,
+        description="no course shorter than this is a failure, whatever the evidence",
     )
     other_causes: tuple[Literal[STOP_REASONS], ...] = Field(  # type: ignore[valid-type]
         ("intolerance", "patient_choice", "remission"),

@@ -1,0 +1,89 @@
+"""What the formulary says about each row's drug, looked up once per distinct name.
+
+An export names a few hundred distinct drugs over millions of rows: each name
+is matched once (`Formulary.match`) and its facts are broadcast to the rows by
+factorized codes, so no Python string is touched per row.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from trdscreen.coded import Coded, categorical
+from trdscreen.formulary import Formulary
+from trdscreen.ruleset import RuleSet
+
+
+def drug_facts(drugs: pd.Series, rules: RuleSet, formulary: Formulary) -> dict:
+    """Formulary facts per row, computed once per distinct exported name.
+
+    Numbers and flags per row (known, non-depression product, counted by `also_count`,
+    minimum dose, the integer keys of the drug, its moiety and its class), `counts_as` as
+    codes, and the output text columns as Categoricals.
+    """
+    codes, uniques = pd.factorize(drugs)
+    rows = []
+    for name in uniques:
+        match = formulary.match(name)
+        if match.generic is None:
+            rows.append((None, match.normalized, "", "", "", np.nan, "", False))
+            continue
+        drug = formulary.drugs[match.generic]
+        minimum, source = formulary.rule_minimum(
+            match.generic,
+            match.formulation,
+            rules.formulary.dose_source,
+            rules.formulary.overrides,
+        )
+        rows.append(
+            (
+                match.generic,
+                match.normalized,
+                drug.drug_class,
+                drug.moiety or match.generic,
+                drug.counts_as,
+                np.nan if minimum is None else minimum,
+                source,
+                match.non_depression_product,
+            )
+        )
+    keys = (
+        "generic", "normalized", "drug_class", "moiety", "counts_as", "min_dose", "min_source",
+        "nondep",
+    )  # fmt: skip
+    table = {k: np.array([r[i] for r in rows], dtype=object) for i, k in enumerate(keys)}
+    table["min_dose"] = table["min_dose"].astype(np.float64)
+    table["nondep"] = table["nondep"].astype(bool)
+    table["known"] = np.array([r[0] is not None for r in rows], dtype=bool)
+    table["also"] = np.isin(table["generic"].astype(str), rules.formulary.also_count)
+    # What makes two names the same trial when counting (trials.identity), as integers
+    # per distinct name: the generic, the moiety or the class; an unknown name counts
+    # as itself.
+    for key, column in (
+        ("same_drug", "generic"),
+        ("same_moiety", "moiety"),
+        ("same_class", "drug_class"),
+    ):
+        text = np.where(table["known"], table[column], "?" + table["normalized"].astype(str))
+        table[key] = pd.factorize(text)[0].astype(np.int64) if len(rows) else np.zeros(0, int)
+    # Output text columns: built per distinct name, gathered by Arrow (no Python strings).
+    has_min = ~np.isnan(table["min_dose"])
+    texts = {
+        "drug_generic": table["generic"],
+        "drug_class": np.where(table["known"], table["drug_class"], None),
+        "min_dose_source": np.where(has_min, table["min_source"], None),
+    }
+    # Per row: numbers and flags only; text is compared per distinct name (Coded) or
+    # gathered by Arrow. A null name reads the first name's facts, as its checks are
+    # decided by its modality (a drug course without a name fails validation).
+    safe = np.where(codes >= 0, codes, 0)
+    numeric = ("known", "nondep", "also", "min_dose", "same_drug", "same_moiety", "same_class")
+    if len(uniques) == 0:
+        per_row = {k: np.empty(0, dtype=table[k].dtype) for k in numeric}
+    else:
+        per_row = {k: table[k][safe] for k in numeric}
+    per_row["counts_as"] = Coded(safe, tuple(str(v) for v in table["counts_as"]))
+    for name, values in texts.items():
+        per_row[name] = categorical(values, codes)
+    return per_row
