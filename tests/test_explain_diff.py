@@ -129,6 +129,29 @@ def test_explain_s011_unknown_minimum_means_review(runs):
     assert data["unknown_criteria"] == ["TRD-MIN"]
 
 
+def test_explain_s041_shows_the_days_clipped_to_the_episode(runs):
+    """S041's episode began 2023-03-01: the sertraline course of 2022-03-02..2023-03-01
+    counts one day (0.14 weeks) from the onset, so it is too short and its baseline
+    cannot judge the episode; the escitalopram failure rests on assumed adherence."""
+    data = json.loads(invoke("explain", runs["sforzini"], "S041", "--json").stdout)
+    first = data["courses"][0]
+    assert (first["exposure_start"], first["exposure_end"]) == ("2023-03-01", "2023-03-01")
+    assert first["exposure_weeks"] == 0.14 and first["weeks"] == 52.14
+    codes = {r["code"] for r in first["reasons"]}
+    assert {"clipped_to_episode", "too_short", "baseline_before_episode"} <= codes
+    assert [a["code"] for a in data["assumptions"]] == ["adherence_assumed"]
+    text = invoke("explain", runs["sforzini"], "S041").stdout
+    assert "counted: 2023-03-01 to 2023-03-01, 0.14 weeks at an adequate dose" in text
+    assert "Rests on assumptions: adherence_assumed" in text
+
+
+def test_explain_s048_names_the_merged_course(runs):
+    """S048's escitalopram came in three refill rows: one course of 60 days (8.57 weeks)."""
+    text = invoke("explain", runs["sforzini"], "S048").stdout
+    assert "(course 2, one of 3 rows)" in text
+    assert "counted: 2023-04-10 to 2023-06-08, 8.57 weeks at an adequate dose" in text
+
+
 def test_explain_text_reads_as_a_coordinator_would(runs):
     result = invoke("explain", runs["sforzini"], "S020")
     text = result.stdout

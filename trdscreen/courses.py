@@ -70,7 +70,7 @@ class _Reasons:
         self.bits = np.zeros(n, dtype=np.int64)
 
     def flag(self, mask: np.ndarray, reason: str) -> None:
-        self.bits |= np.where(mask, BIT[reason], np.int64(0))
+        np.bitwise_or(self.bits, BIT[reason], out=self.bits, where=mask)
 
     def has(self, reason: str) -> np.ndarray:
         return (self.bits & BIT[reason]) != 0
@@ -374,11 +374,18 @@ def assess_courses(
     outcome[before & (outcome != OUTCOME_UNKNOWN) & ~from_stop] = OUTCOME_UNKNOWN
     # A row of a merged course whose own ratings show response or remission, when the
     # course's first and last ratings do not: the evidence disagrees, the outcome is unknown.
+    merged = np.flatnonzero(seg.size[course] > 1)
     row_outcome = _outcome(
-        _floats(courses, "hamd_start"), _floats(courses, "hamd_end"), given, stop_reason, rules
+        _floats(courses, "hamd_start")[merged],
+        _floats(courses, "hamd_end")[merged],
+        given[merged],
+        Coded(stop_reason.codes[merged], stop_reason.values),
+        rules,
     )[1]
-    row_responded = np.isin(row_outcome, (RESPONSE, REMISSION)) & (seg.size[course] > 1)
-    disagree = seg.any(row_responded) & np.isin(outcome, (NONRESPONSE, PARTIAL))
+    responded_rows = merged[np.isin(row_outcome, (RESPONSE, REMISSION))]
+    disagree = np.zeros(seg.m, dtype=bool)
+    disagree[course[responded_rows]] = True
+    disagree &= np.isin(outcome, (NONRESPONSE, PARTIAL))
     outcome[disagree] = OUTCOME_UNKNOWN
     why.flag(disagree[course], "segments_disagree")
 
@@ -390,12 +397,14 @@ def assess_courses(
     member = drug_modality & in_view & (counted != NOT_MET)
     window = rules.counting.regimen_window_days
 
+    regimens = trials.Regimens.of(codes, c_start[course], member, window)
+
     def keyed(distinct: str) -> tuple[np.ndarray, np.ndarray]:
-        key = trials.identity(lookup, modality.codes, drug_modality, distinct)
-        return trials.regimens(codes, c_start[course], key, member, window)
+        return regimens.keys(trials.identity(lookup, modality.codes, drug_modality, distinct))
 
     key, together = keyed(rules.counting.distinct)  # what counts as a distinct trial
-    drug_key = keyed("drug")[0]  # what is judged as one drug (or one regimen of drugs)
+    # What is judged as one drug (or one regimen of drugs).
+    drug_key = key if rules.counting.distinct == "drug" else keyed("drug")[0]
     why.flag(together, "same_regimen")
     counts_flag = (c_counted != NOT_MET)[course]
     by_scores = rules.outcome.evidence == "scores"

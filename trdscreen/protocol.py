@@ -136,8 +136,11 @@ def summary_line(rules: RuleSet) -> str:
         "dose-blind"
         if not rules.adequacy.dose.check
         else f"dose >= {rules.adequacy.dose.multiple:g} x {rules.formulary.dose_source} minimum",
-        "current episode" if rules.adequacy.episode.current_only else "any episode",
+        f"current episode ({rules.adequacy.episode.scope})"
+        if rules.adequacy.episode.current_only
+        else "any episode",
         f"distinct {rules.counting.distinct}",
+        f"{rules.counting.same_drug.replace('_', ' ')}",
     ]
     if rules.staging is not None:
         parts.append(f"staging {rules.staging.model}")

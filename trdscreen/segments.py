@@ -73,8 +73,8 @@ def merge_segments(
     after_unknown[1:] = np.isnan(ends[:-1])
     joins = same & ~after_unknown & (start[order] - before - 1 <= gap)
     first = order[np.maximum.accumulate(np.where(~joins, np.arange(len(order)), 0))]
-    course[order] = first
-    return pd.factorize(course)[0].astype(np.int64)
+    course[order] = first  # the first row of each course; dense ids in row order:
+    return (np.cumsum(course == np.arange(n)) - 1)[course]
 
 
 @dataclass(frozen=True)

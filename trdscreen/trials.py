@@ -16,6 +16,8 @@ Pure and vectorized: sorts, factorized pairs and grouped reductions.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -43,50 +45,60 @@ def identity(
     return np.where(drug_modality, key, offset + modality_codes)
 
 
-def regimens(
-    codes: np.ndarray,
-    start: np.ndarray,
-    keys: np.ndarray,
-    member: np.ndarray,
-    window: int | None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(identity per row, rows in a multi-drug regimen).
+@dataclass(frozen=True)
+class Regimens:
+    """Rows started together: member rows (course starts `start`, float day numbers) are
+    sorted per subject, and a regimen goes on while each start is at most `window` days
+    after the previous one. Only regimens of two or more rows are kept (the rest are
+    single courses, whose key stays as it is)."""
 
-    Member rows (course starts `start`, float day numbers) are sorted per
-    subject; a regimen goes on while each start is at most `window` days after
-    the previous one. A regimen of one identity keeps it; a regimen of several
-    gets a key for its set of identities (the same set later is the same trial).
-    """
-    rows = np.flatnonzero(member & ~np.isnan(start))
-    together = np.zeros(len(keys), dtype=bool)
-    if window is None or len(rows) < 2:
-        return keys, together
-    day = start[rows].astype(np.int64)
-    order = rows[lex_order(codes[rows], day - day.min())]
-    gaps = np.diff(start[order])
-    same_subject = codes[order][1:] == codes[order][:-1]
-    regimen = np.cumsum(np.r_[True, ~(same_subject & (gaps <= window))])
-    pair_regimen, pair_key = _distinct_pairs(regimen, keys[order])
-    n_keys = np.bincount(pair_regimen)
-    multi = n_keys[regimen] >= 2
-    if not multi.any():
-        return keys, together
-    weights = np.random.default_rng(_SIGNATURE_SEED).integers(
-        1, np.iinfo(np.int64).max, size=int(keys.max()) + 1, dtype=np.int64
-    )
-    with np.errstate(over="ignore"):
-        signature = np.zeros(len(n_keys), dtype=np.uint64)
-        np.add.at(signature, pair_regimen, weights[pair_key].astype(np.uint64))
-    labels = pd.factorize(signature[regimen[multi]])[0]
-    out = keys.copy()
-    out[order[multi]] = int(keys.max()) + 1 + labels
-    together[order[multi]] = True
-    return out, together
+    rows: np.ndarray  # rows of regimens with two or more rows, by subject and start
+    regimen: np.ndarray  # the regimen of each of those rows
+
+    @classmethod
+    def of(
+        cls, codes: np.ndarray, start: np.ndarray, member: np.ndarray, window: int | None
+    ) -> Regimens:
+        rows = np.flatnonzero(member & ~np.isnan(start))
+        if window is None or len(rows) < 2:
+            return cls(np.zeros(0, np.int64), np.zeros(0, np.int64))
+        day = start[rows].astype(np.int64)
+        order = rows[lex_order(codes[rows], day - day.min())]
+        gaps = np.diff(start[order])
+        same_subject = codes[order][1:] == codes[order][:-1]
+        regimen = np.cumsum(np.r_[True, ~(same_subject & (gaps <= window))])
+        shared = np.bincount(regimen)[regimen] >= 2
+        return cls(order[shared], regimen[shared])
+
+    def keys(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(key per row, rows in a regimen of several keys): a regimen of one key keeps
+        it; a regimen of several gets a key for its set of keys (the same set later is
+        the same trial), after every other key."""
+        together = np.zeros(len(keys), dtype=bool)
+        if len(self.rows) == 0:
+            return keys, together
+        regimen = pd.factorize(self.regimen)[0]
+        pair_regimen, pair_key = _distinct_pairs(regimen, keys[self.rows])
+        n_keys = np.bincount(pair_regimen, minlength=int(regimen.max()) + 1)
+        multi = n_keys[regimen] >= 2
+        if not multi.any():
+            return keys, together
+        weights = np.random.default_rng(_SIGNATURE_SEED).integers(
+            1, np.iinfo(np.int64).max, size=int(keys.max()) + 1, dtype=np.int64
+        )
+        with np.errstate(over="ignore"):
+            signature = np.zeros(len(n_keys), dtype=np.uint64)
+            np.add.at(signature, pair_regimen, weights[pair_key].astype(np.uint64))
+        labels = pd.factorize(signature[regimen[multi]])[0]
+        out = keys.copy()
+        out[self.rows[multi]] = int(keys.max()) + 1 + labels
+        together[self.rows[multi]] = True
+        return out, together
 
 
 def _distinct_pairs(group: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     width = np.int64(keys.max()) + 1
-    pairs = np.unique(group.astype(np.int64) * width + keys)
+    pairs = pd.unique(group.astype(np.int64) * width + keys)  # hashing: O(n)
     return pairs // width, pairs % width
 
 
@@ -107,8 +119,29 @@ def judged_per_drug(
       otherwise the drug failed if a course failed;
     - last_course: as its last course that was possibly adequate or failed.
     """
-    if len(codes) == 0:
-        return failed.copy()
+    # Only rows that are possibly adequate or possibly failed can decide or be counted.
+    candidate = (adequate != NOT_MET) | (failed != NOT_MET)
+    out = np.full(len(codes), NOT_MET, dtype=np.int8)
+    rows = np.flatnonzero(candidate)
+    if len(rows) == 0:
+        return out
+    sub = _judged(
+        codes[rows], keys[rows], failed[rows], adequate[rows], nonresponse[rows], start[rows], rule
+    )
+    out[rows] = sub
+    return out
+
+
+def _judged(
+    codes: np.ndarray,
+    keys: np.ndarray,
+    failed: np.ndarray,
+    adequate: np.ndarray,
+    nonresponse: np.ndarray,
+    start: np.ndarray,
+    rule: str,
+) -> np.ndarray:
+    """`judged_per_drug` over the candidate rows."""
     width = np.int64(keys.max() - keys.min()) + 1
     pair = pd.factorize(codes.astype(np.int64) * width + (keys - keys.min()))[0]
     m = int(pair.max()) + 1
@@ -120,7 +153,6 @@ def judged_per_drug(
         return np.select(
             [anywhere(failed == MET), anywhere(failed != NOT_MET)], [MET, UNKNOWN], default=NOT_MET
         ).astype(np.int8)
-    candidate = (adequate != NOT_MET) | (failed != NOT_MET)
     if rule == "best_adequate_course":
         cleared = anywhere((adequate == MET) & (nonresponse == NOT_MET))
         doubt = anywhere((adequate != NOT_MET) & (nonresponse != MET))
@@ -130,18 +162,12 @@ def judged_per_drug(
             [cleared, sure & ~doubt, maybe], [NOT_MET, MET, UNKNOWN], default=NOT_MET
         ).astype(np.int8)
     # last_course: the candidate with the latest start (then the last row) decides.
-    rows = np.flatnonzero(candidate)
-    out = np.full(len(codes), NOT_MET, dtype=np.int8)
-    if len(rows) == 0:
-        return out
-    day = np.nan_to_num(start[rows], nan=0.0).astype(np.int64)
-    order = rows[lex_order(pair[rows], day - day.min())]
+    day = np.nan_to_num(start, nan=0.0).astype(np.int64)
+    order = lex_order(pair, day - day.min())
     final = np.r_[pair[order][1:] != pair[order][:-1], True]
-    last = np.full(m, -1, dtype=np.int64)
+    last = np.zeros(m, dtype=np.int64)
     last[pair[order][final]] = order[final]
-    decided = last[pair] >= 0
-    out[decided] = failed[last[pair[decided]]]
-    return out
+    return failed[last[pair]]
 
 
 def repeats(
