@@ -206,14 +206,15 @@ def _outcome(
     rule = rules.outcome
     m = len(pct)
     nothing = np.zeros(m, dtype=bool)
+    with np.errstate(invalid="ignore"):
+        remission = nothing if rule.remission_max is None else hamd_end <= rule.remission_max
+        low_base = nothing if rule.min_baseline is None else hamd_start < rule.min_baseline
     if rule.nonresponse is None:  # register evidence: no score threshold; improvement shown
-        return pct, np.full(m, OUTCOME_UNKNOWN, np.int8), nothing, nothing, nothing
+        return pct, np.full(m, OUTCOME_UNKNOWN, np.int8), nothing, nothing, remission
     cut, good = rule.nonresponse, rule.response
     with np.errstate(invalid="ignore"):
         is_nonresponse = pct < cut.pct if cut.op == "<" else pct <= cut.pct
         is_response = pct >= good.pct if good.op == ">=" else pct > good.pct
-        remission = nothing if rule.remission_max is None else hamd_end <= rule.remission_max
-        low_base = nothing if rule.min_baseline is None else hamd_start < rule.min_baseline
     outcome = np.select(
         [np.isnan(pct), is_nonresponse, is_response],
         [OUTCOME_UNKNOWN, NONRESPONSE, RESPONSE],
@@ -338,11 +339,17 @@ def assess_courses(
     c_duration = _bounds_state(low_days, high_days, _min_days(rules, role, modality)[first])
     sessions = seg.reduce(np.add, _floats(courses, "sessions"))
     c_modality = modality.codes[first]
+    # With a `sessions` column the count decides for the modalities that name one: an
+    # empty count is unknown, not weeks.
+    given_sessions = "sessions" in courses.columns
     for key, needed in rules.adequacy.duration.min_sessions_for.items():
         by_sessions = np.isin(c_modality, [i for i, v in enumerate(modality.values) if v == key])
-        by_sessions &= ~np.isnan(sessions)
-        c_duration[by_sessions] = from_bool(sessions[by_sessions] >= needed)
-        why.flag(by_sessions[course], "sessions_counted")
+        by_sessions &= given_sessions
+        c_duration[by_sessions] = from_bool(
+            sessions[by_sessions] >= needed, known=~np.isnan(sessions[by_sessions])
+        )
+        why.flag((by_sessions & ~np.isnan(sessions))[course], "sessions_counted")
+        why.flag((by_sessions & np.isnan(sessions))[course], "sessions_missing")
     why.flag((c_duration == UNKNOWN)[course], "duration_unknown")
     why.flag((c_duration == NOT_MET)[course], "too_short")
 
@@ -413,8 +420,9 @@ def assess_courses(
             [outcome == NONRESPONSE, outcome == OUTCOME_UNKNOWN], [MET, UNKNOWN], NOT_MET
         ).astype(np.int8)
         nonresponse = c_nonresponse[course]
-    else:
+    else:  # register evidence; an end rating in remission still says the course worked
         nonresponse = trials.superseded(codes, key, c_start[course], adequate)
+        nonresponse[remission[course]] = NOT_MET
         why.flag(counts_flag & (nonresponse == MET), "superseded_by_later_trial")
         why.flag(counts_flag & (nonresponse == NOT_MET), "not_superseded")
 
@@ -452,10 +460,15 @@ def assess_courses(
             long_enough[course],
             from_bool(evidence[course]),
         )
-        return np.where(early, early_ok, full).astype(np.int8)
+        # No course shorter than early_stop.min_days is a failure, early or not.
+        return all_of(np.where(early, early_ok, full), long_enough[course])
 
     failed = failed_if(c_counted[course])
     shorter = early & (long_enough[course] == NOT_MET)
+    why.flag(
+        counts_flag & ~early & (long_enough[course] == NOT_MET) & (c_duration[course] == MET),
+        "shorter_than_min_days",
+    )
     why.flag(counts_flag & early & ~evidence[course] & ~shorter, "early_stop")
     why.flag(counts_flag & shorter, "early_stop_shorter_than_min_days")
     early_failed = counts_flag & early & (failed == MET)
@@ -465,7 +478,7 @@ def assess_courses(
     outcome_of_row = outcome[course]
     why.flag(counts_flag & (outcome_of_row == RESPONSE), "response")
     why.flag(counts_flag & (outcome_of_row == PARTIAL), "partial_response")
-    why.flag(counts_flag & (outcome_of_row == REMISSION), "remission")
+    why.flag(counts_flag & remission[course], "remission")
     why.flag(counts_flag & low_base[course], "baseline_below_minimum")
     why.flag(counts_flag & before[course], "baseline_before_episode")
     # An early stop without scores is simply too short: its outcome is not what is missing.

@@ -46,6 +46,9 @@ REASON_TEXT = {
     "end_date_missing": "stopped (a stop reason other than ongoing) but no end date: its "
     "duration is unknown",
     "sessions_counted": "duration judged on the number of sessions",
+    "sessions_missing": "the export has a sessions column but this course has no count: its "
+    "duration is unknown",
+    "shorter_than_min_days": "shorter than early_stop.min_days: never a failure",
     "adherence_below_minimum": "adherence below the minimum",
     "adherence_missing": "adherence missing: adequacy unknown",
     "adherence_missing_assumed_met": "adherence missing: the rule set assumes it was adequate",

@@ -120,54 +120,36 @@ def judged_per_drug(
     - last_course: as its last course that was possibly adequate or failed.
     """
     # Only rows that are possibly adequate or possibly failed can decide or be counted.
-    candidate = (adequate != NOT_MET) | (failed != NOT_MET)
     out = np.full(len(codes), NOT_MET, dtype=np.int8)
-    rows = np.flatnonzero(candidate)
+    rows = np.flatnonzero((adequate != NOT_MET) | (failed != NOT_MET))
     if len(rows) == 0:
         return out
-    sub = _judged(
-        codes[rows], keys[rows], failed[rows], adequate[rows], nonresponse[rows], start[rows], rule
-    )
-    out[rows] = sub
-    return out
-
-
-def _judged(
-    codes: np.ndarray,
-    keys: np.ndarray,
-    failed: np.ndarray,
-    adequate: np.ndarray,
-    nonresponse: np.ndarray,
-    start: np.ndarray,
-    rule: str,
-) -> np.ndarray:
-    """`judged_per_drug` over the candidate rows."""
-    width = np.int64(keys.max() - keys.min()) + 1
-    pair = pd.factorize(codes.astype(np.int64) * width + (keys - keys.min()))[0]
+    keys = keys[rows] - keys[rows].min()
+    pair = pd.factorize(codes[rows].astype(np.int64) * (np.int64(keys.max()) + 1) + keys)[0]
     m = int(pair.max()) + 1
+    failed, adequate, nonresponse = failed[rows], adequate[rows], nonresponse[rows]
 
     def anywhere(mask: np.ndarray) -> np.ndarray:
         return (np.bincount(pair[mask], minlength=m) > 0)[pair]
 
     if rule == "any_failure":
-        return np.select(
-            [anywhere(failed == MET), anywhere(failed != NOT_MET)], [MET, UNKNOWN], default=NOT_MET
-        ).astype(np.int8)
-    if rule == "best_adequate_course":
+        conditions = [anywhere(failed == MET), anywhere(failed != NOT_MET)]
+        out[rows] = np.select(conditions, [MET, UNKNOWN], default=NOT_MET)
+    elif rule == "best_adequate_course":
         cleared = anywhere((adequate == MET) & (nonresponse == NOT_MET))
         doubt = anywhere((adequate != NOT_MET) & (nonresponse != MET))
         sure = anywhere(failed == MET)
         maybe = anywhere(failed != NOT_MET)
-        return np.select(
-            [cleared, sure & ~doubt, maybe], [NOT_MET, MET, UNKNOWN], default=NOT_MET
-        ).astype(np.int8)
-    # last_course: the candidate with the latest start (then the last row) decides.
-    day = np.nan_to_num(start, nan=0.0).astype(np.int64)
-    order = lex_order(pair, day - day.min())
-    final = np.r_[pair[order][1:] != pair[order][:-1], True]
-    last = np.zeros(m, dtype=np.int64)
-    last[pair[order][final]] = order[final]
-    return failed[last[pair]]
+        conditions = [cleared, sure & ~doubt, maybe]
+        out[rows] = np.select(conditions, [NOT_MET, MET, UNKNOWN], default=NOT_MET)
+    else:  # last_course: the candidate with the latest start (then the last row) decides
+        day = np.nan_to_num(start[rows], nan=0.0).astype(np.int64)
+        order = lex_order(pair, day - day.min())
+        final = np.r_[pair[order][1:] != pair[order][:-1], True]
+        last = np.zeros(m, dtype=np.int64)
+        last[pair[order][final]] = order[final]
+        out[rows] = failed[last[pair]]
+    return out
 
 
 def repeats(
