@@ -214,6 +214,14 @@ def test_formulary_lists_and_looks_up():
     assert brand["non_depression_product"] is True
     text = invoke("formulary", "venlafaxine").stdout
     assert "150 mg/day" in text and "SNRI" in text
+    # escitalopram is the S-enantiomer of citalopram: one moiety (counting.distinct: moiety)
+    lexapro = json.loads(invoke("formulary", "Lexapro", "--json").stdout)["drugs"][0]
+    assert (lexapro["generic"], lexapro["moiety"]) == ("escitalopram", "citalopram")
+    assert "active moiety: citalopram" in invoke("formulary", "escitalopram").stdout
+    assert (
+        json.loads(invoke("formulary", "sertraline", "--json").stdout)["drugs"][0]["moiety"]
+        == "sertraline"
+    )
     missing = invoke("formulary", "fluoxitine")
     assert missing.exit_code == ExitCode.USAGE and "fluoxetine" in missing.stderr
 

@@ -696,6 +696,7 @@ def _drug_row(table: Formulary, rules: RuleSet | None, generic: str, formulation
         "formulation_minimums": dict(drug.formulation_minimums),
         "synonyms": list(drug.synonyms),
         "non_depression_brands": list(drug.non_depression_brands),
+        "moiety": drug.moiety,
         "notes": drug.notes,
     }
 

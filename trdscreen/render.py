@@ -276,6 +276,10 @@ def render_drug(out: Console, row: dict) -> None:
     if row["formulation_minimums"]:
         forms = ", ".join(f"{k} {v:g} mg" for k, v in row["formulation_minimums"].items())
         lines.append(f"  formulation minimums: {forms}")
+    if row.get("moiety") and row["moiety"] != row["generic"]:
+        lines.append(
+            f"  active moiety: {row['moiety']} (one trial with it under `distinct: moiety`)"
+        )
     if row["synonyms"]:
         lines.append(f"  names: {', '.join(row['synonyms'])}")
     if row["non_depression_brands"]:
