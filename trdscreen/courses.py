@@ -21,6 +21,7 @@ from trdscreen.coded import Coded, coded
 from trdscreen.drugs import drug_facts
 from trdscreen.episode import current_episode
 from trdscreen.formulary import Formulary
+from trdscreen.outcome import course_outcome
 from trdscreen.reasons import (
     ASSUMPTIONS,
     BIT,
@@ -193,46 +194,6 @@ def _min_days(rules: RuleSet, role: Coded, modality: Coded) -> np.ndarray:
     return min_days
 
 
-def _outcome(
-    hamd_start: np.ndarray, hamd_end: np.ndarray, improvement: np.ndarray, stop_reason: Coded,
-    rules: RuleSet,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
-    """Per course: percent improvement, outcome category, whether it came from the stop
-    reason, and whether a low baseline or remission decided it."""
-    scored = ~np.isnan(hamd_start) & ~np.isnan(hamd_end) & (hamd_start > 0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        from_scores = (hamd_start - hamd_end) * 100.0 / hamd_start  # exact at integer cuts
-    pct = np.where(scored, from_scores, np.round(improvement * 100.0, 9))
-    rule = rules.outcome
-    m = len(pct)
-    nothing = np.zeros(m, dtype=bool)
-    with np.errstate(invalid="ignore"):
-        remission = nothing if rule.remission_max is None else hamd_end <= rule.remission_max
-        low_base = nothing if rule.min_baseline is None else hamd_start < rule.min_baseline
-    if rule.nonresponse is None:  # register evidence: no score threshold; improvement shown
-        return pct, np.full(m, OUTCOME_UNKNOWN, np.int8), nothing, nothing, remission
-    cut, good = rule.nonresponse, rule.response
-    with np.errstate(invalid="ignore"):
-        is_nonresponse = pct < cut.pct if cut.op == "<" else pct <= cut.pct
-        is_response = pct >= good.pct if good.op == ">=" else pct > good.pct
-    outcome = np.select(
-        [np.isnan(pct), is_nonresponse, is_response],
-        [OUTCOME_UNKNOWN, NONRESPONSE, RESPONSE],
-        default=PARTIAL,
-    ).astype(np.int8)
-    low_base = low_base & ~remission
-    outcome[low_base] = OUTCOME_UNKNOWN
-    outcome[remission] = REMISSION
-    from_stop = np.zeros(m, dtype=bool)
-    if rule.stop_reason_as_evidence:
-        evidence = {"nonresponse": NONRESPONSE, "partial_response": PARTIAL, "remission": RESPONSE}
-        for reason, category in evidence.items():
-            use = np.isnan(pct) & np.isnan(hamd_end) & stop_reason.eq(reason)
-            outcome[use] = category
-            from_stop |= use
-    return pct, outcome, from_stop, low_base, remission
-
-
 def _bounds_state(low: np.ndarray, high: np.ndarray, minimum: np.ndarray | float) -> np.ndarray:
     """Met when the lower bound reaches `minimum`, not met when even the upper does not."""
     eps = 1e-9
@@ -374,7 +335,7 @@ def assess_courses(
     low, high = seg.reduce(np.fmin, given), seg.reduce(np.fmax, given)
     improvement = np.where(low == high, low, np.nan)  # rows that disagree: unknown
     last_stop = Coded(stop_reason.codes[last], stop_reason.values)
-    pct, outcome, from_stop, low_base, remission = _outcome(
+    pct, outcome, from_stop, low_base, remission = course_outcome(
         hamd_start, hamd_end, improvement, last_stop, rules
     )
     before = episode.baseline_before & ~remission
@@ -382,7 +343,7 @@ def assess_courses(
     # A row of a merged course whose own ratings show response or remission, when the
     # course's first and last ratings do not: the evidence disagrees, the outcome is unknown.
     merged = np.flatnonzero(seg.size[course] > 1)
-    row_outcome = _outcome(
+    row_outcome = course_outcome(
         _floats(courses, "hamd_start")[merged],
         _floats(courses, "hamd_end")[merged],
         given[merged],
