@@ -1,0 +1,207 @@
+"""An independent, per-patient implementation of the Sforzini course and counting rules,
+checked against the vectorized engine on random cohorts.
+
+The reference is written from the rule text (README "How a decision is made"),
+one patient at a time in plain Python, without the engine's arrays or tri-state
+helpers. The cohorts are built so that every input is known (doses, end dates,
+adherence, episode onset, ratings), which keeps the reference short; what stays
+uncertain comes from the rules themselves (a low baseline, a baseline before the
+episode, rows of a course that disagree), and the reference carries it as "U".
+
+Rules covered: segments merged by gap (30 days) and counted by days at the
+minimum dose, the episode clipped at its onset with a 14-day tolerance for the
+baseline, remission and the baseline floor, early stops with rated evidence,
+other causes and 14 days, regimens started within 7 days, the same drug judged at
+its best adequate course, distinct drugs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import numpy as np
+import pytest
+from conftest import run_cohort, write_cohort, write_rules
+
+MINIMUM = {"sertraline": 50, "fluoxetine": 20, "escitalopram": 10, "venlafaxine": 150}
+OTHER_CAUSES = {"intolerance", "patient_choice", "remission"}
+STOPS = ["", "nonresponse", "intolerance", "other", "remission", "patient_choice"]
+
+
+@dataclass
+class Row:
+    line: int
+    drug: str
+    dose: float
+    start: date
+    end: date
+    adherence: float
+    hamd_start: int
+    hamd_end: int
+    stop: str
+    role: str
+
+
+def _category(hs: int, he: int) -> str:
+    """Outcome of one pair of ratings: remission first, then the baseline floor, then %."""
+    if he <= 7:
+        return "REM"
+    if hs < 14:
+        return "UNK"
+    pct = (hs - he) * 100.0 / hs
+    return "NR" if pct < 25 else "RESP" if pct >= 50 else "PART"
+
+
+def _union_days(spans: list[tuple[date, date]]) -> int:
+    covered: set[date] = set()
+    for low, high in spans:
+        day = low
+        while day <= high:
+            covered.add(day)
+            day += timedelta(days=1)
+    return len(covered)
+
+
+def _courses(rows: list[Row]) -> list[list[Row]]:
+    """Rows of one drug and role whose gap to the latest end so far is <= 30 days."""
+    courses: list[list[Row]] = []
+    key = lambda r: (r.drug, r.role, r.start, r.line)  # noqa: E731
+    for row in sorted(rows, key=key):
+        last = courses[-1] if courses else None
+        if (
+            last
+            and (last[0].drug, last[0].role) == (row.drug, row.role)
+            and (row.start - max(r.end for r in last)).days - 1 <= 30
+        ):
+            last.append(row)
+        else:
+            courses.append([row])
+    return courses
+
+
+def _judge(course: list[Row], onset: date) -> dict:
+    """One course's adequacy, outcome and failure (T, F or U)."""
+    start, end = course[0].start, max(r.end for r in course)
+    in_episode = end >= onset
+    window = max(start, onset)
+    reached = [r for r in course if r.dose >= MINIMUM[r.drug]]
+    counted_rows = reached if reached else course
+    days = _union_days([(max(r.start, window), r.end) for r in counted_rows if r.end >= window])
+    duration = bool(reached) and days >= 28
+    adherence = min(r.adherence for r in course) >= 0.8
+    first, last = course[0], max(course, key=lambda r: (r.start, r.line))
+    category = _category(first.hamd_start, last.hamd_end)
+    if category != "REM" and start < onset - timedelta(days=14) and in_episode:
+        category = "UNK"  # baseline rated before the episode
+    if len(course) > 1 and category in ("NR", "PART"):
+        if any(_category(r.hamd_start, r.hamd_end) in ("RESP", "REM") for r in course):
+            category = "UNK"  # a row worked that the course's ratings do not show
+    adequate = bool(reached) and duration and adherence and in_episode
+    early = (end - start).days + 1 < 28 and not duration
+    long_enough = days >= 14
+    if early:
+        evidence = category == "NR" and last.stop not in OTHER_CAUSES
+        ok = bool(reached) and adherence and in_episode and long_enough and evidence
+        failed = "T" if ok else "F"
+    elif adequate and long_enough and category == "NR":
+        failed = "T"
+    elif adequate and long_enough and category == "UNK":
+        failed = "U"
+    else:
+        failed = "F"
+    return {"start": start, "drug": first.drug, "adequate": adequate, "cat": category,
+            "failed": failed}  # fmt: skip
+
+
+def reference_counts(rows: list[Row], onset: date) -> tuple[int, int]:
+    """(certain, possible) distinct failed trials of one patient."""
+    judged = [_judge(c, onset) for c in _courses(rows)]
+    # Regimens: courses by start, each start within 7 days of the previous one.
+    judged.sort(key=lambda c: c["start"])
+    regimens: list[list[dict]] = []
+    for course in judged:
+        if regimens and (course["start"] - regimens[-1][-1]["start"]).days <= 7:
+            regimens[-1].append(course)
+        else:
+            regimens.append([course])
+    for regimen in regimens:
+        drugs = frozenset(c["drug"] for c in regimen)
+        for course in regimen:
+            course["key"] = drugs if len(drugs) > 1 else course["drug"]
+    # Each key (drug or regimen) judged at its best adequate course.
+    states = {}
+    for key in {c["key"] for c in judged}:
+        mine = [c for c in judged if c["key"] == key]
+        cleared = any(c["adequate"] and c["cat"] in ("RESP", "PART", "REM") for c in mine)
+        doubt = any(c["adequate"] and c["cat"] != "NR" for c in mine)
+        sure = any(c["failed"] == "T" for c in mine)
+        maybe = any(c["failed"] != "F" for c in mine)
+        states[key] = "F" if cleared else "T" if sure and not doubt else "U" if maybe else "F"
+    rank = {"F": 0, "U": 1, "T": 2}
+    low, high = set(), set()
+    for c in judged:
+        state = min(c["failed"], states[c["key"]], key=rank.get)
+        if state == "T":
+            low.add(c["key"])
+        if state != "F":
+            high.add(c["key"])
+    return len(low), len(high)
+
+
+def _cohort(seed: int, n: int) -> tuple[list[dict], list[dict], dict]:
+    """Random patients whose every input is known; screened on 2030-01-01."""
+    rng = np.random.default_rng(seed)
+    treatments, subjects, expected = [], [], {}
+    for i in range(n):
+        sid = f"R{i:04d}"
+        onset = date(2022, 1, 1) + timedelta(days=int(rng.integers(0, 365)))
+        subjects.append(
+            {"subject_id": sid, "episode_start": onset.isoformat(), "screening_date": "2030-01-01"}
+        )
+        rows: list[Row] = []
+        day = onset + timedelta(days=int(rng.integers(-40, 30)))
+        for _ in range(int(rng.integers(1, 6))):
+            drug = str(rng.choice(list(MINIMUM)))
+            pieces = int(rng.choice([1, 1, 1, 2, 3]))  # refills or dose steps of one drug
+            role = "combination" if rng.random() < 0.15 else "monotherapy"
+            for _ in range(pieces):
+                length = int(rng.choice([5, 12, 14, 20, 27, 28, 35, 56, 90]))
+                end = day + timedelta(days=length - 1)
+                if all((r.drug, r.start) != (drug, day) for r in rows):  # else a duplicate
+                    baseline = int(rng.integers(10, 31))
+                    final = max(0, baseline - int(rng.integers(-2, 16)))
+                    row = Row(len(treatments), drug, MINIMUM[drug] * float(rng.choice([0.5, 1, 1, 1.5])),
+                              day, end, float(rng.choice([0.9, 0.9, 0.9, 0.9, 0.9, 0.5])), baseline,
+                              final, str(rng.choice(STOPS)), role)  # fmt: skip
+                    rows.append(row)
+                    treatments.append({
+                        "subject_id": sid, "drug": drug, "daily_dose_mg": row.dose,
+                        "start_date": day.isoformat(), "end_date": end.isoformat(),
+                        "adherence": row.adherence, "hamd_start": row.hamd_start,
+                        "hamd_end": row.hamd_end, "stop_reason": row.stop, "role": role,
+                    })  # fmt: skip
+                day = end + timedelta(days=int(rng.choice([1, 1, 10, 31, 45])))
+            if rng.random() < 0.3:  # the next drug starts with this one: a regimen
+                day = day - timedelta(days=int(rng.integers(30, 60)))
+        expected[sid] = (rows, onset)
+    return treatments, subjects, expected
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_engine_matches_the_reference_implementation(tmp_path, seed):
+    treatments, subjects, expected = _cohort(seed, 300)
+    folder = write_cohort(tmp_path / "in", treatments, subjects)
+    rules = write_rules(tmp_path)
+    _, result = run_cohort(folder, rules)
+    decisions = result.decisions.set_index("subject_id")
+    wrong = {}
+    for sid, (rows, onset) in expected.items():
+        want = reference_counts(rows, onset)
+        got = (
+            int(decisions.loc[sid, "n_failed_trials"]),
+            int(decisions.loc[sid, "n_failed_trials_max"]),
+        )
+        if want != got:
+            wrong[sid] = {"reference": want, "engine": got}
+    assert not wrong, wrong
