@@ -6,10 +6,11 @@ import copy
 
 import pytest
 import yaml
-from conftest import preset_data
+from conftest import preset_data, write_rules
 
+from trdscreen import api
 from trdscreen.errors import RuleError
-from trdscreen.formulary import load_formulary, normalize_name
+from trdscreen.formulary import inn_variants, load_formulary, normalize_name
 from trdscreen.ruleset import parse_rules, resolve_rules
 
 
@@ -121,3 +122,144 @@ def test_unknown_names_get_suggestions():
     normalized, _ = normalize_name("Setraline")
     assert formulary.match("Setraline").generic is None
     assert formulary.suggest(normalized)[0] == "sertraline"
+
+
+# Names as pharmacies and EHRs print them: strengths, units, dose forms, salts in
+# brackets, a bracketed brand, and the INN as German, French, Spanish and Italian
+# spell it. Each expected generic is the drug the name plainly means.
+EXPORT_NAMES = [
+    ("Sertraline 100mg tablets", "sertraline", ""),
+    ("Venlafaxine 37.5 mg/5 ml oral solution", "venlafaxine", ""),
+    ("Fluoxetine 20mg/5ml oral liquid", "fluoxetine", ""),
+    ("Citalopram 20mg film-coated tablets", "citalopram", ""),
+    ("Duloxetine 60mg gastro-resistant capsules", "duloxetine", ""),
+    ("Mirtazapine 15mg orodispersible tablets", "mirtazapine", "odt"),
+    ("Bupropion (as hydrochloride) 150mg modified-release tablets", "bupropion", "mr"),
+    ("Quetiapine 50mg prolonged-release tablets", "quetiapine", "er"),
+    ("Paroxetine (as hydrochloride hemihydrate) 20 mg", "paroxetine", ""),
+    ("Escitalopram (Cipralex)", "escitalopram", ""),
+    ("Vortioxetine (Brintellix) 10 mg", "vortioxetine", ""),
+    ("Lithium carbonate 400mg MR tablets", "lithium", "mr"),
+    ("Sertralin", "sertraline", ""),  # German
+    ("Duloxetin", "duloxetine", ""),
+    ("duloxétine", "duloxetine", ""),  # French, accent dropped
+    ("sertralina", "sertraline", ""),  # Spanish and Italian
+    ("Amitriptilina", "amitriptyline", ""),  # y -> i
+    ("Fenelzina", "phenelzine", ""),  # ph -> f
+    ("Aripiprazolo", "aripiprazole", ""),  # Italian
+    ("Litio", "lithium", ""),
+    ("Bupropione", "bupropion", ""),  # Italian
+]
+
+
+@pytest.mark.parametrize(("name", "generic", "formulation"), EXPORT_NAMES)
+def test_export_names_resolve(name, generic, formulation):
+    match = load_formulary().match(name)
+    assert match.generic == generic, (name, match)
+    if generic is not None:
+        assert match.formulation == formulation and not match.non_depression_product
+
+
+def test_selegiline_counts_only_as_the_patch():
+    """Oral selegiline is the Parkinson's product (ATC N04BD01): never an antidepressant
+    trial. Only the transdermal system (Emsam, "patch", "transdermal") counts."""
+    formulary = load_formulary()
+    for name in ("selegiline", "Selegiline 5mg tablets", "Eldepryl", "Zelapar", "selegiline HCl"):
+        match = formulary.match(name)
+        assert match.generic == "selegiline" and match.non_depression_product, name
+    for name in ("Emsam", "Emsam 6 mg/24 hr", "selegiline patch", "selegiline transdermal",
+                 "selegiline (Emsam)"):  # fmt: skip
+        match = formulary.match(name)
+        assert match.generic == "selegiline" and not match.non_depression_product, name
+        assert match.formulation == "transdermal", name
+    assert formulary.drugs["selegiline"].atc_code == "N04BD01"
+
+
+def test_a_bracketed_non_depression_brand_wins():
+    """ "Bupropion (Zyban)" names the smoking-cessation product: not an antidepressant trial."""
+    assert load_formulary().match("Bupropion (Zyban)").non_depression_product
+
+
+def test_inn_variants_never_claim_another_drugs_name():
+    formulary = load_formulary()
+    for generic in formulary.drugs:
+        for variant in inn_variants(generic):
+            match = formulary.match(variant)
+            assert match.generic in (generic, None), (generic, variant, match.generic)
+    assert inn_variants("citalopram") == set()  # the same in every language
+    assert inn_variants("olanzapine/fluoxetine") == set()
+
+
+def test_site_aliases_from_the_rule_set(tmp_path):
+    """`formulary.aliases` maps a site's own names (normalized like every exported name);
+    an alias to an unknown generic is an error naming the key."""
+    rules = write_rules(tmp_path, {"formulary": {"aliases": {"Sertra-Q": "sertraline"}}})
+    formulary, _ = api.formulary_for(str(rules))
+    assert formulary.match("Sertra-Q 50 mg tablets").generic == "sertraline"
+    assert load_formulary().match("Sertra-Q").generic is None  # the bundled table is unchanged
+    (tmp_path / "bad").mkdir()
+    bad = write_rules(tmp_path / "bad", {"formulary": {"aliases": {"Sertra-Q": "sertralinex"}}})
+    with pytest.raises(RuleError) as caught:
+        api.formulary_for(str(bad))
+    assert "formulary.aliases.Sertra-Q" in " ".join([str(caught.value), *caught.value.problems])
+
+
+def test_the_atc_layer_knows_common_drugs_that_are_not_depression_treatments():
+    """At least 200 drugs of psychiatric and primary-care exports, each with a well-formed
+    ATC code of its group, none an antidepressant (N06A), none claiming a name the
+    antidepressant table uses."""
+    import csv
+    import re
+    from importlib import resources
+
+    text = resources.files("trdscreen").joinpath("data/other_drugs.csv").read_text()
+    rows = list(csv.DictReader(text.splitlines()))
+    assert len(rows) >= 200
+    assert len({r["generic"] for r in rows}) == len(rows)
+    for row in rows:
+        assert re.fullmatch(r"[A-Z]\d\d[A-Z]{2}\d\d", row["atc_code"]), row
+        assert not row["atc_code"].startswith("N06A"), row
+        assert row["counts_as"] in ("not_a_depression_treatment", "policy"), row
+    prefixes = {r["atc_code"][:5] for r in rows} | {r["atc_code"][:4] for r in rows}
+    # The groups the issue names: benzodiazepines, Z-drugs, antiepileptics and
+    # gabapentinoids, stimulants, antihistamines, hydroxyzine, melatonin, thyroid,
+    # opioids, analgesics, antihypertensives, statins, antidiabetics, contraceptives.
+    for group in ("N05BA", "N05CD", "N05CF", "N03A", "N06BA", "R06A", "N05BB", "N05CH",
+                  "H03AA", "N02A", "N02B", "C09A", "C07A", "C10AA", "A10B", "G03A"):  # fmt: skip
+        assert group in prefixes, group
+    formulary = load_formulary()
+    bundled = parse_formulary_text()
+    for row in rows:
+        name = normalize_name(row["generic"])[0]
+        assert name not in bundled.drugs, name
+        assert formulary.match(row["generic"]).generic == name
+
+
+def parse_formulary_text():
+    from trdscreen.formulary import bundled_formulary_text, parse_formulary
+
+    return parse_formulary(bundled_formulary_text(), "bundled")
+
+
+@pytest.mark.parametrize(
+    ("name", "generic", "counts_as"),
+    [
+        ("lorazepam", "lorazepam", "not_a_depression_treatment"),
+        ("Zolpidem 10mg tablets", "zolpidem", "not_a_depression_treatment"),
+        ("Lyrica 75 mg capsules", "pregabalin", "not_a_depression_treatment"),
+        ("gabapentin", "gabapentin", "not_a_depression_treatment"),
+        ("methylphenidate", "methylphenidate", "not_a_depression_treatment"),
+        ("hydroxyzine", "hydroxyzine", "not_a_depression_treatment"),
+        ("melatonin", "melatonin", "not_a_depression_treatment"),
+        ("Lorazepam 1 mg Tabletten", "lorazepam", "not_a_depression_treatment"),
+        ("Pregabalina", "pregabalin", "not_a_depression_treatment"),
+        ("buspirone", "buspirone", "policy"),  # augmentation evidence: only via also_count
+        ("lamotrigine", "lamotrigine", "policy"),
+        ("modafinil", "modafinil", "policy"),
+        ("pramipexole", "pramipexole", "policy"),
+    ],
+)
+def test_other_drugs_are_known_with_how_they_count(name, generic, counts_as):
+    match = load_formulary().match(name)
+    assert match.generic == generic
+    assert load_formulary().drugs[generic].counts_as == counts_as

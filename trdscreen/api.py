@@ -21,7 +21,7 @@ from trdscreen import __version__, quarantine
 from trdscreen.audit import AUDIT_FILE, AUDIT_FORMAT, AuditTrail
 from trdscreen.engine import DaskOptions
 from trdscreen.errors import ExitCode, InvalidInputData, RuleError, UsageError
-from trdscreen.formulary import Formulary, load_formulary
+from trdscreen.formulary import Formulary, load_formulary, normalize_name
 from trdscreen.io import (
     CsvOptions,
     InputFile,
@@ -131,9 +131,15 @@ def formulary_of(rules: RuleSet, rules_path: Path) -> Formulary:
         for name in names
         if name not in formulary.drugs
     ]
+    unknown += [
+        f"{rules_path}: key `formulary.aliases.{name}`: {generic!r} is not a generic in the "
+        f"formulary ({formulary.source})"
+        for name, generic in rules.formulary.aliases.items()
+        if normalize_name(generic)[0] not in formulary.drugs
+    ]
     if unknown:
         raise RuleError(f"{rules_path}: the rule set names unknown drugs", unknown)
-    return formulary
+    return formulary.with_aliases(rules.formulary.aliases)
 
 
 def load_reports(

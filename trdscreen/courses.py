@@ -144,6 +144,7 @@ def _counted(
     )
     why.flag(other & counts_as.eq("not_antidepressant"), "not_an_antidepressant")
     why.flag(other & counts_as.eq("policy") & ~lookup["also"], "policy_drug_not_counted")
+    why.flag(other & counts_as.eq("not_a_depression_treatment"), "not_a_depression_treatment")
     return treatment, counted, on_drug
 
 

@@ -16,23 +16,34 @@ import difflib
 import hashlib
 import io
 import re
+import unicodedata
+from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from trdscreen.errors import RuleError
 
-COUNTS_AS = ("antidepressant", "augmentation", "not_antidepressant", "policy")
+COUNTS_AS = (
+    "antidepressant",
+    "augmentation",
+    "not_antidepressant",
+    "policy",
+    "not_a_depression_treatment",
+)
 """How a drug counts toward a treatment trial.
 
 - antidepressant: a course is an antidepressant trial;
 - augmentation: an add-on agent (antipsychotic, lithium, T3); it counts only
   in an augmentation or combination role;
 - not_antidepressant: never an antidepressant trial (e.g. opipramol);
-- policy: whether it counts is a policy choice (ketamine, neurosteroids); it
-  counts only when a rule set names it in `formulary.also_count`.
+- policy: whether it counts is a policy choice (ketamine, neurosteroids, add-ons
+  with some augmentation evidence such as buspirone); it counts only when a rule
+  set names it in `formulary.also_count`;
+- not_a_depression_treatment: a known drug for another condition (the ATC layer:
+  lorazepam, zolpidem, pregabalin, ...): never a trial, and definitely so.
 """
 
 FORMULARY_COLUMNS = (
@@ -50,13 +61,14 @@ FORMULARY_COLUMNS = (
     "non_depression_brands",
     "notes",
 )
-OPTIONAL_COLUMNS = ("max_mg_per_day", "max_source", "moiety")
+OPTIONAL_COLUMNS = ("max_mg_per_day", "max_source", "moiety", "required_formulation")
 """Columns a site formulary may leave out: the usual maximum daily dose and its source,
 used only to warn about implausible doses (`validate.PLAUSIBLE_DOSE_MULTIPLE`), and the
-active moiety (escitalopram's is citalopram) that `counting.distinct: moiety` counts by;
-empty = the drug is its own moiety."""
+active moiety (escitalopram's is citalopram) that `counting.distinct: moiety` counts by
+(empty = the drug is its own moiety), and the formulation a drug counts in only (selegiline:
+transdermal; the oral product is for Parkinson's disease and never counts)."""
 
-# Release-formulation markers kept as an attribute of the course.
+# Release-formulation and route markers kept as an attribute of the course.
 _FORMULATIONS = {
     "xr": "xr",
     "xl": "xl",
@@ -64,49 +76,98 @@ _FORMULATIONS = {
     "sr": "sr",
     "er": "er",
     "la": "la",
+    "mr": "mr",
+    "m/r": "mr",
     "odt": "odt",
     "extended release": "er",
-    "extended-release": "er",
     "modified release": "mr",
     "prolonged release": "er",
     "controlled release": "cr",
     "sustained release": "sr",
     "orally disintegrating": "odt",
+    "orodispersible": "odt",
+    "transdermal": "transdermal",
+    "patch": "transdermal",
+    "patches": "transdermal",
+    "tts": "transdermal",
+    "retard": "er",
 }
-# Salt names: dropped, the course is recorded against the base generic.
+# Salt and hydrate names: dropped, the course is recorded against the base generic.
 _SALTS = (
     "hydrochloride|hcl|hydrobromide|hbr|oxalate|succinate|maleate|mesylate|mesilate|sulfate|"
-    "sulphate|besylate|fumarate|citrate|carbonate|sodium|tartrate|hemifumarate"
+    "sulphate|besylate|besilate|fumarate|citrate|carbonate|sodium|tartrate|hemifumarate|"
+    "hemihydrate|monohydrate|dihydrate|anhydrous|hydrogen|as"
 )
-_DOSE_TEXT = re.compile(r"\b\d+(?:[.,]\d+)?\s*(?:mg|mcg|µg|ug)\b")
+# Dose forms and packaging words as pharmacies and EHRs print them: dropped.
+_FORMS = (
+    "tablets?|tabs?|capsules?|caps?|film[- ]coated|coated|gastro[- ]resistant|dispersible|"
+    "effervescent|chewable|oral|solution|liquid|suspension|syrup|drops|sachets?|granules|"
+    "injection|ampoules?|vials?|nasal|spray|hard|soft|generic|once daily|daily|pack|"
+    # the same in German, French, Spanish and Italian exports
+    "filmtabletten|tabletten|tablette|hartkapseln|kapseln|kapsel|comprimes?|comprimidos?|"
+    "compresse|compressa|capsulas?|capsule|gelules?|solucion|soluzione|gotas|gocce|tropfen"
+)
+_UNIT = r"(?:mg|mcg|µg|ug|micrograms?|milligrams?|g|ml|%)"
+_STRENGTH = re.compile(
+    r"\b\d+(?:[.,]\d+)?\s*" + _UNIT + r"(?:\s*(?:/|per)\s*(?:\d+(?:[.,]\d+)?\s*)?"
+    r"(?:ml|hrs?|hours?|h|day|d|dose|actuation|spray|24\s*h(?:rs?|ours?)?))?"
+    r"|\b\d+(?:[.,]\d+)?\s*(?:/|per)\s*24\s*h(?:rs?|ours?)?\b"
+)
+_BARE_NUMBER = re.compile(r"(?<![\w.,-])\d+(?:[.,]\d+)?(?![\w.,-])")
 _SALT_RE = re.compile(rf"\b(?:{_SALTS})\b")
+_FORMS_RE = re.compile(rf"(?<![\w-])(?:{_FORMS})(?![\w-])")
 _FORM_RE = re.compile(
-    r"\b(" + "|".join(sorted((re.escape(k) for k in _FORMULATIONS), key=len, reverse=True)) + r")\b"
+    r"(?<![\w-])("
+    + "|".join(sorted((re.escape(k) for k in _FORMULATIONS), key=len, reverse=True))
+    + r")(?![\w-])"
 )
+_BRACKETS = re.compile(r"\(([^()]*)\)|\[([^\[\]]*)\]")
 _COMBINERS = re.compile(r"\s*(?:/|\+|\band\b|\bwith\b)\s*")
 _SPACE = re.compile(r"\s+")
 _TRIM = re.compile(r"^[\s.,;:()\-]+|[\s.,;:()\-]+$")
 
 
+def _fold(text: str) -> str:
+    """Lower case without accents (duloxétine -> duloxetine), one space between words."""
+    decomposed = unicodedata.normalize("NFKD", str(text).strip().lower())
+    plain = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return _SPACE.sub(" ", plain.replace("_", " "))
+
+
 def normalize_name(raw: str) -> tuple[str, str]:
     """Return (normalized name, formulation) for one exported drug name.
 
-    Lower-cases, folds white space, drops dose text ("20 mg") and salt names,
-    and takes release-formulation markers (XR, XL, CR, SR, ER, LA, ODT, ...)
-    off as the formulation. Combination separators ("+", "and", "with", "/")
-    become "/".
+    Lower-cases and drops accents, drops text in brackets ("(as hydrochloride)",
+    a brand: "Escitalopram (Cipralex)"; `Formulary.match` tries a bracketed
+    brand when the rest is unknown), strengths and units ("100mg",
+    "37.5 mg/5 ml", "6 mg/24 hr"), salt and hydrate names, and dose forms
+    ("tablets", "film-coated", "oral solution", ...), and takes release and
+    route markers (XR, XL, CR, SR, ER, LA, MR, modified- or prolonged-release,
+    ODT, orodispersible, transdermal, patch) off as the formulation.
+    Combination separators ("+", "and", "with", "/") become "/".
     """
-    text = _SPACE.sub(" ", str(raw).strip().lower().replace("_", " "))
-    text = _DOSE_TEXT.sub(" ", text)
+    text = _fold(raw)
+    text = _BRACKETS.sub(" ", text)
+    text = _STRENGTH.sub(" ", text)
+    text = _BARE_NUMBER.sub(" ", text)  # a strength printed without its unit ("Zoloft 100")
+    text = re.sub(r"\b(modified|prolonged|extended|controlled|sustained)[- ]release\b",
+                  r"\1 release", text)  # fmt: skip
     formulation = ""
     match = _FORM_RE.search(text)
     if match:
         formulation = _FORMULATIONS[match.group(1)]
         text = _FORM_RE.sub(" ", text)
+    text = _FORMS_RE.sub(" ", text)
     text = _SALT_RE.sub(" ", text)
     text = _COMBINERS.sub("/", _SPACE.sub(" ", text))
     text = _TRIM.sub("", _SPACE.sub(" ", text))
+    text = "/".join(part for part in (p.strip() for p in text.split("/")) if part)
     return text, formulation
+
+
+def bracketed(raw: str) -> list[str]:
+    """The texts in brackets of an exported name (a brand: "Escitalopram (Cipralex)")."""
+    return [a or b for a, b in _BRACKETS.findall(_fold(raw))]
 
 
 @dataclass(frozen=True)
@@ -137,6 +198,7 @@ class Drug:
     max_mg_per_day: float | None = None
     max_source: str = ""
     moiety: str = ""  # empty: the generic itself
+    required_formulation: str = ""  # counts only in this formulation (selegiline: transdermal)
 
 
 @dataclass(frozen=True)
@@ -144,20 +206,52 @@ class Formulary:
     drugs: dict[str, Drug]
     sha256: str
     source: str
-    _aliases: dict[str, tuple[str, bool]] = field(repr=False, default_factory=dict)
+    _aliases: dict[str, tuple[str, bool, str]] = field(repr=False, default_factory=dict)
     _suggested: dict[tuple[str, int], list[str]] = field(
         repr=False, compare=False, default_factory=dict
     )  # suggest() per name: difflib is slow, and a streamed run asks once per chunk
 
     def match(self, raw: str) -> DrugMatch:
         normalized, formulation = normalize_name(raw)
+        hit = self._find(normalized)
+        if hit is None:  # "Escitalopram (Cipralex)" with an unknown first word: the brand
+            for inner in bracketed(raw):
+                hit = self._find(normalize_name(inner)[0])
+                if hit is not None:
+                    break
+        if hit is None:
+            return DrugMatch(normalized, None, formulation, False)
+        generic, non_depression, implied = hit
+        formulation = formulation or implied
+        for inner in bracketed(raw):  # "Bupropion (Zyban)", "selegiline (Emsam)"
+            name, form = normalize_name(inner)
+            also = self._find(name)
+            if also is not None and also[0] == generic:
+                non_depression |= also[1]
+                formulation = formulation or form or also[2]
+        required = self.drugs[generic].required_formulation
+        if required and formulation != required:  # e.g. oral selegiline (Parkinson's)
+            non_depression = True
+        return DrugMatch(normalized, generic, formulation, non_depression)
+
+    def with_aliases(self, aliases: Mapping[str, str]) -> Formulary:
+        """This formulary with a rule set's site names (`formulary.aliases`) added; a site
+        name replaces what the bundled table says of it. The table's hash is unchanged:
+        the aliases are part of the rule set, which is hashed on its own."""
+        if not aliases:
+            return self
+        extra = {
+            normalize_name(name)[0]: (normalize_name(generic)[0], False, "")
+            for name, generic in aliases.items()
+        }
+        return replace(self, _aliases={**self._aliases, **extra}, _suggested={})
+
+    def _find(self, normalized: str) -> tuple[str, bool, str] | None:
         hit = self._aliases.get(normalized)
         if hit is None and "/" in normalized:
             # "fluoxetine/olanzapine" and "olanzapine/fluoxetine" are one product.
             hit = self._aliases.get("/".join(sorted(normalized.split("/"))))
-        if hit is None:
-            return DrugMatch(normalized, None, formulation, False)
-        return DrugMatch(normalized, hit[0], formulation, hit[1])
+        return hit
 
     def suggest(self, normalized: str, n: int = 3) -> list[str]:
         """Closest known names (generic or brand) for an unknown drug name."""
@@ -267,12 +361,16 @@ def parse_formulary(text: str, source: str) -> Formulary:
             ),
             max_source=(row.get("max_source") or "").strip(),
             moiety=normalize_name(row.get("moiety") or "")[0] or generic,
+            required_formulation=(row.get("required_formulation") or "").strip().lower(),
         )
         drugs[generic] = drug
-        names = [(generic, False)]
-        names += [(normalize_name(s)[0], False) for s in drug.synonyms]
-        names += [(normalize_name(s)[0], True) for s in drug.non_depression_brands]
-        for name, non_depression in names:
+        # A brand of a drug that counts only in one formulation (Emsam: transdermal
+        # selegiline) carries that formulation; the generic name alone does not.
+        implied = drug.required_formulation
+        names = [(generic, False, "")]
+        names += [(normalize_name(s)[0], False, implied) for s in drug.synonyms]
+        names += [(normalize_name(s)[0], True, "") for s in drug.non_depression_brands]
+        for name, non_depression, formulation in names:
             keys = {name}
             if "/" in name:
                 keys.add("/".join(sorted(name.split("/"))))
@@ -283,22 +381,113 @@ def parse_formulary(text: str, source: str) -> Formulary:
                         f"{where}: name {key!r} already belongs to {previous[0]!r}; "
                         "a name may map to one generic only"
                     )
-                aliases[key] = (generic, non_depression)
+                aliases[key] = (generic, non_depression, formulation)
     if problems:
         raise RuleError(f"{source}: the formulary is invalid ({len(problems)} problems)", problems)
+    # The INN as German, French, Spanish and Italian print it (Sertralin, sertralina):
+    # added where no listed name already means something else.
+    variants = [(v, generic) for generic in drugs for v in inn_variants(generic)]
+    shared = {v for v, n in Counter(v for v, _ in variants).items() if n > 1}
+    for variant, generic in variants:
+        if variant not in shared:  # a spelling two drugs could claim is left unknown
+            aliases.setdefault(variant, (generic, False, ""))
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     return Formulary(drugs=drugs, sha256=digest, source=source, _aliases=aliases)
+
+
+_LATIN = (("ph", "f"), ("th", "t"), ("y", "i"))
+
+
+def inn_variants(generic: str) -> set[str]:
+    """Spellings of an English INN in German, Spanish and Italian (French is the English
+    spelling once accents are dropped): sertraline -> sertralin, sertralina;
+    amitriptyline -> amitriptylin, amitriptilina; phenelzine -> fenelzina;
+    aripiprazole -> aripiprazol, aripiprazolo; lithium -> litio. Combination products
+    get none. A rule, not a dictionary: names it does not cover are for
+    `formulary.aliases`."""
+    if "/" in generic or " " in generic:
+        return set()
+    variants: set[str] = set()
+    if generic.endswith("e"):
+        variants.add(generic[:-1])  # German: Sertralin, Duloxetin, Aripiprazol
+        romance = generic[:-1] + "a"  # Spanish and Italian: sertralina
+    elif generic.endswith("ium"):
+        romance = generic[:-3] + "io"  # lithium -> litio
+    elif generic[-1] in "nm":
+        romance = generic + "a"  # mianserin -> mianserina, citalopram stays below
+        variants.add(generic + "e")  # Italian: bupropione
+    else:
+        romance = generic
+    if generic.endswith("ole"):
+        romance = generic[:-1]  # Spanish aripiprazol
+        variants.add(generic[:-1] + "o")  # Italian aripiprazolo
+    for old, new in _LATIN:
+        romance = romance.replace(old, new)
+    variants.add(romance)
+    if generic.endswith("am"):  # citalopram, escitalopram: the same in every language
+        variants.discard(generic + "a")
+        variants.discard(generic + "e")
+    variants.discard(generic)
+    return variants
 
 
 def bundled_formulary_text() -> str:
     return resources.files("trdscreen").joinpath("data/formulary.csv").read_text(encoding="utf-8")
 
 
-def load_formulary(path: Path | None = None) -> Formulary:
-    """The bundled formulary, or a site formulary file with the same columns."""
-    if path is None:
-        return parse_formulary(bundled_formulary_text(), "bundled formulary")
-    from trdscreen.io import read_config_file
+OTHER_DRUGS_FILE = "data/other_drugs.csv"
+"""The bundled ATC layer: common drugs of psychiatric and primary-care exports that are not
+depression treatments (benzodiazepines, Z-drugs, antiepileptics, stimulants, antihistamines,
+opioids, cardiovascular, metabolic, ...), with their ATC code, group and names; a few with
+some augmentation evidence (buspirone, lamotrigine, modafinil, pramipexole) and antipsychotics
+without depression evidence are `policy` drugs, counted only when a rule set names them in
+`also_count`. Versioned with trdscreen (the manifest records the version)."""
 
-    text, _ = read_config_file(Path(path), "formulary file")
-    return parse_formulary(text, str(path))
+
+def load_formulary(path: Path | None = None) -> Formulary:
+    """The bundled formulary, or a site formulary file with the same columns, plus the
+    bundled ATC layer of drugs that are not depression treatments."""
+    if path is None:
+        table = parse_formulary(bundled_formulary_text(), "bundled formulary")
+    else:
+        from trdscreen.io import read_config_file
+
+        text, _ = read_config_file(Path(path), "formulary file")
+        table = parse_formulary(text, str(path))
+    return with_other_drugs(table)
+
+
+def with_other_drugs(table: Formulary) -> Formulary:
+    """`table` with the bundled other drugs added; a generic or a name the table already
+    has keeps the table's meaning."""
+    text = resources.files("trdscreen").joinpath(OTHER_DRUGS_FILE).read_text(encoding="utf-8")
+    drugs = dict(table.drugs)
+    aliases = dict(table._aliases)
+    for row in csv.DictReader(io.StringIO(text)):
+        generic = normalize_name(row["generic"])[0]
+        if generic in drugs:
+            continue
+        drugs[generic] = Drug(
+            generic=generic,
+            drug_class=row["drug_class"].strip(),
+            atc_code=row["atc_code"].strip(),
+            counts_as=row["counts_as"].strip(),
+            min_mg_per_day=None,
+            min_source="",
+            min_evidence="",
+            alt_min_mg_per_day=None,
+            alt_source="",
+            formulation_minimums={},
+            synonyms=_split(row["synonyms"]),
+            non_depression_brands=(),
+            notes="ATC layer (trdscreen/data/other_drugs.csv): WHO ATC code as commonly "
+            "listed, not checked against the ATC/DDD index here [U]",
+        )
+        for name in (generic, *(normalize_name(s)[0] for s in drugs[generic].synonyms)):
+            aliases.setdefault(name, (generic, False, ""))
+    variants = [(v, g) for g in drugs if g not in table.drugs for v in inn_variants(g)]
+    shared = {v for v, n in Counter(v for v, _ in variants).items() if n > 1}
+    for variant, generic in variants:
+        if variant not in shared:
+            aliases.setdefault(variant, (generic, False, ""))
+    return replace(table, drugs=drugs, _aliases=aliases, _suggested={})

@@ -27,6 +27,7 @@ REASON_TEXT = {
     "augmentation_agent_without_augmentation_role": "an add-on agent given without an "
     "augmentation or combination role: not an antidepressant trial",
     "not_an_antidepressant": "not an antidepressant",
+    "not_a_depression_treatment": "a known drug for another condition (ATC layer): never a trial",
     "policy_drug_not_counted": "the rule set does not count this drug",
     "unknown_drug": "drug name not in the formulary: adequacy unknown",
     "merged_segments": "one of several rows of the same drug merged into one course "

@@ -306,6 +306,13 @@ class FormularyConfig(_Model):
     dose_source: Literal["atrq", "atrq_then_alternative"] = "atrq"
     overrides: dict[str, DoseOverride] = {}
     also_count: tuple[str, ...] = ()
+    aliases: dict[str, str] = Field(
+        {},
+        description=(
+            'site names for formulary generics, e.g. {"Sertra-Q": sertraline}; normalized like '
+            "every exported name"
+        ),
+    )
 
 
 # --------------------------------------------------------------------------- staging
