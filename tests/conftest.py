@@ -24,6 +24,7 @@ SUBJECT_DEFAULTS = {
     "screening_date": "2024-06-01",
     "hamd_screening": 24,
     "bipolar": "false",
+    "diagnosis": "F33.1",  # recurrent depressive disorder (ICD-10): MDD
 }
 TREATMENT_COLUMNS = [
     "subject_id",

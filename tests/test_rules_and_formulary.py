@@ -24,7 +24,7 @@ def test_default_preset_loads():
     rules = parse_rules(resolve_rules(None).read_text(), "preset")
     assert rules.id == "sforzini-2021"
     assert rules.outcome.nonresponse.op == "<" and rules.outcome.nonresponse.pct == 25
-    assert [c.id for c in rules.criteria] == ["AGE", "EX-BIPOLAR", "HAMD-SCREEN", "TRD-MIN"]
+    assert [c.id for c in rules.criteria] == ["AGE", "MDD", "EX-BIPOLAR", "HAMD-SCREEN", "TRD-MIN"]
 
 
 def test_unknown_key_lists_allowed_keys():

@@ -61,7 +61,11 @@ def threshold_text(criterion: Criterion) -> str:
         text = f"{'in' if op is Op.in_ else 'not in'} [{', '.join(_fmt(v) for v in value)}]"
     else:
         text = "empty" if op is Op.is_null else "not empty"
-    return f"exclude when {text}" if criterion.kind == "exclusion" else text
+    if criterion.kind == "exclusion":
+        return f"exclude when {text}"
+    # An inclusion threshold must not start with "=": a spreadsheet would read a formula
+    # (and the CSV would escape it).
+    return f"equals {_fmt(value)}" if op is Op.eq else text
 
 
 def _fmt(value: object) -> str:

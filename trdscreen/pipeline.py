@@ -15,6 +15,7 @@ from trdscreen import quarantine as quarantine_policy
 from trdscreen.asof import as_of_view
 from trdscreen.courses import assess_courses
 from trdscreen.criteria import assumption_counts, attrition, decide, evaluate_all, ledger
+from trdscreen.diagnoses import derived_columns
 from trdscreen.errors import InvalidInputData
 from trdscreen.formulary import Formulary
 from trdscreen.io import SourceTable
@@ -188,7 +189,9 @@ def screen_validated(
     subjects = pd.concat([subjects, scores], axis=1)
     # cohort.subjects is aligned row for row with `subjects` (both sorted by id).
     extra = cohort.subjects.drop(columns=[c for c in subjects.columns if c in cohort.subjects])
-    criteria_frame = pd.concat([subjects, extra.reset_index(drop=True)], axis=1)
+    criteria_frame = pd.concat(
+        [subjects, extra.reset_index(drop=True), derived_columns(cohort.subjects)], axis=1
+    )
     results = evaluate_all(rules, criteria_frame)
     decisions = decide(subjects, results)[[*DECISION_COLUMNS, *scores.columns]]
     # By subject_id (codes are id ranks), start_date, then source_line: the rows are in

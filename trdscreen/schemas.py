@@ -79,6 +79,7 @@ SUBJECT_COLUMNS: dict[str, ColumnSpec] = {
     "age": ColumnSpec("float", low=0, high=130, expected="an age in years from 0 to 130"),
     "sex": ColumnSpec("string"),
     "diagnosis": ColumnSpec("string"),
+    "diagnoses": ColumnSpec("string"),
     "episode_start": ColumnSpec("date", expected="an ISO date YYYY-MM-DD"),
     "screening_date": ColumnSpec("date", expected="an ISO date YYYY-MM-DD"),
     "hamd_screening": ColumnSpec("int", low=0, high=52, expected="a HAM-D17 total from 0 to 52"),

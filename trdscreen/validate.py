@@ -15,6 +15,8 @@ import pandas as pd
 
 from trdscreen.asof import AFTER, CENSORED, course_masks, subject_masks
 from trdscreen.coded import coded
+from trdscreen.diagnoses import DERIVED_COLUMNS as DIAGNOSIS_COLUMNS
+from trdscreen.diagnoses import SOURCE_COLUMNS as DIAGNOSIS_SOURCES
 from trdscreen.formulary import Formulary
 from trdscreen.io import SourceTable
 from trdscreen.issues import IssueLog
@@ -29,6 +31,7 @@ DERIVED_SUBJECT_COLUMNS = (
     "n_failed_trials",
     "n_partial_response_trials",
     "classification",
+    *DIAGNOSIS_COLUMNS,
     *(column for columns in STAGING_COLUMNS.values() for column in columns),
 )
 """Columns that criteria may name although no input table holds them."""
@@ -127,6 +130,18 @@ def _check_subject_columns(
                     f"criterion {criterion.id} needs `age` or `birth_date` in the subjects table; "
                     "neither was found (map a site header under `columns: subjects:`)",
                 )
+        elif column in DIAGNOSIS_COLUMNS:
+            sources = (*DIAGNOSIS_SOURCES, *(("bipolar",) if column != "mdd" else ()))
+            if not set(sources) & present:
+                log.add(
+                    source,
+                    None,
+                    column,
+                    "criterion_column_missing",
+                    f"criterion {criterion.id} reads `{column}`, derived from subjects column "
+                    f"{' or '.join(f'`{c}`' for c in sources)}; none was found (map a site "
+                    "header under `columns: subjects:`)",
+                )
         elif column not in DERIVED_SUBJECT_COLUMNS and column not in present:
             log.add(
                 source,
@@ -163,7 +178,8 @@ def _check_subject_columns(
 def _check_without_subjects(
     source: SourceTable, rules: RuleSet, as_of: date | None, log: IssueLog
 ) -> None:
-    needed = sorted({c.column for c in rules.criteria} - set(DERIVED_SUBJECT_COLUMNS[1:]))
+    derived = set(DERIVED_SUBJECT_COLUMNS[1:]) - set(DIAGNOSIS_COLUMNS)  # those need subjects
+    needed = sorted({c.column for c in rules.criteria} - derived)
     if needed:
         log.add(
             source,

@@ -1,0 +1,134 @@
+"""Diagnoses as exports record them, resolved to the categories criteria need.
+
+The subjects table's `diagnosis` column (and an optional `diagnoses` column of
+`;`-separated entries) may hold ICD-10 codes (F32.1, F33), ICD-11 codes (6A70,
+6A71), SNOMED CT concept ids, DSM-5 names or common free text ("MDD,
+recurrent", "major depression"). Each distinct entry is resolved once by a
+bundled vocabulary to `mdd`, `bipolar`, `schizoaffective`,
+`psychotic_disorder` or `other`, or stays unresolved. Two derived subject
+columns follow, for criteria:
+
+- `mdd`: true when an entry is major depressive disorder; false when every
+  entry resolves and none is; unknown when there is no entry or one does not
+  resolve;
+- `bipolar_or_schizoaffective`: true when the `bipolar` flag is true or an
+  entry is bipolar or schizoaffective disorder; false when the flag is false
+  and no entry is; unknown otherwise (a recorded MDD diagnosis does not stand in
+  for a missing bipolar flag).
+
+The vocabulary is a project table [U]: ICD-10 F32/F33, F31, F25, F20-F29 and
+ICD-11 6A70/6A71, 6A60-6A62, 6A21, 6A20-6A2Z as their chapters define them,
+and the SNOMED CT concepts named below.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+CATEGORIES = ("mdd", "bipolar", "schizoaffective", "psychotic_disorder", "other")
+DERIVED_COLUMNS = ("mdd", "bipolar_or_schizoaffective")
+"""Subject columns derived here that criteria may name."""
+SOURCE_COLUMNS = ("diagnosis", "diagnoses")
+
+_ICD10 = [  # (code prefix, category), longest prefix first
+    ("F32", "mdd"),
+    ("F33", "mdd"),
+    ("F31", "bipolar"),
+    ("F30", "bipolar"),
+    ("F25", "schizoaffective"),
+    ("F2", "psychotic_disorder"),
+    ("F", "other"),
+]
+_ICD11 = [
+    ("6A70", "mdd"),
+    ("6A71", "mdd"),
+    ("6A60", "bipolar"),
+    ("6A61", "bipolar"),
+    ("6A62", "bipolar"),
+    ("6A21", "schizoaffective"),
+    ("6A2", "psychotic_disorder"),
+    ("6", "other"),
+]
+_SNOMED = {
+    "370143000": "mdd",  # major depressive disorder
+    "36923009": "mdd",  # major depression, single episode
+    "66344007": "mdd",  # recurrent major depression
+    "13746004": "bipolar",  # bipolar disorder
+    "68890003": "schizoaffective",  # schizoaffective disorder
+    "58214004": "psychotic_disorder",  # schizophrenia
+}
+_TEXT = [  # (pattern, category), first match wins
+    (r"schizo ?affective", "schizoaffective"),
+    (r"bipolar|manic depress|\bmania\b|\bbp ?(i|ii|1|2)\b", "bipolar"),
+    (r"schizophren|psychotic disorder|\bpsychosis\b|delusional disorder", "psychotic_disorder"),
+    (r"persistent depressive|dysthymi", "other"),
+    (
+        r"\bmdd\b|major depress|recurrent depress|depressive episode|unipolar depress|"
+        r"depressive disorder|\bmde\b",
+        "mdd",
+    ),
+]
+_ICD10_RE = re.compile(r"^([A-Z])(\d\d)(?:\.?\w*)?$")
+_ICD11_RE = re.compile(r"^(\d[A-Z]\w\d)(?:\.?\w*)?$")
+
+
+def classify(entry: str) -> str | None:
+    """The category of one diagnosis entry (a code or text), or None when unresolved."""
+    text = " ".join(str(entry).split())
+    if not text:
+        return None
+    code = text.upper().replace(" ", "")
+    if _ICD10_RE.match(code):
+        for prefix, category in _ICD10:
+            if code.startswith(prefix):
+                return category
+        return "other"
+    if _ICD11_RE.match(code):
+        for prefix, category in _ICD11:
+            if code.startswith(prefix):
+                return category
+    if code.isdigit():
+        return _SNOMED.get(code)
+    lowered = text.lower()
+    for pattern, category in _TEXT:
+        if re.search(pattern, lowered):
+            return category
+    return None
+
+
+def derived_columns(subjects: pd.DataFrame) -> pd.DataFrame:
+    """`mdd` and `bipolar_or_schizoaffective` per subject row (nullable booleans), from the
+    diagnosis columns present (entries resolved once per distinct text)."""
+    n = len(subjects)
+    has = {c: np.zeros(n, dtype=bool) for c in CATEGORIES}
+    entries = np.zeros(n, dtype=np.int64)
+    unresolved = np.zeros(n, dtype=bool)
+    for column in SOURCE_COLUMNS:
+        if column not in subjects.columns:
+            continue
+        codes, uniques = pd.factorize(subjects[column])
+        for index, value in enumerate(uniques):
+            parts = [p for p in str(value).split(";") if p.strip()]
+            rows = codes == index
+            entries[rows] += len(parts)
+            for part in parts:
+                category = classify(part)
+                if category is None:
+                    unresolved[rows] = True
+                else:
+                    has[category][rows] = True
+    mdd = pd.array(np.where(has["mdd"], True, False), dtype="boolean")
+    mdd[~has["mdd"] & ((entries == 0) | unresolved)] = pd.NA
+    excluding = has["bipolar"] | has["schizoaffective"]
+    if "bipolar" in subjects.columns:
+        flag = pd.Series(subjects["bipolar"]).astype("boolean")
+        flag_true = flag.fillna(False).to_numpy(dtype=bool)
+        flag_false = (~flag).fillna(False).to_numpy(dtype=bool)
+    else:
+        flag_true = flag_false = np.zeros(n, dtype=bool)
+    either = pd.array(excluding | flag_true, dtype="boolean")
+    either[~excluding & ~flag_true & ~flag_false] = pd.NA
+    return pd.DataFrame({"mdd": mdd, "bipolar_or_schizoaffective": either})
