@@ -1,0 +1,65 @@
+"""The diagnosis vocabulary: each entry is the category its coding system defines."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from trdscreen.diagnoses import classify, derived_columns
+
+
+@pytest.mark.parametrize(
+    ("entry", "category"),
+    [
+        ("F32.1", "mdd"),  # ICD-10 depressive episode
+        ("F33", "mdd"),  # ICD-10 recurrent depressive disorder
+        ("f33.2", "mdd"),
+        ("F31.4", "bipolar"),
+        ("F30.1", "bipolar"),  # manic episode
+        ("F25.0", "schizoaffective"),
+        ("F20.0", "psychotic_disorder"),
+        ("F41.1", "other"),  # anxiety: a known code that is not MDD
+        ("6A70", "mdd"),  # ICD-11 single episode depressive disorder
+        ("6A71.1", "mdd"),  # ICD-11 recurrent depressive disorder
+        ("6A60", "bipolar"),
+        ("6A21", "schizoaffective"),
+        ("6A20", "psychotic_disorder"),
+        ("370143000", "mdd"),  # SNOMED CT major depressive disorder
+        ("66344007", "mdd"),
+        ("13746004", "bipolar"),
+        ("68890003", "schizoaffective"),
+        ("MDD, recurrent", "mdd"),
+        ("Major depressive disorder, single episode", "mdd"),
+        ("recurrent depressive disorder", "mdd"),
+        ("Bipolar II disorder", "bipolar"),
+        ("schizoaffective disorder, depressive type", "schizoaffective"),
+        ("persistent depressive disorder", "other"),  # dysthymia is not MDD
+        ("anxiety", None),
+        ("", None),
+        ("123", None),  # an unknown SNOMED id
+    ],
+)
+def test_classify(entry, category):
+    assert classify(entry) == category
+
+
+def test_derived_columns_are_tri_state():
+    subjects = pd.DataFrame(
+        {
+            "diagnosis": ["F33.1", "F25.0", None, "anxiety", "F33.1", "F32.0"],
+            "diagnoses": [None, None, None, None, "F31.1; 6A71", None],
+            "bipolar": pd.array([False, False, False, None, False, None], dtype="boolean"),
+        }
+    )
+    derived = derived_columns(subjects)
+    assert derived["mdd"].tolist() == [True, False, pd.NA, pd.NA, True, True]
+    # bipolar flag OR-ed with a bipolar or schizoaffective diagnosis; unknown only when the
+    # flag is missing and no diagnosis says so (row 6: MDD does not stand in for the flag)
+    assert derived["bipolar_or_schizoaffective"].tolist() == [
+        False,
+        True,
+        False,
+        pd.NA,
+        True,
+        pd.NA,
+    ]
