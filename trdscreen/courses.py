@@ -386,6 +386,7 @@ def assess_courses(
         nonresponse = trials.superseded(codes, key, c_start[course], adequate)
         nonresponse[remission[course]] = NOT_MET
         why.flag(counts_flag & (nonresponse == MET), "superseded_by_later_trial")
+        why.flag(counts_flag & (nonresponse == UNKNOWN), "superseded_possibly")
         why.flag(counts_flag & (nonresponse == NOT_MET), "not_superseded")
 
     # --- early discontinuation (Sforzini item 10): needs evidence, and min_days

@@ -79,6 +79,8 @@ REASON_TEXT = {
     "judged_at_last_course": "the drug is judged by its last course, which did not fail",
     "superseded_by_later_trial": "a later adequate trial of another drug started: failed by "
     "register evidence",
+    "superseded_possibly": "a later trial of another drug started whose adequacy is unknown: "
+    "possibly failed by register evidence",
     "not_superseded": "no later adequate trial of another drug: not failed by register evidence",
     "response": "response (improvement at or above the response cut)",
     "partial_response": "partial response: improvement in the band between failure and response",

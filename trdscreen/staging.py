@@ -142,8 +142,9 @@ def _maudsley(
     antidepressant = count.on_drug & (drug_class != "augmentation")
     failed_lo, failed_hi = count.bounds(courses.failed_any, antidepressant)
     steps = np.asarray(model.failed_antidepressant_steps)
-    treatment_lo = np.searchsorted(steps, failed_lo, side="right")
-    treatment_hi = np.searchsorted(steps, failed_hi, side="right")
+    # The treatment dimension scores 1 to 5: never below its published minimum of 1.
+    treatment_lo = np.maximum(np.searchsorted(steps, failed_lo, side="right"), 1)
+    treatment_hi = np.maximum(np.searchsorted(steps, failed_hi, side="right"), 1)
 
     augmentation = count.any(courses.used_any, count.on_drug & np.isin(count.role, AUGMENTING))
     ect = count.any(courses.used_any, count.modality == "ect")

@@ -163,10 +163,10 @@ def assess_subjects(cohort: Cohort, courses: CourseAssessment, rules: RuleSet) -
     if "birth_date" in subjects.columns:
         age = age_at(subjects["birth_date"].to_numpy(dtype="datetime64[s]"), cohort.reference)
         if "age" in subjects.columns:  # fall back to a given age where birth_date is empty
-            given = subjects["age"].to_numpy(dtype=np.float64, na_value=np.nan)
+            given = np.floor(subjects["age"].to_numpy(dtype=np.float64, na_value=np.nan))
             age = np.where(np.isnan(age), given, age)
-    elif "age" in subjects.columns:
-        age = subjects["age"].to_numpy(dtype=np.float64, na_value=np.nan)
+    elif "age" in subjects.columns:  # whole years completed, as a computed age
+        age = np.floor(subjects["age"].to_numpy(dtype=np.float64, na_value=np.nan))
     else:
         age = np.full(n, np.nan)
 
