@@ -12,7 +12,6 @@ hundred at most), never per row: callers factorize the column and map codes.
 from __future__ import annotations
 
 import csv
-import difflib
 import hashlib
 import io
 import re
@@ -23,6 +22,8 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from rapidfuzz import fuzz, process
 
 from trdscreen.errors import RuleError
 
@@ -257,9 +258,16 @@ class Formulary:
         """Closest known names (generic or brand) for an unknown drug name."""
         key = (normalized, n)
         if key not in self._suggested:
-            self._suggested[key] = difflib.get_close_matches(
-                normalized, list(self._aliases), n=n, cutoff=0.6
+            # rapidfuzz's normalized Indel similarity is difflib's ratio, in C; names tie
+            # on score in alphabetical order, so the answer never depends on table order.
+            found = process.extract(
+                normalized, sorted(self._aliases), scorer=fuzz.ratio, limit=None, score_cutoff=60
             )
+            ranked = sorted(found, key=lambda hit: (-hit[1], hit[0]))
+            best: dict[str, str] = {}  # one name per drug: the closest
+            for name, _, _ in ranked:
+                best.setdefault(self._aliases[name][0], name)
+            self._suggested[key] = list(best.values())[:n]
         return list(self._suggested[key])
 
     def minimum_dose(self, generic: str, formulation: str, source: str) -> tuple[float | None, str]:
