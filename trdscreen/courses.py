@@ -225,7 +225,7 @@ def assess_courses(
     role = coded(courses, "role", "monotherapy")
     stop_reason = coded(courses, "stop_reason", "")
     drug_modality = modality.isin(DRUG_MODALITIES)
-    lookup = drug_facts(courses["drug"], rules, formulary)
+    lookup = drug_facts(courses, rules, formulary)
     in_view = ~_flags(courses, AFTER)
     why.flag(_flags(courses, CENSORED), CENSORED)
     treatment, counted, on_drug = _counted(
@@ -237,7 +237,9 @@ def assess_courses(
     # stopped row without an end date has an unknown end, never "ongoing")
     dose = _floats(courses, "daily_dose_mg")
     required = lookup["min_dose"] * rules.adequacy.dose.multiple
-    row_dose = _row_dose(dose, required, lookup, drug_modality, on_drug & known, rules, why)
+    # Dose reasons only where a dose can matter: not on a drug that never counts.
+    judged = on_drug & known & ~lookup["counts_as"].eq("not_a_depression_treatment")
+    row_dose = _row_dose(dose, required, lookup, drug_modality, judged, rules, why)
     start = courses["start_date"].to_numpy(dtype="datetime64[s]")
     end_given = (
         courses["end_date"].to_numpy(dtype="datetime64[s]")
@@ -293,7 +295,7 @@ def assess_courses(
     low_days = seg.union_days(lows, last_day, low_rows)
     high_days = seg.union_days(lows, last_day, high_rows)
     high_days[seg.any(high_rows & np.isnan(last_day))] = np.inf
-    relevant = on_drug & known
+    relevant = judged
     why.flag(relevant & (dose_of_row == NOT_MET) & (row_dose == NOT_MET), "dose_below_minimum")
     why.flag(
         relevant & (dose_of_row == MET) & (row_dose == NOT_MET), "sub_minimum_days_not_counted"

@@ -15,21 +15,43 @@ from trdscreen.formulary import Formulary
 from trdscreen.ruleset import RuleSet
 
 
-def drug_facts(drugs: pd.Series, rules: RuleSet, formulary: Formulary) -> dict:
-    """Formulary facts per row, computed once per distinct exported name.
+def distinct_drugs(courses: pd.DataFrame) -> tuple[np.ndarray, list[tuple[object, object]]]:
+    """(code per row, the distinct (name, ATC code) pairs): rows of one pair share a code
+    (-1 where the name is null); without an `atc_code` column the code is None."""
+    names, name_values = pd.factorize(courses["drug"])
+    if "atc_code" not in courses.columns:
+        return names, [(name, None) for name in name_values]
+    atcs, atc_values = pd.factorize(courses["atc_code"])
+    pair = np.where(names < 0, -1, names.astype(np.int64) * (len(atc_values) + 1) + atcs + 1)
+    codes, pairs = pd.factorize(pair)
+    codes = np.where(pair < 0, -1, codes)
+    width = len(atc_values) + 1
+    distinct = []
+    for value in pairs:
+        if value < 0:
+            distinct.append((None, None))
+            continue
+        atc = int(value) % width - 1
+        distinct.append((name_values[int(value) // width], atc_values[atc] if atc >= 0 else None))
+    return codes, distinct
+
+
+def drug_facts(courses: pd.DataFrame, rules: RuleSet, formulary: Formulary) -> dict:
+    """Formulary facts per row, computed once per distinct exported name (and ATC code,
+    when the export has an `atc_code` column: it names the drug where the name does not).
 
     Numbers and flags per row (known, non-depression product, counted by `also_count`,
     minimum dose, the integer keys of the drug, its moiety and its class), `counts_as` as
     codes, and the output text columns as Categoricals.
     """
-    codes, uniques = pd.factorize(drugs)
+    codes, uniques = distinct_drugs(courses)
     rows = []
-    for name in uniques:
-        match = formulary.match(name)
+    for name, atc in uniques:
+        match = formulary.resolve(name, atc)
         if match.generic is None:
             rows.append((None, match.normalized, "", "", "", np.nan, "", False))
             continue
-        drug = formulary.drugs[match.generic]
+        drug = formulary.drug(match.generic)
         minimum, source = formulary.rule_minimum(
             match.generic,
             match.formulation,

@@ -171,6 +171,22 @@ def bracketed(raw: str) -> list[str]:
     return [a or b for a, b in _BRACKETS.findall(_fold(raw))]
 
 
+ATC_PREFIX = "ATC "
+"""The generic of a drug known by its ATC code only (e.g. "ATC C10AA05")."""
+DEPRESSION_ATC = ("N06A", "N05A", "H03AA02")
+"""ATC groups of depression treatments (antidepressants, antipsychotics and lithium,
+liothyronine): a code there that the table lacks is an unknown drug, never "not counted"."""
+_ATC = re.compile(r"^[A-Z](\d\d([A-Z]([A-Z](\d\d)?)?)?)?$")
+
+
+def normalize_atc(value: object) -> str | None:
+    """An ATC code in upper case without spaces, or None when empty or not an ATC code."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    code = str(value).strip().upper().replace(" ", "")
+    return code if code and _ATC.match(code) and len(code) >= 4 else None
+
+
 @dataclass(frozen=True)
 class DrugMatch:
     """What the formulary says about one distinct exported name."""
@@ -211,6 +227,47 @@ class Formulary:
     _suggested: dict[tuple[str, int], list[str]] = field(
         repr=False, compare=False, default_factory=dict
     )  # suggest() per name: difflib is slow, and a streamed run asks once per chunk
+
+    def resolve(self, raw: str | None, atc: str | None) -> DrugMatch:
+        """A row's drug from its name, else from its ATC code (the optional `atc_code`
+        column): a code of a known drug is that drug; a code of another group than the
+        depression treatments (N06A, N05A, H03AA02) is a drug that is not one
+        (`ATC_PREFIX` + code); a depression-treatment code the table lacks stays unknown."""
+        match = self.match(raw) if raw is not None else DrugMatch("", None, "", False)
+        code = normalize_atc(atc)
+        if match.generic is not None or code is None:
+            return match
+        generic = self._by_atc().get(code)
+        if generic is not None:
+            drug = self.drugs[generic]
+            formulation = match.formulation or ""
+            other = bool(drug.required_formulation) and formulation != drug.required_formulation
+            return DrugMatch(match.normalized, generic, formulation, other)
+        if code.startswith(DEPRESSION_ATC):
+            return match
+        return DrugMatch(match.normalized, ATC_PREFIX + code, match.formulation, False)
+
+    def drug(self, generic: str) -> Drug:
+        """The table's drug, or for an `ATC_PREFIX` code a drug that is not a depression
+        treatment."""
+        if generic in self.drugs or not generic.startswith(ATC_PREFIX):
+            return self.drugs[generic]
+        code = generic.removeprefix(ATC_PREFIX)
+        return Drug(generic=generic, drug_class=f"ATC {code[:3]}", atc_code=code,
+                    counts_as="not_a_depression_treatment", min_mg_per_day=None,
+                    min_source="", min_evidence="", alt_min_mg_per_day=None, alt_source="",
+                    formulation_minimums={}, synonyms=(), non_depression_brands=(),
+                    notes="known by its ATC code only")  # fmt: skip
+
+    def _by_atc(self) -> dict[str, str]:
+        if "by_atc" not in self._suggested:  # computed once per table
+            table: dict[str, str] = {}
+            for generic in sorted(self.drugs):
+                code = normalize_atc(self.drugs[generic].atc_code)
+                if code is not None:
+                    table.setdefault(code, generic)
+            self._suggested["by_atc"] = table  # type: ignore[index]
+        return self._suggested["by_atc"]  # type: ignore[index,return-value]
 
     def match(self, raw: str) -> DrugMatch:
         normalized, formulation = normalize_name(raw)
@@ -277,7 +334,7 @@ class Formulary:
         MGH-ATRQ column only; "atrq_then_alternative" falls back to the
         alternative column (WHO DDD, McMaster or UpToDate lower bound).
         """
-        drug = self.drugs[generic]
+        drug = self.drug(generic)
         if formulation and formulation in drug.formulation_minimums:
             return drug.formulation_minimums[formulation], f"{drug.min_source} ({formulation})"
         if drug.min_mg_per_day is not None:

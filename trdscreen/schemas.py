@@ -68,6 +68,7 @@ TREATMENT_COLUMNS: dict[str, ColumnSpec] = {
         "float", high=1, expected="a fraction of improvement <= 1", plausible_low=-1.0
     ),
     "sessions": ColumnSpec("int", low=0, high=1000, expected="a session count from 0 to 1000"),
+    "atc_code": ColumnSpec("string", expected="a WHO ATC code such as N06AB06"),
     "stop_reason": ColumnSpec("category", vocabulary=STOP_REASONS),
     "role": ColumnSpec("category", vocabulary=ROLES),
     "modality": ColumnSpec("category", vocabulary=MODALITIES),

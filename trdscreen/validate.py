@@ -17,7 +17,8 @@ from trdscreen.asof import AFTER, CENSORED, course_masks, subject_masks
 from trdscreen.coded import coded
 from trdscreen.diagnoses import DERIVED_COLUMNS as DIAGNOSIS_COLUMNS
 from trdscreen.diagnoses import SOURCE_COLUMNS as DIAGNOSIS_SOURCES
-from trdscreen.formulary import Formulary
+from trdscreen.drugs import distinct_drugs
+from trdscreen.formulary import Formulary, normalize_atc
 from trdscreen.io import SourceTable
 from trdscreen.issues import IssueLog
 from trdscreen.keys import SUBJECT_CODE, day_numbers, first_rows, pack, slots, subject_keys
@@ -392,11 +393,11 @@ def _check_membership(
 def _check_drug_names(
     source: SourceTable, courses: pd.DataFrame, formulary: Formulary, log: IssueLog
 ) -> None:
-    codes, uniques = pd.factorize(courses["drug"])
+    codes, uniques = distinct_drugs(courses)
     if len(uniques) == 0:
         return
     drug_modality = coded(courses, "modality", "pharmacotherapy").isin(DRUG_MODALITIES)
-    matches = [formulary.match(name) for name in uniques]
+    matches = [formulary.resolve(name, atc) for name, atc in uniques]
     messages = []
     for match in matches:
         if match.generic is not None:
@@ -409,6 +410,7 @@ def _check_drug_names(
             "Fix the name or add it to a site formulary"
         )
     _check_plausible_doses(source, courses, formulary, [m.generic for m in matches], codes, log)
+    _check_atc_codes(source, courses, log)
     per_name = np.asarray(messages, dtype=object)
     unknown_name = np.append(per_name != "", False)  # the last slot: null names (-1)
     rows = np.flatnonzero(unknown_name[codes] & drug_modality)
@@ -420,6 +422,24 @@ def _check_drug_names(
         per_name[codes[rows]],  # one message per flagged row
         courses["subject_id"] if "subject_id" in courses.columns else None,
         severity="warning",
+    )
+
+
+def _check_atc_codes(source: SourceTable, courses: pd.DataFrame, log: IssueLog) -> None:
+    """An `atc_code` cell that is not a WHO ATC code (e.g. N06AB06) is an error; the row's
+    drug is then known by its name only."""
+    if "atc_code" not in courses.columns:
+        return
+    codes, values = pd.factorize(courses["atc_code"])
+    bad = np.array([normalize_atc(v) is None for v in values] + [False], dtype=bool)
+    rows = np.flatnonzero(bad[codes])
+    log.add(
+        source,
+        rows,
+        "atc_code",
+        "not_an_atc_code",
+        "expected a WHO ATC code of 4 to 7 characters, such as N06AB06, or empty",
+        courses["subject_id"] if "subject_id" in courses.columns else None,
     )
 
 
