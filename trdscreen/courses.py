@@ -238,8 +238,8 @@ def assess_courses(
     dose = _floats(courses, "daily_dose_mg")
     required = lookup["min_dose"] * rules.adequacy.dose.multiple
     # Dose reasons only where a dose can matter: not on a drug that never counts.
-    judged = on_drug & known & ~lookup["counts_as"].eq("not_a_depression_treatment")
-    row_dose = _row_dose(dose, required, lookup, drug_modality, judged, rules, why)
+    dose_matters = on_drug & known & ~lookup["counts_as"].eq("not_a_depression_treatment")
+    row_dose = _row_dose(dose, required, lookup, drug_modality, dose_matters, rules, why)
     start = courses["start_date"].to_numpy(dtype="datetime64[s]")
     end_given = (
         courses["end_date"].to_numpy(dtype="datetime64[s]")
@@ -295,11 +295,9 @@ def assess_courses(
     low_days = seg.union_days(lows, last_day, low_rows)
     high_days = seg.union_days(lows, last_day, high_rows)
     high_days[seg.any(high_rows & np.isnan(last_day))] = np.inf
-    relevant = judged
-    why.flag(relevant & (dose_of_row == NOT_MET) & (row_dose == NOT_MET), "dose_below_minimum")
-    why.flag(
-        relevant & (dose_of_row == MET) & (row_dose == NOT_MET), "sub_minimum_days_not_counted"
-    )
+    below = dose_matters & (row_dose == NOT_MET)
+    why.flag(below & (dose_of_row == NOT_MET), "dose_below_minimum")
+    why.flag(below & (dose_of_row == MET), "sub_minimum_days_not_counted")
     c_duration = _bounds_state(low_days, high_days, _min_days(rules, role, modality)[first])
     sessions = seg.reduce(np.add, _floats(courses, "sessions"))
     c_modality = modality.codes[first]
@@ -406,11 +404,10 @@ def assess_courses(
             # efficacy: too short, whatever the scores.
             other_cause = last_stop.isin(early_rule.other_causes)
             evidence = (outcome == NONRESPONSE) & ~from_stop & ~other_cause
-        else:
-            explicit = last_stop.eq("nonresponse") & np.isin(
+        else:  # stopped for nonresponse, and no score says otherwise
+            evidence = last_stop.eq("nonresponse") & np.isin(
                 outcome, (NONRESPONSE, OUTCOME_UNKNOWN)
             )
-            evidence = explicit
         evidence &= c_early & early_rule.counts_if_explicit_nonresponse
         long_enough = _bounds_state(low_days, high_days, float(early_rule.min_days))
     early = c_early[course]
@@ -422,7 +419,6 @@ def assess_courses(
             c_dose[course],
             c_adherence[course],
             episode.state[course],
-            long_enough[course],
             from_bool(evidence[course]),
         )
         # No course shorter than early_stop.min_days is a failure, early or not.

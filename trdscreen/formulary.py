@@ -17,8 +17,9 @@ import io
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -226,7 +227,7 @@ class Formulary:
     _aliases: dict[str, tuple[str, bool, str]] = field(repr=False, default_factory=dict)
     _suggested: dict[tuple[str, int], list[str]] = field(
         repr=False, compare=False, default_factory=dict
-    )  # suggest() per name: difflib is slow, and a streamed run asks once per chunk
+    )  # suggest() per name: fuzzy matching is slow, and a streamed run asks once per chunk
 
     def resolve(self, raw: str | None, atc: str | None) -> DrugMatch:
         """A row's drug from its name, else from its ATC code (the optional `atc_code`
@@ -237,11 +238,10 @@ class Formulary:
         code = normalize_atc(atc)
         if match.generic is not None or code is None:
             return match
-        generic = self._by_atc().get(code)
+        generic = self._atc_index.get(code)
         if generic is not None:
-            drug = self.drugs[generic]
-            formulation = match.formulation or ""
-            other = bool(drug.required_formulation) and formulation != drug.required_formulation
+            formulation = match.formulation
+            other = self._outside_required(generic, formulation)
             return DrugMatch(match.normalized, generic, formulation, other)
         if code.startswith(DEPRESSION_ATC):
             return match
@@ -253,21 +253,26 @@ class Formulary:
         if generic in self.drugs or not generic.startswith(ATC_PREFIX):
             return self.drugs[generic]
         code = generic.removeprefix(ATC_PREFIX)
-        return Drug(generic=generic, drug_class=f"ATC {code[:3]}", atc_code=code,
-                    counts_as="not_a_depression_treatment", min_mg_per_day=None,
-                    min_source="", min_evidence="", alt_min_mg_per_day=None, alt_source="",
-                    formulation_minimums={}, synonyms=(), non_depression_brands=(),
-                    notes="known by its ATC code only")  # fmt: skip
+        return _drug_without_dose(
+            generic, f"ATC {code[:3]}", code, "not_a_depression_treatment", (),
+            "known by its ATC code only",
+        )  # fmt: skip
 
-    def _by_atc(self) -> dict[str, str]:
-        if "by_atc" not in self._suggested:  # computed once per table
-            table: dict[str, str] = {}
-            for generic in sorted(self.drugs):
-                code = normalize_atc(self.drugs[generic].atc_code)
-                if code is not None:
-                    table.setdefault(code, generic)
-            self._suggested["by_atc"] = table  # type: ignore[index]
-        return self._suggested["by_atc"]  # type: ignore[index,return-value]
+    @cached_property
+    def _atc_index(self) -> dict[str, str]:
+        """ATC code -> generic (the first generic in name order where two share a code)."""
+        table: dict[str, str] = {}
+        for generic in sorted(self.drugs):
+            code = normalize_atc(self.drugs[generic].atc_code)
+            if code is not None:
+                table.setdefault(code, generic)
+        return table
+
+    def _outside_required(self, generic: str, formulation: str) -> bool:
+        """A drug that counts in one formulation only (selegiline: transdermal), given in
+        another: a product for another condition (oral selegiline, Parkinson's)."""
+        required = self.drugs[generic].required_formulation
+        return bool(required) and formulation != required
 
     def match(self, raw: str) -> DrugMatch:
         normalized, formulation = normalize_name(raw)
@@ -287,9 +292,7 @@ class Formulary:
             if also is not None and also[0] == generic:
                 non_depression |= also[1]
                 formulation = formulation or form or also[2]
-        required = self.drugs[generic].required_formulation
-        if required and formulation != required:  # e.g. oral selegiline (Parkinson's)
-            non_depression = True
+        non_depression |= self._outside_required(generic, formulation)
         return DrugMatch(normalized, generic, formulation, non_depression)
 
     def with_aliases(self, aliases: Mapping[str, str]) -> Formulary:
@@ -449,15 +452,42 @@ def parse_formulary(text: str, source: str) -> Formulary:
                 aliases[key] = (generic, non_depression, formulation)
     if problems:
         raise RuleError(f"{source}: the formulary is invalid ({len(problems)} problems)", problems)
-    # The INN as German, French, Spanish and Italian print it (Sertralin, sertralina):
-    # added where no listed name already means something else.
-    variants = [(v, generic) for generic in drugs for v in inn_variants(generic)]
-    shared = {v for v, n in Counter(v for v, _ in variants).items() if n > 1}
-    for variant, generic in variants:
-        if variant not in shared:  # a spelling two drugs could claim is left unknown
-            aliases.setdefault(variant, (generic, False, ""))
+    _add_inn_variants(aliases, drugs)
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     return Formulary(drugs=drugs, sha256=digest, source=source, _aliases=aliases)
+
+
+def _add_inn_variants(aliases: dict[str, tuple[str, bool, str]], generics: Iterable[str]) -> None:
+    """Add the INN as German, French, Spanish and Italian print it (Sertralin,
+    sertralina) where no listed name already means something else; a spelling two of
+    `generics` could claim is left unknown."""
+    variants = [(v, generic) for generic in generics for v in inn_variants(generic)]
+    shared = {v for v, n in Counter(v for v, _ in variants).items() if n > 1}
+    for variant, generic in variants:
+        if variant not in shared:
+            aliases.setdefault(variant, (generic, False, ""))
+
+
+def _drug_without_dose(
+    generic: str, drug_class: str, atc_code: str, counts_as: str, synonyms: tuple[str, ...],
+    notes: str,
+) -> Drug:  # fmt: skip
+    """A drug the screening never judges by dose (the ATC layer, a bare ATC code)."""
+    return Drug(
+        generic=generic,
+        drug_class=drug_class,
+        atc_code=atc_code,
+        counts_as=counts_as,
+        min_mg_per_day=None,
+        min_source="",
+        min_evidence="",
+        alt_min_mg_per_day=None,
+        alt_source="",
+        formulation_minimums={},
+        synonyms=synonyms,
+        non_depression_brands=(),
+        notes=notes,
+    )
 
 
 _LATIN = (("ph", "f"), ("th", "t"), ("y", "i"))
@@ -532,27 +562,16 @@ def with_other_drugs(table: Formulary) -> Formulary:
         generic = normalize_name(row["generic"])[0]
         if generic in drugs:
             continue
-        drugs[generic] = Drug(
-            generic=generic,
-            drug_class=row["drug_class"].strip(),
-            atc_code=row["atc_code"].strip(),
-            counts_as=row["counts_as"].strip(),
-            min_mg_per_day=None,
-            min_source="",
-            min_evidence="",
-            alt_min_mg_per_day=None,
-            alt_source="",
-            formulation_minimums={},
-            synonyms=_split(row["synonyms"]),
-            non_depression_brands=(),
-            notes="ATC layer (trdscreen/data/other_drugs.csv): WHO ATC code as commonly "
-            "listed, not checked against the ATC/DDD index here [U]",
+        drugs[generic] = _drug_without_dose(
+            generic,
+            row["drug_class"].strip(),
+            row["atc_code"].strip(),
+            row["counts_as"].strip(),
+            _split(row["synonyms"]),
+            "ATC layer (trdscreen/data/other_drugs.csv): WHO ATC code as commonly listed, not "
+            "checked against the ATC/DDD index here [U]",
         )
         for name in (generic, *(normalize_name(s)[0] for s in drugs[generic].synonyms)):
             aliases.setdefault(name, (generic, False, ""))
-    variants = [(v, g) for g in drugs if g not in table.drugs for v in inn_variants(g)]
-    shared = {v for v, n in Counter(v for v, _ in variants).items() if n > 1}
-    for variant, generic in variants:
-        if variant not in shared:
-            aliases.setdefault(variant, (generic, False, ""))
+    _add_inn_variants(aliases, (g for g in drugs if g not in table.drugs))
     return replace(table, drugs=drugs, _aliases=aliases, _suggested={})
