@@ -116,14 +116,14 @@ def test_explain_s005_dose_below_the_minimum(runs):
 
 
 def test_explain_s011_unknown_minimum_means_review(runs):
-    # S011: escitalopram failure + Abilify (aripiprazole) augmentation, which has no
+    # S011: escitalopram failure + Zyprexa (olanzapine) augmentation, which has no
     # minimum dose in the formulary: its adequacy is unknown, so failures are 1 to 2,
     # TRD-MIN is unknown and nothing failed: needs review.
     data = explain(runs["sforzini"], "S011")
-    abilify = data["courses"][1]
-    assert abilify["drug"] == "Abilify" and abilify["drug_generic"] == "aripiprazole"
-    assert abilify["failed"] == "unknown"
-    assert "no_minimum_dose" in [r["code"] for r in abilify["reasons"]]
+    add_on = data["courses"][1]
+    assert add_on["drug"] == "Zyprexa" and add_on["drug_generic"] == "olanzapine"
+    assert add_on["failed"] == "unknown"
+    assert "no_minimum_dose" in [r["code"] for r in add_on["reasons"]]
     assert data["counts"]["n_failed_trials"]["certain"] == 1
     assert data["counts"]["n_failed_trials"]["at_most"] == 2
     assert data["decision"] == "needs_review"

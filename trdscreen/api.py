@@ -132,6 +132,12 @@ def formulary_of(rules: RuleSet, rules_path: Path) -> Formulary:
         if name not in formulary.drugs
     ]
     unknown += [
+        f"{rules_path}: key `adequacy.dose.any_dose_for`: {name!r} is not a generic in the "
+        f"formulary ({formulary.source})"
+        for name in rules.adequacy.dose.any_dose_for
+        if name not in formulary.drugs
+    ]
+    unknown += [
         f"{rules_path}: key `formulary.aliases.{name}`: {generic!r} is not a generic in the "
         f"formulary ({formulary.source})"
         for name, generic in rules.formulary.aliases.items()

@@ -18,10 +18,11 @@ import pandas as pd
 from trdscreen import trials
 from trdscreen.asof import AFTER, CENSORED
 from trdscreen.coded import Coded, coded
+from trdscreen.doses import compared_dose, lithium_state
 from trdscreen.drugs import drug_facts
 from trdscreen.episode import current_episode
 from trdscreen.formulary import Formulary
-from trdscreen.outcome import course_outcome
+from trdscreen.outcome import course_outcome, ratings
 from trdscreen.reasons import (
     ASSUMPTIONS,
     BIT,
@@ -159,9 +160,12 @@ def _row_dose(
     if not dose_rule.check:  # dose-blind rule set: the check always passes, nothing to flag
         return np.full(n, MET, dtype=np.int8)
     known = lookup["known"]
-    has_min = ~np.isnan(required)
+    any_dose = lookup["any_dose"] & known  # adequacy.dose.any_dose_for: no minimum applies
+    has_min = ~np.isnan(required) & ~any_dose
     state = from_bool(dose >= required, known=has_min & ~np.isnan(dose))
-    no_min = known & ~has_min
+    state[any_dose] = MET
+    why.flag(relevant & any_dose, "no_minimum_dose_assumed_met")
+    no_min = known & ~has_min & ~any_dose
     agent = lookup["counts_as"].eq("augmentation")
     groups = [(dose_rule.when_no_minimum, no_min)]
     if dose_rule.augmentation_when_no_minimum is not None:
@@ -235,11 +239,16 @@ def assess_courses(
 
     # --- each row: dose and dates (an ongoing row runs to the reference date; a
     # stopped row without an end date has an unknown end, never "ongoing")
-    dose = _floats(courses, "daily_dose_mg")
+    dose, converted = compared_dose(courses, lookup)
     required = lookup["min_dose"] * rules.adequacy.dose.multiple
     # Dose reasons only where a dose can matter: not on a drug that never counts.
     dose_matters = on_drug & known & ~lookup["counts_as"].eq("not_a_depression_treatment")
+    why.flag(dose_matters & converted, "dose_daily_equivalent")
     row_dose = _row_dose(dose, required, lookup, drug_modality, dose_matters, rules, why)
+    by_level, level_ok = lithium_state(courses, lookup, rules.adequacy.dose.lithium_min_level)
+    if rules.adequacy.dose.check:
+        row_dose[by_level] = np.where(level_ok[by_level], MET, NOT_MET)
+        why.flag(dose_matters & by_level, "lithium_level_judged")
     start = courses["start_date"].to_numpy(dtype="datetime64[s]")
     end_given = (
         courses["end_date"].to_numpy(dtype="datetime64[s]")
@@ -330,14 +339,15 @@ def assess_courses(
         why.flag(((c_adherence == NOT_MET) & ~assumed)[course], "adherence_below_minimum")
 
     # --- outcome: first baseline, last end rating; remission and baselines per rule
-    hamd_start = _floats(courses, "hamd_start")[first]
-    hamd_end = _floats(courses, "hamd_end")[last]
+    rated = ratings(courses, first, last, rules)
+    why.flag(rated.madrs[course], "outcome_from_madrs")
+    why.flag(rated.other_version[course], "hamd_version_not_compared")
     given = _floats(courses, "improvement")
     low, high = seg.reduce(np.fmin, given), seg.reduce(np.fmax, given)
     improvement = np.where(low == high, low, np.nan)  # rows that disagree: unknown
     last_stop = Coded(stop_reason.codes[last], stop_reason.values)
     pct, outcome, from_stop, low_base, remission = course_outcome(
-        hamd_start, hamd_end, improvement, last_stop, rules
+        rated, improvement, last_stop, rules
     )
     before = episode.baseline_before & ~remission
     outcome[before & (outcome != OUTCOME_UNKNOWN) & ~from_stop] = OUTCOME_UNKNOWN
@@ -345,8 +355,7 @@ def assess_courses(
     # course's first and last ratings do not: the evidence disagrees, the outcome is unknown.
     merged = np.flatnonzero(seg.size[course] > 1)
     row_outcome = course_outcome(
-        _floats(courses, "hamd_start")[merged],
-        _floats(courses, "hamd_end")[merged],
+        ratings(courses, merged, merged, rules),
         given[merged],
         Coded(stop_reason.codes[merged], stop_reason.values),
         rules,

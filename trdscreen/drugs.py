@@ -40,16 +40,17 @@ def drug_facts(courses: pd.DataFrame, rules: RuleSet, formulary: Formulary) -> d
     """Formulary facts per row, computed once per distinct exported name (and ATC code,
     when the export has an `atc_code` column: it names the drug where the name does not).
 
-    Numbers and flags per row (known, non-depression product, counted by `also_count`,
-    minimum dose, the integer keys of the drug, its moiety and its class), `counts_as` as
-    codes, and the output text columns as Categoricals.
+    Numbers and flags per row (known, non-depression product, counted by `also_count`, any
+    dose adequate by `adequacy.dose.any_dose_for`, lithium, minimum dose, the integer keys
+    of the drug, its moiety and its class), `counts_as` and the drug's dose unit as codes,
+    and the output text columns as Categoricals.
     """
     codes, uniques = distinct_drugs(courses)
     rows = []
     for name, atc in uniques:
         match = formulary.resolve(name, atc)
         if match.generic is None:
-            rows.append((None, match.normalized, "", "", "", np.nan, "", False))
+            rows.append((None, match.normalized, "", "", "", np.nan, "", False, "mg", False))
             continue
         drug = formulary.drug(match.generic)
         minimum, source = formulary.rule_minimum(
@@ -68,17 +69,22 @@ def drug_facts(courses: pd.DataFrame, rules: RuleSet, formulary: Formulary) -> d
                 np.nan if minimum is None else minimum,
                 source,
                 match.non_depression_product,
+                drug.dose_unit,
+                "weekly" in match.formulation.split(),  # "Prozac Weekly": once every 7 days
             )
         )
     keys = (
         "generic", "normalized", "drug_class", "moiety", "counts_as", "min_dose", "min_source",
-        "nondep",
+        "nondep", "dose_unit", "weekly",
     )  # fmt: skip
     table = {k: np.array([r[i] for r in rows], dtype=object) for i, k in enumerate(keys)}
     table["min_dose"] = table["min_dose"].astype(np.float64)
     table["nondep"] = table["nondep"].astype(bool)
+    table["weekly"] = table["weekly"].astype(bool)
     table["known"] = np.array([r[0] is not None for r in rows], dtype=bool)
     table["also"] = np.isin(table["generic"].astype(str), rules.formulary.also_count)
+    table["any_dose"] = np.isin(table["generic"].astype(str), rules.adequacy.dose.any_dose_for)
+    table["lithium"] = table["generic"].astype(str) == "lithium"
     # What makes two names the same trial when counting (trials.identity), as integers
     # per distinct name: the generic, the moiety or the class; an unknown name counts
     # as itself.
@@ -100,12 +106,16 @@ def drug_facts(courses: pd.DataFrame, rules: RuleSet, formulary: Formulary) -> d
     # gathered by Arrow. A null name reads the first name's facts, as its checks are
     # decided by its modality (a drug course without a name fails validation).
     safe = np.where(codes >= 0, codes, 0)
-    numeric = ("known", "nondep", "also", "min_dose", "same_drug", "same_moiety", "same_class")
+    numeric = (
+        "known", "nondep", "also", "any_dose", "lithium", "weekly", "min_dose", "same_drug",
+        "same_moiety", "same_class",
+    )  # fmt: skip
     if len(uniques) == 0:
         per_row = {k: np.empty(0, dtype=table[k].dtype) for k in numeric}
     else:
         per_row = {k: table[k][safe] for k in numeric}
     per_row["counts_as"] = Coded(safe, tuple(str(v) for v in table["counts_as"]))
+    per_row["dose_unit"] = Coded(safe, tuple(str(v) for v in table["dose_unit"]) or ("mg",))
     for name, values in texts.items():
         per_row[name] = categorical(values, codes)
     return per_row

@@ -63,12 +63,16 @@ FORMULARY_COLUMNS = (
     "non_depression_brands",
     "notes",
 )
-OPTIONAL_COLUMNS = ("max_mg_per_day", "max_source", "moiety", "required_formulation")
+OPTIONAL_COLUMNS = (
+    "max_mg_per_day", "max_source", "moiety", "required_formulation", "dose_unit",
+)  # fmt: skip
 """Columns a site formulary may leave out: the usual maximum daily dose and its source,
 used only to warn about implausible doses (`validate.PLAUSIBLE_DOSE_MULTIPLE`), and the
 active moiety (escitalopram's is citalopram) that `counting.distinct: moiety` counts by
 (empty = the drug is its own moiety), and the formulation a drug counts in only (selegiline:
-transdermal; the oral product is for Parkinson's disease and never counts)."""
+transdermal; the oral product is for Parkinson's disease and never counts), and the unit a
+drug's doses and minimum are in (`DRUG_UNITS`; empty = mg: liothyronine is dosed in ug,
+esketamine in mg per session)."""
 
 # Release-formulation and route markers kept as an attribute of the course.
 _FORMULATIONS = {
@@ -92,6 +96,9 @@ _FORMULATIONS = {
     "patch": "transdermal",
     "patches": "transdermal",
     "tts": "transdermal",
+    "weekly": "weekly",
+    "once weekly": "weekly",
+    "once a week": "weekly",
     "retard": "er",
 }
 # Salt and hydrate names: dropped, the course is recorded against the base generic.
@@ -100,6 +107,11 @@ _SALTS = (
     "sulphate|besylate|besilate|fumarate|citrate|carbonate|sodium|tartrate|hemifumarate|"
     "hemihydrate|monohydrate|dihydrate|anhydrous|hydrogen|as"
 )
+# Salts whose dose differs from the base salt's for some drug (bupropion hydrobromide: 348 mg
+# is about 300 mg of the hydrochloride): kept as a formulation word, so a formulary row's
+# `formulation_minimums` can name it ("hydrobromide=348"); other salts are dropped.
+_DOSE_SALTS = {"hydrobromide": "hydrobromide", "hbr": "hydrobromide"}
+_DOSE_SALT_RE = re.compile(r"\b(hydrobromide|hbr)\b")
 # Dose forms and packaging words as pharmacies and EHRs print them: dropped.
 _FORMS = (
     "tablets?|tabs?|capsules?|caps?|film[- ]coated|coated|gastro[- ]resistant|dispersible|"
@@ -145,10 +157,12 @@ def normalize_name(raw: str) -> tuple[str, str]:
     "37.5 mg/5 ml", "6 mg/24 hr"), salt and hydrate names, and dose forms
     ("tablets", "film-coated", "oral solution", ...), and takes release and
     route markers (XR, XL, CR, SR, ER, LA, MR, modified- or prolonged-release,
-    ODT, orodispersible, transdermal, patch) off as the formulation.
-    Combination separators ("+", "and", "with", "/") become "/".
+    ODT, orodispersible, transdermal, patch) off as the formulation. A salt whose
+    dose differs for some drug (hydrobromide) is a formulation word too, after the
+    release marker ("xl hydrobromide"). Combination separators ("+", "and", "with", "/") become "/".
     """
     text = _fold(raw)
+    salt = _DOSE_SALT_RE.search(text)  # also "(as hydrobromide)", before brackets go
     text = _BRACKETS.sub(" ", text)
     text = _STRENGTH.sub(" ", text)
     text = _BARE_NUMBER.sub(" ", text)  # a strength printed without its unit ("Zoloft 100")
@@ -164,7 +178,15 @@ def normalize_name(raw: str) -> tuple[str, str]:
     text = _COMBINERS.sub("/", _SPACE.sub(" ", text))
     text = _TRIM.sub("", _SPACE.sub(" ", text))
     text = "/".join(part for part in (p.strip() for p in text.split("/")) if part)
+    if salt is not None:
+        formulation = f"{formulation} {_DOSE_SALTS[salt.group(1)]}".strip()
     return text, formulation
+
+
+def _joined(*formulations: str) -> str:
+    """Formulation words of several sources, each once, in order ("xl" + "hydrobromide")."""
+    words = dict.fromkeys(w for f in formulations for w in f.split())
+    return " ".join(words)
 
 
 def bracketed(raw: str) -> list[str]:
@@ -217,6 +239,7 @@ class Drug:
     max_source: str = ""
     moiety: str = ""  # empty: the generic itself
     required_formulation: str = ""  # counts only in this formulation (selegiline: transdermal)
+    dose_unit: str = "mg"  # the unit of its doses and minimum (DRUG_UNITS)
 
 
 @dataclass(frozen=True)
@@ -272,7 +295,7 @@ class Formulary:
         """A drug that counts in one formulation only (selegiline: transdermal), given in
         another: a product for another condition (oral selegiline, Parkinson's)."""
         required = self.drugs[generic].required_formulation
-        return bool(required) and formulation != required
+        return bool(required) and required not in formulation.split()
 
     def match(self, raw: str) -> DrugMatch:
         normalized, formulation = normalize_name(raw)
@@ -285,13 +308,13 @@ class Formulary:
         if hit is None:
             return DrugMatch(normalized, None, formulation, False)
         generic, non_depression, implied = hit
-        formulation = formulation or implied
+        formulation = _joined(formulation, implied)
         for inner in bracketed(raw):  # "Bupropion (Zyban)", "selegiline (Emsam)"
             name, form = normalize_name(inner)
             also = self._find(name)
             if also is not None and also[0] == generic:
                 non_depression |= also[1]
-                formulation = formulation or form or also[2]
+                formulation = _joined(formulation, form, also[2])
         non_depression |= self._outside_required(generic, formulation)
         return DrugMatch(normalized, generic, formulation, non_depression)
 
@@ -338,8 +361,10 @@ class Formulary:
         alternative column (WHO DDD, McMaster or UpToDate lower bound).
         """
         drug = self.drug(generic)
-        if formulation and formulation in drug.formulation_minimums:
-            return drug.formulation_minimums[formulation], f"{drug.min_source} ({formulation})"
+        # "xl hydrobromide": the salt (the last word) decides before the release marker.
+        for word in reversed(formulation.split()):
+            if word in drug.formulation_minimums:
+                return drug.formulation_minimums[word], f"{drug.min_source} ({word})"
         if drug.min_mg_per_day is not None:
             return drug.min_mg_per_day, drug.min_source
         if source == "atrq_then_alternative" and drug.alt_min_mg_per_day is not None:
@@ -369,6 +394,18 @@ def _number(value: str, where: str, problems: list[str]) -> float | None:
         problems.append(f"{where}: expected a dose greater than 0")
         return None
     return number
+
+
+DRUG_UNITS = ("mg", "ug", "mg/session")
+"""Units of a drug's doses and minimum (the formulary's `dose_unit`): mass per day, or mg per
+session (esketamine), which is never compared with a daily dose."""
+
+
+def _unit(value: str, where: str, problems: list[str]) -> str:
+    unit = value.strip() or "mg"
+    if unit not in DRUG_UNITS:
+        problems.append(f"{where}: {unit!r} is not one of {', '.join(DRUG_UNITS)}")
+    return unit
 
 
 def _split(value: str) -> tuple[str, ...]:
@@ -430,13 +467,19 @@ def parse_formulary(text: str, source: str) -> Formulary:
             max_source=(row.get("max_source") or "").strip(),
             moiety=normalize_name(row.get("moiety") or "")[0] or generic,
             required_formulation=(row.get("required_formulation") or "").strip().lower(),
+            dose_unit=_unit(row.get("dose_unit") or "", f"{where}, column dose_unit", problems),
         )
         drugs[generic] = drug
         # A brand of a drug that counts only in one formulation (Emsam: transdermal
         # selegiline) carries that formulation; the generic name alone does not.
+        # A brand of a salt that changes the dose (Aplenzin: bupropion hydrobromide) is
+        # listed with its salt and carries it too.
         implied = drug.required_formulation
         names = [(generic, False, "")]
-        names += [(normalize_name(s)[0], False, implied) for s in drug.synonyms]
+        for synonym in drug.synonyms:
+            name, form = normalize_name(synonym)
+            salt = " ".join(w for w in form.split() if w in _DOSE_SALTS.values())
+            names.append((name, False, implied or salt))
         names += [(normalize_name(s)[0], True, "") for s in drug.non_depression_brands]
         for name, non_depression, formulation in names:
             keys = {name}

@@ -1,38 +1,103 @@
 """The outcome of a course (`outcome`): percent improvement, its category, remission.
 
-Percent improvement from HAM-D (`(start - end) / start`, exact at integer
-cuts), else the `improvement` column; the category by the rule set's
-nonresponse and response cuts; an end rating at or below `remission_max` is
-remission whatever the percentage, and a baseline below `min_baseline` leaves
-the outcome unknown. Vectorized over the arrays given (courses or rows).
+Percent improvement from the ratings (`(start - end) / start`, exact at integer
+cuts) on the first scale of `outcome.scales` that rated the course (HAM-D of a
+version in `outcome.hamd_versions`, else MADRS), else the `improvement` column;
+the category by the rule set's nonresponse and response cuts (percent change is
+about equal on both scales, Leucht 2018 [V]); an end rating at or below the
+scale's remission maximum is remission whatever the percentage, and a baseline
+below the scale's minimum leaves the outcome unknown. A HAM-D total of another
+version is never compared with thresholds written for HAM-D17. Vectorized over
+the arrays given (courses or rows).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from dataclasses import dataclass
+
+import pandas as pd
+
 from trdscreen.coded import Coded
 from trdscreen.reasons import NONRESPONSE, OUTCOME_UNKNOWN, PARTIAL, REMISSION, RESPONSE
 from trdscreen.ruleset import RuleSet
 
 
+@dataclass(frozen=True)
+class Ratings:
+    """Per course: the baseline and end totals an outcome is judged on, and that scale's
+    remission maximum and minimum baseline (NaN = not used)."""
+
+    start: np.ndarray
+    end: np.ndarray
+    remission_max: np.ndarray
+    min_baseline: np.ndarray
+    madrs: np.ndarray  # bool: judged on MADRS
+    other_version: np.ndarray  # bool: HAM-D rated on a version the rule set does not compare
+
+
+def _column(courses: pd.DataFrame, name: str, rows: np.ndarray, default: float) -> np.ndarray:
+    if name not in courses.columns:
+        return np.full(len(rows), default)
+    values = courses[name].to_numpy(dtype=np.float64, na_value=np.nan)[rows]
+    return np.where(np.isnan(values), default, values)
+
+
+def ratings(courses: pd.DataFrame, first: np.ndarray, last: np.ndarray, rules: RuleSet) -> Ratings:
+    """The ratings of courses whose baseline is on row `first` and end on row `last`."""
+    rule = rules.outcome
+    m = len(first)
+    start, end = np.full(m, np.nan), np.full(m, np.nan)
+    remission_max, min_baseline = np.full(m, np.nan), np.full(m, np.nan)
+    madrs = np.zeros(m, dtype=bool)
+    hamd = (_column(courses, "hamd_start", first, np.nan), _column(courses, "hamd_end", last, np.nan))
+    version_first = _column(courses, "hamd_version", first, 17.0)
+    version_last = _column(courses, "hamd_version", last, 17.0)
+    comparable = (version_first == version_last) & np.isin(version_first, rule.hamd_versions)
+    scales = {
+        "hamd": (hamd, rule.remission_max, rule.min_baseline),
+        "madrs": (
+            (_column(courses, "madrs_start", first, np.nan),
+             _column(courses, "madrs_end", last, np.nan)),
+            rule.madrs_remission_max, rule.madrs_min_baseline,
+        ),
+    }  # fmt: skip
+    hamd_rated = ~np.isnan(hamd[0]) | ~np.isnan(hamd[1])
+    # A scale rated at both ends first, in preference order; else one rated at one end
+    # (an end rating can still show remission, a baseline a too-low start).
+    for both in (True, False):
+        for scale in rule.scales:
+            (s, e), most, least = scales[scale]
+            usable = (~np.isnan(s) & ~np.isnan(e)) if both else (~np.isnan(s) | ~np.isnan(e))
+            if scale == "hamd":
+                usable &= comparable
+            take = usable & np.isnan(start) & np.isnan(end)
+            start[take], end[take] = s[take], e[take]
+            remission_max[take] = np.nan if most is None else most
+            min_baseline[take] = np.nan if least is None else least
+            madrs |= take & (scale == "madrs")
+    other_version = hamd_rated & ~comparable & np.isnan(start) & np.isnan(end)
+    return Ratings(start, end, remission_max, min_baseline, madrs, other_version)
+
+
 def course_outcome(
-    hamd_start: np.ndarray, hamd_end: np.ndarray, improvement: np.ndarray, stop_reason: Coded,
-    rules: RuleSet,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    rated: Ratings, improvement: np.ndarray, stop_reason: Coded, rules: RuleSet
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per course: percent improvement, outcome category, whether it came from the stop
     reason, and whether a low baseline or remission decided it."""
+    hamd_start, hamd_end = rated.start, rated.end
     scored = ~np.isnan(hamd_start) & ~np.isnan(hamd_end) & (hamd_start > 0)
     with np.errstate(invalid="ignore", divide="ignore"):
         from_scores = (hamd_start - hamd_end) * 100.0 / hamd_start  # exact at integer cuts
     pct = np.where(scored, from_scores, np.round(improvement * 100.0, 9))
     rule = rules.outcome
     m = len(pct)
-    nothing = np.zeros(m, dtype=bool)
     with np.errstate(invalid="ignore"):
-        remission = nothing if rule.remission_max is None else hamd_end <= rule.remission_max
-        low_base = nothing if rule.min_baseline is None else hamd_start < rule.min_baseline
+        remission = hamd_end <= rated.remission_max  # NaN (not used) compares False
+        low_base = hamd_start < rated.min_baseline
     if rule.nonresponse is None:  # register evidence: no score threshold; improvement shown
+        nothing = np.zeros(m, dtype=bool)
         return pct, np.full(m, OUTCOME_UNKNOWN, np.int8), nothing, nothing, remission
     cut, good = rule.nonresponse, rule.response
     with np.errstate(invalid="ignore"):

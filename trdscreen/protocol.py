@@ -296,6 +296,13 @@ def protocol_text(rules: RuleSet, tags: Tags, where: str, file_sha256: str) -> s
                 "dose",
                 "augmentation_when_no_minimum",
             )
+        if a.dose.any_dose_for:
+            say(f"any recorded dose counts as adequate for: {_listing(list(a.dose.any_dose_for))}",
+                "adequacy", "dose", "any_dose_for")  # fmt: skip
+        if a.dose.lithium_min_level is not None:
+            say(f"lithium with a serum level: adequate at {a.dose.lithium_min_level:g} mmol/L "
+                "or more (without a level: by its dose)",
+                "adequacy", "dose", "lithium_min_level")  # fmt: skip
         overrides = rules.formulary.overrides
         say(
             "per-drug minimums replaced: "
@@ -393,6 +400,17 @@ def protocol_text(rules: RuleSet, tags: Tags, where: str, file_sha256: str) -> s
                 "remission)",
                 *("outcome", "min_baseline"),
             )
+        versions = ", ".join(f"HAM-D{v}" for v in o.hamd_versions)
+        say(f"HAM-D totals compared: {versions} (others: not judged on HAM-D)",
+            "outcome", "hamd_versions")  # fmt: skip
+        say(f"scales, in order: {', '.join(s.upper() for s in o.scales)}", "outcome", "scales")
+        if "madrs" in o.scales:
+            if o.madrs_remission_max is not None:
+                say(f"an end MADRS <= {o.madrs_remission_max:g} is remission",
+                    "outcome", "madrs_remission_max")  # fmt: skip
+            if o.madrs_min_baseline is not None:
+                say(f"a baseline MADRS below {o.madrs_min_baseline:g}: outcome unknown",
+                    "outcome", "madrs_min_baseline")  # fmt: skip
     if rules.early_stop is None:
         say("no early-stop exception: a trial must reach its full duration", "early_stop")
     else:

@@ -34,11 +34,15 @@ REASON_TEXT = {
     "(refills, dose steps, a titration)",
     "dose_missing": "dose missing: dose adequacy unknown",
     "no_minimum_dose": "the formulary has no minimum dose for this drug: dose adequacy unknown",
-    "no_minimum_dose_assumed_met": "no minimum dose known: the rule set assumes the dose was "
-    "adequate",
+    "no_minimum_dose_assumed_met": "no minimum dose applied (none known, or the drug is in "
+    "adequacy.dose.any_dose_for): the rule set assumes the dose was adequate",
     "no_minimum_dose_assumed_not_met": "no minimum dose known: the rule set assumes the dose "
     "was not adequate",
     "dose_below_minimum": "dose below the minimum adequate dose",
+    "dose_daily_equivalent": "given once every dose_every_days days: compared as its daily "
+    "equivalent (dose / days)",
+    "lithium_level_judged": "lithium judged by its serum level (lithium_level) against "
+    "adequacy.dose.lithium_min_level, not by its dose",
     "sub_minimum_days_not_counted": "days of this row below the minimum dose do not count toward "
     "the course's duration",
     "too_short": "shorter than the minimum duration",
@@ -91,6 +95,10 @@ REASON_TEXT = {
     "in this episode cannot be judged",
     "segments_disagree": "a row of this merged course rated a response or remission that the "
     "course's first and last ratings do not show: outcome unknown",
+    "outcome_from_madrs": "outcome judged on MADRS (madrs_start/madrs_end): no HAM-D the rule "
+    "set compares",
+    "hamd_version_not_compared": "HAM-D rated on a version (hamd_version) the rule set's "
+    "thresholds are not written for (outcome.hamd_versions): not judged on it",
     "outcome_unknown": "outcome unknown (no scores or improvement)",
     "outcome_from_stop_reason": "outcome taken from the stop reason (no scores)",
 }

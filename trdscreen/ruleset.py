@@ -111,6 +111,35 @@ class Outcome(_Model):
             "shows remission; null = any baseline"
         ),
     )
+    scales: tuple[Literal["hamd", "madrs"], ...] = Field(
+        ("hamd",),
+        min_length=1,
+        description=(
+            "the rating scales an outcome is read from, in order of preference: a course "
+            "rated on the first is judged on it, else on the next (madrs_start/madrs_end)"
+        ),
+    )
+    hamd_versions: tuple[Literal[17, 21, 24], ...] = Field(
+        (17,),
+        min_length=1,
+        description=(
+            "HAM-D versions whose totals are compared with remission_max and min_baseline "
+            "(written for HAM-D17); a course rated on another version (hamd_version) is not "
+            "judged on HAM-D"
+        ),
+    )
+    madrs_remission_max: float | None = Field(
+        10,
+        ge=0,
+        le=60,
+        description="an end MADRS at or below this is remission (<= 10, Zimmerman 2004)",
+    )
+    madrs_min_baseline: float | None = Field(
+        18,
+        ge=0,
+        le=60,
+        description="a baseline MADRS below this gives an unknown outcome (like min_baseline)",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> Outcome:
@@ -132,6 +161,22 @@ class DoseRule(_Model):
     when_no_minimum: Resolution = "unknown"
     augmentation_when_no_minimum: Resolution | None = Field(
         None, description="for augmentation agents without a minimum; empty = when_no_minimum"
+    )
+    any_dose_for: tuple[str, ...] = Field(
+        (),
+        description=(
+            "generics whose every recorded dose counts as adequate (no minimum applied), "
+            "recorded on the course as an assumption (no_minimum_dose_assumed_met)"
+        ),
+    )
+    lithium_min_level: float | None = Field(
+        None,
+        gt=0,
+        le=2,
+        description=(
+            "serum lithium (mmol/L) an adequate lithium course reaches; a course with a "
+            "`lithium_level` is judged by it, one without by its dose; null = by dose only"
+        ),
     )
 
 

@@ -26,6 +26,7 @@ import pandera.pandas as pa
 import pyarrow as pa_arrow
 import pyarrow.compute as pc
 
+from trdscreen.doses import DOSE_UNITS
 from trdscreen.io import SourceTable
 from trdscreen.issues import IssueLog
 from trdscreen.ruleset import MODALITIES, ROLES, STOP_REASONS
@@ -38,7 +39,7 @@ class ColumnSpec:
     nullable: bool = True  # cells may be empty
     low: float | None = None
     high: float | None = None
-    vocabulary: tuple[str, ...] = ()
+    vocabulary: tuple[str | int, ...] = ()
     expected: str = ""  # human wording for messages
     plausible_low: float | None = None  # below: a warning (`implausible_value`), kept
 
@@ -47,6 +48,14 @@ DOSE_CEILING_MG = 10_000.0
 """No antidepressant or add-on is given at 10 g a day: a dose above is an error
 (`out_of_range`), so a typo of 99,999,999 mg can never make a course adequate.
 Doses far above a drug's usual maximum get a warning (`validate.PLAUSIBLE_DOSE_MULTIPLE`)."""
+
+HAMD_MAXIMUM = {17: 52, 21: 64, 24: 75}
+"""The highest total of each HAM-D version (trd-reference D.1 [V]); a row's `hamd_version`
+(17 when empty or absent) says which version its HAM-D totals are."""
+HAMD_TOTAL = "a HAM-D total from 0 to 52 (HAM-D17; 64 for HAM-D21, 75 for HAM-D24)"
+HAMD_VERSION = ColumnSpec("int", vocabulary=tuple(HAMD_MAXIMUM), expected="17, 21 or 24")
+HAMD_COLUMNS = ("hamd_start", "hamd_end", "hamd_screening")
+"""HAM-D totals, read with the row's `hamd_version`."""
 
 TREATMENT_COLUMNS: dict[str, ColumnSpec] = {
     "subject_id": ColumnSpec("string", True, False, expected="a subject key"),
@@ -62,12 +71,22 @@ TREATMENT_COLUMNS: dict[str, ColumnSpec] = {
     "start_date": ColumnSpec("date", True, False, expected="an ISO date YYYY-MM-DD"),
     "end_date": ColumnSpec("date", False, True, expected="an ISO date YYYY-MM-DD or empty"),
     "adherence": ColumnSpec("float", low=0, high=1, expected="a fraction from 0 to 1"),
-    "hamd_start": ColumnSpec("int", low=0, high=52, expected="a HAM-D17 total from 0 to 52"),
-    "hamd_end": ColumnSpec("int", low=0, high=52, expected="a HAM-D17 total from 0 to 52"),
+    "hamd_start": ColumnSpec("int", low=0, high=75, expected=HAMD_TOTAL),
+    "hamd_end": ColumnSpec("int", low=0, high=75, expected=HAMD_TOTAL),
+    "hamd_version": HAMD_VERSION,
+    "madrs_start": ColumnSpec("int", low=0, high=60, expected="a MADRS total from 0 to 60"),
+    "madrs_end": ColumnSpec("int", low=0, high=60, expected="a MADRS total from 0 to 60"),
     "improvement": ColumnSpec(
         "float", high=1, expected="a fraction of improvement <= 1", plausible_low=-1.0
     ),
     "sessions": ColumnSpec("int", low=0, high=1000, expected="a session count from 0 to 1000"),
+    "dose_unit": ColumnSpec("category", vocabulary=tuple(DOSE_UNITS)),
+    "dose_every_days": ColumnSpec(
+        "float", low=1, high=31, expected="the days from one dose to the next, 1 to 31"
+    ),
+    "lithium_level": ColumnSpec(
+        "float", low=0, high=5, expected="a serum lithium level in mmol/L from 0 to 5"
+    ),
     "atc_code": ColumnSpec("string", expected="a WHO ATC code such as N06AB06"),
     "stop_reason": ColumnSpec("category", vocabulary=STOP_REASONS),
     "role": ColumnSpec("category", vocabulary=ROLES),
@@ -83,7 +102,8 @@ SUBJECT_COLUMNS: dict[str, ColumnSpec] = {
     "diagnoses": ColumnSpec("string"),
     "episode_start": ColumnSpec("date", expected="an ISO date YYYY-MM-DD"),
     "screening_date": ColumnSpec("date", expected="an ISO date YYYY-MM-DD"),
-    "hamd_screening": ColumnSpec("int", low=0, high=52, expected="a HAM-D17 total from 0 to 52"),
+    "hamd_screening": ColumnSpec("int", low=0, high=75, expected=HAMD_TOTAL),
+    "hamd_version": HAMD_VERSION,
     "madrs_screening": ColumnSpec("int", low=0, high=60, expected="a MADRS total from 0 to 60"),
     "bipolar": ColumnSpec("bool", expected="true or false"),
     "psychotic_features": ColumnSpec("bool", expected="true or false"),
@@ -491,7 +511,7 @@ def _value_message(spec: ColumnSpec, check: str, name: str) -> str:
     if check == "not_nullable":
         return f"`{name}` is required in every row; the cell is empty"
     if check == "not_in_vocabulary":
-        return f"expected one of: {', '.join(spec.vocabulary)}"
+        return f"expected one of: {', '.join(str(v) for v in spec.vocabulary)}"
     expected = spec.expected or "a value in range"
     if check == "out_of_range" and spec.high is not None and f"{spec.high:g}" not in expected:
         expected += f" and at most {spec.high:g}"

@@ -23,7 +23,14 @@ from trdscreen.io import SourceTable
 from trdscreen.issues import IssueLog
 from trdscreen.keys import SUBJECT_CODE, day_numbers, first_rows, pack, slots, subject_keys
 from trdscreen.ruleset import DRUG_MODALITIES, STAGING_COLUMNS, RuleSet
-from trdscreen.schemas import SUBJECT_COLUMNS, TREATMENT_COLUMNS, check_values, coerce
+from trdscreen.schemas import (
+    HAMD_COLUMNS,
+    HAMD_MAXIMUM,
+    SUBJECT_COLUMNS,
+    TREATMENT_COLUMNS,
+    check_values,
+    coerce,
+)
 
 DERIVED_SUBJECT_COLUMNS = (
     "age",
@@ -73,12 +80,14 @@ def validate_inputs(
     log = IssueLog()
     courses = coerce(treatments, TREATMENT_COLUMNS, log)
     check_values(treatments, courses, TREATMENT_COLUMNS, log)
+    check_hamd_versions(treatments, courses, log)
 
     wanted = criteria_subject_columns(rules, *reports)
     subjects_usable = subjects is not None
     if subjects is not None:
         people = coerce(subjects, SUBJECT_COLUMNS, log, extra=wanted)
         check_values(subjects, people, SUBJECT_COLUMNS, log)
+        check_hamd_versions(subjects, people, log)
         if "subject_id" in people.columns:
             _check_subject_columns(subjects, people, rules, as_of, log)
         else:  # missing_column is logged; keep checking the treatments without noise
@@ -312,6 +321,29 @@ def _note_as_of(
     )
 
 
+def check_hamd_versions(source: SourceTable, frame: pd.DataFrame, log: IssueLog) -> None:
+    """A HAM-D total above its version's highest total (`schemas.HAMD_MAXIMUM`; version 17
+    when `hamd_version` is empty or absent) is an error, like any out-of-range value."""
+    version = (
+        frame["hamd_version"].to_numpy(dtype=np.float64, na_value=17.0)
+        if "hamd_version" in frame.columns
+        else np.full(len(frame), 17.0)
+    )
+    highest = np.select(
+        [version == v for v in HAMD_MAXIMUM], list(HAMD_MAXIMUM.values()), default=np.inf
+    )
+    ids = frame["subject_id"] if "subject_id" in frame.columns else None
+    for column in (c for c in HAMD_COLUMNS if c in frame.columns):
+        total = frame[column].to_numpy(dtype=np.float64, na_value=np.nan)
+        rows = np.flatnonzero((total > highest) & (total <= max(HAMD_MAXIMUM.values())))
+        log.add(
+            source, rows, column, "out_of_range",
+            "expected a HAM-D total within its version's range: at most 52 for HAM-D17 (the "
+            "version when hamd_version is empty), 64 for HAM-D21",
+            ids,
+        )  # fmt: skip
+
+
 def _check_courses(source: SourceTable, courses: pd.DataFrame, log: IssueLog) -> None:
     ids = courses["subject_id"]
     end = courses["end_date"].to_numpy() if "end_date" in courses.columns else None
@@ -347,8 +379,8 @@ def _check_courses(source: SourceTable, courses: pd.DataFrame, log: IssueLog) ->
             rows,
             "end_date",
             "end_date_missing_for_stopped_course",
-            "end_date is empty but stop_reason says the course stopped; its duration is counted "
-            "to the reference date",
+            "end_date is empty but stop_reason says the course stopped; its duration is unknown "
+            "(reason end_date_missing)",
             ids,
             severity="warning",
         )
