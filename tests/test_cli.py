@@ -67,11 +67,11 @@ def test_json_summary_is_the_only_stdout(tmp_path):
     assert result.exit_code == 0
     payload = json.loads(result.stdout)
     assert payload["status"] == "ok" and payload["exit_code"] == 0
-    assert payload["counts"]["decision"] == {"eligible": 15, "excluded": 33, "needs_review": 11}
+    assert payload["counts"]["decision"] == {"eligible": 17, "excluded": 37, "needs_review": 13}
     # Every eligible subject but S027 (adherence 0.9 and 0.95 given) has a counted failure
     # without adherence, which the preset assumes met; of the needs-review subjects, all but
     # S034 and S038 (no certain failure at all: episode unknown) have one too.
-    assert payload["counts"]["assumptions"] == {"eligible": 14, "needs_review": 9}
+    assert payload["counts"]["assumptions"] == {"eligible": 16, "needs_review": 11}
     assert "decisions.parquet" in payload["outputs"] and "decisions.csv" in payload["outputs"]
 
 

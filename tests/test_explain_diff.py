@@ -216,7 +216,7 @@ def test_diff_sforzini_vs_mgh_atrq_names_the_25_percent_flip(runs):
         {"criterion_id": "EX-OCD", "outcome_a": "absent", "outcome_b": "not_met"}
     ]
     decisions = {row["decision"]: (row["a"], row["b"]) for row in data["attrition"]["decisions"]}
-    assert decisions["eligible"][0] == 15  # the hand-worked Sforzini total
+    assert decisions["eligible"][0] == 17  # the hand-worked Sforzini total
 
 
 def test_diff_text_names_subjects_and_attrition(runs):
@@ -224,7 +224,7 @@ def test_diff_text_names_subjects_and_attrition(runs):
     assert "S020: excluded -> eligible (PRD -> TRD)" in text
     assert "criterion TRD-MIN: not_met -> met" in text
     assert "line 41 escitalopram, improvement 25 %" in text
-    assert "A: screened 59 -> AGE -3" in text
+    assert "A: screened 67 -> AGE -3" in text
 
 
 def test_diff_of_csv_and_parquet_runs_of_the_same_screen_is_empty(runs):

@@ -301,3 +301,30 @@ def test_a_source_tables_repr_holds_no_values(tmp_path):
     shown = repr(open_source(tmp_path / "treatments.csv", "treatments", {}, set()).read())
     assert "SENTINEL-7731" not in shown and "zzsentinelzz" not in shown
     assert "treatments.csv" in shown
+
+
+def test_a_hamd_total_is_checked_against_its_own_version(tmp_path):
+    # HAM-D17 tops out at 52, HAM-D21 at 64, HAM-D24 at 75 (trd-reference D.1): 60 is
+    # impossible on HAM-D17 (also when hamd_version is empty) but a valid HAM-D24 total;
+    # 80 is beyond every version; 19 is no version.
+    rows = [
+        good("A", hamd_start=60),
+        good("B", hamd_start=60, hamd_version=17),
+        good("C", hamd_start=60, hamd_version=24),
+        good("D", hamd_start=70, hamd_version=21),
+        good("E", hamd_start=80, hamd_version=24),
+        good("F", hamd_version=19),
+        good("G", madrs_start=61),
+    ]
+    folder = write_cohort(tmp_path, rows, [{"subject_id": s} for s in "ABCDEFG"])
+    issues = issues_for(folder)
+    checks = set(zip(issues["subject_id"], issues["check"], issues["column"], strict=True))
+    assert ("A", "out_of_range", "hamd_start") in checks
+    assert ("B", "out_of_range", "hamd_start") in checks
+    assert not any(subject == "C" for subject, _, _ in checks)
+    assert ("D", "out_of_range", "hamd_start") in checks
+    assert ("E", "out_of_range", "hamd_start") in checks
+    assert ("F", "not_in_vocabulary", "hamd_version") in checks
+    assert ("G", "out_of_range", "madrs_start") in checks
+    # one issue per bad cell, never two (the range check and the per-version check)
+    assert len(issues[issues["subject_id"] == "E"]) == 1

@@ -88,7 +88,7 @@ def test_each_preset_screens_the_sample(name, tmp_path):
     assert result.exit_code == ExitCode.OK, result.output
     summary = json.loads(result.stdout)
     assert summary["rules"] == name
-    assert sum(summary["counts"]["decision"].values()) == 59
+    assert sum(summary["counts"]["decision"].values()) == 67
     if name in STAGING:
         decisions = pd.read_csv(tmp_path / "run" / "decisions.csv")
         assert STAGING[name] in decisions.columns

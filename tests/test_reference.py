@@ -12,7 +12,9 @@ Rules covered: segments merged by gap (30 days) and counted by days at the
 minimum dose, the episode clipped at its onset with a 14-day tolerance for the
 baseline, remission and the baseline floor, early stops with rated evidence,
 other causes and 14 days, regimens started within 7 days, the same drug judged at
-its best adequate course, distinct drugs.
+its best adequate course, distinct drugs; doses given every few days (compared as
+their daily equivalent) and a patient rated on HAM-D17, on MADRS (remission <= 10,
+baseline floor 18) or on HAM-D24 (not compared with HAM-D17 thresholds: unknown).
 """
 
 from __future__ import annotations
@@ -41,13 +43,19 @@ class Row:
     hamd_end: int
     stop: str
     role: str
+    every: int = 1  # the dose is given once every `every` days
+    scale: str = "hamd17"  # the patient's rating scale: hamd17, madrs or hamd24
 
 
-def _category(hs: int, he: int) -> str:
-    """Outcome of one pair of ratings: remission first, then the baseline floor, then %."""
-    if he <= 7:
+def _category(hs: int, he: int, scale: str) -> str:
+    """Outcome of one pair of ratings: remission first, then the baseline floor, then %.
+    HAM-D24 totals are never compared with the HAM-D17 thresholds."""
+    if scale == "hamd24":
+        return "UNK"
+    remission, floor = (10, 18) if scale == "madrs" else (7, 14)
+    if he <= remission:
         return "REM"
-    if hs < 14:
+    if hs < floor:
         return "UNK"
     pct = (hs - he) * 100.0 / hs
     return "NR" if pct < 25 else "RESP" if pct >= 50 else "PART"
@@ -85,17 +93,17 @@ def _judge(course: list[Row], onset: date) -> dict:
     start, end = course[0].start, max(r.end for r in course)
     in_episode = end >= onset
     window = max(start, onset)
-    reached = [r for r in course if r.dose >= MINIMUM[r.drug]]
+    reached = [r for r in course if r.dose / r.every >= MINIMUM[r.drug]]
     counted_rows = reached if reached else course
     days = _union_days([(max(r.start, window), r.end) for r in counted_rows if r.end >= window])
     duration = bool(reached) and days >= 28
     adherence = min(r.adherence for r in course) >= 0.8
     first, last = course[0], max(course, key=lambda r: (r.start, r.line))
-    category = _category(first.hamd_start, last.hamd_end)
+    category = _category(first.hamd_start, last.hamd_end, first.scale)
     if category != "REM" and start < onset - timedelta(days=14) and in_episode:
         category = "UNK"  # baseline rated before the episode
     if len(course) > 1 and category in ("NR", "PART"):
-        if any(_category(r.hamd_start, r.hamd_end) in ("RESP", "REM") for r in course):
+        if any(_category(r.hamd_start, r.hamd_end, r.scale) in ("RESP", "REM") for r in course):
             category = "UNK"  # a row worked that the course's ratings do not show
     adequate = bool(reached) and duration and adherence and in_episode
     early = (end - start).days + 1 < 28 and not duration
@@ -160,6 +168,7 @@ def _cohort(seed: int, n: int) -> tuple[list[dict], list[dict], dict]:
             {"subject_id": sid, "episode_start": onset.isoformat(), "screening_date": "2030-01-01"}
         )
         rows: list[Row] = []
+        scale = str(rng.choice(["hamd17", "hamd17", "hamd17", "madrs", "hamd24"]))
         day = onset + timedelta(days=int(rng.integers(-40, 30)))
         for _ in range(int(rng.integers(1, 6))):
             drug = str(rng.choice(list(MINIMUM)))
@@ -171,15 +180,22 @@ def _cohort(seed: int, n: int) -> tuple[list[dict], list[dict], dict]:
                 if all((r.drug, r.start) != (drug, day) for r in rows):  # else a duplicate
                     baseline = int(rng.integers(10, 31))
                     final = max(0, baseline - int(rng.integers(-2, 16)))
-                    row = Row(len(treatments), drug, MINIMUM[drug] * float(rng.choice([0.5, 1, 1, 1.5])),
-                              day, end, float(rng.choice([0.9, 0.9, 0.9, 0.9, 0.9, 0.5])), baseline,
-                              final, str(rng.choice(STOPS)), role)  # fmt: skip
+                    every = int(rng.choice([1, 1, 1, 1, 1, 1, 2, 7]))
+                    dose = MINIMUM[drug] * float(rng.choice([0.5, 1, 1, 1.5])) * every
+                    row = Row(len(treatments), drug, dose, day, end,
+                              float(rng.choice([0.9, 0.9, 0.9, 0.9, 0.9, 0.5])), baseline,
+                              final, str(rng.choice(STOPS)), role, every, scale)  # fmt: skip
                     rows.append(row)
+                    names = ("madrs_start", "madrs_end") if scale == "madrs" else (
+                        "hamd_start", "hamd_end")  # fmt: skip
+                    version = {"hamd24": 24, "hamd17": rng.choice([17, None])}.get(scale)
                     treatments.append({
                         "subject_id": sid, "drug": drug, "daily_dose_mg": row.dose,
+                        "dose_every_days": every if every > 1 else None,
                         "start_date": day.isoformat(), "end_date": end.isoformat(),
-                        "adherence": row.adherence, "hamd_start": row.hamd_start,
-                        "hamd_end": row.hamd_end, "stop_reason": row.stop, "role": role,
+                        "adherence": row.adherence, names[0]: row.hamd_start,
+                        names[1]: row.hamd_end, "hamd_version": version,
+                        "stop_reason": row.stop, "role": role,
                     })  # fmt: skip
                 day = end + timedelta(days=int(rng.choice([1, 1, 10, 31, 45])))
             if rng.random() < 0.3:  # the next drug starts with this one: a regimen

@@ -17,7 +17,7 @@ def documented() -> dict[str, tuple[str, str, str]]:
 
 
 def test_readme_documents_every_subject(sample_result):
-    assert len(documented()) == 59
+    assert len(documented()) == 67
     assert set(documented()) == set(sample_result.decisions["subject_id"])
 
 
@@ -43,12 +43,12 @@ def test_sample_decisions_match_the_readme(sample_result):
 
 def test_sample_totals(sample_result):
     counts = sample_result.counts()["decision"]
-    assert counts == {"eligible": 15, "excluded": 33, "needs_review": 11}
+    assert counts == {"eligible": 17, "excluded": 37, "needs_review": 13}
 
 
 def test_every_course_appears_once_with_its_line(sample_result):
     lines = sample_result.courses["source_line"].tolist()
-    assert sorted(lines) == list(range(2, 122))  # 120 course rows after the header line
+    assert sorted(lines) == list(range(2, 138))  # 136 course rows after the header line
 
 
 def test_unknown_drug_is_reported_with_suggestions(sample_result):
@@ -61,6 +61,6 @@ def test_unknown_drug_is_reported_with_suggestions(sample_result):
 def test_attrition_adds_up(sample_result):
     attrition = sample_result.attrition
     steps = attrition[attrition["criterion_id"] != ""]
-    assert steps["excluded_at_step"].sum() == 33
+    assert steps["excluded_at_step"].sum() == 37
     final = attrition.set_index("title")["remaining"]
     assert final["needs_review"] + final["eligible"] == steps["remaining"].iloc[-1]

@@ -178,11 +178,13 @@ def load_reports(
         models[model] = str(path)
         loaded.append(ReportRules(report_rules, path, digest, formulary_of(report_rules, path)))
     for index, criterion in enumerate(rules.criteria):
-        model = STAGING_MODEL_OF.get(criterion.column)
-        if model is not None and model not in models:
+        for column in criterion.columns:
+            model = STAGING_MODEL_OF.get(column)
+            if model is None or model in models:
+                continue
             problems.append(
                 f"{rules_path}: key `criteria.{index}.column`: criterion {criterion.id} reads "
-                f"`{criterion.column}` but no rule set in this run has a {model} staging model"
+                f"`{column}` but no rule set in this run has a {model} staging model"
             )
     if problems:
         raise RuleError("the reported staging presets are invalid", problems)

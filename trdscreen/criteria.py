@@ -11,6 +11,7 @@ For an exclusion criterion the condition describes the excluding state
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +20,8 @@ import pyarrow as pa
 
 from trdscreen.coded import categorical
 from trdscreen.reasons import ASSUMPTIONS, CRITERION_ASSUMED
-from trdscreen.ruleset import Criterion, Op, RuleSet
+from trdscreen.ruleset import Condition, Criterion, Op, RuleSet
+from trdscreen.schemas import HAMD_COLUMNS
 from trdscreen.staging import INTERVAL_COLUMNS as STAGING_INTERVALS
 from trdscreen.subjects import ASSUMPTION_BITS
 from trdscreen.tristate import MET, NOT_MET, UNKNOWN, from_bool, join_flags, labels, negate, resolve
@@ -51,7 +53,21 @@ class CriterionResult:
 
 
 def threshold_text(criterion: Criterion) -> str:
-    op, value = criterion.op, criterion.value
+    if criterion.group is not None:
+        joined = "; ".join(f"{c.column} {_condition_text(c)}" for c in criterion.conditions)
+        text = f"{'any' if criterion.group == 'any_of' else 'all'} of: {joined}"
+        return f"exclude when {text}" if criterion.kind == "exclusion" else text
+    condition = criterion.conditions[0]
+    text = _condition_text(condition)
+    if criterion.kind == "exclusion":
+        return f"exclude when {text}"
+    # An inclusion threshold must not start with "=": a spreadsheet would read a formula
+    # (and the CSV would escape it).
+    return f"equals {_fmt(condition.value)}" if condition.op is Op.eq else text
+
+
+def _condition_text(condition: Condition) -> str:
+    op, value = condition.op, condition.value
     symbols = {Op.lt: "<", Op.le: "<=", Op.gt: ">", Op.ge: ">=", Op.eq: "=", Op.ne: "!="}
     if op in symbols:
         text = f"{symbols[op]} {_fmt(value)}"
@@ -61,11 +77,9 @@ def threshold_text(criterion: Criterion) -> str:
         text = f"{'in' if op is Op.in_ else 'not in'} [{', '.join(_fmt(v) for v in value)}]"
     else:
         text = "empty" if op is Op.is_null else "not empty"
-    if criterion.kind == "exclusion":
-        return f"exclude when {text}"
-    # An inclusion threshold must not start with "=": a spreadsheet would read a formula
-    # (and the CSV would escape it).
-    return f"equals {_fmt(value)}" if op is Op.eq else text
+    if condition.column in HAMD_COLUMNS:
+        text += f" (HAM-D{'/'.join(str(v) for v in condition.hamd_versions)})"
+    return text
 
 
 def _fmt(value: object) -> str:
@@ -77,10 +91,10 @@ def _fmt(value: object) -> str:
 
 
 def _numeric(
-    criterion: Criterion, low: np.ndarray, high: np.ndarray
+    condition: Condition, low: np.ndarray, high: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Tri-state and margin of a numeric criterion over the interval [low, high]."""
-    op, value = criterion.op, criterion.value
+    """Tri-state and margin of a numeric comparison over the interval [low, high]."""
+    op, value = condition.op, condition.value
     known = ~np.isnan(low)
     if op is Op.between:
         a, b = float(value[0]), float(value[1])
@@ -102,14 +116,15 @@ def _numeric(
 
 
 def _equality(
-    criterion: Criterion, series: pd.Series, low: np.ndarray | None, high: np.ndarray | None
-) -> np.ndarray:
-    op, value = criterion.op, criterion.value
+    criterion: Criterion, condition: Condition, series: pd.Series, low: np.ndarray | None,
+    high: np.ndarray | None,
+) -> np.ndarray:  # fmt: skip
+    op, value = condition.op, condition.value
     wanted = value if isinstance(value, list) else [value]
     if low is not None:  # numeric column (possibly an interval)
         if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in wanted):
             raise CriterionDataError(
-                f"criterion {criterion.id}: column `{criterion.column}` holds numbers; "
+                f"criterion {criterion.id}: column `{condition.column}` holds numbers; "
                 f"compare it with numbers, not {wanted!r}"
             )
         exact = low == high
@@ -125,7 +140,7 @@ def _equality(
         if series.dtype == "boolean":
             if not all(isinstance(v, bool) for v in wanted):
                 raise CriterionDataError(
-                    f"criterion {criterion.id}: column `{criterion.column}` is true/false; "
+                    f"criterion {criterion.id}: column `{condition.column}` is true/false; "
                     f"compare it with true or false, not {wanted!r}"
                 )
             values = series.to_numpy(dtype=bool, na_value=False)
@@ -139,8 +154,18 @@ def _equality(
     return state
 
 
-def evaluate_criterion(criterion: Criterion, subjects: pd.DataFrame) -> CriterionResult:
-    column = criterion.column
+@dataclass(frozen=True)
+class _Compared:
+    state: np.ndarray
+    margin: np.ndarray
+    low: np.ndarray | None  # numeric columns (possibly an interval)
+    high: np.ndarray | None
+    text: np.ndarray | None  # text and boolean columns, as shown
+
+
+def _compare(criterion: Criterion, condition: Condition, subjects: pd.DataFrame) -> _Compared:
+    """One comparison over one subject column, as an inclusion (met = the condition holds)."""
+    column = condition.column
     n = len(subjects)
     series = (
         subjects[column] if column in subjects.columns else pd.Series([None] * n, dtype="object")
@@ -158,8 +183,15 @@ def evaluate_criterion(criterion: Criterion, subjects: pd.DataFrame) -> Criterio
             if column in INTERVAL_COLUMNS
             else low
         )
+        if column in HAMD_COLUMNS and "hamd_version" in subjects.columns:
+            # A HAM-D total of a version the condition is not written for is never
+            # compared with it: unknown (the value stays shown in the decisions).
+            version = subjects["hamd_version"].to_numpy(dtype=np.float64, na_value=17.0)
+            other = ~np.isin(version, condition.hamd_versions)
+            low = np.where(other, np.nan, low)
+            high = np.where(other, np.nan, high)
     margin = np.full(n, np.nan)
-    op = criterion.op
+    op = condition.op
     if op in (Op.is_null, Op.not_null):
         present = ~np.isnan(low) if numeric else series.notna().to_numpy()
         state = from_bool(present if op is Op.not_null else ~present)
@@ -169,26 +201,52 @@ def evaluate_criterion(criterion: Criterion, subjects: pd.DataFrame) -> Criterio
                 f"criterion {criterion.id}: op {op.value} needs a numeric column; "
                 f"`{column}` holds text or true/false values"
             )
-        state, margin = _numeric(criterion, low, high)
+        state, margin = _numeric(condition, low, high)
     else:
-        state = _equality(criterion, series, low, high)
-    if criterion.kind == "exclusion":
-        state = negate(state)
-        margin = -margin
-    state, resolved = resolve(state, criterion.when_unknown)
-    observed_text = None
+        state = _equality(criterion, condition, series, low, high)
+    text = None
     if not numeric:
         shown = series.astype("str")
         if series.dtype == "boolean":
             shown = shown.str.lower()
-        observed_text = shown.to_numpy(dtype=object)
+        text = shown.to_numpy(dtype=object)
+    return _Compared(state, margin, low, high, text)
+
+
+def evaluate_criterion(criterion: Criterion, subjects: pd.DataFrame) -> CriterionResult:
+    n = len(subjects)
+    parts = [_compare(criterion, c, subjects) for c in criterion.conditions]
+    if criterion.group is None:
+        part = parts[0]
+        state, margin = part.state, part.margin
+    else:  # Kleene OR (any_of) or AND (all_of); the margin of the deciding side
+        states = np.stack([p.state for p in parts])
+        margins = np.stack([p.margin for p in parts])
+        with warnings.catch_warnings():  # all-NaN margins (text columns) stay NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            if criterion.group == "any_of":
+                state = np.select(
+                    [(states == MET).any(0), (states == NOT_MET).all(0)], [MET, NOT_MET], UNKNOWN
+                ).astype(np.int8)
+                margin = np.nanmax(margins, axis=0)
+            else:
+                state = np.select(
+                    [(states == NOT_MET).any(0), (states == MET).all(0)], [NOT_MET, MET], UNKNOWN
+                ).astype(np.int8)
+                margin = np.nanmin(margins, axis=0)
+        part = _Compared(state, margin, None, None, None)
+    if criterion.kind == "exclusion":
+        state = negate(state)
+        margin = -margin
+    state, resolved = resolve(state, criterion.when_unknown)
+    numeric = part.low is not None
     return CriterionResult(
         criterion=criterion,
         state=state,
         resolved=resolved,
-        observed=low if numeric else np.full(n, np.nan),
-        observed_max=high if numeric else np.full(n, np.nan),
-        observed_text=observed_text,
+        observed=part.low if numeric else np.full(n, np.nan),
+        observed_max=part.high if numeric else np.full(n, np.nan),
+        observed_text=part.text,
         margin=margin,
     )
 

@@ -364,6 +364,10 @@ class Formulary:
         # "xl hydrobromide": the salt (the last word) decides before the release marker.
         for word in reversed(formulation.split()):
             if word in drug.formulation_minimums:
+                if word in _DOSE_SALTS.values():  # not the source's own figure: a conversion
+                    return drug.formulation_minimums[word], (
+                        f"{drug.min_source}, converted to the {word} salt [U]"
+                    )
                 return drug.formulation_minimums[word], f"{drug.min_source} ({word})"
         if drug.min_mg_per_day is not None:
             return drug.min_mg_per_day, drug.min_source

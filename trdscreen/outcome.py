@@ -13,10 +13,9 @@ the arrays given (courses or rows).
 
 from __future__ import annotations
 
-import numpy as np
-
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from trdscreen.coded import Coded
@@ -51,7 +50,10 @@ def ratings(courses: pd.DataFrame, first: np.ndarray, last: np.ndarray, rules: R
     start, end = np.full(m, np.nan), np.full(m, np.nan)
     remission_max, min_baseline = np.full(m, np.nan), np.full(m, np.nan)
     madrs = np.zeros(m, dtype=bool)
-    hamd = (_column(courses, "hamd_start", first, np.nan), _column(courses, "hamd_end", last, np.nan))
+    hamd = (
+        _column(courses, "hamd_start", first, np.nan),
+        _column(courses, "hamd_end", last, np.nan),
+    )
     version_first = _column(courses, "hamd_version", first, 17.0)
     version_last = _column(courses, "hamd_version", last, 17.0)
     comparable = (version_first == version_last) & np.isin(version_first, rule.hamd_versions)

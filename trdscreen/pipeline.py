@@ -18,6 +18,7 @@ from trdscreen.criteria import assumption_counts, attrition, decide, evaluate_al
 from trdscreen.diagnoses import derived_columns
 from trdscreen.errors import InvalidInputData
 from trdscreen.formulary import Formulary
+from trdscreen.history import HISTORY_FLAGS, history_columns
 from trdscreen.io import SourceTable
 from trdscreen.issues import issue_counts
 from trdscreen.keys import day_numbers, lex_order
@@ -189,9 +190,10 @@ def screen_validated(
     subjects = pd.concat([subjects, scores], axis=1)
     # cohort.subjects is aligned row for row with `subjects` (both sorted by id).
     extra = cohort.subjects.drop(columns=[c for c in subjects.columns if c in cohort.subjects])
-    criteria_frame = pd.concat(
-        [subjects, extra.reset_index(drop=True), derived_columns(cohort.subjects)], axis=1
-    )
+    derived = [derived_columns(cohort.subjects)]
+    if any(set(c.columns) & set(HISTORY_FLAGS) for c in rules.criteria):
+        derived.append(history_columns(cohort.course_codes, assessed, cohort.subjects))
+    criteria_frame = pd.concat([subjects, extra.reset_index(drop=True), *derived], axis=1)
     results = evaluate_all(rules, criteria_frame)
     decisions = decide(subjects, results)[[*DECISION_COLUMNS, *scores.columns]]
     # By subject_id (codes are id ranks), start_date, then source_line: the rows are in

@@ -483,6 +483,8 @@ def protocol_text(rules: RuleSet, tags: Tags, where: str, file_sha256: str) -> s
 
 
 def _criterion_text(criterion: Criterion) -> str:
+    if criterion.group is not None:
+        return f"{criterion.title} [{threshold_text(criterion)}]"
     return f"{criterion.title} [{criterion.column} {threshold_text(criterion)}]"
 
 

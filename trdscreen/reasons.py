@@ -122,7 +122,8 @@ ASSUMPTION_TEXT = {
     "adherence_assumed": "adherence was missing and assumed adequate",
     "episode_assumed": "the episode onset was unknown and the course assumed in the current "
     "episode",
-    "minimum_dose_assumed": "the drug has no known minimum dose and the dose was assumed adequate",
+    "minimum_dose_assumed": "no minimum dose was applied (none known, or the rule set takes "
+    "any dose of the drug) and the dose was assumed adequate",
     "outcome_from_stop_reason": "the outcome was taken from the stop reason, not from ratings",
     CRITERION_ASSUMED: "a protocol criterion's unknown value was resolved by the rule set",
 }

@@ -467,28 +467,26 @@ class ColumnMap(_Model):
 _ID = re.compile(r"^[A-Z][A-Z0-9]*(-[A-Z0-9]+)*$")
 
 
-class Criterion(_Model):
-    id: str = Field(description="stable id, never reused (e.g. TRD-MIN, AGE, EX-BIPOLAR)")
-    title: str = Field(min_length=1, max_length=120)
-    source: str = Field(min_length=1)
-    evidence: Evidence | None = None
-    kind: Literal["inclusion", "exclusion"] = "inclusion"
+HamdVersion = Literal[17, 21, 24]
+
+
+class Condition(_Model):
+    """One comparison over one subject column (a criterion, or a member of its group)."""
+
     column: str = Field(min_length=1)
     op: Op
     value: Scalar | list[Scalar] | None = None
-    when_unknown: Resolution = "unknown"
-    near_miss_within: float | None = Field(None, gt=0)
-    aliases: tuple[str, ...] = ()
-
-    @field_validator("id")
-    @classmethod
-    def _id_shape(cls, value: str) -> str:
-        if not _ID.match(value):
-            raise ValueError("ids are upper-case words joined by '-', e.g. TRD-MIN or EX-BIPOLAR")
-        return value
+    hamd_versions: tuple[HamdVersion, ...] = Field(
+        (17,),
+        min_length=1,
+        description=(
+            "for a HAM-D column (hamd_screening): the versions the value is written for; a "
+            "subject rated on another (subjects column hamd_version, 17 when empty) is unknown"
+        ),
+    )
 
     @model_validator(mode="after")
-    def _value_fits_op(self) -> Criterion:
+    def _value_fits_op(self) -> Condition:
         value, op = self.value, self.op
         if op in (Op.is_null, Op.not_null):
             if value is not None:
@@ -508,9 +506,78 @@ class Criterion(_Model):
                 raise ValueError(f"op {op.value} takes a number")
         elif value is None or isinstance(value, list):
             raise ValueError(f"op {op.value} takes one value (number, text or true/false)")
-        if self.near_miss_within is not None and op not in NUMERIC_OPS:
+        return self
+
+
+class Criterion(_Model):
+    id: str = Field(description="stable id, never reused (e.g. TRD-MIN, AGE, EX-BIPOLAR)")
+    title: str = Field(min_length=1, max_length=120)
+    source: str = Field(min_length=1)
+    evidence: Evidence | None = None
+    kind: Literal["inclusion", "exclusion"] = "inclusion"
+    column: str | None = Field(None, min_length=1)
+    op: Op | None = None
+    value: Scalar | list[Scalar] | None = None
+    hamd_versions: tuple[HamdVersion, ...] = Field((17,), min_length=1)
+    any_of: tuple[Condition, ...] | None = Field(
+        None, min_length=2, description="met when any condition is met (instead of column/op)"
+    )
+    all_of: tuple[Condition, ...] | None = Field(
+        None, min_length=2, description="met when every condition is met (instead of column/op)"
+    )
+    when_unknown: Resolution = "unknown"
+    near_miss_within: float | None = Field(None, gt=0)
+    aliases: tuple[str, ...] = ()
+
+    @field_validator("id")
+    @classmethod
+    def _id_shape(cls, value: str) -> str:
+        if not _ID.match(value):
+            raise ValueError("ids are upper-case words joined by '-', e.g. TRD-MIN or EX-BIPOLAR")
+        return value
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Criterion:
+        groups = [g for g in (self.any_of, self.all_of) if g is not None]
+        single = self.column is not None or self.op is not None or self.value is not None
+        if groups:
+            if single or len(groups) > 1:
+                raise ValueError(
+                    "give either column/op/value or one group (any_of or all_of), not both"
+                )
+            if self.near_miss_within is not None:
+                raise ValueError("near_miss_within applies to a single numeric comparison")
+            return self
+        if self.column is None or self.op is None:
+            raise ValueError("give column and op (or a group: any_of or all_of)")
+        Condition(column=self.column, op=self.op, value=self.value)  # the same checks
+        if self.near_miss_within is not None and self.op not in NUMERIC_OPS:
             raise ValueError("near_miss_within applies to numeric operators only")
         return self
+
+    @property
+    def group(self) -> str | None:
+        """ "any_of" or "all_of" for a group criterion, else None."""
+        return "any_of" if self.any_of is not None else "all_of" if self.all_of else None
+
+    @property
+    def conditions(self) -> tuple[Condition, ...]:
+        """The comparisons this criterion makes (one, or its group's)."""
+        if self.any_of is not None:
+            return self.any_of
+        if self.all_of is not None:
+            return self.all_of
+        assert self.column is not None and self.op is not None
+        return (
+            Condition(
+                column=self.column, op=self.op, value=self.value, hamd_versions=self.hamd_versions
+            ),
+        )
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The subject columns this criterion reads."""
+        return tuple(dict.fromkeys(c.column for c in self.conditions))
 
 
 def _is_number(value: Any) -> bool:
@@ -541,14 +608,15 @@ class RuleSet(_Model):
     def _staging_columns_provided(self) -> RuleSet:
         own = self.staging.model if self.staging is not None else None
         for index, criterion in enumerate(self.criteria):
-            model = STAGING_MODEL_OF.get(criterion.column)
-            if model is None or model == own or self.report:
-                continue  # columns of reported presets are checked when those are loaded
-            raise ValueError(
-                f"criteria.{index} ({criterion.id}) reads `{criterion.column}`, a {model} "
-                f"staging column, but the rule set has no `staging: {{model: {model}}}` "
-                "and reports no preset that has one (`report:`)"
-            )
+            for column in criterion.columns:
+                model = STAGING_MODEL_OF.get(column)
+                if model is None or model == own or self.report:
+                    continue  # columns of reported presets are checked when those are loaded
+                raise ValueError(
+                    f"criteria.{index} ({criterion.id}) reads `{column}`, a {model} "
+                    f"staging column, but the rule set has no `staging: {{model: {model}}}` "
+                    "and reports no preset that has one (`report:`)"
+                )
         return self
 
     @model_validator(mode="after")

@@ -108,6 +108,8 @@ SUBJECT_COLUMNS: dict[str, ColumnSpec] = {
     "bipolar": ColumnSpec("bool", expected="true or false"),
     "psychotic_features": ColumnSpec("bool", expected="true or false"),
     "substance_use_disorder": ColumnSpec("bool", expected="true or false"),
+    "prior_ketamine_nonresponse": ColumnSpec("bool", expected="true or false"),
+    "ect_current_episode": ColumnSpec("bool", expected="true or false"),
 }
 
 _NUMBER = r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$"

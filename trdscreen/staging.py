@@ -18,6 +18,7 @@ import pandas as pd
 
 from trdscreen.courses import CourseAssessment
 from trdscreen.ruleset import MGHS, STAGING_COLUMNS, Maudsley, Staging, ThaseRush
+from trdscreen.schemas import HAMD_COLUMNS
 from trdscreen.subjects import Cohort, DistinctCounter
 from trdscreen.tristate import MET, NOT_MET, UNKNOWN, from_bool
 
@@ -125,6 +126,10 @@ def _maudsley(
     # Severity at baseline from a rating column (bands are a project choice, see the preset).
     rule = model.severity
     rating = _subject_floats(subjects, rule.column, n)
+    if rule.column in HAMD_COLUMNS and "hamd_version" in subjects.columns:
+        # The bands are HAM-D17 totals: a total of another version is an unknown severity.
+        version = subjects["hamd_version"].to_numpy(dtype=np.float64, na_value=17.0)
+        rating = np.where(version == 17, rating, np.nan)
     severity = np.select(
         [rating < rule.mild_from, rating < rule.moderate_from, rating < rule.severe_from],
         [1, 2, 3],

@@ -19,6 +19,7 @@ from trdscreen.diagnoses import DERIVED_COLUMNS as DIAGNOSIS_COLUMNS
 from trdscreen.diagnoses import SOURCE_COLUMNS as DIAGNOSIS_SOURCES
 from trdscreen.drugs import distinct_drugs
 from trdscreen.formulary import Formulary, normalize_atc
+from trdscreen.history import HISTORY_FLAGS
 from trdscreen.io import SourceTable
 from trdscreen.issues import IssueLog
 from trdscreen.keys import SUBJECT_CODE, day_numbers, first_rows, pack, slots, subject_keys
@@ -40,6 +41,7 @@ DERIVED_SUBJECT_COLUMNS = (
     "n_partial_response_trials",
     "classification",
     *DIAGNOSIS_COLUMNS,
+    *HISTORY_FLAGS,
     *(column for columns in STAGING_COLUMNS.values() for column in columns),
 )
 """Columns that criteria may name although no input table holds them."""
@@ -60,7 +62,9 @@ class ValidatedInputs:
 
 def criteria_subject_columns(rules: RuleSet, *reports: RuleSet) -> tuple[str, ...]:
     """Subject columns the rule set's criteria and staging models read (besides derived ones)."""
-    names = [c.column for c in rules.criteria]
+    names = [column for c in rules.criteria for column in c.columns]
+    if any(set(c.columns) & set(HAMD_COLUMNS) for c in rules.criteria):
+        names.append("hamd_version")  # which version a subject's HAM-D total is
     for rule_set in (rules, *reports):
         severity = getattr(rule_set.staging, "severity", None)
         if severity is not None:
@@ -128,8 +132,7 @@ def _check_subject_columns(
     source: SourceTable, people: pd.DataFrame, rules: RuleSet, as_of: date | None, log: IssueLog
 ) -> None:
     present = set(people.columns)
-    for criterion in rules.criteria:
-        column = criterion.column
+    for criterion, column in ((c, column) for c in rules.criteria for column in c.columns):
         if column == "age":
             if not ({"age", "birth_date"} & present):
                 log.add(
@@ -152,6 +155,16 @@ def _check_subject_columns(
                     f"{' or '.join(f'`{c}`' for c in sources)}; none was found (map a site "
                     "header under `columns: subjects:`)",
                 )
+        elif column in HISTORY_FLAGS and HISTORY_FLAGS[column] not in present:
+            log.add(
+                source,
+                None,
+                HISTORY_FLAGS[column],
+                "criterion_column_missing",
+                f"criterion {criterion.id} reads `{column}`: subjects column "
+                f"`{HISTORY_FLAGS[column]}` OR-ed with the treatment history; the subjects "
+                "table lacks it (map a site header under `columns: subjects:`)",
+            )
         elif column not in DERIVED_SUBJECT_COLUMNS and column not in present:
             log.add(
                 source,
@@ -188,8 +201,9 @@ def _check_subject_columns(
 def _check_without_subjects(
     source: SourceTable, rules: RuleSet, as_of: date | None, log: IssueLog
 ) -> None:
-    derived = set(DERIVED_SUBJECT_COLUMNS[1:]) - set(DIAGNOSIS_COLUMNS)  # those need subjects
-    needed = sorted({c.column for c in rules.criteria} - derived)
+    # Diagnosis and history columns need subject columns.
+    derived = set(DERIVED_SUBJECT_COLUMNS[1:]) - set(DIAGNOSIS_COLUMNS) - set(HISTORY_FLAGS)
+    needed = sorted({column for c in rules.criteria for column in c.columns} - derived)
     if needed:
         log.add(
             source,

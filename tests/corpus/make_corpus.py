@@ -101,7 +101,9 @@ def main(folder: Path) -> None:
     write("duplicate_columns.csv", as_csv(dup))
     write("wrong_types.csv", as_csv(changed(3, daily_dose_mg="twenty", hamd_end="19.5")))
     write("negative_dose.csv", as_csv(changed(4, daily_dose_mg="-100")))
-    write("hamd_above_52.csv", as_csv(changed(6, hamd_end="99")))
+    write(
+        "hamd_above_52.csv", as_csv(changed(6, hamd_end="60"))
+    )  # a HAM-D24 total, no version given
     adherence = [list(r) for r in treatments]
     for r, value in zip(
         adherence[1:], ("95", "80", "100", "90", "85", "70", "100", "60"), strict=True

@@ -1,0 +1,81 @@
+"""Exclusion facts read from the treatment history as well as from a subject flag.
+
+Protocols exclude a prior nonresponse to esketamine or ketamine, and ECT in the
+current episode (esketamine phase 3, trd-reference C.3). A site records these as
+subject flags, but the treatments table may show them too: a failed esketamine
+course, an ECT course in the episode. Each derived column is the flag OR-ed with
+the courses (Kleene OR, so a flag that is empty stays unknown unless a course
+shows the fact):
+
+- `esketamine_or_ketamine_nonresponse`: flag `prior_ketamine_nonresponse`, or an
+  esketamine or ketamine course (any episode, counted or not) whose outcome is
+  nonresponse or a partial response, or that failed; an outcome that is unknown
+  makes the course evidence unknown (it may have been a nonresponse);
+- `ect_in_current_episode`: flag `ect_current_episode`, or an ECT course in the
+  current episode (unknown where the episode check is unknown).
+
+Courses hidden by `--as-of` say nothing. Vectorized: one bincount per fact.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from trdscreen.courses import CourseAssessment
+
+HISTORY_FLAGS = {
+    "esketamine_or_ketamine_nonresponse": "prior_ketamine_nonresponse",
+    "ect_in_current_episode": "ect_current_episode",
+}
+"""Derived column -> the subjects flag it is OR-ed with (required in the subjects table)."""
+KETAMINES = ("esketamine", "ketamine")
+
+
+def _any(codes: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
+    return np.bincount(codes[rows], minlength=n) > 0
+
+
+def history_columns(
+    codes: np.ndarray, assessed: CourseAssessment, subjects: pd.DataFrame
+) -> pd.DataFrame:
+    """The derived columns per subject (rows aligned with `subjects`), nullable booleans."""
+    n = len(subjects)
+    table = assessed.table
+    seen = assessed.in_view
+
+    def among(column: str, values: tuple[str, ...]) -> np.ndarray:
+        """Per row: is the column's text one of `values`? (compared once per category)"""
+        cat = pd.Categorical(table[column])
+        hits = np.isin(np.asarray(cat.categories, dtype=object), values)
+        codes = cat.codes
+        return (hits[codes] if len(hits) else np.zeros(len(codes), bool)) & (codes >= 0)
+
+    ketamine = seen & (among("drug_generic", KETAMINES) | among("modality", ("esketamine",)))
+    failed = among("failed", ("met",))
+    ect = seen & among("modality", ("ect",))
+    evidence = {
+        "esketamine_or_ketamine_nonresponse": (
+            ketamine & (among("outcome", ("nonresponse", "partial_response")) | failed),
+            ketamine & among("outcome", ("unknown",)) & ~failed,
+        ),
+        "ect_in_current_episode": (
+            ect & among("episode_check", ("met",)),
+            ect & among("episode_check", ("unknown",)),
+        ),
+    }
+    columns = {}
+    for name, (yes, maybe) in evidence.items():
+        shown, possible = _any(codes, yes, n), _any(codes, maybe, n)
+        given = subjects.get(HISTORY_FLAGS[name])
+        flag = (
+            pd.Series(given).astype("boolean")
+            if given is not None
+            else pd.Series(pd.NA, index=range(n), dtype="boolean")
+        )
+        flag_true = flag.fillna(False).to_numpy(dtype=bool)
+        flag_false = (~flag).fillna(False).to_numpy(dtype=bool)
+        value = pd.array(shown | flag_true, dtype="boolean")
+        value[~shown & ~flag_true & (possible | ~flag_false)] = pd.NA
+        columns[name] = value
+    return pd.DataFrame(columns)
