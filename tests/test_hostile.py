@@ -88,7 +88,7 @@ def test_quarantine_holds_the_subject_with_a_rejected_row(tmp_path):
         [5, "held", ""],
         [6, "rejected", "out_of_range"],
     ]
-    assert held["hamd_end"].tolist() == ["22", "20", "99"]  # the values as read
+    assert held["hamd_end"].tolist() == ["22", "20", "60"]  # the values as read
     assert pd.read_parquet(out / "quarantine_subjects.parquet")["source_line"].tolist() == [3]
 
     courses = pd.read_parquet(out / "courses.parquet")

@@ -263,3 +263,44 @@ def test_other_drugs_are_known_with_how_they_count(name, generic, counts_as):
     match = load_formulary().match(name)
     assert match.generic == generic
     assert load_formulary().drugs[generic].counts_as == counts_as
+
+
+def test_any_dose_for_names_only_known_generics(tmp_path):
+    """`adequacy.dose.any_dose_for` lists formulary generics; a typo is an error naming the key
+    (never a silent no-op that would leave a drug judged differently than the protocol says)."""
+    (tmp_path / "bad").mkdir()
+    bad = write_rules(tmp_path / "bad", {"adequacy": {"dose": {"any_dose_for": ["aripiprazol3"]}}})
+    with pytest.raises(RuleError) as caught:
+        api.formulary_for(str(bad))
+    said = " ".join([str(caught.value), *caught.value.problems])
+    assert "adequacy.dose.any_dose_for" in said and "aripiprazol3" in said
+
+
+def test_formulary_lookup_gives_the_minimum_of_the_name_as_exported():
+    """An exported name's minimum is that of its salt and formulation: Aplenzin (bupropion
+    hydrobromide) needs 348 mg, the equivalent of the hydrochloride's 300 [U]; a weekly
+    product and a drug dosed in ug or per session say so."""
+    table = load_formulary()
+    aplenzin = api.formulary_lookup(table, None, "Aplenzin XL 348 mg")
+    assert (aplenzin["generic"], aplenzin["min_mg_per_day"]) == ("bupropion", 348)
+    assert "hydrobromide" in aplenzin["formulation"].split()
+    assert "[U]" in aplenzin["min_source"]
+    assert api.formulary_lookup(table, None, "Wellbutrin XL")["min_mg_per_day"] == 300
+    assert api.formulary_lookup(table, None, "Prozac Weekly")["formulation"] == "weekly"
+    assert api.formulary_lookup(table, None, "Cytomel")["dose_unit"] == "ug"
+    assert api.formulary_lookup(table, None, "Spravato")["dose_unit"] == "mg/session"
+    # the doubtful minimums: mirtazapine's DDD (not the 15 mg starting dose), lofepramine's BNF
+    assert api.formulary_lookup(table, None, "mirtazapine")["min_mg_per_day"] == 30
+    assert api.formulary_lookup(table, None, "Gamanil")["min_mg_per_day"] == 140
+    rules, _, _ = api.load_rules("mgh-atrq")
+    assert api.formulary_lookup(table, rules, "lithium")["any_dose"]
+    assert not api.formulary_lookup(table, rules, "quetiapine")["any_dose"]
+
+
+def test_every_minimum_names_its_source():
+    """A minimum without a source cannot be checked against the protocol's dose appendix."""
+    for drug in load_formulary().drugs.values():
+        if drug.min_mg_per_day is not None:
+            assert drug.min_source, drug.generic
+        if drug.alt_min_mg_per_day is not None:
+            assert drug.alt_source, drug.generic

@@ -711,6 +711,8 @@ def _drug_row(table: Formulary, rules: RuleSet | None, generic: str, formulation
         "synonyms": list(drug.synonyms),
         "non_depression_brands": list(drug.non_depression_brands),
         "moiety": drug.moiety,
+        "dose_unit": drug.dose_unit,
+        "any_dose": rules is not None and generic in rules.adequacy.dose.any_dose_for,
         "notes": drug.notes,
     }
 

@@ -260,21 +260,37 @@ def render_formulary(out: Console, rows: list[dict], source: str, sha256: str) -
 def render_drug(out: Console, row: dict) -> None:
     row = printable_data(row)
     minimum = row["min_mg_per_day"]
+    unit = row.get("dose_unit") or "mg"
+    per = unit if unit.endswith("/session") else f"{unit}/day"
     lines = [
         f"{row['looked_up']} -> {row['generic']}"
         + (f" ({row['formulation']})" if row["formulation"] else ""),
         f"  class: {row['drug_class']} (ATC {row['atc_code']}); counts as: {row['counts_as']}",
         "  minimum adequate dose: "
-        + ("none known" if minimum is None else f"{minimum:g} mg/day")
+        + ("none known" if minimum is None else f"{minimum:g} {per}")
         + (f" [{row['min_source']}]" if row["min_source"] else "")
         + f" (dose column: {row['dose_source']})",
     ]
+    if row.get("any_dose"):
+        lines.append(
+            "  the rule set counts any recorded dose as adequate (adequacy.dose.any_dose_for)"
+        )
+    if "weekly" in (row["formulation"] or "").split():
+        lines.append(
+            "  a weekly product: its dose is compared as dose / 7 (unless dose_every_days says)"
+        )
+    if unit.endswith("/session"):
+        lines.append(f"  dosed in {unit}: a row's dose is never turned into a daily amount")
+    elif unit != "mg":
+        lines.append(
+            f"  dosed in {unit}: a row's dose is converted to it (dose_unit) before comparing"
+        )
     if row["alt_min_mg_per_day"] is not None:
         lines.append(
-            f"  alternative minimum: {row['alt_min_mg_per_day']:g} mg/day [{row['alt_source']}]"
+            f"  alternative minimum: {row['alt_min_mg_per_day']:g} {per} [{row['alt_source']}]"
         )
     if row["formulation_minimums"]:
-        forms = ", ".join(f"{k} {v:g} mg" for k, v in row["formulation_minimums"].items())
+        forms = ", ".join(f"{k} {v:g} {unit}" for k, v in row["formulation_minimums"].items())
         lines.append(f"  formulation minimums: {forms}")
     if row.get("moiety") and row["moiety"] != row["generic"]:
         lines.append(

@@ -263,6 +263,7 @@ def _subjects(rng, ids: pa.Array, history_start, start, end, last) -> pa.Table:
             "cluster_b_pd": flag(0.04),
             "prior_ketamine_nonresponse": flag(0.02),
             "current_vns_or_dbs": flag(0.005),
+            "ect_current_episode": flag(0.01),
         }
     )
 
