@@ -42,6 +42,9 @@ from trdscreen.tristate import MET, NOT_MET, UNKNOWN, all_of, from_bool, join_fl
 __all__ = ["DRUG_MODALITIES", "OUTCOMES", "REASONS", "REASON_TEXT", "CourseAssessment"]
 
 STOPPED = tuple(reason for reason in STOP_REASONS if reason != "ongoing")
+NO_MINIMUM_REASONS = (
+    "no_minimum_dose", "no_minimum_dose_assumed_met", "no_minimum_dose_assumed_not_met",
+)  # fmt: skip
 """Stop reasons that say a course ended (every one but `ongoing`)."""
 
 
@@ -246,8 +249,10 @@ def assess_courses(
     why.flag(dose_matters & converted, "dose_daily_equivalent")
     row_dose = _row_dose(dose, required, lookup, drug_modality, dose_matters, rules, why)
     by_level, level_ok = lithium_state(courses, lookup, rules.adequacy.dose.lithium_min_level)
-    if rules.adequacy.dose.check:
+    if rules.adequacy.dose.check:  # the level decides: no dose assumption is left standing
         row_dose[by_level] = np.where(level_ok[by_level], MET, NOT_MET)
+        for reason in NO_MINIMUM_REASONS:
+            why.bits[by_level] &= ~BIT[reason]
         why.flag(dose_matters & by_level, "lithium_level_judged")
     start = courses["start_date"].to_numpy(dtype="datetime64[s]")
     end_given = (

@@ -22,8 +22,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from trdscreen.courses import CourseAssessment
-
 HISTORY_FLAGS = {
     "esketamine_or_ketamine_nonresponse": "prior_ketamine_nonresponse",
     "ect_in_current_episode": "ect_current_episode",
@@ -37,12 +35,12 @@ def _any(codes: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
 
 
 def history_columns(
-    codes: np.ndarray, assessed: CourseAssessment, subjects: pd.DataFrame
+    codes: np.ndarray, table: pd.DataFrame, seen: np.ndarray, subjects: pd.DataFrame
 ) -> pd.DataFrame:
-    """The derived columns per subject (rows aligned with `subjects`), nullable booleans."""
+    """The derived columns per subject (rows aligned with `subjects`), nullable booleans, from
+    the courses table (`courses.CourseAssessment.table`, input order; `codes` its subject
+    codes, `seen` the rows not hidden by --as-of)."""
     n = len(subjects)
-    table = assessed.table
-    seen = assessed.in_view
 
     def among(column: str, values: tuple[str, ...]) -> np.ndarray:
         """Per row: is the column's text one of `values`? (compared once per category)"""

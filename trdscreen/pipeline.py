@@ -192,7 +192,9 @@ def screen_validated(
     extra = cohort.subjects.drop(columns=[c for c in subjects.columns if c in cohort.subjects])
     derived = [derived_columns(cohort.subjects)]
     if any(set(c.columns) & set(HISTORY_FLAGS) for c in rules.criteria):
-        derived.append(history_columns(cohort.course_codes, assessed, cohort.subjects))
+        derived.append(
+            history_columns(cohort.course_codes, assessed.table, assessed.in_view, cohort.subjects)
+        )
     criteria_frame = pd.concat([subjects, extra.reset_index(drop=True), *derived], axis=1)
     results = evaluate_all(rules, criteria_frame)
     decisions = decide(subjects, results)[[*DECISION_COLUMNS, *scores.columns]]
