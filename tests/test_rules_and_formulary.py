@@ -304,3 +304,21 @@ def test_every_minimum_names_its_source():
             assert drug.min_source, drug.generic
         if drug.alt_min_mg_per_day is not None:
             assert drug.alt_source, drug.generic
+
+
+def test_a_criterion_is_one_comparison_or_one_group():
+    """A criterion with both column/op/value and a group, or a group of one, is refused
+    naming the criterion's key: which of the two the protocol meant cannot be guessed."""
+    data = preset_data("sforzini-2021")
+    both = {"id": "SEV", "title": "t", "source": "s", "column": "hamd_screening", "op": "ge",
+            "value": 18, "any_of": [{"column": "hamd_screening", "op": "ge", "value": 18},
+                                    {"column": "madrs_screening", "op": "ge", "value": 28}]}  # fmt: skip
+    alone = {"id": "SEV", "title": "t", "source": "s",
+             "all_of": [{"column": "madrs_screening", "op": "ge", "value": 28}]}  # fmt: skip
+    for criterion, said in ((both, "not both"), (alone, "at least 2")):
+        broken = copy.deepcopy(data)
+        broken["criteria"].append(criterion)
+        with pytest.raises(RuleError) as caught:
+            parse_rules(yaml.safe_dump(broken), "x.yaml")
+        problems = " ".join(caught.value.problems)
+        assert f"criteria.{len(broken['criteria']) - 1}" in problems and said in problems
