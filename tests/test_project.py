@@ -35,6 +35,63 @@ def test_layering():
             assert "rich" not in found, f"{path.name} imports rich"
 
 
+LAYERS = (
+    ("foundation", "__init__ errors printable coded tristate keys reasons tuning audit asof "
+     "diagnoses history sniff segments doses"),
+    ("read", "io issues ruleset formulary drugs"),
+    ("validate", "schemas validate quarantine"),
+    ("assess", "episode outcome trials courses subjects staging"),
+    ("decide", "criteria pipeline merge protocol"),
+    ("write", "output outdir runs stream engine api"),
+    ("read back", "rundiff explain verify"),
+    ("faces", "render synth cli __main__"),
+)  # fmt: skip
+"""The package's layers, lowest first: a module imports only from its own layer or below."""
+
+
+def package_imports(path: Path) -> set[str]:
+    """The trdscreen modules a file imports, at module level or inside a function."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("trdscreen"):
+            if "." in node.module:
+                found.add(node.module.split(".")[1])
+            else:  # from trdscreen import __version__ / a module
+                found |= {a.name if (PACKAGE / f"{a.name}.py").exists() else "__init__"
+                          for a in node.names}  # fmt: skip
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("trdscreen.")}
+    return found
+
+
+def test_imports_go_down_the_layers_without_loops():
+    layer = {name: i for i, (_, names) in enumerate(LAYERS) for name in names.split()}
+    modules = {path.stem: package_imports(path) for path in PACKAGE.glob("*.py")}
+    unplaced = sorted(set(modules) - set(layer))
+    assert not unplaced, f"place each module in a layer of LAYERS: {unplaced}"
+    upward = [
+        f"{name} ({LAYERS[layer[name]][0]}) imports {dep} ({LAYERS[layer[dep]][0]})"
+        for name, deps in modules.items()
+        for dep in deps
+        if layer[dep] > layer[name]
+    ]
+    assert not upward, upward
+    # No loop, within a layer either: a depth-first walk never meets a module on its path.
+    state: dict[str, str] = {}
+
+    def walk(name: str, path: tuple[str, ...]) -> None:
+        state[name] = "open"
+        for dep in sorted(modules[name] - {name}):
+            assert state.get(dep) != "open", f"import loop: {' -> '.join((*path, dep))}"
+            if dep not in state:
+                walk(dep, (*path, dep))
+        state[name] = "done"
+
+    for name in sorted(modules):
+        if name not in state:
+            walk(name, (name,))
+
+
 def readme() -> str:
     return (ROOT / "README.md").read_text()
 

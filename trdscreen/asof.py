@@ -19,15 +19,10 @@ contract and are used as given. Pure: frames in, frames out.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import date
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-
-if TYPE_CHECKING:
-    from trdscreen.validate import ValidatedInputs
 
 AFTER = "after_as_of"
 CENSORED = "censored_at_as_of"
@@ -57,26 +52,29 @@ def subject_masks(subjects: pd.DataFrame, as_of: date) -> tuple[np.ndarray, np.n
     return _dates(subjects, "screening_date") > cut, _dates(subjects, "episode_start") > cut
 
 
-def as_of_view(inputs: ValidatedInputs, as_of: date | None) -> ValidatedInputs:
-    """The validated inputs with everything recorded after `as_of` hidden (see module doc).
+def as_of_view(
+    treatments: pd.DataFrame, subjects: pd.DataFrame, as_of: date | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The validated treatments and subjects with everything recorded after `as_of` hidden
+    (see module doc).
 
     Course rows gain boolean columns `after_as_of` and `censored_at_as_of`
     that the course stage turns into reason codes.
     """
     if as_of is None:
-        return inputs
-    courses = inputs.treatments.copy()
+        return treatments, subjects
+    courses = treatments.copy()
     after, censored = course_masks(courses, as_of)
     for column in ("end_date", *COURSE_END_COLUMNS):
         if column in courses.columns:
             courses[column] = courses[column].mask(censored)
     courses[AFTER] = after
     courses[CENSORED] = censored
-    subjects = inputs.subjects.copy()
-    screened_later, episode_later = subject_masks(subjects, as_of)
+    people = subjects.copy()
+    screened_later, episode_later = subject_masks(people, as_of)
     for column in SCREENING_SCORE_COLUMNS:
-        if column in subjects.columns:
-            subjects[column] = subjects[column].mask(screened_later)
-    if "episode_start" in subjects.columns:
-        subjects["episode_start"] = subjects["episode_start"].mask(episode_later)
-    return replace(inputs, treatments=courses, subjects=subjects)
+        if column in people.columns:
+            people[column] = people[column].mask(screened_later)
+    if "episode_start" in people.columns:
+        people["episode_start"] = people["episode_start"].mask(episode_later)
+    return courses, people

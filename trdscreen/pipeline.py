@@ -183,7 +183,8 @@ def screen_validated(
             treatments=inputs.treatments[~quarantine.course_rows].reset_index(drop=True),
             subjects=inputs.subjects[~quarantine.subject_rows].reset_index(drop=True),
         )
-    inputs = as_of_view(inputs, as_of)
+    treatments, people = as_of_view(inputs.treatments, inputs.subjects, as_of)
+    inputs = replace(inputs, treatments=treatments, subjects=people)
     cohort, assessed = _assess(inputs, rules, formulary, as_of)
     subjects = assess_subjects(cohort, assessed, rules)
     scores = _staging(inputs, rules, formulary, as_of, cohort, assessed, reports)
