@@ -37,8 +37,8 @@ def test_layering():
 
 LAYERS = (
     ("foundation", "__init__ errors printable coded tristate keys reasons tuning audit asof "
-     "diagnoses history sniff segments doses"),
-    ("read", "io issues ruleset formulary drugs"),
+     "diagnoses history sniff segments"),
+    ("read", "io issues ruleset formulary drugs doses"),
     ("validate", "schemas validate quarantine"),
     ("assess", "episode outcome trials courses subjects staging"),
     ("decide", "criteria pipeline merge protocol"),

@@ -19,7 +19,7 @@ from trdscreen import trials
 from trdscreen.asof import AFTER, CENSORED
 from trdscreen.coded import Coded, coded
 from trdscreen.doses import compared_dose, lithium_state
-from trdscreen.drugs import drug_facts
+from trdscreen.drugs import DrugFacts, drug_facts
 from trdscreen.episode import current_episode
 from trdscreen.formulary import Formulary
 from trdscreen.outcome import course_outcome, ratings
@@ -100,7 +100,7 @@ def _flags(frame: pd.DataFrame, name: str) -> np.ndarray:
 
 
 def _counted(
-    lookup: dict, role: Coded, modality: Coded, drug_modality: np.ndarray, in_view: np.ndarray,
+    lookup: DrugFacts, role: Coded, modality: Coded, drug_modality: np.ndarray, in_view: np.ndarray,
     rules: RuleSet, why: _Reasons,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """(treatment, counted, on_drug) per row.
@@ -110,14 +110,14 @@ def _counted(
     them; `on_drug` is a drug row of a counted role and modality.
     """
     n = len(role.codes)
-    known = lookup["known"]
-    counts_as = lookup["counts_as"]  # Coded: compared once per distinct drug name
+    known = lookup.known
+    counts_as = lookup.counts_as  # Coded: compared once per distinct drug name
     counting = rules.counting
     augmenting = role.isin(("augmentation", "combination"))
-    is_antidepressant = counts_as.eq("antidepressant") | (counts_as.eq("policy") & lookup["also"])
+    is_antidepressant = counts_as.eq("antidepressant") | (counts_as.eq("policy") & lookup.also)
     is_augmentation = counts_as.eq("augmentation") & augmenting
     drug_treatment = np.select(
-        [~known, lookup["nondep"], is_antidepressant | is_augmentation],
+        [~known, lookup.nondep, is_antidepressant | is_augmentation],
         [UNKNOWN, NOT_MET, MET],
         default=NOT_MET,
     ).astype(np.int8)
@@ -138,22 +138,22 @@ def _counted(
     why.flag(~modality_ok, "modality_not_counted")
     why.flag(modality_ok & ~role_ok, "role_not_counted")
     on_drug = drug_modality & modality_ok & role_ok
-    other = on_drug & ~lookup["nondep"]
+    other = on_drug & ~lookup.nondep
     why.flag(on_drug & ~agent_ok, "agent_not_counted")
     why.flag(on_drug & ~known, "unknown_drug")
-    why.flag(on_drug & known & lookup["nondep"], "non_depression_product")
+    why.flag(on_drug & known & lookup.nondep, "non_depression_product")
     why.flag(
         other & counts_as.eq("augmentation") & ~augmenting,
         "augmentation_agent_without_augmentation_role",
     )
     why.flag(other & counts_as.eq("not_antidepressant"), "not_an_antidepressant")
-    why.flag(other & counts_as.eq("policy") & ~lookup["also"], "policy_drug_not_counted")
+    why.flag(other & counts_as.eq("policy") & ~lookup.also, "policy_drug_not_counted")
     why.flag(other & counts_as.eq("not_a_depression_treatment"), "not_a_depression_treatment")
     return treatment, counted, on_drug
 
 
 def _row_dose(
-    dose: np.ndarray, required: np.ndarray, lookup: dict, drug_modality: np.ndarray,
+    dose: np.ndarray, required: np.ndarray, lookup: DrugFacts, drug_modality: np.ndarray,
     relevant: np.ndarray, rules: RuleSet, why: _Reasons,
 ) -> np.ndarray:  # fmt: skip
     """Each row's dose against the minimum (met for non-drug modalities and dose-blind
@@ -162,14 +162,14 @@ def _row_dose(
     dose_rule = rules.adequacy.dose
     if not dose_rule.check:  # dose-blind rule set: the check always passes, nothing to flag
         return np.full(n, MET, dtype=np.int8)
-    known = lookup["known"]
-    any_dose = lookup["any_dose"] & known  # adequacy.dose.any_dose_for: no minimum applies
+    known = lookup.known
+    any_dose = lookup.any_dose & known  # adequacy.dose.any_dose_for: no minimum applies
     has_min = ~np.isnan(required) & ~any_dose
     state = from_bool(dose >= required, known=has_min & ~np.isnan(dose))
     state[any_dose] = MET
     why.flag(relevant & any_dose, "no_minimum_dose_assumed_met")
     no_min = known & ~has_min & ~any_dose
-    agent = lookup["counts_as"].eq("augmentation")
+    agent = lookup.counts_as.eq("augmentation")
     groups = [(dose_rule.when_no_minimum, no_min)]
     if dose_rule.augmentation_when_no_minimum is not None:
         groups = [
@@ -238,14 +238,14 @@ def assess_courses(
     treatment, counted, on_drug = _counted(
         lookup, role, modality, drug_modality, in_view, rules, why
     )
-    known = lookup["known"]
+    known = lookup.known
 
     # --- each row: dose and dates (an ongoing row runs to the reference date; a
     # stopped row without an end date has an unknown end, never "ongoing")
     dose, converted = compared_dose(courses, lookup)
-    required = lookup["min_dose"] * rules.adequacy.dose.multiple
+    required = lookup.min_dose * rules.adequacy.dose.multiple
     # Dose reasons only where a dose can matter: not on a drug that never counts.
-    dose_matters = on_drug & known & ~lookup["counts_as"].eq("not_a_depression_treatment")
+    dose_matters = on_drug & known & ~lookup.counts_as.eq("not_a_depression_treatment")
     why.flag(dose_matters & converted, "dose_daily_equivalent")
     row_dose = _row_dose(dose, required, lookup, drug_modality, dose_matters, rules, why)
     by_level, level_ok = lithium_state(courses, lookup, rules.adequacy.dose.lithium_min_level)
@@ -268,7 +268,7 @@ def assess_courses(
 
     # --- rows of one course (same subject, drug, role, modality and counting)
     course = merge_segments(
-        (codes, lookup["same_drug"], role.codes, modality.codes, counted.astype(np.int64)),
+        (codes, lookup.same_drug, role.codes, modality.codes, counted.astype(np.int64)),
         drug_modality & in_view,
         first_day,
         last_day,
@@ -486,7 +486,7 @@ def assess_courses(
     )  # fmt: skip
     optimised, repeat = trials.repeats(
         codes,
-        lookup["same_drug"],
+        lookup.same_drug,
         known & drug_modality & in_view,
         first_day,
         dose,
@@ -552,13 +552,13 @@ def _table(
             "course_id": ordinal[course],
             "course_rows": seg.size[course],
             "drug": _text(courses["drug"]),
-            "drug_generic": lookup["drug_generic"],
-            "drug_class": lookup["drug_class"],
+            "drug_generic": lookup.drug_generic,
+            "drug_class": lookup.drug_class,
             "role": role.text(),
             "modality": modality.text(),
             "daily_dose_mg": dose,
             "min_dose_mg": required,
-            "min_dose_source": lookup["min_dose_source"],
+            "min_dose_source": lookup.min_dose_source,
             "dose_margin_mg": dose - required,
             "start_date": start,
             "end_date": end_given,

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from trdscreen.coded import coded
+from trdscreen.drugs import DrugFacts
 
 DOSE_UNITS = {"mg": 1.0, "g": 1000.0, "ug": 0.001, "mcg": 0.001, "µg": 0.001}
 """Units an export may give in `dose_unit`, as mg per unit (empty = mg)."""
@@ -34,32 +35,32 @@ def _floats(frame: pd.DataFrame, name: str, default: float) -> np.ndarray:
     return np.where(np.isnan(values), default, values)
 
 
-def compared_dose(courses: pd.DataFrame, lookup: dict) -> tuple[np.ndarray, np.ndarray]:
+def compared_dose(courses: pd.DataFrame, lookup: DrugFacts) -> tuple[np.ndarray, np.ndarray]:
     """(dose compared with the minimum, rows converted from a non-daily dose) per row: the
     given dose in the drug's unit, divided by `dose_every_days` unless dosed per session."""
     dose = courses["daily_dose_mg"].to_numpy(dtype=np.float64, na_value=np.nan)
     unit = coded(courses, "dose_unit", "mg")
     per_unit = np.array([DOSE_UNITS[v] for v in unit.values], dtype=np.float64)
-    drug_unit = lookup["dose_unit"]
+    drug_unit = lookup.dose_unit
     in_drug_unit = np.array([_DRUG_UNIT_MG[v] for v in drug_unit.values], dtype=np.float64)
     scale = per_unit[unit.codes] / in_drug_unit[drug_unit.codes]
     every = _floats(courses, "dose_every_days", np.nan)
     # A weekly product by name ("Prozac Weekly") is taken once every 7 days unless the row
     # says otherwise; read as a daily dose, its 90 mg would pass any minimum.
-    every = np.where(np.isnan(every), np.where(lookup["weekly"], 7.0, 1.0), every)
+    every = np.where(np.isnan(every), np.where(lookup.weekly, 7.0, 1.0), every)
     every[drug_unit.eq("mg/session")] = 1.0
     converted = (every != 1.0) & ~np.isnan(dose)
     return dose * scale / every, converted
 
 
 def lithium_state(
-    courses: pd.DataFrame, lookup: dict, minimum: float | None
+    courses: pd.DataFrame, lookup: DrugFacts, minimum: float | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """(rows judged by their serum level, level at or above `minimum`) per row."""
     n = len(courses)
     if minimum is None or "lithium_level" not in courses.columns:
         return np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
     level = courses["lithium_level"].to_numpy(dtype=np.float64, na_value=np.nan)
-    judged = lookup["lithium"] & ~np.isnan(level)
+    judged = lookup.lithium & ~np.isnan(level)
     with np.errstate(invalid="ignore"):
         return judged, judged & (level >= minimum - 1e-9)

@@ -7,6 +7,8 @@ factorized codes, so no Python string is touched per row.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -36,86 +38,123 @@ def distinct_drugs(courses: pd.DataFrame) -> tuple[np.ndarray, list[tuple[object
     return codes, distinct
 
 
-def drug_facts(courses: pd.DataFrame, rules: RuleSet, formulary: Formulary) -> dict:
-    """Formulary facts per row, computed once per distinct exported name (and ATC code,
-    when the export has an `atc_code` column: it names the drug where the name does not).
+@dataclass(frozen=True)
+class DrugFacts:
+    """What the formulary says about each row's drug (arrays per row; text per distinct
+    name as codes or Categoricals, so no Python string is touched per row)."""
 
-    Numbers and flags per row (known, non-depression product, counted by `also_count`, any
-    dose adequate by `adequacy.dose.any_dose_for`, lithium, minimum dose, the integer keys
-    of the drug, its moiety and its class), `counts_as` and the drug's dose unit as codes,
-    and the output text columns as Categoricals.
-    """
+    known: np.ndarray  # bool: the name (or ATC code) resolved to a drug
+    nondep: np.ndarray  # bool: a product for another condition (Zyban, oral selegiline)
+    also: np.ndarray  # bool: a policy drug the rule set counts (`also_count`)
+    any_dose: np.ndarray  # bool: any dose adequate (`adequacy.dose.any_dose_for`)
+    lithium: np.ndarray  # bool
+    weekly: np.ndarray  # bool: a weekly product by name ("Prozac Weekly")
+    min_dose: np.ndarray  # float: the minimum the rule set applies (NaN: none)
+    same_drug: np.ndarray  # int64 keys: one per generic (an unknown name: itself)
+    same_moiety: np.ndarray  # int64 keys: one per active moiety
+    same_class: np.ndarray  # int64 keys: one per drug class
+    counts_as: Coded
+    dose_unit: Coded  # the drug's unit (formulary.DRUG_UNITS)
+    drug_generic: pd.Categorical
+    drug_class: pd.Categorical
+    min_dose_source: pd.Categorical
+
+    def same(self, distinct: str) -> np.ndarray:
+        """The counting keys of `counting.distinct` (drug, moiety or class)."""
+        return {"drug": self.same_drug, "moiety": self.same_moiety, "class": self.same_class}[
+            distinct
+        ]
+
+
+@dataclass(frozen=True)
+class _Name:
+    """The formulary's facts about one distinct exported name."""
+
+    generic: str | None
+    normalized: str
+    drug_class: str = ""
+    moiety: str = ""
+    counts_as: str = ""
+    min_dose: float = np.nan
+    min_source: str = ""
+    nondep: bool = False
+    dose_unit: str = "mg"
+    weekly: bool = False
+
+
+def _name_facts(name: str | None, atc: str | None, rules: RuleSet, formulary: Formulary) -> _Name:
+    match = formulary.resolve(name, atc)
+    if match.generic is None:
+        return _Name(None, match.normalized)
+    drug = formulary.drug(match.generic)
+    minimum, source = formulary.rule_minimum(
+        match.generic, match.formulation, rules.formulary.dose_source, rules.formulary.overrides
+    )
+    return _Name(
+        generic=match.generic,
+        normalized=match.normalized,
+        drug_class=drug.drug_class,
+        moiety=drug.moiety or match.generic,
+        counts_as=drug.counts_as,
+        min_dose=np.nan if minimum is None else minimum,
+        min_source=source,
+        nondep=match.non_depression_product,
+        dose_unit=drug.dose_unit,
+        weekly="weekly" in match.formulation.split(),  # "Prozac Weekly": once every 7 days
+    )
+
+
+def drug_facts(courses: pd.DataFrame, rules: RuleSet, formulary: Formulary) -> DrugFacts:
+    """Formulary facts per row, computed once per distinct exported name (and ATC code,
+    when the export has an `atc_code` column: it names the drug where the name does not),
+    then spread to the rows by code."""
     codes, uniques = distinct_drugs(courses)
-    rows = []
-    for name, atc in uniques:
-        match = formulary.resolve(name, atc)
-        if match.generic is None:
-            rows.append((None, match.normalized, "", "", "", np.nan, "", False, "mg", False))
-            continue
-        drug = formulary.drug(match.generic)
-        minimum, source = formulary.rule_minimum(
-            match.generic,
-            match.formulation,
-            rules.formulary.dose_source,
-            rules.formulary.overrides,
-        )
-        rows.append(
-            (
-                match.generic,
-                match.normalized,
-                drug.drug_class,
-                drug.moiety or match.generic,
-                drug.counts_as,
-                np.nan if minimum is None else minimum,
-                source,
-                match.non_depression_product,
-                drug.dose_unit,
-                "weekly" in match.formulation.split(),  # "Prozac Weekly": once every 7 days
-            )
-        )
-    keys = (
-        "generic", "normalized", "drug_class", "moiety", "counts_as", "min_dose", "min_source",
-        "nondep", "dose_unit", "weekly",
-    )  # fmt: skip
-    table = {k: np.array([r[i] for r in rows], dtype=object) for i, k in enumerate(keys)}
-    table["min_dose"] = table["min_dose"].astype(np.float64)
-    table["nondep"] = table["nondep"].astype(bool)
-    table["weekly"] = table["weekly"].astype(bool)
-    table["known"] = np.array([r[0] is not None for r in rows], dtype=bool)
-    table["also"] = np.isin(table["generic"].astype(str), rules.formulary.also_count)
-    table["any_dose"] = np.isin(table["generic"].astype(str), rules.adequacy.dose.any_dose_for)
-    table["lithium"] = table["generic"].astype(str) == "lithium"
-    # What makes two names the same trial when counting (trials.identity), as integers
-    # per distinct name: the generic, the moiety or the class; an unknown name counts
-    # as itself.
-    for key, column in (
-        ("same_drug", "generic"),
-        ("same_moiety", "moiety"),
-        ("same_class", "drug_class"),
-    ):
-        text = np.where(table["known"], table[column], "?" + table["normalized"].astype(str))
-        table[key] = pd.factorize(text)[0].astype(np.int64) if len(rows) else np.zeros(0, int)
-    # Output text columns: built per distinct name, gathered by Arrow (no Python strings).
-    has_min = ~np.isnan(table["min_dose"])
-    texts = {
-        "drug_generic": table["generic"],
-        "drug_class": np.where(table["known"], table["drug_class"], None),
-        "min_dose_source": np.where(has_min, table["min_source"], None),
+    names = [_name_facts(name, atc, rules, formulary) for name, atc in uniques]
+
+    def column(field: str, dtype: type | str = object) -> np.ndarray:
+        return np.array([getattr(n, field) for n in names], dtype=dtype)
+
+    generic = np.array([n.generic or "" for n in names], dtype=object)
+    known = np.array([n.generic is not None for n in names], dtype=bool)
+    normalized = column("normalized").astype(str)
+
+    def keys(field: str) -> np.ndarray:
+        """Integers per distinct name: two names are the same trial when their keys agree;
+        an unknown name counts as itself."""
+        if not names:
+            return np.zeros(0, dtype=np.int64)
+        text = np.where(known, column(field), "?" + normalized)
+        return pd.factorize(text)[0].astype(np.int64)
+
+    per_name = {
+        "known": known,
+        "nondep": column("nondep", bool),
+        "also": np.isin(generic.astype(str), rules.formulary.also_count),
+        "any_dose": np.isin(generic.astype(str), rules.adequacy.dose.any_dose_for),
+        "lithium": generic.astype(str) == "lithium",
+        "weekly": column("weekly", bool),
+        "min_dose": column("min_dose", np.float64),
+        "same_drug": keys("generic"),
+        "same_moiety": keys("moiety"),
+        "same_class": keys("drug_class"),
     }
-    # Per row: numbers and flags only; text is compared per distinct name (Coded) or
-    # gathered by Arrow. A null name reads the first name's facts, as its checks are
-    # decided by its modality (a drug course without a name fails validation).
+    # A null name reads the first name's facts, as its checks are decided by its modality
+    # (a drug course without a name fails validation).
     safe = np.where(codes >= 0, codes, 0)
-    numeric = (
-        "known", "nondep", "also", "any_dose", "lithium", "weekly", "min_dose", "same_drug",
-        "same_moiety", "same_class",
-    )  # fmt: skip
-    if len(uniques) == 0:
-        per_row = {k: np.empty(0, dtype=table[k].dtype) for k in numeric}
-    else:
-        per_row = {k: table[k][safe] for k in numeric}
-    per_row["counts_as"] = Coded(safe, tuple(str(v) for v in table["counts_as"]))
-    per_row["dose_unit"] = Coded(safe, tuple(str(v) for v in table["dose_unit"]) or ("mg",))
-    for name, values in texts.items():
-        per_row[name] = categorical(values, codes)
-    return per_row
+    per_row = {k: (v[safe] if names else v) for k, v in per_name.items()}
+    min_dose = per_name["min_dose"]
+    return DrugFacts(
+        **per_row,
+        counts_as=Coded(safe, tuple(n.counts_as for n in names)),
+        dose_unit=Coded(safe, tuple(n.dose_unit for n in names) or ("mg",)),
+        # Output text columns: built per distinct name, gathered by Arrow.
+        drug_generic=categorical([n.generic for n in names], codes),
+        drug_class=categorical([n.drug_class if n.generic else None for n in names], codes),
+        min_dose_source=categorical(
+            [
+                n.min_source if not np.isnan(m) else None
+                for n, m in zip(names, min_dose, strict=True)
+            ],
+            codes,
+        ),
+    )

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from trdscreen.drugs import DrugFacts
 from trdscreen.keys import lex_order
 from trdscreen.tristate import MET, NOT_MET, UNKNOWN
 
@@ -28,7 +29,7 @@ _SIGNATURE_SEED = 20_261_127
 
 
 def identity(
-    lookup: dict[str, np.ndarray],
+    lookup: DrugFacts,
     modality_codes: np.ndarray,
     drug_modality: np.ndarray,
     distinct: str,
@@ -38,7 +39,7 @@ def identity(
     Unknown names count as themselves (an upper bound); ECT, rTMS and
     psychotherapy count as their modality (keys after every drug key).
     """
-    key = lookup[f"same_{distinct}"]
+    key = lookup.same(distinct)
     if drug_modality.all():
         return key
     offset = int(key.max()) + 1 if len(key) else 0
