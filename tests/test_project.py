@@ -41,8 +41,8 @@ LAYERS = (
     ("read", "io issues ruleset formulary drugs doses"),
     ("validate", "schemas validate quarantine"),
     ("assess", "episode outcome trials courses subjects staging"),
-    ("decide", "criteria pipeline merge protocol"),
-    ("write", "output outdir runs stream engine api"),
+    ("decide", "criteria pipeline merge protocol resolve"),
+    ("write", "output outdir runs stream engine manifest api"),
     ("read back", "rundiff explain verify"),
     ("faces", "render synth cli __main__"),
 )  # fmt: skip

@@ -247,7 +247,7 @@ def test_a_table_written_in_pieces_has_the_bytes_of_the_whole(tmp_path, monkeypa
         piece["outcome"] = piece["outcome"].cat.remove_unused_categories()
         sink.write(piece)
     pieces = sink.close()
-    assert [r["sha256"] for r in pieces] == [r["sha256"] for r in whole]
+    assert [r.sha256 for r in pieces] == [r.sha256 for r in whole]
     assert pq.ParquetFile(pieces_dir / "t.parquet").metadata.num_row_groups == 3  # 4 + 4 + 3
     # Each row group's dictionary holds the values its rows use, sorted: rows 8-10
     # are c, =, a.

@@ -1,7 +1,8 @@
 """The library's entry points: load and validate inputs, screen, write a run folder.
 
 This is the one layer that ties file I/O (`trdscreen.io`) to the pure stages
-(`validate`, `pipeline`). The CLI calls these functions and nothing deeper.
+(`validate`, `pipeline`): rules are resolved by `trdscreen.resolve`, the run is
+described by `trdscreen.manifest`. The CLI calls these functions and nothing deeper.
 """
 
 from __future__ import annotations
@@ -9,207 +10,63 @@ from __future__ import annotations
 import getpass
 import json
 import os
-import platform
 import socket
 import sys
 import uuid
-from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
-from trdscreen import __version__, quarantine
-from trdscreen.audit import AUDIT_FILE, AUDIT_FORMAT, AuditTrail
+from trdscreen import __version__
+from trdscreen.audit import AuditTrail
 from trdscreen.engine import DaskOptions
-from trdscreen.errors import ExitCode, InvalidInputData, RuleError, UsageError
-from trdscreen.formulary import Formulary, load_formulary, normalize_name
-from trdscreen.io import (
-    CsvOptions,
-    InputFile,
-    SourceTable,
-    find_inputs,
-    open_source,
-    sha256_file,
-)
+from trdscreen.errors import InvalidInputData, UsageError
+from trdscreen.io import InputFile, SourceTable, find_inputs, open_source, sha256_file
 from trdscreen.issues import issue_counts
+from trdscreen.manifest import (
+    LoadedRun,
+    RunRecord,
+    ScreenRequest,
+    build_manifest,
+    input_record,
+    versions,
+)
 from trdscreen.merge import merge_issues, merge_validated
 from trdscreen.outdir import atomic_folder, prepare_out_dir, remove_stale_drafts
-from trdscreen.output import write_tables
-from trdscreen.pipeline import Screening, ScreenResult, refuse_invalid, screen_checked
-from trdscreen.ruleset import (
-    STAGING_MODEL_OF,
-    ColumnMap,
-    RuleSet,
-    load_column_map,
-    read_rule_file,
-    resolve_rules,
+from trdscreen.output import OutputFile, write_tables
+from trdscreen.pipeline import (
+    RunSummary,
+    Screening,
+    ScreenResult,
+    refuse_invalid,
+    screen_checked,
 )
-from trdscreen.runs import MANIFEST_FILE, MANIFEST_SCHEMA_VERSION
+from trdscreen.resolve import (
+    ReportRules,
+    RuleCheck,
+    RuleFile,
+    check_rules,
+    column_maps,
+    formulary_for,
+    formulary_lookup,
+    formulary_of,
+    formulary_rows,
+    load_reports,
+    load_rules,
+)
+from trdscreen.runs import MANIFEST_FILE
 from trdscreen.schemas import SUBJECT_COLUMNS, TREATMENT_COLUMNS
 from trdscreen.stream import CHUNK_ROWS, StreamedResult, chunks, stream
 from trdscreen.validate import ValidatedInputs, criteria_subject_columns, validate_inputs
 
-FORMATS = ("csv", "parquet")
-
-
-@dataclass(frozen=True)
-class ScreenRequest:
-    """What to screen, as the user gave it."""
-
-    input: Path
-    subjects: Path | None = None
-    rules: str | None = None  # preset name or file; None = the default preset
-    column_map: Path | None = None
-    as_of: date | None = None
-    reports: tuple[str, ...] = ()  # presets or files whose staging scores are added
-    csv: CsvOptions = CsvOptions()  # --encoding, --delimiter
-    on_invalid: str = "fail"  # quarantine.ON_INVALID: what rows that fail validation do
-    dask: DaskOptions | None = None  # --engine dask: run the kernel per hash bucket
-    chunk_rows: int | None = None  # screen_and_write: rows per chunk; None: the whole cohort
-
-    def __post_init__(self) -> None:
-        if self.chunk_rows is not None and self.chunk_rows < 1:
-            raise UsageError(f"--chunk-rows {self.chunk_rows}: expected at least 1")
-        if self.on_invalid not in quarantine.ON_INVALID:
-            raise UsageError(
-                f"on_invalid {self.on_invalid!r}: expected one of {', '.join(quarantine.ON_INVALID)}"
-            )
-
-
-@dataclass(frozen=True)
-class ReportRules:
-    """A rule set whose staging model is reported beside the screening decision."""
-
-    rules: RuleSet
-    path: Path
-    file_sha256: str
-    formulary: Formulary
-
-
-@dataclass(frozen=True)
-class RuleFile:
-    """A parsed rule set with the file it came from."""
-
-    rules: RuleSet
-    path: Path
-    file_sha256: str
-
-
-@dataclass
-class LoadedRun:
-    request: ScreenRequest
-    rules: RuleSet
-    rules_path: Path
-    rules_file_sha256: str
-    formulary: Formulary
-    treatments: SourceTable | InputFile  # InputFile: the Dask engine reads it as it screens
-    subjects: SourceTable | InputFile | None
-    validated: ValidatedInputs | None  # None until a streamed run has validated its parts
-    started_at: datetime
-    reports: tuple[ReportRules, ...]
-    trail: AuditTrail
-    command: tuple[str, ...]
-    column_map: tuple[Path, str] | None  # the --map file and its SHA-256
-
-
-def load_rules(name_or_path: str | None) -> tuple[RuleSet, Path, str]:
-    path = resolve_rules(name_or_path)
-    rules, digest = read_rule_file(path)
-    return rules, path, digest
-
-
-def formulary_of(rules: RuleSet, rules_path: Path) -> Formulary:
-    formulary = load_formulary(
-        (rules_path.parent / rules.formulary.path) if rules.formulary.path else None
-    )
-    unknown = [
-        f"{rules_path}: key `formulary.{section}.{name}`: {name!r} is not a generic in the "
-        f"formulary ({formulary.source})"
-        for section, names in (
-            ("overrides", rules.formulary.overrides),
-            ("also_count", rules.formulary.also_count),
-        )
-        for name in names
-        if name not in formulary.drugs
-    ]
-    unknown += [
-        f"{rules_path}: key `adequacy.dose.any_dose_for`: {name!r} is not a generic in the "
-        f"formulary ({formulary.source})"
-        for name in rules.adequacy.dose.any_dose_for
-        if name not in formulary.drugs
-    ]
-    unknown += [
-        f"{rules_path}: key `formulary.aliases.{name}`: {generic!r} is not a generic in the "
-        f"formulary ({formulary.source})"
-        for name, generic in rules.formulary.aliases.items()
-        if normalize_name(generic)[0] not in formulary.drugs
-    ]
-    if unknown:
-        raise RuleError(f"{rules_path}: the rule set names unknown drugs", unknown)
-    return formulary.with_aliases(rules.formulary.aliases)
-
-
-def load_reports(
-    rules: RuleSet, rules_path: Path, extra: tuple[str, ...]
-) -> tuple[ReportRules, ...]:
-    """Resolve the rule set's `report:` entries and any extra ones (e.g. --report).
-
-    Each must have a staging model; no model may appear twice (its columns
-    would collide); every staging column a criterion reads must be provided.
-    """
-    names = []
-    for name in rules.report:  # a relative file path in a rule file is relative to that file
-        candidate = Path(name)
-        relative = candidate.suffix in (".yaml", ".yml") and not candidate.is_absolute()
-        names.append(str(rules_path.parent / candidate) if relative else name)
-    names += list(extra)
-    models = {rules.staging.model: str(rules_path)} if rules.staging is not None else {}
-    loaded, problems = [], []
-    for name in dict.fromkeys(names):
-        report_rules, path, digest = load_rules(name)
-        if report_rules.staging is None:
-            problems.append(f"report {name!r} ({path}): the rule set has no `staging:` model")
-            continue
-        model = report_rules.staging.model
-        if model in models:
-            problems.append(
-                f"report {name!r}: staging model {model} is already provided by {models[model]}"
-            )
-            continue
-        models[model] = str(path)
-        loaded.append(ReportRules(report_rules, path, digest, formulary_of(report_rules, path)))
-    for index, criterion in enumerate(rules.criteria):
-        for column in criterion.columns:
-            model = STAGING_MODEL_OF.get(column)
-            if model is None or model in models:
-                continue
-            problems.append(
-                f"{rules_path}: key `criteria.{index}.column`: criterion {criterion.id} reads "
-                f"`{column}` but no rule set in this run has a {model} staging model"
-            )
-    if problems:
-        raise RuleError("the reported staging presets are invalid", problems)
-    return tuple(loaded)
-
-
-def _column_maps(rules: RuleSet, rules_path: Path, extra: Path | None) -> ColumnMap:
-    maps = [(str(rules_path), rules.columns)]
-    if extra is not None:
-        maps.append((str(extra), load_column_map(extra)))
-    treatments: dict[str, str] = {}
-    subjects: dict[str, str] = {}
-    problems = []
-    for source, column_map in maps:
-        for header, target in column_map.treatments.items():
-            if target not in TREATMENT_COLUMNS:
-                problems.append(
-                    f"{source}: key `columns.treatments.{header}`: {target!r} is not a treatments "
-                    f"column; canonical columns: {', '.join(TREATMENT_COLUMNS)}"
-                )
-            treatments[header] = target
-        subjects.update(column_map.subjects)
-    if problems:
-        raise RuleError("the column map is invalid", problems)
-    return ColumnMap(treatments=treatments, subjects=subjects)
+__all__ = [  # the library's face: what the CLI, verify and callers use
+    "CHUNK_ROWS", "DaskOptions", "LoadedRun", "ReportRules", "RuleCheck", "RuleFile",
+    "RunRecord", "ScreenRequest", "check_out_dir", "check_rules", "formulary_for",
+    "formulary_lookup", "formulary_of", "formulary_rows", "input_paths", "load",
+    "load_and_validate", "load_rules", "load_with", "run_tables", "screen",
+    "screen_and_write", "screening_of", "versions", "write_run",
+]  # fmt: skip
 
 
 def _user() -> str:
@@ -219,7 +76,7 @@ def _user() -> str:
         return f"uid:{os.getuid()}" if hasattr(os, "getuid") else "unknown"
 
 
-def load(request: ScreenRequest, command: list[str] | None = None) -> LoadedRun:
+def load(request: ScreenRequest, command: Sequence[str] | None = None) -> LoadedRun:
     """Resolve rules and inputs, read them and validate them (no screening yet).
 
     Starts the run's audit trail; every later step appends to it.
@@ -266,7 +123,7 @@ def load_with(
             role="screening" if rule_set is rules else "report",
         )
     trail.record("formulary_loaded", source=formulary.source, sha256=formulary.sha256)
-    columns = _column_maps(rules, rules_path, request.column_map)
+    columns = column_maps(rules, rules_path, request.column_map)
     column_map = (
         (Path(request.column_map), sha256_file(Path(request.column_map)))
         if request.column_map is not None
@@ -276,22 +133,21 @@ def load_with(
     # The Dask engine reads the inputs a batch at a time while it screens; here they are
     # only opened (hashed, their headers checked).
     read = request.dask is None
-    treatments = open_source(
+    treatments: SourceTable | InputFile = open_source(
         treatments_path, "treatments", columns.treatments, set(TREATMENT_COLUMNS), request.csv
     )
-    if read:
-        treatments = treatments.read()
-        trail.record("input_read", **_input_record(treatments))
-    subjects = None
+    subjects: SourceTable | InputFile | None = None
     if subjects_path is not None:
         wanted = criteria_subject_columns(rules, *(r.rules for r in reports))
         canonical = set(SUBJECT_COLUMNS) | set(wanted)
         subjects = open_source(subjects_path, "subjects", columns.subjects, canonical, request.csv)
-        if read:
-            subjects = subjects.read()
-            trail.record("input_read", **_input_record(subjects))
+    if read:
+        treatments = _read(treatments, trail)
+        subjects = _read(subjects, trail) if subjects is not None else None
     validated = None
     if request.dask is None and request.chunk_rows is None:  # else validated per part
+        assert isinstance(treatments, SourceTable)
+        assert subjects is None or isinstance(subjects, SourceTable)
         validated = validate_inputs(
             treatments, subjects, rules, formulary, request.as_of, tuple(r.rules for r in reports)
         )
@@ -311,6 +167,14 @@ def load_with(
         command,
         column_map,
     )
+
+
+def _read(source: SourceTable | InputFile, trail: AuditTrail) -> SourceTable:
+    """An opened input read whole, and recorded in the audit trail."""
+    assert isinstance(source, InputFile)
+    table = source.read()
+    trail.record("input_read", **input_record(table))
+    return table
 
 
 def screening_of(loaded: LoadedRun) -> Screening:
@@ -333,12 +197,12 @@ def screen(loaded: LoadedRun) -> ScreenResult:
         raise UsageError("a request with chunk_rows or dask is screened by screen_and_write")
     else:
         refuse_invalid(loaded.validated, screening.on_invalid)
-        result = screen_checked(loaded.treatments, loaded.subjects, loaded.validated, screening)
+        result = screen_checked(*loaded.tables(), loaded.validated, screening)
     _record_screened(loaded, result)
     return result
 
 
-def load_and_validate(request: ScreenRequest, command: list[str] | tuple = ()) -> LoadedRun:
+def load_and_validate(request: ScreenRequest, command: Sequence[str] = ()) -> LoadedRun:
     """Load the inputs and validate them a chunk of subjects at a time (what `validate`
     does): each chunk's issues are capped (`schemas.cap_issues`) and merged, so memory
     holds one chunk's issues, not every bad cell of the file. `loaded.validated` holds
@@ -347,7 +211,7 @@ def load_and_validate(request: ScreenRequest, command: list[str] | tuple = ()) -
     loaded = load(replace(request, chunk_rows=chunk_rows, dask=None), command)
     reports = tuple(r.rules for r in loaded.reports)
     parts: list = []
-    for courses, people in chunks(loaded.treatments, loaded.subjects, chunk_rows):
+    for courses, people in chunks(*loaded.tables(), chunk_rows):
         validated = validate_inputs(
             courses, people, loaded.rules, loaded.formulary, request.as_of, reports
         )
@@ -359,7 +223,7 @@ def load_and_validate(request: ScreenRequest, command: list[str] | tuple = ()) -
     return loaded
 
 
-def _record_screened(loaded: LoadedRun, result: ScreenResult | StreamedResult) -> None:
+def _record_screened(loaded: LoadedRun, result: RunSummary) -> None:
     if result.quarantine is not None:
         loaded.trail.record("quarantine_planned", **result.quarantine.counts())
     loaded.trail.record("decisions_computed", counts=result.counts())
@@ -388,8 +252,7 @@ def screen_and_write(
             )
         else:
             validated, outputs, result = stream(
-                loaded.treatments,
-                loaded.subjects,
+                *loaded.tables(),
                 screening,
                 folder,
                 formats,
@@ -412,7 +275,7 @@ def _stream_dask(
     folder: Path,
     formats: tuple[str, ...],
     escape: bool,
-) -> tuple[ValidatedInputs, list[dict[str, object]] | None, StreamedResult | None]:
+) -> tuple[ValidatedInputs, list[OutputFile] | None, StreamedResult | None]:
     """The Dask engine's run (`trdscreen.engine`): each input is recorded once read,
     with its row count, and the validation once every bucket is screened."""
     from trdscreen import engine
@@ -420,157 +283,28 @@ def _stream_dask(
     def on_validated(validated: ValidatedInputs) -> None:
         loaded.trail.record("inputs_validated", issues=issue_counts(validated.issues))
 
+    def on_read(source: InputFile) -> None:
+        loaded.trail.record("input_read", **input_record(source))
+
+    assert loaded.request.dask is not None
     validated, outputs, result, read = engine.stream_dask(
-        loaded.treatments,
-        loaded.subjects,
+        *loaded.files(),
         screening,
         folder,
         formats,
         escape,
         loaded.request.dask,
-        on_read=lambda source: loaded.trail.record("input_read", **_input_record(source)),
+        on_read=on_read,
         on_validated=on_validated,
     )
     loaded.treatments, loaded.subjects = read
     return validated, outputs, result
 
 
-@dataclass(frozen=True)
-class RunRecord:
-    out: Path
-    manifest: dict
-    audit_head: str  # SHA-256 of the audit log's last line: keep it to detect a rewrite
-
-
-def _input_record(source: SourceTable | InputFile) -> dict[str, object]:
-    return {
-        "role": source.name,
-        "path": str(source.path),
-        "resolved_path": str(source.path.resolve()),
-        "format": source.fmt,
-        "size": source.size,
-        "rows": source.rows,
-        "sha256": source.sha256,
-    }
-
-
-def versions() -> dict[str, str]:
-    import pandas
-    import pandera
-    import pyarrow
-
-    return {
-        "trdscreen": __version__,
-        "python": platform.python_version(),
-        "pandas": pandas.__version__,
-        "pyarrow": pyarrow.__version__,
-        "pandera": pandera.__version__,
-    }
-
-
-def _rule_record(rules: RuleSet, path: Path, file_sha256: str, formulary: Formulary) -> dict:
-    return {
-        "id": rules.id,
-        "title": rules.title,
-        "path": str(path),
-        "resolved_path": str(Path(path).resolve()),
-        "file_sha256": file_sha256,
-        "normalized_sha256": rules.sha256(),
-        "normalized": rules.model_dump(mode="json"),
-        "formulary": {"source": formulary.source, "sha256": formulary.sha256},
-    }
-
-
-def build_manifest(
-    loaded: LoadedRun,
-    result: ScreenResult | None,
-    outputs: list[dict[str, object]],
-    formats: tuple[str, ...],
-    force: bool,
-    escape_formulas: bool = True,
-) -> dict:
-    """The run's self-description (JSON Schema: trdscreen/data/manifest.schema.json)."""
-    rules = loaded.rules
-    request = loaded.request
-    as_of = request.as_of
-    inputs = [_input_record(loaded.treatments)]
-    if loaded.subjects is not None:
-        inputs.append(_input_record(loaded.subjects))
-    origin = loaded.trail.origin  # user, host and working folder from run_started
-    decisions = [o for o in outputs if o["table"] == "decisions"]
-    return {
-        "manifest_schema_version": MANIFEST_SCHEMA_VERSION,
-        "tool": "trdscreen",
-        "versions": versions(),
-        "run_id": loaded.trail.run_id,
-        "status": "ok" if result is not None else "invalid_input",
-        "exit_code": int(ExitCode.OK if result is not None else ExitCode.INVALID_INPUT),
-        "started_at": loaded.started_at.isoformat(timespec="milliseconds"),
-        "finished_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
-        "user": origin["user"],
-        "host": origin["host"],
-        "cwd": origin["cwd"],
-        "command": list(loaded.command),
-        "options": {
-            "input": str(request.input),
-            "subjects": str(request.subjects) if request.subjects else None,
-            "rules": request.rules,
-            "column_map": str(request.column_map) if request.column_map else None,
-            "as_of": as_of.isoformat() if as_of else None,
-            "reports": list(request.reports),
-            "formats": list(formats),
-            "force": force,
-            "encoding": request.csv.encoding,
-            "delimiter": request.csv.delimiter,
-            "on_invalid": request.on_invalid,
-            "escape_formulas": escape_formulas,
-            "engine": _engine_record(request),
-        },
-        "reference_date": (
-            {"source": "as_of", "value": as_of.isoformat()}
-            if as_of
-            else {"source": "subjects column", "column": rules.reference_date.column}
-        ),
-        "rules": _rule_record(rules, loaded.rules_path, loaded.rules_file_sha256, loaded.formulary),
-        "formulary": {"source": loaded.formulary.source, "sha256": loaded.formulary.sha256},
-        "column_map": (
-            {
-                "path": str(loaded.column_map[0]),
-                "resolved_path": str(loaded.column_map[0].resolve()),
-                "sha256": loaded.column_map[1],
-            }
-            if loaded.column_map
-            else None
-        ),
-        "reports": [
-            {
-                **_rule_record(r.rules, r.path, r.file_sha256, r.formulary),
-                "staging_model": r.rules.staging.model,
-            }
-            for r in loaded.reports
-        ],
-        "inputs": inputs,
-        "outputs": outputs,
-        "decisions_content_sha256": decisions[0]["content_sha256"] if decisions else None,
-        "counts": result.counts() if result is not None else None,
-        "audit": {"path": AUDIT_FILE, "format": AUDIT_FORMAT},
-    }
-
-
-def _engine_record(request: ScreenRequest) -> dict[str, object]:
-    if request.dask is None:
-        return {"name": "pandas", "chunk_rows": request.chunk_rows}
-    return {
-        "name": "dask",
-        "scheduler": request.dask.scheduler,
-        "partitions": request.dask.partitions,
-    }
-
-
 def run_tables(loaded: LoadedRun, result: ScreenResult | None) -> dict:
     """The tables a run folder holds: every table, or only the issues of an invalid input."""
     if result is None:
-        return {"validation_issues": loaded.validated.issues}
+        return {"validation_issues": loaded.checked().issues}
     return result.tables()
 
 
@@ -594,10 +328,10 @@ def write_run(
 
 def _finish(
     loaded: LoadedRun,
-    result: ScreenResult | StreamedResult | None,
+    result: RunSummary | None,
     out: Path,
     folder: Path,
-    outputs: list[dict[str, object]],
+    outputs: list[OutputFile],
     formats: tuple[str, ...],
     force: bool,
     escape_formulas: bool,
@@ -607,7 +341,7 @@ def _finish(
     trail.attach(folder)
     try:
         for record in outputs:
-            trail.record("output_written", **record)
+            trail.record("output_written", **record.as_json())
         manifest = build_manifest(loaded, result, outputs, formats, force, escape_formulas)
         path = folder / MANIFEST_FILE
         path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", "utf-8")
@@ -616,7 +350,7 @@ def _finish(
             head = trail.record(
                 "run_aborted",
                 reason="invalid_input",
-                message=f"input validation found {loaded.validated.n_errors} error(s)",
+                message=f"input validation found {loaded.checked().n_errors} error(s)",
                 **final,
             )
         else:
@@ -639,98 +373,3 @@ def check_out_dir(out: Path, force: bool, inputs: list[Path] | tuple = ()) -> li
     the drafts of dead runs beside it. Returns one line per draft removed or restored."""
     prepare_out_dir(out, force, inputs)
     return remove_stale_drafts(Path(out).absolute().parent)
-
-
-# --------------------------------------------------------------------------- rule sets
-
-
-@dataclass(frozen=True)
-class RuleCheck:
-    """A rule file that parsed, with what a reviewer should know about it."""
-
-    rules: RuleSet
-    path: Path
-    file_sha256: str
-    tags: dict
-    formulary: Formulary
-    reports: tuple[ReportRules, ...]
-    notes: tuple[str, ...]
-
-
-def check_rules(name_or_path: str) -> RuleCheck:
-    """Parse a rule file and check what parsing alone cannot: formulary names,
-    reported presets, staging columns. Raises RuleError listing every problem;
-    returns notes (columns the subjects table must provide, untagged parameters)."""
-    from trdscreen.protocol import read_tagged
-    from trdscreen.validate import criteria_subject_columns
-
-    rules, path, digest = load_rules(name_or_path)
-    formulary = formulary_of(rules, path)
-    reports = load_reports(rules, path, ())
-    tags, untagged = read_tagged(path)
-    notes = [
-        f"subjects column `{column}` is read by this rule set but is not in the input "
-        "contract: the subjects table must provide it (or map a site header to it)"
-        for column in criteria_subject_columns(rules, *(r.rules for r in reports))
-        if column not in SUBJECT_COLUMNS
-    ]
-    if untagged:
-        notes.append(
-            f"{len(untagged)} clinical parameter(s) carry no [V]/[S]/[U] tag in a comment: "
-            + ", ".join(untagged)
-        )
-    return RuleCheck(rules, path, digest, tags, formulary, reports, tuple(notes))
-
-
-def formulary_for(name_or_path: str | None) -> tuple[Formulary, RuleSet | None]:
-    """The formulary a rule set uses (its `formulary.path`), or the bundled one."""
-    if name_or_path is None:
-        return load_formulary(None), None
-    rules, path, _ = load_rules(name_or_path)
-    return formulary_of(rules, path), rules
-
-
-def _drug_row(table: Formulary, rules: RuleSet | None, generic: str, formulation: str) -> dict:
-    drug = table.drugs[generic]
-    dose_source = rules.formulary.dose_source if rules is not None else "atrq_then_alternative"
-    overrides = rules.formulary.overrides if rules is not None else {}
-    minimum, source = table.rule_minimum(generic, formulation, dose_source, overrides)
-    return {
-        "generic": generic,
-        "drug_class": drug.drug_class,
-        "atc_code": drug.atc_code,
-        "counts_as": drug.counts_as,
-        "min_mg_per_day": minimum,
-        "min_source": source,
-        "dose_source": dose_source,
-        "atrq_min_mg_per_day": drug.min_mg_per_day,
-        "atrq_evidence": drug.min_evidence or None,
-        "alt_min_mg_per_day": drug.alt_min_mg_per_day,
-        "alt_source": drug.alt_source or None,
-        "formulation_minimums": dict(drug.formulation_minimums),
-        "synonyms": list(drug.synonyms),
-        "non_depression_brands": list(drug.non_depression_brands),
-        "moiety": drug.moiety,
-        "dose_unit": drug.dose_unit,
-        "any_dose": rules is not None and generic in rules.adequacy.dose.any_dose_for,
-        "notes": drug.notes,
-    }
-
-
-def formulary_rows(table: Formulary, rules: RuleSet | None) -> list[dict]:
-    """One row per generic, with the minimum the rule set would apply (sorted by generic)."""
-    return [_drug_row(table, rules, generic, "") for generic in sorted(table.drugs)]
-
-
-def formulary_lookup(table: Formulary, rules: RuleSet | None, name: str) -> dict | None:
-    """The row for an exported name (brand, synonym, salt, formulation), or None."""
-    match = table.match(name)
-    if match.generic is None:
-        return None
-    row = _drug_row(table, rules, match.generic, match.formulation)
-    return {
-        **row,
-        "looked_up": name,
-        "formulation": match.formulation or None,
-        "non_depression_product": match.non_depression_product,
-    }

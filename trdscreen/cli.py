@@ -304,7 +304,7 @@ def screen(
             record, result = api.screen_and_write(loaded, out, formats, force, escape_formulas)
         except InvalidInputData as exc:
             record = api.write_run(loaded, None, out, formats, force, escape_formulas)
-            _report_issues(loaded.validated.issues)
+            _report_issues(loaded.checked().issues)
             _fail(
                 exc,
                 as_json,
@@ -385,8 +385,8 @@ def validate(
             _csv_options(encoding, delimiter),
         )
         loaded = api.load_and_validate(request)
-        issues = loaded.validated.issues
-        n_errors = loaded.validated.n_errors
+        issues = loaded.checked().issues
+        n_errors = loaded.checked().n_errors
         if as_json:
             _emit_json(
                 {

@@ -318,8 +318,10 @@ def assess_courses(
     # With a `sessions` column the count decides for the modalities that name one: an
     # empty count is unknown, not weeks.
     given_sessions = "sessions" in courses.columns
-    for key, needed in rules.adequacy.duration.min_sessions_for.items():
-        by_sessions = np.isin(c_modality, [i for i, v in enumerate(modality.values) if v == key])
+    for session_key, needed in rules.adequacy.duration.min_sessions_for.items():
+        by_sessions = np.isin(
+            c_modality, [i for i, v in enumerate(modality.values) if v == session_key]
+        )
         by_sessions &= given_sessions
         c_duration[by_sessions] = from_bool(
             sessions[by_sessions] >= needed, known=~np.isnan(sessions[by_sessions])

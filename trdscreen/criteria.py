@@ -67,14 +67,14 @@ def threshold_text(criterion: Criterion) -> str:
 
 
 def _condition_text(condition: Condition) -> str:
-    op, value = condition.op, condition.value
+    op, values = condition.op, condition.values
     symbols = {Op.lt: "<", Op.le: "<=", Op.gt: ">", Op.ge: ">=", Op.eq: "=", Op.ne: "!="}
     if op in symbols:
-        text = f"{symbols[op]} {_fmt(value)}"
+        text = f"{symbols[op]} {_fmt(values[0])}"
     elif op is Op.between:
-        text = f"between {_fmt(value[0])} and {_fmt(value[1])}"
+        text = f"between {_fmt(values[0])} and {_fmt(values[1])}"
     elif op in (Op.in_, Op.not_in):
-        text = f"{'in' if op is Op.in_ else 'not in'} [{', '.join(_fmt(v) for v in value)}]"
+        text = f"{'in' if op is Op.in_ else 'not in'} [{', '.join(_fmt(v) for v in values)}]"
     else:
         text = "empty" if op is Op.is_null else "not empty"
     if condition.column in HAMD_COLUMNS:
@@ -94,15 +94,15 @@ def _numeric(
     condition: Condition, low: np.ndarray, high: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Tri-state and margin of a numeric comparison over the interval [low, high]."""
-    op, value = condition.op, condition.value
+    op, values = condition.op, condition.values
     known = ~np.isnan(low)
     if op is Op.between:
-        a, b = float(value[0]), float(value[1])
+        a, b = float(values[0]), float(values[1])
         met = (low >= a) & (high <= b)
         not_met = (high < a) | (low > b)
         margin = np.minimum(low - a, b - high)
     else:
-        v = float(value)
+        v = float(values[0])
         if op is Op.ge:
             met, not_met, margin = low >= v, high < v, low - v
         elif op is Op.gt:
@@ -119,18 +119,20 @@ def _equality(
     criterion: Criterion, condition: Condition, series: pd.Series, low: np.ndarray | None,
     high: np.ndarray | None,
 ) -> np.ndarray:  # fmt: skip
-    op, value = condition.op, condition.value
-    wanted = value if isinstance(value, list) else [value]
-    if low is not None:  # numeric column (possibly an interval)
-        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in wanted):
+    op, wanted = condition.op, condition.values
+    if low is not None and high is not None:  # numeric column (possibly an interval)
+        numbers = [
+            float(v) for v in wanted if isinstance(v, int | float) and not isinstance(v, bool)
+        ]
+        if len(numbers) != len(wanted):
             raise CriterionDataError(
                 f"criterion {criterion.id}: column `{condition.column}` holds numbers; "
                 f"compare it with numbers, not {wanted!r}"
             )
         exact = low == high
-        hit = np.isin(low, np.asarray(wanted, dtype=np.float64)) & exact
+        hit = np.isin(low, np.asarray(numbers, dtype=np.float64)) & exact
         inside = np.zeros(len(low), dtype=bool)
-        for v in wanted:
+        for v in numbers:
             inside |= (low <= v) & (v <= high)
         miss = ~inside
         state = np.select([np.isnan(low), hit, miss], [UNKNOWN, MET, NOT_MET], default=UNKNOWN)
@@ -144,7 +146,7 @@ def _equality(
                     f"compare it with true or false, not {wanted!r}"
                 )
             values = series.to_numpy(dtype=bool, na_value=False)
-            hit = np.isin(values, wanted)
+            hit = np.isin(values, np.asarray(wanted, dtype=bool))
         else:
             values = series.astype("str").to_numpy(dtype=object)
             hit = np.isin(values, [str(v) for v in wanted])
@@ -193,10 +195,10 @@ def _compare(criterion: Criterion, condition: Condition, subjects: pd.DataFrame)
     margin = np.full(n, np.nan)
     op = condition.op
     if op in (Op.is_null, Op.not_null):
-        present = ~np.isnan(low) if numeric else series.notna().to_numpy()
+        present = ~np.isnan(low) if low is not None else series.notna().to_numpy()
         state = from_bool(present if op is Op.not_null else ~present)
     elif op in (Op.lt, Op.le, Op.gt, Op.ge, Op.between):
-        if not numeric:
+        if low is None or high is None:
             raise CriterionDataError(
                 f"criterion {criterion.id}: op {op.value} needs a numeric column; "
                 f"`{column}` holds text or true/false values"
@@ -239,13 +241,12 @@ def evaluate_criterion(criterion: Criterion, subjects: pd.DataFrame) -> Criterio
         state = negate(state)
         margin = -margin
     state, resolved = resolve(state, criterion.when_unknown)
-    numeric = part.low is not None
     return CriterionResult(
         criterion=criterion,
         state=state,
         resolved=resolved,
-        observed=part.low if numeric else np.full(n, np.nan),
-        observed_max=part.high if numeric else np.full(n, np.nan),
+        observed=part.low if part.low is not None else np.full(n, np.nan),
+        observed_max=part.high if part.high is not None else np.full(n, np.nan),
         observed_text=part.text,
         margin=margin,
     )

@@ -8,6 +8,7 @@ factorized codes, so no Python string is touched per row.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,7 +18,7 @@ from trdscreen.formulary import Formulary
 from trdscreen.ruleset import RuleSet
 
 
-def distinct_drugs(courses: pd.DataFrame) -> tuple[np.ndarray, list[tuple[object, object]]]:
+def distinct_drugs(courses: pd.DataFrame) -> tuple[np.ndarray, list[tuple[Any, Any]]]:
     """(code per row, the distinct (name, ATC code) pairs): rows of one pair share a code
     (-1 where the name is null); without an `atc_code` column the code is None."""
     names, name_values = pd.factorize(courses["drug"])
@@ -28,7 +29,7 @@ def distinct_drugs(courses: pd.DataFrame) -> tuple[np.ndarray, list[tuple[object
     codes, pairs = pd.factorize(pair)
     codes = np.where(pair < 0, -1, codes)
     width = len(atc_values) + 1
-    distinct = []
+    distinct: list[tuple[Any, Any]] = []
     for value in pairs:
         if value < 0:
             distinct.append((None, None))

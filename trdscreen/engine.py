@@ -55,7 +55,7 @@ import pyarrow.compute as pc
 from trdscreen.errors import UsageError
 from trdscreen.io import InputFile, LinesNotCounted, SourceTable
 from trdscreen.merge import partition_rows
-from trdscreen.output import to_arrow
+from trdscreen.output import OutputFile, to_arrow
 from trdscreen.pipeline import Screening, screen_part
 from trdscreen.schemas import text_as_read
 from trdscreen.stream import (
@@ -351,6 +351,7 @@ def _scatter(
         except LinesNotCounted:  # quoted line breaks: number the lines exactly, again
             client.cancel([f for futures in pieces for f in futures])
             continue
+        assert template is not None  # a file without rows is refused before reading
         return _Scattered(pieces, template, replace(source, rows=rows)), sample
     raise AssertionError("unreachable: exact line numbers are always counted")
 
@@ -367,7 +368,7 @@ def stream_dask(
     on_validated: Callable[[ValidatedInputs], None] = lambda validated: None,
 ) -> tuple[
     ValidatedInputs,
-    list[dict[str, object]] | None,
+    list[OutputFile] | None,
     StreamedResult | None,
     tuple[InputFile, InputFile | None],
 ]:

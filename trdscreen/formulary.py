@@ -427,7 +427,7 @@ def parse_formulary(text: str, source: str) -> Formulary:
         )
     problems: list[str] = []
     drugs: dict[str, Drug] = {}
-    aliases: dict[str, tuple[str, bool]] = {}
+    aliases: dict[str, tuple[str, bool, str]] = {}
     for line, row in enumerate(reader, start=2):
         where = f"{source}, line {line}"
         generic, _ = normalize_name(row["generic"])
@@ -479,7 +479,7 @@ def parse_formulary(text: str, source: str) -> Formulary:
         # A brand of a salt that changes the dose (Aplenzin: bupropion hydrobromide) is
         # listed with its salt and carries it too.
         implied = drug.required_formulation
-        names = [(generic, False, "")]
+        names: list[tuple[str, bool, str]] = [(generic, False, "")]
         for synonym in drug.synonyms:
             name, form = normalize_name(synonym)
             salt = " ".join(w for w in form.split() if w in _DOSE_SALTS.values())

@@ -540,7 +540,9 @@ def _first_long_line(path: Path) -> int | None:
     return None
 
 
-def _csv_records(path: Path, options: CsvOptions, strict: bool) -> Iterator[tuple[int, list]]:
+def _csv_records(
+    path: Path, options: CsvOptions, strict: bool
+) -> Iterator[tuple[int, list[str] | None]]:
     """(first line, fields) of each CSV record after the header, counting quoted line breaks.
 
     Python's csv module, for the rare exact paths (line numbers, locating a bad row).

@@ -156,6 +156,7 @@ class IssueLog:
             rows = np.asarray(rows, dtype=np.int64)
             if rows.size == 0:
                 return
+            assert source is not None, "row issues need the table the rows belong to"
             ids = (
                 subject_ids.iloc[rows].fillna("").to_numpy(dtype=object)
                 if subject_ids is not None

@@ -37,6 +37,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from trdscreen.errors import Interrupted, OutputExistsError, OutputWriteError
 
@@ -247,7 +248,7 @@ def remove_stale_drafts(parent: Path) -> list[str]:
 
 _RENAME_NOREPLACE = 1
 _AT_FDCWD = -100
-_renameat2 = None
+_renameat2: Any = None  # ctypes function, False where unavailable, None: not looked up
 
 
 def _libc_renameat2():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -161,6 +162,22 @@ def canonical_dictionaries(table: pa.Table) -> pa.Table:
     return table
 
 
+@dataclass(frozen=True)
+class OutputFile:
+    """One written table file, as the manifest and the audit log list it."""
+
+    path: str  # the file name inside the run folder
+    table: str
+    format: str
+    rows: int
+    size: int
+    sha256: str
+    content_sha256: str | None  # the CSV text's SHA-256, whatever formats were written
+
+    def as_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
 class TableSink:
     """One output table written in pieces, in row order, to each format.
 
@@ -220,7 +237,7 @@ class TableSink:
             self.text.write_table(text)
         self.rows += table.num_rows
 
-    def close(self) -> list[dict[str, object]]:
+    def close(self) -> list[OutputFile]:
         """Write what is left (a table of no rows if nothing came) and close the files."""
         if self.pending_rows:
             self._emit(self.pending_rows)
@@ -228,22 +245,24 @@ class TableSink:
             empty = self.empty if self.empty is not None else pa.table({})
             self._write_group(canonical_dictionaries(empty))
         self._close_files()
-        written = [
-            {
-                "path": path.name,
-                "table": self.stem,
-                "format": fmt,
-                "rows": self.rows,
-                "size": path.stat().st_size,
-                "sha256": sha256_file(path),
-            }
-            for fmt, path in self.paths.items()
-        ]
+        hashes = {fmt: sha256_file(path) for fmt, path in self.paths.items()}
+        content: str | None
         if "csv" in self.formats:
-            content = written[self.formats.index("csv")]["sha256"]
+            content = hashes["csv"]
         else:  # a CSV serialization costs ~1 s per 1M rows: the decisions only
             content = self.hash.digest.hexdigest() if self.hash is not None else None
-        return [{**record, "content_sha256": content} for record in written]
+        return [
+            OutputFile(
+                path=path.name,
+                table=self.stem,
+                format=fmt,
+                rows=self.rows,
+                size=path.stat().st_size,
+                sha256=hashes[fmt],
+                content_sha256=content,
+            )
+            for fmt, path in self.paths.items()
+        ]
 
     def _close_files(self) -> None:
         for writer in (self.parquet, self.text, self.text_file):
@@ -265,7 +284,7 @@ def write_tables(
     folder: Path,
     formats: tuple[str, ...],
     escape: bool = True,
-) -> list[dict[str, object]]:
+) -> list[OutputFile]:
     """Write each table in each format; return a record per written file, in table order.
 
     With `escape`, CSV files hold formula-escaped text (`escape_formulas`);
@@ -284,7 +303,7 @@ def write_tables(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def write_whole(sink: TableSink, frame: pd.DataFrame) -> list[dict[str, object]]:
+def write_whole(sink: TableSink, frame: pd.DataFrame) -> list[OutputFile]:
     """A whole table through its sink: written and closed."""
     try:
         sink.write(frame)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import date
+from typing import Protocol
 
 import pandas as pd
 
@@ -49,6 +50,24 @@ DECISION_COLUMNS = (
     "age",
     "reference_date",
 )
+
+
+class RunSummary(Protocol):
+    """What a screened run tells beyond its decision tables, whether screened whole
+    (`ScreenResult`) or a part at a time (`stream.StreamedResult`)."""
+
+    @property
+    def attrition(self) -> pd.DataFrame: ...
+
+    @property
+    def issues(self) -> pd.DataFrame: ...
+
+    @property
+    def quarantine(self) -> Quarantine | None: ...
+
+    def counts(self) -> dict[str, dict[str, int]]: ...
+
+    def near_misses(self) -> int: ...
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 from trdscreen.criteria import threshold_text
 from trdscreen.printable import printable
 from trdscreen.ruleset import (
+    MGHS,
     Criterion,
     Maudsley,
     RuleSet,
@@ -70,8 +71,9 @@ def _tags(node, text: str) -> Tags:
         if number not in line_tags:
             found = TAG.search(_comment(lines[number - 1]))
             line_tags[number] = found.group(1) if found else None
-        if line_tags[number] is not None:
-            tags[path] = line_tags[number]
+        tag = line_tags[number]
+        if tag is not None:
+            tags[path] = tag
     return tags
 
 
@@ -118,6 +120,7 @@ def failure_text(rules: RuleSet) -> str:
     if outcome.evidence == "next_trial":
         return "superseded by a later adequate trial"
     cut = outcome.nonresponse
+    assert cut is not None  # Outcome._ordered: required when evidence is scores
     return f"improvement {cut.op} {_pct(cut.pct)}"
 
 
@@ -531,6 +534,7 @@ def _staging_lines(rules: RuleSet, say) -> None:
             "moderate_from",
         )
     else:
+        assert isinstance(model, MGHS)
         say(
             f"{model.points_per_failed_trial:g} point per failed monotherapy trial",
             "staging",

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.table import Table
 from rich.text import Text
 
@@ -20,7 +20,7 @@ from trdscreen.printable import printable, printable_data, printable_lines
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-    from trdscreen.pipeline import ScreenResult
+    from trdscreen.pipeline import RunSummary
 
 
 class _Console(Console):
@@ -64,7 +64,7 @@ def _counts_table(title: str, counts: dict[str, int], total: int) -> Table:
     return table
 
 
-def render_summary(out: Console, result: ScreenResult, rules_title: str, folder: str) -> None:
+def render_summary(out: Console, result: RunSummary, rules_title: str, folder: str) -> None:
     counts = result.counts()
     total = counts["subjects"]["total"]
     out.print(
@@ -128,7 +128,7 @@ def render_attrition(attrition: pd.DataFrame) -> Table:
         ("excluded by this alone", "right"),
         ("on assumptions", "right"),
     ):
-        table.add_column(name, justify=justify)
+        table.add_column(name, justify=cast(JustifyMethod, justify))
     for row in attrition.to_dict("records"):  # one row per protocol step, not per patient
         step = bool(row["criterion_id"])
         label = f"{row['criterion_id']}: {row['title']}" if step else row["title"]
@@ -242,7 +242,7 @@ def render_formulary(out: Console, rows: list[dict], source: str, sha256: str) -
         ("min mg/day", "right"),
         ("minimum from", "left"),
     ):
-        table.add_column(name, justify=justify, overflow="fold")
+        table.add_column(name, justify=cast(JustifyMethod, justify), overflow="fold")
     for row in rows:
         minimum = row["min_mg_per_day"]
         _row(

@@ -30,7 +30,8 @@ Resolution = Literal["unknown", "assume_met", "assume_not_met"]
 Evidence = Literal["V", "S", "U"]
 Scalar = bool | int | float | str
 
-ROLES = ("monotherapy", "augmentation", "combination")
+Role = Literal["monotherapy", "augmentation", "combination"]
+ROLES: tuple[Role, ...] = ("monotherapy", "augmentation", "combination")
 MODALITIES = ("pharmacotherapy", "ect", "rtms", "psychotherapy", "esketamine")
 DRUG_MODALITIES = ("pharmacotherapy", "esketamine")
 """Modalities whose courses name a drug (dose, formulary and segments apply)."""
@@ -220,7 +221,10 @@ class DurationRule(_Model):
     @property
     def days(self) -> float:
         """The general minimum as an inclusive day count."""
-        return float(self.min_days) if self.min_days is not None else self.min_weeks * 7.0
+        if self.min_days is not None:
+            return float(self.min_days)
+        assert self.min_weeks is not None  # _one_minimum: exactly one is given
+        return self.min_weeks * 7.0
 
 
 class AdherenceRule(_Model):
@@ -292,7 +296,8 @@ class EarlyStop(_Model):
     )
 
 
-AGENTS = ("antidepressant", "augmentation")
+Agent = Literal["antidepressant", "augmentation"]
+AGENTS: tuple[Agent, ...] = ("antidepressant", "augmentation")
 
 
 class Counting(_Model):
@@ -319,14 +324,14 @@ class Counting(_Model):
             "its best adequate course failed, or by its last course"
         ),
     )
-    agents: tuple[Literal["antidepressant", "augmentation"], ...] = Field(
+    agents: tuple[Agent, ...] = Field(
         AGENTS,
         description=(
             "formulary categories that count as trials: antidepressants, and augmentation agents "
             "(lithium, antipsychotics, T3) when used in an augmentation or combination role"
         ),
     )
-    roles: tuple[Literal["monotherapy", "augmentation", "combination"], ...] = ROLES
+    roles: tuple[Role, ...] = ROLES
     modalities: tuple[
         Literal["pharmacotherapy", "ect", "rtms", "psychotherapy", "esketamine"], ...
     ] = ("pharmacotherapy",)
@@ -485,6 +490,13 @@ class Condition(_Model):
         ),
     )
 
+    @property
+    def values(self) -> list[Scalar]:
+        """The value as a list: one value, or the values of in, not_in and between."""
+        if self.value is None:
+            return []
+        return list(self.value) if isinstance(self.value, list) else [self.value]
+
     @model_validator(mode="after")
     def _value_fits_op(self) -> Condition:
         value, op = self.value, self.op
@@ -496,7 +508,7 @@ class Condition(_Model):
                 isinstance(value, list) and len(value) == 2 and all(_is_number(v) for v in value)
             ):
                 raise ValueError("op between takes value: [low, high] (two numbers)")
-            if value[0] > value[1]:
+            if float(value[0]) > float(value[1]):
                 raise ValueError("op between needs low <= high")
         elif op in (Op.in_, Op.not_in):
             if not (isinstance(value, list) and value):
@@ -643,7 +655,7 @@ class RuleSet(_Model):
 class _NoAliasSafeLoader(yaml.SafeLoader):
     """Safe loader that refuses YAML aliases (no billion-laughs expansion)."""
 
-    def compose_node(self, parent, index):  # type: ignore[override]
+    def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
             raise yaml.constructor.ConstructorError(

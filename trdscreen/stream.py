@@ -40,7 +40,7 @@ from trdscreen.io import SourceTable
 from trdscreen.issues import issue_counts
 from trdscreen.keys import sorted_codes
 from trdscreen.merge import merge_attrition, merge_quarantine, merge_validated, partition_rows
-from trdscreen.output import TableSink, write_tables
+from trdscreen.output import OutputFile, TableSink, write_tables
 from trdscreen.pipeline import Part, Screening, refuse_invalid, screen_part
 from trdscreen.quarantine import Quarantine
 from trdscreen.schemas import text_as_read
@@ -88,9 +88,11 @@ def chunk_numbers(
     """Chunk number per treatment row and per subject row: consecutive ranges of the
     sorted distinct keys holding about `chunk_rows` rows each. Rows without a key go to
     chunk 0. None when the keys cannot be read (the run is then one chunk)."""
-    tables = [_keys(treatments)] + ([_keys(subjects)] if subjects is not None else [])
-    if any(t is None for t in tables):
+    courses_keys = _keys(treatments)
+    subject_keys = _keys(subjects) if subjects is not None else None
+    if courses_keys is None or (subjects is not None and subject_keys is None):
         return None
+    tables = [courses_keys] + ([subject_keys] if subject_keys is not None else [])
     # One hashing pass over both tables' distinct keys ranks every key among all keys.
     per_key, distinct = sorted_codes(pa.concat_arrays([keys for _, keys in tables]))
     per_key = per_key.astype(np.int32)
@@ -168,10 +170,15 @@ def chunks(
     if count == 1:
         yield treatments, subjects
         return
+    assert numbers is not None  # else one chunk, above
     course_rows = partition_rows(numbers[0], count)
     subject_rows = partition_rows(numbers[1], count) if subjects is not None else None
     for c in range(count):
-        people = subjects.take(subject_rows[c]) if subject_rows is not None else None
+        people = (
+            subjects.take(subject_rows[c])
+            if subjects is not None and subject_rows is not None
+            else None
+        )
         yield treatments.take(course_rows[c]), people
 
 
@@ -261,7 +268,7 @@ class Collector:
         formats: tuple[str, ...],
         escape: bool,
         on_invalid: str,
-    ) -> tuple[ValidatedInputs, list[dict[str, object]] | None, StreamedResult | None]:
+    ) -> tuple[ValidatedInputs, list[OutputFile] | None, StreamedResult | None]:
         """Merge the parts and close the sinks; or, when validation stops the run or
         anything fails, remove every sink's file."""
         try:
@@ -286,13 +293,14 @@ class Collector:
         formats: tuple[str, ...],
         escape: bool,
         validated: ValidatedInputs,
-    ) -> tuple[list[dict[str, object]], StreamedResult]:
+    ) -> tuple[list[OutputFile], StreamedResult]:
         screened = self.parts
         held = [p.quarantine for p in screened if p.quarantine is not None]
         quarantine = merge_quarantine(held) if held else None
         tallies: dict[str, dict[str, int]] = {}
         for part in screened:
-            _add(tallies, part.tallies)
+            if part.tallies is not None:  # every part is screened when the run completes
+                _add(tallies, part.tallies)
         outcome = StreamedResult(
             merge_attrition(
                 [p.attrition for p in screened], [p.quarantine for p in screened], quarantine
@@ -375,7 +383,7 @@ def stream(
     formats: tuple[str, ...],
     escape: bool,
     chunk_rows: int = CHUNK_ROWS,
-) -> tuple[ValidatedInputs, list[dict[str, object]] | None, StreamedResult | None]:
+) -> tuple[ValidatedInputs, list[OutputFile] | None, StreamedResult | None]:
     """Validate and screen chunk by chunk, appending each chunk's tables to `folder`.
 
     Returns the merged validation (issues and rejections) and, unless the errors
@@ -395,6 +403,7 @@ def stream(
             collector.add(PartSummary.of(part))
             if collector.stopped:  # keep validating: the run reports every issue
                 continue
+            assert part.result is not None  # a part without a result stops the collector
             tables = part.result.tables()
             del part  # the chunk's pipeline goes while its tables are written
             yield tables

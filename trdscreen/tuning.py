@@ -44,7 +44,7 @@ def tune_for_large_tables() -> None:
     except NotImplementedError:  # a build without jemalloc keeps its default
         pass
     try:
-        from numpy._core.multiarray import _set_madvise_hugepage
+        from numpy._core.multiarray import _set_madvise_hugepage  # type: ignore[attr-defined]
     except ImportError:
         return
     _set_madvise_hugepage(False)

@@ -109,7 +109,7 @@ def validate_inputs(
     people[SUBJECT_CODE] = keys.subjects
     if has_ids:
         courses[SUBJECT_CODE] = keys.courses
-    if subjects_usable:
+    if subjects is not None and subjects_usable:
         _check_duplicate_subjects(subjects, people, log)
     if {"subject_id", "start_date"} <= set(courses.columns):
         reference = _reference_dates(courses, people, rules, as_of)
@@ -118,7 +118,7 @@ def validate_inputs(
         else:
             _note_as_of(treatments, subjects, courses, people, as_of, log)
         _check_courses(treatments, courses, log)
-        if subjects_usable:
+        if subjects is not None and subjects_usable:
             _check_membership(treatments, subjects, courses, people, log)
     if "drug" in courses.columns:
         _check_drug_names(treatments, courses, formulary, log)

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from trdscreen.audit import AUDIT_FILE, FINAL_EVENTS, AuditTrail, check_chain
-from trdscreen.io import CsvOptions, sha256_file
+from trdscreen.io import sha256_file
+from trdscreen.manifest import request_from_manifest
 from trdscreen.runs import MANIFEST_FILE, RunFolder, open_run, read_table_file
 
 
@@ -253,21 +254,10 @@ def _rerun(run: RunFolder, result: Verification, inputs_dir: Path | None) -> Non
     if unavailable:
         result.add("re-run", False, "not attempted: the recorded inputs or rules are not available")
         return
+    treatments = files["treatments"]
+    assert treatments is not None and main is not None  # else unavailable, above
     options = manifest["options"]
-    request = api.ScreenRequest(
-        input=files["treatments"],
-        subjects=files.get("subjects"),
-        rules=options["rules"],
-        column_map=column_map,
-        as_of=date.fromisoformat(options["as_of"]) if options["as_of"] else None,
-        reports=tuple(options["reports"]),
-        csv=CsvOptions(options.get("encoding", "utf-8"), options.get("delimiter", ",")),
-        on_invalid=options.get("on_invalid", "fail"),
-        # The run's own chunking (0.2.0 CLI runs), so the re-run needs no more memory
-        # than the run did; older and whole-cohort runs are re-run whole. The tables
-        # do not depend on it either way.
-        chunk_rows=(options.get("engine") or {}).get("chunk_rows"),
-    )
+    request = request_from_manifest(manifest, treatments, files.get("subjects"), column_map)
     rules, path, _ = main
     try:
         loaded = api.load_with(
@@ -303,7 +293,7 @@ def _rerun(run: RunFolder, result: Verification, inputs_dir: Path | None) -> Non
         except TrdscreenError as exc:
             result.add("re-run", False, f"failed: {exc}")
             return
-        again = {r["path"]: r["sha256"] for r in records}
+        again = {r.path: r.sha256 for r in records}
         for name in sorted(set(again) | set(recorded)):
             if again.get(name) == recorded.get(name):
                 result.add(f"re-run {name}", True, "identical bytes")
