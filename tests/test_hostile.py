@@ -261,6 +261,7 @@ _BYTES = st.sampled_from(
 )
 
 
+@pytest.mark.slow("60 hypothesis examples x 2 policies, each a real CLI run of the sample")
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     which=st.sampled_from(["treatments", "subjects"]),

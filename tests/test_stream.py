@@ -27,6 +27,7 @@ from trdscreen.cli import app
 from trdscreen.errors import ExitCode, InvalidInputData
 from trdscreen.io import SourceTable
 from trdscreen.stream import chunk_numbers, chunks, sorted_cuts
+from trdscreen.synth import synthesize, write_synthetic
 
 FORMATS = ("csv", "parquet")
 
@@ -44,25 +45,38 @@ def _chunk_count(folder: Path, chunk_rows: int, in_order: bool = True) -> int:
 
 
 @pytest.fixture(scope="module")
-def shuffled(cohort, tmp_path_factory) -> Path:
-    """The cohort with the rows of both files in a random order."""
+def small(tmp_path_factory) -> Path:
+    """800 synthetic subjects (about 3,400 courses): enough for chunks cut inside and
+    between subjects, small enough to screen in a hundred chunks in a few seconds."""
+    folder = tmp_path_factory.mktemp("small") / "cohort"
+    write_synthetic(synthesize(800, seed=11), folder, "csv")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def shuffled(small, tmp_path_factory) -> Path:
+    """The small cohort with the rows of both files in a random order."""
     folder = tmp_path_factory.mktemp("shuffled")
     rng = np.random.default_rng(5)
     for name in ("treatments.csv", "subjects.csv"):
-        header, *rows = (cohort / name).read_text().splitlines()
+        header, *rows = (small / name).read_text().splitlines()
         rows = [rows[i] for i in rng.permutation(len(rows))]
         (folder / name).write_text("\n".join([header, *rows]) + "\n")
     return folder
 
 
-@pytest.mark.parametrize("chunk_rows", [37, 4000])
+@pytest.mark.parametrize("chunk_rows", [71, 900])
 @pytest.mark.parametrize("order", ["sorted", "shuffled"])
-def test_chunks_give_the_whole_cohorts_bytes(tmp_path, cohort, shuffled, chunk_rows, order):
-    # 37 rows: chunks of a few subjects (hundreds of chunks, row groups made of many
-    # pieces); 4000 rows: a few chunks, each spanning several output row groups.
-    # The synthetic files are sorted by subject (row ranges); shuffled, every row is
-    # given its chunk and taken.
-    cohort = cohort if order == "sorted" else shuffled
+def test_chunks_give_the_whole_cohorts_bytes(
+    tmp_path, small, shuffled, chunk_rows, order, monkeypatch
+):
+    # 71 rows: chunks of a few subjects (about fifty chunks, each row group made of
+    # many pieces); 900 rows: a few chunks, each cut across the 1,000-row output row
+    # groups this test writes. A chunk's row count lands inside a subject's rows and
+    # is moved to the subject's edge. The synthetic files are sorted by subject (row
+    # ranges); shuffled, every row is given its chunk and taken.
+    monkeypatch.setattr(output, "ROW_GROUP_ROWS", 1000)
+    cohort = small if order == "sorted" else shuffled
     assert _chunk_count(cohort, chunk_rows, in_order=order == "sorted") > 3
     whole, expected = screen_whole(tmp_path, "whole", api.ScreenRequest(input=cohort))
     streamed, result = _streamed(tmp_path, "streamed", chunk_rows, input=cohort)
@@ -91,10 +105,10 @@ def test_the_hand_worked_sample_streams_the_same_a_subject_or_two_per_chunk(tmp_
     assert list(result.counts().items()) == list(expected.counts().items())
 
 
-def test_as_of_and_a_reported_staging_model_stream_the_same(tmp_path, cohort):
+def test_as_of_and_a_reported_staging_model_stream_the_same(tmp_path, small):
     # --as-of (censoring) and a second rule set take other paths through the kernel.
     options = {
-        "input": cohort,
+        "input": small,
         "rules": "mgh-atrq",
         "as_of": date(2016, 6, 30),
         "reports": ("maudsley-2009",),
@@ -140,12 +154,12 @@ def test_treatments_without_a_subjects_table_stream_the_same(tmp_path, cohort):
     assert_same_tables(whole, streamed)
 
 
-def test_cli_streams_by_default_and_verify_reproduces_the_run(tmp_path, cohort):
+def test_cli_streams_by_default_and_verify_reproduces_the_run(tmp_path, small):
     # verify re-runs chunk by chunk with the recorded --chunk-rows: the streamed
     # run's hashes must come out again.
     runner = CliRunner()
     out = tmp_path / "run"
-    ran = runner.invoke(app, ["screen", str(cohort), "--out", str(out), "--chunk-rows", "300"])
+    ran = runner.invoke(app, ["screen", str(small), "--out", str(out), "--chunk-rows", "300"])
     assert ran.exit_code == ExitCode.OK, ran.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["options"]["engine"] == {"name": "pandas", "chunk_rows": 300}
