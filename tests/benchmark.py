@@ -222,7 +222,7 @@ def io_floor(cohort: Path, run: Path) -> dict[str, float]:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    from trdscreen.io import PARQUET_OPTIONS, ROW_GROUP_ROWS
+    from trdscreen.output import PARQUET_OPTIONS, ROW_GROUP_ROWS
 
     def digest(path: Path) -> str:
         with open(path, "rb") as handle:

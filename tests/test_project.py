@@ -38,7 +38,7 @@ def test_layering():
 LAYERS = (
     ("foundation", "__init__ errors printable coded tristate keys reasons tuning audit asof "
      "diagnoses history sniff segments"),
-    ("read", "io issues ruleset formulary drugs doses"),
+    ("read", "csvfile io issues ruleset formulary drugs doses"),
     ("validate", "schemas validate quarantine"),
     ("assess", "episode outcome trials courses subjects staging"),
     ("decide", "criteria pipeline merge protocol resolve"),

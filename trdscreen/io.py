@@ -1,4 +1,5 @@
-"""Reading inputs: hashed, their format and header checked, rows with source lines.
+"""Reading inputs: hashed, their format and header checked, rows with source lines (CSV
+decoding, splitting and its diagnostics are in `trdscreen.csvfile`).
 
 Readers return every column as read (CSV cells as text) together with the
 1-based source line of each row, so any later problem can be pointed at by
@@ -7,12 +8,8 @@ file and line. Typing and validation happen in `trdscreen.schemas`.
 
 from __future__ import annotations
 
-import codecs
-import csv
 import hashlib
-import re
 import stat
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -20,20 +17,32 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from trdscreen.csvfile import (
+    BOMS,
+    READ_BLOCK,
+    CsvOptions,
+    checked_header,
+    csv_batches,
+    csv_record_lines,
+    csv_record_starts,
+    declared,
+    read_csv,
+    refuse_duplicates,
+)
 from trdscreen.errors import (
     InputError,
     RuleError,
-    UsageError,
 )
-from trdscreen.sniff import looks_like_data, refuse_binary, refuse_other_table
+from trdscreen.sniff import refuse_binary, refuse_other_table
 
-NULL_TOKENS = ["", "NA", "N/A", "NULL", "null", "NaN", "nan", "None"]
-"""CSV cells read as missing. Documented in the README."""
+DEFAULT_CSV = CsvOptions()  # UTF-8, comma
 
-_CHUNK = 1 << 22
+__all__ = [
+    "CsvOptions", "InputFile", "LinesNotCounted", "SourceTable", "find_inputs", "open_source",
+    "read_config_file", "sha256_file",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -124,53 +133,12 @@ def _hash_and_count_newlines(path: Path) -> tuple[str, int, int, bool]:
     size = 0
     last = b""
     with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
+        while chunk := handle.read(READ_BLOCK):
             digest.update(chunk)
             newlines += chunk.count(b"\n")
             size += len(chunk)
             last = chunk[-1:]
     return digest.hexdigest(), newlines, size, last == b"\n"
-
-
-@dataclass(frozen=True)
-class CsvOptions:
-    """How CSV inputs are decoded and split (`--encoding`, `--delimiter`)."""
-
-    encoding: str = "utf-8"
-    delimiter: str = ","
-
-    def __post_init__(self) -> None:
-        try:
-            codecs.lookup(self.encoding)
-        except LookupError:
-            raise UsageError(
-                f"--encoding {self.encoding!r} is not a known text encoding "
-                "(e.g. utf-8, cp1252, latin-1, utf-16)"
-            ) from None
-        if len(self.delimiter) != 1 or self.delimiter in '"\r\n':
-            raise UsageError("--delimiter must be one character other than a quote or line break")
-
-    @property
-    def is_utf8(self) -> bool:
-        return codecs.lookup(self.encoding).name == "utf-8"
-
-    @property
-    def wide(self) -> bool:
-        return codecs.lookup(self.encoding).name.startswith(("utf-16", "utf-32"))
-
-    @property
-    def python_encoding(self) -> str:
-        return "utf-8-sig" if self.is_utf8 else self.encoding
-
-
-_DELIMITER_NAMES = {";": "semicolon", "\t": "tab", "|": "pipe", ",": "comma"}
-_BOMS = {  # UTF-32 first: its little-endian mark starts with UTF-16's
-    codecs.BOM_UTF32_LE: "utf-32",
-    codecs.BOM_UTF32_BE: "utf-32",
-    codecs.BOM_UTF16_LE: "utf-16",
-    codecs.BOM_UTF16_BE: "utf-16",
-}
-_BLOCK = 1 << 20  # Arrow's CSV block size: no row may be longer
 
 
 class LinesNotCounted(Exception):
@@ -207,14 +175,14 @@ class InputFile:
                 table = _one_piece(pq.ParquetFile(self.path, read_dictionary=coded).read())
             lines = np.arange(1, table.num_rows + 1, dtype=np.int64)
         else:
-            table = _one_piece(_read_csv(self.path, list(self.header), self.options))
+            table = _one_piece(read_csv(self.path, list(self.header), self.options))
             for raw in self._coded(table.schema):
                 index = table.schema.get_field_index(raw)
                 table = table.set_column(index, raw, table.column(index).dictionary_encode())
             if self.total_lines == table.num_rows + 1:
                 lines = np.arange(2, table.num_rows + 2, dtype=np.int64)
             else:  # quoted line breaks or blank lines: count lines exactly (rare, slower)
-                lines = _csv_record_lines(self.path, table.num_rows, self.options)
+                lines = csv_record_lines(self.path, table.num_rows, self.options)
         self._refuse_no_rows(table.num_rows)
         return self._source(table, lines)
 
@@ -234,8 +202,8 @@ class InputFile:
                     read += table.num_rows
                     yield self._source(table, lines)
         else:
-            starts = _csv_record_starts(self.path, self.options) if exact_lines else None
-            for table in _csv_batches(self.path, list(self.header), self.options, rows):
+            starts = csv_record_starts(self.path, self.options) if exact_lines else None
+            for table in csv_batches(self.path, list(self.header), self.options, rows):
                 n = table.num_rows
                 if starts is not None:
                     lines = np.fromiter(starts, np.int64, n)
@@ -273,7 +241,7 @@ def open_source(
     name: str,
     rename: dict[str, str],
     canonical: set[str],
-    options: CsvOptions = CsvOptions(),
+    options: CsvOptions = DEFAULT_CSV,
 ) -> InputFile:
     """Open one input table for reading: hash it and check its format and header.
 
@@ -299,11 +267,11 @@ def open_source(
     if fmt == "parquet":
         with _parquet_errors(path):
             names = pq.ParquetFile(path).schema_arrow.names
-        _refuse_duplicates(path, names, "the Parquet file has duplicate column names")
+        refuse_duplicates(path, names, "the Parquet file has duplicate column names")
     else:
-        refuse_binary(path, options.is_utf8, tuple(_BOMS))
-        options = _declared(path, options)
-        names = header = _checked_header(path, options)
+        refuse_binary(path, options.is_utf8, tuple(BOMS))
+        options = declared(path, options)
+        names = header = checked_header(path, options)
     refuse_other_table(path, name, names, rename)
     return InputFile(
         name,
@@ -351,249 +319,6 @@ def _parquet_errors(path: Path) -> Iterator[None]:
         raise InputError(f"{path}: {reason}") from None
 
 
-def _declared(path: Path, options: CsvOptions) -> CsvOptions:
-    """A UTF-16/32 byte-order mark declares the encoding: honour it unless --encoding was given."""
-    if not options.is_utf8:
-        return options
-    with open(path, "rb") as handle:
-        head = handle.read(4)
-    for mark, encoding in _BOMS.items():
-        if head.startswith(mark):
-            return replace(options, encoding=encoding)
-    return options
-
-
-def _csv_header(path: Path, options: CsvOptions) -> list[str]:
-    try:
-        if options.wide:  # UTF-16/32: a line break is more than one byte
-            with open(path, encoding=options.encoding, newline="") as handle:
-                text = handle.readline(_BLOCK)
-        else:  # decode the first line only, so a bad byte further down is reported there
-            with open(path, "rb") as handle:
-                text = handle.readline(_BLOCK).decode(options.python_encoding)
-    except UnicodeError:
-        raise InputError(f"{path}: line 1: {_encoding_hint(options)}") from None
-    try:
-        return next(csv.reader([text], delimiter=options.delimiter, strict=True), [])
-    except csv.Error:
-        raise InputError(
-            f"{path}: line 1: the header line cannot be split into columns "
-            "(broken quoting); expected a header line of column names"
-        ) from None
-
-
-def _encoding_hint(options: CsvOptions) -> str:
-    if options.is_utf8:
-        return (
-            "not UTF-8 text (tried UTF-8); re-export the file as UTF-8 or pass its encoding, "
-            "e.g. --encoding cp1252 (Windows Excel) or --encoding latin-1"
-        )
-    return f"cannot be decoded as {options.encoding} (--encoding); check the file's encoding"
-
-
-def _checked_header(path: Path, options: CsvOptions) -> list[str]:
-    header = [h.strip() for h in _csv_header(path, options)]
-    if not any(header):
-        raise InputError(f"{path}: the first line is empty; expected a header line")
-    if looks_like_data(header):
-        raise InputError(
-            f"{path}: line 1 looks like data, not a header line (it holds numbers or dates); "
-            "expected a header line of column names (subject_id, drug, start_date, ...). "
-            "Add the header line the export lost"
-        )
-    blank = [str(i + 1) for i, name in enumerate(header) if not name]
-    if len(blank) > 1:
-        raise InputError(
-            f"{path}: line 1: columns {', '.join(blank)} have no name; expected a name for "
-            "every column (or drop the empty columns)"
-        )
-    if len(header) == 1:
-        _refuse_single_column(path, header[0], options)
-    _refuse_duplicates(path, header, "the header repeats column names")
-    return header
-
-
-def _read_csv(path: Path, header: list[str], options: CsvOptions) -> pa.Table:
-    try:
-        return _arrow_csv(path, header, options, newlines_in_values=False)
-    except pa.ArrowInvalid:
-        try:  # a quoted line break across Arrow's blocks: the slower exact parse reads it
-            return _arrow_csv(path, header, options, newlines_in_values=True)
-        except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-            # Arrow's message quotes the offending row: never pass it on, locate the row.
-            raise InputError(f"{path}: {_csv_problem(path, header, options, exc)}") from None
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: {_csv_problem(path, header, options, exc)}") from None
-
-
-def _csv_batches(
-    path: Path, header: list[str], options: CsvOptions, rows: int
-) -> Iterator[pa.Table]:
-    """The CSV about `rows` rows at a time (Arrow's streaming reader, which parses quoted
-    line breaks anywhere); a problem raises InputError as `_read_csv` would."""
-    pending: list[pa.RecordBatch] = []
-    count = 0
-    try:
-        reader = pacsv.open_csv(path, **_csv_settings(header, options, newlines_in_values=True))
-        for batch in reader:
-            pending.append(batch)
-            count += batch.num_rows
-            if count >= rows:
-                yield pa.Table.from_batches(pending).combine_chunks().rename_columns(header)
-                pending, count = [], 0
-    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: {_csv_problem(path, header, options, exc)}") from None
-    if pending:
-        yield pa.Table.from_batches(pending).combine_chunks().rename_columns(header)
-
-
-def _csv_settings(header: list[str], options: CsvOptions, newlines_in_values: bool) -> dict:
-    return {
-        "read_options": pacsv.ReadOptions(
-            column_names=[f"__c{i}" for i in range(len(header))],
-            skip_rows=1,
-            encoding="utf8" if options.is_utf8 else options.encoding,  # utf8: no transcoding
-        ),
-        "parse_options": pacsv.ParseOptions(
-            delimiter=options.delimiter, newlines_in_values=newlines_in_values
-        ),
-        "convert_options": pacsv.ConvertOptions(
-            column_types={f"__c{i}": pa.string() for i in range(len(header))},
-            null_values=NULL_TOKENS,
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=True,
-        ),
-    }
-
-
-def _arrow_csv(
-    path: Path, header: list[str], options: CsvOptions, newlines_in_values: bool
-) -> pa.Table:
-    settings = _csv_settings(header, options, newlines_in_values)
-    return pacsv.read_csv(path, **settings).rename_columns(header)
-
-
-def _refuse_single_column(path: Path, name: str, options: CsvOptions) -> None:
-    for delimiter, label in _DELIMITER_NAMES.items():
-        if delimiter != options.delimiter and delimiter in name:
-            shown = "\\t" if delimiter == "\t" else delimiter
-            raise InputError(
-                f"{path}: line 1: the header is a single column that contains {label}s, so "
-                f"the file looks {label}-separated; expected "
-                f"{_DELIMITER_NAMES.get(options.delimiter, repr(options.delimiter))}-separated "
-                f"columns. Pass --delimiter '{shown}'"
-            )
-
-
-def _refuse_duplicates(path: Path, names: list[str], what: str) -> None:
-    duplicates = sorted(n for n, count in Counter(names).items() if count > 1 and n)
-    if duplicates:
-        raise InputError(
-            f"{path}: {what}: {', '.join(duplicates)}; each column may appear once "
-            "(rename or drop the copies)"
-        )
-
-
-def _csv_problem(path: Path, header: list[str], options: CsvOptions, exc: Exception) -> str:
-    """Say what is wrong with a CSV Arrow refused, and where, without quoting data."""
-    first = str(exc).splitlines()[0] if str(exc) else ""
-    if isinstance(exc, UnicodeDecodeError) or "utf8" in first.lower():
-        line = _first_undecodable_line(path, options)
-        where = f"line {line}: " if line else ""
-        column = re.search(r"column #(\d+)", first)
-        if column and int(column.group(1)) < len(header):
-            where += f"column `{header[int(column.group(1))]}`: "
-        return where + _encoding_hint(options)
-    if "straddl" in first:
-        line = _first_long_line(path)
-        where = f"line {line}: " if line else ""
-        return (
-            f"{where}a row is longer than {_BLOCK >> 20} MiB; expected short cells "
-            "(look for a runaway quote or an embedded document)"
-        )
-    return _first_bad_record(path, len(header), options)
-
-
-def _first_undecodable_line(path: Path, options: CsvOptions) -> int | None:
-    decoder = codecs.getincrementaldecoder(options.python_encoding)()
-    line = 1
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            try:
-                decoder.decode(chunk)
-            except UnicodeDecodeError as error:
-                return line + chunk[: error.start].count(b"\n")
-            line += chunk.count(b"\n")
-    return None
-
-
-def _first_long_line(path: Path) -> int | None:
-    line, length = 1, 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            for part_index, part in enumerate(chunk.split(b"\n")):
-                if part_index:
-                    line, length = line + 1, 0
-                length += len(part)
-                if length > _BLOCK:
-                    return line
-    return None
-
-
-def _csv_records(
-    path: Path, options: CsvOptions, strict: bool
-) -> Iterator[tuple[int, list[str] | None]]:
-    """(first line, fields) of each CSV record after the header, counting quoted line breaks.
-
-    Python's csv module, for the rare exact paths (line numbers, locating a bad row).
-    A record the module cannot parse (broken quoting) ends the walk as (its line, None).
-    """
-    csv.field_size_limit(1 << 30)
-    errors = "replace" if strict else "strict"
-    with open(path, encoding=options.python_encoding, newline="", errors=errors) as handle:
-        reader = csv.reader(handle, delimiter=options.delimiter, strict=strict)
-        next(reader, None)
-        start = reader.line_num + 1
-        try:
-            for record in reader:
-                yield start, record
-                start = reader.line_num + 1
-        except csv.Error:
-            yield start, None
-
-
-def _first_bad_record(path: Path, width: int, options: CsvOptions) -> str:
-    """The first record whose field count differs from the header's, or open quote."""
-    for start, record in _csv_records(path, options, strict=True):
-        if record is None:
-            return (
-                f"line {start}: broken quoting: a quoted field opened on this line is not "
-                'closed properly; expected each quoted field to end with " before the next '
-                "delimiter or line end"
-            )
-        if record and len(record) != width:
-            return (
-                f"line {start}: the row has {len(record)} fields but the header has "
-                f"{width} (a stray delimiter, a missing field or broken quoting); "
-                f"expected {width} {_DELIMITER_NAMES.get(options.delimiter, 'delimited')}"
-                "-separated fields per row"
-            )
-    return "cannot be parsed as CSV (expected delimited text with a header line)"
-
-
-def _csv_record_starts(path: Path, options: CsvOptions) -> Iterator[int]:
-    """The first line of each CSV record, counting quoted line breaks (exact, slow)."""
-    return (start for start, record in _csv_records(path, options, strict=False) if record)
-
-
-def _csv_record_lines(path: Path, n_rows: int, options: CsvOptions) -> np.ndarray:
-    """First line of each CSV record, as an array of `n_rows` (exact, slow path)."""
-    starts = list(_csv_record_starts(path, options))
-    if len(starts) < n_rows:  # pragma: no cover - the two parsers disagree
-        raise InputError(f"{path}: could not match CSV records to lines; check quoting")
-    return np.asarray(starts[:n_rows], dtype=np.int64)
-
-
 def _rename(table: pa.Table, path: Path, rename: dict[str, str], canonical: set[str]) -> pa.Table:
     names = []
     for header in table.column_names:
@@ -604,7 +329,7 @@ def _rename(table: pa.Table, path: Path, rename: dict[str, str], canonical: set[
             names.append(key.lower())
         else:
             names.append(key)
-    _refuse_duplicates(path, names, "duplicate column names after mapping")
+    refuse_duplicates(path, names, "duplicate column names after mapping")
     return table.rename_columns(names)
 
 
@@ -645,28 +370,12 @@ def read_config_file(
     return text, hashlib.sha256(raw).hexdigest()
 
 
-# --------------------------------------------------------------------------- output
+# --------------------------------------------------------------------------- hashes
 
 
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
+        while chunk := handle.read(READ_BLOCK):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-ROW_GROUP_ROWS = 1 << 18
-"""Rows per Parquet row group of every output table (the last one may be shorter)."""
-
-PARQUET_OPTIONS: dict[str, object] = {
-    # Fixed options so that re-runs give identical bytes. No stored Arrow schema: the
-    # Parquet types (UTF8 text, DATE, INT64, DOUBLE, BOOLEAN) say everything, and a
-    # dictionary-encoded input column then reads back as plain text.
-    "compression": "zstd",
-    "use_dictionary": True,
-    "write_statistics": True,
-    "store_schema": False,
-}
-
-CSV_OPTIONS = pacsv.WriteOptions(include_header=True)

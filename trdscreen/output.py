@@ -23,7 +23,22 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from trdscreen.coded import sorted_categories
-from trdscreen.io import CSV_OPTIONS, PARQUET_OPTIONS, ROW_GROUP_ROWS, sha256_file
+from trdscreen.io import sha256_file
+
+ROW_GROUP_ROWS = 1 << 18
+"""Rows per Parquet row group of every output table (the last one may be shorter)."""
+
+PARQUET_OPTIONS: dict[str, object] = {
+    # Fixed options so that re-runs give identical bytes. No stored Arrow schema: the
+    # Parquet types (UTF8 text, DATE, INT64, DOUBLE, BOOLEAN) say everything, and a
+    # dictionary-encoded input column then reads back as plain text.
+    "compression": "zstd",
+    "use_dictionary": True,
+    "write_statistics": True,
+    "store_schema": False,
+}
+
+CSV_OPTIONS = pacsv.WriteOptions(include_header=True)
 
 
 def to_arrow(frame: pd.DataFrame) -> pa.Table:
