@@ -12,7 +12,7 @@ import yaml
 
 from trdscreen import api
 from trdscreen.errors import InvalidInputData
-from trdscreen.ruleset import parse_rules, preset_dir
+from trdscreen.rulefile import parse_rules, preset_dir
 from trdscreen.synth import synthesize, write_synthetic
 
 ROOT = Path(__file__).resolve().parent.parent

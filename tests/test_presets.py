@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from trdscreen.cli import app
 from trdscreen.errors import ExitCode
 from trdscreen.protocol import evidence_tags, untagged_parameters
-from trdscreen.ruleset import RuleSet, parse_rules, preset_dir
+from trdscreen.rulefile import parse_rules, preset_dir
+from trdscreen.ruleset import RuleSet
 
 PRESETS = [
     "ema-2013",

@@ -9,7 +9,7 @@ from conftest import SAMPLE, preset_data, run_cohort, write_rules
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trdscreen.ruleset import preset_dir
+from trdscreen.rulefile import preset_dir
 
 EXPECTED = run_cohort(SAMPLE)[1].decisions
 

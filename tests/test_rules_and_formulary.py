@@ -11,7 +11,7 @@ from conftest import preset_data, write_rules
 from trdscreen import api
 from trdscreen.errors import RuleError
 from trdscreen.formulary import inn_variants, load_formulary, normalize_name
-from trdscreen.ruleset import parse_rules, resolve_rules
+from trdscreen.rulefile import parse_rules, resolve_rules
 
 
 def problems_for(data: dict) -> list[str]:

@@ -14,7 +14,6 @@ import sys
 import traceback
 from collections.abc import Callable
 from datetime import date
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -23,6 +22,7 @@ import typer
 from trdscreen import __version__
 from trdscreen.errors import ExitCode, InvalidInputData, TrdscreenError, UsageError
 from trdscreen.printable import printable, printable_lines
+from trdscreen.vocabulary import TABLE_FORMATS, Engine, OnInvalid, OutputFormat, TableFormat
 
 app = typer.Typer(
     name="trdscreen",
@@ -33,17 +33,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-
-
-class Engine(StrEnum):
-    pandas = "pandas"
-    dask = "dask"
-
-
-class Format(StrEnum):
-    csv = "csv"
-    parquet = "parquet"
-    both = "both"
 
 
 def _version(value: bool) -> None:
@@ -110,11 +99,6 @@ EncodingOpt = Annotated[
 DelimiterOpt = Annotated[
     str, typer.Option("--delimiter", help="Field delimiter of CSV inputs (e.g. ';' or '\\t').")
 ]
-
-
-class OnInvalid(StrEnum):
-    fail = "fail"
-    quarantine = "quarantine"
 
 
 def _csv_options(encoding: str, delimiter: str):
@@ -201,7 +185,9 @@ def screen(
     subjects: SubjectsOpt = None,
     rules: RulesOpt = None,
     column_map: MapOpt = None,
-    fmt: Annotated[Format, typer.Option("--format", help="Output table format.")] = Format.csv,
+    fmt: Annotated[
+        OutputFormat, typer.Option("--format", help="Output table format.")
+    ] = OutputFormat.csv,
     as_of: AsOfOpt = None,
     force: Annotated[
         bool, typer.Option("--force", help="Replace a non-empty --out folder.")
@@ -273,7 +259,7 @@ def screen(
 ) -> None:
     """Screen a cohort and write decisions, ledger, courses, attrition and a manifest."""
     reference = _parse_date(as_of)
-    formats = ("csv", "parquet") if fmt is Format.both else (fmt.value,)
+    formats = TABLE_FORMATS if fmt is OutputFormat.both else (fmt.value,)
 
     def body() -> None:
         from trdscreen import api
@@ -530,7 +516,7 @@ def rules_list(as_json: JsonOpt = False) -> None:
 
     def body() -> None:
         from trdscreen.protocol import catalog
-        from trdscreen.ruleset import DEFAULT_PRESET, preset_dir
+        from trdscreen.rulefile import DEFAULT_PRESET, preset_dir
 
         presets = catalog(preset_dir())
         if as_json:
@@ -654,19 +640,14 @@ def formulary(
     _guard(as_json, body)
 
 
-class SynthFormat(StrEnum):
-    csv = "csv"
-    parquet = "parquet"
-
-
 @app.command()
 def synth(
     subjects: Annotated[int, typer.Option("--subjects", help="How many subjects.", min=1)],
     out: Annotated[Path, typer.Option("--out", help="Folder for treatments and subjects.")],
     seed: Annotated[int, typer.Option("--seed", help="Random seed: same seed, same files.")] = 0,
     fmt: Annotated[
-        SynthFormat, typer.Option("--format", help="File format.")
-    ] = SynthFormat.parquet,
+        TableFormat, typer.Option("--format", help="File format.")
+    ] = TableFormat.parquet,
     force: Annotated[
         bool, typer.Option("--force", help="Replace a non-empty --out folder.")
     ] = False,

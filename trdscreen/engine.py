@@ -69,8 +69,6 @@ from trdscreen.stream import (
 )
 from trdscreen.validate import ValidatedInputs
 
-ENGINES = ("pandas", "dask")
-
 BUCKET_ROWS = 1 << 18
 """Input rows per bucket the default bucket count aims at (at least 4 buckets per worker)."""
 

@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from trdscreen import __version__, quarantine
+from trdscreen import __version__
 from trdscreen.audit import AUDIT_FILE, AUDIT_FORMAT, AuditTrail
 from trdscreen.engine import DaskOptions
 from trdscreen.errors import ExitCode, UsageError
@@ -22,6 +22,7 @@ from trdscreen.resolve import ReportRules
 from trdscreen.ruleset import RuleSet
 from trdscreen.runs import MANIFEST_SCHEMA_VERSION
 from trdscreen.validate import ValidatedInputs
+from trdscreen.vocabulary import ON_INVALID
 
 
 @dataclass(frozen=True)
@@ -35,16 +36,16 @@ class ScreenRequest:
     as_of: date | None = None
     reports: tuple[str, ...] = ()  # presets or files whose staging scores are added
     csv: CsvOptions = CsvOptions()  # --encoding, --delimiter
-    on_invalid: str = "fail"  # quarantine.ON_INVALID: what rows that fail validation do
+    on_invalid: str = "fail"  # vocabulary.ON_INVALID: what rows that fail validation do
     dask: DaskOptions | None = None  # --engine dask: run the kernel per hash bucket
     chunk_rows: int | None = None  # screen_and_write: rows per chunk; None: the whole cohort
 
     def __post_init__(self) -> None:
         if self.chunk_rows is not None and self.chunk_rows < 1:
             raise UsageError(f"--chunk-rows {self.chunk_rows}: expected at least 1")
-        if self.on_invalid not in quarantine.ON_INVALID:
+        if self.on_invalid not in ON_INVALID:
             raise UsageError(
-                f"on_invalid {self.on_invalid!r}: expected one of {', '.join(quarantine.ON_INVALID)}"
+                f"on_invalid {self.on_invalid!r}: expected one of {', '.join(ON_INVALID)}"
             )
 
 

@@ -267,7 +267,7 @@ class Screening:
     formulary: Formulary
     as_of: date | None = None
     reports: tuple[tuple[RuleSet, Formulary], ...] = ()  # rule sets whose staging is added
-    on_invalid: str = "fail"  # quarantine.ON_INVALID
+    on_invalid: str = "fail"  # vocabulary.ON_INVALID
 
 
 def screen_checked(

@@ -14,15 +14,8 @@ from pathlib import Path
 
 from trdscreen.criteria import threshold_text
 from trdscreen.printable import printable
-from trdscreen.ruleset import (
-    MGHS,
-    Criterion,
-    Maudsley,
-    RuleSet,
-    ThaseRush,
-    key_lines,
-    load_yaml,
-)
+from trdscreen.rulefile import key_lines, load_yaml
+from trdscreen.ruleset import MGHS, Criterion, Maudsley, RuleSet, ThaseRush
 
 TAG = re.compile(r"\[(V|S|U)\]")
 Tags = dict[tuple, str]
@@ -163,7 +156,7 @@ class PresetInfo:
 
 def catalog(folder: Path) -> list[PresetInfo]:
     """The shipped presets, sorted by id (each parsed, so a broken preset fails loudly)."""
-    from trdscreen.ruleset import read_rule_file
+    from trdscreen.rulefile import read_rule_file
 
     out = []
     for path in sorted(folder.glob("*.yaml")):

@@ -35,7 +35,6 @@ from trdscreen.errors import InvalidInputData
 from trdscreen.io import SourceTable
 from trdscreen.issues import keyless_errors
 
-ON_INVALID = ("fail", "quarantine")
 QUARANTINED = "quarantined"
 META_COLUMNS = ("source_file", "source_line", "status", "checks", "reasons")
 REASON_LINES_SHOWN = 3

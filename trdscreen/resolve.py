@@ -9,14 +9,8 @@ from pathlib import Path
 
 from trdscreen.errors import RuleError
 from trdscreen.formulary import Formulary, load_formulary, normalize_name
-from trdscreen.ruleset import (
-    STAGING_MODEL_OF,
-    ColumnMap,
-    RuleSet,
-    load_column_map,
-    read_rule_file,
-    resolve_rules,
-)
+from trdscreen.rulefile import load_column_map, read_rule_file, resolve_rules
+from trdscreen.ruleset import STAGING_MODEL_OF, ColumnMap, RuleSet
 from trdscreen.schemas import SUBJECT_COLUMNS, TREATMENT_COLUMNS
 
 

@@ -32,8 +32,9 @@ import pyarrow.compute as pc
 from trdscreen.errors import UsageError
 from trdscreen.formulary import load_formulary
 from trdscreen.outdir import atomic_folder
+from trdscreen.vocabulary import TABLE_FORMATS
 
-SYNTH_FORMATS = ("csv", "parquet")
+SYNTH_FORMATS = TABLE_FORMATS
 
 # Generic, prescribing weight, spellings as exports carry them (the generic itself is
 # always one of them), and whether the drug is an add-on (role augmentation).

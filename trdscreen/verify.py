@@ -192,7 +192,7 @@ def _check_rule_file(record: dict, rules, path: Path, label: str, result: Verifi
     else under the same id is reported even when the manifest was rewritten to match
     itself. A missing file is only noted (runs outlive their rule files)."""
     from trdscreen.errors import RuleError
-    from trdscreen.ruleset import read_rule_file
+    from trdscreen.rulefile import read_rule_file
 
     if not path.is_file():
         result.add(f"{label} file", True, f"{path} is no longer there; the manifest's copy is used")

@@ -1,0 +1,64 @@
+"""The closed vocabularies of the input contract and of rule sets, each declared once:
+the CLI's choices, the schemas' checks and the rule-set models read them from here."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+Resolution = Literal["unknown", "assume_met", "assume_not_met"]
+Evidence = Literal["V", "S", "U"]
+Scalar = bool | int | float | str
+
+Role = Literal["monotherapy", "augmentation", "combination"]
+ROLES: tuple[Role, ...] = ("monotherapy", "augmentation", "combination")
+MODALITIES = ("pharmacotherapy", "ect", "rtms", "psychotherapy", "esketamine")
+DRUG_MODALITIES = ("pharmacotherapy", "esketamine")
+"""Modalities whose courses name a drug (dose, formulary and segments apply)."""
+STOP_REASONS = (
+    "nonresponse",
+    "partial_response",
+    "intolerance",
+    "remission",
+    "relapse",
+    "patient_choice",
+    "ongoing",
+    "other",
+)
+
+Agent = Literal["antidepressant", "augmentation"]
+AGENTS: tuple[Agent, ...] = ("antidepressant", "augmentation")
+HamdVersion = Literal[17, 21, 24]
+
+
+class Engine(StrEnum):
+    """`screen --engine`: the default (pandas/pyarrow, in chunks) or a Dask cluster."""
+
+    pandas = "pandas"
+    dask = "dask"
+
+
+class TableFormat(StrEnum):
+    """The formats a table is written in (run folders, `synth`)."""
+
+    csv = "csv"
+    parquet = "parquet"
+
+
+class OutputFormat(StrEnum):
+    """`screen --format`: one table format or both."""
+
+    csv = "csv"
+    parquet = "parquet"
+    both = "both"
+
+
+class OnInvalid(StrEnum):
+    """`--on-invalid`: what rows that fail validation do (`trdscreen.quarantine`)."""
+
+    fail = "fail"
+    quarantine = "quarantine"
+
+
+TABLE_FORMATS = tuple(f.value for f in TableFormat)
+ON_INVALID = tuple(o.value for o in OnInvalid)
