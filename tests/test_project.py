@@ -39,7 +39,7 @@ LAYERS = (
     ("foundation", "__init__ errors printable coded tristate keys reasons tuning audit asof "
      "vocabulary "
      "diagnoses history sniff segments"),
-    ("read", "csvfile io issues criterion ruleset rulefile formulary drugs doses"),
+    ("read", "csvfile io issues criterion ruleset rulefile drugnames formulary drugs doses"),
     ("validate", "schemas validate quarantine"),
     ("assess", "episode outcome trials courses subjects staging"),
     ("decide", "criteria pipeline merge protocol resolve"),

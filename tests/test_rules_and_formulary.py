@@ -9,8 +9,9 @@ import yaml
 from conftest import preset_data, write_rules
 
 from trdscreen import api
+from trdscreen.drugnames import inn_variants, normalize_name
 from trdscreen.errors import RuleError
-from trdscreen.formulary import inn_variants, load_formulary, normalize_name
+from trdscreen.formulary import load_formulary
 from trdscreen.rulefile import parse_rules, resolve_rules
 
 

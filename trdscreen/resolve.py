@@ -7,8 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from trdscreen.drugnames import normalize_name
 from trdscreen.errors import RuleError
-from trdscreen.formulary import Formulary, load_formulary, normalize_name
+from trdscreen.formulary import Formulary, load_formulary
 from trdscreen.rulefile import load_column_map, read_rule_file, resolve_rules
 from trdscreen.ruleset import STAGING_MODEL_OF, ColumnMap, RuleSet
 from trdscreen.schemas import SUBJECT_COLUMNS, TREATMENT_COLUMNS

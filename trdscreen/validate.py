@@ -17,8 +17,9 @@ from trdscreen.asof import AFTER, CENSORED, course_masks, subject_masks
 from trdscreen.coded import coded
 from trdscreen.diagnoses import DERIVED_COLUMNS as DIAGNOSIS_COLUMNS
 from trdscreen.diagnoses import SOURCE_COLUMNS as DIAGNOSIS_SOURCES
+from trdscreen.drugnames import normalize_atc
 from trdscreen.drugs import distinct_drugs
-from trdscreen.formulary import Formulary, normalize_atc
+from trdscreen.formulary import Formulary
 from trdscreen.history import HISTORY_FLAGS
 from trdscreen.io import SourceTable
 from trdscreen.issues import IssueLog
