@@ -1,0 +1,117 @@
+"""The audit commands: `verify` a run folder, `explain` one subject's decision, `diff` two
+runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from trdscreen.cliapp import JsonOpt, app, emit_json, guard
+from trdscreen.errors import ExitCode
+
+DIFF_SHOWN = 50
+"""Changed subjects shown in detail by `diff` without --json (all with it)."""
+RunArg = Annotated[Path, typer.Argument(help="A run folder written by `trdscreen screen`.")]
+
+
+@app.command()
+def verify(
+    run: RunArg,
+    inputs: Annotated[
+        Path | None,
+        typer.Option(
+            "--inputs", help="Look for the recorded input files by name in this folder instead."
+        ),
+    ] = None,
+    no_rerun: Annotated[
+        bool, typer.Option("--no-rerun", help="Check hashes only; do not re-run the screening.")
+    ] = False,
+    head: Annotated[
+        str | None,
+        typer.Option(
+            "--head",
+            help="The audit head SHA-256 kept from `screen --json` (detects a rewritten log).",
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check a run folder's audit chain and hashes, then re-run it and compare (exit 6 if not)."""
+
+    def body() -> None:
+        from trdscreen.verify import verify_run
+
+        verification = verify_run(run, inputs, rerun=not no_rerun, head=head)
+        code = ExitCode.OK if verification.ok else ExitCode.NOT_VERIFIED
+        if as_json:
+            emit_json(
+                {
+                    "status": "verified" if verification.ok else "not_verified",
+                    "exit_code": int(code),
+                    "run_id": verification.run.run_id,
+                    "reran": verification.reran,
+                    "checks": [
+                        {"subject": c.subject, "ok": c.ok, "detail": c.detail}
+                        for c in verification.checks
+                    ],
+                    "problems": verification.problems,
+                }
+            )
+        else:
+            from trdscreen.render import console, render_verify
+
+            render_verify(console(), verification)
+        raise typer.Exit(int(code))
+
+    guard(as_json, body)
+
+
+@app.command()
+def explain(
+    run: RunArg,
+    subject_id: Annotated[str, typer.Argument(help="The subject key, as in the decisions table.")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the same trace as one JSON object.")
+    ] = False,
+) -> None:
+    """Explain one subject's decision: courses, counts, criteria and the decision."""
+
+    def body() -> None:
+        from trdscreen.explain import explain_subject
+        from trdscreen.runs import open_run
+
+        data = explain_subject(open_run(run), subject_id)
+        if as_json:
+            emit_json(data)
+            return
+        from trdscreen.render import console, render_explain
+
+        render_explain(console(), data)
+
+    guard(as_json, body)
+
+
+@app.command()
+def diff(
+    run_a: Annotated[Path, typer.Argument(help="The earlier (or reference) run folder.")],
+    run_b: Annotated[Path, typer.Argument(help="The later (or amended) run folder.")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print every change as one JSON object.")
+    ] = False,
+) -> None:
+    """Compare two runs: who changed decision, which criteria flipped, attrition side by side."""
+
+    def body() -> None:
+        from trdscreen.rundiff import diff_runs
+        from trdscreen.runs import open_run
+
+        data = diff_runs(open_run(run_a), open_run(run_b), None if as_json else DIFF_SHOWN)
+        if as_json:
+            emit_json(data)
+            return
+        from trdscreen.render import console, render_diff
+
+        render_diff(console(), data)
+
+    guard(as_json, body)

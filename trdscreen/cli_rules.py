@@ -1,0 +1,198 @@
+"""The rule-set and data commands: `rules list | show | check`, `formulary`, `synth`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from trdscreen.cliapp import JsonOpt, app, emit_json, guard, notify
+from trdscreen.errors import UsageError
+from trdscreen.printable import printable, printable_lines
+from trdscreen.vocabulary import TableFormat
+
+rules_app = typer.Typer(
+    name="rules",
+    help="The shipped TRD definitions (presets) and custom rule files.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+app.add_typer(rules_app, name="rules")
+RuleArg = Annotated[str, typer.Argument(help="Preset name (see `rules list`) or rule file path.")]
+
+
+@rules_app.command("list")
+def rules_list(as_json: JsonOpt = False) -> None:
+    """List the presets with title, source and a one-line summary."""
+
+    def body() -> None:
+        from trdscreen.protocol import catalog
+        from trdscreen.rulefile import DEFAULT_PRESET, preset_dir
+
+        presets = catalog(preset_dir())
+        if as_json:
+            emit_json(
+                {
+                    "status": "ok",
+                    "default": DEFAULT_PRESET,
+                    "presets": [
+                        {
+                            "id": p.id,
+                            "title": p.title,
+                            "source": p.source,
+                            "summary": p.summary,
+                            "staging": p.staging,
+                        }
+                        for p in presets
+                    ],
+                }
+            )
+            return
+        from trdscreen.render import console, render_presets
+
+        render_presets(console(), presets, DEFAULT_PRESET)
+
+    guard(as_json, body)
+
+
+@rules_app.command("show")
+def rules_show(name: RuleArg) -> None:
+    """Print a rule set as protocol text generated from its YAML, unverified parameters flagged."""
+
+    def body() -> None:
+        from trdscreen import api
+        from trdscreen.protocol import protocol_text
+
+        checked = api.check_rules(name)
+        text = protocol_text(checked.rules, checked.tags, str(checked.path), checked.file_sha256)
+        typer.echo(printable_lines(text), nl=False)
+
+    guard(False, body)
+
+
+@rules_app.command("check")
+def rules_check(name: RuleArg, as_json: JsonOpt = False) -> None:
+    """Validate a rule file; report every problem with its key path and line (exit 3)."""
+
+    def body() -> None:
+        from trdscreen import api
+
+        checked = api.check_rules(name)
+        rules = checked.rules
+        if as_json:
+            emit_json(
+                {
+                    "status": "ok",
+                    "exit_code": 0,
+                    "id": rules.id,
+                    "path": str(checked.path),
+                    "file_sha256": checked.file_sha256,
+                    "normalized_sha256": rules.sha256(),
+                    "criteria": [c.id for c in rules.criteria],
+                    "notes": list(checked.notes),
+                }
+            )
+            return
+        typer.echo(
+            printable(
+                f"ok: {checked.path}: rule set {rules.id}, {len(rules.criteria)} criteria, "
+                f"normalized sha256 {rules.sha256()}"
+            )
+        )
+        for note in checked.notes:
+            typer.echo(printable(f"note: {note}"))
+
+    guard(as_json, body)
+
+
+@app.command()
+def formulary(
+    drug: Annotated[
+        str | None, typer.Argument(help="Drug name, brand or synonym to look up.")
+    ] = None,
+    rules: Annotated[
+        str | None,
+        typer.Option(
+            "--rules",
+            help="Show the formulary as this rule set uses it (its file, dose column, overrides).",
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the formulary or look up one drug: class, minimum dose and its source."""
+
+    def body() -> None:
+        from trdscreen import api
+
+        table, rule_set = api.formulary_for(rules)
+        if drug is None:
+            rows = api.formulary_rows(table, rule_set)
+        else:
+            row = api.formulary_lookup(table, rule_set, drug)
+            if row is None:
+                hints = table.suggest(table.match(drug).normalized)
+                raise UsageError(
+                    f"{drug!r} is not in the formulary ({table.source})"
+                    + (f"; did you mean: {', '.join(hints)}?" if hints else "")
+                )
+            rows = [row]
+        if as_json:
+            emit_json(
+                {"status": "ok", "source": table.source, "sha256": table.sha256, "drugs": rows}
+            )
+            return
+        from trdscreen.render import console, render_drug, render_formulary
+
+        if drug is not None:
+            render_drug(console(), rows[0])
+        else:
+            render_formulary(console(), rows, table.source, table.sha256)
+
+    guard(as_json, body)
+
+
+@app.command()
+def synth(
+    subjects: Annotated[int, typer.Option("--subjects", help="How many subjects.", min=1)],
+    out: Annotated[Path, typer.Option("--out", help="Folder for treatments and subjects.")],
+    seed: Annotated[int, typer.Option("--seed", help="Random seed: same seed, same files.")] = 0,
+    fmt: Annotated[
+        TableFormat, typer.Option("--format", help="File format.")
+    ] = TableFormat.parquet,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a non-empty --out folder.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a synthetic cohort (about 4.2 courses per subject) for demos and load tests."""
+
+    def body() -> None:
+        import time
+
+        from trdscreen.api import check_out_dir
+        from trdscreen.synth import synthesize, write_synthetic
+
+        started = time.perf_counter()
+        notify(check_out_dir(out, force))  # fail before drawing a large cohort
+        cohort = synthesize(subjects, seed)
+        paths = write_synthetic(cohort, out, fmt.value, force)
+        payload = {
+            "status": "ok",
+            "subjects": cohort.subjects.num_rows,
+            "courses": cohort.treatments.num_rows,
+            "seed": seed,
+            "files": [str(p) for p in paths],
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+        if as_json:
+            emit_json(payload)
+            return
+        typer.echo(
+            f"wrote {payload['subjects']} subjects and {payload['courses']} courses "
+            f"(seed {seed}) to {printable(out)} in {payload['seconds']} s"
+        )
+
+    guard(as_json, body)

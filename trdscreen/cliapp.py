@@ -1,0 +1,188 @@
+"""The command-line app's frame: the typer app, the options commands share, and the one
+place exceptions become a message and an exit code. The `trdscreen.cli*` modules are the
+only ones that import typer; heavy libraries are imported inside commands so that `--help`
+and `--version` start fast."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from trdscreen import __version__
+from trdscreen.errors import ExitCode, TrdscreenError
+
+app = typer.Typer(
+    name="trdscreen",
+    help="Screen antidepressant treatment histories for treatment-resistant-depression "
+    "(TRD) trial eligibility.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"trdscreen {__version__}")
+        raise typer.Exit(ExitCode.OK)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Screen antidepressant treatment histories for TRD trial eligibility."""
+
+
+def parse_date(value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter("expected an ISO date YYYY-MM-DD", param_hint="--as-of") from None
+
+
+InputArg = Annotated[
+    Path,
+    typer.Argument(
+        help="Treatments file (CSV or Parquet) or a folder holding treatments.* and subjects.*",
+        show_default=False,
+    ),
+]
+SubjectsOpt = Annotated[
+    Path | None, typer.Option("--subjects", help="Subjects file (CSV or Parquet).")
+]
+RulesOpt = Annotated[
+    str | None,
+    typer.Option("--rules", help="Rule file or preset name [default: sforzini-2021]."),
+]
+MapOpt = Annotated[
+    Path | None,
+    typer.Option("--map", help="Column-map YAML (site headers -> canonical names)."),
+]
+AsOfOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--as-of",
+        help="Screen as on this date YYYY-MM-DD: it is every subject's reference date, and "
+        "courses and scores recorded after it are not used.",
+    ),
+]
+ReportOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--report",
+        help="Also report this preset's staging scores (e.g. maudsley-2009); repeatable.",
+    ),
+]
+EncodingOpt = Annotated[
+    str,
+    typer.Option("--encoding", help="Text encoding of CSV inputs (e.g. cp1252, latin-1, utf-16)."),
+]
+DelimiterOpt = Annotated[
+    str, typer.Option("--delimiter", help="Field delimiter of CSV inputs (e.g. ';' or '\\t').")
+]
+
+
+def csv_options(encoding: str, delimiter: str):
+    from trdscreen.io import CsvOptions
+
+    return CsvOptions(encoding, "\t" if delimiter in ("\\t", "tab") else delimiter)
+
+
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print one JSON summary object on stdout and nothing else.")
+]
+
+
+def emit_json(payload: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(payload, sort_keys=True, default=str) + "\n")
+
+
+def fail(exc: BaseException, as_json: bool, extra: dict[str, Any] | None = None) -> NoReturn:
+    """The one place exceptions become a message on stderr and an exit code."""
+    from trdscreen.render import console, render_error
+
+    if isinstance(exc, TrdscreenError):
+        code = exc.exit_code
+        message = str(exc)
+        details = list(getattr(exc, "problems", []))
+    else:  # a bug: never print the exception text, it may quote data
+        code = ExitCode.INTERNAL_ERROR
+        message = (
+            f"internal error ({type(exc).__name__}); please report it. "
+            "Set TRDSCREEN_DEBUG=1 to see the traceback (it shows no data values)."
+        )
+        details = []
+        if os.environ.get("TRDSCREEN_DEBUG"):
+            # Frames and the exception type only: the exception's text may quote data.
+            sys.stderr.write("".join(traceback.format_tb(exc.__traceback__)))
+            sys.stderr.write(f"{type(exc).__module__}.{type(exc).__qualname__}\n")
+    render_error(console(stderr=True), message, details)
+    if as_json:
+        emit_json(
+            {
+                "status": code.name.lower(),
+                "exit_code": int(code),
+                "message": message,
+                "problems": details,
+                **(extra or {}),
+            }
+        )
+    raise typer.Exit(int(code))
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def guard(as_json: bool, body: Callable[[], None]) -> None:
+    """Run a command body; every exception and Ctrl-C/SIGTERM becomes a message and a code."""
+    from trdscreen.errors import Interrupted
+    from trdscreen.tuning import tune_for_large_tables
+
+    tune_for_large_tables()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        body()
+    except (typer.Exit, typer.BadParameter):
+        raise
+    except KeyboardInterrupt:
+        fail(
+            Interrupted(
+                "interrupted (Ctrl-C or SIGTERM); no run folder was written and an existing "
+                "--out was left as it was"
+            ),
+            as_json,
+        )
+    except Exception as exc:  # noqa: BLE001 - translated once, here
+        fail(exc, as_json)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def notify(lines: list[str]) -> None:
+    """Notes for the user on stderr (drafts of dead runs removed, and the like)."""
+    if lines:
+        from trdscreen.render import console, render_notes
+
+        render_notes(console(stderr=True), lines)
+
+
+def report_issues(issues: Any) -> None:
+    from trdscreen.render import console, render_issues
+
+    render_issues(console(stderr=True), issues)
