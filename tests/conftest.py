@@ -133,31 +133,29 @@ def damaged(cohort, tmp_path_factory) -> Path:
     return folder
 
 
+BOTH = ("csv", "parquet")
+
+
 def screen_whole(tmp: Path, name: str, request: api.ScreenRequest) -> tuple[Path, object]:
-    """Screen with `api.screen` and `api.write_run` (CSV and Parquet); an invalid input
-    gives the folder of a failed run and the error."""
-    out = tmp / name
-    loaded = api.load(request, ["test"])
-    try:
-        result = api.screen(loaded)
-    except InvalidInputData as exc:
-        api.write_run(loaded, None, out, ("csv", "parquet"))
-        return out, exc
-    api.write_run(loaded, result, out, ("csv", "parquet"))
-    return out, result
+    """Screen the cohort whole (a request without chunk_rows) into a run folder, CSV and
+    Parquet; an invalid input gives the folder of a failed run and the error."""
+    return _to_folder(tmp / name, request)
 
 
 def screen_streamed(tmp: Path, name: str, request: api.ScreenRequest) -> tuple[Path, object]:
-    """Screen with `api.screen_and_write` (a request with chunk_rows or dask; CSV and
-    Parquet); an invalid input gives the folder of a failed run, and the error, after
-    checking that the streamed run left nothing half-written behind."""
-    out = tmp / name
+    """Screen a chunk at a time or on Dask (a request with chunk_rows or dask) into a run
+    folder, CSV and Parquet; an invalid input gives the folder of a failed run and the
+    error."""
+    assert request.chunk_rows is not None or request.dask is not None
+    return _to_folder(tmp / name, request)
+
+
+def _to_folder(out: Path, request: api.ScreenRequest) -> tuple[Path, object]:
     loaded = api.load(request, ["test"])
     try:
-        _, result = api.screen_and_write(loaded, out, ("csv", "parquet"))
+        _, result = api.run_to_folder(loaded, api.Destination(out, BOTH))
     except InvalidInputData as exc:
-        assert not out.exists()
-        api.write_run(loaded, None, out, ("csv", "parquet"))
+        assert exc.record is not None and (out / "validation_issues.csv").exists()
         return out, exc
     return out, result
 

@@ -34,7 +34,7 @@ from trdscreen.manifest import (
 )
 from trdscreen.merge import merge_issues, merge_validated
 from trdscreen.outdir import atomic_folder, prepare_out_dir, remove_stale_drafts
-from trdscreen.output import OutputFile, write_tables
+from trdscreen.output import Destination, OutputFile, write_tables
 from trdscreen.pipeline import (
     RunSummary,
     Screening,
@@ -57,14 +57,14 @@ from trdscreen.resolve import (
 )
 from trdscreen.runs import MANIFEST_FILE
 from trdscreen.schemas import SUBJECT_COLUMNS, TREATMENT_COLUMNS
-from trdscreen.stream import CHUNK_ROWS, StreamedResult, chunks, stream
+from trdscreen.stream import CHUNK_ROWS, StreamedResult, StreamOutcome, chunks, stream
 from trdscreen.validate import ValidatedInputs, criteria_subject_columns, validate_inputs
 
 __all__ = [  # the library's face: what the CLI, verify and callers use
     "CHUNK_ROWS", "DaskOptions", "LoadedRun", "ReportRules", "RuleCheck", "RuleFile",
-    "RunRecord", "ScreenRequest", "check_out_dir", "check_rules", "formulary_for",
+    "Destination", "RunRecord", "ScreenRequest", "check_out_dir", "check_rules", "formulary_for",
     "formulary_lookup", "formulary_of", "formulary_rows", "input_paths", "load",
-    "load_and_validate", "load_rules", "load_with", "run_tables", "screen",
+    "load_and_validate", "load_rules", "load_with", "run_tables", "run_to_folder", "screen",
     "screen_and_write", "screening_of", "versions", "write_run",
 ]  # fmt: skip
 
@@ -229,12 +229,25 @@ def _record_screened(loaded: LoadedRun, result: RunSummary) -> None:
     loaded.trail.record("decisions_computed", counts=result.counts())
 
 
+def run_to_folder(loaded: LoadedRun, destination: Destination) -> tuple[RunRecord, RunSummary]:
+    """Screen a loaded run and write its folder, whichever engine the request names: the
+    whole cohort (`screen`, `write_run`), a chunk of subjects at a time or on a Dask
+    cluster (`screen_and_write`). When validation stops the run, the folder of an
+    invalid input (the issues, the manifest, the audit log) is written and
+    InvalidInputData is raised carrying its run record (`exc.record`): the CLI, `verify`
+    and a library caller get the same folder."""
+    try:
+        if loaded.validated is not None:  # read and validated whole
+            result = screen(loaded)
+            return write_run(loaded, result, destination), result
+        return screen_and_write(loaded, destination)
+    except InvalidInputData as exc:
+        exc.record = write_run(loaded, None, destination)
+        raise
+
+
 def screen_and_write(
-    loaded: LoadedRun,
-    out: Path,
-    formats: tuple[str, ...],
-    force: bool = False,
-    escape_formulas: bool = True,
+    loaded: LoadedRun, destination: Destination
 ) -> tuple[RunRecord, StreamedResult]:
     """Validate, screen and write a run loaded with `chunk_rows` (a chunk of subjects
     at a time, `trdscreen.stream`) or with `dask` (bucket by bucket on a Dask
@@ -242,21 +255,20 @@ def screen_and_write(
 
     The tables are the ones `screen` and `write_run` give. When validation errors
     stop the run, InvalidInputData is raised, nothing is left in `out`, and
-    `loaded.validated` holds every issue for `write_run(loaded, None, ...)`.
+    `loaded.validated` holds every issue (`run_to_folder` then writes the invalid
+    input's folder).
     """
     screening = screening_of(loaded)
-    with atomic_folder(out, force, input_paths(loaded.request)) as folder:
+    out = destination.out
+    with atomic_folder(out, destination.force, input_paths(loaded.request)) as folder:
         if loaded.request.dask is not None:
-            validated, outputs, result = _stream_dask(
-                loaded, screening, folder, formats, escape_formulas
-            )
+            validated, outputs, result = _stream_dask(loaded, screening, folder, destination)
         else:
             validated, outputs, result = stream(
                 *loaded.tables(),
                 screening,
                 folder,
-                formats,
-                escape_formulas,
+                destination,
                 loaded.request.chunk_rows or CHUNK_ROWS,
             )
             loaded.trail.record("inputs_validated", issues=issue_counts(validated.issues))
@@ -265,17 +277,13 @@ def screen_and_write(
             refuse_invalid(validated, screening.on_invalid)
             raise InvalidInputData("input validation stopped the run", validated.issues)
         _record_screened(loaded, result)
-        record = _finish(loaded, result, out, folder, outputs, formats, force, escape_formulas)
+        record = _finish(loaded, result, folder, outputs, destination)
     return record, result
 
 
 def _stream_dask(
-    loaded: LoadedRun,
-    screening: Screening,
-    folder: Path,
-    formats: tuple[str, ...],
-    escape: bool,
-) -> tuple[ValidatedInputs, list[OutputFile] | None, StreamedResult | None]:
+    loaded: LoadedRun, screening: Screening, folder: Path, destination: Destination
+) -> StreamOutcome:
     """The Dask engine's run (`trdscreen.engine`): each input is recorded once read,
     with its row count, and the validation once every bucket is screened."""
     from trdscreen import engine
@@ -291,14 +299,13 @@ def _stream_dask(
         *loaded.files(),
         screening,
         folder,
-        formats,
-        escape,
+        destination,
         loaded.request.dask,
         on_read=on_read,
         on_validated=on_validated,
     )
     loaded.treatments, loaded.subjects = read
-    return validated, outputs, result
+    return StreamOutcome(validated, outputs, result)
 
 
 def run_tables(loaded: LoadedRun, result: ScreenResult | None) -> dict:
@@ -309,32 +316,25 @@ def run_tables(loaded: LoadedRun, result: ScreenResult | None) -> dict:
 
 
 def write_run(
-    loaded: LoadedRun,
-    result: ScreenResult | None,
-    out: Path,
-    formats: tuple[str, ...],
-    force: bool = False,
-    escape_formulas: bool = True,
+    loaded: LoadedRun, result: ScreenResult | None, destination: Destination
 ) -> RunRecord:
     """Write the run folder atomically: tables, manifest.json and audit.jsonl.
 
     With a result: every table. Without one (invalid input): only the
     validation issues, and the audit log ends with run_aborted.
     """
-    with atomic_folder(out, force, input_paths(loaded.request)) as folder:
-        outputs = write_tables(run_tables(loaded, result), folder, formats, escape_formulas)
-        return _finish(loaded, result, out, folder, outputs, formats, force, escape_formulas)
+    out = destination.out
+    with atomic_folder(out, destination.force, input_paths(loaded.request)) as folder:
+        outputs = write_tables(run_tables(loaded, result), folder, destination)
+        return _finish(loaded, result, folder, outputs, destination)
 
 
 def _finish(
     loaded: LoadedRun,
     result: RunSummary | None,
-    out: Path,
     folder: Path,
     outputs: list[OutputFile],
-    formats: tuple[str, ...],
-    force: bool,
-    escape_formulas: bool,
+    destination: Destination,
 ) -> RunRecord:
     """Record the written files, then write manifest.json and end audit.jsonl."""
     trail = loaded.trail
@@ -342,7 +342,7 @@ def _finish(
     try:
         for record in outputs:
             trail.record("output_written", **record.as_json())
-        manifest = build_manifest(loaded, result, outputs, formats, force, escape_formulas)
+        manifest = build_manifest(loaded, result, outputs, destination)
         path = folder / MANIFEST_FILE
         path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", "utf-8")
         final = {"manifest_sha256": sha256_file(path), "exit_code": manifest["exit_code"]}
@@ -357,7 +357,7 @@ def _finish(
             head = trail.record("run_finished", counts=result.counts(), **final)
     finally:
         trail.close()
-    return RunRecord(Path(out), manifest, head)
+    return RunRecord(Path(destination.out), manifest, head)
 
 
 def input_paths(request: ScreenRequest) -> list[Path]:

@@ -131,23 +131,24 @@ def screen(
         if dask is not None and chunk_rows is not None:
             raise UsageError("--chunk-rows is for --engine pandas (Dask uses --partitions)")
         request = api.ScreenRequest(
-            input,
-            subjects,
-            rules,
-            column_map,
-            reference,
-            tuple(report or ()),
-            csv_options(encoding, delimiter),
-            on_invalid.value,
-            dask,
-            None if dask is not None else (chunk_rows or api.CHUNK_ROWS),
+            input=input,
+            subjects=subjects,
+            rules=rules,
+            column_map=column_map,
+            as_of=reference,
+            reports=tuple(report or ()),
+            csv=csv_options(encoding, delimiter),
+            on_invalid=on_invalid.value,
+            dask=dask,
+            chunk_rows=None if dask is not None else (chunk_rows or api.CHUNK_ROWS),
         )
         notify(api.check_out_dir(out, force, api.input_paths(request)))
         loaded = api.load(request, sys.argv)
+        destination = api.Destination(out, formats, force, escape_formulas)
         try:
-            record, result = api.screen_and_write(loaded, out, formats, force, escape_formulas)
+            record, result = api.run_to_folder(loaded, destination)
         except InvalidInputData as exc:
-            record = api.write_run(loaded, None, out, formats, force, escape_formulas)
+            record = exc.record
             report_issues(loaded.checked().issues)
             fail(
                 exc,
@@ -206,13 +207,13 @@ def validate(
         from trdscreen.issues import issue_counts
 
         request = api.ScreenRequest(
-            input,
-            subjects,
-            rules,
-            column_map,
-            reference,
-            tuple(report or ()),
-            csv_options(encoding, delimiter),
+            input=input,
+            subjects=subjects,
+            rules=rules,
+            column_map=column_map,
+            as_of=reference,
+            reports=tuple(report or ()),
+            csv=csv_options(encoding, delimiter),
         )
         loaded = api.load_and_validate(request)
         issues = loaded.checked().issues

@@ -55,7 +55,7 @@ import pyarrow.compute as pc
 from trdscreen.errors import UsageError
 from trdscreen.io import InputFile, LinesNotCounted, SourceTable
 from trdscreen.merge import partition_rows
-from trdscreen.output import OutputFile, to_arrow
+from trdscreen.output import Destination, OutputFile, to_arrow
 from trdscreen.pipeline import Screening, screen_part
 from trdscreen.schemas import text_as_read
 from trdscreen.stream import (
@@ -359,8 +359,7 @@ def stream_dask(
     subjects: InputFile | None,
     screening: Screening,
     folder: Path,
-    formats: tuple[str, ...],
-    escape: bool,
+    destination: Destination,
     options: DaskOptions,
     on_read: Callable[[InputFile], None] = lambda source: None,
     on_validated: Callable[[ValidatedInputs], None] = lambda validated: None,
@@ -403,8 +402,7 @@ def stream_dask(
                 cuts,
                 token,
                 folder,
-                formats,
-                escape,
+                destination,
                 on_validated,
             )
         finally:
@@ -422,8 +420,7 @@ def _screen_and_merge(
     cuts: list[str],
     token: str,
     folder: Path,
-    formats: tuple[str, ...],
-    escape: bool,
+    destination: Destination,
     on_validated: Callable[[ValidatedInputs], None],
 ):
     futures = []
@@ -461,12 +458,10 @@ def _screen_and_merge(
         placed.append(pieces)
     del futures
     on_validated(collector.validated())
-    sinks = sinks_for(folder, formats, escape)
+    sinks = sinks_for(folder, destination)
     if not collector.stopped:
         _merge_intervals(client, placed, len(cuts) + 1, sinks)
-    validated, records, result = collector.finish(
-        sinks, folder, formats, escape, screening.on_invalid
-    )
+    validated, records, result = collector.finish(sinks, folder, destination, screening.on_invalid)
     return validated, records, result, read
 
 

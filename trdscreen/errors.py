@@ -8,7 +8,7 @@ never patient values beyond the subject key.
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -69,6 +69,7 @@ class InvalidInputData(TrdscreenError):
     def __init__(self, message: str, issues: pd.DataFrame) -> None:
         super().__init__(message)
         self.issues = issues
+        self.record: Any = None  # the run record of the invalid-input folder, once written
 
 
 class OutputExistsError(TrdscreenError):

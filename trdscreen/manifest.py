@@ -16,7 +16,7 @@ from trdscreen.engine import DaskOptions
 from trdscreen.errors import ExitCode, UsageError
 from trdscreen.formulary import Formulary
 from trdscreen.io import CsvOptions, InputFile, SourceTable
-from trdscreen.output import OutputFile
+from trdscreen.output import Destination, OutputFile
 from trdscreen.pipeline import RunSummary
 from trdscreen.resolve import ReportRules
 from trdscreen.ruleset import RuleSet
@@ -136,9 +136,7 @@ def build_manifest(
     loaded: LoadedRun,
     result: RunSummary | None,
     outputs: list[OutputFile],
-    formats: tuple[str, ...],
-    force: bool,
-    escape_formulas: bool = True,
+    destination: Destination,
 ) -> dict:
     """The run's self-description (JSON Schema: trdscreen/data/manifest.schema.json)."""
     rules = loaded.rules
@@ -169,12 +167,12 @@ def build_manifest(
             "column_map": str(request.column_map) if request.column_map else None,
             "as_of": as_of.isoformat() if as_of else None,
             "reports": list(request.reports),
-            "formats": list(formats),
-            "force": force,
+            "formats": list(destination.formats),
+            "force": destination.force,
             "encoding": request.csv.encoding,
             "delimiter": request.csv.delimiter,
             "on_invalid": request.on_invalid,
-            "escape_formulas": escape_formulas,
+            "escape_formulas": destination.escape_formulas,
             "engine": _engine_record(request),
         },
         "reference_date": (

@@ -178,6 +178,16 @@ def canonical_dictionaries(table: pa.Table) -> pa.Table:
 
 
 @dataclass(frozen=True)
+class Destination:
+    """Where and how a run folder is written: the options that ride with every writer."""
+
+    out: Path
+    formats: tuple[str, ...] = ("csv",)
+    force: bool = False  # replace a run folder trdscreen wrote (never anything else)
+    escape_formulas: bool = True  # CSV text cells that would start a formula get a '
+
+
+@dataclass(frozen=True)
 class OutputFile:
     """One written table file, as the manifest and the audit log list it."""
 
@@ -203,6 +213,10 @@ class TableSink:
     `escape`); the decisions also get a content hash of that text when no CSV file
     is written. `close` returns a record per file; `abort` removes the files.
     """
+
+    @classmethod
+    def of(cls, stem: str, folder: Path, destination: Destination) -> TableSink:
+        return cls(stem, folder, destination.formats, destination.escape_formulas)
 
     def __init__(self, stem: str, folder: Path, formats: tuple[str, ...], escape: bool):
         self.stem, self.formats, self.escape = stem, formats, escape
@@ -295,14 +309,12 @@ class TableSink:
 
 
 def write_tables(
-    tables: dict[str, pd.DataFrame],
-    folder: Path,
-    formats: tuple[str, ...],
-    escape: bool = True,
+    tables: dict[str, pd.DataFrame], folder: Path, destination: Destination
 ) -> list[OutputFile]:
-    """Write each table in each format; return a record per written file, in table order.
+    """Write each table in each of the destination's formats into `folder` (the run's
+    draft); return a record per written file, in table order.
 
-    With `escape`, CSV files hold formula-escaped text (`escape_formulas`);
+    With `escape_formulas`, CSV files hold formula-escaped text (`escape_formulas`);
     Parquet always holds the raw values. Two tables are written at a time; an
     error or an interrupt cancels the tables not yet started and waits for the
     ones under way, so the caller can remove the folder.
@@ -310,7 +322,7 @@ def write_tables(
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="write")
     try:
         futures = [
-            pool.submit(write_whole, TableSink(stem, folder, formats, escape), frame)
+            pool.submit(write_whole, TableSink.of(stem, folder, destination), frame)
             for stem, frame in tables.items()
         ]
         return [record for future in futures for record in future.result()]

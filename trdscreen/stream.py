@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -40,7 +41,7 @@ from trdscreen.io import SourceTable
 from trdscreen.issues import issue_counts
 from trdscreen.keys import sorted_codes
 from trdscreen.merge import merge_attrition, merge_quarantine, merge_validated, partition_rows
-from trdscreen.output import OutputFile, TableSink, write_tables
+from trdscreen.output import Destination, OutputFile, TableSink, write_tables
 from trdscreen.pipeline import Part, Screening, refuse_invalid, screen_part
 from trdscreen.quarantine import Quarantine
 from trdscreen.schemas import text_as_read
@@ -207,6 +208,14 @@ class StreamedResult:
         return self.n_near_misses
 
 
+class StreamOutcome(NamedTuple):
+    """What a streamed run (a chunk at a time, or Dask buckets) ends with."""
+
+    validated: ValidatedInputs  # every part's issues, merged, and the rejected rows
+    outputs: list[OutputFile] | None  # None: validation stopped the run, nothing kept
+    result: StreamedResult | None
+
+
 @dataclass(frozen=True)
 class PartSummary:
     """What one part (a chunk, or a Dask bucket) gives besides its decision tables: small,
@@ -265,10 +274,9 @@ class Collector:
         self,
         sinks: dict[str, TableSink],
         folder: Path,
-        formats: tuple[str, ...],
-        escape: bool,
+        destination: Destination,
         on_invalid: str,
-    ) -> tuple[ValidatedInputs, list[OutputFile] | None, StreamedResult | None]:
+    ) -> StreamOutcome:
         """Merge the parts and close the sinks; or, when validation stops the run or
         anything fails, remove every sink's file."""
         try:
@@ -280,8 +288,8 @@ class Collector:
                 stopped = True
             if stopped:
                 abort(sinks)
-                return validated, None, None
-            return validated, *self._written(sinks, folder, formats, escape, validated)
+                return StreamOutcome(validated, None, None)
+            return StreamOutcome(validated, *self._written(sinks, folder, destination, validated))
         except BaseException:
             abort(sinks)
             raise
@@ -290,8 +298,7 @@ class Collector:
         self,
         sinks: dict[str, TableSink],
         folder: Path,
-        formats: tuple[str, ...],
-        escape: bool,
+        destination: Destination,
         validated: ValidatedInputs,
     ) -> tuple[list[OutputFile], StreamedResult]:
         screened = self.parts
@@ -315,7 +322,7 @@ class Collector:
         if quarantine is not None:
             rest["quarantine_treatments"] = quarantine.treatments
             rest["quarantine_subjects"] = quarantine.subjects
-        return records + write_tables(rest, folder, formats, escape), outcome
+        return records + write_tables(rest, folder, destination), outcome
 
 
 def _add(total: dict[str, dict[str, int]], part: dict[str, dict[str, int]]) -> None:
@@ -335,9 +342,9 @@ def _sorted_tallies(total: dict[str, dict[str, int]]) -> dict[str, dict[str, int
     }
 
 
-def sinks_for(folder: Path, formats: tuple[str, ...], escape: bool) -> dict[str, TableSink]:
+def sinks_for(folder: Path, destination: Destination) -> dict[str, TableSink]:
     """A sink per table written piece by piece."""
-    return {stem: TableSink(stem, folder, formats, escape) for stem in STREAMED}
+    return {stem: TableSink.of(stem, folder, destination) for stem in STREAMED}
 
 
 def write_pieces(sinks: dict[str, TableSink], tables: dict[str, pd.DataFrame | pa.Table]) -> None:
@@ -380,10 +387,9 @@ def stream(
     subjects: SourceTable | None,
     screening: Screening,
     folder: Path,
-    formats: tuple[str, ...],
-    escape: bool,
+    destination: Destination,
     chunk_rows: int = CHUNK_ROWS,
-) -> tuple[ValidatedInputs, list[OutputFile] | None, StreamedResult | None]:
+) -> StreamOutcome:
     """Validate and screen chunk by chunk, appending each chunk's tables to `folder`.
 
     Returns the merged validation (issues and rejections) and, unless the errors
@@ -392,7 +398,7 @@ def stream(
     removed and the caller writes the run of an invalid input instead. One chunk is
     written while the next is screened.
     """
-    sinks = sinks_for(folder, formats, escape)
+    sinks = sinks_for(folder, destination)
     collector = Collector()
     chunk_rows = ledger_bounded(chunk_rows, screening)
 
@@ -410,4 +416,4 @@ def stream(
             del tables
 
     write_behind(sinks, screened())
-    return collector.finish(sinks, folder, formats, escape, screening.on_invalid)
+    return collector.finish(sinks, folder, destination, screening.on_invalid)

@@ -22,7 +22,8 @@ from typing import Any
 
 from trdscreen.audit import AUDIT_FILE, FINAL_EVENTS, AuditTrail, check_chain
 from trdscreen.io import sha256_file
-from trdscreen.manifest import request_from_manifest
+from trdscreen.manifest import LoadedRun, request_from_manifest
+from trdscreen.output import Destination
 from trdscreen.runs import MANIFEST_FILE, RunFolder, open_run, read_table_file
 
 
@@ -278,18 +279,21 @@ def _rerun(run: RunFolder, result: Verification, inputs_dir: Path | None) -> Non
         result.add("re-run", False, f"failed: {exc}")
         return
     result.reran = True
-    formats = tuple(options["formats"])
-    escape = bool(options.get("escape_formulas", False))  # v2 runs did not escape
     recorded = {o["path"]: o["sha256"] for o in manifest["outputs"]}
     with tempfile.TemporaryDirectory(prefix="trdscreen-verify-") as folder:
+        destination = Destination(
+            Path(folder),
+            tuple(options["formats"]),
+            escape_formulas=bool(options.get("escape_formulas", False)),  # v2 did not escape
+        )
         try:
             if request.chunk_rows is None:
                 records = write_tables(
-                    api.run_tables(loaded, screened), Path(folder), formats, escape
+                    api.run_tables(loaded, screened), destination.out, destination
                 )
                 decisions = screened.decisions if screened is not None else None
             else:
-                records, decisions = _rerun_streamed(loaded, Path(folder), formats, escape)
+                records, decisions = _rerun_streamed(loaded, destination)
         except TrdscreenError as exc:
             result.add("re-run", False, f"failed: {exc}")
             return
@@ -305,27 +309,27 @@ def _rerun(run: RunFolder, result: Verification, inputs_dir: Path | None) -> Non
                 result.add(f"re-run {name}", False, "different bytes" + changes)
 
 
-def _rerun_streamed(loaded, folder: Path, formats: tuple[str, ...], escape: bool):
-    """Re-run chunk by chunk into `folder`, as the CLI ran it; the written records and
-    the re-run's subject_id and decision columns (None for an invalid input)."""
+def _rerun_streamed(loaded: LoadedRun, destination: Destination):
+    """Re-run chunk by chunk into the destination's folder, as the CLI ran it; the written
+    records and the re-run's subject_id and decision columns (None for an invalid input)."""
     from trdscreen import api
     from trdscreen.output import write_tables
     from trdscreen.stream import stream
 
+    folder = destination.out
+    assert loaded.request.chunk_rows is not None  # a streamed run is re-run streamed
     validated, records, streamed = stream(
-        loaded.treatments,
-        loaded.subjects,
+        *loaded.tables(),
         api.screening_of(loaded),
         folder,
-        formats,
-        escape,
+        destination,
         loaded.request.chunk_rows,
     )
     if records is None or streamed is None:  # an invalid input: the issues alone
         loaded.validated = validated
-        return write_tables(api.run_tables(loaded, None), folder, formats, escape), None
-    fmt = "parquet" if "parquet" in formats else "csv"
-    table = read_table_file(folder / f"decisions.{fmt}", unescape=escape)
+        return write_tables(api.run_tables(loaded, None), folder, destination), None
+    fmt = "parquet" if "parquet" in destination.formats else "csv"
+    table = read_table_file(folder / f"decisions.{fmt}", unescape=destination.escape_formulas)
     return records, table.select(["subject_id", "decision"]).to_pandas()
 
 
