@@ -41,7 +41,7 @@ LAYERS = (
      "diagnoses history sniff segments"),
     ("read", "csvfile io issues criterion ruleset rulefile drugnames formulary drugs doses"),
     ("validate", "schemas validate quarantine"),
-    ("assess", "episode outcome trials courses subjects staging"),
+    ("assess", "episode outcome trials checks courses subjects staging"),
     ("decide", "criteria pipeline merge protocol resolve"),
     ("write", "output outdir runs stream engine manifest api"),
     ("read back", "rundiff explain verify"),

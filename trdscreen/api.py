@@ -153,19 +153,19 @@ def load_with(
         )
         trail.record("inputs_validated", issues=issue_counts(validated.issues))
     return LoadedRun(
-        request,
-        rules,
-        rules_path,
-        rule_file.file_sha256,
-        formulary,
-        treatments,
-        subjects,
-        validated,
-        started,
-        reports,
-        trail,
-        command,
-        column_map,
+        request=request,
+        rules=rules,
+        rules_path=rules_path,
+        rules_file_sha256=rule_file.file_sha256,
+        formulary=formulary,
+        treatments=treatments,
+        subjects=subjects,
+        validated=validated,
+        started_at=started,
+        reports=reports,
+        trail=trail,
+        command=command,
+        column_map=column_map,
     )
 
 
