@@ -201,67 +201,100 @@ SAME_DRUG_TEXT = {
 }
 
 
+class _Text:
+    """Protocol text being written: its lines, and the unverified statements listed last."""
+
+    def __init__(self, tags: Tags) -> None:
+        self.tags = tags
+        self.lines: list[str] = []
+        self.unverified: list[str] = []
+
+    def say(self, text: str, *path: str | int, indent: int = 2) -> None:
+        """One statement, flagged with the evidence tag of the rule-set key at `path`."""
+        tag = tag_of(self.tags, *path) if path else ""
+        if tag == "U":
+            self.unverified.append(f"{'.'.join(str(p) for p in path)}: {text}")
+        self.lines.append(" " * indent + f"- {text}" + (f"  {_flag(tag)}" if path else ""))
+
+
 def protocol_text(rules: RuleSet, tags: Tags, where: str, file_sha256: str) -> str:
     """The rule set as numbered protocol text, every statement with its evidence tag."""
-    lines: list[str] = []
-    unverified: list[str] = []
+    w = _Text(tags)
+    _header(w, rules, where, file_sha256)
+    _counting(w, rules)
+    _adequacy(w, rules)
+    _failure(w, rules)
+    _resistance(w, rules)
+    _staging_and_criteria(w, rules)
+    w.lines += ["", f"Unverified parameters ({len(w.unverified)}): check each or override it"]
+    w.lines += [f"  ! {item}" for item in w.unverified] or ["  none"]
+    # One element per line: a line break or escape inside a title or source is shown escaped.
+    return "\n".join(printable(line) for line in w.lines) + "\n"
 
-    def say(text: str, *path: str | int, indent: int = 2) -> None:
-        tag = tag_of(tags, *path) if path else ""
-        if tag == "U":
-            unverified.append(f"{'.'.join(str(p) for p in path)}: {text}")
-        lines.append(" " * indent + f"- {text}" + (f"  {_flag(tag)}" if path else ""))
 
-    a, o, c = rules.adequacy, rules.outcome, rules.counting
-    lines += [
+def _header(w: _Text, rules: RuleSet, where: str, file_sha256: str) -> None:
+    """The title, the file and its hash, the source and the evidence legend."""
+    w.lines += [
         rules.title,
         "=" * len(rules.title),
         f"Rule set {rules.id}  (file {where}, sha256 {file_sha256[:16]}...)",
         f"Source: {rules.source}",
     ]
     if rules.description:
-        lines += ["", " ".join(rules.description.split())]
-    lines += [
+        w.lines += ["", " ".join(rules.description.split())]
+    w.lines += [
         "",
         "Evidence: [V] confirmed in the primary source; [S] secondary source; "
         "[U] UNVERIFIED project default (review it; override it in your own rule file).",
         "",
         "1. Which treatments count as trials",
     ]
-    say(
+
+
+def _counting(w: _Text, rules: RuleSet) -> None:
+    """1. Which treatments count as trials."""
+    c = rules.counting
+    w.say(
         f"agents: {_listing(c.agents)} (augmentation agents only in an augmentation or combination role)",
         "counting",
         "agents",
     )
-    say(f"roles: {_listing(c.roles)}", "counting", "roles")
-    say(f"modalities: {_listing(c.modalities)}", "counting", "modalities")
-    say(
+    w.say(f"roles: {_listing(c.roles)}", "counting", "roles")
+    w.say(f"modalities: {_listing(c.modalities)}", "counting", "modalities")
+    w.say(
         f"failed trials are counted by distinct {c.distinct}: the same {c.distinct} repeated counts once, "
         "a later course of a drug at a higher dose is dose optimisation, not a new trial",
         "counting",
         "distinct",
     )
     if c.regimen_window_days is None:
-        say(
+        w.say(
             "every drug is its own trial, however close their starts",
             "counting",
             "regimen_window_days",
         )
     else:
-        say(
+        w.say(
             f"different drugs started within {c.regimen_window_days} days of each other are one "
             "regimen, one trial (an add-on started later is its own trial)",
             "counting",
             "regimen_window_days",
         )
-    say(SAME_DRUG_TEXT[c.same_drug], "counting", "same_drug")
-    say(f"policy drugs counted: {_listing(rules.formulary.also_count)}", "formulary", "also_count")
-    say(
+    w.say(SAME_DRUG_TEXT[c.same_drug], "counting", "same_drug")
+    w.say(
+        f"policy drugs counted: {_listing(rules.formulary.also_count)}", "formulary", "also_count"
+    )
+    w.say(
         "non-depression products of an antidepressant (e.g. Zyban, Silenor, Brisdelle) never count",
     )
-    lines += ["", "2. Adequate trial"]
+
+
+def _adequacy(w: _Text, rules: RuleSet) -> None:
+    """2. What makes a trial adequate."""
+    a = rules.adequacy
+    w.lines += ["", "2. Adequate trial"]
     gap = a.segments.merge_gap_days
-    say(
+    w.say(
         "rows are never merged: each row is a course"
         if gap is None
         else f"rows of one drug with a gap of at most {gap} days are one course (refills, dose "
@@ -271,21 +304,21 @@ def protocol_text(rules: RuleSet, tags: Tags, where: str, file_sha256: str) -> s
         "merge_gap_days",
     )
     if a.dose.check:
-        say(
+        w.say(
             f"dose at least {a.dose.multiple:g} x the minimum daily dose "
             f"(formulary column: {rules.formulary.dose_source})",
             "adequacy",
             "dose",
             "multiple",
         )
-        say(
+        w.say(
             f"drug without a known minimum: dose check {_resolution(a.dose.when_no_minimum)}",
             "adequacy",
             "dose",
             "when_no_minimum",
         )
         if a.dose.augmentation_when_no_minimum is not None:
-            say(
+            w.say(
                 "augmentation agent without a known minimum: dose check "
                 f"{_resolution(a.dose.augmentation_when_no_minimum)}",
                 "adequacy",
@@ -293,14 +326,14 @@ def protocol_text(rules: RuleSet, tags: Tags, where: str, file_sha256: str) -> s
                 "augmentation_when_no_minimum",
             )
         if a.dose.any_dose_for:
-            say(f"any recorded dose counts as adequate for: {_listing(list(a.dose.any_dose_for))}",
+            w.say(f"any recorded dose counts as adequate for: {_listing(list(a.dose.any_dose_for))}",
                 "adequacy", "dose", "any_dose_for")  # fmt: skip
         if a.dose.lithium_min_level is not None:
-            say(f"lithium with a serum level: adequate at {a.dose.lithium_min_level:g} mmol/L "
+            w.say(f"lithium with a serum level: adequate at {a.dose.lithium_min_level:g} mmol/L "
                 "or more (without a level: by its dose)",
                 "adequacy", "dose", "lithium_min_level")  # fmt: skip
         overrides = rules.formulary.overrides
-        say(
+        w.say(
             "per-drug minimums replaced: "
             + (
                 _listing(
@@ -311,74 +344,84 @@ def protocol_text(rules: RuleSet, tags: Tags, where: str, file_sha256: str) -> s
             "overrides",
         )
     else:
-        say("no dose check (dose-blind)", "adequacy", "dose", "check")
+        w.say("no dose check (dose-blind)", "adequacy", "dose", "check")
     unit = "min_days" if a.duration.min_days is not None else "min_weeks"
-    say(
+    w.say(
         f"duration {duration_text(rules)} (inclusive day count; ongoing courses run to the reference date)",
         "adequacy",
         "duration",
         unit,
     )
     for key, weeks in a.duration.min_weeks_for.items():
-        say(f"duration for {key}: >= {weeks:g} weeks", "adequacy", "duration", "min_weeks_for", key)
+        w.say(
+            f"duration for {key}: >= {weeks:g} weeks", "adequacy", "duration", "min_weeks_for", key
+        )
     for key, sessions in a.duration.min_sessions_for.items():
-        say(
+        w.say(
             f"{key} with a session count: >= {sessions} sessions (decides instead of weeks)",
             *("adequacy", "duration", "min_sessions_for", key),
         )
     if a.adherence.minimum is None:
-        say("no adherence threshold", "adequacy", "adherence", "minimum")
+        w.say("no adherence threshold", "adequacy", "adherence", "minimum")
     else:
-        say(
+        w.say(
             f"adherence at least {a.adherence.minimum:g} of prescribed doses",
             "adequacy",
             "adherence",
             "minimum",
         )
-        say(
+        w.say(
             f"missing adherence: {_resolution(a.adherence.when_missing)}",
             "adequacy",
             "adherence",
             "when_missing",
         )
     if a.episode.current_only:
-        say(
+        w.say(
             "only courses in the current episode count",
             "adequacy",
             "episode",
             "current_only",
         )
-        say(
+        w.say(
             SCOPE_TEXT[a.episode.scope].format(days=a.episode.tolerance_days),
             "adequacy",
             "episode",
             "scope",
         )
         if a.episode.scope != "overlap":
-            say(
+            w.say(
                 f"tolerance: {a.episode.tolerance_days} days before the onset",
                 *("adequacy", "episode", "tolerance_days"),
             )
-        say(
+        w.say(
             f"episode onset unknown: {_resolution(a.episode.when_unknown)}",
             "adequacy",
             "episode",
             "when_unknown",
         )
     else:
-        say("courses from any episode count", "adequacy", "episode", "current_only")
+        w.say("courses from any episode count", "adequacy", "episode", "current_only")
 
-    lines += ["", "3. Failed trial"]
+
+def _failure(w: _Text, rules: RuleSet) -> None:
+    """3. What makes an adequate trial a failure, and the early-stop exception."""
+    o = rules.outcome
+    w.lines += ["", "3. Failed trial"]
     if o.evidence == "next_trial":
-        say(
+        w.say(
             "an adequate trial failed when a later adequate trial of another drug started",
             "outcome",
             "evidence",
         )
     else:
-        say(f"failure: {failure_text(rules)} from the course's baseline", "outcome", "nonresponse")
-        say(f"response: improvement {o.response.op} {_pct(o.response.pct)}", "outcome", "response")
-        say(
+        w.say(
+            f"failure: {failure_text(rules)} from the course's baseline", "outcome", "nonresponse"
+        )
+        w.say(
+            f"response: improvement {o.response.op} {_pct(o.response.pct)}", "outcome", "response"
+        )
+        w.say(
             "a stop reason stands in for missing scores"
             if o.stop_reason_as_evidence
             else "without scores the outcome is unknown (a stop reason is not used)",
@@ -386,64 +429,70 @@ def protocol_text(rules: RuleSet, tags: Tags, where: str, file_sha256: str) -> s
             "stop_reason_as_evidence",
         )
         if o.remission_max is not None:
-            say(
+            w.say(
                 f"an end rating (hamd_end) <= {o.remission_max:g} is remission: never a failure",
                 *("outcome", "remission_max"),
             )
         if o.min_baseline is not None:
-            say(
+            w.say(
                 f"a baseline (hamd_start) below {o.min_baseline:g}: outcome unknown (unless "
                 "remission)",
                 *("outcome", "min_baseline"),
             )
         versions = ", ".join(f"HAM-D{v}" for v in o.hamd_versions)
-        say(f"HAM-D totals compared: {versions} (others: not judged on HAM-D)",
+        w.say(f"HAM-D totals compared: {versions} (others: not judged on HAM-D)",
             "outcome", "hamd_versions")  # fmt: skip
-        say(f"scales, in order: {', '.join(s.upper() for s in o.scales)}", "outcome", "scales")
+        w.say(f"scales, in order: {', '.join(s.upper() for s in o.scales)}", "outcome", "scales")
         if "madrs" in o.scales:
             if o.madrs_remission_max is not None:
-                say(f"an end MADRS <= {o.madrs_remission_max:g} is remission",
+                w.say(f"an end MADRS <= {o.madrs_remission_max:g} is remission",
                     "outcome", "madrs_remission_max")  # fmt: skip
             if o.madrs_min_baseline is not None:
-                say(f"a baseline MADRS below {o.madrs_min_baseline:g}: outcome unknown",
+                w.say(f"a baseline MADRS below {o.madrs_min_baseline:g}: outcome unknown",
                     "outcome", "madrs_min_baseline")  # fmt: skip
     if rules.early_stop is None:
-        say("no early-stop exception: a trial must reach its full duration", "early_stop")
+        w.say("no early-stop exception: a trial must reach its full duration", "early_stop")
     else:
         e = rules.early_stop
-        say(
+        w.say(
             f"a course stopped before week {e.before_weeks:g} is not a failure",
             "early_stop",
             "before_weeks",
         )
         if e.counts_if_explicit_nonresponse:
-            say(
+            w.say(
                 "... unless there is clear evidence of nonresponse",
                 "early_stop",
                 "counts_if_explicit_nonresponse",
             )
-            say(
+            w.say(
                 "clear evidence: a rated improvement that meets the failure rule (a stop reason "
                 "alone is not evidence)"
                 if e.evidence == "scores"
                 else "clear evidence: stopped for nonresponse with no contrary scores",
                 *("early_stop", "evidence"),
             )
-            say(f"no course shorter than {e.min_days} days is a failure", "early_stop", "min_days")
+            w.say(
+                f"no course shorter than {e.min_days} days is a failure", "early_stop", "min_days"
+            )
             if e.evidence == "scores":
-                say(
+                w.say(
                     f"a stop for another cause ({_listing(e.other_causes)}) is never a failure",
                     *("early_stop", "other_causes"),
                 )
 
-    lines += ["", "4. Resistance"]
-    say(
+
+def _resistance(w: _Text, rules: RuleSet) -> None:
+    """4. How many failures make resistance (and the PRD band)."""
+    o = rules.outcome
+    w.lines += ["", "4. Resistance"]
+    w.say(
         f"TRD: at least {rules.resistance.min_failed_trials} failed adequate trials",
         "resistance",
         "min_failed_trials",
     )
     if rules.resistance.prd is not None and o.nonresponse is not None:
-        say(
+        w.say(
             f"PRD: at least {rules.resistance.prd.min_trials} adequate trial(s) with improvement from "
             f"{_pct(o.nonresponse.pct)} to below {_pct(o.response.pct)}, and no adequate trial "
             "that reached response or remission",
@@ -452,15 +501,18 @@ def protocol_text(rules: RuleSet, tags: Tags, where: str, file_sha256: str) -> s
             "min_trials",
         )
     else:
-        say("no partial-response (PRD) band", "resistance", "prd")
+        w.say("no partial-response (PRD) band", "resistance", "prd")
 
+
+def _staging_and_criteria(w: _Text, rules: RuleSet) -> None:
+    """5. A staging model, if any, then the protocol criteria in order."""
     if rules.staging is not None:
-        lines += ["", f"5. Staging: {rules.staging.model}"]
-        _staging_lines(rules, say)
+        w.lines += ["", f"5. Staging: {rules.staging.model}"]
+        _staging_lines(rules, w.say)
     if rules.report:
-        lines += ["", f"Staging scores also reported from: {_listing(rules.report)}"]
+        w.lines += ["", f"Staging scores also reported from: {_listing(rules.report)}"]
 
-    lines += [
+    w.lines += [
         "",
         f"{6 if rules.staging is not None else 5}. Protocol criteria, in order (the first not met is the attrition reason)",
     ]
@@ -468,14 +520,9 @@ def protocol_text(rules: RuleSet, tags: Tags, where: str, file_sha256: str) -> s
         tag = criterion.evidence or "-"
         text = _criterion_text(criterion)
         if tag == "U":
-            unverified.append(f"criteria.{order - 1} ({criterion.id}): {text}")
-        lines.append(f"  {order}. {criterion.id} ({criterion.kind}): {text}  {_flag(tag)}")
-        lines.append(f"     source: {criterion.source}")
-
-    lines += ["", f"Unverified parameters ({len(unverified)}): check each or override it"]
-    lines += [f"  ! {item}" for item in unverified] or ["  none"]
-    # One element per line: a line break or escape inside a title or source is shown escaped.
-    return "\n".join(printable(line) for line in lines) + "\n"
+            w.unverified.append(f"criteria.{order - 1} ({criterion.id}): {text}")
+        w.lines.append(f"  {order}. {criterion.id} ({criterion.kind}): {text}  {_flag(tag)}")
+        w.lines.append(f"     source: {criterion.source}")
 
 
 def _criterion_text(criterion: Criterion) -> str:
