@@ -6,6 +6,7 @@ import ast
 from pathlib import Path
 
 from typer.main import get_command
+from typer.testing import CliRunner
 
 from trdscreen.cli import app
 
@@ -42,7 +43,7 @@ LAYERS = (
     ("read", "csvfile io issues criterion ruleset rulefile drugnames formulary drugs doses"),
     ("validate", "schemas validate quarantine"),
     ("assess", "episode outcome trials checks courses subjects staging"),
-    ("decide", "criteria pipeline merge protocol resolve"),
+    ("decide", "criteria pipeline merge protocol resolve tables"),
     ("write", "output outdir runs stream engine manifest api"),
     ("read back", "rundiff explain verify"),
     ("faces", "render synth cliapp cli_audit cli_rules cli __main__"),
@@ -153,3 +154,38 @@ def test_the_package_type_checks():
     config = str(ROOT / "pyproject.toml")
     stdout, stderr, status = mypy_api.run([str(PACKAGE), "--config-file", config])
     assert status == 0, stdout + stderr
+
+
+def test_the_readme_prints_the_table_catalogue():
+    """The README's column and reason-code reference is the catalogue, printed."""
+    from trdscreen.tables import markdown
+
+    text = readme()
+    begin, end = "<!-- tables:begin -->\n", "<!-- tables:end -->"
+    shown = text[text.index(begin) + len(begin) : text.index(end)]
+    assert shown == markdown(), "regenerate it: python -c 'from trdscreen.tables import markdown'"
+
+
+def test_every_written_table_has_the_catalogued_columns(tmp_path):
+    """Each table a run writes has exactly the catalogue's columns, in order (decisions and
+    its splits: then the staging model's columns)."""
+    import pandas as pd
+
+    from trdscreen.ruleset import STAGING_COLUMNS
+    from trdscreen.tables import SPLITS, TABLES
+
+    out = tmp_path / "run"
+    for preset in ("sforzini-2021", "maudsley-2009"):
+        result = CliRunner().invoke(
+            app, ["screen", str(ROOT / "sample_data"), "--rules", preset, "--out", str(out),
+                  "--force", "--format", "parquet"],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        staging = list(STAGING_COLUMNS["maudsley"]) if preset == "maudsley-2009" else []
+        for name, table in TABLES.items():
+            columns = list(pd.read_parquet(out / f"{name}.parquet").columns)
+            extra = staging if name == "decisions" else []
+            assert columns == [*table.columns, *extra], name
+        for name in SPLITS:
+            columns = list(pd.read_parquet(out / f"{name}.parquet").columns)
+            assert columns == [*TABLES["decisions"].columns, *staging], name
