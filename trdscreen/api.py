@@ -39,8 +39,8 @@ from trdscreen.pipeline import (
     RunSummary,
     Screening,
     ScreenResult,
+    decide_checked,
     refuse_invalid,
-    screen_checked,
 )
 from trdscreen.resolve import (
     ReportRules,
@@ -57,7 +57,7 @@ from trdscreen.resolve import (
 )
 from trdscreen.runs import MANIFEST_FILE
 from trdscreen.schemas import SUBJECT_COLUMNS, TREATMENT_COLUMNS
-from trdscreen.stream import CHUNK_ROWS, StreamedResult, StreamOutcome, chunks, stream
+from trdscreen.stream import CHUNK_ROWS, StreamedResult, StreamOutcome, chunks, write_streamed
 from trdscreen.validate import ValidatedInputs, criteria_subject_columns, validate_inputs
 
 __all__ = [  # the library's face: what the CLI, verify and callers use
@@ -197,7 +197,7 @@ def screen(loaded: LoadedRun) -> ScreenResult:
         raise UsageError("a request with chunk_rows or dask is screened by screen_and_write")
     else:
         refuse_invalid(loaded.validated, screening.on_invalid)
-        result = screen_checked(*loaded.tables(), loaded.validated, screening)
+        result = decide_checked(*loaded.tables(), loaded.validated, screening)
     _record_screened(loaded, result)
     return result
 
@@ -262,9 +262,9 @@ def screen_and_write(
     out = destination.out
     with atomic_folder(out, destination.force, input_paths(loaded.request)) as folder:
         if loaded.request.dask is not None:
-            validated, outputs, result = _stream_dask(loaded, screening, folder, destination)
+            validated, outputs, result = _write_on_dask(loaded, screening, folder, destination)
         else:
-            validated, outputs, result = stream(
+            validated, outputs, result = write_streamed(
                 *loaded.tables(),
                 screening,
                 folder,
@@ -281,7 +281,7 @@ def screen_and_write(
     return record, result
 
 
-def _stream_dask(
+def _write_on_dask(
     loaded: LoadedRun, screening: Screening, folder: Path, destination: Destination
 ) -> StreamOutcome:
     """The Dask engine's run (`trdscreen.engine`): each input is recorded once read,
@@ -295,7 +295,7 @@ def _stream_dask(
         loaded.trail.record("input_read", **input_record(source))
 
     assert loaded.request.dask is not None
-    validated, outputs, result, read = engine.stream_dask(
+    validated, outputs, result, read = engine.write_on_dask(
         *loaded.files(),
         screening,
         folder,

@@ -4,7 +4,7 @@ with no process holding the whole cohort.
 Every check and decision depends on one subject's rows only, so a cohort can
 be cut into buckets that each hold all rows (courses and subject row) of
 their subjects, and each bucket screened on its own by
-`pipeline.screen_part`, the kernel the default engine runs per chunk. The
+`pipeline.decide_part`, the kernel the default engine runs per chunk. The
 bucket of a row is a stable hash of its subject key as validation reads it
 (text, trimmed): pandas' SipHash with its fixed key, modulo the number of
 buckets (never Python's salted `hash`). The results do not depend on the
@@ -56,7 +56,7 @@ from trdscreen.errors import UsageError
 from trdscreen.io import InputFile, LinesNotCounted, SourceTable
 from trdscreen.merge import partition_rows
 from trdscreen.output import Destination, OutputFile, to_arrow
-from trdscreen.pipeline import Screening, screen_part
+from trdscreen.pipeline import Screening, decide_part
 from trdscreen.schemas import text_as_read
 from trdscreen.stream import (
     STREAMED,
@@ -202,7 +202,7 @@ def _scratch(token: str, worker=None) -> Path:
     return Path(worker.local_directory) / f"trdscreen-{token}"
 
 
-def screen_bucket(
+def decide_bucket(
     courses: list[SourceTable],
     people: list[SourceTable],
     screening: Screening,
@@ -215,7 +215,7 @@ def screen_bucket(
     pieces are (None when its own errors stopped it)."""
     from distributed import get_worker
 
-    part = screen_part(_joined(courses), _joined(people) if people else None, screening)
+    part = decide_part(_joined(courses), _joined(people) if people else None, screening)
     del courses, people
     summary = PartSummary.of(part)
     if part.result is None:
@@ -354,7 +354,7 @@ def _scatter(
     raise AssertionError("unreachable: exact line numbers are always counted")
 
 
-def stream_dask(
+def write_on_dask(
     treatments: InputFile,
     subjects: InputFile | None,
     screening: Screening,
@@ -372,7 +372,7 @@ def stream_dask(
     """Validate and screen bucket by bucket on a Dask cluster, and write the tables to
     `folder` an interval of subjects at a time (see the module's docstring).
 
-    Returns what `stream.stream` returns, and the inputs with their row counts.
+    Returns what `stream.write_streamed` returns, and the inputs with their row counts.
     `on_read` is called when an input has been read and handed to the workers,
     `on_validated` when every bucket has been validated and screened.
     """
@@ -392,7 +392,7 @@ def stream_dask(
         del sample
         token = uuid.uuid4().hex
         try:
-            return _screen_and_merge(
+            return _decide_and_merge(
                 client,
                 courses,
                 people,
@@ -410,7 +410,7 @@ def stream_dask(
                 client.run(remove_scratch, token)
 
 
-def _screen_and_merge(
+def _decide_and_merge(
     client,
     courses: _Scattered,
     people: _Scattered | None,
@@ -434,7 +434,7 @@ def _screen_and_merge(
             theirs = [client.scatter(people.template, workers=home, hash=False)]
         futures.append(
             client.submit(
-                screen_bucket,
+                decide_bucket,
                 ours,
                 theirs,
                 screening,

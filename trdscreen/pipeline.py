@@ -179,7 +179,7 @@ def _staging(
     return pd.concat(blocks, axis=1)
 
 
-def screen_validated(
+def decide_validated(
     inputs: ValidatedInputs,
     rules: RuleSet,
     formulary: Formulary,
@@ -270,7 +270,7 @@ class Screening:
     on_invalid: str = "fail"  # vocabulary.ON_INVALID
 
 
-def screen_checked(
+def decide_checked(
     treatments: SourceTable,
     subjects: SourceTable | None,
     validated: ValidatedInputs,
@@ -288,7 +288,7 @@ def screen_checked(
             validated.rejections,
             validated.issues,
         )
-    return screen_validated(
+    return decide_validated(
         validated,
         screening.rules,
         screening.formulary,
@@ -308,7 +308,7 @@ class Part:
     result: ScreenResult | None
 
 
-def screen_part(
+def decide_part(
     treatments: SourceTable, subjects: SourceTable | None, screening: Screening
 ) -> Part:
     """The kernel a partition runs: validate, then screen as the whole run would.
@@ -328,5 +328,5 @@ def screen_part(
         refuse_invalid(validated, screening.on_invalid)
     except InvalidInputData:
         return Part(validated.issues, validated.rejections, None)
-    result = screen_checked(treatments, subjects, validated, screening)
+    result = decide_checked(treatments, subjects, validated, screening)
     return Part(validated.issues, validated.rejections, result)

@@ -2,7 +2,7 @@
 
 Every check and decision depends on one subject's rows only (the property the
 Dask engine uses too), so a cohort can be validated and screened a chunk of
-subjects at a time by `pipeline.screen_part`, and each chunk's tables appended
+subjects at a time by `pipeline.decide_part`, and each chunk's tables appended
 to the output files while the next chunk is screened. Memory then holds the
 input as read, one chunk's pipeline and one chunk being written, instead of
 every stage of the whole cohort at once.
@@ -42,7 +42,7 @@ from trdscreen.issues import issue_counts
 from trdscreen.keys import sorted_codes
 from trdscreen.merge import merge_attrition, merge_quarantine, merge_validated, partition_rows
 from trdscreen.output import Destination, OutputFile, TableSink, write_tables
-from trdscreen.pipeline import Part, Screening, refuse_invalid, screen_part
+from trdscreen.pipeline import Part, Screening, decide_part, refuse_invalid
 from trdscreen.quarantine import Quarantine
 from trdscreen.schemas import text_as_read
 from trdscreen.validate import ValidatedInputs
@@ -382,7 +382,7 @@ def write_behind(
         writer.shutdown(wait=True)
 
 
-def stream(
+def write_streamed(
     treatments: SourceTable,
     subjects: SourceTable | None,
     screening: Screening,
@@ -404,7 +404,7 @@ def stream(
 
     def screened() -> Iterator[dict[str, pd.DataFrame]]:
         for courses, people in chunks(treatments, subjects, chunk_rows):
-            part = screen_part(courses, people, screening)
+            part = decide_part(courses, people, screening)
             del courses, people
             collector.add(PartSummary.of(part))
             if collector.stopped:  # keep validating: the run reports every issue

@@ -314,11 +314,11 @@ def _rerun_streamed(loaded: LoadedRun, destination: Destination):
     records and the re-run's subject_id and decision columns (None for an invalid input)."""
     from trdscreen import api
     from trdscreen.output import write_tables
-    from trdscreen.stream import stream
+    from trdscreen.stream import write_streamed
 
     folder = destination.out
     assert loaded.request.chunk_rows is not None  # a streamed run is re-run streamed
-    validated, records, streamed = stream(
+    validated, records, streamed = write_streamed(
         *loaded.tables(),
         api.screening_of(loaded),
         folder,
