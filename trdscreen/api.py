@@ -1,8 +1,10 @@
 """The library's entry points: load and validate inputs, screen, write a run folder.
 
-This is the one layer that ties file I/O (`trdscreen.io`) to the pure stages
-(`validate`, `pipeline`): rules are resolved by `trdscreen.resolve`, the run is
-described by `trdscreen.manifest`. The CLI calls these functions and nothing deeper.
+A request (`manifest.ScreenRequest`) is resolved into rules (`resolve`), its inputs
+opened, read and validated (`io`, `validate`), screened whole (`pipeline`), a chunk at a
+time (`stream`) or on Dask (`engine`), and written as an atomic run folder with its
+manifest and audit log (`output`, `outdir`, `manifest`, `audit`). The CLI calls these
+functions and nothing deeper.
 """
 
 from __future__ import annotations

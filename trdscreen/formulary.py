@@ -296,7 +296,8 @@ def parse_formulary(text: str, source: str) -> Formulary:
     if missing:
         raise RuleError(
             f"{source}: formulary is missing columns {missing}; "
-            f"expected columns: {', '.join(FORMULARY_COLUMNS)}"
+            f"expected columns: {', '.join(FORMULARY_COLUMNS)} "
+            f"(optional: {', '.join(OPTIONAL_COLUMNS)})"
         )
     problems: list[str] = []
     drugs: dict[str, Drug] = {}

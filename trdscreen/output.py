@@ -72,7 +72,10 @@ def as_text(table: pa.Table) -> pa.Table:
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 """A spreadsheet may run a text cell that starts with one of these as a formula."""
 ESCAPE_MARK = "'"
-_NEEDS_MARK = r"^[=+\-@\t\r']"  # the triggers, and the mark itself so escaping can be undone
+# The triggers, and the mark itself so escaping can be undone, as one character class.
+_NEEDS_MARK = (
+    "^[" + "".join("\\" + c if c in "-" else c for c in (*FORMULA_TRIGGERS, ESCAPE_MARK)) + "]"
+)
 
 
 def _rewrite(column, hit, change):

@@ -27,6 +27,7 @@ from trdscreen.quarantine import Quarantine, held_attrition, held_decisions
 from trdscreen.ruleset import RuleSet
 from trdscreen.staging import staging_columns
 from trdscreen.subjects import Cohort, assess_subjects, build_cohort
+from trdscreen.tables import SPLITS
 from trdscreen.validate import ValidatedInputs, validate_inputs
 
 DECISION_COLUMNS = (
@@ -90,9 +91,10 @@ class ScreenResult:
             }
         return {
             "decisions": self.decisions,
-            "included": self.decisions[decision == "eligible"].reset_index(drop=True),
-            "excluded": self.decisions[decision == "excluded"].reset_index(drop=True),
-            "needs_review": self.decisions[decision == "needs_review"].reset_index(drop=True),
+            **{
+                name: self.decisions[decision == value].reset_index(drop=True)
+                for name, value in SPLITS.items()
+            },
             "criteria_ledger": self.ledger,
             "courses": self.courses,
             "attrition": self.attrition,

@@ -48,12 +48,6 @@ def _comment(line: str) -> str:
     return ""
 
 
-def evidence_tags(text: str, source: str = "rule file") -> Tags:
-    """Key path -> evidence tag, read from the comment on each key's line."""
-    node, _ = load_yaml(text, source)
-    return {} if node is None else _tags(node, text)
-
-
 def _tags(node, text: str) -> Tags:
     lines = text.splitlines()
     tags: Tags = {}

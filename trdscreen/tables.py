@@ -141,8 +141,8 @@ TABLES = {
 by decision; a run with `--on-invalid quarantine` adds the quarantine tables, and a
 staging model adds its score columns to decisions)."""
 
-SPLITS = ("included", "excluded", "needs_review")
-"""Decisions split for coordinators: the decisions table's columns."""
+SPLITS = {"included": "eligible", "excluded": "excluded", "needs_review": "needs_review"}
+"""Decisions split for coordinators (table -> decision): the decisions table's columns."""
 
 
 def markdown() -> str:
