@@ -8,8 +8,9 @@ the shared frame in `cliapp`. No screening logic lives in any of them.
 from __future__ import annotations
 
 import sys
+from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -34,6 +35,25 @@ from trdscreen.cliapp import (
 )
 from trdscreen.errors import ExitCode, InvalidInputData, UsageError
 from trdscreen.vocabulary import TABLE_FORMATS, Engine, OnInvalid, OutputFormat
+
+
+def _request(
+    input: Path, subjects: Path | None, rules: str | None, column_map: Path | None,
+    as_of: date | None, report: list[str] | None, encoding: str, delimiter: str, **more: Any,
+):  # fmt: skip
+    """The ScreenRequest of the options `screen` and `validate` share (and `more`)."""
+    from trdscreen import api
+
+    return api.ScreenRequest(
+        input=input,
+        subjects=subjects,
+        rules=rules,
+        column_map=column_map,
+        as_of=as_of,
+        reports=tuple(report or ()),
+        csv=csv_options(encoding, delimiter),
+        **more,
+    )
 
 
 @app.command()
@@ -130,18 +150,12 @@ def screen(
             raise UsageError("--scheduler and --partitions need --engine dask")
         if dask is not None and chunk_rows is not None:
             raise UsageError("--chunk-rows is for --engine pandas (Dask uses --partitions)")
-        request = api.ScreenRequest(
-            input=input,
-            subjects=subjects,
-            rules=rules,
-            column_map=column_map,
-            as_of=reference,
-            reports=tuple(report or ()),
-            csv=csv_options(encoding, delimiter),
+        request = _request(
+            input, subjects, rules, column_map, reference, report, encoding, delimiter,
             on_invalid=on_invalid.value,
             dask=dask,
             chunk_rows=None if dask is not None else (chunk_rows or api.CHUNK_ROWS),
-        )
+        )  # fmt: skip
         notify(api.check_out_dir(out, force, api.input_paths(request)))
         loaded = api.load(request, sys.argv)
         destination = api.Destination(out, formats, force, escape_formulas)
@@ -206,14 +220,8 @@ def validate(
         from trdscreen import api
         from trdscreen.issues import issue_counts
 
-        request = api.ScreenRequest(
-            input=input,
-            subjects=subjects,
-            rules=rules,
-            column_map=column_map,
-            as_of=reference,
-            reports=tuple(report or ()),
-            csv=csv_options(encoding, delimiter),
+        request = _request(
+            input, subjects, rules, column_map, reference, report, encoding, delimiter
         )
         loaded = api.load_and_validate(request)
         issues = loaded.checked().issues
