@@ -378,3 +378,41 @@ def early_stop(
         evidence &= c_early & early_rule.counts_if_explicit_nonresponse
         long_enough = bounds_state(low_days, high_days, float(early_rule.min_days))
     return c_early, evidence, long_enough
+
+
+def flag_verdicts(
+    why: Reasons, seg: Segments, counts_flag: np.ndarray, early: np.ndarray,
+    evidence: np.ndarray, long_enough: np.ndarray, c_duration: np.ndarray,
+    failed: np.ndarray, rated: CourseOutcome, rules: RuleSet,
+) -> None:  # fmt: skip
+    """The reason codes of a counted course's verdict: too short to fail, an early stop
+    (with or without evidence), its outcome, and failed."""
+    course = seg.course
+    shorter = early & (long_enough[course] == NOT_MET)
+    why.flag(
+        counts_flag & ~early & (long_enough[course] == NOT_MET) & (c_duration[course] == MET),
+        "shorter_than_min_days",
+    )
+    why.flag(counts_flag & early & ~evidence[course] & ~shorter, "early_stop")
+    why.flag(counts_flag & shorter, "early_stop_shorter_than_min_days")
+    early_failed = counts_flag & early & (failed == MET)
+    if rules.early_stop is not None:
+        code = "rated" if rules.early_stop.evidence == "scores" else "explicit"
+        why.flag(early_failed, f"early_stop_{code}_nonresponse")
+    outcome_of_row = rated.outcome[course]
+    why.flag(counts_flag & (outcome_of_row == RESPONSE), "response")
+    why.flag(counts_flag & (outcome_of_row == PARTIAL), "partial_response")
+    why.flag(counts_flag & rated.remission[course], "remission")
+    why.flag(counts_flag & rated.low_base[course], "baseline_below_minimum")
+    why.flag(counts_flag & rated.before[course], "baseline_before_episode")
+    # An early stop without scores is simply too short: its outcome is not what is missing.
+    unexplained = ~(rated.low_base | rated.before | rated.disagree)[course] & ~early
+    why.flag(
+        counts_flag
+        & (outcome_of_row == OUTCOME_UNKNOWN)
+        & unexplained
+        & (rules.outcome.evidence == "scores"),
+        "outcome_unknown",
+    )
+    why.flag(counts_flag & rated.from_stop[course], "outcome_from_stop_reason")
+    why.flag(failed == MET, "failed")

@@ -23,6 +23,7 @@ from trdscreen.checks import (
     counted_rows,
     early_stop,
     exposure,
+    flag_verdicts,
     flags,
     floats,
     outcomes,
@@ -152,8 +153,7 @@ def assess_courses(
     c_adherence = adherence_check(courses, seg, rules, why)
 
     rated = outcomes(courses, seg, stop_reason, episode.baseline_before, rules, why)
-    pct, outcome, from_stop, low_base = rated.pct, rated.outcome, rated.from_stop, rated.low_base
-    remission, before, disagree = rated.remission, rated.before, rated.disagree
+    pct, outcome, remission = rated.pct, rated.outcome, rated.remission
 
     checks = all_of(c_dose, c_duration, c_adherence, episode.state)
     c_adequate = all_of(c_counted, checks)
@@ -204,31 +204,9 @@ def assess_courses(
         return all_of(np.where(early, early_ok, full), long_enough[course])
 
     failed = failed_if(c_counted[course])
-    shorter = early & (long_enough[course] == NOT_MET)
-    why.flag(
-        counts_flag & ~early & (long_enough[course] == NOT_MET) & (c_duration[course] == MET),
-        "shorter_than_min_days",
+    flag_verdicts(
+        why, seg, counts_flag, early, evidence, long_enough, c_duration, failed, rated, rules
     )
-    why.flag(counts_flag & early & ~evidence[course] & ~shorter, "early_stop")
-    why.flag(counts_flag & shorter, "early_stop_shorter_than_min_days")
-    early_failed = counts_flag & early & (failed == MET)
-    if rules.early_stop is not None:
-        code = "rated" if rules.early_stop.evidence == "scores" else "explicit"
-        why.flag(early_failed, f"early_stop_{code}_nonresponse")
-    outcome_of_row = outcome[course]
-    why.flag(counts_flag & (outcome_of_row == RESPONSE), "response")
-    why.flag(counts_flag & (outcome_of_row == PARTIAL), "partial_response")
-    why.flag(counts_flag & remission[course], "remission")
-    why.flag(counts_flag & low_base[course], "baseline_below_minimum")
-    why.flag(counts_flag & before[course], "baseline_before_episode")
-    # An early stop without scores is simply too short: its outcome is not what is missing.
-    unexplained = ~(low_base | before | disagree)[course] & ~early
-    why.flag(
-        counts_flag & (outcome_of_row == OUTCOME_UNKNOWN) & unexplained & by_scores,
-        "outcome_unknown",
-    )
-    why.flag(counts_flag & from_stop[course], "outcome_from_stop_reason")
-    why.flag(failed == MET, "failed")
 
     # --- how counting judges a drug given more than once
     same_drug = rules.counting.same_drug
