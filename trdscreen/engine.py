@@ -46,6 +46,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from itertools import pairwise
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -311,6 +312,16 @@ def _input_rows(source: InputFile) -> int:
     return max(0, source.total_lines - 1)
 
 
+class DaskOutcome(NamedTuple):
+    """What a Dask run ends with: a streamed run's outcome, and the inputs as read (with
+    their row counts, which the manifest records)."""
+
+    validated: ValidatedInputs
+    outputs: list[OutputFile] | None
+    result: StreamedResult | None
+    read: tuple[InputFile, InputFile | None]
+
+
 @dataclass
 class _Scattered:
     pieces: list[list]  # per bucket: futures of its pieces, in file order
@@ -363,12 +374,7 @@ def write_on_dask(
     options: DaskOptions,
     on_read: Callable[[InputFile], None] = lambda source: None,
     on_validated: Callable[[ValidatedInputs], None] = lambda validated: None,
-) -> tuple[
-    ValidatedInputs,
-    list[OutputFile] | None,
-    StreamedResult | None,
-    tuple[InputFile, InputFile | None],
-]:
+) -> DaskOutcome:
     """Validate and screen bucket by bucket on a Dask cluster, and write the tables to
     `folder` an interval of subjects at a time (see the module's docstring).
 
@@ -392,37 +398,41 @@ def write_on_dask(
         del sample
         token = uuid.uuid4().hex
         try:
+            plan = _Plan(
+                buckets=buckets, home_of=home_of, screening=screening, cuts=cuts, token=token
+            )
             return _decide_and_merge(
-                client,
-                courses,
-                people,
-                buckets,
-                home_of,
-                screening,
-                cuts,
-                token,
-                folder,
-                destination,
-                on_validated,
+                client, courses, people, plan, folder, destination, on_validated
             )
         finally:
             with suppress(Exception):  # a lost worker must not hide the run's own error
                 client.run(remove_scratch, token)
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """How a Dask run is cut: buckets, the worker each lives on, how each is screened,
+    and the key boundaries of the intervals its tables are merged in."""
+
+    buckets: int
+    home_of: list[str]
+    screening: Screening
+    cuts: list[str]
+    token: str  # names the run's scratch files on the workers
+
+
 def _decide_and_merge(
     client,
     courses: _Scattered,
     people: _Scattered | None,
-    buckets: int,
-    home_of: list[str],
-    screening: Screening,
-    cuts: list[str],
-    token: str,
+    plan: _Plan,
     folder: Path,
     destination: Destination,
     on_validated: Callable[[ValidatedInputs], None],
-):
+) -> DaskOutcome:
+    buckets, home_of, screening, cuts, token = (
+        plan.buckets, plan.home_of, plan.screening, plan.cuts, plan.token
+    )  # fmt: skip
     futures = []
     for b in range(buckets):
         theirs = people.pieces[b] if people is not None else []
@@ -462,7 +472,7 @@ def _decide_and_merge(
     if not collector.stopped:
         _merge_intervals(client, placed, len(cuts) + 1, sinks)
     validated, records, result = collector.finish(sinks, folder, destination, screening.on_invalid)
-    return validated, records, result, read
+    return DaskOutcome(validated, records, result, read)
 
 
 def _merge_intervals(client, placed: list[Pieces], intervals: int, sinks: dict) -> None:
