@@ -15,6 +15,7 @@ import pandas as pd
 from trdscreen.coded import Coded
 from trdscreen.doses import compared_dose, lithium_state
 from trdscreen.drugs import DrugFacts
+from trdscreen.episode import Episode, current_episode
 from trdscreen.outcome import course_outcome, ratings
 from trdscreen.reasons import (
     BIT,
@@ -26,6 +27,7 @@ from trdscreen.reasons import (
 )
 from trdscreen.ruleset import ROLES, STOP_REASONS, RuleSet
 from trdscreen.segments import Segments, days
+from trdscreen.trials import superseded
 from trdscreen.tristate import MET, NOT_MET, UNKNOWN, from_bool, resolve
 
 STOPPED = tuple(reason for reason in STOP_REASONS if reason != "ongoing")
@@ -416,3 +418,51 @@ def flag_verdicts(
     )
     why.flag(counts_flag & rated.from_stop[course], "outcome_from_stop_reason")
     why.flag(failed == MET, "failed")
+
+
+def episode_check(
+    seg: Segments, c_start: np.ndarray, c_end: np.ndarray, onset: np.ndarray, rules: RuleSet,
+    why: Reasons,
+) -> Episode:  # fmt: skip
+    """Each course against the current episode (`adequacy.episode`), with its reasons."""
+    course = seg.course
+    episode = current_episode(c_start, c_end, onset, rules)
+    why.flag(episode.clipped[course], "clipped_to_episode")
+    why.flag(episode.unknown[course], "episode_unknown")
+    if episode.assumed.any():
+        assumed_in = rules.adequacy.episode.when_unknown == "assume_met"
+        why.flag(
+            episode.assumed[course], f"episode_unknown_assumed_{'in' if assumed_in else 'out'}"
+        )
+    out_reason = (
+        "started_before_episode"
+        if rules.adequacy.episode.scope == "started_within"
+        else "before_current_episode"
+    )
+    why.flag(episode.out[course], out_reason)
+    return episode
+
+
+def nonresponse_of(
+    codes: np.ndarray, key: np.ndarray, start: np.ndarray, adequate: np.ndarray,
+    counts_flag: np.ndarray, rated: CourseOutcome, seg: Segments, rules: RuleSet,
+    why: Reasons,
+) -> np.ndarray:  # fmt: skip
+    """Per row, whether its course showed nonresponse: by its scores, or by register
+    evidence (superseded by a later adequate trial of another key, unless in remission)."""
+    course = seg.course
+    by_scores = rules.outcome.evidence == "scores"
+    if by_scores:
+        c_nonresponse = np.select(
+            [rated.outcome == NONRESPONSE, rated.outcome == OUTCOME_UNKNOWN],
+            [MET, UNKNOWN],
+            NOT_MET,
+        ).astype(np.int8)
+        nonresponse = c_nonresponse[course]
+    else:  # register evidence; an end rating in remission still says the course worked
+        nonresponse = superseded(codes, key, start, adequate)
+        nonresponse[rated.remission[course]] = NOT_MET
+        why.flag(counts_flag & (nonresponse == MET), "superseded_by_later_trial")
+        why.flag(counts_flag & (nonresponse == UNKNOWN), "superseded_possibly")
+        why.flag(counts_flag & (nonresponse == NOT_MET), "not_superseded")
+    return nonresponse

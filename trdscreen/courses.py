@@ -22,10 +22,12 @@ from trdscreen.checks import (
     adherence_check,
     counted_rows,
     early_stop,
+    episode_check,
     exposure,
     flag_verdicts,
     flags,
     floats,
+    nonresponse_of,
     outcomes,
     row_dates,
     row_doses,
@@ -33,12 +35,10 @@ from trdscreen.checks import (
 )
 from trdscreen.coded import coded
 from trdscreen.drugs import drug_facts
-from trdscreen.episode import current_episode
 from trdscreen.formulary import Formulary
 from trdscreen.reasons import (
     ASSUMPTIONS,
     BIT,
-    NONRESPONSE,
     OUTCOME_UNKNOWN,
     OUTCOMES,
     PARTIAL,
@@ -128,21 +128,7 @@ def assess_courses(
     c_ongoing = ongoing[last]
     c_counted, c_treatment = counted[first], treatment[first]
 
-    # --- current episode, per course
-    episode = current_episode(c_start, c_end, days(episode_start)[first], rules)
-    why.flag(episode.clipped[course], "clipped_to_episode")
-    why.flag(episode.unknown[course], "episode_unknown")
-    if episode.assumed.any():
-        assumed_in = rules.adequacy.episode.when_unknown == "assume_met"
-        why.flag(
-            episode.assumed[course], f"episode_unknown_assumed_{'in' if assumed_in else 'out'}"
-        )
-    out_reason = (
-        "started_before_episode"
-        if rules.adequacy.episode.scope == "started_within"
-        else "before_current_episode"
-    )
-    why.flag(episode.out[course], out_reason)
+    episode = episode_check(seg, c_start, c_end, days(episode_start)[first], rules, why)
 
     exposed = exposure(
         courses, seg, row_dose, first_day, last_day, episode.window, dose_matters,
@@ -153,7 +139,7 @@ def assess_courses(
     c_adherence = adherence_check(courses, seg, rules, why)
 
     rated = outcomes(courses, seg, stop_reason, episode.baseline_before, rules, why)
-    pct, outcome, remission = rated.pct, rated.outcome, rated.remission
+    pct, outcome = rated.pct, rated.outcome
 
     checks = all_of(c_dose, c_duration, c_adherence, episode.state)
     c_adequate = all_of(c_counted, checks)
@@ -173,18 +159,9 @@ def assess_courses(
     drug_key = key if rules.counting.distinct == "drug" else keyed("drug")[0]
     why.flag(together, "same_regimen")
     counts_flag = (c_counted != NOT_MET)[course]
-    by_scores = rules.outcome.evidence == "scores"
-    if by_scores:
-        c_nonresponse = np.select(
-            [outcome == NONRESPONSE, outcome == OUTCOME_UNKNOWN], [MET, UNKNOWN], NOT_MET
-        ).astype(np.int8)
-        nonresponse = c_nonresponse[course]
-    else:  # register evidence; an end rating in remission still says the course worked
-        nonresponse = trials.superseded(codes, key, c_start[course], adequate)
-        nonresponse[remission[course]] = NOT_MET
-        why.flag(counts_flag & (nonresponse == MET), "superseded_by_later_trial")
-        why.flag(counts_flag & (nonresponse == UNKNOWN), "superseded_possibly")
-        why.flag(counts_flag & (nonresponse == NOT_MET), "not_superseded")
+    nonresponse = nonresponse_of(
+        codes, key, c_start[course], adequate, counts_flag, rated, seg, rules, why
+    )
 
     c_early, evidence, long_enough = early_stop(
         c_start, c_end, c_ongoing, c_duration, rated, low_days, high_days, rules
