@@ -33,8 +33,8 @@ from trdscreen.checks import (
     row_doses,
     text_array,
 )
-from trdscreen.coded import coded
-from trdscreen.drugs import drug_facts
+from trdscreen.coded import Coded, coded
+from trdscreen.drugs import DrugFacts, drug_facts
 from trdscreen.formulary import Formulary
 from trdscreen.reasons import (
     ASSUMPTIONS,
@@ -147,17 +147,9 @@ def assess_courses(
     # --- per row from here: counting keys, then failure (register evidence needs keys)
     adequate = c_adequate[course]
     member = drug_modality & in_view & (counted != NOT_MET)
-    window = rules.counting.regimen_window_days
-
-    regimens = trials.Regimens.of(codes, c_start[course], member, window)
-
-    def keyed(distinct: str) -> tuple[np.ndarray, np.ndarray]:
-        return regimens.keys(trials.identity(lookup, modality.codes, drug_modality, distinct))
-
-    key, together = keyed(rules.counting.distinct)  # what counts as a distinct trial
-    # What is judged as one drug (or one regimen of drugs).
-    drug_key = key if rules.counting.distinct == "drug" else keyed("drug")[0]
-    why.flag(together, "same_regimen")
+    key, drug_key = _counting_keys(
+        codes, c_start[course], member, lookup, modality, drug_modality, rules, why
+    )
     counts_flag = (c_counted != NOT_MET)[course]
     nonresponse = nonresponse_of(
         codes, key, c_start[course], adequate, counts_flag, rated, seg, rules, why
@@ -185,23 +177,15 @@ def assess_courses(
         why, seg, counts_flag, early, evidence, long_enough, c_duration, failed, rated, rules
     )
 
-    # --- how counting judges a drug given more than once
-    same_drug = rules.counting.same_drug
-    judged = np.minimum(
-        failed,
-        trials.judged_per_drug(
-            codes, drug_key, failed, adequate, nonresponse, c_start[course], same_drug
-        ),
-    )
-    if same_drug != "any_failure":
-        why.flag((failed == MET) & (judged != MET), f"judged_at_{same_drug.split('_')[0]}_course")
+    judged = _judged_per_drug(codes, drug_key, failed, adequate, nonresponse, c_start[course],
+                              rules, why)  # fmt: skip
     treatment_failed = failed_if(c_treatment[course])
     plain_drug = trials.identity(lookup, modality.codes, drug_modality, "drug")
     failed_any = np.minimum(
         treatment_failed,
         trials.judged_per_drug(
             codes, plain_drug, treatment_failed, all_of(c_treatment, checks)[course],
-            nonresponse, c_start[course], same_drug,
+            nonresponse, c_start[course], rules.counting.same_drug,
         ),
     )  # fmt: skip
     optimised, repeat = trials.repeats(
@@ -217,9 +201,7 @@ def assess_courses(
     why.flag(repeat, "repeat_of_earlier_drug")
     # A row hidden by --as-of says only that: its other checks are meaningless.
     why.bits[~in_view] = BIT[AFTER]
-    assumptions = np.zeros(n, dtype=np.int64)
-    for index, reason in enumerate(ASSUMPTIONS.values()):
-        assumptions |= np.where(why.has(reason), np.int64(1) << index, np.int64(0))
+    assumptions = _assumption_bits(why)
 
     partial_state = np.select(
         [outcome == PARTIAL, outcome == OUTCOME_UNKNOWN], [MET, UNKNOWN], NOT_MET
@@ -247,6 +229,47 @@ def assess_courses(
         in_view=in_view,
         assumptions=assumptions,
     )
+
+
+def _counting_keys(
+    codes: np.ndarray, start: np.ndarray, member: np.ndarray, lookup: DrugFacts,
+    modality: Coded, drug_modality: np.ndarray, rules: RuleSet, why: Reasons,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(what counts as a distinct trial, what is judged as one drug) per row: the drug,
+    moiety or class (`counting.distinct`), drugs started together one regimen."""
+    regimens = trials.Regimens.of(codes, start, member, rules.counting.regimen_window_days)
+
+    def keyed(distinct: str) -> tuple[np.ndarray, np.ndarray]:
+        return regimens.keys(trials.identity(lookup, modality.codes, drug_modality, distinct))
+
+    key, together = keyed(rules.counting.distinct)
+    drug_key = key if rules.counting.distinct == "drug" else keyed("drug")[0]
+    why.flag(together, "same_regimen")
+    return key, drug_key
+
+
+def _judged_per_drug(
+    codes: np.ndarray, drug_key: np.ndarray, failed: np.ndarray, adequate: np.ndarray,
+    nonresponse: np.ndarray, start: np.ndarray, rules: RuleSet, why: Reasons,
+) -> np.ndarray:  # fmt: skip
+    """Failed as counting sees it: a drug given more than once judged by
+    `counting.same_drug` (any failure, its best adequate course, or its last course)."""
+    same_drug = rules.counting.same_drug
+    judged = np.minimum(
+        failed,
+        trials.judged_per_drug(codes, drug_key, failed, adequate, nonresponse, start, same_drug),
+    )
+    if same_drug != "any_failure":
+        why.flag((failed == MET) & (judged != MET), f"judged_at_{same_drug.split('_')[0]}_course")
+    return judged
+
+
+def _assumption_bits(why: Reasons) -> np.ndarray:
+    """Per row, the `reasons.ASSUMPTIONS` its reasons record, as bits."""
+    assumptions = np.zeros(len(why.bits), dtype=np.int64)
+    for index, reason in enumerate(ASSUMPTIONS.values()):
+        assumptions |= np.where(why.has(reason), np.int64(1) << index, np.int64(0))
+    return assumptions
 
 
 def _table(
