@@ -229,8 +229,8 @@ def io_floor(cohort: Path, run: Path) -> dict[str, float]:
             return hashlib.file_digest(handle, "sha256").hexdigest()
 
     begin = time.perf_counter()
-    for path in sorted(cohort.iterdir()):
-        digest(path)
+    for path in sorted(p for p in cohort.iterdir() if p.suffix in (".csv", ".parquet")):
+        digest(path)  # the inputs only (synth also writes its manifest.json beside them)
         if path.suffix == ".parquet":
             pq.read_table(path)
         else:
