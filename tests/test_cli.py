@@ -195,3 +195,28 @@ def test_parquet_and_csv_inputs_agree(tmp_path):
     )
     pd.testing.assert_frame_equal(parquet.ledger, csv.ledger)
     pd.testing.assert_frame_equal(parquet.attrition, csv.attrition)
+
+
+def test_a_usage_error_under_json_is_one_json_object_and_h_is_help(tmp_path):
+    """Through the real entry point: a value outside an option's choices exits 2 (usage)
+    with click's message on stderr and, under --json, one JSON object on stdout; -h is
+    --help on every command."""
+    import json
+    import subprocess
+    import sys
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "trdscreen", *args], capture_output=True, text=True
+        )
+
+    bad = run("screen", str(SAMPLE), "--out", str(tmp_path / "x"), "--format", "xml", "--json")
+    assert bad.returncode == 2
+    payload = json.loads(bad.stdout)  # exactly one object, nothing else on stdout
+    assert payload["status"] == "usage" and payload["exit_code"] == 2
+    assert "--format" in payload["message"] and "Error" in bad.stderr
+    plain = run("screen", str(SAMPLE), "--out", str(tmp_path / "y"), "--format", "xml")
+    assert plain.returncode == 2 and plain.stdout == ""
+    for args in (("-h",), ("screen", "-h"), ("rules", "-h"), ("rules", "show", "-h")):
+        helped = run(*args)
+        assert helped.returncode == 0 and helped.stdout.startswith("Usage:"), args

@@ -252,7 +252,27 @@ __all__ = ["app", "main"]
 
 
 def main() -> None:
-    app()
+    """The console entry point. With --json anywhere on the line, a usage error (an
+    unknown option, a value outside its choices, a missing argument) is also one JSON
+    object on stdout, so a pipeline reading stdout never gets nothing."""
+    try:
+        code = app(standalone_mode=False)  # a command's typer.Exit comes back as its code
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except typer.Abort:
+        sys.exit(int(ExitCode.INTERRUPTED))
+    except Exception as exc:  # click's own errors (usage errors) carry show and exit_code
+        show, exit_code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+        if show is None or not isinstance(exit_code, int):
+            raise
+        show()
+        if exit_code == ExitCode.USAGE and "--json" in sys.argv[1:]:
+            message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+            emit_json(
+                {"status": "usage", "exit_code": exit_code, "message": message, "problems": []}
+            )
+        sys.exit(exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from trdscreen.cliapp import JsonOpt, app, emit_json, guard, notify
+from trdscreen.cliapp import CONTEXT, JsonOpt, app, emit_json, guard, notify
 from trdscreen.errors import UsageError
 from trdscreen.printable import printable, printable_lines
 from trdscreen.vocabulary import TableFormat
@@ -19,6 +19,7 @@ rules_app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings=CONTEXT,
 )
 app.add_typer(rules_app, name="rules")
 RuleArg = Annotated[str, typer.Argument(help="Preset name (see `rules list`) or rule file path.")]

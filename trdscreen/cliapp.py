@@ -20,6 +20,9 @@ import typer
 from trdscreen import __version__
 from trdscreen.errors import ExitCode, TrdscreenError
 
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+"""Every command answers -h as --help."""
+
 app = typer.Typer(
     name="trdscreen",
     help="Screen antidepressant treatment histories for treatment-resistant-depression "
@@ -28,6 +31,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings=CONTEXT,
 )
 
 
