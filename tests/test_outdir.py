@@ -273,3 +273,35 @@ def test_a_signal_during_the_swap_waits_and_then_says_the_folder_is_in_place(tmp
         signal.signal(signal.SIGTERM, previous)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]  # the new folder
+
+
+def test_the_folder_of_a_failed_run_is_replaced_without_force(tmp_path):
+    """A run whose input failed validation leaves a folder of issues (exit 4). Once the
+    input is fixed, the next run may replace that folder without --force; a finished run's
+    folder, or one trdscreen did not write, still needs --force or is refused."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(SAMPLE, data)
+    good = (data / "treatments.csv").read_text()
+    lines = good.splitlines()
+    fields = lines[1].split(",")
+    fields[2] = "lots"  # daily_dose_mg: not a number
+    (data / "treatments.csv").write_text("\n".join([lines[0], ",".join(fields), *lines[2:]]) + "\n")
+    out = tmp_path / "run"
+    assert invoke("screen", data, "--out", out).exit_code == ExitCode.INVALID_INPUT
+    assert outdir.failed_run(out)
+    (data / "treatments.csv").write_text(good)
+    assert invoke("screen", data, "--out", out).exit_code == ExitCode.OK  # no --force
+    assert (out / "decisions.csv").exists() and not outdir.failed_run(out)
+    # a finished run's folder is not replaced without --force
+    assert invoke("screen", data, "--out", out).exit_code == ExitCode.OUTPUT_EXISTS
+    # a folder of a failed run with a file added is not trdscreen's any more
+    (data / "treatments.csv").write_text("\n".join([lines[0], ",".join(fields), *lines[2:]]) + "\n")
+    other = tmp_path / "other"
+    assert invoke("screen", data, "--out", other).exit_code == ExitCode.INVALID_INPUT
+    (other / "notes.txt").write_text("mine")
+    assert not outdir.failed_run(other)
+    (data / "treatments.csv").write_text(good)
+    assert invoke("screen", data, "--out", other).exit_code == ExitCode.OUTPUT_EXISTS
+    assert (other / "notes.txt").read_text() == "mine"

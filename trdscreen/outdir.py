@@ -134,10 +134,25 @@ def foreign_entry(folder: Path) -> str | None:
     return None
 
 
+def failed_run(folder: Path) -> bool:
+    """True when `folder` is a run folder trdscreen wrote for an input that failed
+    validation (its manifest says `invalid_input`): the next run may replace it without
+    --force, as it holds only the issues of inputs that are being fixed."""
+    folder = Path(folder)
+    try:
+        if not folder.is_dir() or foreign_entry(folder) is not None or not any(folder.iterdir()):
+            return False
+        data = json.loads((folder / MANIFEST_FILE).read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    return isinstance(data, dict) and data.get("status") == "invalid_input"
+
+
 def prepare_out_dir(out: Path, force: bool, inputs: Iterable[Path | None] = ()) -> None:
     """Refuse an --out that may not be used (see the module docstring) or cannot be written."""
     out = Path(out)
     refuse_unsafe_out(out, inputs)
+    force = force or failed_run(out)
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"{out}: exists and is not a folder; choose another --out")
     if out.is_dir():
@@ -385,6 +400,7 @@ def atomic_folder(out: Path, force: bool, inputs: Iterable[Path | None] = ()) ->
     Interrupted saying that the folder is complete and in place.
     """
     out = Path(out)
+    force = force or failed_run(out)  # the folder of a failed run is replaced
     prepare_out_dir(out, force, list(inputs))
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
