@@ -38,7 +38,7 @@ def test_layering():
 
 LAYERS = (
     ("foundation", "__init__ errors printable coded tristate keys reasons tuning audit asof "
-     "vocabulary "
+     "vocabulary columns "
      "diagnoses history sniff segments"),
     ("read", "csvfile io issues criterion ruleset rulefile drugnames formulary drugs doses"),
     ("validate", "schemas validate quarantine"),

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from trdscreen.coded import Coded
+from trdscreen.columns import floats
 from trdscreen.doses import compared_dose, lithium_state
 from trdscreen.drugs import DrugFacts
 from trdscreen.episode import Episode, current_episode
@@ -53,19 +54,6 @@ class Reasons:
 def text_array(column: pd.Series) -> pd.api.extensions.ExtensionArray:
     """A text column as the output's str dtype, without a round trip through Python objects."""
     return column.array if column.dtype == "str" else pd.array(column.to_numpy(object), dtype="str")
-
-
-def floats(frame: pd.DataFrame, name: str) -> np.ndarray:
-    if name in frame.columns:
-        return np.asarray(frame[name].to_numpy(dtype=np.float64, na_value=np.nan))
-    return np.full(len(frame), np.nan)
-
-
-def flags(frame: pd.DataFrame, name: str) -> np.ndarray:
-    """A boolean marker column (e.g. from the --as-of view), all False when absent."""
-    if name in frame.columns:
-        return frame[name].to_numpy(dtype=bool)
-    return np.zeros(len(frame), dtype=bool)
 
 
 def counted_rows(

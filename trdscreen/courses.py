@@ -25,8 +25,6 @@ from trdscreen.checks import (
     episode_check,
     exposure,
     flag_verdicts,
-    flags,
-    floats,
     nonresponse_of,
     outcomes,
     row_dates,
@@ -34,6 +32,7 @@ from trdscreen.checks import (
     text_array,
 )
 from trdscreen.coded import Coded, coded
+from trdscreen.columns import flags, floats
 from trdscreen.drugs import DrugFacts, drug_facts
 from trdscreen.formulary import Formulary
 from trdscreen.reasons import (

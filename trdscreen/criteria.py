@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 
 from trdscreen.coded import categorical
+from trdscreen.columns import hamd_versions
 from trdscreen.reasons import ASSUMPTIONS, CRITERION_ASSUMED
 from trdscreen.ruleset import Condition, Criterion, Op, RuleSet
 from trdscreen.schemas import HAMD_COLUMNS
@@ -188,8 +189,7 @@ def _compare(criterion: Criterion, condition: Condition, subjects: pd.DataFrame)
         if column in HAMD_COLUMNS and "hamd_version" in subjects.columns:
             # A HAM-D total of a version the condition is not written for is never
             # compared with it: unknown (the value stays shown in the decisions).
-            version = subjects["hamd_version"].to_numpy(dtype=np.float64, na_value=17.0)
-            other = ~np.isin(version, condition.hamd_versions)
+            other = ~np.isin(hamd_versions(subjects), condition.hamd_versions)
             low = np.where(other, np.nan, low)
             high = np.where(other, np.nan, high)
     margin = np.full(n, np.nan)

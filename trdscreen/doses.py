@@ -21,18 +21,12 @@ import numpy as np
 import pandas as pd
 
 from trdscreen.coded import coded
+from trdscreen.columns import floats
 from trdscreen.drugs import DrugFacts
 
 DOSE_UNITS = {"mg": 1.0, "g": 1000.0, "ug": 0.001, "mcg": 0.001, "µg": 0.001}
 """Units an export may give in `dose_unit`, as mg per unit (empty = mg)."""
 _DRUG_UNIT_MG = {"mg": 1.0, "ug": 0.001, "mg/session": 1.0}
-
-
-def _floats(frame: pd.DataFrame, name: str, default: float) -> np.ndarray:
-    if name not in frame.columns:
-        return np.full(len(frame), default)
-    values = frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
-    return np.where(np.isnan(values), default, values)
 
 
 def compared_dose(courses: pd.DataFrame, lookup: DrugFacts) -> tuple[np.ndarray, np.ndarray]:
@@ -44,7 +38,7 @@ def compared_dose(courses: pd.DataFrame, lookup: DrugFacts) -> tuple[np.ndarray,
     drug_unit = lookup.dose_unit
     in_drug_unit = np.array([_DRUG_UNIT_MG[v] for v in drug_unit.values], dtype=np.float64)
     scale = per_unit[unit.codes] / in_drug_unit[drug_unit.codes]
-    every = _floats(courses, "dose_every_days", np.nan)
+    every = floats(courses, "dose_every_days")
     # A weekly product by name ("Prozac Weekly") is taken once every 7 days unless the row
     # says otherwise; read as a daily dose, its 90 mg would pass any minimum.
     every = np.where(np.isnan(every), np.where(lookup.weekly, 7.0, 1.0), every)
@@ -60,7 +54,7 @@ def lithium_state(
     n = len(courses)
     if minimum is None or "lithium_level" not in courses.columns:
         return np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
-    level = courses["lithium_level"].to_numpy(dtype=np.float64, na_value=np.nan)
+    level = floats(courses, "lithium_level")
     judged = lookup.lithium & ~np.isnan(level)
     with np.errstate(invalid="ignore"):
         return judged, judged & (level >= minimum - 1e-9)

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from trdscreen.coded import Coded
+from trdscreen.columns import floats, hamd_versions
 from trdscreen.reasons import NONRESPONSE, OUTCOME_UNKNOWN, PARTIAL, REMISSION, RESPONSE
 from trdscreen.ruleset import RuleSet
 
@@ -36,13 +37,6 @@ class Ratings:
     other_version: np.ndarray  # bool: HAM-D rated on a version the rule set does not compare
 
 
-def _column(courses: pd.DataFrame, name: str, rows: np.ndarray, default: float) -> np.ndarray:
-    if name not in courses.columns:
-        return np.full(len(rows), default)
-    values = courses[name].to_numpy(dtype=np.float64, na_value=np.nan)[rows]
-    return np.where(np.isnan(values), default, values)
-
-
 def ratings(courses: pd.DataFrame, first: np.ndarray, last: np.ndarray, rules: RuleSet) -> Ratings:
     """The ratings of courses whose baseline is on row `first` and end on row `last`."""
     rule = rules.outcome
@@ -51,17 +45,17 @@ def ratings(courses: pd.DataFrame, first: np.ndarray, last: np.ndarray, rules: R
     remission_max, min_baseline = np.full(m, np.nan), np.full(m, np.nan)
     madrs = np.zeros(m, dtype=bool)
     hamd = (
-        _column(courses, "hamd_start", first, np.nan),
-        _column(courses, "hamd_end", last, np.nan),
+        floats(courses, "hamd_start")[first],
+        floats(courses, "hamd_end")[last],
     )
-    version_first = _column(courses, "hamd_version", first, 17.0)
-    version_last = _column(courses, "hamd_version", last, 17.0)
+    version = hamd_versions(courses)
+    version_first, version_last = version[first], version[last]
     comparable = (version_first == version_last) & np.isin(version_first, rule.hamd_versions)
     scales = {
         "hamd": (hamd, rule.remission_max, rule.min_baseline),
         "madrs": (
-            (_column(courses, "madrs_start", first, np.nan),
-             _column(courses, "madrs_end", last, np.nan)),
+            (floats(courses, "madrs_start")[first],
+             floats(courses, "madrs_end")[last]),
             rule.madrs_remission_max, rule.madrs_min_baseline,
         ),
     }  # fmt: skip

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from trdscreen.columns import floats, hamd_versions
 from trdscreen.courses import CourseAssessment
 from trdscreen.ruleset import MGHS, STAGING_COLUMNS, Maudsley, Staging, ThaseRush
 from trdscreen.schemas import HAMD_COLUMNS
@@ -125,11 +126,10 @@ def _maudsley(
 
     # Severity at baseline from a rating column (bands are a project choice, see the preset).
     rule = model.severity
-    rating = _subject_floats(subjects, rule.column, n)
-    if rule.column in HAMD_COLUMNS and "hamd_version" in subjects.columns:
+    rating = floats(subjects, rule.column)
+    if rule.column in HAMD_COLUMNS:
         # The bands are HAM-D17 totals: a total of another version is an unknown severity.
-        version = subjects["hamd_version"].to_numpy(dtype=np.float64, na_value=17.0)
-        rating = np.where(version == 17, rating, np.nan)
+        rating = np.where(hamd_versions(subjects) == 17, rating, np.nan)
     severity = np.select(
         [rating < rule.mild_from, rating < rule.moderate_from, rating < rule.severe_from],
         [1, 2, 3],
@@ -190,12 +190,6 @@ def _mgh_s(model: MGHS, cohort: Cohort, courses: CourseAssessment) -> pd.DataFra
         for b in (0, 1)
     ]
     return pd.DataFrame({"mgh_s_score": scores[0], "mgh_s_score_max": scores[1]})
-
-
-def _subject_floats(subjects: pd.DataFrame, column: str, n: int) -> np.ndarray:
-    if column not in subjects.columns:
-        return np.full(n, np.nan)
-    return subjects[column].to_numpy(dtype=np.float64, na_value=np.nan)
 
 
 def _subject_bools(subjects: pd.DataFrame, column: str | None, n: int) -> np.ndarray:

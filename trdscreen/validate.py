@@ -15,6 +15,7 @@ import pandas as pd
 
 from trdscreen.asof import AFTER, CENSORED, course_masks, subject_masks
 from trdscreen.coded import coded
+from trdscreen.columns import hamd_versions
 from trdscreen.diagnoses import DERIVED_COLUMNS as DIAGNOSIS_COLUMNS
 from trdscreen.diagnoses import SOURCE_COLUMNS as DIAGNOSIS_SOURCES
 from trdscreen.drugnames import normalize_atc
@@ -339,11 +340,7 @@ def _note_as_of(
 def check_hamd_versions(source: SourceTable, frame: pd.DataFrame, log: IssueLog) -> None:
     """A HAM-D total above its version's highest total (`schemas.HAMD_MAXIMUM`; version 17
     when `hamd_version` is empty or absent) is an error, like any out-of-range value."""
-    version = (
-        frame["hamd_version"].to_numpy(dtype=np.float64, na_value=17.0)
-        if "hamd_version" in frame.columns
-        else np.full(len(frame), 17.0)
-    )
+    version = hamd_versions(frame)
     highest = np.select(
         [version == v for v in HAMD_MAXIMUM], list(HAMD_MAXIMUM.values()), default=np.inf
     )
