@@ -28,6 +28,8 @@ import re
 import numpy as np
 import pandas as pd
 
+from trdscreen.tristate import or_flag
+
 CATEGORIES = ("mdd", "bipolar", "schizoaffective", "psychotic_disorder", "other")
 DERIVED_COLUMNS = ("mdd", "bipolar_or_schizoaffective")
 """Subject columns derived here that criteria may name."""
@@ -123,12 +125,5 @@ def derived_columns(subjects: pd.DataFrame) -> pd.DataFrame:
     mdd = pd.array(np.where(has["mdd"], True, False), dtype="boolean")
     mdd[~has["mdd"] & ((entries == 0) | unresolved)] = pd.NA
     excluding = has["bipolar"] | has["schizoaffective"]
-    if "bipolar" in subjects.columns:
-        flag = pd.Series(subjects["bipolar"]).astype("boolean")
-        flag_true = flag.fillna(False).to_numpy(dtype=bool)
-        flag_false = (~flag).fillna(False).to_numpy(dtype=bool)
-    else:
-        flag_true = flag_false = np.zeros(n, dtype=bool)
-    either = pd.array(excluding | flag_true, dtype="boolean")
-    either[~excluding & ~flag_true & ~flag_false] = pd.NA
+    either = or_flag(excluding, np.zeros(n, dtype=bool), subjects.get("bipolar"))
     return pd.DataFrame({"mdd": mdd, "bipolar_or_schizoaffective": either})

@@ -22,6 +22,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from trdscreen.coded import coded
+from trdscreen.tristate import or_flag
+
 HISTORY_FLAGS = {
     "esketamine_or_ketamine_nonresponse": "prior_ketamine_nonresponse",
     "ect_in_current_episode": "ect_current_episode",
@@ -43,11 +46,8 @@ def history_columns(
     n = len(subjects)
 
     def among(column: str, values: tuple[str, ...]) -> np.ndarray:
-        """Per row: is the column's text one of `values`? (compared once per category)"""
-        cat = pd.Categorical(table[column])
-        hits = np.isin(np.asarray(cat.categories, dtype=object), values)
-        codes = cat.codes
-        return (hits[codes] if len(hits) else np.zeros(len(codes), bool)) & (codes >= 0)
+        """Per row: is the column's text one of `values`? (compared once per distinct text)"""
+        return coded(table, column, "").isin(values)
 
     ketamine = seen & (among("drug_generic", KETAMINES) | among("modality", ("esketamine",)))
     failed = among("failed", ("met",))
@@ -64,16 +64,6 @@ def history_columns(
     }
     columns = {}
     for name, (yes, maybe) in evidence.items():
-        shown, possible = _any(codes, yes, n), _any(codes, maybe, n)
-        given = subjects.get(HISTORY_FLAGS[name])
-        flag = (
-            pd.Series(given).astype("boolean")
-            if given is not None
-            else pd.Series(pd.NA, index=range(n), dtype="boolean")
-        )
-        flag_true = flag.fillna(False).to_numpy(dtype=bool)
-        flag_false = (~flag).fillna(False).to_numpy(dtype=bool)
-        value = pd.array(shown | flag_true, dtype="boolean")
-        value[~shown & ~flag_true & (possible | ~flag_false)] = pd.NA
-        columns[name] = value
+        flag = subjects.get(HISTORY_FLAGS[name])
+        columns[name] = or_flag(_any(codes, yes, n), _any(codes, maybe, n), flag)
     return pd.DataFrame(columns)

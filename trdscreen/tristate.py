@@ -62,3 +62,21 @@ def join_flags(bits: np.ndarray, names: Sequence[str], sep: str = ";") -> pd.Cat
     inverse, uniques = pd.factorize(bits)  # hashing: O(n), where np.unique sorts
     texts = [sep.join(n for i, n in enumerate(names) if int(u) >> i & 1) for u in uniques]
     return categorical(texts, inverse)
+
+
+def or_flag(
+    shown: np.ndarray, possible: np.ndarray, flag: pd.Series | None
+) -> pd.api.extensions.ExtensionArray:
+    """A fact from evidence OR-ed with a subject flag column, in three-valued logic, as
+    nullable booleans: true when the evidence shows it or the flag says true; false only
+    when the flag says false and no evidence makes it possible; else unknown. An empty
+    flag cell, or an absent flag column (None), is unknown."""
+    n = len(shown)
+    if flag is None:
+        flag = pd.Series(pd.NA, index=range(n), dtype="boolean")
+    flag = pd.Series(flag).astype("boolean")
+    flag_true = flag.fillna(False).to_numpy(dtype=bool)
+    flag_false = (~flag).fillna(False).to_numpy(dtype=bool)
+    value = pd.array(shown | flag_true, dtype="boolean")
+    value[~shown & ~flag_true & (possible | ~flag_false)] = pd.NA
+    return value
