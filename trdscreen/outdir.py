@@ -107,56 +107,65 @@ def _listed_entries(manifest: dict) -> set[str] | None:
     return names
 
 
-def foreign_entry(folder: Path) -> str | None:
-    """Why `folder` is not one trdscreen wrote (None when it is, or when it is empty)."""
+def _run_manifest(folder: Path) -> tuple[str | None, dict | None]:
+    """(why `folder` is not one trdscreen wrote, or None; its manifest when it is one):
+    (None, None) for an empty folder."""
     entries = list(os.scandir(folder))
     if not entries:
-        return None
+        return None, None
     manifest = folder / MANIFEST_FILE
     if not any(e.name == MANIFEST_FILE for e in entries):
-        return "it has no manifest.json"
+        return "it has no manifest.json", None
     try:
         if not stat.S_ISREG(manifest.lstat().st_mode):
-            return "its manifest.json is not a regular file"
+            return "its manifest.json is not a regular file", None
         if manifest.stat().st_size > MAX_MANIFEST_BYTES:
-            return "its manifest.json is too large to be trdscreen's"
+            return "its manifest.json is too large to be trdscreen's", None
         data = json.loads(manifest.read_text("utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError):
-        return "its manifest.json is not trdscreen's"
+        return "its manifest.json is not trdscreen's", None
     listed = _listed_entries(data) if isinstance(data, dict) else None
     if listed is None:
-        return "its manifest.json is not trdscreen's"
+        return "its manifest.json is not trdscreen's", None
     for entry in sorted(entries, key=lambda e: e.name):
         if entry.name not in listed:
-            return "it holds entries its manifest does not list"
+            return "it holds entries its manifest does not list", None
         if not entry.is_file(follow_symlinks=False):
-            return "it holds an entry that is not a regular file"
-    return None
+            return "it holds an entry that is not a regular file", None
+    return None, data
+
+
+def foreign_entry(folder: Path) -> str | None:
+    """Why `folder` is not one trdscreen wrote (None when it is, or when it is empty)."""
+    return _run_manifest(folder)[0]
+
+
+def _invalid_input(manifest: dict | None) -> bool:
+    """A run folder trdscreen wrote for an input that failed validation: the next run may
+    replace it without --force, as it holds only the issues of inputs being fixed."""
+    return manifest is not None and manifest.get("status") == "invalid_input"
 
 
 def failed_run(folder: Path) -> bool:
     """True when `folder` is a run folder trdscreen wrote for an input that failed
-    validation (its manifest says `invalid_input`): the next run may replace it without
-    --force, as it holds only the issues of inputs that are being fixed."""
+    validation (its manifest says `invalid_input`)."""
     folder = Path(folder)
     try:
-        if not folder.is_dir() or foreign_entry(folder) is not None or not any(folder.iterdir()):
-            return False
-        data = json.loads((folder / MANIFEST_FILE).read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return folder.is_dir() and _invalid_input(_run_manifest(folder)[1])
+    except OSError:
         return False
-    return isinstance(data, dict) and data.get("status") == "invalid_input"
 
 
-def prepare_out_dir(out: Path, force: bool, inputs: Iterable[Path | None] = ()) -> None:
-    """Refuse an --out that may not be used (see the module docstring) or cannot be written."""
+def prepare_out_dir(out: Path, force: bool, inputs: Iterable[Path | None] = ()) -> bool:
+    """Refuse an --out that may not be used (see the module docstring) or cannot be written.
+    Returns whether an existing folder is to be replaced: with --force, or without it the
+    folder of a failed run (`failed_run`)."""
     out = Path(out)
     refuse_unsafe_out(out, inputs)
-    force = force or failed_run(out)
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"{out}: exists and is not a folder; choose another --out")
     if out.is_dir():
-        _refuse_existing(out, force)
+        force = _refuse_existing(out, force)
     ancestor = out.absolute().parent
     while not ancestor.exists():
         ancestor = ancestor.parent
@@ -164,11 +173,12 @@ def prepare_out_dir(out: Path, force: bool, inputs: Iterable[Path | None] = ()) 
         raise OutputWriteError(f"{out}: {ancestor} is a file, not a folder; choose another --out")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise OutputWriteError(f"{out}: folder {ancestor} is not writable; choose another --out")
+    return force
 
 
-def _refuse_existing(out: Path, force: bool) -> None:
+def _refuse_existing(out: Path, force: bool) -> bool:
     try:
-        why = foreign_entry(out)
+        why, manifest = _run_manifest(out)
     except OSError as exc:
         raise OutputExistsError(f"{out}: cannot read the folder ({exc.strerror})") from None
     if why is not None:
@@ -176,11 +186,13 @@ def _refuse_existing(out: Path, force: bool) -> None:
             f"{out}: folder exists and was not written by trdscreen ({why}); "
             "--force replaces only a trdscreen run folder or an empty folder. Choose another --out"
         )
+    force = force or _invalid_input(manifest)  # the folder of a failed run is replaced
     if not force and any(out.iterdir()):
         raise OutputExistsError(
             f"{out}: folder exists and is not empty; choose another --out or pass --force "
             "(which replaces it: it is a trdscreen folder)"
         )
+    return force
 
 
 # --------------------------------------------------------------------------- drafts
@@ -400,8 +412,7 @@ def atomic_folder(out: Path, force: bool, inputs: Iterable[Path | None] = ()) ->
     Interrupted saying that the folder is complete and in place.
     """
     out = Path(out)
-    force = force or failed_run(out)  # the folder of a failed run is replaced
-    prepare_out_dir(out, force, list(inputs))
+    force = prepare_out_dir(out, force, list(inputs))  # or the folder of a failed run
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
