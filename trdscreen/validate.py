@@ -65,8 +65,6 @@ class ValidatedInputs:
 def criteria_subject_columns(rules: RuleSet, *reports: RuleSet) -> tuple[str, ...]:
     """Subject columns the rule set's criteria and staging models read (besides derived ones)."""
     names = [column for c in rules.criteria for column in c.columns]
-    if any(set(c.columns) & set(HAMD_COLUMNS) for c in rules.criteria):
-        names.append("hamd_version")  # which version a subject's HAM-D total is
     for rule_set in (rules, *reports):
         severity = getattr(rule_set.staging, "severity", None)
         if severity is not None:
