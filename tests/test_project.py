@@ -41,7 +41,7 @@ LAYERS = (
      "vocabulary columns "
      "diagnoses history sniff segments"),
     ("read", "csvfile io issues criterion ruleset rulefile drugnames formulary drugs doses"),
-    ("validate", "schemas validate quarantine"),
+    ("validate", "conventions schemas validate quarantine"),
     ("assess", "episode outcome trials checks courses subjects staging"),
     ("decide", "criteria pipeline merge protocol resolve tables"),
     ("write", "output outdir runs stream engine manifest api"),

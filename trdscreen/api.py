@@ -50,12 +50,14 @@ from trdscreen.resolve import (
     RuleFile,
     check_rules,
     column_maps,
+    csv_under,
     formulary_for,
     formulary_lookup,
     formulary_of,
     formulary_rows,
     load_reports,
     load_rules,
+    with_site_aliases,
 )
 from trdscreen.runs import MANIFEST_FILE
 from trdscreen.schemas import SUBJECT_COLUMNS, TREATMENT_COLUMNS
@@ -126,6 +128,8 @@ def load_with(
         )
     trail.record("formulary_loaded", source=formulary.source, sha256=formulary.sha256)
     columns = column_maps(rules, rules_path, request.column_map)
+    formulary = with_site_aliases(formulary, columns, str(request.column_map or rules_path))
+    request = replace(request, csv=csv_under(request.csv, columns))
     column_map = (
         (Path(request.column_map), sha256_file(Path(request.column_map)))
         if request.column_map is not None
@@ -136,13 +140,20 @@ def load_with(
     # only opened (hashed, their headers checked).
     read = request.dask is None
     treatments: SourceTable | InputFile = open_source(
-        treatments_path, "treatments", columns.treatments, set(TREATMENT_COLUMNS), request.csv
+        treatments_path,
+        "treatments",
+        columns.treatments,
+        set(TREATMENT_COLUMNS),
+        request.csv,
+        columns,
     )
     subjects: SourceTable | InputFile | None = None
     if subjects_path is not None:
         wanted = criteria_subject_columns(rules, *(r.rules for r in reports))
         canonical = set(SUBJECT_COLUMNS) | set(wanted)
-        subjects = open_source(subjects_path, "subjects", columns.subjects, canonical, request.csv)
+        subjects = open_source(
+            subjects_path, "subjects", columns.subjects, canonical, request.csv, columns
+        )
     if read:
         treatments = _read(treatments, trail)
         subjects = _read(subjects, trail) if subjects is not None else None
@@ -168,6 +179,7 @@ def load_with(
         trail=trail,
         command=command,
         column_map=column_map,
+        conventions=columns.conventions(),
     )
 
 

@@ -35,6 +35,7 @@ from trdscreen.errors import (
     InputError,
     RuleError,
 )
+from trdscreen.ruleset import ColumnMap
 from trdscreen.sniff import refuse_binary, refuse_other_table
 
 DEFAULT_CSV = CsvOptions()  # UTF-8, comma
@@ -58,6 +59,7 @@ class SourceTable:
     lines: np.ndarray = field(repr=False)  # int64, 1-based line (CSV) or row (Parquet)
     sha256: str
     size: int
+    site: ColumnMap | None = None  # the declared conventions its cells are read under
 
     @property
     def file(self) -> str:
@@ -162,6 +164,7 @@ class InputFile:
     header: tuple[str, ...]  # CSV only: the header line's names, trimmed
     total_lines: int  # CSV only: lines in the file, the header included
     rows: int | None = None  # known once read
+    site: ColumnMap | None = None  # the declared conventions its cells are read under
 
     def read(self) -> SourceTable:
         """The whole file as one table. Its text columns, but for the subject key, are
@@ -233,7 +236,9 @@ class InputFile:
 
     def _source(self, table: pa.Table, lines: np.ndarray) -> SourceTable:
         table = _rename(table, self.path, self.rename, set(self.canonical))
-        return SourceTable(self.name, self.path, self.fmt, table, lines, self.sha256, self.size)
+        return SourceTable(
+            self.name, self.path, self.fmt, table, lines, self.sha256, self.size, self.site
+        )
 
 
 def open_source(
@@ -242,6 +247,7 @@ def open_source(
     rename: dict[str, str],
     canonical: set[str],
     options: CsvOptions = DEFAULT_CSV,
+    site: ColumnMap | None = None,
 ) -> InputFile:
     """Open one input table for reading: hash it and check its format and header.
 
@@ -284,6 +290,7 @@ def open_source(
         options,
         tuple(header),
         newlines + (0 if ends_with_newline else 1),
+        site=site if site is not None and site.has_conventions else None,
     )
 
 

@@ -5,7 +5,7 @@ inverse, `request_from_manifest`, which `verify` re-runs from."""
 from __future__ import annotations
 
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,7 @@ class LoadedRun:
     trail: AuditTrail
     command: tuple[str, ...]
     column_map: tuple[Path, str] | None  # the --map file and its SHA-256
+    conventions: dict = field(default_factory=dict)  # the declared site conventions applied
 
     def tables(self) -> tuple[SourceTable, SourceTable | None]:
         """The inputs as read (every engine but Dask reads them whole when loading)."""
@@ -191,6 +192,7 @@ def build_manifest(
             if loaded.column_map
             else None
         ),
+        **({"site_conventions": loaded.conventions} if loaded.conventions else {}),
         "reports": [
             {
                 **_rule_record(r.rules, r.path, r.file_sha256, r.formulary),

@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trdscreen.drugnames import normalize_name
-from trdscreen.errors import RuleError
+from trdscreen.errors import RuleError, UsageError
 from trdscreen.formulary import Formulary, load_formulary
+from trdscreen.io import CsvOptions
 from trdscreen.rulefile import load_column_map, read_rule_file, resolve_rules
 from trdscreen.ruleset import STAGING_MODEL_OF, ColumnMap, RuleSet
 from trdscreen.schemas import SUBJECT_COLUMNS, TREATMENT_COLUMNS
+from trdscreen.validate import criteria_subject_columns
 
 
 @dataclass(frozen=True)
@@ -122,24 +124,114 @@ def load_reports(
 
 
 def column_maps(rules: RuleSet, rules_path: Path, extra: Path | None) -> ColumnMap:
-    maps = [(str(rules_path), rules.columns)]
+    """The rule set's `columns:` and a --map file as one site adapter (the file's entries
+    win), every key checked against the input contract."""
+    maps = [(str(rules_path), "columns.", rules.columns)]
     if extra is not None:
-        maps.append((str(extra), load_column_map(extra)))
-    treatments: dict[str, str] = {}
-    subjects: dict[str, str] = {}
+        maps.append((str(extra), "", load_column_map(extra)))
+    merged: dict = {"treatments": {}, "subjects": {}, "formats": {}, "values": {}}
+    merged["drug_aliases"] = {}
+    csv: dict = {}
     problems = []
-    for source, column_map in maps:
-        for header, target in column_map.treatments.items():
-            if target not in TREATMENT_COLUMNS:
-                problems.append(
-                    f"{source}: key `columns.treatments.{header}`: {target!r} is not a treatments "
-                    f"column; canonical columns: {', '.join(TREATMENT_COLUMNS)}"
-                )
-            treatments[header] = target
-        subjects.update(column_map.subjects)
+    for source, prefix, column_map in maps:
+        problems += _map_problems(source, prefix, column_map, criteria_subject_columns(rules))
+        for section in ("treatments", "subjects", "formats", "drug_aliases"):
+            merged[section].update(getattr(column_map, section))
+        for column, mapping in column_map.values.items():
+            merged["values"][column] = {**merged["values"].get(column, {}), **mapping}
+        csv.update(column_map.csv.model_dump(exclude_none=True))
     if problems:
         raise RuleError("the column map is invalid", problems)
-    return ColumnMap(treatments=treatments, subjects=subjects)
+    return ColumnMap(**merged, csv=csv)
+
+
+CODED_COLUMNS = {
+    name: tuple(str(v) for v in spec.vocabulary)
+    for specs in (TREATMENT_COLUMNS, SUBJECT_COLUMNS)
+    for name, spec in specs.items()
+    if spec.vocabulary
+}
+"""Columns of a closed vocabulary: the ones a map's `values:` may translate."""
+
+
+def _map_problems(
+    source: str, prefix: str, column_map: ColumnMap, criteria_columns: tuple[str, ...]
+) -> list[str]:
+    problems = [
+        f"{source}: key `{prefix}treatments.{header}`: {target!r} is not a treatments column; "
+        f"canonical columns: {', '.join(TREATMENT_COLUMNS)}"
+        for header, target in column_map.treatments.items()
+        if target not in TREATMENT_COLUMNS
+    ]
+    typed = {
+        name
+        for specs in (TREATMENT_COLUMNS, SUBJECT_COLUMNS)
+        for name, spec in specs.items()
+        if spec.kind in ("date", "float", "int", "bool")
+    } | set(criteria_columns)
+    problems += [
+        f"{source}: key `{prefix}formats.{column}`: not a date, number or true/false column of "
+        f"the input contract or a column the criteria read; expected `all` or one of: {', '.join(sorted(typed))}"
+        for column in column_map.formats
+        if column != "all" and column not in typed
+    ]
+    for column, mapping in column_map.values.items():
+        vocabulary = CODED_COLUMNS.get(column)
+        if vocabulary is None:
+            problems.append(
+                f"{source}: key `{prefix}values.{column}`: not a coded column; expected one of: "
+                f"{', '.join(CODED_COLUMNS)} (free text is never mapped; drug names go under "
+                "`drug_aliases:`)"
+            )
+            continue
+        problems += [
+            f"{source}: key `{prefix}values.{column}.{value}`: {target!r} is not a "
+            f"{column} value; expected one of: {', '.join(vocabulary)}"
+            for value, target in mapping.items()
+            if target not in vocabulary
+        ]
+    if column_map.csv.encoding is not None:
+        try:
+            CsvOptions(encoding=column_map.csv.encoding)
+        except UsageError:
+            problems.append(
+                f"{source}: key `{prefix}csv.encoding`: {column_map.csv.encoding!r} is not a "
+                "known text encoding (e.g. utf-8, cp1252, latin-1)"
+            )
+    if column_map.csv.delimiter is not None and column_map.csv.delimiter in '"\r\n':
+        problems.append(
+            f"{source}: key `{prefix}csv.delimiter`: expected one character other than a quote "
+            "or line break"
+        )
+    return problems
+
+
+def with_site_aliases(formulary: Formulary, columns: ColumnMap, source: str) -> Formulary:
+    """The formulary with the column map's `drug_aliases` added (checked like a rule set's
+    `formulary.aliases`)."""
+    unknown = [
+        f"{source}: key `drug_aliases.{name}`: {generic!r} is not a generic in the formulary "
+        f"({formulary.source})"
+        for name, generic in columns.drug_aliases.items()
+        if normalize_name(generic)[0] not in formulary.drugs
+    ]
+    if unknown:
+        raise RuleError("the column map names unknown drugs", unknown)
+    return formulary.with_aliases(columns.drug_aliases)
+
+
+def csv_under(options: CsvOptions, columns: ColumnMap) -> CsvOptions:
+    """CSV options: --encoding and --delimiter when given (other than the defaults),
+    else the column map's `csv:`, else UTF-8 and comma."""
+    default = CsvOptions()
+    return CsvOptions(
+        options.encoding
+        if options.encoding != default.encoding
+        else (columns.csv.encoding or default.encoding),
+        options.delimiter
+        if options.delimiter != default.delimiter
+        else (columns.csv.delimiter or default.delimiter),
+    )
 
 
 @dataclass(frozen=True)

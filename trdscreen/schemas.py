@@ -26,9 +26,11 @@ import pandera.pandas as pa
 import pyarrow as pa_arrow
 import pyarrow.compute as pc
 
+from trdscreen.conventions import adapt
 from trdscreen.doses import DOSE_UNITS
 from trdscreen.io import SourceTable
 from trdscreen.issues import IssueLog
+from trdscreen.printable import printable
 from trdscreen.ruleset import MODALITIES, ROLES, STOP_REASONS
 
 
@@ -378,6 +380,17 @@ def infer_kind(column: pa_arrow.ChunkedArray) -> str:
     return "string"
 
 
+def _declared_words(source: SourceTable, name: str) -> pa_arrow.ChunkedArray:
+    """A column a criterion reads, with the true/false words the site declared for it
+    read as true and false, so its type is inferred as the site meant it."""
+    column = _plain(source.table.column(name))
+    if source.site is not None:
+        declared = adapt(column, name, "bool", "", source.site)
+        if declared is not None:
+            return pa_arrow.chunked_array([declared.column])
+    return column
+
+
 def coerce(
     source: SourceTable,
     specs: dict[str, ColumnSpec],
@@ -405,7 +418,7 @@ def coerce(
     out: dict[str, object] = {}
     wanted = [(n, s) for n, s in specs.items() if n in present]
     wanted += [
-        (n, ColumnSpec(infer_kind(_plain(table.column(n))), expected="a consistent type"))
+        (n, ColumnSpec(infer_kind(_declared_words(source, n)), expected="a consistent type"))
         for n in extra
         if n in present and n not in specs
     ]
@@ -424,6 +437,11 @@ def coerce(
                 f"({spec.expected or spec.kind}); the column is not used",
             )
             continue
+        declared = None
+        if source.site is not None and name != "subject_id":
+            declared = adapt(column, name, spec.kind, spec.expected, source.site)
+            if declared is not None:
+                column = pa_arrow.chunked_array([declared.column])
         bad = np.empty(0, np.int64)
         check = ""
         if spec.kind in ("string", "category"):
@@ -441,6 +459,9 @@ def coerce(
             if check == "not_iso_date" and _is_text(kind):
                 message = _date_messages(column, bad, message, spec)
             log.add(source, bad, name, check, message, ids)
+        if declared is not None and declared.bad.size:  # emptied by the adapter
+            log.add(source, declared.bad, name, declared.check, declared.message, ids)
+            bad = np.union1d(bad, declared.bad)
         if spec.kind in ("float", "int", "date"):
             values = np.asarray(out[name])
             wild = unbounded(values)
@@ -537,6 +558,8 @@ def check_values(
             if check == "not_nullable":  # an unconvertible cell is empty now: reported once
                 rows = np.setdiff1d(rows, log.unconverted.get((source.name, column), []))
             message = _value_message(specs[column], check, column)
+            if check == "not_in_vocabulary":
+                message += unmapped_values(frame[column].iloc[rows], column)
             if column == "adherence" and check == "out_of_range":
                 values = frame["adherence"].to_numpy()
                 finite = values[~np.isnan(values)]
@@ -544,3 +567,20 @@ def check_values(
                     message += " (values look like percentages 0-100: divide by 100)"
             code = "required_value_missing" if check == "not_nullable" else check
             log.add(source, rows, column, code, message, ids)
+
+
+SHOWN_VALUES = 12
+"""Distinct unmapped values a vocabulary issue lists (each cut to 40 characters)."""
+
+
+def unmapped_values(cells: pd.Series, column: str) -> str:
+    """The distinct values of a coded column that are not in its vocabulary, for the
+    issue's message: a site maps them under `values:` (coded columns only; free text is
+    never listed)."""
+    distinct = sorted({str(v) for v in cells.dropna()})
+    shown = ", ".join(repr(printable(v[:40])) for v in distinct[:SHOWN_VALUES])
+    more = f" and {len(distinct) - SHOWN_VALUES} more" if len(distinct) > SHOWN_VALUES else ""
+    return (
+        f"; values found that are not: {shown}{more} (translate them under "
+        f"`values: {column}:` in the column map)"
+    )
