@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from typer.main import get_command
@@ -46,7 +47,7 @@ LAYERS = (
     ("decide", "criteria pipeline merge protocol resolve tables"),
     ("write", "output outdir runs stream engine manifest api"),
     ("read back", "rundiff explain verify"),
-    ("faces", "render synth cliapp cli_audit cli_rules cli __main__"),
+    ("faces", "render synth mapinit cliapp cli_audit cli_rules cli __main__"),
 )  # fmt: skip
 """The package's layers, lowest first: a module imports only from its own layer or below."""
 
@@ -189,3 +190,50 @@ def test_every_written_table_has_the_catalogued_columns(tmp_path):
         for name in SPLITS:
             columns = list(pd.read_parquet(out / f"{name}.parquet").columns)
             assert columns == [*TABLES["decisions"].columns, *staging], name
+
+
+def _documented_invocations() -> list[tuple[str, str]]:
+    """(file, command line) of every `trdscreen ...` line in a code block of the README
+    and docs/, continuation lines joined."""
+    found = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        inside, pending = False, ""
+        for line in path.read_text().splitlines():
+            if line.strip().startswith("```"):
+                inside, pending = not inside, ""
+                continue
+            if not inside:
+                continue
+            pending += " " + line.strip().rstrip("\\")
+            if line.rstrip().endswith("\\"):
+                continue
+            text, pending = pending.strip(), ""
+            match = re.search(r"(?:^|[\s/])trdscreen ([a-z].*)", text.split("#")[0])
+            if match:
+                found.append((path.name, match.group(1)))
+    return found
+
+
+def test_every_documented_option_exists():
+    """Docs cannot drift from the CLI: each `trdscreen COMMAND --option` in a README or
+    docs/ code block names an option that command has."""
+    import typer.main
+
+    from trdscreen.cli import app
+
+    root = typer.main.get_command(app)
+    invocations = _documented_invocations()
+    assert len(invocations) > 15
+    wrong = []
+    for file, line in invocations:
+        words = line.split()
+        command = root  # typer's own click: groups are told by their `commands`
+        while words and words[0] in getattr(command, "commands", {}):
+            command = command.commands[words.pop(0)]
+        known = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
+        wrong += [
+            f"{file}: `{line}`: {option}"
+            for option in re.findall(r"(?<![\w-])(--?[a-z][\w-]*)", " ".join(words))
+            if option.split("=")[0] not in known and option not in ("-", "--help", "-h")
+        ]
+    assert not wrong, wrong

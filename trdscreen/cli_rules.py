@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +23,16 @@ rules_app = typer.Typer(
     context_settings=CONTEXT,
 )
 app.add_typer(rules_app, name="rules")
+map_app = typer.Typer(
+    name="map",
+    help="Site maps (--map): an export's headers and conventions declared once.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings=CONTEXT,
+)
+app.add_typer(map_app, name="map")
 RuleArg = Annotated[str, typer.Argument(help="Preset name (see `rules list`) or rule file path.")]
 
 
@@ -197,3 +208,44 @@ def synth(
         )
 
     guard(as_json, body)
+
+
+@map_app.command("init")
+def map_init(
+    export: Annotated[
+        Path,
+        typer.Argument(
+            metavar="EXPORT",
+            help="The treatments export (CSV or Parquet), or a folder with treatments.* and "
+            "subjects.*",
+        ),
+    ],
+    subjects: Annotated[
+        Path | None, typer.Option("--subjects", metavar="FILE", help="The subjects export.")
+    ] = None,
+    rules: Annotated[
+        str | None,
+        typer.Option(
+            "--rules",
+            metavar="PRESET",
+            help="Propose the subject columns this rule set's criteria read (default: those "
+            "of every preset).",
+        ),
+    ] = None,
+) -> None:
+    """Print a commented site map proposed from an export: the canonical column of each
+    header (with its score), the CSV dialect, the date, decimal, unit, percent and yes/no
+    conventions seen in the cells, and the distinct values of coded columns. Check and edit
+    it, then screen with --map.
+
+    Example: trdscreen map init export.csv --subjects patients.csv > site-map.yaml
+
+    Exit codes: 0 printed; 2 usage error; 4 the export cannot be read.
+    """
+
+    def body() -> None:
+        from trdscreen.mapinit import template
+
+        sys.stdout.write(template(export, subjects, rules))
+
+    guard(False, body)

@@ -190,6 +190,23 @@ def real_dates(iso: pa.Array) -> pa.Array:
     return pc.fill_null(pc.equal(pc.strftime(parsed, format="%Y-%m-%d"), iso), False)
 
 
+CANDIDATE_DATE_FORMATS = (
+    "%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%d-%m-%Y", "%m-%d-%Y", "%d/%m/%y", "%m/%d/%y",
+    "%d.%m.%y", "%d-%m-%y",
+)  # fmt: skip
+"""The day/month/year formats an undeclared date is tried against, to say which fit."""
+
+
+def fitting_date_formats(texts: pa.Array) -> list[str]:
+    """The candidate formats that read every one of `texts` as a real date."""
+    fits = []
+    for fmt in CANDIDATE_DATE_FORMATS:
+        iso = _iso_of(texts, fmt)
+        if pc.all(pc.and_(pc.is_valid(iso), real_dates(pc.fill_null(iso, "")))).as_py():
+            fits.append(fmt)
+    return fits
+
+
 def _dates(formats: tuple[str, ...]) -> Callable[[pa.Array], tuple[pa.Array, pa.Array]]:
     def change(text: pa.Array) -> tuple[pa.Array, pa.Array]:
         iso = pc.fill_null(pc.match_substring_regex(text, _ISO_DATE), False)

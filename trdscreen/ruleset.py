@@ -470,6 +470,23 @@ class BooleanWords(RuleModel):
     yes: tuple[str, ...] = Field(min_length=1)
     no: tuple[str, ...] = Field(min_length=1)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_words(cls, data: object) -> object:
+        """YAML reads an unquoted yes/no (as keys or words) as true/false and 1 as a
+        number: take them as the words they were written as."""
+        if not isinstance(data, dict):
+            return data
+        words = {True: "yes", False: "no"}
+        data = {words.get(k, k) if isinstance(k, bool) else k: v for k, v in data.items()}
+        for key in ("yes", "no"):
+            if isinstance(data.get(key), list | tuple):
+                data[key] = [
+                    words[w] if isinstance(w, bool) else str(w) if isinstance(w, int) else w
+                    for w in data[key]
+                ]
+        return data
+
     @model_validator(mode="after")
     def _disjoint(self) -> BooleanWords:
         both = {w.strip().lower() for w in self.yes} & {w.strip().lower() for w in self.no}

@@ -26,7 +26,7 @@ import pandera.pandas as pa
 import pyarrow as pa_arrow
 import pyarrow.compute as pc
 
-from trdscreen.conventions import adapt
+from trdscreen.conventions import adapt, fitting_date_formats
 from trdscreen.doses import DOSE_UNITS
 from trdscreen.io import SourceTable
 from trdscreen.issues import IssueLog
@@ -355,7 +355,8 @@ _CONVERSION_MESSAGES = {
 _AMBIGUOUS_DATE = r"^\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4}$"
 _AMBIGUOUS_MESSAGE = (
     "expected {expected}; the cell looks like a day/month/year or month/day/year date, which "
-    "is ambiguous and is not guessed: convert the column to YYYY-MM-DD"
+    "is ambiguous and is not guessed: {fits}; declare the export's format under "
+    "`formats: {column}: dates:` in the column map (--map), or convert the column to YYYY-MM-DD"
 )
 
 
@@ -457,7 +458,7 @@ def coerce(
         if bad.size:
             message = _CONVERSION_MESSAGES[check].format(expected=spec.expected or "a value")
             if check == "not_iso_date" and _is_text(kind):
-                message = _date_messages(column, bad, message, spec)
+                message = _date_messages(column, bad, message, spec, name)
             log.add(source, bad, name, check, message, ids)
         if declared is not None and declared.bad.size:  # emptied by the adapter
             log.add(source, declared.bad, name, declared.check, declared.message, ids)
@@ -493,15 +494,25 @@ def coerce(
 
 
 def _date_messages(
-    column: pa_arrow.ChunkedArray, bad: np.ndarray, message: str, spec: ColumnSpec
+    column: pa_arrow.ChunkedArray, bad: np.ndarray, message: str, spec: ColumnSpec, name: str
 ) -> pd.Series:
-    """Per-row messages for unparsed dates: say so when a cell is a d/m/y-or-m/d/y date."""
-    looks = pc.match_substring_regex(
-        pc.take(text_as_read(column), pa_arrow.array(bad)), _AMBIGUOUS_DATE
-    )
+    """Per-row messages for unparsed dates: where a cell is a d/m/y-or-m/d/y date, say so
+    and which formats would read every such date of the column."""
+    cells = pc.take(text_as_read(column), pa_arrow.array(bad))
+    looks = pc.fill_null(pc.match_substring_regex(cells, _AMBIGUOUS_DATE), False)
     messages = np.full(len(column), message, dtype=object)
-    ambiguous = _AMBIGUOUS_MESSAGE.format(expected=spec.expected or "a date")
-    messages[bad[np.asarray(pc.fill_null(looks, False).to_numpy(zero_copy_only=False))]] = ambiguous
+    if not pc.any(looks).as_py():
+        return pd.Series(messages)
+    fits = fitting_date_formats(pc.unique(pc.filter(cells, looks)))
+    wording = (
+        f"the column's dates fit {' and '.join(fits)}"
+        if fits
+        else "no one day/month/year or month/day/year format fits every date of the column"
+    )
+    ambiguous = _AMBIGUOUS_MESSAGE.format(
+        expected=spec.expected or "a date", fits=wording, column=name
+    )
+    messages[bad[np.asarray(looks.to_numpy(zero_copy_only=False))]] = ambiguous
     return pd.Series(messages)
 
 
