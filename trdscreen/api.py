@@ -36,7 +36,7 @@ from trdscreen.manifest import (
 )
 from trdscreen.merge import merge_issues, merge_validated
 from trdscreen.outdir import atomic_folder, prepare_out_dir, remove_stale_drafts
-from trdscreen.output import Destination, OutputFile, write_tables
+from trdscreen.output import Destination, OutputFile, write_tables, write_workbook
 from trdscreen.pipeline import (
     RunSummary,
     Screening,
@@ -62,6 +62,7 @@ from trdscreen.resolve import (
 from trdscreen.runs import MANIFEST_FILE
 from trdscreen.schemas import SUBJECT_COLUMNS, TREATMENT_COLUMNS
 from trdscreen.stream import CHUNK_ROWS, StreamedResult, StreamOutcome, chunks, write_streamed
+from trdscreen.tables import SHEET_ORDER
 from trdscreen.validate import ValidatedInputs, criteria_subject_columns, validate_inputs
 
 __all__ = [  # the library's face: what the CLI, verify and callers use
@@ -354,6 +355,8 @@ def _finish(
     trail = loaded.trail
     trail.attach(folder)
     try:
+        if "xlsx" in destination.formats:
+            outputs = outputs + write_workbook(folder, SHEET_ORDER)
         for record in outputs:
             trail.record("output_written", **record.as_json())
         manifest = build_manifest(loaded, result, outputs, destination)

@@ -34,7 +34,7 @@ from trdscreen.cliapp import (
     report_issues,
 )
 from trdscreen.errors import ExitCode, InvalidInputData, UsageError
-from trdscreen.vocabulary import TABLE_FORMATS, Engine, OnInvalid, OutputFormat
+from trdscreen.vocabulary import TABLE_FORMATS, CsvDialect, Engine, OnInvalid, OutputFormat
 
 
 def _request(
@@ -64,8 +64,21 @@ def screen(
     rules: RulesOpt = None,
     column_map: MapOpt = None,
     fmt: Annotated[
-        OutputFormat, typer.Option("--format", help="Output table format.")
+        OutputFormat,
+        typer.Option(
+            "--format",
+            help="Output table format. both: CSV and Parquet. xlsx: the CSV tables and "
+            "screening.xlsx, one sheet per table.",
+        ),
     ] = OutputFormat.csv,
+    csv_dialect: Annotated[
+        CsvDialect,
+        typer.Option(
+            "--csv-dialect",
+            help="standard: comma-separated, decimal points. excel-eu: ; between fields, "
+            "decimal commas and a UTF-8 byte-order mark, as a European spreadsheet opens.",
+        ),
+    ] = CsvDialect.standard,
     as_of: AsOfOpt = None,
     force: Annotated[
         bool, typer.Option("--force", help="Replace a non-empty --out folder.")
@@ -137,7 +150,9 @@ def screen(
 ) -> None:
     """Screen a cohort and write decisions, ledger, courses, attrition and a manifest."""
     reference = parse_date(as_of)
-    formats = TABLE_FORMATS if fmt is OutputFormat.both else (fmt.value,)
+    formats = {OutputFormat.both: TABLE_FORMATS, OutputFormat.xlsx: ("csv", "xlsx")}.get(
+        fmt, (fmt.value,)
+    )
 
     def body() -> None:
         from trdscreen import api
@@ -158,7 +173,7 @@ def screen(
         )  # fmt: skip
         notify(api.check_out_dir(out, force, api.input_paths(request)))
         loaded = api.load(request, sys.argv)
-        destination = api.Destination(out, formats, force, escape_formulas)
+        destination = api.Destination(out, formats, force, escape_formulas, csv_dialect.value)
         try:
             record, result = api.run_to_folder(loaded, destination)
         except InvalidInputData as exc:

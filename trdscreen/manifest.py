@@ -174,6 +174,11 @@ def build_manifest(
             "delimiter": request.csv.delimiter,
             "on_invalid": request.on_invalid,
             "escape_formulas": destination.escape_formulas,
+            **(
+                {"csv_dialect": destination.csv_dialect}
+                if destination.csv_dialect != "standard"
+                else {}
+            ),
             "engine": _engine_record(request),
         },
         "reference_date": (

@@ -10,9 +10,12 @@ Tables are written two at a time (the writers release the GIL).
 
 from __future__ import annotations
 
+import codecs
 import hashlib
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +42,26 @@ PARQUET_OPTIONS: dict[str, object] = {
 }
 
 CSV_OPTIONS = pacsv.WriteOptions(include_header=True)
+EXCEL_EU_OPTIONS = pacsv.WriteOptions(include_header=True, delimiter=";")
+"""`--csv-dialect excel-eu`: what a spreadsheet set to a European locale opens as columns
+(with a UTF-8 byte-order mark before the header and decimal commas, `excel_eu`)."""
+CSV_DIALECTS = ("standard", "excel-eu")
+FILE_FORMATS = ("csv", "parquet")
+"""Formats written as one file per table; `xlsx` is one workbook (`write_workbook`)."""
+WORKBOOK = "screening.xlsx"
+WORKBOOK_PARTS = ".xlsx-parts"
+"""A hidden folder of the run's draft holding each table's rows until the workbook is
+written (`write_workbook` removes it)."""
+
+
+def excel_eu(text: pa.Table) -> pa.Table:
+    """CSV text for a European spreadsheet: every floating-point number written with a
+    decimal comma (as the standard text writes it, the point replaced)."""
+    for index, field in enumerate(text.schema):
+        if pa.types.is_floating(field.type):
+            column = pc.replace_substring(text.column(index).cast(pa.string()), ".", ",")
+            text = text.set_column(index, pa.field(field.name, pa.string()), column)
+    return text
 
 
 def to_arrow(frame: pd.DataFrame) -> pa.Table:
@@ -188,6 +211,7 @@ class Destination:
     formats: tuple[str, ...] = ("csv",)
     force: bool = False  # replace a run folder trdscreen wrote (never anything else)
     escape_formulas: bool = True  # CSV text cells that would start a formula get a '
+    csv_dialect: str = "standard"  # or "excel-eu": ; between fields, decimal commas, a BOM
 
 
 @dataclass(frozen=True)
@@ -219,19 +243,35 @@ class TableSink:
 
     @classmethod
     def of(cls, stem: str, folder: Path, destination: Destination) -> TableSink:
-        return cls(stem, folder, destination.formats, destination.escape_formulas)
+        return cls(
+            stem, folder, destination.formats, destination.escape_formulas, destination.csv_dialect
+        )
 
-    def __init__(self, stem: str, folder: Path, formats: tuple[str, ...], escape: bool):
-        self.stem, self.formats, self.escape = stem, formats, escape
-        self.paths = {fmt: folder / f"{stem}.{fmt}" for fmt in formats}
+    def __init__(
+        self,
+        stem: str,
+        folder: Path,
+        formats: tuple[str, ...],
+        escape: bool,
+        dialect: str = "standard",
+    ):
+        self.stem, self.formats, self.escape, self.dialect = stem, formats, escape, dialect
+        self.paths = {fmt: folder / f"{stem}.{fmt}" for fmt in formats if fmt in FILE_FORMATS}
+        self.workbook_part = (
+            folder / WORKBOOK_PARTS / f"{stem}.arrow" if "xlsx" in formats else None
+        )
         self.pending: list[pa.Table] = []
         self.pending_rows = 0
         self.rows = 0
         self.empty: pa.Table | None = None  # the first empty piece: the schema of no rows
         self.parquet: pq.ParquetWriter | None = None
-        self.text: pacsv.CSVWriter | None = None
+        self.text: pacsv.CSVWriter | None = None  # the CSV file, in its dialect
         self.text_file = None
+        self.hashed: pacsv.CSVWriter | None = None  # standard CSV text, only hashed
+        self.hash_file = None
         self.hash: _HashSink | None = None
+        self.part: pa.ipc.RecordBatchStreamWriter | None = None
+        self.part_file = None
 
     def write(self, frame: pd.DataFrame | pa.Table) -> None:
         table = frame if isinstance(frame, pa.Table) else to_arrow(frame)
@@ -257,16 +297,33 @@ class TableSink:
                     self.paths["parquet"], table.schema, **PARQUET_OPTIONS
                 )
             self.parquet.write_table(table, row_group_size=ROW_GROUP_ROWS)
+        standard_file = "csv" in self.formats and self.dialect == "standard"
         if "csv" in self.formats or self.stem in CONTENT_HASHED:
             text = as_text(escape_formulas(table) if self.escape else table)
-            if self.text is None:
-                if "csv" in self.formats:
-                    self.text_file = pa.OSFile(str(self.paths["csv"]), "wb")
-                else:
+            if "csv" in self.formats:
+                shown = text if standard_file else excel_eu(text)
+                if self.text is None:
+                    handle = self.text_file = pa.OSFile(str(self.paths["csv"]), "wb")
+                    options = CSV_OPTIONS if standard_file else EXCEL_EU_OPTIONS
+                    if not standard_file:
+                        handle.write(codecs.BOM_UTF8)
+                    self.text = pacsv.CSVWriter(handle, shown.schema, write_options=options)
+                self.text.write_table(shown)
+            if not standard_file:  # the content hash is of the standard text, always
+                if self.hashed is None:
                     self.hash = _HashSink()
-                    self.text_file = pa.PythonFile(self.hash, mode="w")
-                self.text = pacsv.CSVWriter(self.text_file, text.schema, write_options=CSV_OPTIONS)
-            self.text.write_table(text)
+                    self.hash_file = pa.PythonFile(self.hash, mode="w")
+                    self.hashed = pacsv.CSVWriter(
+                        self.hash_file, text.schema, write_options=CSV_OPTIONS
+                    )
+                self.hashed.write_table(text)
+        if self.workbook_part is not None:  # the values, as Parquet holds them
+            plain = as_text(table)
+            if self.part is None:
+                self.workbook_part.parent.mkdir(exist_ok=True)
+                self.part_file = pa.OSFile(str(self.workbook_part), "wb")
+                self.part = pa.ipc.new_stream(self.part_file, plain.schema)
+            self.part.write_table(plain)
         self.rows += table.num_rows
 
     def close(self) -> list[OutputFile]:
@@ -279,7 +336,7 @@ class TableSink:
         self._close_files()
         hashes = {fmt: sha256_file(path) for fmt, path in self.paths.items()}
         content: str | None
-        if "csv" in self.formats:
+        if "csv" in self.formats and self.dialect == "standard":
             content = hashes["csv"]
         else:  # a CSV serialization costs ~1 s per 1M rows: the decisions only
             content = self.hash.digest.hexdigest() if self.hash is not None else None
@@ -297,10 +354,12 @@ class TableSink:
         ]
 
     def _close_files(self) -> None:
-        for writer in (self.parquet, self.text, self.text_file):
+        writers = (self.parquet, self.text, self.text_file, self.hashed, self.hash_file)
+        for writer in (*writers, self.part, self.part_file):
             if writer is not None:
                 writer.close()
-        self.parquet = self.text = self.text_file = None
+        self.parquet = self.text = self.text_file = self.hashed = self.hash_file = None
+        self.part = self.part_file = None
 
     def abort(self) -> None:
         """Close and remove the files written so far (a run that turned out invalid)."""
@@ -309,6 +368,8 @@ class TableSink:
         finally:
             for path in self.paths.values():
                 path.unlink(missing_ok=True)
+            if self.workbook_part is not None:
+                self.workbook_part.unlink(missing_ok=True)
 
 
 def write_tables(
@@ -341,3 +402,80 @@ def write_whole(sink: TableSink, frame: pd.DataFrame) -> list[OutputFile]:
     except BaseException:
         sink.abort()
         raise
+
+
+SHEET_ROWS = 1_048_575
+"""Data rows in one worksheet (Excel's 1,048,576 rows, less the header): a longer
+table continues on sheets named `courses (2)`, `courses (3)`, ..."""
+WORKBOOK_CREATED = datetime(2000, 1, 1)
+"""The workbook's creation date: fixed, so a re-run writes the same bytes (the run's
+own times are in the manifest)."""
+
+
+def column_title(name: str) -> str:
+    """A column's title in the workbook: `first_failed_criterion` is `First failed criterion`."""
+    words = name.replace("_", " ")
+    return words[:1].upper() + words[1:]
+
+
+def write_workbook(folder: Path, order: tuple[str, ...]) -> list[OutputFile]:
+    """The workbook of a run written with `--format xlsx`: one sheet per table (in
+    `order`, then any other), a frozen header row of readable titles with filters, and
+    the values as Parquet holds them. Text is always written as text, never as a
+    formula or a link (no escaping needed, none applied). Removes the parts folder."""
+    import xlsxwriter
+
+    parts_folder = folder / WORKBOOK_PARTS
+    if not parts_folder.is_dir():
+        return []
+    parts = {p.stem: p for p in parts_folder.glob("*.arrow")}
+    stems = [s for s in order if s in parts] + sorted(set(parts) - set(order))
+    path = folder / WORKBOOK
+    book = xlsxwriter.Workbook(
+        str(path),
+        {
+            "strings_to_formulas": False,
+            "strings_to_urls": False,
+            "strings_to_numbers": False,
+            "constant_memory": True,
+            "default_date_format": "yyyy-mm-dd",
+        },
+    )
+    book.set_properties({"created": WORKBOOK_CREATED})
+    header = book.add_format({"bold": True})
+    rows = 0
+    try:
+        for stem in stems:
+            with pa.OSFile(str(parts[stem]), "rb") as source:
+                table = pa.ipc.open_stream(source).read_all()
+            rows += table.num_rows
+            _write_sheets(book, stem, table, header)
+    finally:
+        book.close()
+        shutil.rmtree(parts_folder, ignore_errors=True)
+    digest = sha256_file(path)
+    return [OutputFile(WORKBOOK, "workbook", "xlsx", rows, path.stat().st_size, digest, None)]
+
+
+def _write_sheets(book, stem: str, table: pa.Table, header) -> None:
+    titles = [column_title(n) for n in table.column_names]
+    for number, start in enumerate(range(0, max(table.num_rows, 1), SHEET_ROWS), start=1):
+        sheet = book.add_worksheet(stem if number == 1 else f"{stem} ({number})"[:31])
+        for index, title in enumerate(titles):
+            sheet.set_column(index, index, min(max(len(title) + 2, 10), 40))
+        sheet.freeze_panes(1, 0)
+        piece = table.slice(start, SHEET_ROWS)
+        if titles:
+            sheet.autofilter(0, 0, max(piece.num_rows, 1), len(titles) - 1)
+        sheet.write_row(0, 0, titles, header)
+        columns = [_cells(piece.column(i)) for i in range(piece.num_columns)]
+        for row, values in enumerate(zip(*columns, strict=True), start=1):
+            sheet.write_row(row, 0, values)
+
+
+def _cells(column: pa.ChunkedArray) -> list:
+    """A column's cells for the workbook: NaN as an empty cell (a sheet has no NaN)."""
+    values = column.to_pylist()
+    if pa.types.is_floating(column.type):
+        return [None if v is None or v != v else v for v in values]
+    return values

@@ -95,8 +95,12 @@ class RunFolder:
             filters = [("subject_id", "=", subject_id)] if subject_id is not None else None
             data = pq.read_table(path, filters=filters)
         else:
-            escaped = self.manifest.get("options", {}).get("escape_formulas", False)
-            data = read_table_file(path, unescape=escaped)
+            options = self.manifest.get("options", {})
+            data = read_table_file(
+                path,
+                unescape=options.get("escape_formulas", False),
+                dialect=str(options.get("csv_dialect", "standard")),
+            )
             if subject_id is not None:
                 data = data.filter(pa.compute.equal(data["subject_id"], subject_id))
         return data.to_pandas(types_mapper=_types)
@@ -106,23 +110,34 @@ def _types(dtype: pa.DataType):
     return pd.StringDtype("pyarrow", na_value=pd.NA) if pa.types.is_string(dtype) else None
 
 
-def read_table_file(path: Path, unescape: bool = False) -> pa.Table:
+def read_table_file(path: Path, unescape: bool = False, dialect: str = "standard") -> pa.Table:
     """A table file a run wrote, as Arrow: Parquet as stored; CSV with text columns read
-    as the writer wrote them, and formula escaping undone with `unescape`."""
+    as the writer wrote them (in its `--csv-dialect`), and formula escaping undone with
+    `unescape`."""
     if path.suffix == ".parquet":
         return pq.read_table(path)
-    data = _read_csv(path)
+    data = _read_csv(path, dialect)
     return unescape_formulas(data) if unescape else data
 
 
-def _read_csv(path: Path) -> pa.Table:
-    header = pacsv.open_csv(path).schema.names
+def _read_csv(path: Path, dialect: str = "standard") -> pa.Table:
+    split = pacsv.ParseOptions(delimiter=";" if dialect == "excel-eu" else ",")
+    header = pacsv.open_csv(path, parse_options=split).schema.names
     text = {name: pa.string() for name in header if name in TEXT_COLUMNS}
     # The writer writes null as an empty field and "" as a quoted empty string.
     options = pacsv.ConvertOptions(
         column_types=text, strings_can_be_null=True, quoted_strings_can_be_null=False
     )
-    return pacsv.read_csv(path, convert_options=options)
+    data = pacsv.read_csv(path, parse_options=split, convert_options=options)
+    if dialect == "excel-eu":  # decimal commas: the numbers the standard text would hold
+        for index, field in enumerate(data.schema):
+            if pa.types.is_string(field.type) and field.name not in TEXT_COLUMNS:
+                points = pa.compute.replace_substring(data.column(index), ",", ".")
+                try:
+                    data = data.set_column(index, field.name, points.cast(pa.float64()))
+                except pa.ArrowInvalid:
+                    pass  # text after all
+    return data
 
 
 def open_run(path: Path) -> RunFolder:

@@ -157,3 +157,8 @@ def markdown() -> str:
     out.append("")
     out += [f"- `{code}`: {text}" for code, text in REASON_TEXT.items()]
     return "\n".join(out) + "\n"
+
+
+SHEET_ORDER = ("decisions", *SPLITS, *(t for t in TABLES if t != "decisions"))
+"""The sheets of the `--format xlsx` workbook: the decisions and their three splits
+first, then the other tables (the quarantine tables, when written, last)."""

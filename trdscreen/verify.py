@@ -23,8 +23,9 @@ from typing import Any
 from trdscreen.audit import AUDIT_FILE, FINAL_EVENTS, AuditTrail, check_chain
 from trdscreen.io import sha256_file
 from trdscreen.manifest import LoadedRun, request_from_manifest
-from trdscreen.output import Destination
+from trdscreen.output import Destination, write_workbook
 from trdscreen.runs import MANIFEST_FILE, RunFolder, open_run, read_table_file
+from trdscreen.tables import SHEET_ORDER
 
 
 @dataclass(frozen=True)
@@ -285,6 +286,7 @@ def _rerun(run: RunFolder, result: Verification, inputs_dir: Path | None) -> Non
             Path(folder),
             tuple(options["formats"]),
             escape_formulas=bool(options.get("escape_formulas", False)),  # v2 did not escape
+            csv_dialect=str(options.get("csv_dialect", "standard")),
         )
         try:
             if request.chunk_rows is None:
@@ -297,6 +299,8 @@ def _rerun(run: RunFolder, result: Verification, inputs_dir: Path | None) -> Non
         except TrdscreenError as exc:
             result.add("re-run", False, f"failed: {exc}")
             return
+        if "xlsx" in destination.formats:
+            records = [*records, *write_workbook(destination.out, SHEET_ORDER)]
         again = {r.path: r.sha256 for r in records}
         for name in sorted(set(again) | set(recorded)):
             if again.get(name) == recorded.get(name):
@@ -329,7 +333,11 @@ def _rerun_streamed(loaded: LoadedRun, destination: Destination):
         loaded.validated = validated
         return write_tables(api.run_tables(loaded, None), folder, destination), None
     fmt = "parquet" if "parquet" in destination.formats else "csv"
-    table = read_table_file(folder / f"decisions.{fmt}", unescape=destination.escape_formulas)
+    table = read_table_file(
+        folder / f"decisions.{fmt}",
+        unescape=destination.escape_formulas,
+        dialect=destination.csv_dialect,
+    )
     return records, table.select(["subject_id", "decision"]).to_pandas()
 
 

@@ -51,6 +51,14 @@ class OutputFormat(StrEnum):
     csv = "csv"
     parquet = "parquet"
     both = "both"
+    xlsx = "xlsx"
+
+
+class CsvDialect(StrEnum):
+    """`screen --csv-dialect`: how CSV tables are written."""
+
+    standard = "standard"
+    excel_eu = "excel-eu"
 
 
 class OnInvalid(StrEnum):
