@@ -44,7 +44,7 @@ LAYERS = (
     ("read", "csvfile io issues criterion ruleset rulefile drugnames formulary drugs doses"),
     ("validate", "conventions schemas validate quarantine"),
     ("assess", "episode outcome trials checks courses subjects staging"),
-    ("decide", "criteria pipeline merge protocol resolve tables"),
+    ("decide", "criteria toresolve pipeline merge protocol resolve tables"),
     ("write", "output outdir runs stream engine manifest api"),
     ("read back", "rundiff explain verify"),
     ("faces", "render synth mapinit cliapp cli_audit cli_rules cli __main__"),

@@ -29,7 +29,14 @@ def _shuffled_copy(folder, seed):
 def test_row_order_changes_no_decision(tmp_path_factory, seed):
     folder = _shuffled_copy(tmp_path_factory.mktemp("shuffled"), seed)
     decisions = run_cohort(folder)[1].decisions
-    pd.testing.assert_frame_equal(decisions, EXPECTED)
+
+    # to_resolve names a course by its line, which the shuffle moved: the same fact of
+    # the same course, at another line.
+    def unlined(frame: pd.DataFrame) -> pd.DataFrame:
+        lines = frame["to_resolve"].str.replace(r"line \d+", "line N", regex=True)
+        return frame.assign(to_resolve=lines)
+
+    pd.testing.assert_frame_equal(unlined(decisions), unlined(EXPECTED))
 
 
 def test_every_subject_gets_exactly_one_decision():

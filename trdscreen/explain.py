@@ -96,6 +96,7 @@ def explain_subject(run: RunFolder, subject_id: str) -> dict[str, Any]:
         },
         "decision": decision["decision"],
         "reason": decision["reason"],
+        "to_resolve": decision.get("to_resolve") or None,  # runs before 0.6.0 have none
         "classification": decision["classification"],
         "first_failed_criterion": decision["first_failed_criterion"] or None,
         "failed_criteria": _split(decision["failed_criteria"]),

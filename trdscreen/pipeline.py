@@ -28,6 +28,7 @@ from trdscreen.ruleset import RuleSet
 from trdscreen.staging import staging_columns
 from trdscreen.subjects import Cohort, assess_subjects, build_cohort
 from trdscreen.tables import SPLITS
+from trdscreen.toresolve import to_resolve
 from trdscreen.validate import ValidatedInputs, validate_inputs
 
 DECISION_COLUMNS = (
@@ -39,6 +40,7 @@ DECISION_COLUMNS = (
     "first_failed_margin",
     "failed_criteria",
     "unknown_criteria",
+    "to_resolve",
     "near_miss_criteria",
     "assumptions",
     "n_courses",
@@ -219,12 +221,25 @@ def decide_validated(
         )
     criteria_frame = pd.concat([subjects, extra.reset_index(drop=True), *derived], axis=1)
     results = evaluate_all(rules, criteria_frame)
-    decisions = decide(subjects, results)[[*DECISION_COLUMNS, *scores.columns]]
+    decided = decide(subjects, results)
     # By subject_id (codes are id ranks), start_date, then source_line: the rows are in
     # line order and the sort is stable, so the line needs no key of its own.
     listed = assessed.table
     order = lex_order(cohort.course_codes, day_numbers(listed["start_date"].to_numpy()))
     courses = listed.take(order).reset_index(drop=True)
+    decided["to_resolve"] = to_resolve(
+        decided,
+        results,
+        criteria_frame,
+        set(cohort.subjects.columns),
+        set(derived[0].columns),
+        cohort.has_row,
+        cohort.reference,
+        courses,
+        formulary,
+    )
+    decided["to_resolve"] = decided["to_resolve"].astype("str")
+    decisions = decided[[*DECISION_COLUMNS, *scores.columns]]
     table = attrition(decisions, results)
     if quarantine is not None:
         decisions = held_decisions(decisions, quarantine, given.treatments)

@@ -202,6 +202,7 @@ def held_decisions(
         "decision": "needs_review",
         "classification": "undetermined",
         "reason": quarantine.reasons,
+        "to_resolve": quarantine.reasons,  # the rejected rows: correct them and re-run
         "n_courses": n_courses.to_numpy(dtype=np.int64),
     }
     for name in (

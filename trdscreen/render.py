@@ -437,6 +437,8 @@ def render_explain(out: Console, data: dict) -> None:
     style = {"eligible": "bold green", "excluded": "bold red"}.get(decision, "bold yellow")
     out.print(Text.assemble((f"{data['subject_id']}: ", "bold"), (decision.upper(), style)))
     out.print(f"  {data['reason']}", markup=False)
+    if data.get("to_resolve"):
+        out.print(f"  to resolve first: {data['to_resolve']}", markup=False)
     out.print(
         f"Run {run['run_id']} ({run['finished_at']}), rules {run['rules_id']}: "
         f"{run['rules_title']} (normalized SHA-256 {run['rules_normalized_sha256'][:12]}...); "

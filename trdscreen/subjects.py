@@ -39,6 +39,7 @@ class Cohort:
     reference: np.ndarray  # datetime64[s] per subject, NaT = unknown
     episode_start: np.ndarray  # datetime64[s] per subject, NaT = unknown
     subjects: pd.DataFrame  # subjects table aligned to `ids` (missing rows empty)
+    has_row: np.ndarray  # bool per subject: it has a row in the subjects table
 
 
 def build_cohort(
@@ -78,6 +79,7 @@ def build_cohort(
         reference=reference,
         episode_start=episode_start,
         subjects=aligned,
+        has_row=row_of >= 0,
     )
 
 

@@ -1,0 +1,105 @@
+"""`to_resolve` (issue 21): each needs_review subject names the fact to look up first,
+where it is in the export. The expected facts below are read off the hand-worked table
+in sample_data/README.md (the "why" column), not copied from the program's output."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from tests.conftest import SAMPLE, run_cohort, write_cohort
+
+EXPECTED = {
+    # F2 + "Zyprexa" (olanzapine) add-on: no source gives an add-on minimum dose.
+    "S011": "treatments.csv line 23: no minimum dose of olanzapine in the formulary",
+    # F1 + escitalopram with no scores: outcome unknown.
+    "S014": "treatments.csv line 29: hamd_start and hamd_end",
+    # "Setraline": not in the formulary; the closest name is sertraline.
+    "S018": "treatments.csv line 37: drug 'Setraline' unknown (closest: sertraline",
+    # escitalopram with the dose missing.
+    "S029": "treatments.csv line 57: daily_dose_mg missing",
+    # HAM-D17 at screening is missing.
+    "S031": "subjects: hamd_screening missing",
+    # bipolar status is missing (the MDD diagnosis does not stand in for it).
+    "S033": "subjects: bipolar missing",
+    # episode onset missing: both courses' episode check is unknown - one fact, not two.
+    "S034": "subjects: episode_start missing",
+    # courses but no row in subjects.csv.
+    "S038": "subjects: no row for this subject in the subjects table",
+    # venlafaxine's baseline was rated long before the episode onset.
+    "S042": "treatments.csv line 80: baseline rating before the current episode",
+    # duloxetine stopped for intolerance with no end date.
+    "S043": "treatments.csv line 83: end_date missing",
+    # escitalopram 12 to 11: a baseline below 14.
+    "S047": "treatments.csv line 91: baseline rating below the rule set's minimum",
+    # the screening HAM-D is a HAM-D24 total: HAMD-SCREEN compares HAM-D17 only.
+    "S064": "subjects: hamd_screening given but not comparable by HAMD-SCREEN",
+    # escitalopram rated on HAM-D24: not compared with HAM-D17 thresholds.
+    "S066": "treatments.csv line 135: HAM-D rated on a version the rule set does not compare",
+}
+
+
+@pytest.fixture(scope="module")
+def decisions() -> pd.DataFrame:
+    return run_cohort(SAMPLE)[1].decisions.set_index("subject_id")
+
+
+def test_every_needs_review_subject_of_the_sample_names_its_fact(decisions):
+    review = decisions[decisions["decision"] == "needs_review"]
+    assert set(review.index) == set(EXPECTED)
+    for subject, fact in EXPECTED.items():
+        assert str(review.loc[subject, "to_resolve"]).startswith(fact), subject
+
+
+def test_no_other_decision_has_anything_to_resolve(decisions):
+    others = decisions[decisions["decision"] != "needs_review"]
+    assert (others["to_resolve"] == "").all()
+
+
+def test_the_line_points_at_the_course_in_the_file(decisions):
+    # The line named is the course's own line in treatments.csv (header = line 1).
+    lines = (SAMPLE / "treatments.csv").read_text().splitlines()
+    assert lines[37 - 1].startswith("S018,Setraline,")
+    assert lines[57 - 1].startswith("S029,escitalopram,,")
+
+
+def test_more_unknown_courses_are_counted_and_the_first_is_named(tmp_path):
+    # Two courses whose adherence is missing under a rule set that leaves it unknown
+    # (when_missing unknown): the first by start date is named, the other counted.
+    from tests.conftest import write_rules
+
+    rules = write_rules(tmp_path, {"adequacy": {"adherence": {"when_missing": "unknown"}}})
+    courses = [
+        {"subject_id": "P1", "drug": "sertraline", "daily_dose_mg": 100,
+         "start_date": "2023-05-01", "end_date": "2023-07-01", "hamd_start": 24, "hamd_end": 22},
+        {"subject_id": "P1", "drug": "escitalopram", "daily_dose_mg": 20,
+         "start_date": "2023-02-01", "end_date": "2023-04-01", "hamd_start": 24, "hamd_end": 22},
+    ]  # fmt: skip
+    folder = write_cohort(tmp_path / "c", courses, [{"subject_id": "P1"}])
+    decisions = run_cohort(folder, rules)[1].decisions.set_index("subject_id")
+    assert decisions.loc["P1", "decision"] == "needs_review"
+    # escitalopram (line 3) started first: it is named; sertraline (line 2) is counted.
+    assert decisions.loc["P1", "to_resolve"] == (
+        "treatments.csv line 3: adherence missing (and 1 more unknown course)"
+    )
+
+
+def test_a_held_subject_is_told_to_correct_its_rejected_rows(tmp_path):
+    from tests.conftest import write_rules
+
+    rules = write_rules(tmp_path, {})
+    courses = [
+        {"subject_id": "P1", "drug": "sertraline", "daily_dose_mg": "lots",
+         "start_date": "2023-02-01", "end_date": "2023-04-01", "hamd_start": 24, "hamd_end": 22},
+        {"subject_id": "P2", "drug": "sertraline", "daily_dose_mg": 100,
+         "start_date": "2023-02-01", "end_date": "2023-04-01", "hamd_start": 24, "hamd_end": 22},
+    ]  # fmt: skip
+    folder = write_cohort(tmp_path / "c", courses, [{"subject_id": "P1"}, {"subject_id": "P2"}])
+    from trdscreen import api
+
+    request = api.ScreenRequest(input=folder, rules=str(rules), on_invalid="quarantine")
+    loaded = api.load(request, ["test"])
+    result = api.screen(loaded)
+    row = result.decisions.set_index("subject_id").loc["P1"]
+    assert row["decision"] == "needs_review"
+    assert "treatments.csv line 2 (not_a_number)" in row["to_resolve"]

@@ -1,0 +1,202 @@
+"""`to_resolve`: for each needs_review subject, the fact to look up first.
+
+A subject needs review when a protocol criterion cannot be decided. The fact behind
+the first such criterion (in protocol order) is named where it lives in the export:
+a subject column ("subjects: episode_start missing") or the first course whose
+adequacy or failure is unknown ("treatments.csv line 12: adherence missing"; a Parquet
+file's row number), with how
+many more unknown courses there are. Settling it may decide the subject or move it
+to the next fact; it never says what the decision would be.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from trdscreen.criteria import CriterionResult
+from trdscreen.drugnames import normalize_name
+from trdscreen.formulary import Formulary
+from trdscreen.tristate import UNKNOWN
+
+COURSE_FACTS = {
+    "unknown_drug": "drug {drug!r} unknown{closest}",
+    "dose_missing": "daily_dose_mg missing",
+    "no_minimum_dose": "no minimum dose of {generic} in the formulary (a site formulary or "
+    "adequacy.dose.any_dose_for decides it)",
+    "end_date_missing": "end_date missing (the course stopped)",
+    "duration_unknown": "end_date missing",
+    "sessions_missing": "sessions missing",
+    "adherence_missing": "adherence missing",
+    "episode_unknown": "",  # a subject fact: see SUBJECT_FACT_OF_COURSE
+    "baseline_before_episode": "baseline rating before the current episode: a rating in "
+    "this episode",
+    "baseline_below_minimum": "baseline rating below the rule set's minimum",
+    "segments_disagree": "the ratings of its merged rows disagree",
+    "hamd_version_not_compared": "HAM-D rated on a version the rule set does not compare "
+    "(hamd_version): a comparable rating",
+    "outcome_unknown": "hamd_start and hamd_end (or improvement, or a stop reason the rule "
+    "set reads) missing",
+    "superseded_possibly": "whether a later course of another drug was adequate",
+}
+"""What to look up for a course whose adequacy or failure is unknown, by its first
+reason code in this order."""
+SUBJECT_FACT_OF_COURSE = {"episode_unknown": "subjects: episode_start missing"}
+
+
+DERIVED_FACTS = {
+    "mdd": "subjects: diagnosis missing or not resolved to a known diagnosis",
+    # Unknown only when no diagnosis says bipolar or schizoaffective and the flag is empty.
+    "bipolar_or_schizoaffective": "subjects: bipolar missing",
+}
+NO_ROW = "subjects: no row for this subject in the subjects table"
+NO_REFERENCE = "subjects: screening_date missing (the reference date)"
+
+
+def _subject_facts(
+    column: str, has_row: np.ndarray, reference_known: np.ndarray, diagnosis: set[str]
+) -> np.ndarray:
+    """What to look up for subjects whose `column` is missing (vectorized)."""
+    if column == "age":
+        own = np.where(reference_known, "subjects: birth_date (or age) missing", NO_REFERENCE)
+    elif column in DERIVED_FACTS:
+        own = np.full(len(has_row), DERIVED_FACTS[column], dtype=object)
+    elif column in diagnosis:
+        own = np.full(len(has_row), "subjects: diagnosis missing or not resolved to a known "
+                      "diagnosis", dtype=object)  # fmt: skip
+    else:
+        own = np.full(len(has_row), f"subjects: {column} missing", dtype=object)
+    return np.where(has_row, own, NO_ROW).astype(object)
+
+
+def to_resolve(
+    decisions: pd.DataFrame,
+    results: list[CriterionResult],
+    criteria_frame: pd.DataFrame,
+    subject_columns: set[str],
+    diagnosis_columns: set[str],
+    has_row: np.ndarray,
+    reference: np.ndarray,
+    courses: pd.DataFrame,
+    formulary: Formulary,
+) -> np.ndarray:
+    """The `to_resolve` text per subject (aligned to `decisions`, sorted by id): empty
+    unless the decision is needs_review. `subject_columns` are the columns read from the
+    subjects table (or derived from it); every other column a criterion reads is
+    counted from the courses; `diagnosis_columns` are derived from the diagnosis."""
+    n = len(decisions)
+    out = np.full(n, "", dtype=object)
+    first = np.full(n, -1, dtype=np.int64)
+    for index, result in enumerate(results):
+        first[(result.state == UNKNOWN) & (first < 0)] = index
+    reference_known = ~np.isnat(reference)
+    by_courses = np.zeros(n, dtype=bool)
+    for index, result in enumerate(results):
+        rows = np.flatnonzero(first == index)
+        if not rows.size:
+            continue
+        known = subject_columns | diagnosis_columns | {"age"}
+        own = [c for c in result.criterion.columns if c in known]
+        counted = [c for c in result.criterion.columns if c not in own]
+        for column in own:
+            values = criteria_frame[column] if column in criteria_frame else None
+            missing = (
+                np.ones(rows.size, dtype=bool)
+                if values is None
+                else values.iloc[rows].isna().to_numpy()
+            )
+            empty = rows[missing & (out[rows] == "")]
+            out[empty] = _subject_facts(
+                column, has_row[empty], reference_known[empty], diagnosis_columns
+            )
+        if counted:
+            by_courses[rows[out[rows] == ""]] = True
+        left = rows[out[rows] == ""]
+        if own:  # given, but of a kind the criterion does not compare
+            versions = "/".join(str(v) for v in result.criterion.hamd_versions)
+            out[left] = (
+                f"subjects: {', '.join(own)} given but not comparable by "
+                f"{result.criterion.id} (e.g. a HAM-D version other than {versions})"
+            )
+    if by_courses.any():
+        _course_facts(out, by_courses, decisions, has_row, reference_known, courses, formulary)
+    return out
+
+
+def _course_facts(
+    out: np.ndarray,
+    wanted: np.ndarray,
+    decisions: pd.DataFrame,
+    has_row: np.ndarray,
+    reference_known: np.ndarray,
+    courses: pd.DataFrame,
+    formulary: Formulary,
+) -> None:
+    """The first unknown course of each subject in `wanted`, as a fact with its line."""
+    ids = decisions["subject_id"].astype("str").to_numpy()
+    position = pd.Series(np.arange(len(ids)), index=ids)
+    unknown = (courses["failed"].astype("str") == "unknown") | (
+        courses["adequate"].astype("str") == "unknown"
+    )
+    rows = courses[unknown & courses["subject_id"].astype("str").isin(ids[wanted])]
+    subject = position.reindex(rows["subject_id"].astype("str")).to_numpy()
+    more = pd.Series(subject).value_counts().reindex(subject).to_numpy() - 1
+    first = ~pd.Series(subject).duplicated().to_numpy()  # courses are in order per subject
+    facts = _facts(rows[first], formulary)
+    extra = np.where(np.isin(facts, list(SUBJECT_FACT_OF_COURSE.values())), 0, more[first])
+    suffix = np.where(
+        extra > 1,
+        " (and " + extra.astype(str) + " more unknown courses)",
+        np.where(extra == 1, " (and 1 more unknown course)", ""),
+    )
+    out[subject[first]] = (facts + suffix).astype(object)
+    rest = np.flatnonzero(wanted & (out == ""))
+    out[rest] = np.where(
+        ~reference_known[rest],
+        NO_REFERENCE,
+        np.where(has_row[rest], "see the criteria_ledger and courses for this subject", NO_ROW),
+    )
+
+
+def _facts(rows: pd.DataFrame, formulary: Formulary) -> np.ndarray:
+    """One fact per course row, by its first reason code in COURSE_FACTS' order; texts
+    that name the drug are made once per distinct name."""
+    reasons = rows["reasons"].astype("str")
+    codes = [c for c in COURSE_FACTS]
+    found = np.column_stack(
+        [reasons.str.contains(rf"(?:^|;){c}(?:;|$)", regex=True).to_numpy() for c in codes]
+        + [np.ones(len(rows), dtype=bool)]
+    )
+    which = found.argmax(axis=1)  # the first code present; len(codes) when none
+    text = np.full(len(rows), "adequacy unknown (see courses)", dtype=object)
+    for index, code in enumerate(codes):
+        at = which == index
+        if not at.any() or code in SUBJECT_FACT_OF_COURSE:
+            continue
+        if code == "unknown_drug":
+            drugs = rows["drug"].astype("str").to_numpy()[at]
+            named = {d: COURSE_FACTS[code].format(drug=d, closest=_closest(d, formulary))
+                     for d in set(drugs)}  # fmt: skip
+            text[at] = pd.Series(drugs).map(named).to_numpy()
+        elif code == "no_minimum_dose":
+            generics = rows["drug_generic"].astype("str").to_numpy()[at]
+            named = {g: COURSE_FACTS[code].format(generic=g) for g in set(generics)}
+            text[at] = pd.Series(generics).map(named).to_numpy()
+        else:
+            text[at] = COURSE_FACTS[code]
+    lines = rows["source_line"].to_numpy().astype(str)
+    files = rows["source_file"].astype("str").to_numpy()
+    parquet = np.char.endswith(files.astype(str), ".parquet") | np.char.endswith(
+        files.astype(str), ".pq"
+    )
+    unit = np.where(parquet, " row ", " line ")  # a Parquet file's rows have no lines
+    facts = (files.astype(str) + unit + lines + ": " + text.astype(str)).astype(object)
+    for index, code in enumerate(codes):
+        if code in SUBJECT_FACT_OF_COURSE:
+            facts[which == index] = SUBJECT_FACT_OF_COURSE[code]
+    return facts
+
+
+def _closest(drug: str, formulary: Formulary) -> str:
+    names = formulary.suggest(normalize_name(drug)[0])
+    return f" (closest: {', '.join(names)})" if names else " (no close match)"
