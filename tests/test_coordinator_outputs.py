@@ -164,3 +164,55 @@ def test_the_cli_writes_the_workbook_and_the_excel_tables(tmp_path):
     outputs = json.loads(result.output)["outputs"]
     assert "screening.xlsx" in outputs and "decisions.csv" in outputs
     assert (out / "decisions.csv").read_bytes().startswith(codecs.BOM_UTF8)
+
+
+# --------------------------------------------------------------------------- summary.txt
+
+
+def test_the_summary_is_kept_in_the_run_and_printed_again(runs):
+    folder = runs["standard"]
+    text = (folder / "summary.txt").read_text()
+    # The sample's documented totals (sample_data/README.md): 17 / 37 / 13 of 67.
+    assert "Screened 67 subjects (136 courses)" in text
+    for line in ("eligible            17    25%", "excluded            37    55%",
+                 "needs_review        13    19%"):  # fmt: skip
+        assert line in text
+    assert str(folder) not in text  # no path: the text depends on the run only
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["summary"]["path"] == "summary.txt"
+    result = CliRunner().invoke(app, ["summary", str(folder)])
+    assert result.exit_code == 0 and result.output == text
+    as_json = json.loads(CliRunner().invoke(app, ["summary", str(folder), "--json"]).output)
+    assert as_json["summary"] == text and as_json["counts"] == manifest["counts"]
+
+
+def test_a_changed_summary_is_refused_and_fails_verify(tmp_path):
+    folder = run(tmp_path / "run", ("csv",))
+    with open(folder / "summary.txt", "a") as handle:
+        handle.write("eligible 67\n")
+    result = CliRunner().invoke(app, ["summary", str(folder)])
+    assert result.exit_code == 6 and "differs from the SHA-256" in result.output
+    verification = verify_run(folder, rerun=False)
+    assert not verification.ok
+    assert any(c.subject == "summary.txt" and not c.ok for c in verification.checks)
+
+
+def test_a_run_stopped_by_bad_input_says_so_in_its_summary(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    treatments = (
+        (SAMPLE / "treatments.csv")
+        .read_text()
+        .replace("S001,sertraline,100,", "S001,sertraline,lots,", 1)
+    )
+    (folder / "treatments.csv").write_text(treatments)
+    (folder / "subjects.csv").write_bytes((SAMPLE / "subjects.csv").read_bytes())
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["screen", str(folder), "--out", str(out)])
+    assert result.exit_code == 4
+    text = (out / "summary.txt").read_text()
+    assert "Input validation stopped the run: 1 error(s). Nothing was screened." in text
+    # The folder of a failed run is still trdscreen's: the next run replaces it.
+    (folder / "treatments.csv").write_bytes((SAMPLE / "treatments.csv").read_bytes())
+    again = CliRunner().invoke(app, ["screen", str(folder), "--out", str(out)])
+    assert again.exit_code == 0, again.output

@@ -45,7 +45,7 @@ LAYERS = (
     ("validate", "conventions schemas validate quarantine"),
     ("assess", "episode outcome trials checks courses subjects staging"),
     ("decide", "criteria toresolve pipeline merge protocol resolve tables"),
-    ("write", "output outdir runs stream engine manifest api"),
+    ("write", "output outdir runs stream engine manifest summarytext api"),
     ("read back", "rundiff explain verify"),
     ("faces", "render synth mapinit cliapp cli_audit cli_rules cli __main__"),
 )  # fmt: skip

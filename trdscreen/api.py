@@ -62,6 +62,7 @@ from trdscreen.resolve import (
 from trdscreen.runs import MANIFEST_FILE
 from trdscreen.schemas import SUBJECT_COLUMNS, TREATMENT_COLUMNS
 from trdscreen.stream import CHUNK_ROWS, StreamedResult, StreamOutcome, chunks, write_streamed
+from trdscreen.summarytext import SUMMARY_FILE, summary_text
 from trdscreen.tables import SHEET_ORDER
 from trdscreen.validate import ValidatedInputs, criteria_subject_columns, validate_inputs
 
@@ -359,7 +360,10 @@ def _finish(
             outputs = outputs + write_workbook(folder, SHEET_ORDER)
         for record in outputs:
             trail.record("output_written", **record.as_json())
+        summary = folder / SUMMARY_FILE
+        summary.write_text(summary_text(loaded, result), "utf-8")
         manifest = build_manifest(loaded, result, outputs, destination)
+        manifest["summary"] = {"path": SUMMARY_FILE, "sha256": sha256_file(summary)}
         path = folder / MANIFEST_FILE
         path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", "utf-8")
         final = {"manifest_sha256": sha256_file(path), "exit_code": manifest["exit_code"]}

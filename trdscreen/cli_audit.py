@@ -115,3 +115,34 @@ def diff(
         render_diff(console(), data)
 
     guard(as_json, body)
+
+
+@app.command()
+def summary(run: RunArg, as_json: JsonOpt = False) -> None:
+    """Print a run's summary again (its summary.txt, checked against manifest.json).
+
+    Example: trdscreen summary screening-out
+
+    Exit codes: 0 printed; 2 not a run folder, or one written before summary.txt existed;
+    6 summary.txt differs from the SHA-256 in the manifest.
+    """
+
+    def body() -> None:
+        from trdscreen.runs import read_summary
+
+        folder, text = read_summary(run)
+        if as_json:
+            emit_json(
+                {
+                    "status": "ok",
+                    "run_id": folder.run_id,
+                    "counts": folder.manifest.get("counts"),
+                    "summary": text,
+                }
+            )
+            return
+        from trdscreen.printable import printable_lines
+
+        typer.echo(printable_lines(text), nl=False)
+
+    guard(as_json, body)

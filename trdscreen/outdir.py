@@ -101,9 +101,10 @@ def _listed_entries(manifest: dict) -> set[str] | None:
         if not isinstance(record, dict) or not isinstance(record.get("path"), str):
             return None
         names.add(record["path"])
-    audit = manifest.get("audit")
-    if isinstance(audit, dict) and isinstance(audit.get("path"), str):
-        names.add(audit["path"])
+    for key in ("audit", "summary"):
+        entry = manifest.get(key)
+        if isinstance(entry, dict) and isinstance(entry.get("path"), str):
+            names.add(entry["path"])
     return names
 
 

@@ -221,3 +221,23 @@ def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
         {c: json_value(v) for c, v in zip(columns, row, strict=True)}
         for row in frame.itertuples(index=False, name=None)
     ]
+
+
+def read_summary(path: Path) -> tuple[RunFolder, str]:
+    """A run's summary.txt, after checking it against the manifest's SHA-256."""
+    run = open_run(path)
+    record = run.manifest.get("summary")
+    if not isinstance(record, dict) or not isinstance(record.get("path"), str):
+        raise UsageError(
+            f"{run.path}: the run has no summary.txt (runs written before trdscreen 0.6.0); "
+            "its counts are in manifest.json"
+        )
+    file = run.path / Path(record["path"]).name
+    if not file.is_file():
+        raise RunFolderError(f"{file}: listed in manifest.json but missing; run `verify`")
+    if sha256_file(file) != record.get("sha256"):
+        raise RunFolderError(
+            f"{file}: differs from the SHA-256 recorded in manifest.json; the run folder was "
+            "altered; run `trdscreen verify` for details"
+        )
+    return run, file.read_text("utf-8")

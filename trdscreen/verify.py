@@ -121,6 +121,16 @@ def _check_outputs(run: RunFolder, result: Verification) -> None:
         else:
             result.add(name, True, "SHA-256 matches manifest.json")
     expected = {o["path"] for o in outputs} | {MANIFEST_FILE, AUDIT_FILE}
+    summary = run.manifest.get("summary")
+    if isinstance(summary, dict):  # the summary's text names the run: hashed, not re-run
+        expected.add(summary["path"])
+        path = run.path / summary["path"]
+        if not path.is_file():
+            result.add(summary["path"], False, "missing (listed in manifest.json)")
+        elif sha256_file(path) != summary["sha256"]:
+            result.add(summary["path"], False, "differs from the SHA-256 in manifest.json")
+        else:
+            result.add(summary["path"], True, "SHA-256 matches manifest.json")
     for extra in sorted(p.name for p in run.path.iterdir() if p.name not in expected):
         result.add(extra, False, "not part of the run (not listed in manifest.json)")
 
