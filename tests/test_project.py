@@ -38,7 +38,7 @@ def test_layering():
 
 
 LAYERS = (
-    ("foundation", "__init__ errors printable coded tristate keys reasons tuning audit asof "
+    ("foundation", "__init__ errors printable progress coded tristate keys reasons tuning audit asof "
      "vocabulary columns "
      "diagnoses history sniff segments"),
     ("read", "csvfile io issues criterion ruleset rulefile drugnames formulary drugs doses"),

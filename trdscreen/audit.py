@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from trdscreen import progress
+
 AUDIT_FILE = "audit.jsonl"
 AUDIT_FORMAT = "trdscreen-audit/1"
 GENESIS = "0" * 64
@@ -71,6 +73,7 @@ class AuditTrail:
         """Append one event; return its line hash (the new head)."""
         if event not in EVENTS:
             raise ValueError(f"unknown audit event {event!r}")
+        progress.stage(event, fields)
         entry = {
             **fields,
             "seq": self._seq,

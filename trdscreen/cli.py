@@ -20,7 +20,9 @@ from trdscreen.cliapp import (
     EncodingOpt,
     InputArg,
     JsonOpt,
+    LogFormatOpt,
     MapOpt,
+    QuietOpt,
     ReportOpt,
     RulesOpt,
     SubjectsOpt,
@@ -32,9 +34,17 @@ from trdscreen.cliapp import (
     notify,
     parse_date,
     report_issues,
+    watching,
 )
 from trdscreen.errors import ExitCode, InvalidInputData, UsageError
-from trdscreen.vocabulary import TABLE_FORMATS, CsvDialect, Engine, OnInvalid, OutputFormat
+from trdscreen.vocabulary import (
+    TABLE_FORMATS,
+    CsvDialect,
+    Engine,
+    LogFormat,
+    OnInvalid,
+    OutputFormat,
+)
 
 
 def _request(
@@ -84,7 +94,7 @@ def screen(
         bool, typer.Option("--force", help="Replace a non-empty --out folder.")
     ] = False,
     as_json: JsonOpt = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print no summary.")] = False,
+    quiet: QuietOpt = False,
     report: ReportOpt = None,
     on_invalid: Annotated[
         OnInvalid,
@@ -138,6 +148,7 @@ def screen(
             "--worker-memory", help="Local Dask cluster: memory limit per worker, e.g. 2GiB."
         ),
     ] = "auto",
+    log_format: LogFormatOpt = LogFormat.text,
     chunk_rows: Annotated[
         int | None,
         typer.Option(
@@ -172,10 +183,11 @@ def screen(
             chunk_rows=None if dask is not None else (chunk_rows or api.CHUNK_ROWS),
         )  # fmt: skip
         notify(api.check_out_dir(out, force, api.input_paths(request)))
-        loaded = api.load(request, sys.argv)
         destination = api.Destination(out, formats, force, escape_formulas, csv_dialect.value)
         try:
-            record, result = api.run_to_folder(loaded, destination)
+            with watching(log_format, quiet, as_json):
+                loaded = api.load(request, sys.argv)
+                record, result = api.run_to_folder(loaded, destination)
         except InvalidInputData as exc:
             record = exc.record
             report_issues(loaded.checked().issues)
@@ -227,6 +239,8 @@ def validate(
     report: ReportOpt = None,
     encoding: EncodingOpt = "utf-8",
     delimiter: DelimiterOpt = ",",
+    quiet: QuietOpt = False,
+    log_format: LogFormatOpt = LogFormat.text,
 ) -> None:
     """Check the inputs against the schemas and the rule set; report every problem."""
     reference = parse_date(as_of)
@@ -238,7 +252,8 @@ def validate(
         request = _request(
             input, subjects, rules, column_map, reference, report, encoding, delimiter
         )
-        loaded = api.load_and_validate(request)
+        with watching(log_format, quiet, as_json):
+            loaded = api.load_and_validate(request)
         issues = loaded.checked().issues
         n_errors = loaded.checked().n_errors
         if as_json:
@@ -250,7 +265,7 @@ def validate(
                     "issues": issues.to_dict(orient="records"),
                 }
             )
-        else:
+        elif not quiet:
             from trdscreen.render import console, render_issues
 
             render_issues(console(), issues, rest="use --json for every group")

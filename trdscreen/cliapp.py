@@ -10,7 +10,8 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -19,6 +20,7 @@ import typer
 
 from trdscreen import __version__
 from trdscreen.errors import ExitCode, TrdscreenError
+from trdscreen.vocabulary import LogFormat
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 """Every command answers -h as --help."""
@@ -107,6 +109,63 @@ def csv_options(encoding: str, delimiter: str):
     return CsvOptions(encoding, "\t" if delimiter in ("\\t", "tab") else delimiter)
 
 
+LogFormatOpt = Annotated[
+    LogFormat,
+    typer.Option(
+        "--log-format",
+        help="text: a progress display on stderr when it is a terminal, nothing otherwise. "
+        "json: one JSON object per stage on stderr (event, elapsed_s, duration_s, counts).",
+    ),
+]
+
+
+class JsonLines:
+    """`--log-format json`: each stage (and each chunk of rows) as one JSON line on stderr."""
+
+    def __enter__(self) -> JsonLines:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def stage(self, event: str, elapsed: float, duration: float, facts: dict) -> None:
+        line = {"event": event, "elapsed_s": round(elapsed, 3), "duration_s": round(duration, 3)}
+        sys.stderr.write(json.dumps({**line, **facts}, sort_keys=True, default=str) + "\n")
+        sys.stderr.flush()
+
+    def rows(self, done: int, total: int) -> None:
+        sys.stderr.write(json.dumps({"event": "rows_screened", "done": done, "total": total}))
+        sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+@contextmanager
+def watching(log_format: LogFormat, quiet: bool, as_json: bool) -> Iterator[None]:
+    """Show where a run is while it works: JSON lines (`--log-format json`), or a progress
+    display when stderr is a terminal (not with --quiet or --json); nothing otherwise."""
+    from trdscreen import progress
+
+    observer: Any = None
+    if log_format is LogFormat.json:
+        observer = JsonLines()
+    elif sys.stderr.isatty() and not quiet and not as_json:
+        from trdscreen.render import TerminalProgress
+
+        observer = TerminalProgress()
+    if observer is None:
+        yield
+        return
+    with observer:
+        progress.observe(observer)
+        try:
+            yield
+        finally:
+            progress.observe(None)
+
+
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Print nothing on stdout; the exit code tells.")
+]
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print one JSON summary object on stdout and nothing else.")
 ]

@@ -35,6 +35,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from trdscreen import progress
 from trdscreen.criteria import assumption_counts
 from trdscreen.errors import InvalidInputData
 from trdscreen.io import SourceTable
@@ -403,9 +404,12 @@ def write_streamed(
     chunk_rows = ledger_bounded(chunk_rows, screening)
 
     def screened() -> Iterator[dict[str, pd.DataFrame]]:
+        done = 0
         for courses, people in chunks(treatments, subjects, chunk_rows):
+            done += courses.rows
             part = decide_part(courses, people, screening)
             del courses, people
+            progress.rows(done, treatments.rows)
             collector.add(PartSummary.of(part))
             if collector.stopped:  # keep validating: the run reports every issue
                 continue

@@ -61,6 +61,13 @@ class CsvDialect(StrEnum):
     excel_eu = "excel-eu"
 
 
+class LogFormat(StrEnum):
+    """`--log-format`: a progress display on a terminal, or JSON lines."""
+
+    text = "text"
+    json = "json"
+
+
 class OnInvalid(StrEnum):
     """`--on-invalid`: what rows that fail validation do (`trdscreen.quarantine`)."""
 
