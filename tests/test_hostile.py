@@ -476,3 +476,42 @@ def test_version_2_runs_are_still_explained(tmp_path):
         del manifest["options"][key]
     path.write_text(json.dumps(manifest))
     assert invoke("explain", out, "S020", "--json").stdout == now
+
+
+@pytest.mark.parametrize(
+    ("limit", "code"),
+    [("1", 4), ("2", 0), ("2%", 4), ("3%", 0), ("0", 4)],
+)
+def test_max_quarantine_stops_a_run_that_would_hold_too_many(tmp_path, limit, code):
+    # Two subjects (S001, S002) get an unreadable dose: the quarantine holds 2 of the
+    # sample's 67 subjects, 2.99 %. A limit of 1 subject, 2 % or 0 is exceeded (exit 4,
+    # the folder of an invalid input); 2 subjects or 3 % is not (exit 0).
+    data = tmp_path / "data"
+    data.mkdir()
+    lines = (SAMPLE / "treatments.csv").read_text().splitlines()
+    lines[1] = lines[1].replace("S001,sertraline,100,", "S001,sertraline,lots,")
+    lines[3] = lines[3].replace("S002,sertraline,100,", "S002,sertraline,many,")
+    (data / "treatments.csv").write_text("\n".join(lines) + "\n")
+    (data / "subjects.csv").write_bytes((SAMPLE / "subjects.csv").read_bytes())
+    out = tmp_path / "run"
+    result = invoke(
+        "screen", data, "--out", out, "--on-invalid", "quarantine", "--max-quarantine", limit
+    )
+    assert result.exit_code == code, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["options"]["max_quarantine"] == limit
+    if code:
+        assert manifest["status"] == "invalid_input"
+        assert "2 of 67 subject(s) (3.0%)" in result.output
+        assert not (out / "decisions.csv").exists()
+    else:
+        assert manifest["counts"]["quarantine"]["subjects_held"] == 2
+
+
+@pytest.mark.parametrize("limit", ["abc", "-1", "101%", "1.5"])
+def test_a_malformed_max_quarantine_is_a_usage_error(tmp_path, limit):
+    result = invoke(
+        "screen", SAMPLE, "--out", tmp_path / "r", "--on-invalid", "quarantine",
+        "--max-quarantine", limit,
+    )  # fmt: skip
+    assert result.exit_code == 2 and "--max-quarantine" in result.output

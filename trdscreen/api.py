@@ -44,6 +44,7 @@ from trdscreen.pipeline import (
     decide_checked,
     refuse_invalid,
 )
+from trdscreen.quarantine import over_limit
 from trdscreen.resolve import (
     ReportRules,
     RuleCheck,
@@ -214,8 +215,19 @@ def screen(loaded: LoadedRun) -> ScreenResult:
     else:
         refuse_invalid(loaded.validated, screening.on_invalid)
         result = decide_checked(*loaded.tables(), loaded.validated, screening)
+    _refuse_over_limit(loaded, result)
     _record_screened(loaded, result)
     return result
+
+
+def _refuse_over_limit(loaded: LoadedRun, result: RunSummary) -> None:
+    """InvalidInputData when the quarantine holds more subjects than --max-quarantine."""
+    if result.quarantine is None:
+        return
+    held = len(result.quarantine.held)
+    why = over_limit(held, result.counts()["subjects"]["total"], loaded.request.max_quarantine)
+    if why is not None:
+        raise InvalidInputData(why, loaded.checked().issues)
 
 
 def load_and_validate(request: ScreenRequest, command: Sequence[str] = ()) -> LoadedRun:
@@ -292,6 +304,7 @@ def screen_and_write(
         if result is None or outputs is None:
             refuse_invalid(validated, screening.on_invalid)
             raise InvalidInputData("input validation stopped the run", validated.issues)
+        _refuse_over_limit(loaded, result)
         _record_screened(loaded, result)
         record = _finish(loaded, result, folder, outputs, destination)
     return record, result

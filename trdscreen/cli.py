@@ -105,6 +105,15 @@ def screen(
             "needs_review; everyone else is screened.",
         ),
     ] = OnInvalid.fail,
+    max_quarantine: Annotated[
+        str | None,
+        typer.Option(
+            "--max-quarantine",
+            metavar="N|P%",
+            help="With --on-invalid quarantine: hold at most N subjects (or P% of those "
+            "screened); above it the run stops and exits 4, as with --on-invalid fail.",
+        ),
+    ] = None,
     escape_formulas: Annotated[
         bool,
         typer.Option(
@@ -179,6 +188,7 @@ def screen(
         request = _request(
             input, subjects, rules, column_map, reference, report, encoding, delimiter,
             on_invalid=on_invalid.value,
+            max_quarantine=max_quarantine,
             dask=dask,
             chunk_rows=None if dask is not None else (chunk_rows or api.CHUNK_ROWS),
         )  # fmt: skip

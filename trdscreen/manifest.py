@@ -18,6 +18,7 @@ from trdscreen.formulary import Formulary
 from trdscreen.io import CsvOptions, InputFile, SourceTable
 from trdscreen.output import Destination, OutputFile
 from trdscreen.pipeline import RunSummary
+from trdscreen.quarantine import parse_limit
 from trdscreen.resolve import ReportRules
 from trdscreen.ruleset import RuleSet
 from trdscreen.runs import MANIFEST_SCHEMA_VERSION
@@ -37,12 +38,17 @@ class ScreenRequest:
     reports: tuple[str, ...] = ()  # presets or files whose staging scores are added
     csv: CsvOptions = CsvOptions()  # --encoding, --delimiter
     on_invalid: str = "fail"  # vocabulary.ON_INVALID: what rows that fail validation do
+    max_quarantine: str | None = None  # quarantine at most N subjects or P% of them
     dask: DaskOptions | None = None  # --engine dask: run the kernel per hash bucket
     chunk_rows: int | None = None  # screen_and_write: rows per chunk; None: the whole cohort
 
     def __post_init__(self) -> None:
         if self.chunk_rows is not None and self.chunk_rows < 1:
             raise UsageError(f"--chunk-rows {self.chunk_rows}: expected at least 1")
+        if self.max_quarantine is not None:
+            parse_limit(self.max_quarantine)  # UsageError now, not after the screening
+            if self.on_invalid != "quarantine":
+                raise UsageError("--max-quarantine limits --on-invalid quarantine; pass both")
         if self.on_invalid not in ON_INVALID:
             raise UsageError(
                 f"on_invalid {self.on_invalid!r}: expected one of {', '.join(ON_INVALID)}"
@@ -173,6 +179,11 @@ def build_manifest(
             "encoding": request.csv.encoding,
             "delimiter": request.csv.delimiter,
             "on_invalid": request.on_invalid,
+            **(
+                {"max_quarantine": request.max_quarantine}
+                if request.max_quarantine is not None
+                else {}
+            ),
             "escape_formulas": destination.escape_formulas,
             **(
                 {"csv_dialect": destination.csv_dialect}
@@ -244,5 +255,6 @@ def request_from_manifest(
         reports=tuple(options["reports"]),
         csv=CsvOptions(options.get("encoding", "utf-8"), options.get("delimiter", ",")),
         on_invalid=options.get("on_invalid", "fail"),
+        max_quarantine=options.get("max_quarantine"),
         chunk_rows=(options.get("engine") or {}).get("chunk_rows"),
     )

@@ -31,7 +31,7 @@ import pandas as pd
 import pyarrow as pa
 
 from trdscreen.coded import sorted_categories
-from trdscreen.errors import InvalidInputData
+from trdscreen.errors import InvalidInputData, UsageError
 from trdscreen.io import SourceTable
 from trdscreen.issues import keyless_errors
 
@@ -258,3 +258,36 @@ def without_held_step(attrition: pd.DataFrame, quarantine: Quarantine) -> pd.Dat
     table.loc[table["step"] == 0, "remaining"] -= n_held
     table.loc[table["step"] > 1, "step"] -= 1
     return table.astype(attrition.dtypes.to_dict())
+
+
+def parse_limit(text: str) -> tuple[float, bool]:
+    """`--max-quarantine N` (subjects) or `P%` (of the subjects screened): (value, is
+    percent). UsageError for anything else."""
+    raw = text.strip()
+    percent = raw.endswith("%")
+    number = raw[:-1].strip() if percent else raw
+    try:
+        value = float(number) if percent else int(number)
+    except ValueError:
+        value = -1
+    if value < 0 or (percent and value > 100) or value != value:
+        raise UsageError(
+            f"--max-quarantine {text!r}: expected a number of subjects (e.g. 10) or a "
+            "percentage of the subjects screened (e.g. 2%)"
+        )
+    return float(value), percent
+
+
+def over_limit(held: int, total: int, limit: str | None) -> str | None:
+    """Why holding `held` of `total` subjects is more than `--max-quarantine` allows
+    (None when within it, or when there is no limit)."""
+    if limit is None:
+        return None
+    value, percent = parse_limit(limit)
+    share = 100 * held / total if total else 0.0
+    if (share if percent else held) <= value:
+        return None
+    return (
+        f"--max-quarantine {limit}: {held} of {total} subject(s) ({share:.1f}%) would be held "
+        "for review, more than the limit; the run stops as with --on-invalid fail"
+    )
