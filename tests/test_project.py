@@ -41,7 +41,7 @@ LAYERS = (
     ("foundation", "__init__ errors printable progress coded tristate keys reasons tuning audit asof "
      "vocabulary columns "
      "diagnoses history sniff segments"),
-    ("read", "csvfile io issues criterion ruleset rulefile drugnames formulary drugs doses"),
+    ("read", "csvfile sources io issues criterion ruleset rulefile drugnames formulary drugs doses"),
     ("validate", "conventions schemas validate quarantine"),
     ("assess", "episode outcome trials checks courses subjects staging"),
     ("decide", "criteria toresolve pipeline merge protocol resolve tables"),

@@ -308,7 +308,8 @@ def _input_rows(source: InputFile) -> int:
     if source.fmt == "parquet":
         import pyarrow.parquet as pq
 
-        return pq.ParquetFile(source.path).metadata.num_rows
+        files = sorted(source.local.rglob("*.parquet")) if source.local.is_dir() else [source.local]
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     return max(0, source.total_lines - 1)
 
 

@@ -37,6 +37,7 @@ from trdscreen.errors import (
 )
 from trdscreen.ruleset import ColumnMap
 from trdscreen.sniff import refuse_binary, refuse_other_table
+from trdscreen.sources import data_name, folder_sha256, is_remote, locate
 
 DEFAULT_CSV = CsvOptions()  # UTF-8, comma
 
@@ -63,7 +64,7 @@ class SourceTable:
 
     @property
     def file(self) -> str:
-        return self.path.name
+        return "stdin.csv" if str(self.path) == "-" else self.path.name  # verify: --inputs
 
     @property
     def rows(self) -> int:
@@ -94,13 +95,17 @@ class SourceTable:
 
 def find_inputs(path: Path, subjects: Path | None) -> tuple[Path, Path | None]:
     """Resolve INPUT (a treatments file, or a folder with treatments.* / subjects.*)."""
+    if is_remote(path):  # stdin or a URL: read as given
+        return Path(path), subjects
     path = Path(path)
     if path.is_dir():
         treatments = _one_of(path, "treatments")
+        if treatments is None and _is_dataset(path):
+            return path, subjects  # the folder is itself a dataset of treatments
         if treatments is None:
             raise InputError(
-                f"{path}: folder has no treatments.csv or treatments.parquet; "
-                "name the treatments file directly or rename it"
+                f"{path}: folder has no treatments.csv, treatments.parquet or treatments/ "
+                "folder of Parquet files; name the treatments file directly or rename it"
             )
         if subjects is None:
             subjects = _one_of(path, "subjects")
@@ -110,9 +115,14 @@ def find_inputs(path: Path, subjects: Path | None) -> tuple[Path, Path | None]:
     return path, subjects
 
 
+INPUT_SUFFIXES = (".csv", ".parquet", ".pq", ".csv.gz", ".csv.zst", ".csv.bz2")
+
+
 def _one_of(folder: Path, stem: str) -> Path | None:
-    found = [folder / f"{stem}{ext}" for ext in (".csv", ".parquet", ".pq")]
+    found = [folder / f"{stem}{ext}" for ext in INPUT_SUFFIXES]
     found = [p for p in found if p.exists()]
+    if (folder / stem).is_dir() and _is_dataset(folder / stem):
+        found.append(folder / stem)  # a dataset: a folder of Parquet files
     if len(found) > 1:
         raise InputError(
             f"{folder}: both {found[0].name} and {found[1].name} exist; keep one or name it"
@@ -120,13 +130,41 @@ def _one_of(folder: Path, stem: str) -> Path | None:
     return found[0] if found else None
 
 
+def parquet_files(folder: Path) -> list[Path]:
+    """The Parquet files of a dataset folder (its subfolders too, as Spark and Hive
+    partitions lay them out), in name order; hidden and `_`-prefixed files skipped."""
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in (".parquet", ".pq")
+        and p.is_file()
+        and not any(part.startswith((".", "_")) for part in p.relative_to(folder).parts)
+    )
+
+
+def _is_dataset(folder: Path) -> bool:
+    """A folder of Parquet files and nothing else (hidden and `_` files aside)."""
+    files = [
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and not any(part.startswith((".", "_")) for part in p.relative_to(folder).parts)
+    ]
+    return bool(files) and all(p.suffix.lower() in (".parquet", ".pq") for p in files)
+
+
 def _file_format(path: Path) -> str:
-    suffix = path.suffix.lower()
+    if path.is_dir():
+        return "parquet"
+    suffix = Path(data_name(path)).suffix.lower()
     if suffix in (".parquet", ".pq"):
         return "parquet"
     if suffix in (".csv", ".txt", ".tsv"):
         return "csv"
-    raise InputError(f"{path}: unknown file type {suffix!r}; expected .csv or .parquet")
+    raise InputError(
+        f"{path}: unknown file type {suffix!r}; expected .csv (also .csv.gz, .csv.zst, "
+        ".csv.bz2), .parquet, or a folder of Parquet files"
+    )
 
 
 def _hash_and_count_newlines(path: Path) -> tuple[str, int, int, bool]:
@@ -165,6 +203,12 @@ class InputFile:
     total_lines: int  # CSV only: lines in the file, the header included
     rows: int | None = None  # known once read
     site: ColumnMap | None = None  # the declared conventions its cells are read under
+    data: Path | None = None  # where the rows are read (a local copy of stdin, a .gz...)
+
+    @property
+    def local(self) -> Path:
+        """The local file (or Parquet folder) the rows are read from."""
+        return self.data if self.data is not None else self.path
 
     def read(self) -> SourceTable:
         """The whole file as one table. Its text columns, but for the subject key, are
@@ -174,18 +218,20 @@ class InputFile:
         (`schemas.coerce`). Parquet is read so directly, which is also faster."""
         if self.fmt == "parquet":
             with _parquet_errors(self.path):
-                coded = self._coded(pq.ParquetFile(self.path).schema_arrow)
-                table = _one_piece(pq.ParquetFile(self.path, read_dictionary=coded).read())
+                coded = self._coded(_parquet_schema(self.local))
+                table = _one_piece(_parquet_read(self.local, coded))
             lines = np.arange(1, table.num_rows + 1, dtype=np.int64)
         else:
-            table = _one_piece(read_csv(self.path, list(self.header), self.options))
+            with _named(self):
+                table = _one_piece(read_csv(self.local, list(self.header), self.options))
             for raw in self._coded(table.schema):
                 index = table.schema.get_field_index(raw)
                 table = table.set_column(index, raw, table.column(index).dictionary_encode())
             if self.total_lines == table.num_rows + 1:
                 lines = np.arange(2, table.num_rows + 2, dtype=np.int64)
             else:  # quoted line breaks or blank lines: count lines exactly (rare, slower)
-                lines = csv_record_lines(self.path, table.num_rows, self.options)
+                with _named(self):
+                    lines = csv_record_lines(self.local, table.num_rows, self.options)
         self._refuse_no_rows(table.num_rows)
         return self._source(table, lines)
 
@@ -199,21 +245,22 @@ class InputFile:
         read = 0
         if self.fmt == "parquet":
             with _parquet_errors(self.path):
-                for batch in pq.ParquetFile(self.path).iter_batches(batch_size=rows):
+                for batch in _parquet_batches(self.local, rows):
                     table = pa.Table.from_batches([batch])
                     lines = np.arange(read + 1, read + table.num_rows + 1, dtype=np.int64)
                     read += table.num_rows
                     yield self._source(table, lines)
         else:
-            starts = csv_record_starts(self.path, self.options) if exact_lines else None
-            for table in csv_batches(self.path, list(self.header), self.options, rows):
-                n = table.num_rows
-                if starts is not None:
-                    lines = np.fromiter(starts, np.int64, n)
-                else:
-                    lines = np.arange(read + 2, read + n + 2, dtype=np.int64)
-                read += n
-                yield self._source(table, lines)
+            starts = csv_record_starts(self.local, self.options) if exact_lines else None
+            with _named(self):  # a problem names the input as given, not a local copy
+                for table in csv_batches(self.local, list(self.header), self.options, rows):
+                    n = table.num_rows
+                    if starts is not None:
+                        lines = np.fromiter(starts, np.int64, n)
+                    else:
+                        lines = np.arange(read + 2, read + n + 2, dtype=np.int64)
+                    read += n
+                    yield self._source(table, lines)
             if starts is None and self.total_lines != read + 1:
                 raise LinesNotCounted(self.path)
         self._refuse_no_rows(read)
@@ -257,28 +304,46 @@ def open_source(
     file from being read raises InputError naming the file and, where there is
     one, the line; no cell value is ever quoted.
     """
-    path = Path(path)
-    fmt = _file_format(path)
-    if not path.is_file():
-        if path.exists():
+    located = locate(path)
+    path, data = located.shown, located.data
+    if data.is_dir():  # a dataset: a folder of Parquet files
+        files = parquet_files(data)
+        if not files:
+            raise InputError(f"{path}: the folder holds no Parquet files (*.parquet)")
+        sha, size = folder_sha256(data, files)
+        with _parquet_errors(path):
+            names = _parquet_schema(data).names
+        refuse_duplicates(path, names, "the Parquet files have duplicate column names")
+        refuse_other_table(path, name, names, rename)
+        return InputFile(name, path, "parquet", sha, size, dict(rename), frozenset(canonical),
+                         options, (), 0, site=_declared(site), data=data)  # fmt: skip
+    fmt = _file_format(data)  # stdin is read as CSV; a .csv.gz by its inner name
+    if not data.is_file():
+        if data.exists():
             raise InputError(f"{path}: not a regular file (a device, FIFO or folder)")
         raise InputError(f"{path}: no such file")
     try:
-        sha, newlines, size, ends_with_newline = _hash_and_count_newlines(path)
+        sha, newlines, size, ends_with_newline = _hash_and_count_newlines(data)
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    if located.copied:  # recorded as given: the compressed file, the stdin stream
+        assert located.sha256 is not None and located.size is not None
+        sha, given_size = located.sha256, located.size
     if size == 0:
         raise InputError(f"{path}: the file is empty; expected a header line and data rows")
+    if located.copied:
+        size = given_size
     header: list[str] = []
-    if fmt == "parquet":
-        with _parquet_errors(path):
-            names = pq.ParquetFile(path).schema_arrow.names
-        refuse_duplicates(path, names, "the Parquet file has duplicate column names")
-    else:
-        refuse_binary(path, options.is_utf8, tuple(BOMS))
-        options = declared(path, options)
-        names = header = checked_header(path, options)
-    refuse_other_table(path, name, names, rename)
+    with _named_paths(data, path):
+        if fmt == "parquet":
+            with _parquet_errors(path):
+                names = pq.ParquetFile(data).schema_arrow.names
+            refuse_duplicates(path, names, "the Parquet file has duplicate column names")
+        else:
+            refuse_binary(data, options.is_utf8, tuple(BOMS))
+            options = declared(data, options)
+            names = header = checked_header(data, options)
+        refuse_other_table(path, name, names, rename)
     return InputFile(
         name,
         path,
@@ -290,8 +355,47 @@ def open_source(
         options,
         tuple(header),
         newlines + (0 if ends_with_newline else 1),
-        site=site if site is not None and site.has_conventions else None,
+        site=_declared(site),
+        data=data if located.copied else None,
     )
+
+
+def _declared(site: ColumnMap | None) -> ColumnMap | None:
+    return site if site is not None and site.has_conventions else None
+
+
+@contextmanager
+def _named_paths(data: Path, shown: Path) -> Iterator[None]:
+    """An InputError about the local copy `data` names the input as given (`shown`)."""
+    try:
+        yield
+    except InputError as exc:
+        if data == shown:
+            raise
+        text = str(exc).replace(str(data), str(shown)).replace(data.name, shown.name)
+        raise InputError(text) from None
+
+
+def _named(source: InputFile):
+    return _named_paths(source.local, source.path)
+
+
+def _parquet_schema(path: Path) -> pa.Schema:
+    if path.is_dir():
+        return pq.ParquetDataset(parquet_files(path)).schema
+    return pq.ParquetFile(path).schema_arrow
+
+
+def _parquet_read(path: Path, coded: list[str]) -> pa.Table:
+    if path.is_dir():  # the files in name order, each file's rows in order
+        return pq.ParquetDataset(parquet_files(path), read_dictionary=coded).read()
+    return pq.ParquetFile(path, read_dictionary=coded).read()
+
+
+def _parquet_batches(path: Path, rows: int) -> Iterator[pa.RecordBatch]:
+    files = parquet_files(path) if path.is_dir() else [path]
+    for file in files:
+        yield from pq.ParquetFile(file).iter_batches(batch_size=rows)
 
 
 _FEW_PIECES = 16

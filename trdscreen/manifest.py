@@ -22,6 +22,7 @@ from trdscreen.quarantine import parse_limit
 from trdscreen.resolve import ReportRules
 from trdscreen.ruleset import RuleSet
 from trdscreen.runs import MANIFEST_SCHEMA_VERSION
+from trdscreen.sources import STDIN, url_of
 from trdscreen.validate import ValidatedInputs
 from trdscreen.vocabulary import ON_INVALID
 
@@ -101,10 +102,12 @@ class RunRecord:
 
 
 def input_record(source: SourceTable | InputFile) -> dict[str, object]:
+    url = url_of(source.path)
     return {
         "role": source.name,
-        "path": str(source.path),
-        "resolved_path": str(source.path.resolve()),
+        "path": url or str(source.path),
+        "resolved_path": url
+        or (STDIN if str(source.path) == STDIN else str(source.path.resolve())),
         "format": source.fmt,
         "size": source.size,
         "rows": source.rows,

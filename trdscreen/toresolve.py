@@ -49,6 +49,8 @@ DERIVED_FACTS = {
     # Unknown only when no diagnosis says bipolar or schizoaffective and the flag is empty.
     "bipolar_or_schizoaffective": "subjects: bipolar missing",
 }
+TEXT_FILE = r"(?i)\.(?:csv|tsv|txt)(?:\.(?:gz|zst|bz2))?$"
+"""Inputs whose rows have lines (CSV, compressed or piped); Parquet rows are numbered."""
 NO_ROW = "subjects: no row for this subject in the subjects table"
 NO_REFERENCE = "subjects: screening_date missing (the reference date)"
 
@@ -186,10 +188,8 @@ def _facts(rows: pd.DataFrame, formulary: Formulary) -> np.ndarray:
             text[at] = COURSE_FACTS[code]
     lines = rows["source_line"].to_numpy().astype(str)
     files = rows["source_file"].astype("str").to_numpy()
-    parquet = np.char.endswith(files.astype(str), ".parquet") | np.char.endswith(
-        files.astype(str), ".pq"
-    )
-    unit = np.where(parquet, " row ", " line ")  # a Parquet file's rows have no lines
+    text_file = pd.Series(files).str.contains(TEXT_FILE, regex=True).to_numpy()
+    unit = np.where(text_file, " line ", " row ")  # a Parquet file's rows have no lines
     facts = (files.astype(str) + unit + lines + ": " + text.astype(str)).astype(object)
     for index, code in enumerate(codes):
         if code in SUBJECT_FACT_OF_COURSE:

@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from trdscreen.audit import AUDIT_FILE, FINAL_EVENTS, AuditTrail, check_chain
-from trdscreen.io import sha256_file
+from trdscreen.errors import InputError
+from trdscreen.io import parquet_files, sha256_file
 from trdscreen.manifest import LoadedRun, request_from_manifest
 from trdscreen.output import Destination, write_workbook
 from trdscreen.runs import MANIFEST_FILE, RunFolder, open_run, read_table_file
+from trdscreen.sources import STDIN, folder_sha256, locate, url_of
 from trdscreen.tables import SHEET_ORDER
 
 
@@ -136,25 +138,44 @@ def _check_outputs(run: RunFolder, result: Verification) -> None:
 
 
 def _locate(record: dict[str, Any], inputs_dir: Path | None) -> Path:
-    if inputs_dir is not None:
-        return Path(inputs_dir) / Path(record["path"]).name
+    if inputs_dir is not None:  # stdin is looked for as stdin.csv
+        name = "stdin.csv" if record["path"] == STDIN else Path(record["path"]).name
+        return Path(inputs_dir) / name
     return Path(record["resolved_path"])
 
 
 def _recorded_file(
     label: str, record: dict[str, Any], inputs_dir: Path | None, result: Verification
 ) -> Path | None:
-    """The recorded file if it still has its SHA-256; else a failed check and None."""
-    path = _locate(record, inputs_dir)
-    if not path.is_file():
-        result.add(label, False, f"not found at {path}; pass --inputs DIR to look elsewhere")
-        return None
-    digest = sha256_file(path)
+    """The recorded file (or Parquet folder, or URL) if it still has its SHA-256; else a
+    failed check and None."""
+    url = url_of(record["path"]) if inputs_dir is None else None
+    if url is not None:  # fetched again: the object must still hold the same bytes
+        try:
+            digest = locate(url).sha256
+        except InputError as exc:
+            result.add(label, False, f"{exc}; pass --inputs DIR holding a copy")
+            return None
+        path = Path(url)
+    else:
+        path = _locate(record, inputs_dir)
+        if record["path"] == STDIN and inputs_dir is None:
+            result.add(
+                label, False, "read from stdin; pass --inputs DIR holding a copy named stdin.csv"
+            )
+            return None
+        if path.is_dir():
+            digest = folder_sha256(path, parquet_files(path))[0]
+        elif path.is_file():
+            digest = sha256_file(path)
+        else:
+            result.add(label, False, f"not found at {path}; pass --inputs DIR to look elsewhere")
+            return None
     if digest != record["sha256"]:
         result.add(
             label,
             False,
-            f"{path} changed since the run (SHA-256 {digest[:12]}..., recorded "
+            f"{path} changed since the run (SHA-256 {str(digest)[:12]}..., recorded "
             f"{record['sha256'][:12]}...): refusing to re-run on different data",
         )
         return None

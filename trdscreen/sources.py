@@ -1,0 +1,189 @@
+"""Where an input's bytes come from: a local file, standard input (`-`), a compressed
+CSV (`.csv.gz`, `.csv.zst`, `.csv.bz2`), a folder of Parquet files (a dataset), or an
+object-store URL (`s3://`, `gs://`, ... through pyarrow's filesystems, or fsspec where
+installed: `pip install 'trdscreen[cloud]'`).
+
+Everything but a local file or Parquet folder is copied once into a private temporary
+file that the readers read like any CSV or Parquet file, while messages and the manifest
+name the input as the user gave it and record the SHA-256 of its bytes as given (the
+compressed file, the stdin stream, the object). Nothing is guessed: the format comes
+from the name (`.csv.gz` is gzip-compressed CSV).
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import re
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from trdscreen.errors import InputError
+
+STDIN = "-"
+COMPRESSION = {".gz": "gzip", ".zst": "zstd", ".bz2": "bz2"}
+"""Compressed CSV by its last suffix (`treatments.csv.gz`)."""
+_URL = re.compile(r"^([a-z][a-z0-9+.\-]*):/+", re.IGNORECASE)
+_BLOCK = 1 << 22
+
+
+@dataclass(frozen=True)
+class Located:
+    """An input as given (`shown`) and the local file or folder its rows are read from."""
+
+    shown: Path  # what messages and the manifest name
+    data: Path  # a local CSV or Parquet file, or a folder of Parquet files
+    sha256: str | None = None  # of the bytes as given, when `data` is a copy
+    size: int | None = None
+
+    @property
+    def copied(self) -> bool:
+        return self.data != self.shown
+
+
+def url_of(given: str | Path) -> str | None:
+    """The URL an input names, or None for a local path. A URL passed through Path has
+    lost a slash (`s3:/bucket`): it is given back (`s3://bucket`, `file:///tmp/x`)."""
+    text = str(given)
+    match = _URL.match(text)
+    if match is None or len(match.group(1)) < 2:  # `C:/...` is a Windows drive, not a URL
+        return None
+    scheme, rest = match.group(1).lower(), text[match.end() :]
+    return f"{scheme}:///{rest}" if scheme == "file" else f"{scheme}://{rest}"
+
+
+def is_remote(given: str | Path) -> bool:
+    return str(given) == STDIN or url_of(given) is not None
+
+
+def data_name(path: Path) -> str:
+    """The name the readers go by: `treatments.csv.gz` is read as `treatments.csv`."""
+    if path.suffix.lower() in COMPRESSION:
+        return path.with_suffix("").name
+    return path.name
+
+
+_scratch: list[Path] = []
+
+
+def _scratch_file(name: str) -> Path:
+    if not _scratch:
+        folder = Path(tempfile.mkdtemp(prefix="trdscreen-input-"))
+        atexit.register(shutil.rmtree, folder, True)
+        _scratch.append(folder)
+    folder = Path(tempfile.mkdtemp(dir=_scratch[0]))
+    return folder / name
+
+
+def _copy(source: BinaryIO, target: Path, given: BinaryIO | None = None) -> tuple[str, int]:
+    """Copy `source` to `target`; the SHA-256 and size of `given` (the bytes as given,
+    read alongside) or of `source`."""
+    digest = hashlib.sha256()
+    size = 0
+    hashed = given if given is not None else source
+    with open(target, "wb") as out:
+        while chunk := source.read(_BLOCK):
+            out.write(chunk)
+            if given is None:
+                digest.update(chunk)
+                size += len(chunk)
+    if given is not None:
+        hashed.seek(0)
+        while chunk := hashed.read(_BLOCK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def locate(given: str | Path) -> Located:
+    """Where to read an input from, copying it locally when it is not a local file."""
+    if str(given) == STDIN:
+        target = _scratch_file("stdin.csv")
+        sha, size = _copy(sys.stdin.buffer, target)
+        return Located(Path(STDIN), target, sha, size)
+    url = url_of(given)
+    if url is not None:
+        return _fetch(url)
+    path = Path(given)
+    compression = COMPRESSION.get(path.suffix.lower())
+    if compression is None or not path.is_file():
+        return Located(path, path)
+    import pyarrow as pa
+
+    target = _scratch_file(data_name(path))
+    try:
+        with pa.input_stream(str(path), compression=compression) as stream, open(path, "rb") as raw:
+            sha, size = _copy(stream, target, raw)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise InputError(
+            f"{path}: cannot be decompressed as {compression} ({type(exc).__name__}); "
+            f"expected a {compression}-compressed CSV file"
+        ) from None
+    return Located(path, target, sha, size)
+
+
+def _fetch(url: str) -> Located:
+    """An object in a store, copied locally (pyarrow's filesystems, else fsspec)."""
+    name = url.rstrip("/").rsplit("/", 1)[-1] or "input"
+    shown = Path(url)
+    target = _scratch_file(data_name(Path(name)))
+    compression = COMPRESSION.get(Path(name).suffix.lower())
+    try:
+        handle = _open_url(url)
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every filesystem's error, named
+        raise InputError(f"{url}: cannot be opened ({type(exc).__name__})") from None
+    with handle:
+        copy = _scratch_file(name)
+        sha, size = _copy(handle, copy)
+    if compression is not None:
+        import pyarrow as pa
+
+        with pa.input_stream(str(copy), compression=compression) as stream:
+            _copy(stream, target)
+    else:
+        copy.replace(target)
+    return Located(shown, target, sha, size)
+
+
+def _open_url(url: str) -> BinaryIO:
+    import pyarrow.fs as pafs
+
+    try:
+        filesystem, path = pafs.FileSystem.from_uri(url)
+    except Exception:  # noqa: BLE001 - a scheme pyarrow lacks: try fsspec below
+        filesystem = None
+    if filesystem is not None:
+        info = filesystem.get_file_info(path)
+        if info.type == pafs.FileType.NotFound:
+            raise InputError(f"{url}: no such object")
+        return filesystem.open_input_stream(path)
+    try:
+        import fsspec
+    except ImportError:
+        raise InputError(
+            f"{url}: pyarrow cannot open this URL and fsspec is not installed; install "
+            "trdscreen[cloud] (and the store's fsspec driver, e.g. s3fs or gcsfs)"
+        ) from None
+    try:
+        return fsspec.open(url, "rb").open()
+    except FileNotFoundError:
+        raise InputError(f"{url}: no such object") from None
+
+
+def folder_sha256(folder: Path, files: list[Path]) -> tuple[str, int]:
+    """The SHA-256 of a Parquet dataset: each file's name and bytes, in name order."""
+    digest = hashlib.sha256()
+    size = 0
+    for path in files:
+        digest.update(path.relative_to(folder).as_posix().encode("utf-8") + b"\0")
+        with open(path, "rb") as handle:
+            while chunk := handle.read(_BLOCK):
+                digest.update(chunk)
+                size += len(chunk)
+    return digest.hexdigest(), size
