@@ -144,7 +144,7 @@ def synth(subjects: int, fmt: str, folder: Path) -> tuple[int, float]:
             "-m",
             "trdscreen",
             "synth",
-            "--subjects",
+            "--n-subjects",
             str(subjects),
             "--out",
             str(folder),

@@ -143,12 +143,12 @@ def test_a_symlinked_out_is_refused_and_its_target_kept(tmp_path):
 
 def test_synth_force_replaces_only_a_synthetic_cohort(tmp_path):
     out = tmp_path / "cohort"
-    assert invoke("synth", "--subjects", "5", "--out", out).exit_code == 0
-    assert invoke("synth", "--subjects", "5", "--out", out, "--force").exit_code == 0
+    assert invoke("synth", "--n-subjects", "5", "--out", out).exit_code == 0
+    assert invoke("synth", "--n-subjects", "5", "--out", out, "--force").exit_code == 0
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "a.txt").write_text("a")
-    result = invoke("synth", "--subjects", "5", "--out", foreign, "--force")
+    result = invoke("synth", "--n-subjects", "5", "--out", foreign, "--force")
     assert result.exit_code == ExitCode.OUTPUT_EXISTS
     assert (foreign / "a.txt").read_text() == "a"
 

@@ -24,7 +24,7 @@ def cohort(tmp_path_factory) -> Path:
             "-m",
             "trdscreen",
             "synth",
-            "--subjects",
+            "--n-subjects",
             "12000",
             "--out",
             str(folder),

@@ -86,7 +86,7 @@ def test_a_synthetic_european_export_screens_like_its_canonical_form(tmp_path):
         app,
         [
             "synth",
-            "--subjects",
+            "--n-subjects",
             "260",
             "--seed",
             "5",

@@ -19,7 +19,7 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
     for name, seed in (("a", 4), ("b", 4), ("c", 5)):
         result = runner.invoke(
             app,
-            ["synth", "--subjects", "500", "--out", str(tmp_path / name), "--seed", str(seed)],
+            ["synth", "--n-subjects", "500", "--out", str(tmp_path / name), "--seed", str(seed)],
         )
         assert result.exit_code == ExitCode.OK, result.output
     for table in ("treatments.parquet", "subjects.parquet"):
@@ -72,7 +72,7 @@ def test_names_resolve_except_the_misspelt_share_and_doses_sit_on_the_minimum():
 
 def test_a_synthetic_cohort_screens_without_errors(tmp_path):
     cohort = tmp_path / "cohort"
-    assert runner.invoke(app, ["synth", "--subjects", "300", "--out", str(cohort)]).exit_code == 0
+    assert runner.invoke(app, ["synth", "--n-subjects", "300", "--out", str(cohort)]).exit_code == 0
     result = runner.invoke(app, ["screen", str(cohort), "--out", str(tmp_path / "run"), "--json"])
     assert result.exit_code == ExitCode.OK, result.output
     counts = json.loads(result.output)["counts"]
@@ -83,7 +83,7 @@ def test_a_synthetic_cohort_screens_without_errors(tmp_path):
 
 def test_a_non_empty_folder_is_refused(tmp_path):
     (tmp_path / "keep.txt").write_text("x")
-    result = runner.invoke(app, ["synth", "--subjects", "10", "--out", str(tmp_path)])
+    result = runner.invoke(app, ["synth", "--n-subjects", "10", "--out", str(tmp_path)])
     assert result.exit_code == ExitCode.OUTPUT_EXISTS
     assert (tmp_path / "keep.txt").read_text() == "x"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]

@@ -29,6 +29,7 @@ from trdscreen.cliapp import (
     app,
     csv_options,
     emit_json,
+    epilog,
     fail,
     guard,
     notify,
@@ -66,10 +67,21 @@ def _request(
     )
 
 
-@app.command()
+@app.command(
+    epilog=epilog(
+        [
+            "trdscreen screen sample_data --rules sforzini-2021 --out run",
+            "trdscreen screen export.csv --subjects patients.csv --map site-map.yaml --format xlsx --csv-dialect excel-eu --out run",
+            "trdscreen screen data/ --format parquet --on-invalid quarantine --max-quarantine 1% --json -q --out run",
+        ],
+        "0 screened; 2 usage; 3 rule file or map; 4 invalid input; 5 --out in the way; 7 output failed; 130 interrupted.",
+    )
+)
 def screen(
     input: InputArg,
-    out: Annotated[Path, typer.Option("--out", help="Output folder (created atomically).")],
+    out: Annotated[
+        Path, typer.Option("--out", metavar="DIR", help="Output folder (created atomically).")
+    ],
     subjects: SubjectsOpt = None,
     rules: RulesOpt = None,
     column_map: MapOpt = None,
@@ -77,6 +89,7 @@ def screen(
         OutputFormat,
         typer.Option(
             "--format",
+            metavar="csv|parquet|both|xlsx",
             help="Output table format. both: CSV and Parquet. xlsx: the CSV tables and "
             "screening.xlsx, one sheet per table.",
         ),
@@ -85,6 +98,7 @@ def screen(
         CsvDialect,
         typer.Option(
             "--csv-dialect",
+            metavar="standard|excel-eu",
             help="standard: comma-separated, decimal points. excel-eu: ; between fields, "
             "decimal commas and a UTF-8 byte-order mark, as a European spreadsheet opens.",
         ),
@@ -100,6 +114,7 @@ def screen(
         OnInvalid,
         typer.Option(
             "--on-invalid",
+            metavar="fail|quarantine",
             help="fail: any input error stops the run (only validation_issues is written). "
             "quarantine: rows with errors go to quarantine tables and their subjects get "
             "needs_review; everyone else is screened.",
@@ -128,6 +143,7 @@ def screen(
         Engine,
         typer.Option(
             "--engine",
+            metavar="pandas|dask",
             help="pandas: in this process. dask: one task per hash bucket of subject_id on a "
             "Dask cluster (same tables, byte for byte).",
         ),
@@ -136,6 +152,7 @@ def screen(
         str | None,
         typer.Option(
             "--scheduler",
+            metavar="ADDRESS",
             help="Dask scheduler address (tcp://host:8786); default: a local cluster on 127.0.0.1.",
         ),
     ] = None,
@@ -143,18 +160,22 @@ def screen(
         int | None,
         typer.Option(
             "--partitions",
+            metavar="N",
             min=1,
             help="Hash buckets for --engine dask (default: 4 per worker, and at most about "
             "262,144 input rows per bucket).",
         ),
     ] = None,
     workers: Annotated[
-        int, typer.Option("--workers", min=1, help="Local Dask cluster: worker processes.")
+        int,
+        typer.Option("--workers", metavar="N", min=1, help="Local Dask cluster: worker processes."),
     ] = 2,
     worker_memory: Annotated[
         str,
         typer.Option(
-            "--worker-memory", help="Local Dask cluster: memory limit per worker, e.g. 2GiB."
+            "--worker-memory",
+            metavar="SIZE",
+            help="Local Dask cluster: memory limit per worker, e.g. 2GiB.",
         ),
     ] = "auto",
     log_format: LogFormatOpt = LogFormat.text,
@@ -162,6 +183,7 @@ def screen(
         int | None,
         typer.Option(
             "--chunk-rows",
+            metavar="N",
             min=1,
             help="--engine pandas: input rows per chunk of subjects validated, screened and "
             "written at a time (default 262144); bounds memory, never changes the tables.",
@@ -238,7 +260,15 @@ def screen(
     guard(as_json, body)
 
 
-@app.command()
+@app.command(
+    epilog=epilog(
+        [
+            "trdscreen validate sample_data",
+            "trdscreen validate export.csv --subjects patients.csv --map site-map.yaml --json",
+        ],
+        "0 no errors (warnings allowed); 2 usage; 3 rule file or map; 4 input errors.",
+    )
+)
 def validate(
     input: InputArg,
     subjects: SubjectsOpt = None,

@@ -8,21 +8,34 @@ from typing import Annotated
 
 import typer
 
-from trdscreen.cliapp import JsonOpt, app, emit_json, guard
+from trdscreen.cliapp import JsonOpt, QuietOpt, app, emit_json, epilog, guard
 from trdscreen.errors import ExitCode
 
 DIFF_SHOWN = 50
 """Changed subjects shown in detail by `diff` without --json (all with it)."""
-RunArg = Annotated[Path, typer.Argument(help="A run folder written by `trdscreen screen`.")]
+RunArg = Annotated[
+    Path, typer.Argument(metavar="RUN_DIR", help="A run folder written by `trdscreen screen`.")
+]
 
 
-@app.command()
+@app.command(
+    epilog=epilog(
+        [
+            "trdscreen verify run",
+            "trdscreen verify run --inputs copies/ --head SHA256 --json",
+            "trdscreen verify run --no-rerun",
+        ],
+        "0 verified; 2 not a run folder; 6 not verified (a file, the audit chain or the re-run differs).",
+    )
+)
 def verify(
     run: RunArg,
     inputs: Annotated[
         Path | None,
         typer.Option(
-            "--inputs", help="Look for the recorded input files by name in this folder instead."
+            "--inputs",
+            metavar="DIR",
+            help="Look for the recorded input files by name in this folder instead.",
         ),
     ] = None,
     no_rerun: Annotated[
@@ -32,10 +45,12 @@ def verify(
         str | None,
         typer.Option(
             "--head",
+            metavar="SHA256",
             help="The audit head SHA-256 kept from `screen --json` (detects a rewritten log).",
         ),
     ] = None,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Check a run folder's audit chain and hashes, then re-run it and compare (exit 6 if not)."""
 
@@ -58,7 +73,7 @@ def verify(
                     "problems": verification.problems,
                 }
             )
-        else:
+        elif not quiet:
             from trdscreen.render import console, render_verify
 
             render_verify(console(), verification)
@@ -67,13 +82,22 @@ def verify(
     guard(as_json, body)
 
 
-@app.command()
+@app.command(
+    epilog=epilog(
+        ["trdscreen explain run S020", "trdscreen explain run S020 --json"],
+        "0 explained; 2 no such run or subject; 6 a run file no longer matches its manifest.",
+    )
+)
 def explain(
     run: RunArg,
-    subject_id: Annotated[str, typer.Argument(help="The subject key, as in the decisions table.")],
+    subject_id: Annotated[
+        str,
+        typer.Argument(metavar="SUBJECT_ID", help="The subject key, as in the decisions table."),
+    ],
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the same trace as one JSON object.")
     ] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Explain one subject's decision: courses, counts, criteria and the decision."""
 
@@ -85,6 +109,8 @@ def explain(
         if as_json:
             emit_json(data)
             return
+        if quiet:
+            return
         from trdscreen.render import console, render_explain
 
         render_explain(console(), data)
@@ -92,13 +118,23 @@ def explain(
     guard(as_json, body)
 
 
-@app.command()
+@app.command(
+    epilog=epilog(
+        ["trdscreen diff run-sforzini run-mgh", "trdscreen diff last-month this-month --json"],
+        "0 compared (whether or not anything changed); 2 no such run; 6 a run file no longer matches its manifest.",
+    )
+)
 def diff(
-    run_a: Annotated[Path, typer.Argument(help="The earlier (or reference) run folder.")],
-    run_b: Annotated[Path, typer.Argument(help="The later (or amended) run folder.")],
+    run_a: Annotated[
+        Path, typer.Argument(metavar="RUN_A", help="The earlier (or reference) run folder.")
+    ],
+    run_b: Annotated[
+        Path, typer.Argument(metavar="RUN_B", help="The later (or amended) run folder.")
+    ],
     as_json: Annotated[
         bool, typer.Option("--json", help="Print every change as one JSON object.")
     ] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Compare two runs: who changed decision, which criteria flipped, attrition side by side."""
 
@@ -110,6 +146,8 @@ def diff(
         if as_json:
             emit_json(data)
             return
+        if quiet:
+            return
         from trdscreen.render import console, render_diff
 
         render_diff(console(), data)
@@ -117,15 +155,14 @@ def diff(
     guard(as_json, body)
 
 
-@app.command()
-def summary(run: RunArg, as_json: JsonOpt = False) -> None:
-    """Print a run's summary again (its summary.txt, checked against manifest.json).
-
-    Example: trdscreen summary screening-out
-
-    Exit codes: 0 printed; 2 not a run folder, or one written before summary.txt existed;
-    6 summary.txt differs from the SHA-256 in the manifest.
-    """
+@app.command(
+    epilog=epilog(
+        ["trdscreen summary run", "trdscreen summary run --json"],
+        "0 printed; 2 not a run folder, or one written before summary.txt existed; 6 summary.txt was altered.",
+    )
+)
+def summary(run: RunArg, as_json: JsonOpt = False, quiet: QuietOpt = False) -> None:
+    """Print a run's summary again (its summary.txt, checked against manifest.json)."""
 
     def body() -> None:
         from trdscreen.runs import read_summary
@@ -140,6 +177,8 @@ def summary(run: RunArg, as_json: JsonOpt = False) -> None:
                     "summary": text,
                 }
             )
+            return
+        if quiet:  # checked only: the exit code says whether it is intact
             return
         from trdscreen.printable import printable_lines
 

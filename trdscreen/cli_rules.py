@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from trdscreen.cliapp import CONTEXT, JsonOpt, app, emit_json, guard, notify
+from trdscreen.cliapp import CONTEXT, JsonOpt, QuietOpt, app, emit_json, epilog, guard, notify
 from trdscreen.errors import UsageError
 from trdscreen.printable import printable, printable_lines
 from trdscreen.vocabulary import TableFormat
@@ -33,11 +33,16 @@ map_app = typer.Typer(
     context_settings=CONTEXT,
 )
 app.add_typer(map_app, name="map")
-RuleArg = Annotated[str, typer.Argument(help="Preset name (see `rules list`) or rule file path.")]
+RuleArg = Annotated[
+    str,
+    typer.Argument(metavar="PRESET|FILE", help="Preset name (see `rules list`) or rule file path."),
+]
 
 
-@rules_app.command("list")
-def rules_list(as_json: JsonOpt = False) -> None:
+@rules_app.command(
+    "list", epilog=epilog(["trdscreen rules list", "trdscreen rules list --json"], "0 listed.")
+)
+def rules_list(as_json: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """List the presets with title, source and a one-line summary."""
 
     def body() -> None:
@@ -63,6 +68,8 @@ def rules_list(as_json: JsonOpt = False) -> None:
                 }
             )
             return
+        if quiet:
+            return
         from trdscreen.render import console, render_presets
 
         render_presets(console(), presets, DEFAULT_PRESET)
@@ -70,8 +77,14 @@ def rules_list(as_json: JsonOpt = False) -> None:
     guard(as_json, body)
 
 
-@rules_app.command("show")
-def rules_show(name: RuleArg) -> None:
+@rules_app.command(
+    "show",
+    epilog=epilog(
+        ["trdscreen rules show sforzini-2021", "trdscreen rules show my-protocol.yaml --json"],
+        "0 shown; 2 no such preset or file; 3 the rule file is invalid.",
+    ),
+)
+def rules_show(name: RuleArg, as_json: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Print a rule set as protocol text generated from its YAML, unverified parameters flagged."""
 
     def body() -> None:
@@ -79,14 +92,39 @@ def rules_show(name: RuleArg) -> None:
         from trdscreen.protocol import protocol_text
 
         checked = api.check_rules(name)
-        text = protocol_text(checked.rules, checked.tags, str(checked.path), checked.file_sha256)
-        typer.echo(printable_lines(text), nl=False)
+        rules = checked.rules
+        text = protocol_text(rules, checked.tags, str(checked.path), checked.file_sha256)
+        if as_json:
+            emit_json(
+                {
+                    "status": "ok",
+                    "id": rules.id,
+                    "title": rules.title,
+                    "source": rules.source,
+                    "path": str(checked.path),
+                    "file_sha256": checked.file_sha256,
+                    "normalized_sha256": rules.sha256(),
+                    "rules": rules.model_dump(mode="json"),
+                    "evidence_tags": {
+                        ".".join(str(k) for k in key): tag for key, tag in checked.tags.items()
+                    },
+                    "protocol_text": text,
+                }
+            )
+        elif not quiet:
+            typer.echo(printable_lines(text), nl=False)
 
-    guard(False, body)
+    guard(as_json, body)
 
 
-@rules_app.command("check")
-def rules_check(name: RuleArg, as_json: JsonOpt = False) -> None:
+@rules_app.command(
+    "check",
+    epilog=epilog(
+        ["trdscreen rules check my-protocol.yaml", "trdscreen rules check my-protocol.yaml --json"],
+        "0 valid; 2 no such preset or file; 3 invalid (every problem listed with its key and line).",
+    ),
+)
+def rules_check(name: RuleArg, as_json: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Validate a rule file; report every problem with its key path and line (exit 3)."""
 
     def body() -> None:
@@ -108,6 +146,8 @@ def rules_check(name: RuleArg, as_json: JsonOpt = False) -> None:
                 }
             )
             return
+        if quiet:
+            return
         typer.echo(
             printable(
                 f"ok: {checked.path}: rule set {rules.id}, {len(rules.criteria)} criteria, "
@@ -120,19 +160,26 @@ def rules_check(name: RuleArg, as_json: JsonOpt = False) -> None:
     guard(as_json, body)
 
 
-@app.command()
+@app.command(
+    epilog=epilog(
+        ["trdscreen formulary Zoloft", "trdscreen formulary --rules mgh-atrq --json"],
+        "0 shown (an unknown name is reported, with the closest names); 2 usage; 3 the rule file is invalid.",
+    )
+)
 def formulary(
     drug: Annotated[
-        str | None, typer.Argument(help="Drug name, brand or synonym to look up.")
+        str | None, typer.Argument(metavar="DRUG", help="Drug name, brand or synonym to look up.")
     ] = None,
     rules: Annotated[
         str | None,
         typer.Option(
             "--rules",
+            metavar="PRESET|FILE",
             help="Show the formulary as this rule set uses it (its file, dose column, overrides).",
         ),
     ] = None,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """List the formulary or look up one drug: class, minimum dose and its source."""
 
@@ -156,6 +203,8 @@ def formulary(
                 {"status": "ok", "source": table.source, "sha256": table.sha256, "drugs": rows}
             )
             return
+        if quiet:  # looked up only: exit 2 when the drug is unknown
+            return
         from trdscreen.render import console, render_drug, render_formulary
 
         if drug is not None:
@@ -166,18 +215,33 @@ def formulary(
     guard(as_json, body)
 
 
-@app.command()
+@app.command(
+    epilog=epilog(
+        [
+            "trdscreen synth --n-subjects 1000 --out cohort --format csv",
+            "trdscreen synth --n-subjects 1000000 --seed 11 --out big --json",
+        ],
+        "0 written; 2 usage; 5 --out in the way; 7 output failed.",
+    )
+)
 def synth(
-    subjects: Annotated[int, typer.Option("--subjects", help="How many subjects.", min=1)],
-    out: Annotated[Path, typer.Option("--out", help="Folder for treatments and subjects.")],
-    seed: Annotated[int, typer.Option("--seed", help="Random seed: same seed, same files.")] = 0,
+    n_subjects: Annotated[
+        int, typer.Option("--n-subjects", metavar="N", help="How many subjects.", min=1)
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", metavar="DIR", help="Folder for treatments and subjects.")
+    ],
+    seed: Annotated[
+        int, typer.Option("--seed", metavar="N", help="Random seed: same seed, same files.")
+    ] = 0,
     fmt: Annotated[
-        TableFormat, typer.Option("--format", help="File format.")
+        TableFormat, typer.Option("--format", metavar="csv|parquet", help="File format.")
     ] = TableFormat.parquet,
     force: Annotated[
         bool, typer.Option("--force", help="Replace a non-empty --out folder.")
     ] = False,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Write a synthetic cohort (about 4.2 courses per subject) for demos and load tests."""
 
@@ -189,7 +253,7 @@ def synth(
 
         started = time.perf_counter()
         notify(check_out_dir(out, force))  # fail before drawing a large cohort
-        cohort = synthesize(subjects, seed)
+        cohort = synthesize(n_subjects, seed)
         paths = write_synthetic(cohort, out, fmt.value, force)
         payload = {
             "status": "ok",
@@ -202,6 +266,8 @@ def synth(
         if as_json:
             emit_json(payload)
             return
+        if quiet:
+            return
         typer.echo(
             f"wrote {payload['subjects']} subjects and {payload['courses']} courses "
             f"(seed {seed}) to {printable(out)} in {payload['seconds']} s"
@@ -210,7 +276,16 @@ def synth(
     guard(as_json, body)
 
 
-@map_app.command("init")
+@map_app.command(
+    "init",
+    epilog=epilog(
+        [
+            "trdscreen map init export.csv --subjects patients.csv > site-map.yaml",
+            "trdscreen map init export-folder/ --rules mgh-atrq > site-map.yaml",
+        ],
+        "0 printed; 2 usage; 4 the export cannot be read.",
+    ),
+)
 def map_init(
     export: Annotated[
         Path,
@@ -232,20 +307,24 @@ def map_init(
             "of every preset).",
         ),
     ] = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Print a commented site map proposed from an export: the canonical column of each
     header (with its score), the CSV dialect, the date, decimal, unit, percent and yes/no
     conventions seen in the cells, and the distinct values of coded columns. Check and edit
     it, then screen with --map.
-
-    Example: trdscreen map init export.csv --subjects patients.csv > site-map.yaml
-
-    Exit codes: 0 printed; 2 usage error; 4 the export cannot be read.
     """
 
     def body() -> None:
         from trdscreen.mapinit import template
 
-        sys.stdout.write(template(export, subjects, rules))
+        text = template(export, subjects, rules)
+        if as_json:  # the template, and what loads from it as it stands
+            import yaml
 
-    guard(False, body)
+            emit_json({"status": "ok", "template": text, "proposed": yaml.safe_load(text)})
+        elif not quiet:
+            sys.stdout.write(text)
+
+    guard(as_json, body)

@@ -22,19 +22,46 @@ from trdscreen import __version__
 from trdscreen.errors import ExitCode, TrdscreenError
 from trdscreen.vocabulary import LogFormat
 
-CONTEXT = {"help_option_names": ["-h", "--help"]}
-"""Every command answers -h as --help."""
+CONTEXT: dict[str, Any] = {
+    "help_option_names": ["-h", "--help"],
+    "max_content_width": 120,
+    # piped or redirected, help is not cut to an 80-column terminal that is not there
+    **({} if sys.stdout.isatty() else {"terminal_width": 120}),
+}
+"""Every command answers -h as --help; help fills up to 120 columns."""
+
+
+def _named_arguments_only() -> None:
+    """Typer lists an argument as `INPUT <path>`; an argument given a placeholder name
+    (INPUT, RUN_DIR, PRESET|FILE) says what it takes, so its type is left out."""
+    from typer.core import TyperArgument
+
+    shown = TyperArgument.display_type_rich
+
+    def display_type_rich(self: TyperArgument, ctx: Any) -> str | None:
+        return None if self.metavar else shown(self, ctx)
+
+    TyperArgument.display_type_rich = display_type_rich  # type: ignore[method-assign,assignment]
+
+
+_named_arguments_only()
 
 app = typer.Typer(
     name="trdscreen",
     help="Screen antidepressant treatment histories for treatment-resistant-depression "
     "(TRD) trial eligibility.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion SHELL, --show-completion SHELL
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings=CONTEXT,
 )
+
+
+def epilog(examples: list[str], codes: str) -> str:
+    """A command's help ending: examples, then its exit codes (kept as written)."""
+    lines = "\n".join(f"  {e}" for e in examples)
+    return f"\b\nExamples:\n{lines}\n\n\b\nExit codes: {codes}"
 
 
 def _version(value: bool) -> None:
@@ -64,25 +91,32 @@ def parse_date(value: str | None) -> date | None:
 InputArg = Annotated[
     Path,
     typer.Argument(
-        help="Treatments file (CSV or Parquet) or a folder holding treatments.* and subjects.*",
+        metavar="INPUT",
+        help="Treatments file (CSV or Parquet; also .csv.gz, - for stdin, a URL) or a folder "
+        "holding treatments.* and subjects.*",
         show_default=False,
     ),
 ]
 SubjectsOpt = Annotated[
-    Path | None, typer.Option("--subjects", help="Subjects file (CSV or Parquet).")
+    Path | None, typer.Option("--subjects", metavar="FILE", help="Subjects file (CSV or Parquet).")
 ]
 RulesOpt = Annotated[
     str | None,
-    typer.Option("--rules", help="Rule file or preset name [default: sforzini-2021]."),
+    typer.Option(
+        "--rules", metavar="PRESET|FILE", help="Rule file or preset name [default: sforzini-2021]."
+    ),
 ]
 MapOpt = Annotated[
     Path | None,
-    typer.Option("--map", help="Column-map YAML (site headers -> canonical names)."),
+    typer.Option(
+        "--map", metavar="FILE", help="Column-map YAML (site headers -> canonical names)."
+    ),
 ]
 AsOfOpt = Annotated[
     str | None,
     typer.Option(
         "--as-of",
+        metavar="DATE",
         help="Screen as on this date YYYY-MM-DD: it is every subject's reference date, and "
         "courses and scores recorded after it are not used.",
     ),
@@ -91,15 +125,23 @@ ReportOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--report",
+        metavar="PRESET",
         help="Also report this preset's staging scores (e.g. maudsley-2009); repeatable.",
     ),
 ]
 EncodingOpt = Annotated[
     str,
-    typer.Option("--encoding", help="Text encoding of CSV inputs (e.g. cp1252, latin-1, utf-16)."),
+    typer.Option(
+        "--encoding",
+        metavar="ENC",
+        help="Text encoding of CSV inputs (e.g. cp1252, latin-1, utf-16).",
+    ),
 ]
 DelimiterOpt = Annotated[
-    str, typer.Option("--delimiter", help="Field delimiter of CSV inputs (e.g. ';' or '\\t').")
+    str,
+    typer.Option(
+        "--delimiter", metavar="CHAR", help="Field delimiter of CSV inputs (e.g. ';' or '\\t')."
+    ),
 ]
 
 
@@ -113,6 +155,7 @@ LogFormatOpt = Annotated[
     LogFormat,
     typer.Option(
         "--log-format",
+        metavar="text|json",
         help="text: a progress display on stderr when it is a terminal, nothing otherwise. "
         "json: one JSON object per stage on stderr (event, elapsed_s, duration_s, counts).",
     ),

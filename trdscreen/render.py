@@ -44,8 +44,17 @@ class _Console(Console):
         os.dup2(devnull, (sys.stderr if self.stderr else sys.stdout).fileno())
 
 
+PIPED_WIDTH = 200
+"""Columns of tables written to a pipe or file (no terminal to fit): wide enough that
+criteria titles and drug names are not cut, unless COLUMNS says otherwise."""
+
+
 def console(stderr: bool = False) -> Console:
-    return _Console(stderr=stderr, highlight=False, soft_wrap=False)
+    stream = sys.stderr if stderr else sys.stdout
+    width = None
+    if not stream.isatty() and "COLUMNS" not in os.environ:
+        width = PIPED_WIDTH
+    return _Console(stderr=stderr, highlight=False, soft_wrap=False, width=width)
 
 
 def _row(table: Table, *cells: str) -> None:

@@ -146,7 +146,7 @@ def _misspell(name: str) -> str:
 def synthesize(n_subjects: int, seed: int = 0) -> SynthCohort:
     """Draw a cohort of `n_subjects` subjects and their courses (about 4.2 each)."""
     if n_subjects < 1:
-        raise UsageError(f"--subjects {n_subjects}: expected at least 1")
+        raise UsageError(f"--n-subjects {n_subjects}: expected at least 1")
     rng = np.random.default_rng(seed)
     n = n_subjects
     per_subject = rng.choice([3, 4, 5, 6], size=n, p=[0.3, 0.3, 0.25, 0.15])
