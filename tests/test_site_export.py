@@ -123,7 +123,9 @@ def test_verify_applies_the_recorded_conventions_again(tmp_path):
     out = screen(EXAMPLE / "site-export", tmp_path / "run", "sforzini-2021", SITE_MAP)
     manifest = (out / "manifest.json").read_text()
     assert '"site_conventions"' in manifest and '"%d/%m/%Y"' in manifest
-    assert verify_run(out).ok
+    verification = verify_run(out)
+    assert verification.ok
+    assert any(c.subject == "site conventions" and c.ok for c in verification.checks)
 
 
 # --------------------------------------------------------------------------- hand-worked cells

@@ -103,3 +103,64 @@ def test_a_held_subject_is_told_to_correct_its_rejected_rows(tmp_path):
     row = result.decisions.set_index("subject_id").loc["P1"]
     assert row["decision"] == "needs_review"
     assert "treatments.csv line 2 (not_a_number)" in row["to_resolve"]
+
+
+def test_an_excluded_subject_with_unknown_criteria_has_nothing_to_resolve(tmp_path):
+    # Aged 70 at screening: AGE (18 to 65) is not met, so the subject is excluded, even
+    # though TRD-MIN is unknown too: one failed trial (escitalopram 20 mg, 8 weeks, 24 to
+    # 22) and one with no dose, so 1 to 2 failures. A careless reading would send the
+    # coordinator after the missing dose of a patient who can never enrol.
+    courses = [
+        {"subject_id": "P1", "drug": "escitalopram", "daily_dose_mg": 20,
+         "start_date": "2023-01-02", "end_date": "2023-03-01", "hamd_start": 24, "hamd_end": 22},
+        {"subject_id": "P1", "drug": "sertraline", "daily_dose_mg": "",
+         "start_date": "2023-03-10", "end_date": "2023-05-10", "hamd_start": 24, "hamd_end": 22},
+    ]  # fmt: skip
+    folder = write_cohort(
+        tmp_path / "c", courses, [{"subject_id": "P1", "birth_date": "1954-01-01"}]
+    )
+    decisions = run_cohort(folder)[1].decisions.set_index("subject_id")
+    assert decisions.loc["P1", "decision"] == "excluded"
+    assert "TRD-MIN" in decisions.loc["P1", "unknown_criteria"]
+    assert decisions.loc["P1", "to_resolve"] == ""
+
+
+def test_a_staging_score_unknown_for_the_severity_rating_names_it(tmp_path):
+    # Maudsley: 2 failed trials (1 point), episode 2023-01-01 to screening 2024-06-01 = 17
+    # months, sub-acute (2 points), no augmentation or ECT (0), severity from HAM-D at
+    # screening - missing, so 1 to 5 points: MSM 4 to 8 against >= 7, unknown. The
+    # courses are all known: the fact is the missing rating, not a course.
+    courses = [
+        {"subject_id": "P1", "drug": "escitalopram", "daily_dose_mg": 20, "start_date":
+         "2023-01-02", "end_date": "2023-03-06", "hamd_start": 24, "hamd_end": 22},
+        {"subject_id": "P1", "drug": "sertraline", "daily_dose_mg": 150, "start_date":
+         "2023-03-10", "end_date": "2023-05-15", "hamd_start": 24, "hamd_end": 22},
+    ]  # fmt: skip
+    folder = write_cohort(tmp_path / "c", courses, [{"subject_id": "P1", "hamd_screening": ""}])
+    decisions = run_cohort(folder, "maudsley-2009")[1].decisions.set_index("subject_id")
+    assert decisions.loc["P1", "decision"] == "needs_review"
+    assert decisions.loc["P1", "to_resolve"] == "subjects: hamd_screening missing"
+
+
+def test_a_history_flag_with_no_course_evidence_names_the_flag(tmp_path):
+    # MGH-ATRQ excludes ECT in the current episode: the flag or an ECT course. No ECT
+    # course, flag empty: unknown, and the flag is the fact (not any course).
+    from tests.conftest import preset_data
+
+    subject = {"subject_id": "P1", "ect_current_episode": "", "madrs_screening": 30}
+    for column in ("psychotic_features", "substance_use_disorder", "ocd",
+                   "intellectual_disability", "cluster_b_pd", "prior_ketamine_nonresponse",
+                   "current_vns_or_dbs"):  # fmt: skip
+        subject[column] = "false"
+    courses = [
+        {"subject_id": "P1", "drug": "escitalopram", "daily_dose_mg": 20, "start_date":
+         "2023-01-02", "end_date": "2023-03-06", "hamd_start": 24, "hamd_end": 22},
+        {"subject_id": "P1", "drug": "sertraline", "daily_dose_mg": 150, "start_date":
+         "2023-03-10", "end_date": "2023-05-15", "hamd_start": 24, "hamd_end": 22},
+    ]  # fmt: skip
+    assert any(c["id"] == "EX-ECT-EPISODE" for c in preset_data("mgh-atrq")["criteria"])
+    folder = write_cohort(tmp_path / "c", courses, [subject])
+    decisions = run_cohort(folder, "mgh-atrq")[1].decisions.set_index("subject_id")
+    assert decisions.loc["P1", "decision"] == "needs_review", decisions.loc["P1", "reason"]
+    assert decisions.loc["P1", "unknown_criteria"] == "EX-ECT-EPISODE"
+    assert decisions.loc["P1", "to_resolve"] == "subjects: ect_current_episode missing"

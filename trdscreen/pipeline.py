@@ -237,6 +237,7 @@ def decide_validated(
         cohort.reference,
         courses,
         formulary,
+        staging_inputs(rules, *(r for r, _ in reports)),
     )
     decided["to_resolve"] = decided["to_resolve"].astype("str")
     decisions = decided[[*DECISION_COLUMNS, *scores.columns]]
@@ -252,6 +253,16 @@ def decide_validated(
         issues=inputs.issues,
         quarantine=quarantine,
     )
+
+
+def staging_inputs(*rule_sets: RuleSet) -> tuple[str, ...]:
+    """The subject columns the rule sets' staging scores read besides the courses."""
+    columns: list[str] = []
+    for rule_set in rule_sets:
+        severity = getattr(rule_set.staging, "severity", None)
+        if severity is not None:
+            columns += [severity.column, severity.psychosis_column, "episode_start"]
+    return tuple(dict.fromkeys(c for c in columns if c))
 
 
 def refuse_invalid(validated: ValidatedInputs, on_invalid: str) -> None:

@@ -17,6 +17,7 @@ import pandas as pd
 from trdscreen.criteria import CriterionResult
 from trdscreen.drugnames import normalize_name
 from trdscreen.formulary import Formulary
+from trdscreen.history import HISTORY_FLAGS
 from trdscreen.tristate import UNKNOWN
 
 COURSE_FACTS = {
@@ -51,6 +52,7 @@ DERIVED_FACTS = {
 }
 TEXT_FILE = r"(?i)\.(?:csv|tsv|txt)(?:\.(?:gz|zst|bz2))?$"
 """Inputs whose rows have lines (CSV, compressed or piped); Parquet rows are numbered."""
+FALLBACK = "see the criteria_ledger and courses for this subject"
 NO_ROW = "subjects: no row for this subject in the subjects table"
 NO_REFERENCE = "subjects: screening_date missing (the reference date)"
 
@@ -81,16 +83,20 @@ def to_resolve(
     reference: np.ndarray,
     courses: pd.DataFrame,
     formulary: Formulary,
+    staging_inputs: tuple[str, ...] = (),
 ) -> np.ndarray:
     """The `to_resolve` text per subject (aligned to `decisions`, sorted by id): empty
     unless the decision is needs_review. `subject_columns` are the columns read from the
     subjects table (or derived from it); every other column a criterion reads is
-    counted from the courses; `diagnosis_columns` are derived from the diagnosis."""
+    counted from the courses; `diagnosis_columns` are derived from the diagnosis;
+    `staging_inputs` are the subject columns a staging score reads besides the courses
+    (the MSM's severity rating and episode onset)."""
     n = len(decisions)
     out = np.full(n, "", dtype=object)
     first = np.full(n, -1, dtype=np.int64)
+    review = (decisions["decision"] == "needs_review").to_numpy()  # excluded: nothing to do
     for index, result in enumerate(results):
-        first[(result.state == UNKNOWN) & (first < 0)] = index
+        first[review & (result.state == UNKNOWN) & (first < 0)] = index
     reference_known = ~np.isnat(reference)
     by_courses = np.zeros(n, dtype=bool)
     for index, result in enumerate(results):
@@ -98,8 +104,13 @@ def to_resolve(
         if not rows.size:
             continue
         known = subject_columns | diagnosis_columns | {"age"}
-        own = [c for c in result.criterion.columns if c in known]
-        counted = [c for c in result.criterion.columns if c not in own]
+        columns = result.criterion.columns
+        # A history flag is the subject's flag OR evidence in the courses: unknown while
+        # the flag is empty (that is the fact), or while a course's evidence is unknown.
+        own = [c for c in columns if c in known] + [
+            HISTORY_FLAGS[c] for c in columns if c in HISTORY_FLAGS
+        ]
+        counted = [c for c in columns if c not in known]
         for column in own:
             values = criteria_frame[column] if column in criteria_frame else None
             missing = (
@@ -111,17 +122,26 @@ def to_resolve(
             out[empty] = _subject_facts(
                 column, has_row[empty], reference_known[empty], diagnosis_columns
             )
-        if counted:
-            by_courses[rows[out[rows] == ""]] = True
         left = rows[out[rows] == ""]
-        if own:  # given, but of a kind the criterion does not compare
+        if counted:
+            by_courses[left] = True
+        elif any(c.startswith("hamd") for c in own):  # given, on a scale it does not compare
             versions = "/".join(str(v) for v in result.criterion.hamd_versions)
             out[left] = (
                 f"subjects: {', '.join(own)} given but not comparable by "
                 f"{result.criterion.id} (e.g. a HAM-D version other than {versions})"
             )
+        elif own:
+            out[left] = f"subjects: {', '.join(own)} cannot be judged by {result.criterion.id}"
     if by_courses.any():
         _course_facts(out, by_courses, decisions, has_row, reference_known, courses, formulary)
+    for column in staging_inputs:  # a staging score unknown for a subject input, not a course
+        rows = np.flatnonzero(by_courses & (out == FALLBACK))
+        if rows.size and column in criteria_frame:
+            missing = rows[criteria_frame[column].iloc[rows].isna().to_numpy()]
+            out[missing] = _subject_facts(
+                column, has_row[missing], reference_known[missing], diagnosis_columns
+            )
     return out
 
 
@@ -156,7 +176,7 @@ def _course_facts(
     out[rest] = np.where(
         ~reference_known[rest],
         NO_REFERENCE,
-        np.where(has_row[rest], "see the criteria_ledger and courses for this subject", NO_ROW),
+        np.where(has_row[rest], FALLBACK, NO_ROW),
     )
 
 

@@ -14,6 +14,7 @@ Nothing in the run folder is written or changed.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -311,6 +312,16 @@ def _rerun(run: RunFolder, result: Verification, inputs_dir: Path | None) -> Non
         result.add("re-run", False, f"failed: {exc}")
         return
     result.reran = True
+    declared = manifest.get("site_conventions", {})
+    if declared or loaded.conventions:  # the map and rules are checked: this must agree
+        same = json.loads(json.dumps(loaded.conventions)) == declared
+        result.add(
+            "site conventions",
+            same,
+            "applied as recorded"
+            if same
+            else "the re-run reads the inputs under other conventions than manifest.json records",
+        )
     recorded = {o["path"]: o["sha256"] for o in manifest["outputs"]}
     with tempfile.TemporaryDirectory(prefix="trdscreen-verify-") as folder:
         destination = Destination(
