@@ -39,6 +39,15 @@ EXPECTED = {
 }
 
 
+TWO_FAILED_TRIALS = [
+    # Each adequate (dose at or above the minimum, 9 weeks) and failed (24 to 22: 8 %).
+    {"subject_id": "P1", "drug": "escitalopram", "daily_dose_mg": 20, "start_date":
+     "2023-01-02", "end_date": "2023-03-06", "hamd_start": 24, "hamd_end": 22},
+    {"subject_id": "P1", "drug": "sertraline", "daily_dose_mg": 150, "start_date":
+     "2023-03-10", "end_date": "2023-05-15", "hamd_start": 24, "hamd_end": 22},
+]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def decisions() -> pd.DataFrame:
     return run_cohort(SAMPLE)[1].decisions.set_index("subject_id")
@@ -130,12 +139,7 @@ def test_a_staging_score_unknown_for_the_severity_rating_names_it(tmp_path):
     # months, sub-acute (2 points), no augmentation or ECT (0), severity from HAM-D at
     # screening - missing, so 1 to 5 points: MSM 4 to 8 against >= 7, unknown. The
     # courses are all known: the fact is the missing rating, not a course.
-    courses = [
-        {"subject_id": "P1", "drug": "escitalopram", "daily_dose_mg": 20, "start_date":
-         "2023-01-02", "end_date": "2023-03-06", "hamd_start": 24, "hamd_end": 22},
-        {"subject_id": "P1", "drug": "sertraline", "daily_dose_mg": 150, "start_date":
-         "2023-03-10", "end_date": "2023-05-15", "hamd_start": 24, "hamd_end": 22},
-    ]  # fmt: skip
+    courses = TWO_FAILED_TRIALS
     folder = write_cohort(tmp_path / "c", courses, [{"subject_id": "P1", "hamd_screening": ""}])
     decisions = run_cohort(folder, "maudsley-2009")[1].decisions.set_index("subject_id")
     assert decisions.loc["P1", "decision"] == "needs_review"
@@ -152,12 +156,7 @@ def test_a_history_flag_with_no_course_evidence_names_the_flag(tmp_path):
                    "intellectual_disability", "cluster_b_pd", "prior_ketamine_nonresponse",
                    "current_vns_or_dbs"):  # fmt: skip
         subject[column] = "false"
-    courses = [
-        {"subject_id": "P1", "drug": "escitalopram", "daily_dose_mg": 20, "start_date":
-         "2023-01-02", "end_date": "2023-03-06", "hamd_start": 24, "hamd_end": 22},
-        {"subject_id": "P1", "drug": "sertraline", "daily_dose_mg": 150, "start_date":
-         "2023-03-10", "end_date": "2023-05-15", "hamd_start": 24, "hamd_end": 22},
-    ]  # fmt: skip
+    courses = TWO_FAILED_TRIALS
     assert any(c["id"] == "EX-ECT-EPISODE" for c in preset_data("mgh-atrq")["criteria"])
     folder = write_cohort(tmp_path / "c", courses, [subject])
     decisions = run_cohort(folder, "mgh-atrq")[1].decisions.set_index("subject_id")

@@ -8,31 +8,15 @@ from typing import Annotated
 
 import typer
 
-from trdscreen.cliapp import CONTEXT, JsonOpt, QuietOpt, app, emit_json, epilog, guard, notify
+from trdscreen.cliapp import JsonOpt, QuietOpt, app, command_group, emit_json, epilog, guard, notify
 from trdscreen.errors import UsageError
 from trdscreen.printable import printable, printable_lines
 from trdscreen.vocabulary import TableFormat
 
-rules_app = typer.Typer(
-    name="rules",
-    help="The shipped TRD definitions (presets) and custom rule files.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    context_settings=CONTEXT,
+rules_app = command_group("rules", "The shipped TRD definitions (presets) and custom rule files.")
+map_app = command_group(
+    "map", "Site maps (--map): an export's headers and conventions declared once."
 )
-app.add_typer(rules_app, name="rules")
-map_app = typer.Typer(
-    name="map",
-    help="Site maps (--map): an export's headers and conventions declared once.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    context_settings=CONTEXT,
-)
-app.add_typer(map_app, name="map")
 RuleArg = Annotated[
     str,
     typer.Argument(metavar="PRESET|FILE", help="Preset name (see `rules list`) or rule file path."),

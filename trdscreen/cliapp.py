@@ -46,16 +46,29 @@ def _named_arguments_only() -> None:
 
 _named_arguments_only()
 
+_SETTINGS: dict[str, Any] = {
+    "no_args_is_help": True,
+    "pretty_exceptions_enable": False,
+    "rich_markup_mode": None,
+    "context_settings": CONTEXT,
+}
+"""How the app and each command group behave: help when called bare, errors as our
+messages (never rich tracebacks), plain help text, -h."""
+
 app = typer.Typer(
     name="trdscreen",
     help="Screen antidepressant treatment histories for treatment-resistant-depression "
     "(TRD) trial eligibility.",
-    no_args_is_help=True,
     add_completion=True,  # --install-completion SHELL, --show-completion SHELL
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    context_settings=CONTEXT,
+    **_SETTINGS,
 )
+
+
+def command_group(name: str, help: str) -> typer.Typer:
+    """A group of subcommands (`rules ...`, `map ...`) under the app, set up as the app is."""
+    group = typer.Typer(name=name, help=help, add_completion=False, **_SETTINGS)
+    app.add_typer(group, name=name)
+    return group
 
 
 def epilog(examples: list[str], codes: str) -> str:

@@ -87,21 +87,10 @@ def render_summary(out: Console, result: RunSummary, rules_title: str, folder: s
     out.print(_counts_table("Decision", counts["decision"], total))
     out.print(_counts_table("Classification", counts["classification"], total))
     out.print(render_attrition(result.attrition))
-    assumed = counts.get("assumptions", {}).get("eligible", 0)
-    if assumed:
-        out.print(
-            f"{assumed} of {counts['decision'].get('eligible', 0)} eligible decision(s) rest on "
-            "assumptions (see the assumptions column; `trdscreen explain` names them).",
-            markup=False,
-            soft_wrap=True,
-        )
-    near = result.near_misses()
-    if near:
-        out.print(f"{near} excluded subject(s) are near misses (see near_miss_criteria).")
-    issues = counts["issues"]
-    if issues:
-        listed = ", ".join(f"{n} {severity}" for severity, n in issues.items())
-        out.print(f"Input issues: {listed} (validation_issues in the output folder).")
+    from trdscreen.summarytext import notes
+
+    for line in notes(result):
+        out.print(line, markup=False, soft_wrap=True)
     out.print(Text.assemble("Output: ", (folder, "bold")))
     out.print(
         f"Audit record: manifest.json and audit.jsonl; check it with `trdscreen verify {folder}`, "

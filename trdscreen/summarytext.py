@@ -35,6 +35,30 @@ def _counts(title: str, counts: dict[str, int], total: int) -> list[str]:
     return _table([title, "subjects", "share"], rows, {1, 2})
 
 
+def notes(result: RunSummary) -> list[str]:
+    """The sentences after the tables: assumptions, near misses, reviews, input issues
+    (the terminal summary prints them too)."""
+    counts = result.counts()
+    lines = []
+    assumed = counts.get("assumptions", {}).get("eligible", 0)
+    if assumed:
+        lines.append(
+            f"{assumed} of {counts['decision'].get('eligible', 0)} eligible decision(s) rest on "
+            "assumptions (the assumptions column; `trdscreen explain` names them)."
+        )
+    near = result.near_misses()
+    if near:
+        lines.append(f"{near} excluded subject(s) are near misses (near_miss_criteria).")
+    review = counts["decision"].get("needs_review", 0)
+    if review:
+        lines.append(f"{review} subject(s) need review: needs_review.csv, column to_resolve.")
+    issues = counts["issues"]
+    if issues:
+        listed = ", ".join(f"{n} {severity}" for severity, n in issues.items())
+        lines.append(f"Input issues: {listed} (validation_issues).")
+    return lines
+
+
 def summary_text(loaded: LoadedRun, result: RunSummary | None) -> str:
     """The summary of a finished run (or of one whose input validation stopped it)."""
     rules = loaded.rules
@@ -82,22 +106,7 @@ def summary_text(loaded: LoadedRun, result: RunSummary | None) -> str:
     header = ["step", "criterion", "excluded here", "remaining", "not met", "unknown",
               "on assumptions"]  # fmt: skip
     lines += _table(header, rows, {0, 2, 3, 4, 5, 6}) + [""]
-    assumed = counts.get("assumptions", {}).get("eligible", 0)
-    if assumed:
-        lines.append(
-            f"{assumed} of {counts['decision'].get('eligible', 0)} eligible decision(s) rest on "
-            "assumptions (the assumptions column; `trdscreen explain` names them)."
-        )
-    near = result.near_misses()
-    if near:
-        lines.append(f"{near} excluded subject(s) are near misses (near_miss_criteria).")
-    review = counts["decision"].get("needs_review", 0)
-    if review:
-        lines.append(f"{review} subject(s) need review: needs_review.csv, column to_resolve.")
-    issues = counts["issues"]
-    if issues:
-        listed = ", ".join(f"{n} {severity}" for severity, n in issues.items())
-        lines.append(f"Input issues: {listed} (validation_issues).")
+    lines += notes(result)
     lines += [
         "",
         "Check this run with `trdscreen verify RUN_DIR`; read one decision with",
