@@ -205,7 +205,7 @@ def watching(log_format: LogFormat, quiet: bool, as_json: bool) -> Iterator[None
     if log_format is LogFormat.json:
         observer = JsonLines()
     elif sys.stderr.isatty() and not quiet and not as_json:
-        from trdscreen.render import TerminalProgress
+        from trdscreen.render_progress import TerminalProgress
 
         observer = TerminalProgress()
     if observer is None:

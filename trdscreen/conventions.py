@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from trdscreen.ruleset import DATE_DIRECTIVES, TIME_DIRECTIVES, ColumnMap, ValueFormats
+from trdscreen.sitemap import DATE_DIRECTIVES, TIME_DIRECTIVES, ColumnMap, ValueFormats
 
 _NULL_TEXT = pa.scalar(None, pa.string())
 _ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"

@@ -35,7 +35,7 @@ from trdscreen.errors import (
     InputError,
     RuleError,
 )
-from trdscreen.ruleset import ColumnMap
+from trdscreen.sitemap import ColumnMap
 from trdscreen.sniff import refuse_binary, refuse_other_table
 from trdscreen.sources import data_name, folder_sha256, is_remote, locate
 

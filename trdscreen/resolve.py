@@ -12,8 +12,9 @@ from trdscreen.errors import RuleError, UsageError
 from trdscreen.formulary import Formulary, load_formulary
 from trdscreen.io import CsvOptions
 from trdscreen.rulefile import load_column_map, read_rule_file, resolve_rules
-from trdscreen.ruleset import STAGING_MODEL_OF, ColumnMap, RuleSet
+from trdscreen.ruleset import STAGING_MODEL_OF, RuleSet
 from trdscreen.schemas import SUBJECT_COLUMNS, TREATMENT_COLUMNS
+from trdscreen.sitemap import ColumnMap
 from trdscreen.validate import criteria_subject_columns
 
 

@@ -14,7 +14,8 @@ from pydantic import BaseModel, ValidationError
 
 from trdscreen.errors import RuleError
 from trdscreen.io import read_config_file
-from trdscreen.ruleset import ColumnMap, RuleSet
+from trdscreen.ruleset import RuleSet
+from trdscreen.sitemap import ColumnMap
 
 MAX_RULE_FILE_BYTES = 1_000_000
 
