@@ -414,7 +414,8 @@ def coerce(
             name,
             "missing_column",
             f"required column `{name}` not found; columns are: {', '.join(table.column_names)}; "
-            f"map a site header to it under `columns: {source.name}:` in the rule file or --map",
+            f"map a site header to it under `columns: {source.name}:` in the rule file or --map "
+            "(`trdscreen map init` proposes a site map from the export)",
         )
     out: dict[str, object] = {}
     wanted = [(n, s) for n, s in specs.items() if n in present]
