@@ -111,6 +111,7 @@ def printing_commands(run: Path, tmp: Path) -> dict[str, list[str]]:
         "rules show": ["rules", "show", "sforzini-2021"],
         "rules check": ["rules", "check", "sforzini-2021"],
         "map init": ["map", "init", str(SAMPLE)],
+        "worklist": ["worklist", str(run), "--out", str(tmp / "review.csv"), "--force"],
     }
 
 

@@ -42,7 +42,7 @@ LAYERS = (
      "vocabulary columns "
      "diagnoses history sniff segments"),
     ("read", "csvfile sources criterion sitemap io issues ruleset rulefile drugnames formulary drugs doses"),
-    ("validate", "conventions schemas validate quarantine"),
+    ("validate", "conventions adjudication schemas validate quarantine"),
     ("assess", "episode outcome trials checks courses subjects staging"),
     ("decide", "criteria toresolve pipeline merge protocol resolve tables"),
     ("write", "output outdir runs stream engine manifest summarytext api"),

@@ -20,10 +20,13 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+
 from trdscreen import __version__
+from trdscreen.adjudication import Adjudications, read_adjudications, unknown_subjects
 from trdscreen.audit import AuditTrail
 from trdscreen.engine import DaskOptions
-from trdscreen.errors import InvalidInputData, UsageError
+from trdscreen.errors import InputError, InvalidInputData, UsageError
 from trdscreen.io import InputFile, SourceTable, find_inputs, open_source, sha256_file
 from trdscreen.issues import issue_counts
 from trdscreen.manifest import (
@@ -160,6 +163,7 @@ def load_with(
     if read:
         treatments = _read(treatments, trail)
         subjects = _read(subjects, trail) if subjects is not None else None
+    adjudications = _adjudications(request, treatments, subjects, trail)
     validated = None
     if request.dask is None and request.chunk_rows is None:  # else validated per part
         assert isinstance(treatments, SourceTable)
@@ -183,7 +187,37 @@ def load_with(
         command=command,
         column_map=column_map,
         conventions=columns.conventions(),
+        adjudications=adjudications,
     )
+
+
+def _adjudications(
+    request: ScreenRequest,
+    treatments: SourceTable | InputFile,
+    subjects: SourceTable | InputFile | None,
+    trail: AuditTrail,
+) -> Adjudications | None:
+    """The reviewers' decisions, checked, each subject against the inputs where they are
+    read already (the Dask engine reads its inputs later: unknown keys go unnoticed)."""
+    if request.adjudications is None:
+        return None
+    path = Path(request.adjudications)
+    if not path.is_file():
+        raise InputError(f"{path}: no such adjudication file")
+    adjudications = read_adjudications(path, sha256_file(path))
+    keys = [s.key_text() for s in (treatments, subjects) if isinstance(s, SourceTable)]
+    if keys:
+        known = [k.to_numpy(zero_copy_only=False) for k in keys if k is not None]
+        found = np.unique(np.concatenate(known)) if known else np.empty(0, dtype=object)
+        unknown_subjects(adjudications, found)
+    trail.record(
+        "adjudications_loaded",
+        path=str(path),
+        rows=adjudications.rows,
+        blank_rows=adjudications.blank,
+        sha256=adjudications.sha256,
+    )
+    return adjudications
 
 
 def _read(source: SourceTable | InputFile, trail: AuditTrail) -> SourceTable:
@@ -202,6 +236,7 @@ def screening_of(loaded: LoadedRun) -> Screening:
         loaded.request.as_of,
         tuple((r.rules, r.formulary) for r in loaded.reports),
         loaded.request.on_invalid,
+        loaded.adjudications,
     )
 
 
@@ -254,6 +289,14 @@ def load_and_validate(request: ScreenRequest, command: Sequence[str] = ()) -> Lo
 def _record_screened(loaded: LoadedRun, result: RunSummary) -> None:
     if result.quarantine is not None:
         loaded.trail.record("quarantine_planned", **result.quarantine.counts())
+    if loaded.adjudications is not None:  # one event per override: key, decision, line only
+        table = loaded.adjudications.table
+        for subject, decision, line in zip(
+            table["subject_id"], table["decision"], table["line"], strict=True
+        ):
+            loaded.trail.record(
+                "decision_adjudicated", subject_id=subject, decision=decision, line=int(line)
+            )
     loaded.trail.record("decisions_computed", counts=result.counts())
 
 

@@ -36,6 +36,9 @@ EVENTS = {
     "input_read": "an input file was read (role, path, size, rows, SHA-256)",
     "inputs_validated": "validation finished (issue counts by severity)",
     "quarantine_planned": "--on-invalid quarantine set rows aside (subjects held, rows)",
+    "adjudications_loaded": "the adjudication file was read and checked (path, rows, SHA-256)",
+    "decision_adjudicated": "a reviewer's decision overrides a subject's (subject key, "
+    "decision, line of the adjudication file)",
     "decisions_computed": "screening finished (counts by decision)",
     "output_written": "an output file was written (path, rows, size, SHA-256)",
     "run_finished": "the run ended with decisions (manifest SHA-256, exit code)",

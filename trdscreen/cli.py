@@ -120,6 +120,15 @@ def screen(
             "needs_review; everyone else is screened.",
         ),
     ] = OnInvalid.fail,
+    adjudications: Annotated[
+        Path | None,
+        typer.Option(
+            "--adjudications",
+            metavar="FILE",
+            help="Reviewers' decisions (CSV or Parquet: subject_id, decision, reason, reviewer, "
+            "date, optional criterion): they set final_decision; the computed decision stays.",
+        ),
+    ] = None,
     max_quarantine: Annotated[
         str | None,
         typer.Option(
@@ -211,6 +220,7 @@ def screen(
             input, subjects, rules, column_map, reference, report, encoding, delimiter,
             on_invalid=on_invalid.value,
             max_quarantine=max_quarantine,
+            adjudications=adjudications,
             dask=dask,
             chunk_rows=None if dask is not None else (chunk_rows or api.CHUNK_ROWS),
         )  # fmt: skip

@@ -10,6 +10,7 @@ import typer
 
 from trdscreen.cliapp import JsonOpt, QuietOpt, app, emit_json, epilog, guard
 from trdscreen.errors import ExitCode
+from trdscreen.printable import printable
 
 DIFF_SHOWN = 50
 """Changed subjects shown in detail by `diff` without --json (all with it)."""
@@ -183,5 +184,44 @@ def summary(run: RunArg, as_json: JsonOpt = False, quiet: QuietOpt = False) -> N
         from trdscreen.printable import printable_lines
 
         typer.echo(printable_lines(text), nl=False)
+
+    guard(as_json, body)
+
+
+@app.command(
+    epilog=epilog(
+        [
+            "trdscreen worklist run --out review.csv",
+            "trdscreen worklist run --out review.csv --force --json",
+        ],
+        "0 written; 2 not a run folder, or --out exists (pass --force); 6 the run was altered.",
+    )
+)
+def worklist(
+    run: RunArg,
+    out: Annotated[Path, typer.Option("--out", metavar="FILE", help="The worklist CSV to write.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out.")] = False,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write the subjects still to review, with what to resolve and empty decision, reason,
+    reviewer, date and criterion columns: filled in, it is an --adjudications file."""
+
+    def body() -> None:
+        from trdscreen.adjudication import worklist as review_list
+        from trdscreen.errors import UsageError
+        from trdscreen.runs import open_run
+
+        if out.exists() and not force:
+            raise UsageError(f"{out}: exists; pass --force to replace it")
+        folder = open_run(run)
+        table = review_list(folder.read("decisions"))
+        draft = out.with_name(f".{out.name}.draft")
+        table.to_csv(draft, index=False)
+        draft.replace(out)
+        if as_json:
+            emit_json({"status": "ok", "out": str(out), "subjects": len(table)})
+        elif not quiet:
+            typer.echo(f"wrote {len(table)} subject(s) to review to {printable(str(out))}")
 
     guard(as_json, body)

@@ -52,9 +52,14 @@ class RuleError(TrdscreenError):
 
 
 class InputError(TrdscreenError):
-    """An input file cannot be read at all (missing, unreadable, wrong format)."""
+    """An input file cannot be read at all (missing, unreadable, wrong format);
+    `problems` may list one line per problem (an adjudication file's rows)."""
 
     exit_code = ExitCode.INVALID_INPUT
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = list(problems or [])
 
 
 class InvalidInputData(TrdscreenError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from trdscreen.adjudication import ADJUDICATION_COLUMNS
 from trdscreen.errors import UsageError
 from trdscreen.pipeline import DECISION_COLUMNS
 from trdscreen.quarantine import META_COLUMNS, QUARANTINED
@@ -72,7 +73,8 @@ def explain_subject(run: RunFolder, subject_id: str) -> dict[str, Any]:
         }
         for low, high, label in COUNT_COLUMNS
     }
-    staging = {c: decision[c] for c in decisions.columns if c not in DECISION_COLUMNS}
+    own = {*DECISION_COLUMNS, *ADJUDICATION_COLUMNS}
+    staging = {c: decision[c] for c in decisions.columns if c not in own}
     held = []
     if str(decision["reason"]).startswith(QUARANTINED):
         for table in ("quarantine_treatments", "quarantine_subjects"):
@@ -97,6 +99,16 @@ def explain_subject(run: RunFolder, subject_id: str) -> dict[str, Any]:
         "decision": decision["decision"],
         "reason": decision["reason"],
         "to_resolve": decision.get("to_resolve") or None,  # runs before 0.6.0 have none
+        "final_decision": decision.get("final_decision", decision["decision"]),
+        "adjudication": (
+            {
+                "reviewer": decision["adjudicated_by"],
+                "date": decision["adjudicated_on"],
+                "reason": decision["adjudication_reason"],
+            }
+            if decision.get("adjudicated") in (True, "true", "True")
+            else None
+        ),
         "classification": decision["classification"],
         "first_failed_criterion": decision["first_failed_criterion"] or None,
         "failed_criteria": _split(decision["failed_criteria"]),

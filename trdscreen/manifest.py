@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from trdscreen import __version__
+from trdscreen.adjudication import Adjudications
 from trdscreen.audit import AUDIT_FILE, AUDIT_FORMAT, AuditTrail
 from trdscreen.engine import DaskOptions
 from trdscreen.errors import ExitCode, UsageError
@@ -40,6 +41,7 @@ class ScreenRequest:
     csv: CsvOptions = CsvOptions()  # --encoding, --delimiter
     on_invalid: str = "fail"  # vocabulary.ON_INVALID: what rows that fail validation do
     max_quarantine: str | None = None  # quarantine at most N subjects or P% of them
+    adjudications: Path | None = None  # reviewers' decisions (--adjudications)
     dask: DaskOptions | None = None  # --engine dask: run the kernel per hash bucket
     chunk_rows: int | None = None  # screen_and_write: rows per chunk; None: the whole cohort
 
@@ -72,6 +74,7 @@ class LoadedRun:
     command: tuple[str, ...]
     column_map: tuple[Path, str] | None  # the --map file and its SHA-256
     conventions: dict = field(default_factory=dict)  # the declared site conventions applied
+    adjudications: Adjudications | None = None  # reviewers' decisions, checked
 
     def tables(self) -> tuple[SourceTable, SourceTable | None]:
         """The inputs as read (every engine but Dask reads them whole when loading)."""
@@ -175,6 +178,7 @@ def build_manifest(
             "subjects": str(request.subjects) if request.subjects else None,
             "rules": request.rules,
             "column_map": str(request.column_map) if request.column_map else None,
+            "adjudications": str(request.adjudications) if request.adjudications else None,
             "as_of": as_of.isoformat() if as_of else None,
             "reports": list(request.reports),
             "formats": list(destination.formats),
@@ -212,6 +216,16 @@ def build_manifest(
             else None
         ),
         **({"site_conventions": loaded.conventions} if loaded.conventions else {}),
+        "adjudications": (
+            {
+                "path": str(loaded.adjudications.path),
+                "resolved_path": str(loaded.adjudications.path.resolve()),
+                "sha256": loaded.adjudications.sha256,
+                "rows": loaded.adjudications.rows,
+            }
+            if loaded.adjudications is not None
+            else None
+        ),
         "reports": [
             {
                 **_rule_record(r.rules, r.path, r.file_sha256, r.formulary),
@@ -242,6 +256,7 @@ def request_from_manifest(
     treatments: Path,
     subjects: Path | None = None,
     column_map: Path | None = None,
+    adjudications: Path | None = None,
 ) -> ScreenRequest:
     """The request a manifest records (the inverse of its `options`), reading the inputs
     and column map from the paths given (where `verify` found them). The run's own
@@ -254,6 +269,7 @@ def request_from_manifest(
         subjects=subjects,
         rules=options["rules"],
         column_map=column_map,
+        adjudications=adjudications,
         as_of=date.fromisoformat(options["as_of"]) if options["as_of"] else None,
         reports=tuple(options["reports"]),
         csv=CsvOptions(options.get("encoding", "utf-8"), options.get("delimiter", ",")),

@@ -13,6 +13,7 @@ from typing import Protocol
 import pandas as pd
 
 from trdscreen import quarantine as quarantine_policy
+from trdscreen.adjudication import Adjudications, adjudicate
 from trdscreen.asof import as_of_view
 from trdscreen.courses import assess_courses
 from trdscreen.criteria import assumption_counts, attrition, decide, evaluate_all, ledger
@@ -83,8 +84,9 @@ class ScreenResult:
     quarantine: Quarantine | None = None  # with --on-invalid quarantine
 
     def tables(self) -> dict[str, pd.DataFrame]:
-        """Every output table by its file stem, in writing order."""
-        decision = self.decisions["decision"]
+        """Every output table by its file stem, in writing order (the splits follow the
+        final decision: the reviewer's where one adjudicated)."""
+        decision = self.decisions["final_decision"]
         held = {}
         if self.quarantine is not None:
             held = {
@@ -121,6 +123,16 @@ class ScreenResult:
             "assumptions": assumption_counts(self.attrition),
             "issues": issue_counts(self.issues),
         }
+        adjudicated = self.decisions["adjudicated"].to_numpy(dtype=bool)
+        if adjudicated.any():
+            counts["final_decision"] = tally("final_decision")
+            changed = self.decisions["final_decision"].astype("str") != self.decisions[
+                "decision"
+            ].astype("str")
+            counts["adjudicated"] = {
+                "subjects": int(adjudicated.sum()),
+                "changed": int((changed.to_numpy() & adjudicated).sum()),
+            }
         if self.quarantine is not None:
             counts["quarantine"] = self.quarantine.counts()
         return counts
@@ -190,6 +202,7 @@ def decide_validated(
     as_of: date | None,
     reports: tuple[tuple[RuleSet, Formulary], ...] = (),
     quarantine: Quarantine | None = None,
+    adjudications: Adjudications | None = None,
 ) -> ScreenResult:
     """Screen validated inputs. Every input subject and course appears exactly once.
 
@@ -245,6 +258,7 @@ def decide_validated(
     if quarantine is not None:
         decisions = held_decisions(decisions, quarantine, given.treatments)
         table = held_attrition(table, len(quarantine.held))
+    decisions = adjudicate(decisions, adjudications)
     return ScreenResult(
         decisions=decisions,
         courses=courses,
@@ -296,6 +310,7 @@ class Screening:
     as_of: date | None = None
     reports: tuple[tuple[RuleSet, Formulary], ...] = ()  # rule sets whose staging is added
     on_invalid: str = "fail"  # vocabulary.ON_INVALID
+    adjudications: Adjudications | None = None  # reviewers' decisions (--adjudications)
 
 
 def decide_checked(
@@ -323,6 +338,7 @@ def decide_checked(
         screening.as_of,
         screening.reports,
         held,
+        screening.adjudications,
     )
 
 

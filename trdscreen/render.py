@@ -437,6 +437,13 @@ def render_explain(out: Console, data: dict) -> None:
     out.print(f"  {data['reason']}", markup=False)
     if data.get("to_resolve"):
         out.print(f"  to resolve first: {data['to_resolve']}", markup=False)
+    review = data.get("adjudication")
+    if review:
+        out.print(
+            f"  adjudicated: {data['final_decision'].upper()} by {review['reviewer']} on "
+            f"{review['date']} ({review['reason']}); computed: {decision}",
+            markup=False,
+        )
     out.print(
         f"Run {run['run_id']} ({run['finished_at']}), rules {run['rules_id']}: "
         f"{run['rules_title']} (normalized SHA-256 {run['rules_normalized_sha256'][:12]}...); "
@@ -511,10 +518,23 @@ def render_diff(out: Console, data: dict, limit: int = 50) -> None:
     subjects = data["subjects"]
     out.print(
         f"{subjects['changed_decision']} of {subjects['in_both']} subjects changed decision"
-        + "".join(f"; {n} {direction}" for direction, n in sorted(data["directions"].items())),
+        + "".join(f"; {n} {direction}" for direction, n in sorted(data["directions"].items()))
+        + (
+            f"; {subjects['changed_by_adjudication']} changed final decision by adjudication"
+            if subjects.get("changed_by_adjudication")
+            else ""
+        ),
         markup=False,
         soft_wrap=True,
     )
+    for change in data.get("adjudication_changes", [])[:limit]:
+        reviewer = change["reviewer_b"] or change["reviewer_a"]
+        reason = change["reason_b"] or change["reason_a"]
+        out.print(
+            f"  {change['subject_id']}: {change['direction']} by adjudication "
+            f"({reviewer}: {reason}); the computed decision is the same",
+            markup=False,
+        )
     for side in ("a", "b"):
         only = subjects[f"only_in_{side}"]
         if only:

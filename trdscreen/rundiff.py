@@ -167,6 +167,7 @@ def diff_runs(a: RunFolder, b: RunFolder, limit: int | None = None) -> dict[str,
     directions = (
         changed["decision_a"].astype("str") + " -> " + changed["decision_b"].astype("str")
     ).value_counts()
+    adjudicated = _adjudication_changes(a, b, both[text["decision_a"] == text["decision_b"]])
     return {
         "a": _run_info(a),
         "b": _run_info(b),
@@ -180,8 +181,44 @@ def diff_runs(a: RunFolder, b: RunFolder, limit: int | None = None) -> dict[str,
                 json_value(v) for v in merged.loc[merged["_merge"] == "right_only", "subject_id"]
             ),
             "changed_decision": len(changed),
+            "changed_by_adjudication": len(adjudicated),
         },
+        "adjudication_changes": adjudicated,
         "directions": {str(k): int(v) for k, v in directions.items()},
         "changes": changes,
         "attrition": _attrition(a, b),
     }
+
+
+def _final(run: RunFolder) -> pd.DataFrame:
+    """subject_id, final decision and the reviewer's reason (a run before 0.6.0, or one
+    without adjudications: the computed decision, no reason)."""
+    decisions = run.read("decisions")
+    if "final_decision" not in decisions.columns:
+        return decisions[["subject_id"]].assign(
+            final=decisions["decision"].astype("str"), reviewer="", reason=""
+        )
+    return decisions[["subject_id"]].assign(
+        final=decisions["final_decision"].astype("str"),
+        reviewer=decisions["adjudicated_by"].fillna("").astype("str"),
+        reason=decisions["adjudication_reason"].fillna("").astype("str"),
+    )
+
+
+def _adjudication_changes(a: RunFolder, b: RunFolder, same: pd.DataFrame) -> list[dict]:
+    """Subjects whose computed decision is the same in both runs but whose final decision
+    differs: changed by a reviewer, not by the data or the rules."""
+    merged = _final(a).merge(_final(b), on="subject_id", suffixes=("_a", "_b"))
+    merged = merged[merged["subject_id"].isin(same["subject_id"])]
+    moved = merged[merged["final_a"] != merged["final_b"]].sort_values("subject_id")
+    return [
+        {
+            "subject_id": json_value(row["subject_id"]),
+            "direction": f"{row['final_a']} -> {row['final_b']}",
+            "reviewer_a": row["reviewer_a"],
+            "reviewer_b": row["reviewer_b"],
+            "reason_a": row["reason_a"],
+            "reason_b": row["reason_b"],
+        }
+        for row in records(moved)
+    ]

@@ -327,17 +327,23 @@ class Collector:
 
 
 def _add(total: dict[str, dict[str, int]], part: dict[str, dict[str, int]]) -> None:
-    for group in ("subjects", "courses", "decision", "classification"):
+    for group in ("subjects", "courses", "decision", "classification", *ADJUDICATED):
+        if group not in part:
+            continue
         into = total.setdefault(group, {})
         for key, n in part[group].items():
             into[key] = into.get(key, 0) + n
+
+
+ADJUDICATED = ("final_decision", "adjudicated")
+"""Tallies a part has only when a reviewer decided one of its subjects."""
 
 
 def _sorted_tallies(total: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
     # The whole table's tallies list a categorical's values in sorted order.
     return {
         group: dict(sorted(total[group].items()))
-        if group in ("decision", "classification")
+        if group in ("decision", "classification", "final_decision")
         else total[group]
         for group in total
     }

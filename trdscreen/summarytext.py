@@ -52,6 +52,13 @@ def notes(result: RunSummary) -> list[str]:
     review = counts["decision"].get("needs_review", 0)
     if review:
         lines.append(f"{review} subject(s) need review: needs_review.csv, column to_resolve.")
+    adjudicated = counts.get("adjudicated")
+    if adjudicated:
+        final = ", ".join(f"{n} {d}" for d, n in counts["final_decision"].items())
+        lines.append(
+            f"{adjudicated['subjects']} decision(s) adjudicated by reviewers, "
+            f"{adjudicated['changed']} changed; final decisions: {final} (final_decision)."
+        )
     issues = counts["issues"]
     if issues:
         listed = ", ".join(f"{n} {severity}" for severity, n in issues.items())

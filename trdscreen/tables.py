@@ -41,6 +41,11 @@ _DECISIONS = {
     "n_partial_response_trials_max": "adequate trials with a partial response, possible",
     "age": "whole years at the reference date",
     "reference_date": "the screening date, or --as-of",
+    "final_decision": "the decision that stands: a reviewer's (--adjudications), else `decision`",
+    "adjudicated": "true where a reviewer decided the subject",
+    "adjudicated_by": "the reviewer",
+    "adjudicated_on": "the date of the reviewer's decision",
+    "adjudication_reason": "the reviewer's reason (prefixed with the criterion it concerns)",
 }
 
 TABLES = {

@@ -262,6 +262,11 @@ def _rerun(run: RunFolder, result: Verification, inputs_dir: Path | None) -> Non
     column_map = None
     if manifest.get("column_map"):
         column_map = _recorded_file("column map", manifest["column_map"], inputs_dir, result)
+    adjudications = None
+    if manifest.get("adjudications"):
+        adjudications = _recorded_file(
+            "adjudications", manifest["adjudications"], inputs_dir, result
+        )
     main = _recorded_rules(manifest["rules"], "rules", result)
     reports = []
     for record in manifest.get("reports", []):
@@ -282,6 +287,7 @@ def _rerun(run: RunFolder, result: Verification, inputs_dir: Path | None) -> Non
     unavailable = (
         any(path is None for path in files.values())
         or (manifest.get("column_map") and column_map is None)
+        or (manifest.get("adjudications") and adjudications is None)
         or main is None
         or len(reports) != len(manifest.get("reports", []))
     )
@@ -291,7 +297,9 @@ def _rerun(run: RunFolder, result: Verification, inputs_dir: Path | None) -> Non
     treatments = files["treatments"]
     assert treatments is not None and main is not None  # else unavailable, above
     options = manifest["options"]
-    request = request_from_manifest(manifest, treatments, files.get("subjects"), column_map)
+    request = request_from_manifest(
+        manifest, treatments, files.get("subjects"), column_map, adjudications
+    )
     rules, path, _ = main
     try:
         loaded = api.load_with(

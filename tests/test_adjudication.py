@@ -1,0 +1,175 @@
+"""Adjudication (issue 22, first part): a reviewer's decision for a named subject sets its
+final decision; the computed decision stays beside it; the file is hashed, each override
+audited, re-run by verify, shown by explain, told apart by diff.
+
+The hand-written file flips two sample subjects (sample_data/README.md): S020, excluded
+by TRD-MIN at 25 % improvement on its second course, becomes eligible on a chart review;
+S018, needs_review for the unknown drug "Setraline", becomes excluded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from tests.conftest import SAMPLE
+from trdscreen.cli import app
+from trdscreen.verify import verify_run
+
+FILE = """subject_id,decision,reason,reviewer,date,criterion
+S020,eligible,"Chart review: a third failed trial in 2022 not in the export",Dr. Weber,2024-06-10,TRD-MIN
+S018,excluded,"Setraline was sertraline at 25 mg/day, below the minimum",Dr. Weber,2024-06-11,
+"""
+
+
+def screen(out: Path, *more: str) -> dict:
+    result = CliRunner().invoke(app, ["screen", str(SAMPLE), "--out", str(out), "--json", *more])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("adjudication")
+    (tmp / "adjudications.csv").write_text(FILE)
+    screen(tmp / "plain")
+    screen(tmp / "adjudicated", "--adjudications", str(tmp / "adjudications.csv"))
+    return {
+        "plain": tmp / "plain",
+        "adjudicated": tmp / "adjudicated",
+        "file": tmp / "adjudications.csv",
+    }
+
+
+def test_two_subjects_flip_and_the_computed_decision_stays(runs):
+    decisions = pd.read_csv(runs["adjudicated"] / "decisions.csv", keep_default_na=False)
+    rows = decisions.set_index("subject_id")
+    assert rows.loc["S020", ["decision", "final_decision"]].tolist() == ["excluded", "eligible"]
+    assert rows.loc["S018", ["decision", "final_decision"]].tolist() == ["needs_review", "excluded"]
+    assert rows.loc["S020", "adjudication_reason"].startswith("TRD-MIN: Chart review")
+    assert rows.loc["S018", "adjudicated_by"] == "Dr. Weber"
+    assert rows.loc["S018", "adjudicated_on"] == "2024-06-11"
+    others = rows.drop(index=["S020", "S018"])
+    assert (others["final_decision"] == others["decision"]).all() and not others[
+        "adjudicated"
+    ].any()
+    # The sample's 17 / 37 / 13 become 18 eligible (S020 in), 37 excluded (S018 in, S020
+    # out) and 12 to review (S018 out); the splits follow the final decision.
+    assert len(pd.read_csv(runs["adjudicated"] / "included.csv")) == 18
+    excluded = pd.read_csv(runs["adjudicated"] / "excluded.csv")["subject_id"].tolist()
+    assert "S018" in excluded and "S020" not in excluded and len(excluded) == 37
+    assert len(pd.read_csv(runs["adjudicated"] / "needs_review.csv")) == 12
+
+
+def test_the_manifest_audit_and_summary_record_it(runs):
+    manifest = json.loads((runs["adjudicated"] / "manifest.json").read_text())
+    import hashlib
+
+    assert manifest["adjudications"]["sha256"] == hashlib.sha256(FILE.encode()).hexdigest()
+    assert manifest["adjudications"]["rows"] == 2
+    assert manifest["counts"]["final_decision"] == {
+        "eligible": 18,
+        "excluded": 37,
+        "needs_review": 12,
+    }
+    assert manifest["counts"]["adjudicated"] == {"subjects": 2, "changed": 2}
+    events = [
+        json.loads(line) for line in (runs["adjudicated"] / "audit.jsonl").read_text().splitlines()
+    ]
+    overrides = [e for e in events if e["event"] == "decision_adjudicated"]
+    assert [(e["subject_id"], e["decision"], e["line"]) for e in overrides] == [
+        ("S020", "eligible", 2),
+        ("S018", "excluded", 3),
+    ]
+    assert all("reason" not in e for e in overrides)  # free text stays out of the log
+    assert (
+        "2 decision(s) adjudicated by reviewers, 2 changed"
+        in (runs["adjudicated"] / "summary.txt").read_text()
+    )
+    plain = json.loads((runs["plain"] / "manifest.json").read_text())
+    assert plain["adjudications"] is None and "adjudicated" not in plain["counts"]
+
+
+def test_verify_reruns_with_the_adjudications(runs, tmp_path):
+    assert verify_run(runs["adjudicated"]).ok
+    # A changed adjudication file is caught: the re-run refuses different data.
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    for name in ("treatments.csv", "subjects.csv"):
+        (copies / name).write_bytes((SAMPLE / name).read_bytes())
+    (copies / "adjudications.csv").write_text(FILE.replace("eligible", "excluded"))
+    verification = verify_run(runs["adjudicated"], copies)
+    assert not verification.ok
+    assert any(c.subject == "adjudications" and not c.ok for c in verification.checks)
+
+
+def test_explain_shows_the_adjudication(runs):
+    result = CliRunner().invoke(app, ["explain", str(runs["adjudicated"]), "S020"])
+    assert "adjudicated: ELIGIBLE by Dr. Weber on 2024-06-10" in result.output
+    assert "computed: excluded" in result.output
+    data = json.loads(
+        CliRunner().invoke(app, ["explain", str(runs["adjudicated"]), "S020", "--json"]).stdout
+    )
+    assert data["final_decision"] == "eligible" and data["adjudication"]["reviewer"] == "Dr. Weber"
+
+
+def test_diff_tells_adjudication_apart_from_data_and_rules(runs):
+    data = json.loads(
+        CliRunner()
+        .invoke(app, ["diff", str(runs["plain"]), str(runs["adjudicated"]), "--json"])
+        .stdout
+    )
+    assert data["subjects"]["changed_decision"] == 0  # the computed decisions are the same
+    assert data["subjects"]["changed_by_adjudication"] == 2
+    assert [(c["subject_id"], c["direction"]) for c in data["adjudication_changes"]] == [
+        ("S018", "needs_review -> excluded"),
+        ("S020", "excluded -> eligible"),
+    ]
+
+
+def test_the_worklist_round_trips_into_adjudications(runs, tmp_path):
+    worklist = tmp_path / "review.csv"
+    result = CliRunner().invoke(app, ["worklist", str(runs["plain"]), "--out", str(worklist)])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(worklist, dtype=str, keep_default_na=False)
+    assert len(table) == 13 and set(table["decision"]) == {""}
+    assert (
+        table.set_index("subject_id").loc["S018", "to_resolve"].startswith("treatments.csv line 37")
+    )
+    # The coordinator decides one subject and leaves the other twelve rows empty.
+    table.loc[table["subject_id"] == "S029", ["decision", "reason", "reviewer", "date"]] = [
+        "excluded",
+        "dose confirmed 5 mg",
+        "J. Ortiz",
+        "2024-06-12",
+    ]
+    table.to_csv(worklist, index=False)
+    summary = screen(tmp_path / "run", "--adjudications", str(worklist))
+    assert summary["counts"]["adjudicated"] == {"subjects": 1, "changed": 1}
+
+
+@pytest.mark.parametrize(
+    ("rows", "says"),
+    [
+        ("S999,eligible,r,Dr. X,2024-06-10,", "S999 is in neither the treatments nor the subjects"),
+        ("S020,maybe,r,Dr. X,2024-06-10,", ":2 column decision: expected one of eligible"),
+        ("S020,eligible,,Dr. X,2024-06-10,", ":2 column reason: empty"),
+        ("S020,eligible,r,,2024-06-10,", ":2 column reviewer: empty"),
+        ("S020,eligible,r,Dr. X,10/06/2024,", ":2 column date: expected an ISO date"),
+        ("S020,eligible,r,Dr. X,2024-06-10,\nS020,excluded,r,Dr. Y,2024-06-11,",
+         ":3 column subject_id: S020 is adjudicated again (first on line 2)"),
+    ],
+)  # fmt: skip
+def test_bad_adjudications_are_clear_errors_with_file_and_line(tmp_path, rows, says):
+    path = tmp_path / "adj.csv"
+    path.write_text("subject_id,decision,reason,reviewer,date,criterion\n" + rows + "\n")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        app, ["screen", str(SAMPLE), "--out", str(out), "--adjudications", str(path)]
+    )
+    assert result.exit_code == 4
+    assert says in result.output and "adj.csv" in result.output
+    assert not out.exists()
