@@ -249,6 +249,7 @@ def decide_validated(
         cohort.has_row,
         cohort.reference,
         courses,
+        cohort.course_codes[order],
         formulary,
         staging_inputs(rules, *(r for r, _ in reports)),
     )

@@ -82,6 +82,7 @@ def to_resolve(
     has_row: np.ndarray,
     reference: np.ndarray,
     courses: pd.DataFrame,
+    course_subjects: np.ndarray,
     formulary: Formulary,
     staging_inputs: tuple[str, ...] = (),
 ) -> np.ndarray:
@@ -134,7 +135,9 @@ def to_resolve(
         elif own:
             out[left] = f"subjects: {', '.join(own)} cannot be judged by {result.criterion.id}"
     if by_courses.any():
-        _course_facts(out, by_courses, decisions, has_row, reference_known, courses, formulary)
+        _course_facts(
+            out, by_courses, course_subjects, has_row, reference_known, courses, formulary
+        )
     for column in staging_inputs:  # a staging score unknown for a subject input, not a course
         rows = np.flatnonzero(by_courses & (out == FALLBACK))
         if rows.size and column in criteria_frame:
@@ -148,23 +151,23 @@ def to_resolve(
 def _course_facts(
     out: np.ndarray,
     wanted: np.ndarray,
-    decisions: pd.DataFrame,
+    course_subjects: np.ndarray,
     has_row: np.ndarray,
     reference_known: np.ndarray,
     courses: pd.DataFrame,
     formulary: Formulary,
 ) -> None:
-    """The first unknown course of each subject in `wanted`, as a fact with its line."""
-    ids = decisions["subject_id"].astype("str").to_numpy()
-    position = pd.Series(np.arange(len(ids)), index=ids)
-    unknown = (courses["failed"].astype("str") == "unknown") | (
-        courses["adequate"].astype("str") == "unknown"
-    )
-    rows = courses[unknown & courses["subject_id"].astype("str").isin(ids[wanted])]
-    subject = position.reindex(rows["subject_id"].astype("str")).to_numpy()
-    more = pd.Series(subject).value_counts().reindex(subject).to_numpy() - 1
-    first = ~pd.Series(subject).duplicated().to_numpy()  # courses are in order per subject
-    facts = _facts(rows[first], formulary)
+    """The first unknown course of each subject in `wanted`, as a fact with its line.
+    `course_subjects` is each course's subject position (the decisions' row)."""
+    unknown = (courses["failed"] == "unknown").to_numpy() | (
+        courses["adequate"] == "unknown"
+    ).to_numpy()
+    chosen = np.flatnonzero(unknown & wanted[course_subjects])
+    subject = course_subjects[chosen]
+    more = np.bincount(subject, minlength=len(wanted))[subject] - 1
+    first = np.ones(len(subject), dtype=bool)  # courses are in order per subject
+    first[1:] = subject[1:] != subject[:-1]
+    facts = _facts(courses.iloc[chosen[first]], formulary)
     extra = np.where(np.isin(facts, list(SUBJECT_FACT_OF_COURSE.values())), 0, more[first])
     suffix = np.where(
         extra > 1,
@@ -183,13 +186,17 @@ def _course_facts(
 def _facts(rows: pd.DataFrame, formulary: Formulary) -> np.ndarray:
     """One fact per course row, by its first reason code in COURSE_FACTS' order; texts
     that name the drug are made once per distinct name."""
-    reasons = rows["reasons"].astype("str")
-    codes = [c for c in COURSE_FACTS]
-    found = np.column_stack(
-        [reasons.str.contains(rf"(?:^|;){c}(?:;|$)", regex=True).to_numpy() for c in codes]
-        + [np.ones(len(rows), dtype=bool)]
+    codes = list(COURSE_FACTS)
+    # The first listed code of each distinct reasons text (a few hundred), then per row.
+    kinds, texts = pd.factorize(rows["reasons"].astype("str"))
+    first_code = np.array(
+        [
+            next((i for i, c in enumerate(codes) if c in set(t.split(";"))), len(codes))
+            for t in texts
+        ],  # fmt: skip
+        dtype=np.int64,
     )
-    which = found.argmax(axis=1)  # the first code present; len(codes) when none
+    which = first_code[kinds] if len(kinds) else np.zeros(0, dtype=np.int64)
     text = np.full(len(rows), "adequacy unknown (see courses)", dtype=object)
     for index, code in enumerate(codes):
         at = which == index
