@@ -123,6 +123,8 @@ def test_diff_tells_adjudication_apart_from_data_and_rules(runs):
         .stdout
     )
     assert data["subjects"]["changed_decision"] == 0  # the computed decisions are the same
+    assert data["context"]["adjudications_identical"] is False
+    assert "the adjudications differ" in data["context"]["note"]
     assert data["subjects"]["changed_by_adjudication"] == 2
     assert [(c["subject_id"], c["direction"]) for c in data["adjudication_changes"]] == [
         ("S018", "needs_review -> excluded"),

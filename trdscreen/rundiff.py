@@ -43,8 +43,15 @@ def _context(a: RunFolder, b: RunFolder) -> dict[str, Any]:
         )
         if not same
     ]
+    adjudications_same = (ma.get("adjudications") or {}).get("sha256") == (
+        mb.get("adjudications") or {}
+    ).get("sha256")
     if not changed:
-        note = "same inputs, rules, formulary and reference date: the decisions should not differ"
+        note = (
+            "same inputs, rules, formulary and reference date: the computed decisions should "
+            "not differ"
+            + ("" if adjudications_same else "; the adjudications differ (final decisions)")
+        )
     elif changed == ["rules"]:
         note = "only the rules differ (same inputs): every change comes from the rule set"
     elif "inputs" in changed and "rules" not in changed:
@@ -59,6 +66,7 @@ def _context(a: RunFolder, b: RunFolder) -> dict[str, Any]:
         "rules_identical": rules_same,
         "formulary_identical": formulary_same,
         "reference_date_identical": reference_same,
+        "adjudications_identical": adjudications_same,
         "versions_differ": versions,
         "note": note,
     }
