@@ -250,3 +250,24 @@ def test_bucket_follows_the_key_as_validation_reads_it():
     as_text = bucket_of(pa.array([" 7 ", "8"]), 32)
     assert as_int.tolist() == as_text.tolist()
     assert bucket_of(pa.array([None, "x"], pa.string()), 32)[0] == 0
+
+
+def test_a_site_export_with_its_map_and_adjudications_is_byte_identical(tmp_path, cluster):
+    # The site map's conventions travel with the inputs to the workers, and the
+    # reviewers' decisions with the screening: the European example export, screened
+    # bucket by bucket, gives the tables of the whole run, final decisions included.
+    adjudications = tmp_path / "adjudications.csv"
+    adjudications.write_text(
+        "subject_id,decision,reason,reviewer,date\nS020,eligible,chart review,Dr. W,2024-06-10\n"
+    )
+    options = {
+        "input": SAMPLE.parent / "examples" / "site-export",
+        "column_map": SAMPLE.parent / "examples" / "site-map.yaml",
+        "adjudications": adjudications,
+    }
+    (a, result), (b, _) = _pair(tmp_path, cluster, 5, **options)
+    assert_same_tables(a, b)
+    assert result.counts()["adjudicated"] == {"subjects": 1, "changed": 1}
+    # and the chunked default engine too
+    streamed, _ = screen_streamed(tmp_path, "chunks", api.ScreenRequest(**options, chunk_rows=40))
+    assert_same_tables(a, streamed)
