@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from trdscreen import api
 from trdscreen.cli import app
 from trdscreen.engine import DaskOptions, bucket_of
-from trdscreen.errors import ExitCode, InvalidInputData
+from trdscreen.errors import ExitCode, InputError, InvalidInputData
 
 distributed = pytest.importorskip("distributed")
 
@@ -271,3 +271,20 @@ def test_a_site_export_with_its_map_and_adjudications_is_byte_identical(tmp_path
     # and the chunked default engine too
     streamed, _ = screen_streamed(tmp_path, "chunks", api.ScreenRequest(**options, chunk_rows=40))
     assert_same_tables(a, streamed)
+
+
+def test_an_adjudicated_subject_no_bucket_holds_is_an_error(tmp_path, cluster):
+    adjudications = tmp_path / "adjudications.csv"
+    adjudications.write_text(
+        "subject_id,decision,reason,reviewer,date\nS999,eligible,chart review,Dr. W,2024-06-10\n"
+    )
+    request = api.ScreenRequest(
+        input=SAMPLE, adjudications=adjudications, dask=DaskOptions(scheduler=cluster, partitions=3)
+    )
+    out = tmp_path / "run"
+    with pytest.raises(InputError) as caught:  # found once the buckets are screened
+        api.run_to_folder(api.load(request, ["test"]), api.Destination(out))
+    assert "S999 is in neither the treatments nor the subjects table" in " ".join(
+        getattr(caught.value, "problems", [])
+    )
+    assert not out.exists()  # nothing half-written

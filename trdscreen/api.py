@@ -348,9 +348,29 @@ def screen_and_write(
             refuse_invalid(validated, screening.on_invalid)
             raise InvalidInputData("input validation stopped the run", validated.issues)
         _refuse_over_limit(loaded, result)
+        _refuse_unapplied(loaded, result, folder)
         _record_screened(loaded, result)
         record = _finish(loaded, result, folder, outputs, destination)
     return record, result
+
+
+def _refuse_unapplied(loaded: LoadedRun, result: RunSummary, folder: Path) -> None:
+    """An adjudicated subject no bucket held (the Dask engine reads the inputs on its
+    workers, so this is where an unknown subject shows): InputError naming it, read
+    from the decisions just written."""
+    adjudications = loaded.adjudications
+    if adjudications is None:
+        return
+    applied = result.counts().get("adjudicated", {}).get("subjects", 0)
+    if applied == adjudications.rows:
+        return
+    from trdscreen.runs import read_table_file
+
+    written = folder / "decisions.parquet"
+    if not written.exists():
+        written = folder / "decisions.csv"
+    ids = read_table_file(written).column("subject_id").cast("string").to_numpy(False)
+    unknown_subjects(adjudications, ids)
 
 
 def _write_on_dask(
