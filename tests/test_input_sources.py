@@ -193,3 +193,14 @@ def test_a_missing_object_is_a_clear_error(tmp_path):
         app, ["validate", (tmp_path / "nothing.csv").as_uri(), "--as-of", "2024-06-01"]
     )
     assert result.exit_code == 4 and "no such object" in result.output
+
+
+def test_a_file_level_problem_names_the_compressed_file_as_given(tmp_path):
+    # The header check reads the local copy (`treatments.csv`): its message must name
+    # `treatments.csv.gz` once, not the copy and not `treatments.csv.gz.gz`.
+    target = tmp_path / "treatments.csv.gz"
+    target.write_bytes(gzip.compress(b"1,2,3\n4,5,6\n"))
+    result = CliRunner().invoke(app, ["validate", str(target), "--as-of", "2024-06-01"])
+    assert result.exit_code == 4
+    assert f"{target}: line 1 looks like data" in result.output
+    assert ".gz.gz" not in result.output and "trdscreen-input" not in result.output

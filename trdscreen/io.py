@@ -37,7 +37,7 @@ from trdscreen.errors import (
 )
 from trdscreen.sitemap import ColumnMap
 from trdscreen.sniff import refuse_binary, refuse_other_table
-from trdscreen.sources import data_name, folder_sha256, is_remote, locate
+from trdscreen.sources import data_name, display, folder_sha256, is_remote, locate
 
 DEFAULT_CSV = CsvOptions()  # UTF-8, comma
 
@@ -372,8 +372,12 @@ def _named_paths(data: Path, shown: Path) -> Iterator[None]:
     except InputError as exc:
         if data == shown:
             raise
-        text = str(exc).replace(str(data), str(shown)).replace(data.name, shown.name)
-        raise InputError(text) from None
+        # The local copy's whole path only: its name is a prefix of the input's own
+        # (`treatments.csv` of `treatments.csv.gz`), so replacing the name would garble it.
+        def named(text: str) -> str:
+            return text.replace(str(data), display(shown))
+
+        raise InputError(named(str(exc)), [named(p) for p in exc.problems]) from None
 
 
 def _named(source: InputFile):

@@ -56,6 +56,11 @@ def url_of(given: str | Path) -> str | None:
     return f"{scheme}:///{rest}" if scheme == "file" else f"{scheme}://{rest}"
 
 
+def display(given: str | Path) -> str:
+    """An input as the user gave it: a URL with its slashes, else the path."""
+    return url_of(given) or str(given)
+
+
 def is_remote(given: str | Path) -> bool:
     return str(given) == STDIN or url_of(given) is not None
 
