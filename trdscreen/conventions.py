@@ -47,12 +47,13 @@ def adapt(
     if formats is None and not mapping:
         return None
     whole = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if formats is not None and kind in ("float", "int") and _is_number(whole.type):
+    kind_of = whole.type.value_type if pa.types.is_dictionary(whole.type) else whole.type
+    if formats is not None and kind in ("float", "int") and is_number(kind_of):
         if not formats.percent:
             return None
         scaled = pc.divide(whole.cast(pa.float64()), 100.0)
         return Adapted(scaled.cast(pa.string()), np.empty(0, np.int64), "", "")
-    if not _is_text(whole.type):
+    if not is_text(kind_of):
         return None
     change: Callable[[pa.Array], tuple[pa.Array, pa.Array]] | None = None
     check, message = "", ""
@@ -80,14 +81,24 @@ def adapt(
     return Adapted(text, bad, check, message)
 
 
-def _is_text(kind: pa.DataType) -> bool:
-    if pa.types.is_dictionary(kind):
-        kind = kind.value_type
-    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+def is_text(kind: pa.DataType) -> bool:
+    """An Arrow type that holds text (or nothing: an all-empty column)."""
+    return (
+        pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_string_view(kind)
+        or pa.types.is_null(kind)
+    )
 
 
-def _is_number(kind: pa.DataType) -> bool:
+def is_number(kind: pa.DataType) -> bool:
     return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)
+
+
+def text_as_read(column: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """A column as validation reads text: cast to text, trimmed, empty as null."""
+    text = pc.utf8_trim_whitespace(column.cast(pa.string()))
+    return pc.if_else(pc.equal(text, ""), _NULL_TEXT, text)
 
 
 def _on_distinct(
@@ -95,18 +106,13 @@ def _on_distinct(
 ) -> tuple[pa.Array, np.ndarray]:
     """`change` (text -> (text, bad)) on each distinct text once, spread to the rows."""
     if pa.types.is_dictionary(whole.type):
-        text, bad = change(_trimmed(whole.dictionary.cast(pa.string())))
+        text, bad = change(text_as_read(whole.dictionary))
         rows = whole.indices  # stays encoded: the converters read each distinct text once
         text = pa.DictionaryArray.from_arrays(rows, text.cast(pa.string()))
         bad = pc.fill_null(bad.take(rows), False)
     else:
-        text, bad = change(_trimmed(whole.cast(pa.string())))
+        text, bad = change(text_as_read(whole))
     return text, np.flatnonzero(pc.fill_null(bad, False).to_numpy(zero_copy_only=False))
-
-
-def _trimmed(text: pa.Array) -> pa.Array:
-    text = pc.utf8_trim_whitespace(text)
-    return pc.if_else(pc.equal(text, ""), _NULL_TEXT, text)
 
 
 def _none_bad(text: pa.Array) -> pa.Array:

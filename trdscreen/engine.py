@@ -53,12 +53,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from trdscreen.conventions import text_as_read
 from trdscreen.errors import UsageError
 from trdscreen.io import InputFile, LinesNotCounted, SourceTable
 from trdscreen.merge import partition_rows
 from trdscreen.output import Destination, OutputFile, to_arrow
 from trdscreen.pipeline import Screening, decide_part
-from trdscreen.schemas import text_as_read
 from trdscreen.stream import (
     STREAMED,
     Collector,

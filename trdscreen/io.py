@@ -372,6 +372,7 @@ def _named_paths(data: Path, shown: Path) -> Iterator[None]:
     except InputError as exc:
         if data == shown:
             raise
+
         # The local copy's whole path only: its name is a prefix of the input's own
         # (`treatments.csv` of `treatments.csv.gz`), so replacing the name would garble it.
         def named(text: str) -> str:

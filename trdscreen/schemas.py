@@ -26,7 +26,7 @@ import pandera.pandas as pa
 import pyarrow as pa_arrow
 import pyarrow.compute as pc
 
-from trdscreen.conventions import adapt, fitting_date_formats
+from trdscreen.conventions import adapt, fitting_date_formats, is_number, is_text, text_as_read
 from trdscreen.doses import DOSE_UNITS
 from trdscreen.io import SourceTable
 from trdscreen.issues import IssueLog
@@ -122,12 +122,6 @@ _FALSE = ("false", "f", "no", "n", "0")
 
 
 # --------------------------------------------------------------------------- dtype pre-check
-
-
-def text_as_read(column: pa_arrow.ChunkedArray) -> pa_arrow.ChunkedArray:
-    """A column as validation reads text: cast to text, trimmed, empty as null."""
-    text = pc.utf8_trim_whitespace(column.cast(pa_arrow.string()))
-    return pc.if_else(pc.equal(text, ""), pa_arrow.scalar(None, pa_arrow.string()), text)
 
 
 def _encoded(column: pa_arrow.ChunkedArray | pa_arrow.Array) -> pa_arrow.DictionaryArray:
@@ -300,35 +294,18 @@ def _to_text(column: pa_arrow.ChunkedArray, lower: bool) -> tuple[pd.Series, np.
     return pd.Series(pd.array(text, dtype="str")), bad, "too_long"
 
 
-def _is_text(kind: pa_arrow.DataType) -> bool:
-    return (
-        pa_arrow.types.is_string(kind)
-        or pa_arrow.types.is_large_string(kind)
-        or pa_arrow.types.is_string_view(kind)
-        or pa_arrow.types.is_null(kind)
-    )
-
-
-def _is_number(kind: pa_arrow.DataType) -> bool:
-    return (
-        pa_arrow.types.is_integer(kind)
-        or pa_arrow.types.is_floating(kind)
-        or pa_arrow.types.is_decimal(kind)
-    )
-
-
 _ACCEPTED_TYPES = {
-    "string": ("text or integers", lambda t: _is_text(t) or pa_arrow.types.is_integer(t)),
-    "category": ("text", _is_text),
-    "float": ("numbers or numeric text", lambda t: _is_text(t) or _is_number(t)),
-    "int": ("integers or numeric text", lambda t: _is_text(t) or _is_number(t)),
+    "string": ("text or integers", lambda t: is_text(t) or pa_arrow.types.is_integer(t)),
+    "category": ("text", is_text),
+    "float": ("numbers or numeric text", lambda t: is_text(t) or is_number(t)),
+    "int": ("integers or numeric text", lambda t: is_text(t) or is_number(t)),
     "date": (
         "dates, timestamps or ISO date text",
-        lambda t: _is_text(t) or pa_arrow.types.is_date(t) or pa_arrow.types.is_timestamp(t),
+        lambda t: is_text(t) or pa_arrow.types.is_date(t) or pa_arrow.types.is_timestamp(t),
     ),
     "bool": (
         "booleans, 0/1 or true/false text",
-        lambda t: _is_text(t) or pa_arrow.types.is_boolean(t) or pa_arrow.types.is_integer(t),
+        lambda t: is_text(t) or pa_arrow.types.is_boolean(t) or pa_arrow.types.is_integer(t),
     ),
 }
 """Arrow (Parquet) column types each working type can be converted from."""
@@ -368,7 +345,7 @@ def infer_kind(column: pa_arrow.ChunkedArray) -> str:
         return "float"
     if pa_arrow.types.is_date(column.type) or pa_arrow.types.is_timestamp(column.type):
         return "date"
-    if not _is_text(column.type):
+    if not is_text(column.type):
         return "string"  # e.g. a nested Parquet type: refused by the type check
     text = pc.utf8_lower(text_as_read(column))
     present = pc.drop_null(text)
@@ -458,7 +435,7 @@ def coerce(
             out[name], bad, check = _to_bool(column)
         if bad.size:
             message = _CONVERSION_MESSAGES[check].format(expected=spec.expected or "a value")
-            if check == "not_iso_date" and _is_text(kind):
+            if check == "not_iso_date" and is_text(kind):
                 message = _date_messages(column, bad, message, spec, name)
             log.add(source, bad, name, check, message, ids)
         if declared is not None and declared.bad.size:  # emptied by the adapter

@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from trdscreen import progress
+from trdscreen.conventions import text_as_read
 from trdscreen.criteria import assumption_counts
 from trdscreen.errors import InvalidInputData
 from trdscreen.io import SourceTable
@@ -45,7 +46,6 @@ from trdscreen.merge import merge_attrition, merge_quarantine, merge_validated, 
 from trdscreen.output import Destination, OutputFile, TableSink, write_tables
 from trdscreen.pipeline import Part, Screening, decide_part, refuse_invalid
 from trdscreen.quarantine import Quarantine
-from trdscreen.schemas import text_as_read
 from trdscreen.validate import ValidatedInputs
 
 CHUNK_ROWS = 1 << 18
