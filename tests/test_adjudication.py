@@ -175,3 +175,22 @@ def test_bad_adjudications_are_clear_errors_with_file_and_line(tmp_path, rows, s
     assert result.exit_code == 4
     assert says in result.output and "adj.csv" in result.output
     assert not out.exists()
+
+
+def test_an_adjudicated_key_matches_as_validation_reads_keys(tmp_path):
+    # The export pads the key (" P1 "); validation trims it, and so does the check that
+    # every adjudicated subject is in the inputs: "P1" is known, not refused.
+    from tests.conftest import write_cohort
+
+    courses = [{"subject_id": " P1 ", "drug": "sertraline", "daily_dose_mg": 100,
+                "start_date": "2023-01-02", "end_date": "2023-03-06"}]  # fmt: skip
+    folder = write_cohort(tmp_path / "c", courses, [{"subject_id": " P1 "}])
+    adjudications = tmp_path / "adj.csv"
+    adjudications.write_text(
+        "subject_id,decision,reason,reviewer,date\nP1,excluded,withdrew consent,Dr. W,2024-06-10\n"
+    )
+    from trdscreen import api
+
+    request = api.ScreenRequest(input=folder, adjudications=adjudications)
+    decisions = api.screen(api.load(request, ["test"])).decisions.set_index("subject_id")
+    assert decisions.loc["P1", "final_decision"] == "excluded"

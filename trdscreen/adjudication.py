@@ -16,7 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from trdscreen.conventions import text_as_read
 from trdscreen.errors import InputError
 from trdscreen.printable import printable
 
@@ -135,10 +138,18 @@ def read_adjudications(path: Path, sha256: str) -> Adjudications:
     return Adjudications(path, sha256, table.astype({"line": np.int64}), blank)
 
 
-def unknown_subjects(adjudications: Adjudications, known: np.ndarray) -> None:
-    """InputError naming the adjudicated subjects that are not in the cohort."""
+def unknown_subjects(adjudications: Adjudications, keys: list[pa.ChunkedArray]) -> None:
+    """InputError naming the adjudicated subjects in none of the key columns `keys` (read
+    as validation reads them: trimmed). The few adjudicated ids are looked up in each
+    column's hash set; the columns are never sorted or copied to Python."""
     table = adjudications.table
-    absent = table[~table["subject_id"].isin(pd.Index(known))]
+    ids = pa.array(table["subject_id"].tolist(), pa.string())
+    found = np.zeros(len(ids), dtype=bool)
+    for key in keys:
+        values = text_as_read(key)
+        whole = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+        found |= pc.is_in(ids, value_set=whole).to_numpy(zero_copy_only=False)
+    absent = table[~found]
     if len(absent):
         raise InputError(
             f"{adjudications.path}: {len(absent)} adjudicated subject(s) not in the inputs",

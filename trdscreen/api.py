@@ -20,8 +20,6 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
-
 from trdscreen import __version__
 from trdscreen.adjudication import Adjudications, read_adjudications, unknown_subjects
 from trdscreen.audit import AuditTrail
@@ -205,11 +203,10 @@ def _adjudications(
     if not path.is_file():
         raise InputError(f"{path}: no such adjudication file")
     adjudications = read_adjudications(path, sha256_file(path))
-    keys = [s.key_text() for s in (treatments, subjects) if isinstance(s, SourceTable)]
-    if keys:
-        known = [k.to_numpy(zero_copy_only=False) for k in keys if k is not None]
-        found = np.unique(np.concatenate(known)) if known else np.empty(0, dtype=object)
-        unknown_subjects(adjudications, found)
+    read = [s for s in (treatments, subjects) if isinstance(s, SourceTable)]
+    if read:  # else the Dask engine reads them later: _refuse_unapplied checks then
+        keys = [k for k in (s.key_text() for s in read) if k is not None]
+        unknown_subjects(adjudications, keys)
     trail.record(
         "adjudications_loaded",
         path=str(path),
@@ -369,8 +366,7 @@ def _refuse_unapplied(loaded: LoadedRun, result: RunSummary, folder: Path) -> No
     written = folder / "decisions.parquet"
     if not written.exists():
         written = folder / "decisions.csv"
-    ids = read_table_file(written).column("subject_id").cast("string").to_numpy(False)
-    unknown_subjects(adjudications, ids)
+    unknown_subjects(adjudications, [read_table_file(written).column("subject_id")])
 
 
 def _write_on_dask(
