@@ -164,6 +164,15 @@ def test_the_cli_writes_the_workbook_and_the_excel_tables(tmp_path):
     outputs = json.loads(result.output)["outputs"]
     assert "screening.xlsx" in outputs and "decisions.csv" in outputs
     assert (out / "decisions.csv").read_bytes().startswith(codecs.BOM_UTF8)
+    # The per-table parts the workbook is built from were in the run's own draft, and
+    # are gone: the folder holds what the manifest lists and nothing else.
+    manifest = json.loads((out / "manifest.json").read_text())
+    listed = {o["path"] for o in manifest["outputs"]} | {
+        "manifest.json",
+        "audit.jsonl",
+        "summary.txt",
+    }
+    assert {p.name for p in out.iterdir()} == listed
 
 
 # --------------------------------------------------------------------------- summary.txt

@@ -204,3 +204,21 @@ def test_a_file_level_problem_names_the_compressed_file_as_given(tmp_path):
     assert result.exit_code == 4
     assert f"{target}: line 1 looks like data" in result.output
     assert ".gz.gz" not in result.output and "trdscreen-input" not in result.output
+
+
+def test_copies_live_in_trdscreens_own_scratch_folder_and_inputs_are_untouched(tmp_path):
+    # What trdscreen removes at exit is the folder it made for its copies: never the
+    # input, its folder, or anything a path in the input points at.
+    import tempfile
+
+    from trdscreen.sources import locate
+
+    target = tmp_path / "treatments.csv.gz"
+    payload = gzip.compress((SAMPLE / "treatments.csv").read_bytes())
+    target.write_bytes(payload)
+    located = locate(target)
+    scratch = located.data.parents[1]
+    assert scratch.name.startswith("trdscreen-input-")
+    assert scratch.parent == Path(tempfile.gettempdir())
+    assert tmp_path not in located.data.parents
+    assert target.read_bytes() == payload  # read, never moved or changed

@@ -100,7 +100,7 @@ def read_adjudications(path: Path, sha256: str) -> Adjudications:
     blank = 0
     for line, cells in rows:
         if len(cells) == len(header) and not any(
-            cells[header.index(name)].strip() for name in ("decision", "reason", "reviewer")
+            cells[at[name]].strip() for name in ("decision", "reason", "reviewer")
         ):
             blank += 1  # a worklist row nobody filled in: no decision was made
             continue

@@ -281,7 +281,8 @@ def _numbers(found: Found, column: str, header: str, values: list[str]) -> None:
     for value in values:
         bare = value
         if bare.endswith("%"):
-            found.percent.append(column) if column not in found.percent else None
+            if column not in found.percent:
+                found.percent.append(column)
             bare = bare[:-1].strip()
         unit = _UNIT.match(bare)
         if unit and not bare.replace(".", "").replace(",", "").strip("+-").isdigit():
