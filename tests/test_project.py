@@ -45,8 +45,9 @@ LAYERS = (
     ("validate", "conventions adjudication schemas validate quarantine"),
     ("assess", "episode outcome trials checks courses subjects staging"),
     ("decide", "criteria toresolve pipeline merge protocol resolve tables"),
-    ("write", "output outdir runs stream engine manifest summarytext api"),
-    ("read back", "rundiff explain verify"),
+    ("write", "output outdir runs explain reportdata report stream engine manifest summarytext "
+     "api"),
+    ("read back", "rundiff verify"),
     ("faces", "render render_progress synth mapinit cliapp cli_audit cli_rules cli __main__"),
 )  # fmt: skip
 """The package's layers, lowest first: a module imports only from its own layer or below."""

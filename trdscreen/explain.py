@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pandas as pd
+
 from trdscreen.adjudication import ADJUDICATION_COLUMNS
 from trdscreen.errors import UsageError
 from trdscreen.pipeline import DECISION_COLUMNS
@@ -48,11 +50,38 @@ def explain_subject(run: RunFolder, subject_id: str) -> dict[str, Any]:
             f"{run.path}: subject {subject_id!r} is not in this run's decisions "
             f"({run.manifest.get('counts', {}).get('subjects', {}).get('total', '?')} subjects)"
         )
-    decision = records(decisions)[0]
-    courses = run.read("courses", subject_id).sort_values(
-        ["start_date", "source_line"], kind="stable"
+    held: list[dict[str, Any]] = []
+    if str(decisions["reason"].iloc[0]).startswith(QUARANTINED):
+        held = held_rows(run, [subject_id])
+    return explanation(
+        run, decisions, run.read("courses", subject_id), run.read("criteria_ledger", subject_id), held
     )
-    ledger = run.read("criteria_ledger", subject_id).sort_values("order", kind="stable")
+
+
+def held_rows(run: RunFolder, subjects: list[str]) -> list[dict[str, Any]]:
+    """The quarantined input rows of these subjects (file, line, status, reasons)."""
+    held = []
+    for table in ("quarantine_treatments", "quarantine_subjects"):
+        if run.output(table) is not None:
+            held += [
+                {"table": table, **{c: row[c] for c in META_COLUMNS}}
+                for row in records(run.read(table, subjects=subjects))
+            ]
+    return held
+
+
+def explanation(
+    run: RunFolder,
+    decisions: pd.DataFrame,
+    courses: pd.DataFrame,
+    ledger: pd.DataFrame,
+    held: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """One subject's trace from its rows of the run's tables (decisions: its one row)."""
+    decision = records(decisions)[0]
+    subject_id = decision["subject_id"]
+    courses = courses.sort_values(["start_date", "source_line"], kind="stable")
+    ledger = ledger.sort_values("order", kind="stable")
     rules = run.manifest["rules"]
     titles = {c["id"]: c for c in rules["normalized"].get("criteria", [])}
 
@@ -75,14 +104,6 @@ def explain_subject(run: RunFolder, subject_id: str) -> dict[str, Any]:
     }
     own = {*DECISION_COLUMNS, *ADJUDICATION_COLUMNS}
     staging = {c: decision[c] for c in decisions.columns if c not in own}
-    held = []
-    if str(decision["reason"]).startswith(QUARANTINED):
-        for table in ("quarantine_treatments", "quarantine_subjects"):
-            if run.output(table) is not None:
-                held += [
-                    {"table": table, **{c: row[c] for c in META_COLUMNS}}
-                    for row in records(run.read(table, subject_id))
-                ]
     return {
         "subject_id": subject_id,
         "run": {
@@ -126,3 +147,43 @@ def explain_subject(run: RunFolder, subject_id: str) -> dict[str, Any]:
         "criteria": criteria,
         "quarantine": held,
     }
+
+
+# Plain words for a trace, shared by the terminal (render) and the report.
+
+
+def observed(row: dict) -> str:
+    if row.get("observed_text") not in (None, ""):
+        return str(row["observed_text"])
+    low, high = row.get("observed_value"), row.get("observed_max")
+    if low is None:
+        return "unknown"
+    if high is not None and high != low:
+        return f"{num(low)} to {num(high)}"
+    return num(low)
+
+
+def num(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:g}" if value == int(value) else f"{value:.2f}".rstrip("0")
+    return str(value)
+
+
+def course_verdict(course: dict) -> str:
+    if course["counted"] == "not_met":
+        return "not a trial"
+    if course["failed"] == "met":
+        return "FAILED trial"
+    if course["failed"] == "unknown":
+        return "failed? (unknown)"
+    if course["adequate"] == "not_met":
+        return "not adequate"
+    if course["adequate"] == "unknown":
+        return "adequacy unknown"
+    return "adequate, not failed"
+
+
+def state(value: str) -> str:
+    return str(value).replace("_", " ")

@@ -14,6 +14,7 @@ from rich.console import Console, JustifyMethod
 from rich.table import Table
 from rich.text import Text
 
+from trdscreen.explain import course_verdict, num, observed, state
 from trdscreen.issues import is_summary
 from trdscreen.printable import printable, printable_data, printable_lines
 
@@ -341,43 +342,6 @@ def render_verify(out: Console, verification) -> None:
         out.print(Text.assemble(("NOT verified: ", "bold red"), f"{len(problems)} problem(s)"))
 
 
-def _observed(row: dict) -> str:
-    if row.get("observed_text") not in (None, ""):
-        return str(row["observed_text"])
-    low, high = row.get("observed_value"), row.get("observed_max")
-    if low is None:
-        return "unknown"
-    if high is not None and high != low:
-        return f"{_num(low)} to {_num(high)}"
-    return _num(low)
-
-
-def _num(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:g}" if value == int(value) else f"{value:.2f}".rstrip("0")
-    return str(value)
-
-
-def _course_verdict(course: dict) -> str:
-    if course["counted"] == "not_met":
-        return "not a trial"
-    if course["failed"] == "met":
-        return "FAILED trial"
-    if course["failed"] == "unknown":
-        return "failed? (unknown)"
-    if course["adequate"] == "not_met":
-        return "not adequate"
-    if course["adequate"] == "unknown":
-        return "adequacy unknown"
-    return "adequate, not failed"
-
-
-def _state(value: str) -> str:
-    return str(value).replace("_", " ")
-
-
 def _course_lines(number: int, c: dict) -> list[str]:
     """One course as a short block a coordinator can read top to bottom."""
     drug = c["drug"]
@@ -392,37 +356,37 @@ def _course_lines(number: int, c: dict) -> list[str]:
     if details:
         drug += f" ({', '.join(details)})"
     end = "ongoing (to the reference date)" if c["ongoing"] else c["end_date"]
-    weeks = _num(c["weeks"]) if c["weeks"] is not None else "unknown"
-    dose = f"{_num(c['daily_dose_mg'])} mg/day" if c["daily_dose_mg"] is not None else "missing"
+    weeks = num(c["weeks"]) if c["weeks"] is not None else "unknown"
+    dose = f"{num(c['daily_dose_mg'])} mg/day" if c["daily_dose_mg"] is not None else "missing"
     if c["min_dose_mg"] is not None:
         dose += (
-            f", minimum {_num(c['min_dose_mg'])} mg/day ({c['min_dose_source']}): "
-            f"{_state(c['dose_check'])}"
+            f", minimum {num(c['min_dose_mg'])} mg/day ({c['min_dose_source']}): "
+            f"{state(c['dose_check'])}"
         )
     else:
-        dose += f": {_state(c['dose_check'])}"
-    adherence = _num(c["adherence"]) if c["adherence"] is not None else "missing"
+        dose += f": {state(c['dose_check'])}"
+    adherence = num(c["adherence"]) if c["adherence"] is not None else "missing"
     pct = c["pct_improvement"]
-    improvement = f"{_num(pct)} %" if pct is not None else "no scores"
+    improvement = f"{num(pct)} %" if pct is not None else "no scores"
     why = "; ".join(r["text"] for r in c["reasons"]) or "-"
     rows = c.get("course_rows") or 1
     part = f" (course {c.get('course_id')}, one of {rows} rows)" if rows > 1 else ""
-    counted = _num(c["exposure_weeks"]) if c.get("exposure_weeks") is not None else "unknown"
+    counted = num(c["exposure_weeks"]) if c.get("exposure_weeks") is not None else "unknown"
     exposure = (
         f"     counted: {c.get('exposure_start')} to {c.get('exposure_end') or 'unknown'}, "
         f"{counted} weeks at an adequate dose"
     )
     if c.get("sessions") is not None:
-        exposure += f"; {_num(c['sessions'])} sessions"
+        exposure += f"; {num(c['sessions'])} sessions"
     return [
-        f"  {number}. {c['source_file']} line {c['source_line']}: {drug}: {_course_verdict(c)}"
+        f"  {number}. {c['source_file']} line {c['source_line']}: {drug}: {course_verdict(c)}"
         + part,
-        f"     {c['start_date']} to {end}, {weeks} weeks: duration {_state(c['duration_check'])}",
+        f"     {c['start_date']} to {end}, {weeks} weeks: duration {state(c['duration_check'])}",
         exposure,
         f"     dose {dose}",
-        f"     adherence {adherence}: {_state(c['adherence_check'])}; current episode: "
-        f"{_state(c['episode_check'])}",
-        f"     improvement {improvement}: {_state(c['outcome'])}",
+        f"     adherence {adherence}: {state(c['adherence_check'])}; current episode: "
+        f"{state(c['episode_check'])}",
+        f"     improvement {improvement}: {state(c['outcome'])}",
         f"     why: {why}",
     ]
 
@@ -448,7 +412,7 @@ def render_explain(out: Console, data: dict) -> None:
         f"Run {run['run_id']} ({run['finished_at']}), rules {run['rules_id']}: "
         f"{run['rules_title']} (normalized SHA-256 {run['rules_normalized_sha256'][:12]}...); "
         f"reference date {data['reference_date'] or 'unknown'}; age "
-        f"{_num(data['age']) if data['age'] is not None else 'unknown'}",
+        f"{num(data['age']) if data['age'] is not None else 'unknown'}",
         markup=False,
         soft_wrap=True,
     )
@@ -484,7 +448,7 @@ def render_explain(out: Console, data: dict) -> None:
         soft_wrap=True,
     )
     for column, value in data["staging"].items():
-        out.print(f"  {column}: {_num(value) if value is not None else 'unknown'}", markup=False)
+        out.print(f"  {column}: {num(value) if value is not None else 'unknown'}", markup=False)
     criteria = Table(title="Criteria (protocol order)", title_justify="left", show_edge=False)
     for name in ("#", "criterion", "observed", "threshold", "margin", "outcome"):
         criteria.add_column(name, overflow="fold")
@@ -496,9 +460,9 @@ def render_explain(out: Console, data: dict) -> None:
             criteria,
             str(c["order"]),
             f"{c['criterion_id']}: {c['title']}",
-            _observed(c),
+            observed(c),
             c["threshold"],
-            _num(c["margin"]),
+            num(c["margin"]),
             outcome,
         )
     out.print(criteria)
@@ -555,7 +519,7 @@ def render_diff(out: Console, data: dict, limit: int = 50) -> None:
             )
         for c in change["courses_changed"]:
             pct = c["pct_improvement"]
-            improvement = f", improvement {_num(pct)} %" if pct is not None else ""
+            improvement = f", improvement {num(pct)} %" if pct is not None else ""
             out.print(
                 f"     {c['source_file']} line {c['source_line']} {c['drug']}{improvement}: "
                 f"failed {c['failed_a']} -> {c['failed_b']} (outcome {c['outcome_a']} -> "

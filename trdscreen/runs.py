@@ -74,9 +74,33 @@ class RunFolder:
         return records[0] if records else None
 
     def read(
-        self, table: str, subject_id: str | None = None, fmt: str | None = None
+        self,
+        table: str,
+        subject_id: str | None = None,
+        fmt: str | None = None,
+        subjects: list[str] | None = None,
+        columns: list[str] | None = None,
+        checked: bool = True,
     ) -> pd.DataFrame:
-        """A table of the run (only one subject's rows if given), after checking its hash."""
+        """A table of the run, after checking its hash (unless `checked` is False: files
+        the caller has just written and hashed): only one subject's rows or `subjects`'
+        rows if given, only `columns` if given."""
+        return self.arrow(table, subject_id, fmt, subjects, columns, checked).to_pandas(
+            types_mapper=_types
+        )
+
+    def arrow(
+        self,
+        table: str,
+        subject_id: str | None = None,
+        fmt: str | None = None,
+        subjects: list[str] | None = None,
+        columns: list[str] | None = None,
+        checked: bool = True,
+    ) -> pa.Table:
+        """`read`, as an Arrow table."""
+        if subject_id is not None:
+            subjects = [subject_id]
         record = self.output(table, fmt)
         if record is None:
             raise UsageError(
@@ -86,47 +110,55 @@ class RunFolder:
         path = self.path / record["path"]
         if not path.is_file():
             raise RunFolderError(f"{path}: listed in manifest.json but missing; run `verify`")
-        if sha256_file(path) != record["sha256"]:
+        if checked and sha256_file(path) != record["sha256"]:
             raise RunFolderError(
                 f"{path}: the file differs from the SHA-256 recorded in manifest.json; "
                 "the run folder was altered; run `trdscreen verify` for details"
             )
         if record["format"] == "parquet":
-            filters = [("subject_id", "=", subject_id)] if subject_id is not None else None
-            data = pq.read_table(path, filters=filters)
-        else:
-            options = self.manifest.get("options", {})
-            data = read_table_file(
-                path,
-                unescape=options.get("escape_formulas", False),
-                dialect=str(options.get("csv_dialect", "standard")),
-            )
-            if subject_id is not None:
-                data = data.filter(pa.compute.equal(data["subject_id"], subject_id))
-        return data.to_pandas(types_mapper=_types)
+            filters = [("subject_id", "in", subjects)] if subjects is not None else None
+            if columns is not None:
+                names = pq.read_schema(path).names
+                columns = [c for c in columns if c in names]
+            return pq.read_table(path, columns=columns, filters=filters)
+        options = self.manifest.get("options", {})
+        data = read_table_file(
+            path,
+            unescape=options.get("escape_formulas", False),
+            dialect=str(options.get("csv_dialect", "standard")),
+            columns=columns,
+        )
+        if subjects is not None:
+            data = data.filter(pa.compute.is_in(data["subject_id"], pa.array(subjects, pa.string())))
+        return data
 
 
 def _types(dtype: pa.DataType):
     return pd.StringDtype("pyarrow", na_value=pd.NA) if pa.types.is_string(dtype) else None
 
 
-def read_table_file(path: Path, unescape: bool = False, dialect: str = "standard") -> pa.Table:
+def read_table_file(
+    path: Path, unescape: bool = False, dialect: str = "standard", columns: list[str] | None = None
+) -> pa.Table:
     """A table file a run wrote, as Arrow: Parquet as stored; CSV with text columns read
     as the writer wrote them (in its `--csv-dialect`), and formula escaping undone with
-    `unescape`."""
+    `unescape`. Only `columns` (those the file has) when given."""
     if path.suffix == ".parquet":
-        return pq.read_table(path)
-    data = _read_csv(path, dialect)
+        return pq.read_table(path, columns=columns)
+    data = _read_csv(path, dialect, columns)
     return unescape_formulas(data) if unescape else data
 
 
-def _read_csv(path: Path, dialect: str = "standard") -> pa.Table:
+def _read_csv(path: Path, dialect: str = "standard", columns: list[str] | None = None) -> pa.Table:
     split = pacsv.ParseOptions(delimiter=";" if dialect == "excel-eu" else ",")
     header = pacsv.open_csv(path, parse_options=split).schema.names
     text = {name: pa.string() for name in header if name in TEXT_COLUMNS}
     # The writer writes null as an empty field and "" as a quoted empty string.
     options = pacsv.ConvertOptions(
-        column_types=text, strings_can_be_null=True, quoted_strings_can_be_null=False
+        column_types=text,
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=False,
+        include_columns=[c for c in columns if c in header] if columns is not None else None,
     )
     data = pacsv.read_csv(path, parse_options=split, convert_options=options)
     if dialect == "excel-eu":  # decimal commas: the numbers the standard text would hold
