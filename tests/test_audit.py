@@ -286,8 +286,11 @@ def test_rerun_of_a_csv_only_run_names_the_forged_decision(tmp_path):
     assert forged != csv
     (run / "decisions.csv").write_text(forged)
     rechain(run)
+    # The forger re-hashed the decisions, but report.html still shows S028 excluded: it no
+    # longer renders from the folder's tables, a second trace of the same forgery.
     assert verify_run(run).problems == [
-        "re-run decisions.csv: different bytes; 1 subject(s) now get another decision: S028"
+        "report.html: differs from what the folder's tables render to",
+        "re-run decisions.csv: different bytes; 1 subject(s) now get another decision: S028",
     ]
 
 

@@ -127,6 +127,7 @@ def test_invalid_input_writes_only_the_issues_report(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == [
         "audit.jsonl",
         "manifest.json",
+        "report.html",
         "summary.txt",
         "validation_issues.csv",
     ]

@@ -112,6 +112,7 @@ def printing_commands(run: Path, tmp: Path) -> dict[str, list[str]]:
         "rules check": ["rules", "check", "sforzini-2021"],
         "map init": ["map", "init", str(SAMPLE)],
         "worklist": ["worklist", str(run), "--out", str(tmp / "review.csv"), "--force"],
+        "report": ["report", str(run), "--out", str(tmp / "report.html"), "--force"],
     }
 
 

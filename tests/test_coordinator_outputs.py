@@ -171,6 +171,7 @@ def test_the_cli_writes_the_workbook_and_the_excel_tables(tmp_path):
         "manifest.json",
         "audit.jsonl",
         "summary.txt",
+        "report.html",
     }
     assert {p.name for p in out.iterdir()} == listed
 

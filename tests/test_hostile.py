@@ -138,6 +138,7 @@ def test_fail_is_the_default_and_writes_only_the_issues(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == [
         "audit.jsonl",
         "manifest.json",
+        "report.html",
         "summary.txt",
         "validation_issues.csv",
     ]

@@ -46,6 +46,8 @@ from trdscreen.pipeline import (
     refuse_invalid,
 )
 from trdscreen.quarantine import over_limit
+from trdscreen.report import REPORT_FILE, write_report
+from trdscreen.reportdata import ReportOptions
 from trdscreen.resolve import (
     ReportRules,
     RuleCheck,
@@ -61,7 +63,7 @@ from trdscreen.resolve import (
     load_rules,
     with_site_aliases,
 )
-from trdscreen.runs import MANIFEST_FILE
+from trdscreen.runs import MANIFEST_FILE, RunFolder
 from trdscreen.schemas import SUBJECT_COLUMNS, TREATMENT_COLUMNS
 from trdscreen.stream import CHUNK_ROWS, StreamedResult, StreamOutcome, chunks, write_streamed
 from trdscreen.summarytext import SUMMARY_FILE, summary_text
@@ -436,6 +438,18 @@ def _finish(
         summary.write_text(summary_text(loaded, result), "utf-8")
         manifest = build_manifest(loaded, result, outputs, destination)
         manifest["summary"] = {"path": SUMMARY_FILE, "sha256": sha256_file(summary)}
+        # The report is rendered from the folder as `trdscreen report` reads it: the
+        # manifest as its file holds it (keys sorted), the tables unchecked (they were
+        # hashed as they were written).
+        as_read = json.loads(json.dumps(manifest, sort_keys=True))
+        report = write_report(
+            RunFolder(folder, as_read), folder / REPORT_FILE, ReportOptions(), checked=False
+        )
+        manifest["report"] = {
+            "path": REPORT_FILE,
+            "sha256": sha256_file(report),
+            "options": ReportOptions().as_json(),
+        }
         path = folder / MANIFEST_FILE
         path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", "utf-8")
         final = {"manifest_sha256": sha256_file(path), "exit_code": manifest["exit_code"]}

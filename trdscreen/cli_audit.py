@@ -194,7 +194,8 @@ def summary(run: RunArg, as_json: JsonOpt = False, quiet: QuietOpt = False) -> N
             "trdscreen worklist run --out review.csv",
             "trdscreen worklist run --out review.csv --force --json",
         ],
-        "0 written; 2 not a run folder, or --out exists (pass --force); 6 the run was altered.",
+        "0 written; 2 not a run folder; 5 --out exists (pass --force) or is not a worklist "
+        "trdscreen wrote; 6 the run was altered.",
     )
 )
 def worklist(
@@ -208,13 +209,13 @@ def worklist(
     reviewer, date and criterion columns: filled in, it is an --adjudications file."""
 
     def body() -> None:
+        from trdscreen.adjudication import WORKLIST_COLUMNS
         from trdscreen.adjudication import worklist as review_list
-        from trdscreen.errors import UsageError
+        from trdscreen.outdir import claim_out_file
         from trdscreen.runs import open_run
 
-        if out.exists() and not force:
-            raise UsageError(f"{out}: exists; pass --force to replace it")
         folder = open_run(run)
+        claim_out_file(out, force, ",".join(WORKLIST_COLUMNS).encode(), folder.path)
         table = review_list(folder.read("decisions"))
         draft = out.with_name(f".{out.name}.draft")
         table.to_csv(draft, index=False)
@@ -223,5 +224,103 @@ def worklist(
             emit_json({"status": "ok", "out": str(out), "subjects": len(table)})
         elif not quiet:
             typer.echo(f"wrote {len(table)} subject(s) to review to {printable(str(out))}")
+
+    guard(as_json, body)
+
+
+@app.command(
+    epilog=epilog(
+        [
+            "trdscreen report run --out screening.html",
+            "trdscreen report run --out shareable.html --min-cell 5",
+            "trdscreen report run --subject S018 --subject S020 --out two.html",
+            "trdscreen report run > screening.html",
+        ],
+        "0 written; 2 not a run folder or an unknown --subject; 5 --out exists (pass --force) "
+        "or is not a report trdscreen wrote; 6 the run was altered.",
+    )
+)
+def report(
+    run: RunArg,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", metavar="FILE", help="The HTML file to write (default: stdout)."),
+    ] = None,
+    min_cell: Annotated[
+        int | None,
+        typer.Option(
+            "--min-cell",
+            metavar="N",
+            min=2,
+            help="A shareable copy: counts from 1 to N-1 shown as <N, no subject named.",
+        ),
+    ] = None,
+    subject: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--subject", metavar="ID", help="Draw this subject's section (repeat for more)."
+        ),
+    ] = None,
+    max_subjects: Annotated[
+        int | None,
+        typer.Option(
+            "--max-subjects",
+            metavar="N",
+            min=0,
+            help="Draw every subject's section when the run has at most N subjects [default: 200].",
+        ),
+    ] = None,
+    max_rows: Annotated[
+        int | None,
+        typer.Option(
+            "--max-rows",
+            metavar="N",
+            min=0,
+            help="Rows of each list in the report [default: 1000].",
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out.")] = False,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Render a run's report.html again from its folder, every table checked against
+    manifest.json first: e.g. a shareable copy with small counts suppressed, or chosen
+    subjects' sections."""
+
+    def body() -> None:
+        import sys
+
+        from trdscreen.errors import UsageError
+        from trdscreen.outdir import claim_out_file
+        from trdscreen.report import GENERATOR, render_report
+        from trdscreen.reportdata import MAX_ROWS, MAX_SUBJECTS, ReportOptions
+        from trdscreen.runs import check_outputs, open_run
+
+        if out is None and (as_json or quiet):
+            raise UsageError("--json and --quiet need --out FILE (else the HTML is on stdout)")
+        if min_cell is not None and subject:
+            raise UsageError("--min-cell writes a copy that names no subject: drop --subject")
+        folder = open_run(run)
+        if out is not None:
+            claim_out_file(out, force, GENERATOR.encode(), folder.path)
+        check_outputs(folder)
+        options = ReportOptions(
+            min_cell,
+            tuple(subject or ()),
+            MAX_SUBJECTS if max_subjects is None else max_subjects,
+            MAX_ROWS if max_rows is None else max_rows,
+        )
+        text = render_report(folder, options, checked=False)
+        if out is None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            return
+        draft = out.with_name(f".{out.name}.draft")
+        draft.write_text(text, "utf-8", newline="\n")
+        draft.replace(out)
+        if as_json:
+            emit_json({"status": "ok", "out": str(out), "options": options.as_json()})
+        elif not quiet:
+            typer.echo(f"wrote the report of run {folder.run_id} to {printable(str(out))}")
 
     guard(as_json, body)

@@ -54,7 +54,11 @@ def explain_subject(run: RunFolder, subject_id: str) -> dict[str, Any]:
     if str(decisions["reason"].iloc[0]).startswith(QUARANTINED):
         held = held_rows(run, [subject_id])
     return explanation(
-        run, decisions, run.read("courses", subject_id), run.read("criteria_ledger", subject_id), held
+        run,
+        decisions,
+        run.read("courses", subject_id),
+        run.read("criteria_ledger", subject_id),
+        held,
     )
 
 
@@ -64,7 +68,11 @@ def held_rows(run: RunFolder, subjects: list[str]) -> list[dict[str, Any]]:
     for table in ("quarantine_treatments", "quarantine_subjects"):
         if run.output(table) is not None:
             held += [
-                {"table": table, **{c: row[c] for c in META_COLUMNS}}
+                {
+                    "table": table,
+                    **{c: row[c] for c in META_COLUMNS},
+                    "subject_id": row["subject_id"],
+                }
                 for row in records(run.read(table, subjects=subjects))
             ]
     return held

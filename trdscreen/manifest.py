@@ -14,7 +14,7 @@ from trdscreen import __version__
 from trdscreen.adjudication import Adjudications
 from trdscreen.audit import AUDIT_FILE, AUDIT_FORMAT, AuditTrail
 from trdscreen.engine import DaskOptions
-from trdscreen.errors import ExitCode, UsageError
+from trdscreen.errors import ExitCode, TrdscreenError, UsageError
 from trdscreen.formulary import Formulary
 from trdscreen.io import CsvOptions, InputFile, SourceTable
 from trdscreen.output import Destination, OutputFile
@@ -132,6 +132,27 @@ def versions() -> dict[str, str]:
     }
 
 
+def evidence_tags(path: Path) -> dict[str, str]:
+    """A rule file's evidence tags by dotted key (`adequacy.duration.weeks`: `S`), as
+    `rules show --json` gives them: the report prints the protocol text from these
+    long after the file has changed. Empty when the file cannot be read now."""
+    from trdscreen.protocol import read_tagged
+
+    try:
+        tags, _ = read_tagged(path)
+    except (OSError, ValueError, TrdscreenError):
+        return {}
+    return {".".join(str(k) for k in key): tag for key, tag in tags.items()}
+
+
+def tags_from_record(record: dict) -> dict[tuple, str]:
+    """`evidence_tags` of a manifest's rule record, as `protocol_text` takes them."""
+    return {
+        tuple(int(k) if k.isdigit() else k for k in key.split(".")): tag
+        for key, tag in (record.get("evidence_tags") or {}).items()
+    }
+
+
 def _rule_record(rules: RuleSet, path: Path, file_sha256: str, formulary: Formulary) -> dict:
     return {
         "id": rules.id,
@@ -204,7 +225,10 @@ def build_manifest(
             if as_of
             else {"source": "subjects column", "column": rules.reference_date.column}
         ),
-        "rules": _rule_record(rules, loaded.rules_path, loaded.rules_file_sha256, loaded.formulary),
+        "rules": {
+            **_rule_record(rules, loaded.rules_path, loaded.rules_file_sha256, loaded.formulary),
+            "evidence_tags": evidence_tags(loaded.rules_path),
+        },
         "formulary": {"source": loaded.formulary.source, "sha256": loaded.formulary.sha256},
         "column_map": (
             {

@@ -101,7 +101,7 @@ def _listed_entries(manifest: dict) -> set[str] | None:
         if not isinstance(record, dict) or not isinstance(record.get("path"), str):
             return None
         names.add(record["path"])
-    for key in ("audit", "summary"):
+    for key in ("audit", "summary", "report"):
         entry = manifest.get(key)
         if isinstance(entry, dict) and isinstance(entry.get("path"), str):
             names.add(entry["path"])
@@ -458,3 +458,28 @@ def _interrupted_in_place(out: Path) -> Interrupted:
 def _remove(old: Path | None) -> None:
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def claim_out_file(out: Path, force: bool, ours: bytes, run_folder: Path) -> None:
+    """Before writing a single-file --out (a report, a worklist): refuse a file that
+    exists without --force, and even with it one that does not begin as trdscreen
+    writes that kind of file (`ours` among its first bytes: never replace a user's
+    file), a folder, or a path inside the run folder (that would alter the run)."""
+    out = Path(out)
+    if out.absolute().parent.resolve() == Path(run_folder).resolve():
+        raise OutputExistsError(
+            f"{out}: inside the run folder {run_folder}; a file added there alters the run "
+            "(verify reports it): write it elsewhere"
+        )
+    if not out.exists() and not out.is_symlink():
+        return
+    if out.is_dir() or out.is_symlink():
+        raise OutputExistsError(f"{out}: a folder or link, not a file trdscreen wrote")
+    if not force:
+        raise OutputExistsError(f"{out}: exists; pass --force to replace it")
+    with open(out, "rb") as handle:
+        head = handle.read(2048)
+    if ours not in head:
+        raise OutputExistsError(
+            f"{out}: exists and is not a file trdscreen wrote; --force replaces only those"
+        )

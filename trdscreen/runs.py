@@ -129,7 +129,9 @@ class RunFolder:
             columns=columns,
         )
         if subjects is not None:
-            data = data.filter(pa.compute.is_in(data["subject_id"], pa.array(subjects, pa.string())))
+            data = data.filter(
+                pa.compute.is_in(data["subject_id"], pa.array(subjects, pa.string()))
+            )
         return data
 
 
@@ -170,6 +172,20 @@ def _read_csv(path: Path, dialect: str = "standard", columns: list[str] | None =
                 except pa.ArrowInvalid:
                     pass  # text after all
     return data
+
+
+def check_outputs(run: RunFolder) -> None:
+    """RunFolderError naming the first table file of the run that is missing or differs
+    from the SHA-256 in its manifest."""
+    for record in run.manifest.get("outputs", []):
+        path = run.path / record["path"]
+        if not path.is_file():
+            raise RunFolderError(f"{path}: listed in manifest.json but missing; run `verify`")
+        if sha256_file(path) != record["sha256"]:
+            raise RunFolderError(
+                f"{path}: the file differs from the SHA-256 recorded in manifest.json; "
+                "the run folder was altered; run `trdscreen verify` for details"
+            )
 
 
 def open_run(path: Path) -> RunFolder:

@@ -112,6 +112,7 @@ def _check_audit(run: RunFolder, result: Verification, head: str | None) -> None
 
 def _check_outputs(run: RunFolder, result: Verification) -> None:
     outputs = run.manifest.get("outputs", [])
+    failed_before = len(result.problems)
     for record in outputs:
         name = record["path"]
         path = run.path / name
@@ -124,18 +125,61 @@ def _check_outputs(run: RunFolder, result: Verification) -> None:
         else:
             result.add(name, True, "SHA-256 matches manifest.json")
     expected = {o["path"] for o in outputs} | {MANIFEST_FILE, AUDIT_FILE}
-    summary = run.manifest.get("summary")
-    if isinstance(summary, dict):  # the summary's text names the run: hashed, not re-run
-        expected.add(summary["path"])
-        path = run.path / summary["path"]
+    tables_intact = len(result.problems) == failed_before
+    for key in ("summary", "report"):  # texts that name the run: hashed, not re-run
+        record = run.manifest.get(key)
+        if not isinstance(record, dict):
+            continue
+        name = record["path"]
+        expected.add(name)
+        path = run.path / name
         if not path.is_file():
-            result.add(summary["path"], False, "missing (listed in manifest.json)")
-        elif sha256_file(path) != summary["sha256"]:
-            result.add(summary["path"], False, "differs from the SHA-256 in manifest.json")
+            result.add(name, False, "missing (listed in manifest.json)")
+        elif sha256_file(path) != record["sha256"]:
+            result.add(name, False, "differs from the SHA-256 in manifest.json")
+        elif key == "report" and tables_intact:
+            _check_report(run, path, record, result)
+        elif key == "report":
+            result.add(
+                name, True, "SHA-256 matches manifest.json (not rendered again: a table differs)"
+            )
         else:
-            result.add(summary["path"], True, "SHA-256 matches manifest.json")
+            result.add(name, True, "SHA-256 matches manifest.json")
     for extra in sorted(p.name for p in run.path.iterdir() if p.name not in expected):
         result.add(extra, False, "not part of the run (not listed in manifest.json)")
+
+
+def _check_report(run: RunFolder, path: Path, record: dict[str, Any], result: Verification) -> None:
+    """report.html is what the folder's tables render to (with the options it was
+    rendered with), when this version wrote it (another version's template differs)."""
+    from trdscreen import __version__
+    from trdscreen.errors import TrdscreenError
+    from trdscreen.report import render_report
+    from trdscreen.reportdata import ReportOptions
+
+    written_by = run.manifest.get("versions", {}).get("trdscreen")
+    if written_by != __version__:
+        result.add(path.name, True, f"SHA-256 matches manifest.json (written by {written_by})")
+        return
+    options = record.get("options") or {}
+    try:
+        again = render_report(
+            run,
+            ReportOptions(
+                min_cell=options.get("min_cell"),
+                subjects=tuple(options.get("subjects", ())),
+                max_subjects=int(options.get("max_subjects", 0)),
+                max_rows=int(options.get("max_rows", 0)),
+            ),
+            checked=False,  # the tables were checked above
+        )
+    except (TrdscreenError, ValueError, KeyError) as exc:
+        result.add(path.name, False, f"cannot be rendered again from the folder: {exc}")
+        return
+    if again.encode("utf-8") != path.read_bytes():
+        result.add(path.name, False, "differs from what the folder's tables render to")
+    else:
+        result.add(path.name, True, "SHA-256 matches manifest.json; renders again byte for byte")
 
 
 def _locate(record: dict[str, Any], inputs_dir: Path | None) -> Path:
