@@ -18,13 +18,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from trdscreen import __version__
 from trdscreen.criterion import Op
-from trdscreen.explain import explanation, held_rows, records
+from trdscreen.explain import explanation, held_rows, num, records
 from trdscreen.manifest import tags_from_record
 from trdscreen.quarantine import QUARANTINED
-from trdscreen.runs import RunFolder
+from trdscreen.runs import RunFolder, to_frame
 
 MAX_SUBJECTS = 200
 """Per-subject sections for every subject up to this many subjects (else --subject)."""
@@ -112,29 +114,61 @@ def header(run: RunFolder) -> dict[str, Any]:
     }
 
 
-def flow(run: RunFolder, attrition: pd.DataFrame, decisions: pd.DataFrame | None) -> dict:
+ENCODED = [
+    "decision",
+    "final_decision",
+    "classification",
+    "reason",
+    "first_failed_criterion",
+    "failed_criteria",
+    "near_miss_criteria",
+]
+"""Decision columns with few distinct texts: read dictionary-encoded from Parquet."""
+
+
+def _is(table: pa.Table, column: str, value: str) -> pa.ChunkedArray:
+    """Where a text column (plain or dictionary-encoded) equals `value` (null: False)."""
+    return pc.fill_null(pc.equal(table.column(column), value), False)
+
+
+def _text_column(table: pa.Table, name: str) -> pa.ChunkedArray:
+    """A text column as plain strings, empty for null (for the few rows a list shows)."""
+    column = table.column(name)
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    return pc.fill_null(column, "")
+
+
+def _rows(table: pa.Table) -> list[dict[str, Any]]:
+    return records(to_frame(table))
+
+
+def flow(run: RunFolder, attrition: pd.DataFrame, decisions: pa.Table) -> dict:
     """Item 2: the CONSORT-style flow, one box per attrition row (every number is the
     attrition table's), with the top reasons of each step's exclusions: the distance
     to the threshold (margin) of the subjects excluded there, from the decisions."""
     rows = records(attrition)
-    reasons: dict[str, list[tuple[str, int]]] = {}
-    if decisions is not None:
-        failed = decisions[decisions["decision"].astype("string") == "excluded"]
-        margin = failed["first_failed_margin"].astype("Float64").round(2)
-        label = ("margin " + margin.astype("string")).fillna("not met")
-        tally = (
-            pd.DataFrame(
-                {"step": failed["first_failed_criterion"].astype("string"), "label": label}
-            )
-            .value_counts(sort=False)
-            .reset_index(name="n")
-            .sort_values(["step", "n", "label"], ascending=[True, False, True], kind="stable")
+    needed = decisions.select(["first_failed_criterion", "first_failed_margin"])
+    excluded = needed.filter(_is(decisions, "decision", "excluded"))
+    margin = excluded.column("first_failed_margin").cast(pa.float64())
+    tally = (
+        pa.table(
+            {
+                "step": excluded.column("first_failed_criterion"),
+                "margin": pc.round(margin, 2),
+            }
         )
-        for step, group in tally.groupby("step", sort=False):
-            reasons[str(step)] = [
-                (str(lab).removesuffix(".0"), int(n))
-                for lab, n in zip(group["label"], group["n"], strict=True)
-            ][:TOP_REASONS]
+        .group_by(["step", "margin"], use_threads=False)
+        .aggregate([([], "count_all")])
+        .to_pylist()
+    )
+    reasons: dict[str, list[tuple[str, int]]] = {}
+    for group in sorted(
+        tally, key=lambda g: (g["step"], -g["count_all"], g["margin"] is None, g["margin"] or 0)
+    ):
+        label = "not met" if group["margin"] is None else f"margin {num(group['margin'])}"
+        reasons.setdefault(group["step"], []).append((label, int(group["count_all"])))
+    reasons = {k: v[:TOP_REASONS] for k, v in reasons.items()}
     steps, ends = [], {}
     for row in rows:
         title = _text(row["title"])
@@ -192,20 +226,27 @@ def criteria_table(attrition: pd.DataFrame, rules: dict) -> list[dict[str, Any]]
     ]
 
 
-def classifications(decisions: pd.DataFrame) -> dict[str, Any]:
+def classifications(decisions: pa.Table) -> dict[str, Any]:
     """Item 4: subjects by decision and classification (computed decisions)."""
-    table = pd.crosstab(
-        decisions["classification"].astype("string").fillna(""),
-        decisions["decision"].astype("string").fillna(""),
+    tally = (
+        decisions.select(["classification", "decision"])
+        .group_by(["classification", "decision"], use_threads=False)
+        .aggregate([([], "count_all")])
+        .to_pylist()
     )
-    columns = [c for c in ("eligible", "needs_review", "excluded") if c in table.columns]
+    for g in tally:
+        g["classification"] = g["classification"] or ""
+    present = {g["decision"] for g in tally}
+    columns = [c for c in ("eligible", "needs_review", "excluded") if c in present]
+    cells = {(g["classification"], g["decision"]): int(g["count_all"]) for g in tally}
+    kinds = sorted({g["classification"] for g in tally})
     return {
         "columns": columns,
         "rows": [
-            {"classification": str(k), "counts": [int(table.loc[k, c]) for c in columns]}
-            for k in table.index
+            {"classification": k, "counts": [cells.get((k, c), 0) for c in columns]}
+            for k in kinds
         ],
-        "totals": [int(table[c].sum()) for c in columns],
+        "totals": [sum(cells.get((k, c), 0) for k in kinds) for c in columns],
     }
 
 
@@ -238,17 +279,21 @@ def _meets_on(criterion: Any, age: Any, reference: Any) -> str:
     return f"by {day.date().isoformat()} at the latest (age {low:g} reached; ages are whole years)"
 
 
-def near_misses(decisions: pd.DataFrame, rules: dict, limit: int) -> dict[str, Any]:
+def near_misses(decisions: pa.Table, rules: dict, limit: int) -> dict[str, Any]:
     """Item 5: excluded subjects failing exactly one criterion, within its margin."""
-    failed = decisions["failed_criteria"].astype("string").fillna("")
-    near = decisions["near_miss_criteria"].astype("string").fillna("")
-    one = (failed != "") & ~failed.str.contains(";", regex=False) & (failed == near)
-    picked = decisions[one.to_numpy(dtype=bool)]
+    near = decisions.column("near_miss_criteria")
+    candidates = decisions.filter(pc.fill_null(pc.not_equal(near, ""), False))  # the few
+    failed = _text_column(candidates, "failed_criteria")
+    one = pc.and_(
+        pc.invert(pc.match_substring(failed, ";")),
+        pc.equal(failed, _text_column(candidates, "near_miss_criteria")),
+    )
+    picked = candidates.filter(one)
     criteria = _criteria_by_id(rules)
     from trdscreen.criteria import threshold_text
 
     rows = []
-    for row in records(picked.head(limit)):
+    for row in _rows(picked.slice(0, limit)):
         criterion = criteria.get(row["failed_criteria"])
         rows.append(
             {
@@ -260,24 +305,28 @@ def near_misses(decisions: pd.DataFrame, rules: dict, limit: int) -> dict[str, A
                 "meets_on": _meets_on(criterion, row["age"], row["reference_date"]),
             }
         )
-    return {"rows": rows, "total": len(picked)}
+    return {"rows": rows, "total": picked.num_rows}
 
 
-def worklist(decisions: pd.DataFrame, limit: int) -> dict[str, Any]:
+def _where(decisions: pa.Table, column: str, value: str) -> pa.Table:
+    return decisions.filter(_is(decisions, column, value))
+
+
+def worklist(decisions: pa.Table, limit: int) -> dict[str, Any]:
     """Item 6: the needs_review subjects and the fact that would resolve each."""
-    picked = decisions[decisions["decision"].astype("string") == "needs_review"]
+    picked = _where(decisions, "decision", "needs_review")
     rows = [
         {"subject_id": r["subject_id"], "reason": r["reason"], "to_resolve": r.get("to_resolve")}
-        for r in records(picked.head(limit))
+        for r in _rows(picked.slice(0, limit))
     ]
-    return {"rows": rows, "total": len(picked)}
+    return {"rows": rows, "total": picked.num_rows}
 
 
-def screening_log(decisions: pd.DataFrame, limit: int) -> dict[str, Any]:
+def screening_log(decisions: pa.Table, limit: int) -> dict[str, Any]:
     """Item 7: the ICH E6-style screening log, on the final decision (a reviewer's
     where one adjudicated): eligible yes / no / pending review, why not."""
     rows = []
-    for r in records(decisions.head(limit)):
+    for r in _rows(decisions.slice(0, limit)):
         final = r.get("final_decision") or r["decision"]
         eligible = {"eligible": "yes", "excluded": "no"}.get(final, "pending review")
         why: Any = ""
@@ -292,19 +341,21 @@ def screening_log(decisions: pd.DataFrame, limit: int) -> dict[str, Any]:
                 "adjudicated": _adjudicated(r),
             }
         )
-    return {"rows": rows, "total": len(decisions)}
+    return {"rows": rows, "total": decisions.num_rows}
 
 
 def _adjudicated(row: dict) -> bool:
     return row.get("adjudicated") in (True, "true", "True")
 
 
-def overrides(decisions: pd.DataFrame, limit: int) -> dict[str, Any]:
+def overrides(decisions: pa.Table, limit: int) -> dict[str, Any]:
     """Every adjudicated decision: computed, final, reviewer, date, reason."""
-    if "adjudicated" not in decisions.columns:
+    if "adjudicated" not in decisions.column_names:
         return {"rows": [], "total": 0}
-    flag = decisions["adjudicated"].astype("string").fillna("false").str.lower() == "true"
-    picked = decisions[flag.to_numpy(dtype=bool)]
+    flag = decisions.column("adjudicated")
+    if not pa.types.is_boolean(flag.type):  # a CSV read back may hold text
+        flag = pc.equal(pc.utf8_lower(flag.cast(pa.string())), "true")
+    picked = decisions.filter(pc.fill_null(flag, False))
     rows = [
         {
             "subject_id": r["subject_id"],
@@ -314,16 +365,18 @@ def overrides(decisions: pd.DataFrame, limit: int) -> dict[str, Any]:
             "date": r["adjudicated_on"],
             "reason": r["adjudication_reason"],
         }
-        for r in records(picked.head(limit))
+        for r in _rows(picked.slice(0, limit))
     ]
-    return {"rows": rows, "total": len(picked)}
+    return {"rows": rows, "total": picked.num_rows}
 
 
-def section_subjects(decisions: pd.DataFrame, options: ReportOptions) -> tuple[list[str], str]:
+def section_subjects(decisions: pa.Table, options: ReportOptions) -> tuple[list[str], str]:
     """The subjects drawn one per page, and a note when some are not."""
-    known = decisions["subject_id"].astype("string")
+    known = _text_column(decisions, "subject_id")
     if options.subjects:
-        missing = [s for s in options.subjects if s not in set(known)]
+        asked = pa.array(list(options.subjects), pa.string())
+        found = set(pc.filter(asked, pc.is_in(asked, value_set=known.combine_chunks())).to_pylist())
+        missing = [s for s in options.subjects if s not in found]
         if missing:
             from trdscreen.errors import UsageError
 
@@ -336,7 +389,7 @@ def section_subjects(decisions: pd.DataFrame, options: ReportOptions) -> tuple[l
             f"{len(known)} subjects: more than {options.max_subjects}, so no subject has a "
             "section here; render chosen ones with `trdscreen report RUN_DIR --subject ID`"
         )
-    return list(known), ""
+    return known.to_pylist(), ""
 
 
 def sections(run: RunFolder, ids: list[str], checked: bool) -> list[dict[str, Any]]:
@@ -422,7 +475,7 @@ def report_data(run: RunFolder, options: ReportOptions, checked: bool = True) ->
     if m.get("status") != "ok":
         return data
     attrition = run.read("attrition", checked=checked)
-    decisions = run.read("decisions", columns=LIST_COLUMNS, checked=checked)
+    decisions = run.arrow("decisions", columns=LIST_COLUMNS, checked=checked, dictionary=ENCODED)
     rules = m["rules"]["normalized"]
     counts = m.get("counts") or {}
     data.update(
