@@ -355,7 +355,8 @@ def test_a_shareable_copy_suppresses_small_counts_and_names_nobody(runs, tmp_pat
     shown = [int(a["data-n"]) for a in parsed.all("g") if a.get("data-n") is not None]
     assert shown and all(n == 0 or n >= 5 for n in shown)
     assert parsed.all("g", data_suppressed="true") and "&lt;5" in text
-    # attrition's step 1 (AGE) excluded 2 subjects (S016, S017): shown as <5.
+    # attrition's step 1 (AGE, 18 to 65) excluded 3 subjects (S016 74, S017 17, S036 70):
+    # shown as <5.
     age = parsed.all("g", data_kind="excluded", data_step="1")[0]
     assert age == {"class": "excluded", "id": "flow-excluded-1", "data-kind": "excluded",
                    "data-step": "1", "data-suppressed": "true"}  # fmt: skip
