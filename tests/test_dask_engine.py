@@ -51,9 +51,23 @@ def _pair(tmp_path, cluster, partitions: int, **options) -> tuple:
     return default, dask
 
 
+def same_report(a: Path, b: Path) -> None:
+    """The two runs' report.html are the same page but for the run id and times."""
+
+    def page(folder: Path) -> str:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        text = (folder / "report.html").read_text()
+        for key in ("run_id", "started_at", "finished_at"):
+            text = text.replace(manifest[key], key.upper())
+        return text
+
+    assert page(a) == page(b)
+
+
 def test_synthetic_cohort_is_byte_identical(tmp_path, cluster, cohort):
     (a, result), (b, _) = _pair(tmp_path, cluster, 7, input=cohort)
     assert_same_tables(a, b)
+    same_report(a, b)
     # Not a trivial cohort: every decision occurs, and courses are many per subject.
     assert set(result.decisions["decision"]) == {"eligible", "excluded", "needs_review"}
     assert len(result.courses) > 3 * len(result.decisions)
@@ -85,6 +99,7 @@ def test_more_buckets_than_subjects_per_bucket_and_as_of_and_report(tmp_path, cl
 def test_quarantine_is_byte_identical(tmp_path, cluster, damaged):
     (a, result), (b, _) = _pair(tmp_path, cluster, 5, input=damaged, on_invalid="quarantine")
     assert_same_tables(a, b)
+    same_report(a, b)
     # 25 damaged rows (distinct rows, possibly shared subjects): each is rejected once.
     assert result.quarantine.counts()["treatment_rows_rejected"] == 25
     assert "quarantine_treatments.parquet" in table_files(b)

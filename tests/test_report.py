@@ -162,6 +162,8 @@ def test_adjudication_shows_as_the_final_box_overrides_and_log(runs):
     # Screening log on the final decision, the reviewer's reason as the failure reason.
     assert "S020 2024-06-01 yes (adjudicated)" in words
     assert "S018 2024-06-01 no (adjudicated) Setraline was sertraline at 25 mg/day" in words
+    assert "S020: eligible (adjudicated; computed excluded)" in words
+    assert "Adjudicated by Dr. Weber on 2024-06-10: TRD-MIN: Chart review" in words
     manifest = json.loads((runs["adjudicated"] / "manifest.json").read_text())
     assert manifest["report"]["path"] == "report.html"
 
