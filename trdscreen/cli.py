@@ -259,6 +259,7 @@ def screen(
                     "decisions_content_sha256": record.manifest["decisions_content_sha256"],
                     "audit_head_sha256": record.audit_head,
                     "outputs": [o["path"] for o in record.manifest["outputs"]]
+                    + [record.manifest[k]["path"] for k in ("summary", "report")]
                     + ["manifest.json", "audit.jsonl"],
                 }
             )

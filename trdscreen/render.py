@@ -94,6 +94,11 @@ def render_summary(out: Console, result: RunSummary, rules_title: str, folder: s
         out.print(line, markup=False, soft_wrap=True)
     out.print(Text.assemble("Output: ", (folder, "bold")))
     out.print(
+        f"Report for the investigator: {folder}/report.html (open it in a browser).",
+        markup=False,
+        soft_wrap=True,
+    )
+    out.print(
         f"Audit record: manifest.json and audit.jsonl; check it with `trdscreen verify {folder}`, "
         f"read one decision with `trdscreen explain {folder} SUBJECT_ID`.",
         markup=False,

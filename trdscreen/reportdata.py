@@ -243,8 +243,7 @@ def classifications(decisions: pa.Table) -> dict[str, Any]:
     return {
         "columns": columns,
         "rows": [
-            {"classification": k, "counts": [cells.get((k, c), 0) for c in columns]}
-            for k in kinds
+            {"classification": k, "counts": [cells.get((k, c), 0) for c in columns]} for k in kinds
         ],
         "totals": [sum(cells.get((k, c), 0) for k in kinds) for c in columns],
     }

@@ -117,6 +117,6 @@ def summary_text(loaded: LoadedRun, result: RunSummary | None) -> str:
     lines += [
         "",
         "Check this run with `trdscreen verify RUN_DIR`; read one decision with",
-        "`trdscreen explain RUN_DIR SUBJECT_ID`.",
+        "`trdscreen explain RUN_DIR SUBJECT_ID`; report.html shows the whole screening.",
     ]
     return "\n".join(lines) + "\n"
