@@ -73,19 +73,9 @@ class RunFolder:
         records.sort(key=lambda o: o.get("format") != "parquet")
         return records[0] if records else None
 
-    def read(
-        self,
-        table: str,
-        subject_id: str | None = None,
-        fmt: str | None = None,
-        subjects: list[str] | None = None,
-        columns: list[str] | None = None,
-        checked: bool = True,
-    ) -> pd.DataFrame:
-        """A table of the run, after checking its hash (unless `checked` is False: files
-        the caller has just written and hashed): only one subject's rows or `subjects`'
-        rows if given, only `columns` if given."""
-        return to_frame(self.arrow(table, subject_id, fmt, subjects, columns, checked))
+    def read(self, table: str, subject_id: str | None = None, **options: Any) -> pd.DataFrame:
+        """`arrow` as pandas, text as Arrow-backed strings."""
+        return to_frame(self.arrow(table, subject_id, **options))
 
     def arrow(
         self,
@@ -97,8 +87,11 @@ class RunFolder:
         checked: bool = True,
         dictionary: list[str] | None = None,
     ) -> pa.Table:
-        """`read`, as an Arrow table (the `dictionary` columns dictionary-encoded when
-        read from Parquet: the few distinct texts of a million rows read once)."""
+        """A table of the run, after checking its hash (unless `checked` is False: files
+        the caller has just written and hashed): only one subject's rows or `subjects`'
+        rows if given, only `columns` if given, the `dictionary` columns
+        dictionary-encoded when read from Parquet (a million rows' few distinct texts
+        read once)."""
         if subject_id is not None:
             subjects = [subject_id]
         record = self.output(table, fmt)
