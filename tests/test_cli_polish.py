@@ -15,6 +15,7 @@ import pytest
 import typer.main
 from typer.testing import CliRunner
 
+from tests.conftest import ROOT as ROOT_DIR
 from tests.conftest import SAMPLE
 from trdscreen.cli import app
 
@@ -113,6 +114,13 @@ def printing_commands(run: Path, tmp: Path) -> dict[str, list[str]]:
         "map init": ["map", "init", str(SAMPLE)],
         "worklist": ["worklist", str(run), "--out", str(tmp / "review.csv"), "--force"],
         "report": ["report", str(run), "--out", str(tmp / "report.html"), "--force"],
+        "build": [
+            "build",
+            str(ROOT_DIR / "examples" / "records"),
+            "--out",
+            str(tmp / "built"),
+            "--force",
+        ],
     }
 
 

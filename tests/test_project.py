@@ -41,14 +41,15 @@ LAYERS = (
     ("foundation", "__init__ errors printable progress coded tristate keys reasons tuning audit asof "
      "vocabulary columns "
      "diagnoses history sniff segments"),
-    ("read", "csvfile sources criterion sitemap io issues ruleset rulefile drugnames formulary drugs doses"),
-    ("validate", "conventions adjudication schemas validate quarantine"),
-    ("assess", "episode outcome trials checks courses subjects staging"),
+    ("read", "csvfile sources criterion sitemap buildrules io issues ruleset rulefile drugnames formulary drugs doses"),
+    ("validate", "conventions adjudication schemas validate quarantine records"),
+    ("assess", "episode outcome trials checks courses subjects staging buildcourses "
+     "buildratings buildtables build"),
     ("decide", "criteria toresolve pipeline merge protocol resolve tables"),
     ("write", "output outdir runs explain reportdata report stream engine manifest summarytext "
-     "api"),
+     "api buildrun"),
     ("read back", "rundiff verify"),
-    ("faces", "render render_progress synth mapinit cliapp cli_audit cli_rules cli __main__"),
+    ("faces", "render render_progress synth mapinit cliapp cli_audit cli_rules cli_build cli __main__"),
 )  # fmt: skip
 """The package's layers, lowest first: a module imports only from its own layer or below."""
 

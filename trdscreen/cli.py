@@ -327,7 +327,7 @@ def validate(
 
 
 # The other commands register themselves on `app` when imported.
-from trdscreen import cli_audit, cli_rules  # noqa: E402,F401
+from trdscreen import cli_audit, cli_build, cli_rules  # noqa: E402,F401
 
 __all__ = ["app", "main"]
 

@@ -27,3 +27,13 @@ def flags(frame: pd.DataFrame, name: str) -> np.ndarray:
 def hamd_versions(frame: pd.DataFrame) -> np.ndarray:
     """The HAM-D version of each row's totals (17 when not given)."""
     return floats(frame, "hamd_version", DEFAULT_HAMD_VERSION)
+
+
+def day_numbers(frame: pd.DataFrame, name: str) -> np.ndarray:
+    """Date column `name` as float day numbers (segments.days), NaN where empty or absent."""
+    if name not in frame.columns:
+        return np.full(len(frame), np.nan)
+    dates = frame[name].to_numpy(dtype="datetime64[s]")
+    out = dates.astype("datetime64[D]").astype(np.int64).astype(np.float64)
+    out[np.isnat(dates)] = np.nan
+    return out

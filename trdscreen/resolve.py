@@ -11,10 +11,11 @@ from trdscreen.drugnames import normalize_name
 from trdscreen.errors import RuleError, UsageError
 from trdscreen.formulary import Formulary, load_formulary
 from trdscreen.io import CsvOptions
+from trdscreen.records import TABLES as RECORD_SPECS
 from trdscreen.rulefile import load_column_map, read_rule_file, resolve_rules
 from trdscreen.ruleset import STAGING_MODEL_OF, RuleSet
 from trdscreen.schemas import SUBJECT_COLUMNS, TREATMENT_COLUMNS
-from trdscreen.sitemap import ColumnMap
+from trdscreen.sitemap import RECORD_TABLES, ColumnMap
 from trdscreen.validate import criteria_subject_columns
 
 
@@ -131,12 +132,12 @@ def column_maps(rules: RuleSet, rules_path: Path, extra: Path | None) -> ColumnM
     if extra is not None:
         maps.append((str(extra), "", load_column_map(extra)))
     merged: dict = {"treatments": {}, "subjects": {}, "formats": {}, "values": {}}
-    merged["drug_aliases"] = {}
+    merged |= {"drug_aliases": {}, "drug_events": {}, "assessments": {}}
     csv: dict = {}
     problems = []
     for source, prefix, column_map in maps:
         problems += _map_problems(source, prefix, column_map, criteria_subject_columns(rules))
-        for section in ("treatments", "subjects", "formats", "drug_aliases"):
+        for section in ("treatments", "subjects", "formats", "drug_aliases", *RECORD_TABLES):
             merged[section].update(getattr(column_map, section))
         for column, mapping in column_map.values.items():
             merged["values"][column] = {**merged["values"].get(column, {}), **mapping}
@@ -163,6 +164,13 @@ def _map_problems(
         f"canonical columns: {', '.join(TREATMENT_COLUMNS)}"
         for header, target in column_map.treatments.items()
         if target not in TREATMENT_COLUMNS
+    ]
+    problems += [
+        f"{source}: key `{prefix}{table}.{header}`: {target!r} is not a {table} column; "
+        f"canonical columns: {', '.join(RECORD_SPECS[table])}"
+        for table in RECORD_TABLES
+        for header, target in getattr(column_map, table).items()
+        if target not in RECORD_SPECS[table]
     ]
     typed = {
         name

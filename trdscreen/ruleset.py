@@ -14,8 +14,9 @@ import hashlib
 import json
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
+from trdscreen.buildrules import BuildRules
 from trdscreen.criterion import NUMERIC_OPS, Condition, Criterion, Op, RuleModel
 from trdscreen.sitemap import ColumnMap
 from trdscreen.vocabulary import (
@@ -450,6 +451,21 @@ class RuleSet(RuleModel):
         (), description="presets (or rule files) whose staging scores are added to the decisions"
     )
     criteria: Annotated[tuple[Criterion, ...], Field(min_length=1, max_length=MAX_CRITERIA)]
+    build: BuildRules | None = Field(
+        None, description="how `trdscreen build` makes courses from drug events and ratings"
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_unset_build(self, handler: SerializerFunctionWrapHandler) -> dict:
+        # A rule set without `build:` hashes as it did before the section existed.
+        data = handler(self)
+        if data.get("build") is None:
+            data.pop("build", None)
+        return data
+
+    def build_rules(self) -> BuildRules:
+        """The rule set's `build:` section, or every default."""
+        return self.build if self.build is not None else BuildRules()
 
     @model_validator(mode="after")
     def _staging_columns_provided(self) -> RuleSet:

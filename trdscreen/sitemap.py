@@ -122,6 +122,9 @@ class CsvDialect(RuleModel):
     encoding: str | None = Field(None, min_length=1)
 
 
+RECORD_TABLES = ("drug_events", "assessments")
+"""The records tables `trdscreen build` reads, whose headers a map may rename too (left
+out of the hash when empty, as the site conventions are)."""
 _SITE_KEYS = ("csv", "formats", "values", "drug_aliases")
 """The site conventions of a column map, left out of a rule set's hash when empty (rule
 sets hashed before the conventions existed keep their hash)."""
@@ -133,6 +136,8 @@ class ColumnMap(RuleModel):
 
     treatments: dict[str, str] = {}
     subjects: dict[str, str] = {}
+    drug_events: dict[str, str] = Field({}, description="`trdscreen build`: drug event headers")
+    assessments: dict[str, str] = Field({}, description="`trdscreen build`: rating headers")
     csv: CsvDialect = CsvDialect()
     formats: dict[str, ValueFormats] = Field(
         {}, description="per canonical column, or `all` for every column"
@@ -149,7 +154,7 @@ class ColumnMap(RuleModel):
     @model_serializer(mode="wrap")
     def _without_empty_conventions(self, handler: SerializerFunctionWrapHandler) -> dict:
         data = handler(self)
-        for key in _SITE_KEYS:
+        for key in (*_SITE_KEYS, *RECORD_TABLES):
             if not data.get(key) or data[key] == {"delimiter": None, "encoding": None}:
                 data.pop(key, None)
         return data

@@ -1,0 +1,541 @@
+"""`trdscreen build`: drug events and ratings into treatment courses.
+
+Every expected value below is worked out by hand from the build rules
+(buildrules.BUILD_TAGS, the module docs of build, buildcourses and
+buildratings): day arithmetic is inclusive (a 28-day supply from 1 January
+lasts to 28 January).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+from typer.testing import CliRunner
+
+from tests.conftest import ROOT, SUBJECT_DEFAULTS, run_cohort, write_csv
+from trdscreen.buildrun import BuildRequest, run_build
+from trdscreen.cli import app
+from trdscreen.errors import InputError, OutputExistsError, RuleError
+
+EVENT_COLUMNS = [
+    "subject_id", "drug", "event_date", "days_supply", "quantity", "units_per_day",
+    "strength_mg", "daily_dose_mg", "end_date",
+]  # fmt: skip
+
+
+def ev(subject, drug, day, supply=None, dose=None, **more) -> dict:
+    return {
+        "subject_id": subject, "drug": drug, "event_date": day, "days_supply": supply,
+        "daily_dose_mg": dose, **more,
+    }  # fmt: skip
+
+
+def rating(subject, day, total, instrument="HAMD17") -> dict:
+    return {"subject_id": subject, "date": day, "instrument": instrument, "total": total}
+
+
+def records(folder: Path, events: list[dict], ratings=(), subjects=None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    write_csv(folder / "drug_events.csv", events, EVENT_COLUMNS)
+    if ratings:
+        write_csv(
+            folder / "assessments.csv", list(ratings), ["subject_id", "date", "instrument", "total"]
+        )
+    if subjects is not None:
+        rows = [{**SUBJECT_DEFAULTS, **s} for s in subjects]
+        write_csv(folder / "subjects.csv", rows, list(dict.fromkeys(k for r in rows for k in r)))
+    return folder
+
+
+def built(tmp_path: Path, events, ratings=(), subjects=None, **request) -> Path:
+    folder = records(tmp_path / "records", events, ratings, subjects)
+    out = tmp_path / "built"
+    run_build(BuildRequest(folder, out, **request))
+    return out
+
+
+def table(out: Path, name: str = "treatments") -> pd.DataFrame:
+    return pd.read_parquet(out / f"{name}.parquet")
+
+
+def day(text: str) -> date:
+    return date.fromisoformat(text)
+
+
+def rows_of(frame: pd.DataFrame, subject: str) -> pd.DataFrame:
+    return frame[frame["subject_id"] == subject].reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- supply runs
+
+
+def test_refills_touching_make_one_row_and_a_dose_step_a_second_row_of_the_same_course(tmp_path):
+    # 100 mg: 1 Jan + 28 days = to 28 Jan; refill 29 Jan + 28 = to 25 Feb (touching: one
+    # row). 150 mg from 26 Feb for 28 days = to 24 Mar (2024 is a leap year): a new row,
+    # the same course.
+    out = built(tmp_path, [
+        ev("A", "sertraline", "2024-01-01", 28, 100),
+        ev("A", "sertraline", "2024-01-29", 28, 100),
+        ev("A", "sertraline", "2024-02-26", 28, 150),
+    ])  # fmt: skip
+    t = table(out)
+    assert list(t["daily_dose_mg"]) == [100, 150]
+    assert list(t["start_date"]) == [day("2024-01-01"), day("2024-02-26")]
+    assert list(t["end_date"]) == [day("2024-02-25"), day("2024-03-24")]
+    assert list(t["course_id"]) == ["A:1", "A:1"]
+    assert list(t["n_events"]) == [2, 1]
+    assert list(t["first_source_line"]) == [2, 4]  # CSV lines: the header is line 1
+    assert list(t["pdc"]) == [1.0, 1.0]
+    assert set(t["duration_source"]) == {"days_supply"}
+
+
+def test_an_early_refill_does_not_stockpile(tmp_path):
+    # 30 days from 1 Jan (to 30 Jan), refilled 20 Jan for 30 days (to 18 Feb). Without
+    # stockpiling the supply ends 18 Feb; carrying the 11 spare days over would say 29 Feb.
+    out = built(tmp_path, [
+        ev("B", "fluoxetine", "2024-01-01", 30, 20),
+        ev("B", "fluoxetine", "2024-01-20", 30, 20),
+    ])  # fmt: skip
+    t = table(out)
+    assert len(t) == 1
+    assert t.loc[0, "end_date"] == day("2024-02-18")
+
+
+def test_a_gap_within_gap_days_is_one_course_and_its_pdc_counts_the_gap(tmp_path):
+    # 28 days from 1 Jan (to 28 Jan); the next fill 20 Feb: a gap of 22 days <= 30, so one
+    # course of two rows from 1 Jan to 19 Mar (78 days), 56 of them supplied: pdc 56/78.
+    out = built(tmp_path, [
+        ev("C", "citalopram", "2024-01-01", 28, 20),
+        ev("C", "citalopram", "2024-02-20", 28, 20),
+    ])  # fmt: skip
+    t = table(out)
+    assert list(t["course_id"]) == ["C:1", "C:1"]
+    assert list(t["pdc"]) == [round(56 / 78, 4)] * 2
+    assert list(t["change_type"]) == ["stop", "stop"]
+
+
+def test_a_restart_after_a_long_gap_is_a_new_course(tmp_path):
+    # To 28 Jan, then again 1 Apr: 63 days without supply (> 30): two courses; the first
+    # stopped, 63 days before the next.
+    out = built(tmp_path, [
+        ev("D", "citalopram", "2024-01-01", 28, 20),
+        ev("D", "citalopram", "2024-04-01", 28, 20),
+    ])  # fmt: skip
+    t = table(out)
+    assert list(t["course_id"]) == ["D:1", "D:2"]
+    assert t.loc[0, "change_type"] == "stop"
+    assert t.loc[0, "days_to_next"] == 63  # 29 Jan .. 31 Mar
+
+
+# --------------------------------------------------------------------------- roles
+
+
+def test_a_cross_taper_shorter_than_the_window_is_a_switch(tmp_path):
+    # Sertraline to 25 Feb; venlafaxine from 15 Feb: they overlap 11 days (< 30).
+    out = built(tmp_path, [
+        ev("E", "sertraline", "2024-01-01", 56, 100),
+        ev("E", "venlafaxine", "2024-02-15", 56, 150),
+    ])  # fmt: skip
+    t = table(out)
+    assert list(t["role"]) == ["monotherapy", "monotherapy"]
+    assert t.loc[0, "change_type"] == "switch"
+    assert t.loc[0, "next_drug"] == "venlafaxine"
+    assert t.loc[0, "days_to_next"] == -11
+
+
+def test_a_second_antidepressant_overlapping_the_window_is_a_combination(tmp_path):
+    # Sertraline 1 Jan to 30 Mar; mirtazapine 20 Jan to 19 Mar: 60 days together (>= 30).
+    out = built(tmp_path, [
+        ev("F", "sertraline", "2024-01-01", 90, 100),
+        ev("F", "mirtazapine", "2024-01-20", 60, 30),
+    ])  # fmt: skip
+    t = table(out).set_index("drug")
+    assert t.loc["sertraline", "role"] == "monotherapy"
+    assert t.loc["mirtazapine", "role"] == "combination"
+    assert t.loc["sertraline", "change_type"] == "combine"
+
+
+def test_an_add_on_started_before_the_antidepressant_does_not_make_it_an_add_on(tmp_path):
+    # Aripiprazole from 1 Jan, escitalopram from 15 Jan while it runs: a careless "started
+    # while another drug ran" would call escitalopram an add-on. It is the antidepressant
+    # trial; aripiprazole (60 days together) is the augmentation.
+    out = built(tmp_path, [
+        ev("G", "aripiprazole", "2024-01-01", 90, 5),
+        ev("G", "escitalopram", "2024-01-15", 60, 10),
+    ])  # fmt: skip
+    t = table(out).set_index("drug")
+    assert t.loc["escitalopram", "role"] == "monotherapy"
+    assert t.loc["aripiprazole", "role"] == "augmentation"
+
+
+# --------------------------------------------------------------------------- dates
+
+
+def test_a_course_running_past_the_reference_date_is_ongoing(tmp_path):
+    # Screening 1 Mar 2024; duloxetine 15 Jan for 90 days (to 13 Apr) is still supplied on
+    # it: end_date empty, stop_reason ongoing. A fill on 10 Mar is after the reference date.
+    out = built(
+        tmp_path,
+        [ev("H", "duloxetine", "2024-01-15", 90, 60), ev("H", "duloxetine", "2024-03-10", 90, 60)],
+        subjects=[{"subject_id": "H", "screening_date": "2024-03-01"}],
+    )
+    t = table(out)
+    assert len(t) == 1
+    assert pd.isna(t.loc[0, "end_date"]) and t.loc[0, "stop_reason"] == "ongoing"
+    assert t.loc[0, "change_type"] == "ongoing"
+    trail = table(out, "course_events")
+    assert list(trail["status"]) == ["used", "after_reference_date"]
+
+
+def test_as_of_is_the_reference_date_for_everyone(tmp_path):
+    # --as-of 1 Feb 2024: the 1 Jan fill (to 30 Mar) is ongoing on it.
+    out = built(tmp_path, [ev("H", "duloxetine", "2024-01-01", 90, 60)], as_of=date(2024, 2, 1))
+    assert table(out).loc[0, "stop_reason"] == "ongoing"
+    assert json.loads((out / "manifest.json").read_text())["reference_date"] == {
+        "as_of": "2024-02-01"
+    }
+
+
+# --------------------------------------------------------------------------- same day
+
+
+def test_two_strengths_on_one_day_are_summed_and_flagged(tmp_path):
+    # Venlafaxine 150 mg and 75 mg dispensed together: 225 mg/day, one row.
+    out = built(tmp_path, [
+        ev("I", "venlafaxine", "2024-01-01", 28, 150),
+        ev("I", "venlafaxine", "2024-01-01", 28, 75),
+    ])  # fmt: skip
+    t = table(out)
+    assert list(t["daily_dose_mg"]) == [225]
+    assert t.loc[0, "dose_source"] == "summed_strengths"
+    trail = table(out, "course_events")
+    assert list(trail["status"]) == ["used", "summed"]
+    assert list(trail["course_id"]) == ["I:1", "I:1"]
+
+
+def test_a_same_day_duplicate_under_a_brand_name_is_one_event_not_a_double_dose(tmp_path):
+    # Zoloft is sertraline: the same day and dose twice is one event. Summing them would
+    # make 200 mg/day out of a duplicated export row.
+    out = built(tmp_path, [
+        ev("J", "sertraline", "2024-01-01", 28, 100),
+        ev("J", "Zoloft", "2024-01-01", 28, 100),
+    ])  # fmt: skip
+    assert list(table(out)["daily_dose_mg"]) == [100]
+    assert list(table(out, "course_events")["status"]) == ["used", "duplicate"]
+
+
+# --------------------------------------------------------------------------- durations
+
+
+def test_missing_supply_lasts_to_the_next_issue_capped_and_the_last_one_is_unknown(tmp_path):
+    # No supply or end: 1 Jan lasts to the next issue (28 days, to 28 Jan); 29 Jan's next
+    # issue is 123 days later, capped at 90 days (to 27 Apr); 1 Jun has no next issue:
+    # unknown. The 1 Jun course therefore has an unknown end (stop_reason other, never
+    # "ongoing"), and is a course of its own: 34 days after 27 Apr (> 30).
+    out = built(tmp_path, [
+        ev("K", "fluoxetine", "2024-01-01", strength_mg=20, units_per_day=1),
+        ev("K", "fluoxetine", "2024-01-29", strength_mg=20, units_per_day=1),
+        ev("K", "fluoxetine", "2024-06-01", strength_mg=20, units_per_day=1),
+    ])  # fmt: skip
+    t = table(out)
+    assert list(t["course_id"]) == ["K:1", "K:2"]
+    assert t.loc[0, "end_date"] == day("2024-04-27")
+    assert list(t["daily_dose_mg"]) == [20, 20]
+    assert pd.isna(t.loc[1, "end_date"]) and t.loc[1, "stop_reason"] == "other"
+    trail = table(out, "course_events")
+    assert list(trail["duration_source"]) == ["next_issue", "next_issue_capped", "unknown"]
+    assert list(trail["days"].astype("Int64")) == [28, 90, pd.NA]
+
+
+def test_quantity_over_units_per_day_and_strength_give_duration_and_dose(tmp_path):
+    # 56 tablets of 50 mg, 2 a day: 28 days at 100 mg/day.
+    out = built(tmp_path, [
+        ev("L", "sertraline", "2024-01-01", quantity=56, units_per_day=2, strength_mg=50)
+    ])  # fmt: skip
+    t = table(out)
+    assert t.loc[0, "end_date"] == day("2024-01-28")
+    assert t.loc[0, "daily_dose_mg"] == 100
+    assert t.loc[0, "duration_source"] == "quantity"
+    assert t.loc[0, "dose_source"] == "strength_x_units_per_day"
+
+
+def test_implausible_events_are_set_aside_with_a_reason_and_counted(tmp_path):
+    out = built(tmp_path, [
+        ev("M", "sertraline", "2024-01-01", 400, 100),  # above 183 days' supply
+        ev("M", "sertraline", "2024-02-01", 28, 100, quantity=0),
+        ev("M", "sertraline", "2037-07-07", 28, 100),  # a placeholder date
+        ev("M", "sertraline", "2024-03-01", 28, 100, end_date="2024-02-01"),
+        ev("M", "sertraline", "2024-04-01", 28, 100),
+    ])  # fmt: skip
+    trail = table(out, "course_events")
+    assert list(trail["status"]) == [
+        "days_supply_implausible", "quantity_not_positive", "placeholder_date",
+        "end_before_start", "used",
+    ]  # fmt: skip
+    counts = json.loads((out / "manifest.json").read_text())["event_attrition"]
+    assert counts["read"] == 5 and counts["used"] == 1 and counts["supply_runs"] == 1
+    assert (
+        sum(v for k, v in counts.items() if k not in ("read", "used", "supply_runs", "courses"))
+        == 4
+    )
+
+
+# --------------------------------------------------------------------------- ratings
+
+
+def test_the_ratings_nearest_the_course_ends_judge_it_not_the_best_later_one(tmp_path):
+    # Sertraline 1 Jan to 25 Feb. Baseline window 2 Dec .. 8 Jan: 10 Dec (26) and 28 Dec
+    # (24) and 8 Jan (25): nearest to 1 Jan is 28 Dec -> 24. End window 11 Feb .. 10 Mar:
+    # 20 Feb (20) and 5 Mar (12): nearest to 25 Feb is 20 Feb -> 20. 24 -> 20 is 16.7 %
+    # (nonresponse); taking the latest rating (12) would call it a 50 % response.
+    out = built(
+        tmp_path,
+        [ev("N", "sertraline", "2024-01-01", 56, 100)],
+        ratings=[
+            rating("N", "2023-12-10", 26),
+            rating("N", "2023-12-28", 24),
+            rating("N", "2024-01-08", 25),
+            rating("N", "2024-02-20", 20),
+            rating("N", "2024-03-05", 12),
+        ],  # fmt: skip
+    )
+    t = table(out)
+    assert (t.loc[0, "hamd_start"], t.loc[0, "hamd_end"], t.loc[0, "hamd_version"]) == (24, 20, 17)
+    assert t.loc[0, "hamd_start_date"] == day("2023-12-28")
+    assert t.loc[0, "hamd_end_line"] == 5
+
+
+def test_a_tie_goes_to_the_earlier_rating_and_versions_are_never_mixed(tmp_path):
+    # 29 Dec and 4 Jan are both 3 days from 1 Jan: the earlier (before treatment) wins.
+    # The end is rated only on HAM-D21: no HAM-D17 end, and no 21-item total compared
+    # with a 17-item baseline.
+    out = built(
+        tmp_path,
+        [ev("O", "sertraline", "2024-01-01", 56, 100)],
+        ratings=[
+            rating("O", "2023-12-29", 22),
+            rating("O", "2024-01-04", 19),
+            rating("O", "2024-02-24", 30, "HAMD21"),
+        ],  # fmt: skip
+    )
+    t = table(out)
+    assert t.loc[0, "hamd_start"] == 22 and t.loc[0, "hamd_version"] == 17
+    assert pd.isna(t.loc[0, "hamd_end"])
+
+
+def test_an_end_rating_must_come_min_days_after_the_baseline(tmp_path):
+    # A 10-day course (1 .. 10 Jan) rated 28 Dec and 5 Jan: 5 Jan is within 14 days of the
+    # end but only 8 days after the baseline (< 14): no end rating.
+    out = built(
+        tmp_path,
+        [ev("Q", "sertraline", "2024-01-01", 10, 100)],
+        ratings=[rating("Q", "2023-12-28", 22), rating("Q", "2024-01-05", 10)],
+    )
+    t = table(out)
+    assert t.loc[0, "hamd_start"] == 22 and pd.isna(t.loc[0, "hamd_end"])
+
+
+# --------------------------------------------------------------------------- screened
+
+
+def trial_events(subject: str, second: str = "venlafaxine") -> list[dict]:
+    return [
+        ev(subject, "sertraline", "2023-02-01", 28, 100),
+        ev(subject, "sertraline", "2023-03-01", 28, 100),  # to 28 Mar: 8 weeks at 100 mg
+        ev(subject, second, "2023-05-01", 28, 150),
+        ev(subject, second, "2023-05-29", 28, 150),  # to 25 Jun: 8 weeks at 150 mg
+    ]
+
+
+def test_built_courses_screen_to_decisions_worked_by_hand(tmp_path):
+    # Sforzini 2021: >= 2 failed adequate trials of distinct drugs in the episode (from
+    # 1 Jan 2023), each >= 4 weeks at >= the minimum dose (sertraline 50, venlafaxine
+    # 150 mg/day) with < 25 % improvement. Courses: sertraline 1 Feb .. 28 Mar, then
+    # venlafaxine 1 May .. 25 Jun (baseline window 1 Apr .. 8 May, end 11 Jun .. 9 Jul).
+    # R: sertraline 24 (30 Jan) -> 21 (25 Mar) = 12.5 %; venlafaxine 21 (28 Apr) -> 19
+    #    (20 Jun) = 9.5 %: two failed adequate trials of two drugs: eligible.
+    # S: the same, but venlafaxine's end rating came 4 Aug, 40 days after it ended
+    #    (outside the 14-day window): its outcome is unknown, so needs review. Reading
+    #    "the last rating" as the end would have made S eligible.
+    # T: sertraline again from 1 May (33 days after 28 Mar: a new course of the same
+    #    drug): one distinct failed drug, so TRD-MIN is not met: excluded.
+    ratings = [
+        rating("R", "2023-01-30", 24), rating("R", "2023-03-25", 21),
+        rating("R", "2023-04-28", 21), rating("R", "2023-06-20", 19),
+        rating("S", "2023-01-30", 24), rating("S", "2023-03-25", 21),
+        rating("S", "2023-04-28", 21), rating("S", "2023-08-04", 19),
+        rating("T", "2023-01-30", 24), rating("T", "2023-03-25", 21),
+        rating("T", "2023-04-28", 21), rating("T", "2023-06-20", 19),
+    ]  # fmt: skip
+    events = trial_events("R") + trial_events("S") + trial_events("T", "sertraline")
+    subjects = [{"subject_id": s} for s in "RST"]
+    out = built(tmp_path, events, ratings, subjects)
+    t = table(out)
+    r = rows_of(t, "R")
+    assert list(r["hamd_start"].astype("Int64")) == [24, 21]
+    assert list(r["hamd_end"].astype("Int64")) == [21, 19]
+    assert pd.isna(rows_of(t, "S").loc[1, "hamd_end"])
+    assert list(rows_of(t, "T")["course_id"]) == ["T:1", "T:2"]
+    _, result = run_cohort(out)
+    decisions = result.decisions.set_index("subject_id")
+    assert decisions.loc["R", "decision"] == "eligible"
+    assert decisions.loc["R", "n_failed_trials"] == 2
+    assert decisions.loc["S", "decision"] == "needs_review"
+    assert decisions.loc["T", "decision"] == "excluded"
+    assert decisions.loc["T", "n_failed_trials"] == 1
+
+
+# --------------------------------------------------------------------------- the folder
+
+
+def test_a_rerun_writes_the_same_bytes_and_the_manifest_names_every_parameter(tmp_path):
+    events = [ev("A", "sertraline", "2024-01-01", 28, 100)]
+    folder = records(tmp_path / "records", events, [rating("A", "2023-12-30", 22)])
+    for name in ("one", "two"):
+        run_build(BuildRequest(folder, tmp_path / name))
+    for path in sorted((tmp_path / "one").iterdir()):
+        assert path.read_bytes() == (tmp_path / "two" / path.name).read_bytes(), path.name
+    manifest = json.loads((tmp_path / "one" / "manifest.json").read_text())
+    assert manifest["kind"] == "build" and manifest["tool"] == "trdscreen"
+    tags = {p["key"]: p["tag"] for p in manifest["parameters"]}
+    assert tags["gap_days"] == "S" and tags["next_issue_cap_days"] == "U"
+    assert {o["path"] for o in manifest["outputs"]} == {
+        "treatments.parquet", "subjects.parquet", "course_events.parquet",
+        "event_attrition.parquet",
+    }  # fmt: skip
+    assert [i["role"] for i in manifest["inputs"]] == ["drug_events", "assessments"]
+
+
+def test_the_rule_sets_build_section_is_used_and_recorded(tmp_path):
+    # gap_days 60: the 63-day gap of test_a_restart... is still a new course; 70 would
+    # join it. Here 45 days apart (to 28 Jan, next 13 Mar = 44 days without supply).
+    import yaml
+
+    from tests.conftest import preset_data
+
+    rules = preset_data()
+    rules["build"] = {"gap_days": 45}
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump(rules))
+    events = [
+        ev("D", "citalopram", "2024-01-01", 28, 20),
+        ev("D", "citalopram", "2024-03-13", 28, 20),
+    ]
+    out = built(tmp_path, events, rules=str(path))
+    assert list(table(out)["course_id"]) == ["D:1", "D:1"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {p["key"]: p["value"] for p in manifest["parameters"]}["gap_days"] == 45
+
+
+def test_a_bad_cell_stops_the_build_with_file_line_and_column_and_writes_nothing(tmp_path):
+    folder = records(
+        tmp_path / "records",
+        [
+            ev("A", "sertraline", "2024-01-01", 28, 100),
+            ev("SECRET-7", "sertraline", "not a day", 28, 100),
+        ],
+    )
+    out = tmp_path / "built"
+    result = CliRunner().invoke(app, ["build", str(folder), "--out", str(out)])
+    assert result.exit_code == 4
+    assert "drug_events.csv line 3" in result.output and "event_date" in result.output
+    assert "not a day" not in result.output  # never a cell value
+    assert not out.exists()
+
+
+def test_a_map_renames_the_sites_headers(tmp_path):
+    folder = tmp_path / "records"
+    folder.mkdir()
+    (folder / "drug_events.csv").write_text(
+        "pid,product,dispensed_on,supply_days,mg_per_day\nA,sertraline,2024-01-01,28,100\n"
+    )
+    site_map = tmp_path / "map.yaml"
+    site_map.write_text(
+        "drug_events:\n  pid: subject_id\n  product: drug\n  dispensed_on: event_date\n"
+        "  supply_days: days_supply\n  mg_per_day: daily_dose_mg\n"
+    )
+    run_build(BuildRequest(folder, tmp_path / "out", column_map=site_map))
+    t = table(tmp_path / "out")
+    assert (t.loc[0, "subject_id"], t.loc[0, "end_date"]) == ("A", day("2024-01-28"))
+
+
+def test_a_map_naming_an_unknown_records_column_is_refused_with_its_key(tmp_path):
+    folder = records(tmp_path / "records", [ev("A", "sertraline", "2024-01-01", 28, 100)])
+    site_map = tmp_path / "map.yaml"
+    site_map.write_text("drug_events:\n  pid: patient\n")
+    try:
+        run_build(BuildRequest(folder, tmp_path / "out", column_map=site_map))
+    except RuleError as exc:
+        assert any("drug_events.pid" in p for p in exc.problems)
+    else:
+        raise AssertionError("the map was accepted")
+
+
+def test_force_replaces_only_a_folder_trdscreen_wrote(tmp_path):
+    folder = records(tmp_path / "records", [ev("A", "sertraline", "2024-01-01", 28, 100)])
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    try:
+        run_build(BuildRequest(folder, mine, force=True))
+    except OutputExistsError:
+        pass
+    else:
+        raise AssertionError("--force replaced a folder trdscreen did not write")
+    assert (mine / "notes.txt").read_text() == "keep me"
+    out = tmp_path / "out"
+    run_build(BuildRequest(folder, out))
+    run_build(BuildRequest(folder, out, force=True))  # its own folder: replaced
+
+
+def test_no_drug_events_file_is_a_clear_error(tmp_path):
+    (tmp_path / "records").mkdir()
+    try:
+        run_build(BuildRequest(tmp_path / "records", tmp_path / "out"))
+    except InputError as exc:
+        assert "drug_events" in str(exc)
+    else:
+        raise AssertionError("an empty folder built")
+
+
+def test_without_a_subjects_table_every_subject_of_the_events_is_listed(tmp_path):
+    # B's only event is set aside: B still reaches the screen, with no course.
+    out = built(tmp_path, [
+        ev("A", "sertraline", "2024-01-01", 28, 100),
+        ev("B", "sertraline", "1900-01-01", 28, 100),
+    ])  # fmt: skip
+    assert list(table(out, "subjects")["subject_id"]) == ["A", "B"]
+
+
+def test_the_cli_prints_counts_and_json(tmp_path):
+    folder = records(tmp_path / "records", [ev("A", "sertraline", "2024-01-01", 28, 100)])
+    result = CliRunner().invoke(
+        app, ["build", str(folder), "--out", str(tmp_path / "out"), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["event_attrition"]["courses"] == 1
+    assert "treatments.parquet" in payload["outputs"]
+
+
+def test_the_readme_example_builds_and_screens_as_worked_by_hand(tmp_path):
+    # examples/records, worked in the README's table: R two failed trials of two drugs
+    # (eligible); S's second outcome unknown (needs review); T one drug twice and U one
+    # failed trial with an add-on overlapping 19 days (< 30: not its augmentation), both
+    # excluded. Built rows: U's 150 + 75 mg are summed, S's Zoloft row is a duplicate,
+    # U's 1900 event is set aside.
+    out = tmp_path / "built"
+    run_build(BuildRequest(ROOT / "examples" / "records", out))
+    counts = json.loads((out / "manifest.json").read_text())["event_attrition"]
+    assert (counts["read"], counts["supply_runs"], counts["courses"]) == (19, 8, 8)
+    assert (counts["placeholder_date"], counts["duplicate"], counts["summed"]) == (1, 1, 1)
+    t = table(out)
+    u = rows_of(t, "U").set_index("drug")
+    assert u.loc["venlafaxine", "daily_dose_mg"] == 225
+    assert u.loc["aripiprazole", "role"] == "monotherapy"
+    _, result = run_cohort(out)
+    decided = result.decisions.set_index("subject_id")["decision"].to_dict()
+    assert decided == {"R": "eligible", "S": "needs_review", "T": "excluded", "U": "excluded"}

@@ -1,0 +1,273 @@
+"""`trdscreen build`: drug events and ratings into treatment courses, every decision named.
+
+From one row per prescription, dispensing or administration to the treatments
+table the screen reads (one row per supply run: consecutive or overlapping
+events of one generic at one daily dose), in these steps, each vectorized
+(sorts, grouped running maxima, cumulative sums; no per-subject Python):
+
+1. Set aside what cannot be used, with a reason: rows validation could not read,
+   implausible events (quantity <= 0, days' supply <= 0 or above
+   `build.max_days_supply`, a placeholder date, an end before the start, a date
+   before birth), and events after the subject's reference date (outside the
+   observation window).
+2. The drug as a formulary generic (a name it does not know stays as written: the
+   screen then reports it, and its courses are unknown, never adequate).
+3. Each event's duration: end_date, else days_supply, else quantity ÷
+   units_per_day, else the days to the next issue of the drug, capped at
+   `build.next_issue_cap_days` [U], else unknown; and its daily dose:
+   daily_dose_mg, else strength_mg × units_per_day, else strength_mg × quantity ÷
+   its days, else unknown. Which one was used is kept (`duration_source`,
+   `dose_source`).
+4. Same-day events of one generic: an identical one is a duplicate; different
+   doses are two strengths taken together: summed into one event, flagged.
+5. Supply runs: events of one generic at one dose whose supply touches or
+   overlaps are one row (no stockpiling: an early refill does not push the end).
+   A dose change starts a new row, so the days at each dose are kept, which the
+   adequacy rules read.
+6. Courses: rows of one generic within `build.gap_days` of each other [S]; the
+   screen merges them the same way (`adequacy.segments.merge_gap_days`). Per
+   course: the proportion of days covered (`pdc`), what followed (`change_type`:
+   switch, augment, combine, stop, ongoing; `next_drug`, `days_to_next`), and
+   its role: a course that starts while another drug's course runs and
+   overlaps it by at least `build.combination_window_days` [S] is an add-on
+   (augmentation for an augmentation agent, else combination).
+7. Ratings: a course's baseline is the rating nearest its start within
+   `ratings.start_before_days` before to `ratings.start_after_days` after (the
+   earlier wins a tie) [S]; its end rating the one nearest its last day (the
+   reference date if it is ongoing) within `ratings.end_within_days`, at least
+   `ratings.min_days_between` days after the baseline, on the same instrument
+   [U]. HAM-D versions are never mixed. The builder never writes an outcome or
+   a stop reason but `other` for a row whose duration is unknown (so the
+   screen treats its duration as unknown, never as ongoing).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+from trdscreen.buildcourses import courses_of, supply_runs
+from trdscreen.buildratings import attach
+from trdscreen.buildrules import BuildRules
+from trdscreen.buildtables import Parts, attrition, course_events, treatments
+from trdscreen.columns import day_numbers, floats
+from trdscreen.drugs import distinct_drugs
+from trdscreen.formulary import Formulary
+from trdscreen.keys import lex_order
+from trdscreen.records import Table
+from trdscreen.segments import days
+
+
+@dataclass(frozen=True)
+class Built:
+    treatments: pd.DataFrame
+    course_events: pd.DataFrame
+    attrition: pd.DataFrame
+
+
+def _generics(frame: pd.DataFrame, formulary: Formulary) -> tuple[np.ndarray, np.ndarray]:
+    """(the generic or the name as normalized per row, whether it is an add-on agent)."""
+    codes, pairs = distinct_drugs(frame)
+    names, addon = [], []
+    for name, atc in pairs:
+        match = formulary.resolve(name, atc)
+        generic = match.generic
+        names.append(generic if generic is not None else str(name or ""))
+        drug = formulary.drugs.get(generic) if generic is not None else None
+        addon.append(drug is not None and drug.counts_as == "augmentation")
+    out = np.asarray([*names, ""], dtype=object)[codes]
+    return out, np.asarray([*addon, False], dtype=bool)[codes]
+
+
+def _set_aside(
+    events: Table, rules: BuildRules, start: np.ndarray, end: np.ndarray,
+    reference: np.ndarray, birth: np.ndarray,
+) -> np.ndarray:  # fmt: skip
+    """The reason code each event is set aside for ("" when it is used)."""
+    frame = events.frame
+    n = len(frame)
+    why = np.full(n, "", dtype=object)
+    quantity, supply = floats(frame, "quantity"), floats(frame, "days_supply")
+    placeholders = days(np.asarray(rules.placeholder_dates, dtype="datetime64[s]"))
+    checks = [
+        ("after_reference_date", start > reference),
+        ("before_birth", start < birth),
+        ("end_before_start", end < start),
+        ("placeholder_date", np.isin(start, placeholders) | np.isin(end, placeholders)),
+        ("days_supply_implausible", (supply <= 0) | (supply > rules.max_days_supply)),
+        ("quantity_not_positive", quantity <= 0),
+    ]
+    for code, mask in checks:  # the last that applies wins: the most basic is listed last
+        why[mask] = code
+    unusable = np.zeros(n, dtype=bool)
+    unusable[events.unusable] = True
+    why[unusable] = "invalid"
+    return why
+
+
+def _durations(
+    frame: pd.DataFrame, rules: BuildRules, start: np.ndarray, end: np.ndarray,
+    key: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(days each event lasts, NaN unknown; which input gave them), in step 3's order."""
+    supply = np.ceil(floats(frame, "days_supply"))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_day = floats(frame, "units_per_day")
+        by_quantity = np.ceil(floats(frame, "quantity") / np.where(per_day > 0, per_day, np.nan))
+    # The next issue of the same generic on a later day (rows sorted by subject and
+    # generic, then day; events of one day share their next issue).
+    day = np.where(np.isnan(start), 0, start)
+    order = lex_order(key, (day - (day.min() if len(day) else 0)).astype(np.int64))
+    k, d = key[order], day[order]
+    new_pair = np.r_[True, (k[1:] != k[:-1]) | (d[1:] != d[:-1])] if len(k) else k.astype(bool)
+    pair = np.cumsum(new_pair) - 1
+    pair_key, pair_day = k[new_pair], d[new_pair]
+    later = np.full(len(pair_key), np.nan)
+    later[:-1] = np.where(pair_key[1:] == pair_key[:-1], pair_day[1:] - pair_day[:-1], np.nan)
+    following = np.full(len(start), np.nan)
+    following[order] = later[pair]
+    capped = np.minimum(following, rules.next_issue_cap_days)
+    options = [
+        ("end_date", end - start + 1),
+        ("days_supply", supply),
+        ("quantity", by_quantity),
+        ("next_issue", capped),
+    ]
+    length = np.full(len(start), np.nan)
+    source = np.full(len(start), "unknown", dtype=object)
+    for name, value in reversed(options):  # the first known in the list wins
+        known = ~np.isnan(value)
+        length[known] = value[known]
+        source[known] = name
+    source[(source == "next_issue") & (following > rules.next_issue_cap_days)] = "next_issue_capped"
+    return length, source
+
+
+def _doses(frame: pd.DataFrame, length: np.ndarray, source: np.ndarray):
+    """(daily dose in mg, NaN unknown; which input gave it)."""
+    strength = floats(frame, "strength_mg")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        told = ~np.isin(source, ["next_issue", "next_issue_capped"])  # a guess makes no dose
+        per_quantity = np.where(told, strength * floats(frame, "quantity") / length, np.nan)
+    options = [
+        ("daily_dose_mg", floats(frame, "daily_dose_mg")),
+        ("strength_x_units_per_day", strength * floats(frame, "units_per_day")),
+        ("strength_x_quantity_per_day", np.round(per_quantity, 4)),
+    ]
+    dose = np.full(len(frame), np.nan)
+    where = np.full(len(frame), "unknown", dtype=object)
+    for name, value in reversed(options):
+        known = ~np.isnan(value) & np.isfinite(value)
+        dose[known] = value[known]
+        where[known] = name
+    return dose, where
+
+
+def _same_day(
+    used: np.ndarray, key: np.ndarray, start: np.ndarray, dose: np.ndarray, length: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Step 4 over the used events: (reason per event, "" or duplicate or summed; the dose
+    and days of each kept event after summing; whether it holds a sum).
+
+    Events of one generic on one day at the same dose are one event (the longest
+    supply is kept; summing them could make an adequate dose from a duplicate).
+    Different doses on one day are strengths taken together: summed into the first
+    event (an unknown among them makes the sum unknown), lasting the longest."""
+    why = np.full(len(used), "", dtype=object)
+    summed = np.zeros(len(used), dtype=bool)
+    out_dose, out_length = dose.copy(), length.copy()
+    rows = np.flatnonzero(used)
+    frame = pd.DataFrame(
+        {"key": key[rows], "day": start[rows], "dose": dose[rows], "days": length[rows]}
+    )
+    same = frame.groupby(["key", "day", "dose"], sort=False, dropna=False)["days"]
+    out_length[rows] = same.transform("max").to_numpy()
+    repeat = frame.duplicated(["key", "day", "dose"], keep="first").to_numpy()
+    why[rows[repeat]] = "duplicate"
+    rest, kept = rows[~repeat], frame[~repeat]
+    group = kept.groupby(["key", "day"], sort=False)["dose"]
+    size = group.transform("size").to_numpy()
+    known = group.transform("count").to_numpy()
+    sums = np.where(known == size, group.transform("sum").to_numpy(), np.nan)
+    longest = (
+        pd.Series(out_length[rest])
+        .groupby([kept["key"].to_numpy(), kept["day"].to_numpy()])
+        .transform("max")
+        .to_numpy()
+    )
+    first = ~kept.duplicated(["key", "day"], keep="first").to_numpy()
+    head = (size > 1) & first
+    out_dose[rest[head]] = sums[head]
+    out_length[rest[head]] = longest[head]
+    summed[rest[head]] = True
+    why[rest[(size > 1) & ~first]] = "summed"
+    return why, out_dose, out_length, summed
+
+
+def _context(
+    ids: pd.Index, subjects: pd.DataFrame | None, as_of: date | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(reference day, birth day) per subject of `ids`: the reference date is --as-of,
+    else the subject's screening_date, else unknown (no event is then after it and no
+    course is ongoing: each ends with its last supply)."""
+    reference = np.full(len(ids), np.nan)
+    birth = np.full(len(ids), np.nan)
+    if subjects is not None and len(subjects):
+        where = pd.Index(subjects["subject_id"].astype(object)).get_indexer(ids)
+        found = where >= 0
+        at = np.maximum(where, 0)
+        reference[found] = day_numbers(subjects, "screening_date")[at[found]]
+        birth[found] = day_numbers(subjects, "birth_date")[at[found]]
+    if as_of is not None:
+        reference[:] = days(np.asarray([as_of], dtype="datetime64[s]"))[0]
+    return reference, birth
+
+
+def build(
+    events: Table, ratings: Table | None, subjects: pd.DataFrame | None,
+    rules: BuildRules, formulary: Formulary, as_of: date | None = None,
+) -> Built:  # fmt: skip
+    """Treatment courses from drug events and ratings (the module doc's seven steps)."""
+    frame = events.frame
+    n = len(frame)
+    raw_ids = frame["subject_id"].astype(object).to_numpy()
+    subject, ids = pd.factorize(np.where(pd.isna(raw_ids), "", raw_ids), sort=True)
+    ids = pd.Index(ids.astype(object))
+    reference, birth = _context(ids, subjects, as_of)
+    start, end = day_numbers(frame, "event_date"), day_numbers(frame, "end_date")
+    why = _set_aside(events, rules, start, end, reference[subject], birth[subject])
+    generic, addon = _generics(frame, formulary)
+    generic_code, generics = pd.factorize(generic, sort=True)
+    key = subject.astype(np.int64) * len(generics) + generic_code
+    used = why == ""
+    rows = np.flatnonzero(used)
+    length, duration_source = np.full(n, np.nan), np.full(n, "", dtype=object)
+    dose, dose_source = np.full(n, np.nan), np.full(n, "", dtype=object)
+    sub = frame.iloc[rows]
+    length[rows], duration_source[rows] = _durations(sub, rules, start[rows], end[rows], key[rows])
+    dose[rows], dose_source[rows] = _doses(sub, length[rows], duration_source[rows])
+    again, dose, length, summed = _same_day(used, key, start, dose, length)
+    why = np.where(why == "", again, why)
+    dose_source[summed] = "summed_strengths"
+    kept = np.flatnonzero(why == "")
+    runs = supply_runs(key[kept], start[kept], start[kept] + length[kept] - 1, dose[kept])
+    addon_of = np.zeros(len(generics), dtype=bool)
+    addon_of[generic_code[addon]] = True
+    courses = courses_of(runs, len(generics), addon_of, reference, rules)
+    target = np.where(courses.ongoing, reference[courses.subject], courses.end)
+    rated = attach(
+        ratings, ids, courses.subject, courses.start, target, reference[courses.subject],
+        rules.ratings,
+    )  # fmt: skip
+    parts = Parts(ids, pd.Index(generics), kept, runs, courses, rated, reference)
+    table, row_of_run, course_ids = treatments(
+        parts, events.source.lines, events.source.file, duration_source, dose_source
+    )
+    trail = course_events(
+        frame, events.source.lines, why, key, start, parts, row_of_run, course_ids, generic,
+        length, dose, duration_source, dose_source,
+    )  # fmt: skip
+    return Built(table, trail, attrition(why, len(table), courses.seg.m))

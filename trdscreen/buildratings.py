@@ -1,0 +1,164 @@
+"""Step 7 of `trdscreen build`: the ratings that judge each course.
+
+A course's baseline is the rating nearest its first day from
+`ratings.start_before_days` before to `ratings.start_after_days` after it (the
+earlier wins a tie) [S]; its end rating the one nearest its last day (the
+reference date when it is still running) within `ratings.end_within_days`, at
+least `ratings.min_days_between` days after the baseline, on the same
+instrument [U]. No rating after the reference date is used. HAM-D versions are
+never mixed: the first of HAM-D17, HAM-D21, HAM-D24 rated at both ends is
+written with its `hamd_version`, else the first rated at the start alone;
+MADRS is attached the same way, beside it. Each rating is written with its
+date and source line, so a reviewer can find it. Vectorized: one sorted key
+per rating and binary searches, no per-course Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from trdscreen.buildrules import RatingWindows
+from trdscreen.columns import day_numbers, floats
+from trdscreen.records import Table
+
+HAMD_VERSIONS = (("hamd17", 17), ("hamd21", 21), ("hamd24", 24))
+KEY_DAYS = 1_000_000  # a (subject, day) pair as one integer: subject * KEY_DAYS + day + offset
+DAY_OFFSET = 500_000
+
+
+def _nearest(
+    keys: np.ndarray, subject: np.ndarray, target: np.ndarray, low: np.ndarray, high: np.ndarray
+) -> np.ndarray:
+    """Per target day: the position in sorted `keys` of the rating nearest it within
+    [low, high] of the same subject (the earlier on a tie; the first of a day), or -1."""
+    n = len(target)
+    found = np.full(n, -1, dtype=np.int64)
+    ok = ~np.isnan(target) & ~np.isnan(low) & ~np.isnan(high) & (low <= high)
+    if not ok.any() or len(keys) == 0:
+        return found
+    base = subject[ok].astype(np.int64) * KEY_DAYS + DAY_OFFSET
+    t = base + target[ok].astype(np.int64)
+    lo = base + low[ok].astype(np.int64)
+    hi = base + high[ok].astype(np.int64)
+    right = np.searchsorted(keys, np.maximum(t, lo), "left")
+    has_right = right < len(keys)
+    right_key = np.where(has_right, keys[np.minimum(right, len(keys) - 1)], hi + 1)
+    has_right &= right_key <= hi
+    left = np.searchsorted(keys, np.minimum(t, hi + 1), "left") - 1
+    has_left = left >= 0
+    left_key = np.where(has_left, keys[np.maximum(left, 0)], lo - 1)
+    has_left &= (left_key >= lo) & (left_key < t)
+    left = np.searchsorted(keys, left_key, "left")  # the first rating of that day
+    take_left = has_left & (~has_right | (t - left_key <= right_key - t))
+    pick = np.where(take_left, left, np.where(has_right, right, -1))
+    found[ok] = pick
+    return found
+
+
+@dataclass(frozen=True)
+class _Scale:
+    keys: np.ndarray  # sorted (subject, day) keys
+    day: np.ndarray
+    total: np.ndarray
+    line: np.ndarray
+
+
+def _scales(ratings: Table | None, subject_codes: pd.Index) -> dict[str, _Scale]:
+    out: dict[str, _Scale] = {}
+    if ratings is None:
+        return out
+    frame = ratings.frame
+    usable = np.ones(len(frame), dtype=bool)
+    usable[ratings.unusable] = False
+    code = subject_codes.get_indexer(frame["subject_id"].astype(object))
+    usable &= code >= 0
+    day = day_numbers(frame, "date")
+    instrument = frame["instrument"].astype(object).to_numpy()
+    total = floats(frame, "total")
+    for name in ("hamd17", "hamd21", "hamd24", "madrs"):
+        rows = np.flatnonzero(usable & (instrument == name))
+        if len(rows) == 0:
+            continue
+        keys = code[rows].astype(np.int64) * KEY_DAYS + DAY_OFFSET + day[rows].astype(np.int64)
+        order = np.lexsort((ratings.source.lines[rows], keys))
+        rows = rows[order]
+        out[name] = _Scale(keys[order], day[rows], total[rows], ratings.source.lines[rows])
+    return out
+
+
+def _one_scale(
+    scale: _Scale, subject: np.ndarray, first: np.ndarray, last: np.ndarray,
+    reference: np.ndarray, windows: RatingWindows,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(position of the baseline, of the end rating; -1 where none) per course."""
+    top = np.fmin(first + windows.start_after_days, reference)  # NaN reference: no cap
+    start = _nearest(scale.keys, subject, first, first - windows.start_before_days, top)
+    start_day = np.where(start >= 0, scale.day[np.maximum(start, 0)], np.nan)
+    low = np.maximum(last - windows.end_within_days, start_day + windows.min_days_between)
+    high = np.fmin(last + windows.end_within_days, reference)
+    end = _nearest(scale.keys, subject, last, low, high)
+    return start, end
+
+
+def _columns(scale: _Scale | None, start: np.ndarray, end: np.ndarray, prefix: str) -> dict:
+    m = len(start)
+    out: dict[str, np.ndarray] = {}
+    for when, pos in (("start", start), ("end", end)):
+        found = pos >= 0
+        at = np.maximum(pos, 0)
+        total = np.full(m, np.nan)
+        day = np.full(m, np.nan)
+        line = np.full(m, np.nan)
+        if scale is not None and len(scale.keys):
+            total[found] = scale.total[at[found]]
+            day[found] = scale.day[at[found]]
+            line[found] = scale.line[at[found]]
+        out[f"{prefix}_{when}"] = total
+        out[f"{prefix}_{when}_day"] = day
+        out[f"{prefix}_{when}_line"] = line
+    return out
+
+
+def attach(
+    ratings: Table | None, subjects: pd.Index, subject: np.ndarray, first: np.ndarray,
+    last: np.ndarray, reference: np.ndarray, windows: RatingWindows,
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """Per course (subject code into `subjects`, first and last day, reference day; NaN
+    unknown): hamd_start/_end/_version and madrs_start/_end, each with its day and
+    line (NaN where none)."""
+    m = len(first)
+    scales = _scales(ratings, subjects)
+    empty = np.full(m, -1, dtype=np.int64)
+    # HAM-D: the first version rated at both ends, else the first rated at the start.
+    picks = {
+        name: _one_scale(scales[name], subject, first, last, reference, windows)
+        if name in scales else (empty, empty)
+        for name, _ in HAMD_VERSIONS
+    }  # fmt: skip
+    chosen = np.full(m, -1)
+    for k, (name, _) in enumerate(HAMD_VERSIONS):
+        both = (picks[name][0] >= 0) & (picks[name][1] >= 0)
+        chosen[(chosen < 0) & both] = k
+    for k, (name, _) in enumerate(HAMD_VERSIONS):
+        chosen[(chosen < 0) & (picks[name][0] >= 0)] = k
+    out = _columns(None, empty, empty, "hamd")
+    version = np.full(m, np.nan)
+    for k, (name, number) in enumerate(HAMD_VERSIONS):
+        rows = chosen == k
+        if not rows.any():
+            continue
+        start, end = picks[name]
+        part = _columns(scales[name], np.where(rows, start, -1), np.where(rows, end, -1), "hamd")
+        for column, values in part.items():
+            out[column] = np.where(rows, values, out[column])
+        version[rows] = number
+    out["hamd_version"] = version
+    if "madrs" in scales:
+        start, end = _one_scale(scales["madrs"], subject, first, last, reference, windows)
+        out.update(_columns(scales["madrs"], start, end, "madrs"))
+    else:
+        out.update(_columns(None, empty, empty, "madrs"))
+    return out

@@ -1,0 +1,90 @@
+"""The `build:` section of a rule set: every decision `trdscreen build` makes when it
+turns drug events and ratings into treatment courses, with its evidence tag.
+
+Each value is written into the build's manifest with its tag and source, so a
+reviewer sees which of them are sourced and which are project defaults.
+Evidence: trd-reference F (Fife 2018 eras [V]; CMS128 [S]) and the conventions
+of OMOP drug eras and OHDSI TreatmentPatterns as issue 23 cites them [S];
+[U] marks a project default to review.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from pydantic import Field
+
+from trdscreen.criterion import RuleModel
+
+
+class RatingWindows(RuleModel):
+    """Which ratings judge a course: the same instrument at both ends."""
+
+    start_before_days: int = Field(30, ge=0, le=365)
+    start_after_days: int = Field(7, ge=0, le=90)
+    end_within_days: int = Field(14, ge=0, le=90)
+    min_days_between: int = Field(14, ge=1, le=365)
+
+
+class BuildRules(RuleModel):
+    """How `trdscreen build` makes courses (defaults tagged in BUILD_TAGS)."""
+
+    gap_days: int = Field(30, ge=0, le=365)
+    next_issue_cap_days: int = Field(90, ge=1, le=366)
+    combination_window_days: int = Field(30, ge=1, le=365)
+    max_days_supply: int = Field(183, ge=1, le=3660)
+    placeholder_dates: tuple[date, ...] = (date(1900, 1, 1), date(2037, 7, 7))
+    ratings: RatingWindows = RatingWindows()
+
+
+BUILD_TAGS: dict[str, tuple[str, str]] = {
+    "gap_days": (
+        "S",
+        "events of one generic whose supply gap is at most this many days are one course "
+        "(OMOP drug era persistence window; Fife 2018 AD eras, trd-reference F [V])",
+    ),
+    "next_issue_cap_days": (
+        "U",
+        "an event with no end date, days' supply or quantity lasts until the next issue of "
+        "the drug, at most this many days",
+    ),
+    "combination_window_days": (
+        "S",
+        "a different drug that overlaps a course by at least this many days is an add-on "
+        "(augmentation or combination), otherwise a switch (TreatmentPatterns)",
+    ),
+    "max_days_supply": (
+        "U",
+        "an event supplying more days than this is implausible and set aside",
+    ),
+    "placeholder_dates": (
+        "U",
+        "dates exports use for 'unknown': an event dated on one is set aside",
+    ),
+    "ratings.start_before_days": (
+        "S",
+        "a course's baseline is the rating nearest its start from this many days before",
+    ),
+    "ratings.start_after_days": ("S", "... to this many days after (the earlier wins a tie)"),
+    "ratings.end_within_days": (
+        "U",
+        "a course's end rating is the one nearest its last day within this many days",
+    ),
+    "ratings.min_days_between": (
+        "U",
+        "... at least this many days after the baseline, on the same instrument",
+    ),
+}
+"""Evidence tag and meaning of each build parameter (dotted key)."""
+
+
+def parameters(rules: BuildRules) -> list[dict[str, object]]:
+    """Every build parameter with its value, tag and meaning (the manifest's record)."""
+    values = rules.model_dump(mode="json")
+    out = []
+    for key, (tag, meaning) in BUILD_TAGS.items():
+        value: object = values
+        for part in key.split("."):
+            value = value[part]  # type: ignore[index]
+        out.append({"key": key, "value": value, "tag": tag, "meaning": meaning})
+    return out

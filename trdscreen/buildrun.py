@@ -1,0 +1,170 @@
+"""`trdscreen build` end to end: read a records folder, build the courses, write a folder
+that `trdscreen screen DIR` screens as it is.
+
+The folder holds `treatments.parquet` (the input contract plus provenance
+columns), `subjects.parquet` (the subjects table as read and typed, or the
+subject keys of the events when none was given, so no subject is lost),
+`course_events.parquet`, `event_attrition.parquet` and `manifest.json`: the
+inputs with their hashes, the rule set and formulary hashes, every build
+parameter with its evidence tag, the reference date, and every output with its
+hash. Nothing in it depends on the clock, the user or the machine, so the same
+inputs and rules give the same bytes. Written into a draft folder and put in
+place whole (`outdir.atomic_folder`): a failed build leaves nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+
+from trdscreen.build import Built, build
+from trdscreen.buildrules import parameters
+from trdscreen.errors import InputError
+from trdscreen.io import CsvOptions, open_source
+from trdscreen.issues import IssueLog, issue_counts
+from trdscreen.manifest import input_record, versions
+from trdscreen.outdir import MANIFEST_FILE, atomic_folder
+from trdscreen.output import Destination, write_tables
+from trdscreen.records import Records, read_records
+from trdscreen.resolve import (
+    column_maps,
+    csv_under,
+    formulary_of,
+    load_rules,
+    with_site_aliases,
+)
+from trdscreen.schemas import SUBJECT_COLUMNS, check_values, coerce
+from trdscreen.sitemap import ColumnMap
+
+BUILD_SCHEMA_VERSION = 1
+ISSUES_SHOWN = 20
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    input: Path  # a records folder
+    out: Path
+    rules: str | None = None  # preset name or rule file (its `build:` section)
+    column_map: Path | None = None
+    as_of: date | None = None
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    out: Path
+    manifest: dict
+    built: Built
+
+
+def _subjects(
+    records: Records, columns: ColumnMap, options: CsvOptions, log: IssueLog
+) -> tuple[pd.DataFrame | None, dict | None]:
+    """The subjects table typed (every column kept), with its input record."""
+    if records.subjects is None:
+        return None, None
+    source = open_source(
+        records.subjects, "subjects", columns.subjects, set(SUBJECT_COLUMNS), options, columns
+    ).read()
+    others = tuple(n for n in source.table.column_names if n not in SUBJECT_COLUMNS)
+    frame = coerce(source, SUBJECT_COLUMNS, log, extra=others)
+    check_values(source, frame, SUBJECT_COLUMNS, log)
+    return frame, input_record(source)
+
+
+def _refuse_invalid(issues: pd.DataFrame) -> None:
+    """Stop on any error in the inputs (cells that cannot be read would drop events);
+    each problem with file, line, column and what was expected, never a cell value."""
+    errors = issues[issues["severity"] == "error"]
+    if errors.empty:
+        return
+    lines = [
+        f"{row.file}"
+        + (f" line {int(row.line)}" if pd.notna(row.line) else "")
+        + (f", column {row.column}" if isinstance(row.column, str) and row.column else "")
+        + f": {row.message}"
+        + (f" ({int(row.rows)} rows)" if pd.notna(row.rows) and int(row.rows) > 1 else "")
+        for row in errors.head(ISSUES_SHOWN).itertuples()
+    ]
+    if len(errors) > ISSUES_SHOWN:
+        lines.append(f"... and {len(errors) - ISSUES_SHOWN} more")
+    raise InputError(
+        f"the records do not pass validation ({len(errors)} problem(s)); nothing was built. "
+        "Fix them or map the site's headers and formats with --map",
+        lines,
+    )
+
+
+def run_build(request: BuildRequest, command: tuple[str, ...] = ()) -> BuildResult:
+    """Read, build and write (module doc). InputError/RuleError when something cannot be
+    read; nothing is written then."""
+    rules, rules_path, rules_sha = load_rules(request.rules)
+    formulary = formulary_of(rules, rules_path)
+    columns = column_maps(rules, rules_path, request.column_map)
+    formulary = with_site_aliases(formulary, columns, str(request.column_map or rules_path))
+    options = csv_under(CsvOptions(), columns)
+    records = read_records(request.input, columns, options)
+    log = IssueLog()
+    subjects, subjects_record = _subjects(records, columns, options, log)
+    issues = pd.concat([records.issues, log.frame()], ignore_index=True)
+    _refuse_invalid(issues)
+    settings = rules.build_rules()
+    built = build(records.events, records.assessments, subjects, settings, formulary, request.as_of)
+    if subjects is None:
+        ids = pd.unique(records.events.frame["subject_id"].astype(object))
+        subjects = pd.DataFrame({"subject_id": sorted(ids)})
+    tables = {
+        "treatments": built.treatments,
+        "subjects": subjects,
+        "course_events": built.course_events,
+        "event_attrition": built.attrition,
+    }
+    inputs = [input_record(records.events.source)]
+    if records.assessments is not None:
+        inputs.append(input_record(records.assessments.source))
+    if subjects_record is not None:
+        inputs.append(subjects_record)
+    with atomic_folder(request.out, request.force, [request.input]) as draft:
+        written = write_tables(
+            tables, draft, Destination(request.out, ("parquet",), escape_formulas=False)
+        )
+        manifest = {
+            "manifest_schema_version": BUILD_SCHEMA_VERSION,
+            "tool": "trdscreen",
+            "kind": "build",
+            "versions": versions(),
+            "status": "ok",
+            "command": list(command),
+            "inputs": inputs,
+            "column_map": str(request.column_map) if request.column_map else None,
+            "rules": {
+                "id": rules.id,
+                "path": str(rules_path),
+                "file_sha256": rules_sha,
+                "normalized_sha256": rules.sha256(),
+                "build_section": rules.build is not None,
+            },
+            "formulary": {"source": formulary.source, "sha256": formulary.sha256},
+            "reference_date": (
+                {"as_of": request.as_of.isoformat()}
+                if request.as_of
+                else {"column": "subjects.screening_date"}
+            ),
+            "parameters": parameters(settings),
+            "event_attrition": {
+                str(step): int(count)
+                for step, count in zip(
+                    built.attrition["step"], built.attrition["count"], strict=True
+                )
+            },
+            "issues": issue_counts(issues),
+            "outputs": [record.as_json() for record in written],
+        }
+        (draft / MANIFEST_FILE).write_text(
+            json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n", "utf-8"
+        )
+    return BuildResult(Path(request.out), manifest, built)

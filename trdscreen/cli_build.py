@@ -1,0 +1,111 @@
+"""`trdscreen build`: treatment courses from drug events and ratings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from trdscreen.cliapp import (
+    AsOfOpt,
+    JsonOpt,
+    MapOpt,
+    QuietOpt,
+    RulesOpt,
+    app,
+    emit_json,
+    epilog,
+    guard,
+    parse_date,
+)
+from trdscreen.printable import printable
+
+
+@app.command(
+    epilog=epilog(
+        [
+            "trdscreen build examples/records --out built",
+            "trdscreen build records/ --out built --map site-map.yaml --as-of 2025-06-30",
+            "trdscreen build records/ --out built --rules my-rules.yaml --force --json",
+        ],
+        "0 built; 2 usage; 3 rule file or map; 4 the records cannot be read or fail "
+        "validation (nothing written); 5 --out exists (pass --force) or is not trdscreen's.",
+    )
+)
+def build(
+    input: Annotated[
+        Path,
+        typer.Argument(
+            metavar="INPUT",
+            help="A records folder: drug_events.* (one row per prescription, dispensing or "
+            "administration), optional assessments.* and subjects.*",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            metavar="DIR",
+            help="The folder to write (screen it with `trdscreen screen DIR`).",
+        ),
+    ],
+    rules: RulesOpt = None,
+    column_map: MapOpt = None,
+    as_of: AsOfOpt = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace --out when it is a folder trdscreen wrote.")
+    ] = False,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Build treatment courses from drug events and ratings, every decision named: which
+    input gave each duration and dose, which events were set aside and why, which
+    ratings judge each course (the rule set's `build:` section)."""
+    reference = parse_date(as_of)
+
+    def body() -> None:
+        from trdscreen.buildrun import BuildRequest, run_build
+
+        result = run_build(
+            BuildRequest(input, out, rules, column_map, reference, force),
+            ("trdscreen", "build", *_argv()),
+        )
+        counts = result.manifest["event_attrition"]
+        if as_json:
+            emit_json(
+                {
+                    "status": "ok",
+                    "exit_code": 0,
+                    "out": str(out),
+                    "event_attrition": counts,
+                    "outputs": [o["path"] for o in result.manifest["outputs"]],
+                }
+            )
+            return
+        if quiet:
+            return
+        aside = {k: v for k, v in counts.items() if k not in KEPT_STEPS and v}
+        typer.echo(
+            f"built {counts['supply_runs']} treatment row(s) in {counts['courses']} course(s) "
+            f"from {counts['read']} drug event(s) into {printable(str(out))}"
+        )
+        if aside:
+            typer.echo(
+                "  not rows of their own: "
+                + ", ".join(f"{step} {count}" for step, count in aside.items())
+                + " (course_events.parquet says which and why)"
+            )
+        typer.echo(f"  next: trdscreen screen {printable(str(out))} --out SCREENING_DIR")
+
+    guard(as_json, body)
+
+
+KEPT_STEPS = ("read", "used", "supply_runs", "courses")
+
+
+def _argv() -> list[str]:
+    import sys
+
+    return sys.argv[2:]

@@ -1,0 +1,130 @@
+"""Reading a records folder for `trdscreen build` (profile `events`).
+
+A records folder holds what sites export instead of treatment courses:
+
+- `drug_events` (required): one row per prescription, dispensing, administration
+  or stated use: subject_id, drug, event_date, and whichever of event_type,
+  end_date, days_supply, quantity, units_per_day, strength_mg and
+  daily_dose_mg the export has;
+- `assessments` (optional): subject_id, date, instrument (HAMD17, HAMD21,
+  HAMD24, MADRS, PHQ9), total;
+- `subjects` (optional): the subjects table of the input contract, passed on.
+
+Each is CSV or Parquet, read and checked as screening inputs are (every
+problem with file, line and column; `--map` renames headers under the table's
+name). Rows whose required cells cannot be read are not used; the issues say
+which. Implausible events are set aside by the builder, with a reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from trdscreen.errors import InputError
+from trdscreen.io import DEFAULT_CSV, CsvOptions, SourceTable, _one_of, open_source
+from trdscreen.issues import IssueLog
+from trdscreen.schemas import ColumnSpec, check_values, coerce
+from trdscreen.sitemap import ColumnMap
+
+EVENT_TYPES = ("prescribed", "dispensed", "administered", "stated")
+INSTRUMENTS = ("hamd17", "hamd21", "hamd24", "madrs", "phq9")
+
+DRUG_EVENT_COLUMNS: dict[str, ColumnSpec] = {
+    "subject_id": ColumnSpec("string", True, False, expected="a subject key"),
+    "drug": ColumnSpec("string", True, False, expected="a drug name"),
+    "event_date": ColumnSpec("date", True, False, expected="an ISO date YYYY-MM-DD"),
+    "event_type": ColumnSpec("category", vocabulary=EVENT_TYPES),
+    "end_date": ColumnSpec("date", expected="an ISO date YYYY-MM-DD or empty"),
+    "days_supply": ColumnSpec("float", expected="a number of days"),
+    "quantity": ColumnSpec("float", expected="a number of units (tablets, capsules, mL)"),
+    "units_per_day": ColumnSpec("float", low=0, high=100, expected="units a day, 0 to 100"),
+    "strength_mg": ColumnSpec("float", low=0, high=10_000, expected="mg per unit, 0 to 10,000"),
+    "daily_dose_mg": ColumnSpec("float", low=0, high=10_000, expected="a dose in mg/day >= 0"),
+}
+"""The drug_events contract (days_supply and quantity are checked by the builder, which
+sets an implausible event aside with its reason instead of rejecting the file)."""
+
+ASSESSMENT_COLUMNS: dict[str, ColumnSpec] = {
+    "subject_id": ColumnSpec("string", True, False, expected="a subject key"),
+    "date": ColumnSpec("date", True, False, expected="an ISO date YYYY-MM-DD"),
+    "instrument": ColumnSpec(
+        "category",
+        True,
+        False,
+        vocabulary=INSTRUMENTS,
+        expected="HAMD17, HAMD21, HAMD24, MADRS or PHQ9",
+    ),
+    "total": ColumnSpec("int", True, False, low=0, high=75, expected="a scale total from 0 to 75"),
+}
+
+TABLES = {"drug_events": DRUG_EVENT_COLUMNS, "assessments": ASSESSMENT_COLUMNS}
+
+
+@dataclass(frozen=True)
+class Table:
+    """One records table as read: its source (file, hash, lines) and typed frame."""
+
+    source: SourceTable
+    frame: pd.DataFrame
+    unusable: np.ndarray  # rows whose required cells could not be read (issues say why)
+
+
+@dataclass(frozen=True)
+class Records:
+    events: Table
+    assessments: Table | None
+    subjects: Path | None
+    issues: pd.DataFrame
+
+
+def find_records(folder: Path) -> dict[str, Path | None]:
+    """The records tables of a folder (drug_events is required)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder; `trdscreen build` reads a records folder")
+    found = {name: _one_of(folder, name) for name in ("drug_events", "assessments", "subjects")}
+    if found["drug_events"] is None:
+        raise InputError(
+            f"{folder}: no drug_events.csv or drug_events.parquet; a records folder holds one "
+            "row per prescription, dispensing or administration there"
+        )
+    return found
+
+
+def _read(
+    path: Path, name: str, site: ColumnMap | None, options: CsvOptions, log: IssueLog
+) -> Table:
+    specs = TABLES[name]
+    rename = dict(getattr(site, name, {}) or {}) if site is not None else {}
+    source = open_source(path, name, rename, set(specs), options, site=site).read()
+    frame = coerce(source, specs, log)
+    check_values(source, frame, specs, log)
+    required = [n for n, s in specs.items() if s.required and n in frame.columns]
+    missing_required = [n for n, s in specs.items() if s.required and n not in frame.columns]
+    if missing_required:
+        raise InputError(
+            f"{path}: required column(s) {', '.join(missing_required)} not found; map the site's "
+            f"headers to them under `{name}:` in --map"
+        )
+    unusable = np.flatnonzero(frame[required].isna().any(axis=1).to_numpy())
+    return Table(source, frame, unusable)
+
+
+def read_records(
+    folder: Path, site: ColumnMap | None = None, options: CsvOptions = DEFAULT_CSV
+) -> Records:
+    """The records of a folder, read and checked (InputError when one cannot be read)."""
+    found = find_records(folder)
+    log = IssueLog()
+    assert found["drug_events"] is not None
+    events = _read(found["drug_events"], "drug_events", site, options, log)
+    assessments = (
+        _read(found["assessments"], "assessments", site, options, log)
+        if found["assessments"]
+        else None
+    )
+    return Records(events, assessments, found["subjects"], log.frame())
