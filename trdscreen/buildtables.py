@@ -8,10 +8,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from trdscreen.buildcourses import Courses, Runs
 from trdscreen.keys import lex_order
-from trdscreen.segments import dates
+from trdscreen.segments import Segments, dates
 
 SET_ASIDE = {
     "invalid": "a required cell could not be read (see validation_issues)",
@@ -40,13 +42,15 @@ class Parts:
     reference: np.ndarray  # per subject code, day number
 
 
-def _uniform(values: np.ndarray, group: np.ndarray, m: int) -> np.ndarray:
-    """Per group 0..m-1: the value when all its rows agree, else "mixed"."""
-    frame = pd.DataFrame({"g": group, "v": values})
-    agg = frame.groupby("g", sort=True)["v"].agg(["first", "nunique"])
-    out = np.where(agg["nunique"].to_numpy() > 1, "mixed", agg["first"].to_numpy())
-    assert len(out) == m
-    return out.astype(object)
+def _uniform(values: np.ndarray, seg: Segments) -> pd.Categorical:
+    """Per group of `seg`: the value when all its rows agree, else "mixed"."""
+    codes, names = pd.factorize(values[seg.order], sort=True)
+    names = pd.Index([*names, "mixed"])
+    if seg.m == 0:
+        return pd.Categorical.from_codes(np.zeros(0, dtype=np.int64), names)
+    low = np.minimum.reduceat(codes, seg.bounds[:-1])
+    high = np.maximum.reduceat(codes, seg.bounds[:-1])
+    return pd.Categorical.from_codes(np.where(low == high, low, len(names) - 1), names)
 
 
 def _where(mask: np.ndarray, values: np.ndarray | str) -> np.ndarray:
@@ -57,27 +61,38 @@ def _where(mask: np.ndarray, values: np.ndarray | str) -> np.ndarray:
 
 
 def _ints(values: np.ndarray) -> pd.Series:
-    return pd.Series(pd.array(_where(~np.isnan(values), values), dtype="Int64"))
+    """Day counts, lines, totals as nullable integers (NaN: empty)."""
+    empty = np.isnan(values)
+    return pd.Series(pd.arrays.IntegerArray(np.where(empty, 0, values).astype(np.int64), empty))
 
 
-def _course_ids(parts: Parts) -> np.ndarray:
+def _labels(values: np.ndarray) -> pd.Categorical:
+    """A few-valued text column (None: empty), written dictionary-encoded."""
+    return pd.Categorical(values)
+
+
+def _course_ids(parts: Parts) -> pa.Array:
     """`SUBJECT:k` per course, k counting a subject's courses from 1 by start date."""
     c = parts.courses
-    day = np.where(np.isnan(c.start), 0, c.start)
-    order = lex_order(c.subject, (day - (day.min() if len(day) else 0)).astype(np.int64), c.generic)
+    order = lex_order(c.subject, _day(c.start), c.generic)
     first_of_subject = np.r_[True, c.subject[order][1:] != c.subject[order][:-1]]
     position = np.arange(len(order))
-    rank = position - np.maximum.accumulate(np.where(first_of_subject, position, 0)) + 1
-    ids = parts.subject_ids.to_numpy()[c.subject[order]].astype(str)
-    out = np.empty(len(order), dtype=object)
-    out[order] = np.char.add(np.char.add(ids, ":"), rank.astype(str))
-    return out
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = position - np.maximum.accumulate(np.where(first_of_subject, position, 0)) + 1
+    subjects = pa.array(parts.subject_ids.to_numpy(dtype=object), pa.string())
+    return pc.binary_join_element_wise(
+        subjects.take(pa.array(c.subject)), pc.cast(pa.array(rank), pa.string()), ":"
+    )
+
+
+def _text(array: pa.Array) -> pd.Series:
+    return pd.Series(pd.arrays.ArrowStringArray(array))
 
 
 def treatments(
     parts: Parts, lines: np.ndarray, source_file: str, duration_source: np.ndarray,
     dose_source: np.ndarray,
-) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:  # fmt: skip
+) -> tuple[pd.DataFrame, np.ndarray, pa.Array]:  # fmt: skip
     """(the treatments table; the table row of each run; the course id of each course).
     Per-event arrays (`lines`, the sources) cover every input event."""
     runs, c = parts.runs, parts.courses
@@ -89,6 +104,7 @@ def treatments(
         _rank(c.subject, c.start, c.generic)[course],
         _day(runs.start),
     )
+    assert len(runs.seg.first) == m
     row_of_run = np.empty(m, dtype=np.int64)
     row_of_run[order] = np.arange(m)
     kept_lines = lines[parts.kept]
@@ -104,47 +120,47 @@ def treatments(
     is_first[first_run] = True
     is_last = np.zeros(m, dtype=bool)
     is_last[last_run] = True
-    rated = {name: values[course] for name, values in parts.rated.items()}
+    # Every column is taken in table order (subject, course, start) as it is made.
+    run_at = order
+    course_at = course[order]
+    rated = {name: values[course_at] for name, values in parts.rated.items()}
+    first_at, last_at = is_first[order], is_last[order]
+    generics = parts.generics
     columns: dict[str, object] = {
-        "subject_id": parts.subject_ids.to_numpy()[c.subject[course]],
-        "drug": parts.generics.to_numpy()[c.generic[course]],
-        "daily_dose_mg": runs.dose,
-        "start_date": dates(runs.start),
-        "end_date": dates(end),
-        "stop_reason": stop,
-        "role": c.role[course],
-        "modality": np.full(m, "pharmacotherapy", dtype=object),
+        "subject_id": pd.Categorical.from_codes(c.subject[course_at], parts.subject_ids),
+        "drug": pd.Categorical.from_codes(c.generic[course_at], generics),
+        "daily_dose_mg": runs.dose[run_at],
+        "start_date": dates(runs.start[run_at]),
+        "end_date": dates(end[run_at]),
+        "stop_reason": _labels(stop[run_at]),
+        "role": _labels(c.role[course_at]),
+        "modality": pd.Categorical.from_codes(np.zeros(m, dtype=np.int8), ["pharmacotherapy"]),
     }
     for scale in ("hamd", "madrs"):
-        columns[f"{scale}_start"] = _ints(np.where(is_first, rated[f"{scale}_start"], np.nan))
-        columns[f"{scale}_end"] = _ints(np.where(is_last, rated[f"{scale}_end"], np.nan))
+        columns[f"{scale}_start"] = _ints(np.where(first_at, rated[f"{scale}_start"], np.nan))
+        columns[f"{scale}_end"] = _ints(np.where(last_at, rated[f"{scale}_end"], np.nan))
         if scale == "hamd":
             columns["hamd_version"] = _ints(rated["hamd_version"])
-    next_drug = _where(
-        c.next_generic >= 0, parts.generics.to_numpy()[np.maximum(c.next_generic, 0)]
-    )
     columns |= {
-        "course_id": ids[course],
-        "n_events": runs.seg.size,
-        "source_file": np.full(m, source_file, dtype=object),
-        "first_source_line": first_line,
-        "last_source_line": last_line,
-        "dose_source": _uniform(dose_source[parts.kept], runs.of_event, m),
-        "duration_source": _uniform(duration_source[parts.kept], runs.of_event, m),
-        "change_type": c.change_type[course],
-        "next_drug": next_drug[course],
-        "days_to_next": _ints(c.days_to_next[course]),
-        "pdc": c.pdc[course],
+        "course_id": _text(ids.take(pa.array(course_at))),
+        "n_events": runs.seg.size[run_at],
+        "source_file": pd.Categorical.from_codes(np.zeros(m, dtype=np.int8), [source_file]),
+        "first_source_line": first_line[run_at],
+        "last_source_line": last_line[run_at],
+        "dose_source": _uniform(dose_source[parts.kept], runs.seg)[run_at],
+        "duration_source": _uniform(duration_source[parts.kept], runs.seg)[run_at],
+        "change_type": _labels(c.change_type[course_at]),
+        "next_drug": pd.Categorical.from_codes(c.next_generic[course_at], generics),
+        "days_to_next": _ints(c.days_to_next[course_at]),
+        "pdc": c.pdc[course_at],
     }
     for scale in ("hamd", "madrs"):
-        for when, mask in (("start", is_first), ("end", is_last)):
+        for when, mask in (("start", first_at), ("end", last_at)):
             day = np.where(mask, rated[f"{scale}_{when}_day"], np.nan)
             columns[f"{scale}_{when}_date"] = dates(day)
-            columns[f"{scale}_{when}_line"] = _ints(
-                np.where(mask, rated[f"{scale}_{when}_line"], np.nan)
-            )
-    frame = pd.DataFrame(columns)
-    return frame.iloc[order].reset_index(drop=True), row_of_run, ids
+            line = np.where(mask, rated[f"{scale}_{when}_line"], np.nan)
+            columns[f"{scale}_{when}_line"] = _ints(line)
+    return pd.DataFrame(columns), row_of_run, ids
 
 
 def _day(values: np.ndarray) -> np.ndarray:
@@ -162,7 +178,7 @@ def _rank(subject: np.ndarray, start: np.ndarray, generic: np.ndarray) -> np.nda
 
 def course_events(
     frame: pd.DataFrame, lines: np.ndarray, why: np.ndarray, key: np.ndarray,
-    start: np.ndarray, parts: Parts, row_of_run: np.ndarray, ids: np.ndarray,
+    start: np.ndarray, parts: Parts, row_of_run: np.ndarray, ids: pa.Array,
     generic: np.ndarray, length: np.ndarray, dose: np.ndarray,
     duration_source: np.ndarray, dose_source: np.ndarray,
 ) -> pd.DataFrame:  # fmt: skip
@@ -170,11 +186,11 @@ def course_events(
     row it is in (a duplicate or summed event: those of the event it joined)."""
     n = len(frame)
     row = np.full(n, np.nan)
-    course = np.full(n, None, dtype=object)
+    course = np.full(n, -1, dtype=np.int64)
     kept = parts.kept
     run = parts.runs.of_event
     row[kept] = row_of_run[run] + 1
-    course[kept] = ids[parts.courses.of_run[run]]
+    course[kept] = parts.courses.of_run[run]
     joined = np.flatnonzero(np.isin(why, ["duplicate", "summed"]))
     if len(joined):
         heads = pd.DataFrame({"key": key[kept], "day": start[kept], "at": kept})
@@ -193,15 +209,15 @@ def course_events(
             "source_line": lines,
             "subject_id": frame["subject_id"].to_numpy(),
             "drug": frame["drug"].to_numpy(),
-            "generic": _where(status != "invalid", generic),
+            "generic": _labels(_where(status != "invalid", generic)),
             "event_date": frame["event_date"].to_numpy(),
-            "status": status,
-            "course_id": course,
+            "status": _labels(status),
+            "course_id": _text(ids.take(pa.array(course, mask=course < 0))),
             "treatments_row": _ints(row),
             "days": _ints(np.where(used, length, np.nan)),
-            "duration_source": _where(used, duration_source),
+            "duration_source": _labels(_where(used, duration_source)),
             "daily_dose_mg": np.where(used, dose, np.nan),
-            "dose_source": _where(used, dose_source),
+            "dose_source": _labels(_where(used, dose_source)),
         }
     )
 
