@@ -8,6 +8,7 @@ not in assertions that flake on a busy machine. Run it on a quiet machine:
     python tests/benchmark.py --linear          # also 4 M subjects (needs ~20 GiB disk/RAM)
     python tests/benchmark.py --dask --worker-memory 2GiB   # the Dask engine too
     python tests/benchmark.py --dask-only --subjects 4000000 --worker-memory 2GiB
+    python tests/benchmark.py --build 10000000  # `trdscreen build` on 10 M drug events only
 
 Each run is the real CLI in a child process (`trdscreen screen ... --format
 parquet --json`), so the figures include start-up, imports and the manifest.
@@ -211,6 +212,57 @@ def screen(cohort: Path, out: Path, extra: list[str]) -> dict:
     }
 
 
+BUILD_DRUGS = ("sertraline", "venlafaxine", "fluoxetine", "citalopram", "mirtazapine",
+               "aripiprazole", "Zoloft")  # fmt: skip
+
+
+def build_events(events: int, folder: Path) -> None:
+    """`events` drug events, ten per subject over two years: fills of 28, 30 or 56 days or
+    of unknown supply (the next issue decides), a brand name among the generics."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(23)
+    subject = np.arange(events) // 10
+    day = np.datetime64("2022-01-01") + rng.integers(0, 700, events).astype("timedelta64[D]")
+    table = pa.table({
+        "subject_id": pa.array(np.char.add("P", subject.astype(str))),
+        "drug": pa.array(np.asarray(BUILD_DRUGS)[rng.integers(0, len(BUILD_DRUGS), events)]),
+        "event_date": pa.array(day.astype("datetime64[D]")),
+        "days_supply": pa.array(rng.choice([28.0, 30.0, 56.0, np.nan], events), from_pandas=True),
+        "daily_dose_mg": pa.array(rng.choice([20.0, 50.0, 100.0, 150.0], events)),
+    })  # fmt: skip
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, folder / "drug_events.parquet")
+
+
+def build_run(events: int, work: Path) -> None:
+    """One `trdscreen build` in a child process: wall and CPU seconds, peak memory."""
+    folder = work / f"events-{events}"
+    if not folder.exists():
+        begin = time.perf_counter()
+        build_events(events, folder)
+        print(f"\nwrote {events:,} drug events in {time.perf_counter() - begin:.1f} s")
+    command = [sys.executable, "-m", "trdscreen", "build", str(folder), "--out",
+               str(work / f"built-{events}"), "--force", "--json"]  # fmt: skip
+    started = time.time()
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _pid, status, usage = os.wait4(child.pid, 0)
+    wall = time.time() - started
+    stdout, stderr = child.communicate()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"build failed: {stderr.decode()[-2000:]}")
+    counts = json.loads(stdout)["event_attrition"]
+    cpu = usage.ru_utime + usage.ru_stime
+    print(
+        f"build {events:,} events -> {counts['supply_runs']:,} rows, {counts['courses']:,} "
+        f"courses: {wall:.1f} s wall, {cpu:.1f} CPU-s, peak {usage.ru_maxrss / 1024:.0f} MiB "
+        f"({events / wall / 1e6:.2f} M events/s; target: 10 M events well under 60 s); "
+        f"load average {os.getloadavg()[0]:.1f} (wall time is noise on a busy machine)"
+    )
+
+
 def io_floor(cohort: Path, run: Path) -> dict[str, float]:
     """Seconds to read and hash the inputs, and to write and hash the run's output
     tables, with pyarrow alone (see the module's docstring). Runs in this process."""
@@ -309,12 +361,21 @@ def main() -> None:
     parser.add_argument("--chunk-rows", type=int, help="passed to screen (default engine)")
     parser.add_argument("--keep", type=Path, help="keep cohorts and runs in this folder")
     parser.add_argument("--io-floor", nargs=2, type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--build", type=int, metavar="EVENTS", help="time `build` only")
     args = parser.parse_args()
     if args.io_floor:  # the child process measuring one run's I/O floor
         print(json.dumps(io_floor(*args.io_floor)))
         return
 
     print(f"machine: {_machine()}")
+    if args.build:
+        work = args.keep or Path(tempfile.mkdtemp(prefix="trdscreen-bench-"))
+        try:
+            build_run(args.build, work)
+        finally:
+            if args.keep is None:
+                shutil.rmtree(work, ignore_errors=True)
+        return
     started = time.perf_counter()
     for flag in ("--version", "--help"):
         begin = time.perf_counter()
