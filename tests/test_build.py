@@ -115,6 +115,26 @@ def test_a_gap_within_gap_days_is_one_course_and_its_pdc_counts_the_gap(tmp_path
     assert list(t["course_id"]) == ["C:1", "C:1"]
     assert list(t["pdc"]) == [round(56 / 78, 4)] * 2
     assert list(t["change_type"]) == ["stop", "stop"]
+    assert list(t["adherence"]) == list(t["pdc"])  # supply-based adherence
+
+
+def test_a_course_with_gaps_is_not_assumed_adherent(tmp_path):
+    # The course above covers 56 of 78 days: adherence 0.718, under Sforzini's 0.8. The
+    # screen must not count it as adequate (leaving adherence empty would have it
+    # "assumed adequate"): its 24 -> 22 (8 %) is not a failed adequate trial.
+    out = built(
+        tmp_path,
+        [ev("C", "citalopram", "2024-01-01", 28, 20), ev("C", "citalopram", "2024-02-20", 28, 20)],
+        ratings=[rating("C", "2023-12-30", 24), rating("C", "2024-03-15", 22)],
+        subjects=[
+            {"subject_id": "C", "episode_start": "2023-06-01", "screening_date": "2024-06-01"}
+        ],
+    )
+    t = table(out)
+    assert (t.loc[0, "hamd_start"], t.loc[1, "hamd_end"]) == (24, 22)
+    _, result = run_cohort(out)
+    row = result.decisions.set_index("subject_id").loc["C"]
+    assert (row["n_adequate_trials"], row["n_failed_trials"]) == (0, 0)
 
 
 def test_a_restart_after_a_long_gap_is_a_new_course(tmp_path):

@@ -135,6 +135,9 @@ def treatments(
         "stop_reason": _labels(stop[run_at]),
         "role": _labels(c.role[course_at]),
         "modality": pd.Categorical.from_codes(np.zeros(m, dtype=np.int8), ["pharmacotherapy"]),
+        # Supply-based adherence: the course's proportion of days covered (each row of a
+        # course the same), which the screen checks against adequacy.adherence.
+        "adherence": c.pdc[course_at],
     }
     for scale in ("hamd", "madrs"):
         columns[f"{scale}_start"] = _ints(np.where(first_at, rated[f"{scale}_start"], np.nan))
