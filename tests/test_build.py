@@ -559,3 +559,25 @@ def test_the_readme_example_builds_and_screens_as_worked_by_hand(tmp_path):
     _, result = run_cohort(out)
     decided = result.decisions.set_index("subject_id")["decision"].to_dict()
     assert decided == {"R": "eligible", "S": "needs_review", "T": "excluded", "U": "excluded"}
+
+
+def test_explain_on_a_screened_build_lists_each_courses_events(tmp_path):
+    # S (README example): sertraline course from event lines 6 (Zoloft), 7 (its duplicate)
+    # and 8; venlafaxine from lines 9 and 10.
+    out = tmp_path / "built"
+    run_build(BuildRequest(ROOT / "examples" / "records", out))
+    run = tmp_path / "run"
+    runner = CliRunner()
+    assert runner.invoke(app, ["screen", str(out), "--out", str(run), "-q"]).exit_code == 0
+    shown = json.loads(runner.invoke(app, ["explain", str(run), "S", "--json"]).stdout)
+    lines = {c["drug"]: [e["source_line"] for e in c["built_from"]] for c in shown["courses"]}
+    assert lines == {"sertraline": [6, 7, 8], "venlafaxine": [9, 10]}
+    statuses = [e["status"] for e in shown["courses"][0]["built_from"]]
+    assert statuses == ["used", "duplicate", "used"]
+    text = runner.invoke(app, ["explain", str(run), "S"]).stdout
+    assert "event line 7: sertraline on 2023-02-01: the same generic, day and dose" in text
+    # A build folder altered after the run: no event is shown, and the note says why.
+    (out / "course_events.parquet").write_bytes(b"changed")
+    shown = json.loads(runner.invoke(app, ["explain", str(run), "S", "--json"]).stdout)
+    assert "changed since this run" in shown["build"]["note"]
+    assert all(c["built_from"] == [] for c in shown["courses"])

@@ -47,7 +47,7 @@ LAYERS = (
      "buildratings buildtables build"),
     ("decide", "criteria toresolve pipeline merge protocol resolve tables"),
     ("write", "output outdir runs explain reportdata report stream engine manifest summarytext "
-     "api buildrun"),
+     "api buildrun buildtrace"),
     ("read back", "rundiff verify"),
     ("faces", "render render_progress synth mapinit cliapp cli_audit cli_rules cli_build cli __main__"),
 )  # fmt: skip

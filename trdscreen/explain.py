@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from trdscreen.adjudication import ADJUDICATION_COLUMNS
+from trdscreen.buildtrace import build_trace
 from trdscreen.errors import UsageError
 from trdscreen.pipeline import DECISION_COLUMNS
 from trdscreen.quarantine import META_COLUMNS, QUARANTINED
@@ -53,13 +54,19 @@ def explain_subject(run: RunFolder, subject_id: str) -> dict[str, Any]:
     held: list[dict[str, Any]] = []
     if str(decisions["reason"].iloc[0]).startswith(QUARANTINED):
         held = held_rows(run, [subject_id])
-    return explanation(
+    out = explanation(
         run,
         decisions,
         run.read("courses", subject_id),
         run.read("criteria_ledger", subject_id),
         held,
     )
+    trace = build_trace(run, subject_id)
+    if trace is not None:  # the run screened a `trdscreen build` folder
+        out["build"] = {"events_file": trace.source, "note": trace.note}
+        for course in out["courses"]:
+            course["built_from"] = trace.events.get(course["source_line"], [])
+    return out
 
 
 def held_rows(run: RunFolder, subjects: list[str]) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ from rich.console import Console, JustifyMethod
 from rich.table import Table
 from rich.text import Text
 
+from trdscreen.buildtables import SET_ASIDE
 from trdscreen.explain import course_verdict, num, observed, state
 from trdscreen.issues import is_summary
 from trdscreen.printable import printable, printable_data, printable_lines
@@ -393,7 +394,20 @@ def _course_lines(number: int, c: dict) -> list[str]:
         f"{state(c['episode_check'])}",
         f"     improvement {improvement}: {state(c['outcome'])}",
         f"     why: {why}",
+        *(_event_line(e) for e in c.get("built_from") or ()),
     ]
+
+
+def _event_line(event: dict) -> str:
+    """One drug event a built course came from (`trdscreen build`)."""
+    where = f"     event line {event['source_line']}: {event['drug']} on {event['event_date']}"
+    if event["status"] != "used":  # a duplicate, or a strength summed into another event
+        return f"{where}: {SET_ASIDE.get(event['status'], state(event['status']))}"
+    days = event["days"]
+    length = f"{num(days)} days ({event['duration_source']})" if days else "days unknown"
+    dose = event["daily_dose_mg"]
+    amount = f"{num(dose)} mg/day ({event['dose_source']})" if dose is not None else "dose unknown"
+    return f"{where}, {length}, {amount}"
 
 
 def render_explain(out: Console, data: dict) -> None:
@@ -423,6 +437,15 @@ def render_explain(out: Console, data: dict) -> None:
     )
     if run.get("rules_summary"):
         out.print(f"Rule set in brief: {run['rules_summary']}", markup=False, soft_wrap=True)
+    build = data.get("build")
+    if build:
+        out.print(
+            build["note"]
+            or f"Courses built by `trdscreen build`: under each, the {build['events_file']} "
+            "events it was made from",
+            markup=False,
+            soft_wrap=True,
+        )
     if data.get("quarantine"):
         out.print(Text("Held for review by --on-invalid quarantine: nothing was counted", "bold"))
         for row in data["quarantine"]:
