@@ -9,7 +9,7 @@ lasts to 28 January).
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -581,3 +581,63 @@ def test_explain_on_a_screened_build_lists_each_courses_events(tmp_path):
     shown = json.loads(runner.invoke(app, ["explain", str(run), "S", "--json"]).stdout)
     assert "changed since this run" in shown["build"]["note"]
     assert all(c["built_from"] == [] for c in shown["courses"])
+
+
+# --------------------------------------------------------------------------- procedures
+
+
+def sessions(subject: str, procedure: str, first: str, count: int, every: tuple[int, ...]):
+    """`count` sessions from `first`, the gaps between them cycling through `every`."""
+    out, day = [], date.fromisoformat(first)
+    for k in range(count):
+        out.append({"subject_id": subject, "date": day.isoformat(), "procedure": procedure})
+        day += timedelta(days=every[k % len(every)])
+    return out
+
+
+def test_ect_sessions_are_courses_counted_in_session_days(tmp_path):
+    # Subject E: ECT Mon/Wed/Fri from Mon 6 Mar 2023: 7 sessions (6, 8, 10, 13, 15, 17,
+    # 20 Mar), one exported twice (a duplicate, not an 8th session). Then rTMS on 10
+    # weekdays from Mon 5 Jun (5-9, 12-16 Jun): 78 days after the last ECT (> 30), and
+    # another procedure anyway. The ECT course has 7 sessions (>= Sforzini's 6 [U]),
+    # HAM-D 30 (3 Mar) -> 27 (21 Mar) = 10 %: a failed adequate ECT trial. The rTMS
+    # course has 10 sessions (< 20): not adequate. With sertraline failed before (24 -> 21),
+    # E has two failed adequate trials: eligible. A careless count of rows would give ECT
+    # 8 sessions; of rTMS weeks (2 weeks) would say nothing of its sessions.
+    ect = sessions("E", "ECT", "2023-03-06", 7, (2, 2, 3))
+    rtms = sessions("E", "rTMS", "2023-06-05", 10, (1, 1, 1, 1, 3))
+    folder = records(
+        tmp_path / "records",
+        [
+            ev("E", "sertraline", "2023-01-02", 28, 100),
+            ev("E", "sertraline", "2023-01-30", 28, 100),
+        ],
+        [
+            rating("E", "2022-12-30", 24),
+            rating("E", "2023-02-24", 21),
+            rating("E", "2023-03-03", 30),
+            rating("E", "2023-03-21", 27),
+        ],  # fmt: skip
+        [{"subject_id": "E"}],
+    )
+    write_csv(folder / "procedures.csv", [*ect, ect[3], *rtms], ["subject_id", "date", "procedure"])
+    out = tmp_path / "built"
+    run_build(BuildRequest(folder, out))
+    t = table(out).set_index("modality")
+    assert t.loc["ect", "sessions"] == 7 and t.loc["rtms", "sessions"] == 10
+    assert (t.loc["ect", "start_date"], t.loc["ect", "end_date"]) == (
+        day("2023-03-06"), day("2023-03-20"),
+    )  # fmt: skip
+    assert (t.loc["ect", "hamd_start"], t.loc["ect", "hamd_end"]) == (30, 27)
+    assert t.loc["ect", "drug"] == "ECT" and t.loc["ect", "course_id"] == "E:ect1"
+    assert list(table(out)["modality"]) == ["pharmacotherapy", "ect", "rtms"]  # by start
+    trail = table(out, "procedure_sessions")
+    assert list(trail["status"]).count("duplicate") == 1
+    assert set(trail.loc[trail["status"] == "used", "treatments_row"]) == {2, 3}
+    counts = json.loads((out / "manifest.json").read_text())["event_attrition"]
+    assert (counts["procedures_read"], counts["procedures_used"], counts["session_courses"]) == (
+        18, 17, 2,
+    )  # fmt: skip
+    _, result = run_cohort(out)
+    row = result.decisions.set_index("subject_id").loc["E"]
+    assert (row["decision"], row["n_failed_trials"]) == ("eligible", 2)

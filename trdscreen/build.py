@@ -50,9 +50,18 @@ import numpy as np
 import pandas as pd
 
 from trdscreen.buildcourses import courses_of, supply_runs
+from trdscreen.buildprocedures import session_courses
 from trdscreen.buildratings import attach
 from trdscreen.buildrules import BuildRules
-from trdscreen.buildtables import Parts, attrition, course_events, treatments
+from trdscreen.buildtables import (
+    Parts,
+    attrition,
+    course_events,
+    ints,
+    session_attrition,
+    set_aside_dates,
+    treatments,
+)
 from trdscreen.columns import day_numbers, floats
 from trdscreen.drugs import distinct_drugs
 from trdscreen.formulary import Formulary
@@ -66,6 +75,7 @@ class Built:
     treatments: pd.DataFrame
     course_events: pd.DataFrame
     attrition: pd.DataFrame
+    procedure_sessions: pd.DataFrame | None = None
 
 
 def _generics(frame: pd.DataFrame, formulary: Formulary) -> tuple[np.ndarray, np.ndarray]:
@@ -88,24 +98,12 @@ def _set_aside(
 ) -> np.ndarray:  # fmt: skip
     """The reason code each event is set aside for ("" when it is used)."""
     frame = events.frame
-    n = len(frame)
-    why = np.full(n, "", dtype=object)
+    why = np.full(len(frame), "", dtype=object)
     quantity, supply = floats(frame, "quantity"), floats(frame, "days_supply")
-    placeholders = days(np.asarray(rules.placeholder_dates, dtype="datetime64[s]"))
-    checks = [
-        ("after_reference_date", start > reference),
-        ("before_birth", start < birth),
-        ("end_before_start", end < start),
-        ("placeholder_date", np.isin(start, placeholders) | np.isin(end, placeholders)),
-        ("days_supply_implausible", (supply <= 0) | (supply > rules.max_days_supply)),
-        ("quantity_not_positive", quantity <= 0),
-    ]
-    for code, mask in checks:  # the last that applies wins: the most basic is listed last
-        why[mask] = code
-    unusable = np.zeros(n, dtype=bool)
-    unusable[events.unusable] = True
-    why[unusable] = "invalid"
-    return why
+    why[quantity <= 0] = "quantity_not_positive"
+    why[(supply <= 0) | (supply > rules.max_days_supply)] = "days_supply_implausible"
+    by_date = set_aside_dates(start, end, reference, birth, rules, events.unusable)
+    return np.where(by_date != "", by_date, why)
 
 
 def _durations(
@@ -226,16 +224,29 @@ def _context(
     return reference, birth
 
 
+def _subject_ids(*tables: Table | None) -> pd.Index:
+    """Every subject key of the tables, sorted (an unreadable key as "")."""
+    keys = [
+        np.where(pd.isna(raw), "", raw)
+        for t in tables
+        if t is not None
+        for raw in [t.frame["subject_id"].astype(object).to_numpy()]
+    ]
+    return pd.Index(pd.unique(np.concatenate(keys)).astype(object)).sort_values()
+
+
 def build(
     events: Table, ratings: Table | None, subjects: pd.DataFrame | None,
     rules: BuildRules, formulary: Formulary, as_of: date | None = None,
+    procedures: Table | None = None,
 ) -> Built:  # fmt: skip
-    """Treatment courses from drug events and ratings (the module doc's seven steps)."""
+    """Treatment courses from drug events, procedure sessions and ratings (the module
+    doc's seven steps; sessions: buildprocedures)."""
     frame = events.frame
     n = len(frame)
+    ids = _subject_ids(events, procedures)
     raw_ids = frame["subject_id"].astype(object).to_numpy()
-    subject, ids = pd.factorize(np.where(pd.isna(raw_ids), "", raw_ids), sort=True)
-    ids = pd.Index(ids.astype(object))
+    subject = ids.get_indexer(np.where(pd.isna(raw_ids), "", raw_ids))
     reference, birth = _context(ids, subjects, as_of)
     start, end = day_numbers(frame, "event_date"), day_numbers(frame, "end_date")
     why = _set_aside(events, rules, start, end, reference[subject], birth[subject])
@@ -270,4 +281,38 @@ def build(
         frame, events.source.lines, why, key, start, parts, row_of_run, course_ids, generic,
         length, dose, duration_source, dose_source,
     )  # fmt: skip
-    return Built(table, trail, attrition(why, len(table), courses.seg.m))
+    steps = attrition(why, len(table), courses.seg.m)
+    if procedures is None:
+        return Built(table, trail, steps)
+    sessions = session_courses(procedures, ids, reference, birth, ratings, rules)
+    # One table in (subject, start) order; the drug rows keep their order among themselves.
+    drug_subject = ids.get_indexer(table["subject_id"].astype(object).to_numpy())
+    drug_start = day_numbers(table, "start_date")
+    subject_all = np.concatenate([drug_subject, sessions.subject])
+    start_all = np.concatenate([drug_start, sessions.start])
+    day = np.where(np.isnan(start_all), 0, start_all)
+    order = lex_order(subject_all, (day - (day.min() if len(day) else 0)).astype(np.int64))
+    position = np.empty(len(order), dtype=np.int64)
+    position[order] = np.arange(len(order))
+    combined = pd.concat([table, sessions.frame], ignore_index=True).iloc[order]
+    trail["treatments_row"] = _moved(trail["treatments_row"], position)
+    session_trail = sessions.trail.drop(columns="row")
+    course_row = sessions.trail["row"].to_numpy()
+    row = np.where(course_row >= 0, position[len(table) + np.maximum(course_row, 0)] + 1, -1)
+    session_trail["course_id"] = np.where(
+        course_row >= 0, sessions.frame["course_id"].to_numpy()[np.maximum(course_row, 0)], None
+    )
+    session_trail["treatments_row"] = ints(np.where(row > 0, row, np.nan))
+    steps = pd.concat([steps, session_attrition(sessions.why, len(sessions.frame))])
+    return Built(
+        combined.reset_index(drop=True), trail, steps.reset_index(drop=True), session_trail
+    )
+
+
+def _moved(rows: pd.Series, position: np.ndarray) -> pd.Series:
+    """1-based treatments rows after the table was reordered (`position`: new of old)."""
+    values = rows.to_numpy(dtype=np.float64, na_value=np.nan)
+    known = ~np.isnan(values)
+    out = np.full(len(values), np.nan)
+    out[known] = position[values[known].astype(np.int64) - 1] + 1
+    return ints(out)

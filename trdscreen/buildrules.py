@@ -34,6 +34,7 @@ class BuildRules(RuleModel):
     combination_window_days: int = Field(30, ge=1, le=365)
     max_days_supply: int = Field(183, ge=1, le=3660)
     placeholder_dates: tuple[date, ...] = (date(1900, 1, 1), date(2037, 7, 7))
+    procedure_gap_days: int = Field(30, ge=1, le=365)
     ratings: RatingWindows = RatingWindows()
 
 
@@ -60,6 +61,11 @@ BUILD_TAGS: dict[str, tuple[str, str]] = {
     "placeholder_dates": (
         "U",
         "dates exports use for 'unknown': an event dated on one is set aside",
+    ),
+    "procedure_gap_days": (
+        "U",
+        "sessions of one procedure (ECT, rTMS, esketamine) at most this many days apart are "
+        "one course, its session count the number of session days",
     ),
     "ratings.start_before_days": (
         "S",

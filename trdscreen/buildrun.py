@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from trdscreen.build import Built, build
@@ -113,9 +114,20 @@ def run_build(request: BuildRequest, command: tuple[str, ...] = ()) -> BuildResu
     issues = pd.concat([records.issues, log.frame()], ignore_index=True)
     _refuse_invalid(issues)
     settings = rules.build_rules()
-    built = build(records.events, records.assessments, subjects, settings, formulary, request.as_of)
+    built = build(
+        records.events, records.assessments, subjects, settings, formulary, request.as_of,
+        records.procedures,
+    )  # fmt: skip
     if subjects is None:
-        ids = pd.unique(records.events.frame["subject_id"].astype(object))
+        ids = pd.unique(
+            np.concatenate(
+                [
+                    t.frame["subject_id"].astype(object).dropna().to_numpy()
+                    for t in (records.events, records.procedures)
+                    if t is not None
+                ]
+            )
+        )
         subjects = pd.DataFrame({"subject_id": sorted(ids)})
     tables = {
         "treatments": built.treatments,
@@ -123,9 +135,12 @@ def run_build(request: BuildRequest, command: tuple[str, ...] = ()) -> BuildResu
         "course_events": built.course_events,
         "event_attrition": built.attrition,
     }
+    if built.procedure_sessions is not None:
+        tables["procedure_sessions"] = built.procedure_sessions
     inputs = [input_record(records.events.source)]
-    if records.assessments is not None:
-        inputs.append(input_record(records.assessments.source))
+    for table in (records.assessments, records.procedures):
+        if table is not None:
+            inputs.append(input_record(table.source))
     if subjects_record is not None:
         inputs.append(subjects_record)
     with atomic_folder(request.out, request.force, [request.input]) as draft:

@@ -12,8 +12,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from trdscreen.buildcourses import Courses, Runs
+from trdscreen.buildrules import BuildRules
 from trdscreen.keys import lex_order
-from trdscreen.segments import Segments, dates
+from trdscreen.segments import Segments, dates, days
 
 SET_ASIDE = {
     "invalid": "a required cell could not be read (see validation_issues)",
@@ -27,6 +28,31 @@ SET_ASIDE = {
     "summed": "another strength of the generic on the same day: its dose added to that event",
 }
 """Why an event is not a row of its own (course_events.status, event_attrition)."""
+SESSION_REASONS = (
+    "invalid", "after_reference_date", "before_birth", "placeholder_date", "duplicate",
+)  # fmt: skip
+"""The reasons a procedure session can be set aside for."""
+
+
+def set_aside_dates(
+    start: np.ndarray, end: np.ndarray, reference: np.ndarray, birth: np.ndarray,
+    rules: BuildRules, unusable: np.ndarray,
+) -> np.ndarray:  # fmt: skip
+    """The reason each row is set aside for its dates ("" when it is not): after the
+    reference date, before birth, an end before the start, a placeholder date; rows
+    validation could not read are `invalid`."""
+    why = np.full(len(start), "", dtype=object)
+    placeholders = days(np.asarray(rules.placeholder_dates, dtype="datetime64[s]"))
+    checks = [
+        ("after_reference_date", start > reference),
+        ("before_birth", start < birth),
+        ("end_before_start", end < start),
+        ("placeholder_date", np.isin(start, placeholders) | np.isin(end, placeholders)),
+    ]
+    for code, mask in checks:  # the last that applies wins: the most basic is listed last
+        why[mask] = code
+    why[unusable] = "invalid"
+    return why
 
 
 @dataclass(frozen=True)
@@ -60,15 +86,37 @@ def _where(mask: np.ndarray, values: np.ndarray | str) -> np.ndarray:
     return out
 
 
-def _ints(values: np.ndarray) -> pd.Series:
+def ints(values: np.ndarray) -> pd.Series:
     """Day counts, lines, totals as nullable integers (NaN: empty)."""
     empty = np.isnan(values)
     return pd.Series(pd.arrays.IntegerArray(np.where(empty, 0, values).astype(np.int64), empty))
 
 
-def _labels(values: np.ndarray) -> pd.Categorical:
+def labels(values: np.ndarray) -> pd.Categorical:
     """A few-valued text column (None: empty), written dictionary-encoded."""
     return pd.Categorical(values)
+
+
+def rating_columns(
+    rated: dict[str, np.ndarray], first: np.ndarray, last: np.ndarray
+) -> dict[str, object]:
+    """The rating columns of treatments rows: baselines on a course's first row, end
+    ratings on its last, each with its date and line; the HAM-D version on every row."""
+    columns: dict[str, object] = {}
+    for scale in ("hamd", "madrs"):
+        columns[f"{scale}_start"] = ints(np.where(first, rated[f"{scale}_start"], np.nan))
+        columns[f"{scale}_end"] = ints(np.where(last, rated[f"{scale}_end"], np.nan))
+        if scale == "hamd":
+            columns["hamd_version"] = ints(rated["hamd_version"])
+    for scale in ("hamd", "madrs"):
+        for when, mask in (("start", first), ("end", last)):
+            columns[f"{scale}_{when}_date"] = dates(
+                np.where(mask, rated[f"{scale}_{when}_day"], np.nan)
+            )
+            columns[f"{scale}_{when}_line"] = ints(
+                np.where(mask, rated[f"{scale}_{when}_line"], np.nan)
+            )
+    return columns
 
 
 def _course_ids(parts: Parts) -> pa.Array:
@@ -132,18 +180,14 @@ def treatments(
         "daily_dose_mg": runs.dose[run_at],
         "start_date": dates(runs.start[run_at]),
         "end_date": dates(end[run_at]),
-        "stop_reason": _labels(stop[run_at]),
-        "role": _labels(c.role[course_at]),
+        "stop_reason": labels(stop[run_at]),
+        "role": labels(c.role[course_at]),
         "modality": pd.Categorical.from_codes(np.zeros(m, dtype=np.int8), ["pharmacotherapy"]),
         # Supply-based adherence: the course's proportion of days covered (each row of a
         # course the same), which the screen checks against adequacy.adherence.
         "adherence": c.pdc[course_at],
     }
-    for scale in ("hamd", "madrs"):
-        columns[f"{scale}_start"] = _ints(np.where(first_at, rated[f"{scale}_start"], np.nan))
-        columns[f"{scale}_end"] = _ints(np.where(last_at, rated[f"{scale}_end"], np.nan))
-        if scale == "hamd":
-            columns["hamd_version"] = _ints(rated["hamd_version"])
+    columns |= rating_columns(rated, first_at, last_at)
     columns |= {
         "course_id": _text(ids.take(pa.array(course_at))),
         "n_events": runs.seg.size[run_at],
@@ -152,17 +196,11 @@ def treatments(
         "last_source_line": last_line[run_at],
         "dose_source": _uniform(dose_source[parts.kept], runs.seg)[run_at],
         "duration_source": _uniform(duration_source[parts.kept], runs.seg)[run_at],
-        "change_type": _labels(c.change_type[course_at]),
+        "change_type": labels(c.change_type[course_at]),
         "next_drug": pd.Categorical.from_codes(c.next_generic[course_at], generics),
-        "days_to_next": _ints(c.days_to_next[course_at]),
+        "days_to_next": ints(c.days_to_next[course_at]),
         "pdc": c.pdc[course_at],
     }
-    for scale in ("hamd", "madrs"):
-        for when, mask in (("start", first_at), ("end", last_at)):
-            day = np.where(mask, rated[f"{scale}_{when}_day"], np.nan)
-            columns[f"{scale}_{when}_date"] = dates(day)
-            line = np.where(mask, rated[f"{scale}_{when}_line"], np.nan)
-            columns[f"{scale}_{when}_line"] = _ints(line)
     return pd.DataFrame(columns), row_of_run, ids
 
 
@@ -212,15 +250,15 @@ def course_events(
             "source_line": lines,
             "subject_id": frame["subject_id"].to_numpy(),
             "drug": frame["drug"].to_numpy(),
-            "generic": _labels(_where(status != "invalid", generic)),
+            "generic": labels(_where(status != "invalid", generic)),
             "event_date": frame["event_date"].to_numpy(),
-            "status": _labels(status),
+            "status": labels(status),
             "course_id": _text(ids.take(pa.array(course, mask=course < 0))),
-            "treatments_row": _ints(row),
-            "days": _ints(np.where(used, length, np.nan)),
-            "duration_source": _labels(_where(used, duration_source)),
+            "treatments_row": ints(row),
+            "days": ints(np.where(used, length, np.nan)),
+            "duration_source": labels(_where(used, duration_source)),
             "daily_dose_mg": np.where(used, dose, np.nan),
-            "dose_source": _labels(_where(used, dose_source)),
+            "dose_source": labels(_where(used, dose_source)),
         }
     )
 
@@ -235,5 +273,21 @@ def attrition(why: np.ndarray, runs: int, courses: int) -> pd.DataFrame:
         ("used", int(counts.get("", 0)), "events that are part of a supply run"),
         ("supply_runs", runs, "rows of treatments: events of one drug at one dose, back to back"),
         ("courses", courses, "courses: supply runs of one drug with gaps of at most gap_days"),
+    ]
+    return pd.DataFrame(steps, columns=["step", "count", "meaning"])
+
+
+def session_attrition(why: np.ndarray, courses: int) -> pd.DataFrame:
+    """The procedures table's lines of event_attrition (steps prefixed `procedures_`)."""
+    counts = pd.Series(why).value_counts()
+    steps = [("procedures_read", len(why), "procedure sessions read (rows of procedures)")]
+    steps += [
+        (f"procedures_{code}", int(counts.get(code, 0)), meaning)
+        for code, meaning in SET_ASIDE.items()
+        if code in SESSION_REASONS
+    ]
+    steps += [
+        ("procedures_used", int(counts.get("", 0)), "sessions that are part of a course"),
+        ("session_courses", courses, "courses of sessions (rows of treatments)"),
     ]
     return pd.DataFrame(steps, columns=["step", "count", "meaning"])

@@ -87,22 +87,28 @@ def build(
         if quiet:
             return
         aside = {k: v for k, v in counts.items() if k not in KEPT_STEPS and v}
+        sessions = counts.get("session_courses", 0)
         typer.echo(
-            f"built {counts['supply_runs']} treatment row(s) in {counts['courses']} course(s) "
-            f"from {counts['read']} drug event(s) into {printable(str(out))}"
+            f"built {counts['supply_runs'] + sessions} treatment row(s) in "
+            f"{counts['courses'] + sessions} course(s) from {counts['read']} drug event(s)"
+            + (f" and {counts['procedures_read']} procedure session(s)" if sessions else "")
+            + f" into {printable(str(out))}"
         )
         if aside:
             typer.echo(
                 "  not rows of their own: "
                 + ", ".join(f"{step} {count}" for step, count in aside.items())
-                + " (course_events.parquet says which and why)"
+                + " (course_events.parquet and procedure_sessions.parquet say which and why)"
             )
         typer.echo(f"  next: trdscreen screen {printable(str(out))} --out SCREENING_DIR")
 
     guard(as_json, body)
 
 
-KEPT_STEPS = ("read", "used", "supply_runs", "courses")
+KEPT_STEPS = (
+    "read", "used", "supply_runs", "courses", "procedures_read", "procedures_used",
+    "session_courses",
+)  # fmt: skip
 
 
 def _argv() -> list[str]:

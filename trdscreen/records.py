@@ -8,6 +8,8 @@ A records folder holds what sites export instead of treatment courses:
   daily_dose_mg the export has;
 - `assessments` (optional): subject_id, date, instrument (HAMD17, HAMD21,
   HAMD24, MADRS, PHQ9), total;
+- `procedures` (optional): subject_id, date, procedure (ECT, rTMS,
+  esketamine): one row per session;
 - `subjects` (optional): the subjects table of the input contract, passed on.
 
 Each is CSV or Parquet, read and checked as screening inputs are (every
@@ -32,6 +34,7 @@ from trdscreen.sitemap import ColumnMap
 
 EVENT_TYPES = ("prescribed", "dispensed", "administered", "stated")
 INSTRUMENTS = ("hamd17", "hamd21", "hamd24", "madrs", "phq9")
+PROCEDURES = ("ect", "rtms", "esketamine")
 
 DRUG_EVENT_COLUMNS: dict[str, ColumnSpec] = {
     "subject_id": ColumnSpec("string", True, False, expected="a subject key"),
@@ -61,7 +64,20 @@ ASSESSMENT_COLUMNS: dict[str, ColumnSpec] = {
     "total": ColumnSpec("int", True, False, low=0, high=75, expected="a scale total from 0 to 75"),
 }
 
-TABLES = {"drug_events": DRUG_EVENT_COLUMNS, "assessments": ASSESSMENT_COLUMNS}
+PROCEDURE_COLUMNS: dict[str, ColumnSpec] = {
+    "subject_id": ColumnSpec("string", True, False, expected="a subject key"),
+    "date": ColumnSpec("date", True, False, expected="an ISO date YYYY-MM-DD"),
+    "procedure": ColumnSpec(
+        "category", True, False, vocabulary=PROCEDURES, expected="ECT, rTMS or esketamine"
+    ),
+}
+"""One row per session of a neurostimulation or clinic-given treatment."""
+
+TABLES = {
+    "drug_events": DRUG_EVENT_COLUMNS,
+    "assessments": ASSESSMENT_COLUMNS,
+    "procedures": PROCEDURE_COLUMNS,
+}
 
 
 @dataclass(frozen=True)
@@ -77,6 +93,7 @@ class Table:
 class Records:
     events: Table
     assessments: Table | None
+    procedures: Table | None
     subjects: Path | None
     issues: pd.DataFrame
 
@@ -86,7 +103,7 @@ def find_records(folder: Path) -> dict[str, Path | None]:
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder; `trdscreen build` reads a records folder")
-    found = {name: _one_of(folder, name) for name in ("drug_events", "assessments", "subjects")}
+    found = {name: _one_of(folder, name) for name in (*TABLES, "subjects")}
     if found["drug_events"] is None:
         raise InputError(
             f"{folder}: no drug_events.csv or drug_events.parquet; a records folder holds one "
@@ -122,9 +139,10 @@ def read_records(
     log = IssueLog()
     assert found["drug_events"] is not None
     events = _read(found["drug_events"], "drug_events", site, options, log)
-    assessments = (
-        _read(found["assessments"], "assessments", site, options, log)
-        if found["assessments"]
-        else None
+    optional = {
+        name: _read(found[name], name, site, options, log) if found[name] else None  # type: ignore[arg-type]
+        for name in ("assessments", "procedures")
+    }
+    return Records(
+        events, optional["assessments"], optional["procedures"], found["subjects"], log.frame()
     )
-    return Records(events, assessments, found["subjects"], log.frame())

@@ -132,7 +132,7 @@ def column_maps(rules: RuleSet, rules_path: Path, extra: Path | None) -> ColumnM
     if extra is not None:
         maps.append((str(extra), "", load_column_map(extra)))
     merged: dict = {"treatments": {}, "subjects": {}, "formats": {}, "values": {}}
-    merged |= {"drug_aliases": {}, "drug_events": {}, "assessments": {}}
+    merged |= {name: {} for name in ("drug_aliases", *RECORD_TABLES)}
     csv: dict = {}
     problems = []
     for source, prefix, column_map in maps:

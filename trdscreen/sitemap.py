@@ -122,7 +122,7 @@ class CsvDialect(RuleModel):
     encoding: str | None = Field(None, min_length=1)
 
 
-RECORD_TABLES = ("drug_events", "assessments")
+RECORD_TABLES = ("drug_events", "assessments", "procedures")
 """The records tables `trdscreen build` reads, whose headers a map may rename too (left
 out of the hash when empty, as the site conventions are)."""
 _SITE_KEYS = ("csv", "formats", "values", "drug_aliases")
@@ -138,6 +138,7 @@ class ColumnMap(RuleModel):
     subjects: dict[str, str] = {}
     drug_events: dict[str, str] = Field({}, description="`trdscreen build`: drug event headers")
     assessments: dict[str, str] = Field({}, description="`trdscreen build`: rating headers")
+    procedures: dict[str, str] = Field({}, description="`trdscreen build`: session headers")
     csv: CsvDialect = CsvDialect()
     formats: dict[str, ValueFormats] = Field(
         {}, description="per canonical column, or `all` for every column"
