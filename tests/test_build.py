@@ -641,3 +641,80 @@ def test_ect_sessions_are_courses_counted_in_session_days(tmp_path):
     _, result = run_cohort(out)
     row = result.decisions.set_index("subject_id").loc["E"]
     assert (row["decision"], row["n_failed_trials"]) == ("eligible", 2)
+
+
+# --------------------------------------------------------------------------- episodes
+
+
+def test_the_current_episode_is_derived_from_treatment_gaps_and_a_depression_diagnosis(
+    tmp_path,
+):
+    # No episode_start is given. Every subject: sertraline 100 mg 15 Jan .. 11 Mar 2023
+    # (HAM-D 24 -> 21, failed) and, for W and Y, venlafaxine 150 mg 1 Apr .. 26 May
+    # (21 -> 19, failed).
+    # V: citalopram 1 Mar .. 25 Apr 2021 (failed too), then nothing for 629 days (> 182):
+    #    the current episode begins with sertraline, confirmed by F33.1 on 10 Jan 2023,
+    #    five days before it: episode_start 10 Jan. Only sertraline is in it: one failed
+    #    trial, excluded. (Counting the 2021 citalopram would say two: "eligible".)
+    # W: the only diagnosis near the index is F41.1 (anxiety): no depression diagnosis,
+    #    the episode start stays unknown: needs review, never eligible.
+    # Y: records from 1 Dec 2022 (observation period), F32.1 on 20 Jan 2023: episode from
+    #    15 Jan (the treatment came first); 45 days of observation before it (< 365):
+    #    left censored. Two failed trials: eligible, resting on the derived episode.
+    def sert(s):
+        return [
+            ev(s, "sertraline", "2023-01-15", 28, 100),
+            ev(s, "sertraline", "2023-02-12", 28, 100),
+        ]
+
+    def venla(s):
+        return [
+            ev(s, "venlafaxine", "2023-04-01", 28, 150),
+            ev(s, "venlafaxine", "2023-04-29", 28, 150),
+        ]
+
+    events = [
+        ev("V", "citalopram", "2021-03-01", 56, 20), *sert("V"),
+        *sert("W"), *venla("W"), *sert("Y"), *venla("Y"),
+    ]  # fmt: skip
+    ratings = [
+        rating("V", "2021-02-27", 24), rating("V", "2021-04-20", 22),
+        *(r for s in "VWY" for r in (
+            rating(s, "2023-01-13", 24), rating(s, "2023-03-09", 21),
+            rating(s, "2023-03-30", 21), rating(s, "2023-05-24", 19),
+        )),
+    ]  # fmt: skip
+    # Screened 1 Jul 2023, within 182 days of the last treatment: the episode is current.
+    subjects = [
+        {"subject_id": s, "episode_start": None, "screening_date": "2023-07-01"} for s in "VWY"
+    ]
+    folder = records(tmp_path / "records", events, ratings, subjects)
+    write_csv(folder / "diagnoses.csv", [
+        {"subject_id": "V", "date": "2023-01-10", "code": "F33.1"},
+        {"subject_id": "W", "date": "2023-01-10", "code": "F41.1"},
+        {"subject_id": "Y", "date": "2023-01-20", "code": "F32.1"},
+        {"subject_id": "Y", "date": "2023-01-20", "code": "I10"},
+    ], ["subject_id", "date", "code"])  # fmt: skip
+    write_csv(folder / "observation_periods.csv", [
+        {"subject_id": s, "start_date": "2020-01-01" if s != "Y" else "2022-12-01"}
+        for s in "VWY"
+    ], ["subject_id", "start_date", "end_date"])  # fmt: skip
+    out = tmp_path / "built"
+    run_build(BuildRequest(folder, out))
+    people = table(out, "subjects").set_index("subject_id")
+    assert people.loc["V", "episode_start"] == day("2023-01-10")
+    assert pd.isna(people.loc["W", "episode_start"])
+    assert people.loc["Y", "episode_start"] == day("2023-01-15")
+    assert list(people["episode_source"]) == ["derived", "no_depression_diagnosis", "derived"]
+    assert list(people["left_censored"]) == [False, False, True]
+    assert people.loc["Y", "diagnoses"] == "F32.1"  # I10 is not a psychiatric entry
+    t = table(out)
+    assert list(rows_of(t, "V")["episode_id"]) == ["V:e1", "V:e2"]
+    _, result = run_cohort(out)
+    decisions = result.decisions.set_index("subject_id")
+    assert decisions.loc["V", "decision"] == "excluded"
+    assert decisions.loc["V", "n_failed_trials"] == 1
+    assert decisions.loc["W", "decision"] == "needs_review"
+    assert decisions.loc["Y", "decision"] == "eligible"
+    assert "episode_derived" in decisions.loc["Y", "assumptions"]
+    assert "episode_left_censored" in decisions.loc["Y", "assumptions"]

@@ -44,7 +44,7 @@ LAYERS = (
     ("read", "csvfile sources criterion sitemap buildrules io issues ruleset rulefile drugnames formulary drugs doses"),
     ("validate", "conventions adjudication schemas validate quarantine records"),
     ("assess", "episode outcome trials checks courses subjects staging buildcourses "
-     "buildratings buildtables buildprocedures build"),
+     "buildratings buildtables buildprocedures buildepisodes build"),
     ("decide", "criteria toresolve pipeline merge protocol resolve tables"),
     ("write", "output outdir runs explain reportdata report stream engine manifest summarytext "
      "api buildrun buildtrace"),

@@ -48,9 +48,18 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from trdscreen.buildcourses import courses_of, supply_runs
-from trdscreen.buildprocedures import session_courses
+from trdscreen.buildepisodes import (
+    Diagnoses,
+    Episodes,
+    episodes,
+    read_diagnoses,
+    recorded_diagnoses,
+)
+from trdscreen.buildprocedures import SessionCourses, session_courses
 from trdscreen.buildratings import attach
 from trdscreen.buildrules import BuildRules
 from trdscreen.buildtables import (
@@ -60,6 +69,7 @@ from trdscreen.buildtables import (
     ints,
     session_attrition,
     set_aside_dates,
+    text_column,
     treatments,
 )
 from trdscreen.columns import day_numbers, floats
@@ -67,7 +77,7 @@ from trdscreen.drugs import distinct_drugs
 from trdscreen.formulary import Formulary
 from trdscreen.keys import lex_order
 from trdscreen.records import Table
-from trdscreen.segments import days
+from trdscreen.segments import dates, days
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,7 @@ class Built:
     course_events: pd.DataFrame
     attrition: pd.DataFrame
     procedure_sessions: pd.DataFrame | None = None
+    subject_facts: pd.DataFrame | None = None  # derived episode and diagnoses per subject
 
 
 def _generics(frame: pd.DataFrame, formulary: Formulary) -> tuple[np.ndarray, np.ndarray]:
@@ -235,19 +246,30 @@ def _subject_ids(*tables: Table | None) -> pd.Index:
     return pd.Index(pd.unique(np.concatenate(keys)).astype(object)).sort_values()
 
 
+@dataclass(frozen=True)
+class Records:
+    """What `build` reads (records.Records as tables; subjects as typed)."""
+
+    events: Table
+    ratings: Table | None = None
+    subjects: pd.DataFrame | None = None
+    procedures: Table | None = None
+    diagnoses: Table | None = None
+    observation_periods: Table | None = None
+
+
 def build(
-    events: Table, ratings: Table | None, subjects: pd.DataFrame | None,
-    rules: BuildRules, formulary: Formulary, as_of: date | None = None,
-    procedures: Table | None = None,
-) -> Built:  # fmt: skip
-    """Treatment courses from drug events, procedure sessions and ratings (the module
-    doc's seven steps; sessions: buildprocedures)."""
+    records: Records, rules: BuildRules, formulary: Formulary, as_of: date | None = None
+) -> Built:
+    """Treatment courses from drug events, procedure sessions, diagnoses and ratings (the
+    module doc's seven steps; sessions: buildprocedures; episodes: buildepisodes)."""
+    events, ratings = records.events, records.ratings
     frame = events.frame
     n = len(frame)
-    ids = _subject_ids(events, procedures)
+    ids = _subject_ids(events, records.procedures, records.diagnoses)
     raw_ids = frame["subject_id"].astype(object).to_numpy()
     subject = ids.get_indexer(np.where(pd.isna(raw_ids), "", raw_ids))
-    reference, birth = _context(ids, subjects, as_of)
+    reference, birth = _context(ids, records.subjects, as_of)
     start, end = day_numbers(frame, "event_date"), day_numbers(frame, "end_date")
     why = _set_aside(events, rules, start, end, reference[subject], birth[subject])
     generic, addon = _generics(frame, formulary)
@@ -273,7 +295,20 @@ def build(
         ratings, ids, courses.subject, courses.start, target, reference[courses.subject],
         rules.ratings,
     )  # fmt: skip
-    parts = Parts(ids, pd.Index(generics), kept, runs, courses, rated, reference)
+    sessions = (
+        session_courses(records.procedures, ids, reference, birth, ratings, rules)
+        if records.procedures is not None
+        else None
+    )
+    dx = (
+        read_diagnoses(records.diagnoses, ids, reference) if records.diagnoses is not None else None
+    )
+    found = _episodes(
+        ids, courses.subject, courses.start, target, sessions, dx, reference,
+        _observed_from(ids, subject[kept], start[kept], sessions, dx, records), rules,
+    )  # fmt: skip
+    episode = found.ids[: courses.seg.m]
+    parts = Parts(ids, pd.Index(generics), kept, runs, courses, rated, reference, episode)
     table, row_of_run, course_ids = treatments(
         parts, events.source.lines, events.source.file, duration_source, dose_source
     )
@@ -282,14 +317,86 @@ def build(
         length, dose, duration_source, dose_source,
     )  # fmt: skip
     steps = attrition(why, len(table), courses.seg.m)
-    if procedures is None:
-        return Built(table, trail, steps)
-    sessions = session_courses(procedures, ids, reference, birth, ratings, rules)
-    # One table in (subject, start) order; the drug rows keep their order among themselves.
+    facts = _subject_facts(ids, found.episodes, dx)
+    if sessions is None:
+        return Built(table, trail, steps, None, facts)
+    sessions.frame["episode_id"] = text_column(found.ids[courses.seg.m :])
+    return _with_sessions(table, trail, steps, sessions, ids, facts)
+
+
+@dataclass(frozen=True)
+class _Found:
+    episodes: Episodes
+    ids: pa.Array  # episode id per course: drug courses, then session courses
+
+
+def _episodes(
+    ids: pd.Index, subject: np.ndarray, start: np.ndarray, end: np.ndarray,
+    sessions: SessionCourses | None, dx: Diagnoses | None, reference: np.ndarray,
+    observed: np.ndarray, rules: BuildRules,
+) -> _Found:  # fmt: skip
+    if sessions is not None:
+        subject = np.concatenate([subject, sessions.subject])
+        start = np.concatenate([start, sessions.start])
+        end = np.concatenate([end, sessions.end])
+    depression = None
+    if dx is not None:
+        mdd = dx.usable & (dx.category == "mdd")
+        depression = (dx.subject[mdd], dx.day[mdd])
+    found = episodes(subject, start, end, len(ids), reference, depression, observed, rules)
+    names = pa.array(ids.to_numpy(dtype=object), pa.string()).take(pa.array(subject))
+    numbers = pc.cast(pa.array(found.course_episode), pa.string())
+    return _Found(found, pc.binary_join_element_wise(names, numbers, ":e"))
+
+
+def _observed_from(
+    ids: pd.Index, event_subject: np.ndarray, event_day: np.ndarray,
+    sessions: SessionCourses | None, dx: Diagnoses | None, records: Records,
+) -> np.ndarray:  # fmt: skip
+    """Per subject: the first day its records cover (the first observation period's
+    start, else its first used event, session or diagnosis)."""
+    first = np.full(len(ids), np.nan)
+    np.fmin.at(first, event_subject, event_day)
+    if sessions is not None:
+        np.fmin.at(first, sessions.subject, sessions.start)
+    if dx is not None:
+        ok = dx.subject >= 0
+        np.fmin.at(first, dx.subject[ok], dx.day[ok])
+    periods = records.observation_periods
+    if periods is not None:
+        who = ids.get_indexer(periods.frame["subject_id"].astype(object).to_numpy())
+        starts = day_numbers(periods.frame, "start_date")
+        ok = who >= 0
+        covered = np.full(len(ids), np.nan)
+        np.fmin.at(covered, who[ok], starts[ok])
+        first = np.where(np.isnan(covered), first, covered)
+    return first
+
+
+def _subject_facts(ids: pd.Index, found: Episodes, dx: Diagnoses | None) -> pd.DataFrame:
+    """Per subject: the derived current episode and the diagnoses of the records."""
+    facts = pd.DataFrame(
+        {
+            "subject_id": ids.to_numpy(dtype=object),
+            "episode_start": dates(found.start),
+            "episode_source": pd.Categorical(found.source),
+            "left_censored": found.left_censored,
+        }
+    )
+    if dx is not None:
+        facts["diagnoses"] = recorded_diagnoses(dx, len(ids))
+    return facts
+
+
+def _with_sessions(
+    table: pd.DataFrame, trail: pd.DataFrame, steps: pd.DataFrame, sessions: SessionCourses,
+    ids: pd.Index, facts: pd.DataFrame,
+) -> Built:  # fmt: skip
+    """Drug and session courses as one table in (subject, start) order (the drug rows
+    keep their order among themselves), every trail pointing at its new row."""
     drug_subject = ids.get_indexer(table["subject_id"].astype(object).to_numpy())
-    drug_start = day_numbers(table, "start_date")
     subject_all = np.concatenate([drug_subject, sessions.subject])
-    start_all = np.concatenate([drug_start, sessions.start])
+    start_all = np.concatenate([day_numbers(table, "start_date"), sessions.start])
     day = np.where(np.isnan(start_all), 0, start_all)
     order = lex_order(subject_all, (day - (day.min() if len(day) else 0)).astype(np.int64))
     position = np.empty(len(order), dtype=np.int64)
@@ -305,8 +412,9 @@ def build(
     session_trail["treatments_row"] = ints(np.where(row > 0, row, np.nan))
     steps = pd.concat([steps, session_attrition(sessions.why, len(sessions.frame))])
     return Built(
-        combined.reset_index(drop=True), trail, steps.reset_index(drop=True), session_trail
-    )
+        combined.reset_index(drop=True), trail, steps.reset_index(drop=True), session_trail,
+        facts,
+    )  # fmt: skip
 
 
 def _moved(rows: pd.Series, position: np.ndarray) -> pd.Series:

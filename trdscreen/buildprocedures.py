@@ -35,6 +35,7 @@ class SessionCourses:
     frame: pd.DataFrame
     subject: np.ndarray  # subject code per row
     start: np.ndarray  # first session day per row
+    end: np.ndarray  # last session day per row
     trail: pd.DataFrame  # per input row: status, course_id, row (0-based into frame, -1)
     why: np.ndarray  # per input row: "" used, else the reason
 
@@ -110,7 +111,7 @@ def session_courses(
             "status": labels(np.where(why == "", "used", why)),
         }
     )
-    return SessionCourses(frame_out, c_subject, first, trail.assign(row=row), why)
+    return SessionCourses(frame_out, c_subject, first, last, trail.assign(row=row), why)
 
 
 def _rank(subject: np.ndarray, procedure: np.ndarray, first: np.ndarray) -> np.ndarray:

@@ -35,6 +35,10 @@ class BuildRules(RuleModel):
     max_days_supply: int = Field(183, ge=1, le=3660)
     placeholder_dates: tuple[date, ...] = (date(1900, 1, 1), date(2037, 7, 7))
     procedure_gap_days: int = Field(30, ge=1, le=365)
+    episode_gap_days: int = Field(182, ge=1, le=3660)
+    washout_days: int = Field(365, ge=0, le=3660)
+    diagnosis_before_days: int = Field(30, ge=0, le=365)
+    diagnosis_after_days: int = Field(180, ge=0, le=730)
     ratings: RatingWindows = RatingWindows()
 
 
@@ -66,6 +70,27 @@ BUILD_TAGS: dict[str, tuple[str, str]] = {
         "U",
         "sessions of one procedure (ECT, rTMS, esketamine) at most this many days apart are "
         "one course, its session count the number of session days",
+    ),
+    "episode_gap_days": (
+        "S",
+        "a gap of more than this many days without any treatment course ends an episode: "
+        "what follows is a new one (claims definitions of TRD allow gaps of up to 180 days "
+        "between consecutive courses, psychiatrist.com TRD prevalence guide [S]; trd-reference "
+        "F.4 '6 months' [U])",
+    ),
+    "washout_days": (
+        "U",
+        "an episode whose first treatment follows fewer days of observation than this may "
+        "have begun before the records: left_censored (CMS128 uses 105 days [S])",
+    ),
+    "diagnosis_before_days": (
+        "U",
+        "the current episode needs a depression diagnosis from this many days before its "
+        "first treatment ...",
+    ),
+    "diagnosis_after_days": (
+        "U",
+        "... to this many days after it; a diagnosis before the treatment starts the episode",
     ),
     "ratings.start_before_days": (
         "S",

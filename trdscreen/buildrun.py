@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from trdscreen.build import Built, build
+from trdscreen.build import Records as BuildInput
 from trdscreen.buildrules import parameters
 from trdscreen.errors import InputError
 from trdscreen.io import CsvOptions, open_source
@@ -77,6 +78,44 @@ def _subjects(
     return frame, input_record(source)
 
 
+def with_facts(subjects: pd.DataFrame | None, facts: pd.DataFrame | None) -> pd.DataFrame:
+    """The subjects table with what the build derived: `episode_start` where it is not
+    given (`episode_source` says which: given, derived, or why none), `left_censored`,
+    and the records' diagnoses added to `diagnoses`. Without a subjects table, a row
+    per subject of the records (none is lost)."""
+    assert facts is not None
+    facts = facts[facts["subject_id"] != ""]
+    if subjects is None:
+        return facts.reset_index(drop=True)
+    out = subjects.copy()
+    at = pd.Index(facts["subject_id"]).get_indexer(out["subject_id"].astype(object))
+    found = at >= 0
+    pick = np.maximum(at, 0)
+    given = (
+        out["episode_start"].notna().to_numpy()
+        if "episode_start" in out.columns
+        else np.zeros(len(out), dtype=bool)
+    )
+    derived = np.where(found, facts["episode_start"].to_numpy()[pick], np.datetime64("NaT"))
+    out["episode_start"] = np.where(
+        given, out.get("episode_start", pd.Series(pd.NaT, index=out.index)), derived
+    )
+    source = np.where(
+        found, facts["episode_source"].astype(object).to_numpy()[pick], "no_treatment"
+    )
+    out["episode_source"] = pd.Categorical(np.where(given, "given", source))
+    censored = pd.array(np.where(found, facts["left_censored"].to_numpy()[pick], False), "boolean")
+    censored[given] = pd.NA  # not judged: the site gave the episode
+    out["left_censored"] = censored
+    if "diagnoses" in facts.columns:
+        recorded = pd.Series(facts["diagnoses"].to_numpy()[pick], index=out.index).where(found)
+        if "diagnoses" in out.columns:
+            both = out["diagnoses"].astype("string").str.cat(recorded.astype("string"), sep=";")
+            recorded = both.fillna(out["diagnoses"].astype("string")).fillna(recorded)
+        out["diagnoses"] = recorded
+    return out
+
+
 def _refuse_invalid(issues: pd.DataFrame) -> None:
     """Stop on any error in the inputs (cells that cannot be read would drop events);
     each problem with file, line, column and what was expected, never a cell value."""
@@ -115,20 +154,13 @@ def run_build(request: BuildRequest, command: tuple[str, ...] = ()) -> BuildResu
     _refuse_invalid(issues)
     settings = rules.build_rules()
     built = build(
-        records.events, records.assessments, subjects, settings, formulary, request.as_of,
-        records.procedures,
+        BuildInput(
+            records.events, records.assessments, subjects, records.procedures,
+            records.diagnoses, records.observation_periods,
+        ),
+        settings, formulary, request.as_of,
     )  # fmt: skip
-    if subjects is None:
-        ids = pd.unique(
-            np.concatenate(
-                [
-                    t.frame["subject_id"].astype(object).dropna().to_numpy()
-                    for t in (records.events, records.procedures)
-                    if t is not None
-                ]
-            )
-        )
-        subjects = pd.DataFrame({"subject_id": sorted(ids)})
+    subjects = with_facts(subjects, built.subject_facts)
     tables = {
         "treatments": built.treatments,
         "subjects": subjects,
@@ -138,7 +170,9 @@ def run_build(request: BuildRequest, command: tuple[str, ...] = ()) -> BuildResu
     if built.procedure_sessions is not None:
         tables["procedure_sessions"] = built.procedure_sessions
     inputs = [input_record(records.events.source)]
-    for table in (records.assessments, records.procedures):
+    for table in (
+        records.assessments, records.procedures, records.diagnoses, records.observation_periods,
+    ):  # fmt: skip
         if table is not None:
             inputs.append(input_record(table.source))
     if subjects_record is not None:

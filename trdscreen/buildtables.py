@@ -66,6 +66,7 @@ class Parts:
     courses: Courses
     rated: dict[str, np.ndarray]  # per course (buildratings.attach)
     reference: np.ndarray  # per subject code, day number
+    episode: pa.Array | None = None  # episode id per course (buildepisodes)
 
 
 def _uniform(values: np.ndarray, seg: Segments) -> pd.Categorical:
@@ -133,7 +134,7 @@ def _course_ids(parts: Parts) -> pa.Array:
     )
 
 
-def _text(array: pa.Array) -> pd.Series:
+def text_column(array: pa.Array) -> pd.Series:
     return pd.Series(pd.arrays.ArrowStringArray(array))
 
 
@@ -189,13 +190,18 @@ def treatments(
     }
     columns |= rating_columns(rated, first_at, last_at)
     columns |= {
-        "course_id": _text(ids.take(pa.array(course_at))),
+        "course_id": text_column(ids.take(pa.array(course_at))),
         "n_events": runs.seg.size[run_at],
         "source_file": pd.Categorical.from_codes(np.zeros(m, dtype=np.int8), [source_file]),
         "first_source_line": first_line[run_at],
         "last_source_line": last_line[run_at],
         "dose_source": _uniform(dose_source[parts.kept], runs.seg)[run_at],
         "duration_source": _uniform(duration_source[parts.kept], runs.seg)[run_at],
+        "episode_id": (
+            text_column(parts.episode.take(pa.array(course_at)))
+            if parts.episode is not None
+            else None
+        ),
         "change_type": labels(c.change_type[course_at]),
         "next_drug": pd.Categorical.from_codes(c.next_generic[course_at], generics),
         "days_to_next": ints(c.days_to_next[course_at]),
@@ -253,7 +259,7 @@ def course_events(
             "generic": labels(_where(status != "invalid", generic)),
             "event_date": frame["event_date"].to_numpy(),
             "status": labels(status),
-            "course_id": _text(ids.take(pa.array(course, mask=course < 0))),
+            "course_id": text_column(ids.take(pa.array(course, mask=course < 0))),
             "treatments_row": ints(row),
             "days": ints(np.where(used, length, np.nan)),
             "duration_source": labels(_where(used, duration_source)),

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from trdscreen.coded import categorical
 from trdscreen.columns import hamd_versions
-from trdscreen.reasons import ASSUMPTIONS, CRITERION_ASSUMED
+from trdscreen.reasons import ASSUMPTIONS, CRITERION_ASSUMED, SUBJECT_ASSUMPTIONS
 from trdscreen.ruleset import Condition, Criterion, Op, RuleSet
 from trdscreen.schemas import HAMD_COLUMNS
 from trdscreen.staging import INTERVAL_COLUMNS as STAGING_INTERVALS
@@ -321,7 +321,8 @@ def _assumptions(subjects: pd.DataFrame, results: list[CriterionResult]) -> pd.C
     for result in results:
         resolved |= result.resolved
     bits = bits | np.where(resolved, np.int64(1) << len(ASSUMPTIONS), np.int64(0))
-    return join_flags(bits, [*ASSUMPTIONS, CRITERION_ASSUMED])
+    names = [*ASSUMPTIONS, CRITERION_ASSUMED, *SUBJECT_ASSUMPTIONS]
+    return join_flags(bits, names)
 
 
 def ledger(subjects: pd.DataFrame, results: list[CriterionResult]) -> pd.DataFrame:

@@ -118,6 +118,12 @@ ASSUMPTIONS = {
 that records an assumption a counted failed trial rests on."""
 CRITERION_ASSUMED = "criterion_assumed"
 """The assumption code of a protocol criterion resolved by its `when_unknown`."""
+EPISODE_DERIVED = "episode_derived"
+EPISODE_LEFT_CENSORED = "episode_left_censored"
+SUBJECT_ASSUMPTIONS = (EPISODE_DERIVED, EPISODE_LEFT_CENSORED)
+"""Subject-level assumptions from the subjects table's `episode_source` and
+`left_censored` (written by `trdscreen build`); their bits follow those of ASSUMPTIONS and
+CRITERION_ASSUMED."""
 ASSUMPTION_TEXT = {
     "adherence_assumed": "adherence was missing and assumed adequate",
     "episode_assumed": "the episode onset was unknown and the course assumed in the current "
@@ -125,5 +131,9 @@ ASSUMPTION_TEXT = {
     "minimum_dose_assumed": "no minimum dose was applied (none known, or the rule set takes "
     "any dose of the drug) and the dose was assumed adequate",
     "outcome_from_stop_reason": "the outcome was taken from the stop reason, not from ratings",
+    EPISODE_DERIVED: "the current episode's start was derived from the records by `trdscreen "
+    "build` (first treatment after a treatment-free gap, confirmed by a depression diagnosis)",
+    EPISODE_LEFT_CENSORED: "the records may begin after the episode did: trials before them "
+    "are not seen",
     CRITERION_ASSUMED: "a protocol criterion's unknown value was resolved by the rule set",
 }

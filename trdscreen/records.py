@@ -10,6 +10,9 @@ A records folder holds what sites export instead of treatment courses:
   HAMD24, MADRS, PHQ9), total;
 - `procedures` (optional): subject_id, date, procedure (ECT, rTMS,
   esketamine): one row per session;
+- `diagnoses` (optional): subject_id, date, code (ICD-10, ICD-11, SNOMED CT or
+  a name, as the subjects' `diagnosis` column takes);
+- `observation_periods` (optional): subject_id, start_date, end_date;
 - `subjects` (optional): the subjects table of the input contract, passed on.
 
 Each is CSV or Parquet, read and checked as screening inputs are (every
@@ -73,11 +76,29 @@ PROCEDURE_COLUMNS: dict[str, ColumnSpec] = {
 }
 """One row per session of a neurostimulation or clinic-given treatment."""
 
+DIAGNOSIS_COLUMNS: dict[str, ColumnSpec] = {
+    "subject_id": ColumnSpec("string", True, False, expected="a subject key"),
+    "date": ColumnSpec("date", True, False, expected="an ISO date YYYY-MM-DD"),
+    "code": ColumnSpec(
+        "string", True, False, expected="a diagnosis: ICD-10, ICD-11, SNOMED CT or its name"
+    ),
+}
+OBSERVATION_COLUMNS: dict[str, ColumnSpec] = {
+    "subject_id": ColumnSpec("string", True, False, expected="a subject key"),
+    "start_date": ColumnSpec("date", True, False, expected="an ISO date YYYY-MM-DD"),
+    "end_date": ColumnSpec("date", expected="an ISO date YYYY-MM-DD or empty"),
+}
+"""When a subject's records are complete (enrolment in a health plan, registration at a
+practice): the build's washout is counted from the first period's start."""
+
 TABLES = {
     "drug_events": DRUG_EVENT_COLUMNS,
     "assessments": ASSESSMENT_COLUMNS,
     "procedures": PROCEDURE_COLUMNS,
+    "diagnoses": DIAGNOSIS_COLUMNS,
+    "observation_periods": OBSERVATION_COLUMNS,
 }
+OPTIONAL = ("assessments", "procedures", "diagnoses", "observation_periods")
 
 
 @dataclass(frozen=True)
@@ -96,6 +117,8 @@ class Records:
     procedures: Table | None
     subjects: Path | None
     issues: pd.DataFrame
+    diagnoses: Table | None = None
+    observation_periods: Table | None = None
 
 
 def find_records(folder: Path) -> dict[str, Path | None]:
@@ -141,8 +164,14 @@ def read_records(
     events = _read(found["drug_events"], "drug_events", site, options, log)
     optional = {
         name: _read(found[name], name, site, options, log) if found[name] else None  # type: ignore[arg-type]
-        for name in ("assessments", "procedures")
+        for name in OPTIONAL
     }
     return Records(
-        events, optional["assessments"], optional["procedures"], found["subjects"], log.frame()
+        events,
+        optional["assessments"],
+        optional["procedures"],
+        found["subjects"],
+        log.frame(),
+        optional["diagnoses"],
+        optional["observation_periods"],
     )

@@ -32,6 +32,7 @@ from trdscreen.io import SourceTable
 from trdscreen.issues import IssueLog
 from trdscreen.printable import printable
 from trdscreen.ruleset import MODALITIES, ROLES, STOP_REASONS
+from trdscreen.vocabulary import EPISODE_SOURCES
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,8 @@ SUBJECT_COLUMNS: dict[str, ColumnSpec] = {
     "diagnoses": ColumnSpec("string"),
     "episode_start": ColumnSpec("date", expected="an ISO date YYYY-MM-DD"),
     "screening_date": ColumnSpec("date", expected="an ISO date YYYY-MM-DD"),
+    "episode_source": ColumnSpec("category", vocabulary=EPISODE_SOURCES),
+    "left_censored": ColumnSpec("bool", expected="true or false"),
     "hamd_screening": ColumnSpec("int", low=0, high=75, expected=HAMD_TOTAL),
     "hamd_version": HAMD_VERSION,
     "madrs_screening": ColumnSpec("int", low=0, high=60, expected="a MADRS total from 0 to 60"),

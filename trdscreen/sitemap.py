@@ -122,7 +122,9 @@ class CsvDialect(RuleModel):
     encoding: str | None = Field(None, min_length=1)
 
 
-RECORD_TABLES = ("drug_events", "assessments", "procedures")
+RECORD_TABLES = (
+    "drug_events", "assessments", "procedures", "diagnoses", "observation_periods",
+)  # fmt: skip
 """The records tables `trdscreen build` reads, whose headers a map may rename too (left
 out of the hash when empty, as the site conventions are)."""
 _SITE_KEYS = ("csv", "formats", "values", "drug_aliases")
@@ -139,6 +141,10 @@ class ColumnMap(RuleModel):
     drug_events: dict[str, str] = Field({}, description="`trdscreen build`: drug event headers")
     assessments: dict[str, str] = Field({}, description="`trdscreen build`: rating headers")
     procedures: dict[str, str] = Field({}, description="`trdscreen build`: session headers")
+    diagnoses: dict[str, str] = Field({}, description="`trdscreen build`: diagnosis headers")
+    observation_periods: dict[str, str] = Field(
+        {}, description="`trdscreen build`: observation period headers"
+    )
     csv: CsvDialect = CsvDialect()
     formats: dict[str, ValueFormats] = Field(
         {}, description="per canonical column, or `all` for every column"

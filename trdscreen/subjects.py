@@ -155,6 +155,14 @@ def assess_subjects(cohort: Cohort, courses: CourseAssessment, rules: RuleSet) -
         rows = counted_failure & ((courses.assumptions >> index) & 1).astype(bool)
         has = np.bincount(codes[rows], minlength=n) > 0
         assumption_bits |= np.where(has, np.int64(1) << index, np.int64(0))
+    # Subject-level assumptions: a current episode `trdscreen build` derived from the
+    # records, and one that may have begun before them (earlier trials unseen).
+    subject_level = (
+        _text_is(cohort.subjects, "episode_source", "derived"),
+        _flag(cohort.subjects, "left_censored"),
+    )
+    for offset, rows in enumerate(subject_level, start=len(ASSUMPTIONS) + 1):
+        assumption_bits |= np.where(rows, np.int64(1) << offset, np.int64(0))
     classification = np.select(
         [trd == MET, trd == UNKNOWN, prd == MET, prd == UNKNOWN],
         ["TRD", "undetermined", "PRD", "undetermined"],
@@ -188,3 +196,15 @@ def assess_subjects(cohort: Cohort, courses: CourseAssessment, rules: RuleSet) -
             ASSUMPTION_BITS: assumption_bits,
         }
     )
+
+
+def _text_is(subjects: pd.DataFrame, column: str, value: str) -> np.ndarray:
+    if column not in subjects.columns:
+        return np.zeros(len(subjects), dtype=bool)
+    return (subjects[column].astype(object) == value).to_numpy(dtype=bool, na_value=False)
+
+
+def _flag(subjects: pd.DataFrame, column: str) -> np.ndarray:
+    if column not in subjects.columns:
+        return np.zeros(len(subjects), dtype=bool)
+    return subjects[column].astype("boolean").to_numpy(dtype=bool, na_value=False)

@@ -77,3 +77,10 @@ class OnInvalid(StrEnum):
 
 TABLE_FORMATS = tuple(f.value for f in TableFormat)
 ON_INVALID = tuple(o.value for o in OnInvalid)
+
+EPISODE_SOURCES = (
+    "given", "derived", "no_depression_diagnosis", "no_current_treatment", "no_treatment",
+    "no_diagnoses_table",
+)  # fmt: skip
+"""How a subjects table's `episode_start` was found (`trdscreen build` writes it): given
+by the site, derived from the records, or why it could not be."""
