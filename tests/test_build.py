@@ -718,3 +718,28 @@ def test_the_current_episode_is_derived_from_treatment_gaps_and_a_depression_dia
     assert decisions.loc["Y", "decision"] == "eligible"
     assert "episode_derived" in decisions.loc["Y", "assumptions"]
     assert "episode_left_censored" in decisions.loc["Y", "assumptions"]
+
+
+def test_a_bipolar_code_in_the_records_excludes_even_when_subjects_say_mdd(tmp_path):
+    # The subjects table says F33.1 and bipolar false; the diagnoses table holds F31.3
+    # (bipolar affective disorder, current episode depressed) a year before screening.
+    # Sforzini excludes bipolar depression (item 15): excluded, whatever the trials.
+    folder = records(
+        tmp_path / "records",
+        trial_events("B"),
+        [rating("B", "2023-01-30", 24), rating("B", "2023-03-25", 21),
+         rating("B", "2023-04-28", 21), rating("B", "2023-06-20", 19)],
+        [{"subject_id": "B"}],
+    )  # fmt: skip
+    write_csv(
+        folder / "diagnoses.csv",
+        [{"subject_id": "B", "date": "2023-05-15", "code": "F31.3"}],
+        ["subject_id", "date", "code"],
+    )
+    out = tmp_path / "built"
+    run_build(BuildRequest(folder, out))
+    assert table(out, "subjects").loc[0, "diagnoses"] == "F31.3"
+    _, result = run_cohort(out)
+    row = result.decisions.set_index("subject_id").loc["B"]
+    assert row["decision"] == "excluded"
+    assert "EX-BIPOLAR" in row["failed_criteria"]
