@@ -743,3 +743,65 @@ def test_a_bipolar_code_in_the_records_excludes_even_when_subjects_say_mdd(tmp_p
     row = result.decisions.set_index("subject_id").loc["B"]
     assert row["decision"] == "excluded"
     assert "EX-BIPOLAR" in row["failed_criteria"]
+
+
+# --------------------------------------------------------------------------- product names
+
+
+def test_a_strength_written_in_the_product_name_gives_the_dose(tmp_path):
+    # "Sertraline 100mg tablets", 56 tablets, 1 a day: 100 mg/day for 56 days. A liquid,
+    # "Fluoxetine 20mg/5ml oral solution", 140 mL at 5 mL a day: 4 mg/mL x 5 = 20 mg/day
+    # for 28 days. A combination product names two strengths: no dose is guessed.
+    out = built(tmp_path, [
+        ev("P", "Sertraline 100mg tablets", "2024-01-01", quantity=56, units_per_day=1),
+        ev("L", "Fluoxetine 20mg/5ml oral solution", "2024-01-01", quantity=140, units_per_day=5),
+        ev("O", "olanzapine/fluoxetine 6mg/25mg", "2024-01-01", 28),
+    ])  # fmt: skip
+    t = table(out).set_index("subject_id")
+    assert (t.loc["P", "drug"], t.loc["P", "daily_dose_mg"]) == ("sertraline", 100)
+    assert t.loc["P", "end_date"] == day("2024-02-25")
+    assert t.loc["P", "dose_source"] == "name_strength_x_units_per_day"
+    assert (t.loc["L", "daily_dose_mg"], t.loc["L", "end_date"]) == (20, day("2024-01-28"))
+    assert pd.isna(t.loc["O", "daily_dose_mg"])
+
+
+def test_a_code_and_a_name_for_one_drug_on_one_day_are_one_event(tmp_path):
+    # One dispensing exported as a name and as an ATC code (N06AB06 = sertraline).
+    out = built(tmp_path, [
+        ev("A", "sertraline", "2024-01-01", 28, 100),
+        ev("A", "Lustral", "2024-01-01", 28, 100, atc_code="N06AB06"),
+    ])  # fmt: skip
+    assert list(table(out, "course_events")["status"]) == ["used", "duplicate"]
+
+
+def test_a_free_text_quantity_is_an_error_with_its_line_not_a_guess(tmp_path):
+    # "1 pack" says nothing of how many tablets: the build stops and says where.
+    folder = records(tmp_path / "records", [
+        ev("A", "sertraline", "2024-01-01", quantity="56.000", units_per_day=1, strength_mg=50),
+        ev("A", "sertraline", "2024-02-26", quantity="1 pack", units_per_day=1, strength_mg=50),
+    ])  # fmt: skip
+    try:
+        run_build(BuildRequest(folder, tmp_path / "out"))
+    except InputError as exc:
+        assert any("line 3" in p and "quantity" in p for p in exc.problems), exc.problems
+    else:
+        raise AssertionError("a free-text quantity was read")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_low_dose_for_sleep_is_built_as_given_and_is_not_an_adequate_trial(tmp_path):
+    # Amitriptyline 10 mg at night for 8 weeks (a sleep or pain dose), HAM-D 24 -> 22:
+    # built at 10 mg/day; the screen's minimum (far above 10) makes it not adequate, so
+    # it is no failed trial. Reading "8 weeks of an antidepressant" would count it.
+    out = built(
+        tmp_path,
+        [
+            ev("A", "amitriptyline", "2023-02-01", 28, 10),
+            ev("A", "amitriptyline", "2023-03-01", 28, 10),
+        ],
+        [rating("A", "2023-01-30", 24), rating("A", "2023-03-25", 22)],
+        [{"subject_id": "A"}],
+    )
+    assert table(out).loc[0, "daily_dose_mg"] == 10
+    _, result = run_cohort(out)
+    assert result.decisions.set_index("subject_id").loc["A", "n_failed_trials"] == 0

@@ -43,6 +43,7 @@ events of one generic at one daily dose), in these steps, each vectorized
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date
 
@@ -155,9 +156,36 @@ def _durations(
     return length, source
 
 
+_STRENGTH = re.compile(
+    r"(?<![\w.])(\d+(?:[.,]\d+)?)\s*mg(?:\s*(?:/|per|in)\s*(\d+(?:[.,]\d+)?)?\s*ml)?(?![a-z])",
+    re.IGNORECASE,
+)
+
+
+def strength_in_name(name: object) -> float:
+    """mg per unit written in a product name: "Sertraline 100mg tablets" 100; a liquid
+    "Fluoxetine 20mg/5ml oral solution" 4 (per mL; quantities and units are then mL).
+    NaN when the name holds no strength or more than one (a combination product)."""
+    found = _STRENGTH.findall(str(name or ""))
+    if len(found) != 1:
+        return np.nan
+    mg_text, ml_text = found[0]
+    mg = float(mg_text.replace(",", "."))
+    per_ml = re.search(r"mg\s*(?:/|per|in)\s*\d*[.,]?\d*\s*ml", str(name), re.IGNORECASE)
+    ml = float(ml_text.replace(",", ".")) if ml_text else (1.0 if per_ml else None)
+    if ml == 0:
+        return np.nan
+    return mg / ml if ml else mg
+
+
 def _doses(frame: pd.DataFrame, length: np.ndarray, source: np.ndarray):
-    """(daily dose in mg, NaN unknown; which input gave it)."""
-    strength = floats(frame, "strength_mg")
+    """(daily dose in mg, NaN unknown; which input gave it). Without a strength_mg, the
+    strength written in the drug's name is used, and the source says so."""
+    given = floats(frame, "strength_mg")
+    codes, names = pd.factorize(frame["drug"].astype(object))
+    parsed = np.asarray([*(strength_in_name(n) for n in names), np.nan])[codes]
+    from_name = np.isnan(given) & ~np.isnan(parsed)
+    strength = np.where(from_name, parsed, given)
     with np.errstate(divide="ignore", invalid="ignore"):
         told = ~np.isin(source, ["next_issue", "next_issue_capped"])  # a guess makes no dose
         per_quantity = np.where(told, strength * floats(frame, "quantity") / length, np.nan)
@@ -172,6 +200,8 @@ def _doses(frame: pd.DataFrame, length: np.ndarray, source: np.ndarray):
         known = ~np.isnan(value) & np.isfinite(value)
         dose[known] = value[known]
         where[known] = name
+    named = from_name & (where != "unknown") & (where != "daily_dose_mg")
+    where[named] = "name_" + where[named]
     return dose, where
 
 

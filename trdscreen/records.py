@@ -42,6 +42,7 @@ PROCEDURES = ("ect", "rtms", "esketamine")
 DRUG_EVENT_COLUMNS: dict[str, ColumnSpec] = {
     "subject_id": ColumnSpec("string", True, False, expected="a subject key"),
     "drug": ColumnSpec("string", True, False, expected="a drug name"),
+    "atc_code": ColumnSpec("string", expected="a WHO ATC code such as N06AB06"),
     "event_date": ColumnSpec("date", True, False, expected="an ISO date YYYY-MM-DD"),
     "event_type": ColumnSpec("category", vocabulary=EVENT_TYPES),
     "end_date": ColumnSpec("date", expected="an ISO date YYYY-MM-DD or empty"),
