@@ -805,3 +805,23 @@ def test_a_low_dose_for_sleep_is_built_as_given_and_is_not_an_adequate_trial(tmp
     assert table(out).loc[0, "daily_dose_mg"] == 10
     _, result = run_cohort(out)
     assert result.decisions.set_index("subject_id").loc["A", "n_failed_trials"] == 0
+
+
+def test_synth_records_writes_a_records_folder_that_builds_and_screens(tmp_path):
+    # 300 synthetic subjects as fills of 28 days and ratings: every subject reaches the
+    # built folder and the screen; a course of D days is ceil(D / 28) fills.
+    runner = CliRunner()
+    folder = tmp_path / "records"
+    done = runner.invoke(
+        app, ["synth", "--n-subjects", "300", "--out", str(folder), "--records", "-q"]
+    )
+    assert done.exit_code == 0, done.output
+    events = pd.read_parquet(folder / "drug_events.parquet")
+    assert set(events["days_supply"]) <= set(range(1, 29))
+    out = tmp_path / "built"
+    run_build(BuildRequest(folder, out))
+    assert len(table(out, "subjects")) == 300
+    run = tmp_path / "run"
+    assert runner.invoke(app, ["screen", str(out), "--out", str(run), "-q"]).exit_code == 0
+    decisions = pd.read_csv(run / "decisions.csv")
+    assert len(decisions) == 300 and (decisions["decision"] == "eligible").any()

@@ -49,7 +49,7 @@ LAYERS = (
     ("write", "output outdir runs explain reportdata report stream engine manifest summarytext "
      "api buildrun buildtrace"),
     ("read back", "rundiff verify"),
-    ("faces", "render render_progress synth mapinit cliapp cli_audit cli_rules cli_build cli __main__"),
+    ("faces", "render render_progress synthrecords synth mapinit cliapp cli_audit cli_rules cli_build cli __main__"),
 )  # fmt: skip
 """The package's layers, lowest first: a module imports only from its own layer or below."""
 

@@ -224,6 +224,13 @@ def synth(
     force: Annotated[
         bool, typer.Option("--force", help="Replace a non-empty --out folder.")
     ] = False,
+    records: Annotated[
+        bool,
+        typer.Option(
+            "--records",
+            help="Write it as drug events, sessions and ratings for `trdscreen build`.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -238,7 +245,7 @@ def synth(
         started = time.perf_counter()
         notify(check_out_dir(out, force))  # fail before drawing a large cohort
         cohort = synthesize(n_subjects, seed)
-        paths = write_synthetic(cohort, out, fmt.value, force)
+        paths = write_synthetic(cohort, out, fmt.value, force, records)
         payload = {
             "status": "ok",
             "subjects": cohort.subjects.num_rows,
@@ -254,7 +261,8 @@ def synth(
             return
         typer.echo(
             f"wrote {payload['subjects']} subjects and {payload['courses']} courses "
-            f"(seed {seed}) to {printable(out)} in {payload['seconds']} s"
+            + ("as drug events, sessions and ratings " if records else "")
+            + f"(seed {seed}) to {printable(out)} in {payload['seconds']} s"
         )
 
     guard(as_json, body)

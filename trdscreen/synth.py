@@ -269,17 +269,27 @@ def _subjects(rng, ids: pa.Array, history_start, start, end, last) -> pa.Table:
     )
 
 
-def write_synthetic(cohort: SynthCohort, out: Path, fmt: str, force: bool = False) -> list[Path]:
+def write_synthetic(
+    cohort: SynthCohort, out: Path, fmt: str, force: bool = False, records: bool = False
+) -> list[Path]:
     """Write treatments and subjects into the folder `out`, atomically (like a run folder:
-    a non-empty folder is replaced only with `force`)."""
+    a non-empty folder is replaced only with `force`); with `records`, a records folder
+    for `trdscreen build` instead (synthrecords)."""
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
+
+    from trdscreen.synthrecords import records as as_records
 
     if fmt not in SYNTH_FORMATS:
         raise UsageError(f"format {fmt!r}: expected one of {', '.join(SYNTH_FORMATS)}")
     names = []
+    tables = (
+        as_records(cohort.treatments, cohort.subjects)
+        if records
+        else {"treatments": cohort.treatments, "subjects": cohort.subjects}
+    )
     with atomic_folder(out, force) as folder:
-        for stem, table in (("treatments", cohort.treatments), ("subjects", cohort.subjects)):
+        for stem, table in tables.items():
             name = f"{stem}.{fmt}"
             if fmt == "parquet":
                 pq.write_table(table, folder / name, row_group_size=1 << 20)
