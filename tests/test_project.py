@@ -42,7 +42,7 @@ LAYERS = (
      "vocabulary columns "
      "diagnoses history sniff segments"),
     ("read", "csvfile sources criterion sitemap buildrules io issues ruleset rulefile drugnames formulary drugs doses"),
-    ("validate", "conventions adjudication schemas validate quarantine records"),
+    ("validate", "conventions adjudication schemas validate quarantine records omop"),
     ("assess", "episode outcome trials checks courses subjects staging buildcourses "
      "buildratings buildtables buildprocedures buildepisodes build"),
     ("decide", "criteria toresolve pipeline merge protocol resolve tables"),

@@ -54,6 +54,7 @@ class BuildRequest:
     column_map: Path | None = None
     as_of: date | None = None
     force: bool = False
+    profile: str = "auto"  # events | omop | auto (omop when drug_exposure.* is there)
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,19 @@ def _refuse_invalid(issues: pd.DataFrame) -> None:
     )
 
 
+def _read(request: BuildRequest, columns: ColumnMap, options: CsvOptions) -> Records:
+    """The records of the request's profile (`auto`: omop when the folder holds a
+    drug_exposure table, else events)."""
+    from trdscreen.omop import is_omop, read_omop
+
+    profile = request.profile
+    if profile == "auto":
+        profile = "omop" if is_omop(request.input) else "events"
+    if profile == "omop":
+        return read_omop(request.input, columns, options)
+    return read_records(request.input, columns, options)
+
+
 def run_build(request: BuildRequest, command: tuple[str, ...] = ()) -> BuildResult:
     """Read, build and write (module doc). InputError/RuleError when something cannot be
     read; nothing is written then."""
@@ -147,9 +161,11 @@ def run_build(request: BuildRequest, command: tuple[str, ...] = ()) -> BuildResu
     columns = column_maps(rules, rules_path, request.column_map)
     formulary = with_site_aliases(formulary, columns, str(request.column_map or rules_path))
     options = csv_under(CsvOptions(), columns)
-    records = read_records(request.input, columns, options)
+    records = _read(request, columns, options)
     log = IssueLog()
     subjects, subjects_record = _subjects(records, columns, options, log)
+    if subjects is None and records.subjects_frame is not None:
+        subjects = records.subjects_frame
     issues = pd.concat([records.issues, log.frame()], ignore_index=True)
     _refuse_invalid(issues)
     settings = rules.build_rules()
@@ -169,12 +185,7 @@ def run_build(request: BuildRequest, command: tuple[str, ...] = ()) -> BuildResu
     }
     if built.procedure_sessions is not None:
         tables["procedure_sessions"] = built.procedure_sessions
-    inputs = [input_record(records.events.source)]
-    for table in (
-        records.assessments, records.procedures, records.diagnoses, records.observation_periods,
-    ):  # fmt: skip
-        if table is not None:
-            inputs.append(input_record(table.source))
+    inputs = [input_record(source) for source in records.inputs()]
     if subjects_record is not None:
         inputs.append(subjects_record)
     with atomic_folder(request.out, request.force, [request.input]) as draft:
@@ -185,6 +196,7 @@ def run_build(request: BuildRequest, command: tuple[str, ...] = ()) -> BuildResu
             "manifest_schema_version": BUILD_SCHEMA_VERSION,
             "tool": "trdscreen",
             "kind": "build",
+            "profile": records.profile,
             "versions": versions(),
             "status": "ok",
             "command": list(command),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -22,12 +23,19 @@ from trdscreen.cliapp import (
 from trdscreen.printable import printable
 
 
+class Profile(StrEnum):
+    auto = "auto"
+    events = "events"
+    omop = "omop"
+
+
 @app.command(
     epilog=epilog(
         [
             "trdscreen build examples/records --out built",
             "trdscreen build records/ --out built --map site-map.yaml --as-of 2025-06-30",
             "trdscreen build records/ --out built --rules my-rules.yaml --force --json",
+            "trdscreen build omop-extract/ --profile omop --map omop-map.yaml --out built",
         ],
         "0 built; 2 usage; 3 rule file or map; 4 the records cannot be read or fail "
         "validation (nothing written); 5 --out exists (pass --force) or is not trdscreen's.",
@@ -51,6 +59,14 @@ def build(
             help="The folder to write (screen it with `trdscreen screen DIR`).",
         ),
     ],
+    profile: Annotated[
+        Profile,
+        typer.Option(
+            "--profile",
+            help="events: drug_events.* and friends; omop: OMOP CDM 5.4 tables; auto: omop "
+            "when the folder holds drug_exposure.*",
+        ),
+    ] = Profile.auto,
     rules: RulesOpt = None,
     column_map: MapOpt = None,
     as_of: AsOfOpt = None,
@@ -69,7 +85,7 @@ def build(
         from trdscreen.buildrun import BuildRequest, run_build
 
         result = run_build(
-            BuildRequest(input, out, rules, column_map, reference, force),
+            BuildRequest(input, out, rules, column_map, reference, force, profile.value),
             ("trdscreen", "build", *_argv()),
         )
         counts = result.manifest["event_attrition"]

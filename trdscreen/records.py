@@ -120,6 +120,19 @@ class Records:
     issues: pd.DataFrame
     diagnoses: Table | None = None
     observation_periods: Table | None = None
+    subjects_frame: pd.DataFrame | None = None  # typed subjects made from the records (OMOP)
+    sources: tuple[SourceTable, ...] = ()  # every table read, when not one per field (OMOP)
+    profile: str = "events"
+
+    def inputs(self) -> list[SourceTable]:
+        """Every table read, in a stable order (the manifest's inputs)."""
+        if self.sources:
+            return list(self.sources)
+        tables = (
+            self.events, self.assessments, self.procedures, self.diagnoses,
+            self.observation_periods,
+        )  # fmt: skip
+        return [t.source for t in tables if t is not None]
 
 
 def find_records(folder: Path) -> dict[str, Path | None]:
@@ -136,10 +149,12 @@ def find_records(folder: Path) -> dict[str, Path | None]:
     return found
 
 
-def _read(
-    path: Path, name: str, site: ColumnMap | None, options: CsvOptions, log: IssueLog
-) -> Table:
-    specs = TABLES[name]
+def read_table(
+    path: Path, name: str, specs: dict[str, ColumnSpec], site: ColumnMap | None,
+    options: CsvOptions, log: IssueLog,
+) -> Table:  # fmt: skip
+    """One table read and checked against `specs` (issues into `log`); InputError when a
+    required column is missing."""
     rename = dict(getattr(site, name, {}) or {}) if site is not None else {}
     source = open_source(path, name, rename, set(specs), options, site=site).read()
     frame = coerce(source, specs, log)
@@ -162,9 +177,11 @@ def read_records(
     found = find_records(folder)
     log = IssueLog()
     assert found["drug_events"] is not None
-    events = _read(found["drug_events"], "drug_events", site, options, log)
+    events = read_table(found["drug_events"], "drug_events", DRUG_EVENT_COLUMNS, site, options, log)
     optional = {
-        name: _read(found[name], name, site, options, log) if found[name] else None  # type: ignore[arg-type]
+        name: read_table(found[name], name, TABLES[name], site, options, log)  # type: ignore[arg-type]
+        if found[name]
+        else None
         for name in OPTIONAL
     }
     return Records(

@@ -15,7 +15,7 @@ from trdscreen.records import TABLES as RECORD_SPECS
 from trdscreen.rulefile import load_column_map, read_rule_file, resolve_rules
 from trdscreen.ruleset import STAGING_MODEL_OF, RuleSet
 from trdscreen.schemas import SUBJECT_COLUMNS, TREATMENT_COLUMNS
-from trdscreen.sitemap import RECORD_TABLES, ColumnMap
+from trdscreen.sitemap import RECORD_TABLES, ColumnMap, OmopMap
 from trdscreen.validate import criteria_subject_columns
 
 
@@ -144,7 +144,10 @@ def column_maps(rules: RuleSet, rules_path: Path, extra: Path | None) -> ColumnM
         csv.update(column_map.csv.model_dump(exclude_none=True))
     if problems:
         raise RuleError("the column map is invalid", problems)
-    return ColumnMap(**merged, csv=csv)
+    omop = (
+        maps[-1][2].omop if len(maps) > 1 and maps[-1][2].omop != OmopMap() else rules.columns.omop
+    )
+    return ColumnMap(**merged, csv=csv, omop=omop)
 
 
 CODED_COLUMNS = {

@@ -122,6 +122,18 @@ class CsvDialect(RuleModel):
     encoding: str | None = Field(None, min_length=1)
 
 
+class OmopMap(RuleModel):
+    """`trdscreen build --profile omop`: the concept ids a site uses for what has no
+    standard concept the build may assume (HAM-D and MADRS totals, ECT and rTMS)."""
+
+    ratings: dict[Literal["hamd17", "hamd21", "hamd24", "madrs"], tuple[int, ...]] = Field(
+        {}, description="measurement or observation concept ids whose value is the total"
+    )
+    procedures: dict[Literal["ect", "rtms", "esketamine"], tuple[int, ...]] = Field(
+        {}, description="procedure concept ids of one session"
+    )
+
+
 RECORD_TABLES = (
     "drug_events", "assessments", "procedures", "diagnoses", "observation_periods",
 )  # fmt: skip
@@ -157,6 +169,7 @@ class ColumnMap(RuleModel):
     drug_aliases: dict[str, str] = Field(
         {}, description="the export's drug names -> formulary generics (like formulary.aliases)"
     )
+    omop: OmopMap = Field(OmopMap(), description="`trdscreen build --profile omop` concept ids")
 
     @model_serializer(mode="wrap")
     def _without_empty_conventions(self, handler: SerializerFunctionWrapHandler) -> dict:
@@ -164,6 +177,8 @@ class ColumnMap(RuleModel):
         for key in (*_SITE_KEYS, *RECORD_TABLES):
             if not data.get(key) or data[key] == {"delimiter": None, "encoding": None}:
                 data.pop(key, None)
+        if data.get("omop") in ({}, {"ratings": {}, "procedures": {}}):
+            data.pop("omop", None)
         return data
 
     def formats_of(self, column: str) -> ValueFormats | None:
