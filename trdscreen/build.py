@@ -78,7 +78,7 @@ from trdscreen.drugs import distinct_drugs
 from trdscreen.formulary import Formulary
 from trdscreen.keys import lex_order
 from trdscreen.records import Table
-from trdscreen.segments import dates, days
+from trdscreen.segments import dates, day_key, days
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ def _durations(
     # The next issue of the same generic on a later day (rows sorted by subject and
     # generic, then day; events of one day share their next issue).
     day = np.where(np.isnan(start), 0, start)
-    order = lex_order(key, (day - (day.min() if len(day) else 0)).astype(np.int64))
+    order = lex_order(key, day_key(start))
     k, d = key[order], day[order]
     new_pair = np.r_[True, (k[1:] != k[:-1]) | (d[1:] != d[:-1])] if len(k) else k.astype(bool)
     pair = np.cumsum(new_pair) - 1
@@ -427,8 +427,7 @@ def _with_sessions(
     drug_subject = ids.get_indexer(table["subject_id"].astype(object).to_numpy())
     subject_all = np.concatenate([drug_subject, sessions.subject])
     start_all = np.concatenate([day_numbers(table, "start_date"), sessions.start])
-    day = np.where(np.isnan(start_all), 0, start_all)
-    order = lex_order(subject_all, (day - (day.min() if len(day) else 0)).astype(np.int64))
+    order = lex_order(subject_all, day_key(start_all))
     position = np.empty(len(order), dtype=np.int64)
     position[order] = np.arange(len(order))
     combined = pd.concat([table, sessions.frame], ignore_index=True).iloc[order]

@@ -22,7 +22,7 @@ import pandas as pd
 
 from trdscreen.buildrules import BuildRules
 from trdscreen.keys import lex_order
-from trdscreen.segments import Segments, merge_segments
+from trdscreen.segments import Segments, day_key, merge_segments
 
 
 @dataclass(frozen=True)
@@ -109,8 +109,7 @@ def courses_of(
 
 
 def _order(subject: np.ndarray, start: np.ndarray, generic: np.ndarray) -> np.ndarray:
-    day = np.where(np.isnan(start), 0, start)
-    return lex_order(subject, (day - (day.min() if len(day) else 0)).astype(np.int64), generic)
+    return lex_order(subject, day_key(start), generic)
 
 
 def _roles(

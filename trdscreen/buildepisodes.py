@@ -41,9 +41,7 @@ from trdscreen.columns import day_numbers
 from trdscreen.diagnoses import classify
 from trdscreen.keys import lex_order
 from trdscreen.records import Table
-
-KEY_DAYS = 1_000_000
-DAY_OFFSET = 500_000
+from trdscreen.segments import day_key, subject_day_keys
 
 
 @dataclass(frozen=True)
@@ -56,10 +54,6 @@ class Episodes:
     left_censored: np.ndarray  # bool
 
 
-def _keys(subject: np.ndarray, day: np.ndarray) -> np.ndarray:
-    return subject.astype(np.int64) * KEY_DAYS + DAY_OFFSET + day.astype(np.int64)
-
-
 def _first_in(
     keys: np.ndarray, subject: np.ndarray, low: np.ndarray, high: np.ndarray
 ) -> np.ndarray:
@@ -68,11 +62,11 @@ def _first_in(
     ok = ~np.isnan(low) & ~np.isnan(high)
     if len(keys) == 0 or not ok.any():
         return out
-    lo, hi = _keys(subject[ok], low[ok]), _keys(subject[ok], high[ok])
+    lo, hi = subject_day_keys(subject[ok], low[ok]), subject_day_keys(subject[ok], high[ok])
     pos = np.searchsorted(keys, lo, "left")
     found = keys[np.minimum(pos, len(keys) - 1)]
     hit = (pos < len(keys)) & (found <= hi)
-    days = (found - subject[ok].astype(np.int64) * KEY_DAYS - DAY_OFFSET).astype(np.float64)
+    days = (found - subject_day_keys(subject[ok], np.zeros(ok.sum()))).astype(np.float64)
     out[ok] = np.where(hit, days, np.nan)
     return out
 
@@ -88,7 +82,7 @@ def episodes(
     diagnoses table; `reference`, `observed_from` per subject code."""
     m = len(subject)
     last_day = np.where(np.isnan(end), start, end)
-    order = lex_order(subject, _day(start))
+    order = lex_order(subject, day_key(start))
     s, first, last = subject[order], start[order], last_day[order]
     latest = pd.Series(last).groupby(s).cummax().to_numpy()
     before = np.full(m, -np.inf)
@@ -118,7 +112,7 @@ def episodes(
         source[current] = "no_diagnoses_table"
         return Episodes(course_episode, episode_start, source, left_censored)
     dx_subject, dx_day = depression
-    keys = np.sort(_keys(dx_subject, dx_day))
+    keys = np.sort(subject_day_keys(dx_subject, dx_day))
     codes = np.arange(n_subjects)
     window = _first_in(
         keys, codes, index - rules.diagnosis_before_days,
@@ -132,11 +126,6 @@ def episodes(
         ~(index[confirmed] - observed_from[confirmed] >= rules.washout_days)
     )
     return Episodes(course_episode, episode_start, source, left_censored)
-
-
-def _day(values: np.ndarray) -> np.ndarray:
-    day = np.where(np.isnan(values), 0, values)
-    return (day - (day.min() if len(day) else 0)).astype(np.int64)
 
 
 @dataclass(frozen=True)

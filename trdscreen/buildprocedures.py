@@ -23,7 +23,7 @@ from trdscreen.buildrules import BuildRules
 from trdscreen.buildtables import ints, labels, rating_columns, set_aside_dates
 from trdscreen.columns import day_numbers
 from trdscreen.records import PROCEDURES, Table
-from trdscreen.segments import Segments, dates, merge_segments
+from trdscreen.segments import Segments, dates, merge_segments, rank_within
 
 DRUG_OF = {"ect": "ECT", "rtms": "rTMS", "esketamine": "esketamine"}
 
@@ -75,7 +75,8 @@ def session_courses(
     c_subject, c_procedure = s[seg.first], p[seg.first]
     lines = table.source.lines[kept]
     rated = attach(ratings, ids, c_subject, first, last, reference[c_subject], rules.ratings)
-    rank = _rank(c_subject, c_procedure, first)
+    order = np.lexsort((first, c_procedure, c_subject))
+    rank = rank_within(order, c_subject, c_procedure)
     names = np.asarray(PROCEDURES, dtype=object)[c_procedure]
     course_id = [
         f"{ids[c]}:{name}{k}" for c, name, k in zip(c_subject, names, rank, strict=True)
@@ -112,14 +113,3 @@ def session_courses(
         }
     )
     return SessionCourses(frame_out, c_subject, first, last, trail.assign(row=row), why)
-
-
-def _rank(subject: np.ndarray, procedure: np.ndarray, first: np.ndarray) -> np.ndarray:
-    """Per course: its number among the subject's courses of that procedure, by start."""
-    order = np.lexsort((first, procedure, subject))
-    s, p = subject[order], procedure[order]
-    new = np.r_[True, (s[1:] != s[:-1]) | (p[1:] != p[:-1])] if len(order) else s.astype(bool)
-    position = np.arange(len(order))
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = position - np.maximum.accumulate(np.where(new, position, 0)) + 1
-    return rank

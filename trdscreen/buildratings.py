@@ -23,10 +23,9 @@ import pandas as pd
 from trdscreen.buildrules import RatingWindows
 from trdscreen.columns import day_numbers, floats
 from trdscreen.records import Table
+from trdscreen.segments import subject_day_keys
 
 HAMD_VERSIONS = (("hamd17", 17), ("hamd21", 21), ("hamd24", 24))
-KEY_DAYS = 1_000_000  # a (subject, day) pair as one integer: subject * KEY_DAYS + day + offset
-DAY_OFFSET = 500_000
 
 
 def _nearest(
@@ -39,10 +38,9 @@ def _nearest(
     ok = ~np.isnan(target) & ~np.isnan(low) & ~np.isnan(high) & (low <= high)
     if not ok.any() or len(keys) == 0:
         return found
-    base = subject[ok].astype(np.int64) * KEY_DAYS + DAY_OFFSET
-    t = base + target[ok].astype(np.int64)
-    lo = base + low[ok].astype(np.int64)
-    hi = base + high[ok].astype(np.int64)
+    t = subject_day_keys(subject[ok], target[ok])
+    lo = subject_day_keys(subject[ok], low[ok])
+    hi = subject_day_keys(subject[ok], high[ok])
     right = np.searchsorted(keys, np.maximum(t, lo), "left")
     has_right = right < len(keys)
     right_key = np.where(has_right, keys[np.minimum(right, len(keys) - 1)], hi + 1)
@@ -82,7 +80,7 @@ def _scales(ratings: Table | None, subject_codes: pd.Index) -> dict[str, _Scale]
         rows = np.flatnonzero(usable & (instrument == name))
         if len(rows) == 0:
             continue
-        keys = code[rows].astype(np.int64) * KEY_DAYS + DAY_OFFSET + day[rows].astype(np.int64)
+        keys = subject_day_keys(code[rows], day[rows])
         order = np.lexsort((ratings.source.lines[rows], keys))
         rows = rows[order]
         out[name] = _Scale(keys[order], day[rows], total[rows], ratings.source.lines[rows])

@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 from trdscreen.buildcourses import Courses, Runs
 from trdscreen.buildrules import BuildRules
 from trdscreen.keys import lex_order
-from trdscreen.segments import Segments, dates, days
+from trdscreen.segments import Segments, dates, day_key, days, rank_within
 
 SET_ASIDE = {
     "invalid": "a required cell could not be read (see validation_issues)",
@@ -123,11 +123,7 @@ def rating_columns(
 def _course_ids(parts: Parts) -> pa.Array:
     """`SUBJECT:k` per course, k counting a subject's courses from 1 by start date."""
     c = parts.courses
-    order = lex_order(c.subject, _day(c.start), c.generic)
-    first_of_subject = np.r_[True, c.subject[order][1:] != c.subject[order][:-1]]
-    position = np.arange(len(order))
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = position - np.maximum.accumulate(np.where(first_of_subject, position, 0)) + 1
+    rank = rank_within(lex_order(c.subject, day_key(c.start), c.generic), c.subject)
     subjects = pa.array(parts.subject_ids.to_numpy(dtype=object), pa.string())
     return pc.binary_join_element_wise(
         subjects.take(pa.array(c.subject)), pc.cast(pa.array(rank), pa.string()), ":"
@@ -151,7 +147,7 @@ def treatments(
     order = lex_order(
         c.subject[course],
         _rank(c.subject, c.start, c.generic)[course],
-        _day(runs.start),
+        day_key(runs.start),
     )
     assert len(runs.seg.first) == m
     row_of_run = np.empty(m, dtype=np.int64)
@@ -210,14 +206,9 @@ def treatments(
     return pd.DataFrame(columns), row_of_run, ids
 
 
-def _day(values: np.ndarray) -> np.ndarray:
-    day = np.where(np.isnan(values), 0, values)
-    return (day - (day.min() if len(day) else 0)).astype(np.int64)
-
-
 def _rank(subject: np.ndarray, start: np.ndarray, generic: np.ndarray) -> np.ndarray:
     """Each course's position in (subject, start, generic) order."""
-    order = lex_order(subject, _day(start), generic)
+    order = lex_order(subject, day_key(start), generic)
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order))
     return rank

@@ -35,6 +35,35 @@ def dates(day_numbers: np.ndarray) -> np.ndarray:
     return np.where(known, whole.astype("datetime64[s]"), np.datetime64("NaT", "s"))
 
 
+def day_key(day_numbers: np.ndarray) -> np.ndarray:
+    """Float day numbers as non-negative int64 sort keys (NaN first, as day 0), for
+    `keys.lex_order`."""
+    day = np.where(np.isnan(day_numbers), 0, day_numbers)
+    return (day - (day.min() if len(day) else 0)).astype(np.int64)
+
+
+def subject_day_keys(subject: np.ndarray, day: np.ndarray) -> np.ndarray:
+    """A (subject code, day number) pair as one sortable integer (days within +-500,000
+    of 1970), for binary searches over dated rows of many subjects."""
+    return subject.astype(np.int64) * 1_000_000 + 500_000 + day.astype(np.int64)
+
+
+def rank_within(order: np.ndarray, *groups: np.ndarray) -> np.ndarray:
+    """Per row: its 1-based number within its group (rows equal in every `groups` array),
+    counted in `order` (a sort of the rows by the groups, then what numbers them)."""
+    new = np.ones(len(order), dtype=bool)
+    if len(order):
+        same = np.ones(len(order) - 1, dtype=bool)
+        for group in groups:
+            sorted_group = group[order]
+            same &= sorted_group[1:] == sorted_group[:-1]
+        new[1:] = ~same
+    position = np.arange(len(order))
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = position - np.maximum.accumulate(np.where(new, position, 0)) + 1
+    return rank
+
+
 def merge_segments(
     keys: tuple[np.ndarray, ...],
     mergeable: np.ndarray,
