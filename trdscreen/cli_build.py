@@ -114,7 +114,11 @@ def build(
             typer.echo(
                 "  not rows of their own: "
                 + ", ".join(f"{step} {count}" for step, count in aside.items())
-                + " (course_events.parquet and procedure_sessions.parquet say which and why)"
+                + (
+                    " (course_events.parquet and procedure_sessions.parquet say which and why)"
+                    if sessions
+                    else " (course_events.parquet says which and why)"
+                )
             )
         typer.echo(f"  next: trdscreen screen {printable(str(out))} --out SCREENING_DIR")
 
