@@ -871,3 +871,45 @@ def test_a_hand_made_omop_extract_builds_and_screens_as_worked_by_hand(tmp_path)
     assert decisions.loc["1", "decision"] == "needs_review"
     assert decisions.loc["1", "unknown_criteria"] == "EX-BIPOLAR"
     assert decisions.loc["2", "decision"] == "excluded"
+
+
+def test_a_maps_values_translate_the_records_codes(tmp_path):
+    # The site writes "HAM-D 17" and "Montgomery-Asberg"; `values: instrument:` says which
+    # scale each is, as it does for the treatments' coded columns.
+    folder = records(
+        tmp_path / "records",
+        [ev("A", "sertraline", "2024-01-01", 56, 100)],
+        [rating("A", "2023-12-30", 24, "HAM-D 17"), rating("A", "2024-02-20", 20, "HAM-D 17")],
+    )
+    site_map = tmp_path / "map.yaml"
+    site_map.write_text("values:\n  instrument: {HAM-D 17: hamd17, Montgomery-Asberg: madrs}\n")
+    run_build(BuildRequest(folder, tmp_path / "out", column_map=site_map))
+    t = table(tmp_path / "out")
+    assert (t.loc[0, "hamd_start"], t.loc[0, "hamd_end"]) == (24, 20)
+
+
+HOSTILE = {
+    "control characters": '"\x1b[31mSECRET-A\x1b[0m",2024-01-01,28,100',
+    "formula": "=SECRET-B|' /C calc'!A0,2024-01-01,28,100",
+    "a line break": '"SECRET\nC",2024-01-01,28,100',
+    "right-to-left": "SECRET-D\u202e,2024-01-01,28,100",
+    "a huge number": "SECRET-E,2024-01-01,1e308,100",
+    "a far date": "SECRET-F,9999-12-31,28,100",
+    "a negative supply": "SECRET-G,2024-01-01,-5,100",
+}
+
+
+def test_hostile_drug_cells_never_crash_the_build_or_reach_the_terminal(tmp_path):
+    # Each drug cell (or its row) is hostile; the build either builds (the text stays in
+    # the Parquet tables, never on the terminal) or stops with exit 4 naming the line.
+    runner = CliRunner()
+    for k, (what, row) in enumerate(HOSTILE.items()):
+        folder = tmp_path / f"case{k}"
+        folder.mkdir()
+        (folder / "drug_events.csv").write_text(
+            f"subject_id,drug,event_date,days_supply,daily_dose_mg\nS,{row}\n", "utf-8"
+        )
+        done = runner.invoke(app, ["build", str(folder), "--out", str(tmp_path / f"out{k}")])
+        assert done.exit_code in (0, 4), (what, done.output)
+        assert "SECRET" not in done.output, what
+        assert "internal error" not in done.output, what

@@ -152,7 +152,7 @@ def column_maps(rules: RuleSet, rules_path: Path, extra: Path | None) -> ColumnM
 
 CODED_COLUMNS = {
     name: tuple(str(v) for v in spec.vocabulary)
-    for specs in (TREATMENT_COLUMNS, SUBJECT_COLUMNS)
+    for specs in (TREATMENT_COLUMNS, SUBJECT_COLUMNS, *RECORD_SPECS.values())
     for name, spec in specs.items()
     if spec.vocabulary
 }
