@@ -219,6 +219,11 @@ def _same_day(
     summed = np.zeros(len(used), dtype=bool)
     out_dose, out_length = dose.copy(), length.copy()
     rows = np.flatnonzero(used)
+    # Only events that share their generic and day with another are grouped (few).
+    pairs = pd.DataFrame({"key": key[rows], "day": start[rows]})
+    rows = rows[pairs.duplicated(keep=False).to_numpy()]
+    if len(rows) == 0:
+        return why, out_dose, out_length, summed
     frame = pd.DataFrame(
         {"key": key[rows], "day": start[rows], "dose": dose[rows], "days": length[rows]}
     )
