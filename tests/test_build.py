@@ -9,6 +9,7 @@ lasts to 28 January).
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -913,3 +914,28 @@ def test_hostile_drug_cells_never_crash_the_build_or_reach_the_terminal(tmp_path
         assert done.exit_code in (0, 4), (what, done.output)
         assert "SECRET" not in done.output, what
         assert "internal error" not in done.output, what
+
+
+def test_verify_builds_a_build_folder_again_and_names_what_changed(tmp_path):
+    # examples/records built, then verified: every table matches its manifest and comes
+    # out byte for byte the same when built again. A changed input file, or an altered
+    # table, makes it "not verified" (exit 6), naming the file.
+    folder = tmp_path / "records"
+    shutil.copytree(ROOT / "examples" / "records", folder)
+    out = tmp_path / "built"
+    run_build(BuildRequest(folder, out))
+    runner = CliRunner()
+    done = runner.invoke(app, ["verify", str(out), "--json"])
+    assert done.exit_code == 0, done.output
+    payload = json.loads(done.stdout)
+    assert payload["status"] == "verified" and payload["reran"] is True
+    with open(folder / "drug_events.csv", "a") as handle:
+        handle.write("R,sertraline,2023-07-01,dispensed,28,,,,100\n")
+    done = runner.invoke(app, ["verify", str(out), "--json"])
+    assert done.exit_code == 6
+    assert any("drug_events.csv" in p for p in json.loads(done.stdout)["problems"])
+    shutil.copy(ROOT / "examples" / "records" / "drug_events.csv", folder / "drug_events.csv")
+    (out / "treatments.parquet").write_bytes(b"altered")
+    done = runner.invoke(app, ["verify", str(out), "--json"])
+    assert done.exit_code == 6
+    assert any("treatments.parquet" in p for p in json.loads(done.stdout)["problems"])

@@ -48,7 +48,7 @@ LAYERS = (
     ("decide", "criteria toresolve pipeline merge protocol resolve tables"),
     ("write", "output outdir runs explain reportdata report stream engine manifest summarytext "
      "api buildrun buildtrace"),
-    ("read back", "rundiff verify"),
+    ("read back", "rundiff verify buildverify"),
     ("faces", "render render_progress synthrecords synth mapinit cliapp cli_audit cli_rules cli_build cli __main__"),
 )  # fmt: skip
 """The package's layers, lowest first: a module imports only from its own layer or below."""

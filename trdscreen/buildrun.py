@@ -200,6 +200,13 @@ def run_build(request: BuildRequest, command: tuple[str, ...] = ()) -> BuildResu
             "versions": versions(),
             "status": "ok",
             "command": list(command),
+            "request": {
+                "input": str(request.input),
+                "rules": request.rules,
+                "column_map": str(request.column_map) if request.column_map else None,
+                "as_of": request.as_of.isoformat() if request.as_of else None,
+                "profile": records.profile,
+            },
             "inputs": inputs,
             "column_map": str(request.column_map) if request.column_map else None,
             "rules": {

@@ -53,12 +53,18 @@ def verify(
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Check a run folder's audit chain and hashes, then re-run it and compare (exit 6 if not)."""
+    """Check a run folder's audit chain and hashes, then re-run it and compare (exit 6 if
+    not); a folder `trdscreen build` wrote is checked and built again."""
 
     def body() -> None:
-        from trdscreen.verify import verify_run
+        from trdscreen.buildverify import BuildVerification, build_manifest, verify_build
+        from trdscreen.verify import Verification, verify_run
 
-        verification = verify_run(run, inputs, rerun=not no_rerun, head=head)
+        verification: Verification | BuildVerification
+        if build_manifest(run) is not None:  # a folder `trdscreen build` wrote
+            verification = verify_build(run, inputs, rerun=not no_rerun)
+        else:
+            verification = verify_run(run, inputs, rerun=not no_rerun, head=head)
         code = ExitCode.OK if verification.ok else ExitCode.NOT_VERIFIED
         if as_json:
             emit_json(

@@ -319,11 +319,18 @@ def render_drug(out: Console, row: dict) -> None:
 def render_verify(out: Console, verification) -> None:
     """Each check as a line: OK or FAIL, what was checked, what was found."""
     manifest = printable_data(verification.run.manifest)
-    out.print(
-        f"Run {manifest.get('run_id')} ({manifest.get('rules', {}).get('id')}, finished "
-        f"{manifest.get('finished_at')}, by {manifest.get('user')} on {manifest.get('host')})",
-        markup=False,
-    )
+    if manifest.get("kind") == "build":
+        out.print(
+            f"Build of {manifest.get('profile')} records ({manifest.get('rules', {}).get('id')}, "
+            f"trdscreen {manifest.get('versions', {}).get('trdscreen')})",
+            markup=False,
+        )
+    else:
+        out.print(
+            f"Run {manifest.get('run_id')} ({manifest.get('rules', {}).get('id')}, finished "
+            f"{manifest.get('finished_at')}, by {manifest.get('user')} on {manifest.get('host')})",
+            markup=False,
+        )
     ok_groups: dict[str, list[str]] = {}
     for check in verification.checks:  # many files share one verdict: print it once
         if check.ok:

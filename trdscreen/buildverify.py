@@ -1,0 +1,127 @@
+"""`trdscreen verify BUILD_DIR`: check a folder `trdscreen build` wrote, and build it again.
+
+Every output is checked against the SHA-256 in its manifest; every input file
+against the hash recorded when it was read (at its recorded path, or by name
+in `--inputs DIR`); then the build is run again from those inputs with the
+recorded rule set, map, reference date and profile into a scratch folder, and
+each table must come out byte for byte the same.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from trdscreen.errors import RunFolderError, TrdscreenError
+from trdscreen.io import sha256_file
+from trdscreen.outdir import MANIFEST_FILE
+from trdscreen.verify import Check
+
+
+@dataclass
+class BuildFolder:
+    path: Path
+    manifest: dict
+
+    @property
+    def run_id(self) -> str:
+        return "build"
+
+
+@dataclass
+class BuildVerification:
+    run: BuildFolder
+    checks: list[Check] = field(default_factory=list)
+    reran: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    @property
+    def problems(self) -> list[str]:
+        return [f"{c.subject}: {c.detail}" for c in self.checks if not c.ok]
+
+    def add(self, subject: str, ok: bool, detail: str) -> None:
+        self.checks.append(Check(subject, ok, detail))
+
+
+def build_manifest(path: Path) -> dict | None:
+    """The manifest of a build folder, None when `path` is not one."""
+    try:
+        data = json.loads((Path(path) / MANIFEST_FILE).read_text("utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    return data if isinstance(data, dict) and data.get("kind") == "build" else None
+
+
+def _same(file: Path, sha256: object) -> bool:
+    try:
+        return file.is_file() and sha256_file(file) == sha256
+    except OSError:
+        return False
+
+
+def verify_build(
+    path: Path, inputs_dir: Path | None = None, rerun: bool = True
+) -> BuildVerification:
+    """The checks of the module doc (RunFolderError when the folder is not a build's)."""
+    path = Path(path)
+    manifest = build_manifest(path)
+    if manifest is None:
+        raise RunFolderError(f"{path}: not a folder `trdscreen build` wrote")
+    result = BuildVerification(BuildFolder(path, manifest))
+    outputs = [o for o in manifest.get("outputs", []) if isinstance(o, dict)]
+    for output in outputs:
+        name = str(output.get("path"))
+        same = _same(path / Path(name).name, output.get("sha256"))
+        result.add(name, same, "matches the manifest" if same else "differs from the manifest")
+    inputs_ok = True
+    for record in manifest.get("inputs", []):
+        file = Path(str(record.get("path")))
+        if inputs_dir is not None:
+            file = Path(inputs_dir) / file.name
+        same = _same(file, record.get("sha256"))
+        inputs_ok &= same
+        result.add(
+            f"input {file.name}",
+            same,
+            "the file the build read" if same else f"{file}: missing or changed since the build",
+        )
+    if rerun and inputs_ok and result.ok:
+        _rebuild(manifest, outputs, result, inputs_dir)
+    return result
+
+
+def _rebuild(
+    manifest: dict, outputs: list[dict], result: BuildVerification, inputs_dir: Path | None
+) -> None:
+    from trdscreen.buildrun import BuildRequest, run_build
+
+    request = manifest.get("request") or {}
+    folder = Path(inputs_dir) if inputs_dir is not None else Path(str(request.get("input")))
+    scratch = Path(tempfile.mkdtemp(prefix="trdscreen-verify-build-"))
+    try:
+        run_build(
+            BuildRequest(
+                folder,
+                scratch / "again",
+                request.get("rules"),
+                Path(request["column_map"]) if request.get("column_map") else None,
+                date.fromisoformat(request["as_of"]) if request.get("as_of") else None,
+                profile=str(request.get("profile") or "auto"),
+            )
+        )
+        result.reran = True
+        for output in outputs:
+            name = Path(str(output.get("path"))).name
+            same = _same(scratch / "again" / name, output.get("sha256"))
+            result.add(name, same, "built again: identical" if same else "built again: differs")
+    except TrdscreenError as exc:
+        result.add("re-build", False, f"could not build again: {exc}")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
