@@ -939,3 +939,32 @@ def test_verify_builds_a_build_folder_again_and_names_what_changed(tmp_path):
     done = runner.invoke(app, ["verify", str(out), "--json"])
     assert done.exit_code == 6
     assert any("treatments.parquet" in p for p in json.loads(done.stdout)["problems"])
+
+
+def test_a_duration_guessed_from_the_next_issue_is_named_among_the_assumptions(tmp_path):
+    # Sertraline 100 mg issued 2 Jan and 30 Jan 2023 with no supply, quantity or end:
+    # each lasts to the next issue (28 days); the 27 Feb issue has 28 days' supply: one
+    # course 2 Jan .. 26 Mar (12 weeks), HAM-D 24 -> 21 (12.5 %): failed, but its length
+    # rests on the guess. Venlafaxine 150 mg 1 May .. 25 Jun (given supplies), 21 -> 19:
+    # failed. Eligible, and `duration_assumed` is named beside the decision.
+    out = built(
+        tmp_path,
+        [
+            ev("G", "sertraline", "2023-01-02", strength_mg=100, units_per_day=1),
+            ev("G", "sertraline", "2023-01-30", strength_mg=100, units_per_day=1),
+            ev("G", "sertraline", "2023-02-27", 28, strength_mg=100, units_per_day=1),
+            ev("G", "venlafaxine", "2023-05-01", 28, 150),
+            ev("G", "venlafaxine", "2023-05-29", 28, 150),
+        ],
+        [rating("G", "2022-12-30", 24), rating("G", "2023-03-20", 21),
+         rating("G", "2023-04-28", 21), rating("G", "2023-06-20", 19)],
+        [{"subject_id": "G"}],
+    )  # fmt: skip
+    t = table(out).set_index("drug")
+    assert t.loc["sertraline", "end_date"] == day("2023-03-26")
+    assert bool(t.loc["sertraline", "duration_assumed"]) is True
+    assert bool(t.loc["venlafaxine", "duration_assumed"]) is False
+    _, result = run_cohort(out)
+    row = result.decisions.set_index("subject_id").loc["G"]
+    assert row["decision"] == "eligible"
+    assert "duration_assumed" in row["assumptions"]

@@ -91,6 +91,7 @@ def session_courses(
         "role": labels(np.full(m, "monotherapy", dtype=object)),
         "modality": labels(names),
         "adherence": np.full(m, np.nan),
+        "duration_assumed": np.zeros(m, dtype=bool),
         "sessions": ints(seg.size.astype(np.float64)),
         **rating_columns(rated, np.ones(m, dtype=bool), np.ones(m, dtype=bool)),
         "course_id": np.asarray(course_id, dtype=object),

@@ -80,6 +80,16 @@ def _uniform(values: np.ndarray, seg: Segments) -> pd.Categorical:
     return pd.Categorical.from_codes(np.where(low == high, low, len(names) - 1), names)
 
 
+NEXT_ISSUE = ("next_issue", "next_issue_capped")
+"""Duration sources that assume the supply lasted until the next issue."""
+
+
+def _any_of(values: np.ndarray, seg: Segments, wanted: tuple[str, ...]) -> np.ndarray:
+    """Per group of `seg`: whether any of its rows holds one of `wanted`."""
+    hit = np.isin(values, wanted).astype(np.int8)
+    return seg.reduce(np.maximum, hit) > 0 if seg.m else np.zeros(0, dtype=bool)
+
+
 def _where(mask: np.ndarray, values: np.ndarray | str) -> np.ndarray:
     """`values` where `mask` holds, else None (an empty cell)."""
     out = np.full(len(mask), None, dtype=object)
@@ -180,6 +190,8 @@ def treatments(
         "stop_reason": labels(stop[run_at]),
         "role": labels(c.role[course_at]),
         "modality": pd.Categorical.from_codes(np.zeros(m, dtype=np.int8), ["pharmacotherapy"]),
+        # A supply guessed from the next issue: the screen names it as an assumption.
+        "duration_assumed": _any_of(duration_source[parts.kept], runs.seg, NEXT_ISSUE)[run_at],
         # Supply-based adherence: the course's proportion of days covered (each row of a
         # course the same), which the screen checks against adequacy.adherence.
         "adherence": c.pdc[course_at],

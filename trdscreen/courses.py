@@ -136,6 +136,7 @@ def assess_courses(
     c_dose, c_duration, sessions = exposed.dose, exposed.duration, exposed.sessions
     low_days, high_days = exposed.low_days, exposed.high_days
     c_adherence = adherence_check(courses, seg, rules, why)
+    why.flag(flags(courses, "duration_assumed"), "duration_assumed")
 
     rated = outcomes(courses, seg, stop_reason, episode.baseline_before, rules, why)
     pct, outcome = rated.pct, rated.outcome

@@ -101,6 +101,8 @@ REASON_TEXT = {
     "thresholds are not written for (outcome.hamd_versions): not judged on it",
     "outcome_unknown": "outcome unknown (no scores or improvement)",
     "outcome_from_stop_reason": "outcome taken from the stop reason (no scores)",
+    "duration_assumed": "its end rests on a supply assumed to last until the next issue "
+    "(duration_assumed, from `trdscreen build`)",
 }
 """What each reason code means, as `explain` prints it; the order is the listing order."""
 
@@ -113,6 +115,7 @@ ASSUMPTIONS = {
     "episode_assumed": "episode_unknown_assumed_in",
     "minimum_dose_assumed": "no_minimum_dose_assumed_met",
     "outcome_from_stop_reason": "outcome_from_stop_reason",
+    "duration_assumed": "duration_assumed",
 }
 """Assumption codes of the decisions' `assumptions` column: each names the course reason
 that records an assumption a counted failed trial rests on."""
@@ -131,6 +134,8 @@ ASSUMPTION_TEXT = {
     "minimum_dose_assumed": "no minimum dose was applied (none known, or the rule set takes "
     "any dose of the drug) and the dose was assumed adequate",
     "outcome_from_stop_reason": "the outcome was taken from the stop reason, not from ratings",
+    "duration_assumed": "a course's end rests on a supply assumed to last until the next "
+    "issue (no end date, days' supply or quantity was exported)",
     EPISODE_DERIVED: "the current episode's start was derived from the records by `trdscreen "
     "build` (first treatment after a treatment-free gap, confirmed by a depression diagnosis)",
     EPISODE_LEFT_CENSORED: "the records may begin after the episode did: trials before them "

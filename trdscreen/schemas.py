@@ -91,6 +91,7 @@ TREATMENT_COLUMNS: dict[str, ColumnSpec] = {
         "float", low=0, high=5, expected="a serum lithium level in mmol/L from 0 to 5"
     ),
     "atc_code": ColumnSpec("string", expected="a WHO ATC code such as N06AB06"),
+    "duration_assumed": ColumnSpec("bool", expected="true or false"),
     "stop_reason": ColumnSpec("category", vocabulary=STOP_REASONS),
     "role": ColumnSpec("category", vocabulary=ROLES),
     "modality": ColumnSpec("category", vocabulary=MODALITIES),
