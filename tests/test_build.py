@@ -968,3 +968,30 @@ def test_a_duration_guessed_from_the_next_issue_is_named_among_the_assumptions(t
     row = result.decisions.set_index("subject_id").loc["G"]
     assert row["decision"] == "eligible"
     assert "duration_assumed" in row["assumptions"]
+
+
+def test_screen_profile_builds_first_then_screens_and_both_verify(tmp_path):
+    # `screen RECORDS --profile events`: the courses are built into OUT-built (a build
+    # folder with its manifest) and screened from there; the README's hand-worked
+    # decisions come out, and the run and the build each verify.
+    runner = CliRunner()
+    out = tmp_path / "run"
+    done = runner.invoke(
+        app, ["screen", str(ROOT / "examples" / "records"), "--profile", "events",
+              "--out", str(out), "--json"],
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    payload = json.loads(done.stdout)
+    assert payload["build"] == str(tmp_path / "run-built")
+    decided = pd.read_csv(out / "decisions.csv").set_index("subject_id")["decision"].to_dict()
+    assert decided == {"R": "eligible", "S": "needs_review", "T": "excluded", "U": "excluded"}
+    manifest = json.loads((out / "manifest.json").read_text())
+    treatments = next(i for i in manifest["inputs"] if i["role"] == "treatments")
+    assert treatments["path"] == str(tmp_path / "run-built" / "treatments.parquet")
+    assert runner.invoke(app, ["verify", str(out), "-q"]).exit_code == 0
+    assert runner.invoke(app, ["verify", str(tmp_path / "run-built"), "-q"]).exit_code == 0
+    refused = runner.invoke(
+        app, ["screen", str(ROOT / "examples" / "records"), "--profile", "events",
+              "--subjects", "x.csv", "--out", str(tmp_path / "other")],
+    )  # fmt: skip
+    assert refused.exit_code == 2 and "--subjects with --profile" in refused.output

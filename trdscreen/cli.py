@@ -38,6 +38,7 @@ from trdscreen.cliapp import (
     watching,
 )
 from trdscreen.errors import ExitCode, InvalidInputData, UsageError
+from trdscreen.printable import printable
 from trdscreen.vocabulary import (
     TABLE_FORMATS,
     CsvDialect,
@@ -45,6 +46,7 @@ from trdscreen.vocabulary import (
     LogFormat,
     OnInvalid,
     OutputFormat,
+    RecordsProfile,
 )
 
 
@@ -73,6 +75,7 @@ def _request(
             "trdscreen screen sample_data --rules sforzini-2021 --out run",
             "trdscreen screen export.csv --subjects patients.csv --map site-map.yaml --format xlsx --csv-dialect excel-eu --out run",
             "trdscreen screen data/ --format parquet --on-invalid quarantine --max-quarantine 1% --json -q --out run",
+            "trdscreen screen examples/records --profile events --out run",
         ],
         "0 screened; 2 usage; 3 rule file or map; 4 invalid input; 5 --out in the way; 7 output failed; 130 interrupted.",
     )
@@ -198,6 +201,22 @@ def screen(
             "written at a time (default 262144); bounds memory, never changes the tables.",
         ),
     ] = None,
+    profile: Annotated[
+        RecordsProfile | None,
+        typer.Option(
+            "--profile",
+            help="INPUT is a records folder (events) or an OMOP CDM extract (omop): build "
+            "the courses first (into --build-out), then screen them.",
+        ),
+    ] = None,
+    build_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--build-out",
+            metavar="DIR",
+            help="With --profile: the folder the built courses go to [default: OUT-built].",
+        ),
+    ] = None,
 ) -> None:
     """Screen a cohort and write decisions, ledger, courses, attrition and a manifest."""
     reference = parse_date(as_of)
@@ -216,8 +235,13 @@ def screen(
             raise UsageError("--scheduler and --partitions need --engine dask")
         if dask is not None and chunk_rows is not None:
             raise UsageError("--chunk-rows is for --engine pandas (Dask uses --partitions)")
+        built = None
+        if profile is not None:
+            built = _build_first(input, subjects, out, build_out, rules, column_map, reference,
+                                 force, profile.value)  # fmt: skip
         request = _request(
-            input, subjects, rules, column_map, reference, report, encoding, delimiter,
+            built or input, subjects, rules, None if built else column_map, reference, report,
+            encoding, delimiter,
             on_invalid=on_invalid.value,
             max_quarantine=max_quarantine,
             adjudications=adjudications,
@@ -258,6 +282,7 @@ def screen(
                     "counts": result.counts(),
                     "decisions_content_sha256": record.manifest["decisions_content_sha256"],
                     "audit_head_sha256": record.audit_head,
+                    **({"build": str(built)} if built else {}),
                     "outputs": [o["path"] for o in record.manifest["outputs"]]
                     + [record.manifest[k]["path"] for k in ("summary", "report")]
                     + ["manifest.json", "audit.jsonl"],
@@ -269,6 +294,27 @@ def screen(
             render_summary(console(), result, loaded.rules.title, str(out))
 
     guard(as_json, body)
+
+
+def _build_first(
+    input: Path, subjects: Path | None, out: Path, build_out: Path | None, rules: str | None,
+    column_map: Path | None, as_of: date | None, force: bool, profile: str,
+) -> Path:  # fmt: skip
+    """`screen --profile`: build the records into their own folder (a build folder, with
+    its manifest, that `verify` checks) and return it: the screen reads it as its input."""
+    from trdscreen import api
+    from trdscreen.buildrun import BuildRequest, run_build
+
+    if subjects is not None:
+        raise UsageError("--subjects with --profile: put subjects.* in the records folder")
+    folder = build_out or out.with_name(f"{out.name}-built")
+    notify(api.check_out_dir(out, force, [input, folder]))
+    run_build(
+        BuildRequest(input, folder, rules, column_map, as_of, force, profile),
+        ("trdscreen", "screen", *sys.argv[2:]),
+    )
+    notify([f"built the courses of {printable(str(input))} into {printable(str(folder))}"])
+    return folder
 
 
 @app.command(

@@ -21,12 +21,15 @@ from trdscreen.cliapp import (
     parse_date,
 )
 from trdscreen.printable import printable
+from trdscreen.vocabulary import RecordsProfile
 
 
 class Profile(StrEnum):
+    """`build --profile`: RecordsProfile, or auto (omop when drug_exposure.* is there)."""
+
     auto = "auto"
-    events = "events"
-    omop = "omop"
+    events = RecordsProfile.events.value
+    omop = RecordsProfile.omop.value
 
 
 @app.command(

@@ -45,6 +45,13 @@ class TableFormat(StrEnum):
     parquet = "parquet"
 
 
+class RecordsProfile(StrEnum):
+    """`build --profile` and `screen --profile`: what kind of records folder INPUT is."""
+
+    events = "events"
+    omop = "omop"
+
+
 class OutputFormat(StrEnum):
     """`screen --format`: one table format or both."""
 
