@@ -12,14 +12,14 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 from trdscreen.errors import RunFolderError, TrdscreenError
 from trdscreen.io import sha256_file
 from trdscreen.outdir import MANIFEST_FILE
-from trdscreen.verify import Check
+from trdscreen.verify import Verification
 
 
 @dataclass
@@ -30,24 +30,6 @@ class BuildFolder:
     @property
     def run_id(self) -> str:
         return "build"
-
-
-@dataclass
-class BuildVerification:
-    run: BuildFolder
-    checks: list[Check] = field(default_factory=list)
-    reran: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return all(c.ok for c in self.checks)
-
-    @property
-    def problems(self) -> list[str]:
-        return [f"{c.subject}: {c.detail}" for c in self.checks if not c.ok]
-
-    def add(self, subject: str, ok: bool, detail: str) -> None:
-        self.checks.append(Check(subject, ok, detail))
 
 
 def build_manifest(path: Path) -> dict | None:
@@ -66,15 +48,13 @@ def _same(file: Path, sha256: object) -> bool:
         return False
 
 
-def verify_build(
-    path: Path, inputs_dir: Path | None = None, rerun: bool = True
-) -> BuildVerification:
+def verify_build(path: Path, inputs_dir: Path | None = None, rerun: bool = True) -> Verification:
     """The checks of the module doc (RunFolderError when the folder is not a build's)."""
     path = Path(path)
     manifest = build_manifest(path)
     if manifest is None:
         raise RunFolderError(f"{path}: not a folder `trdscreen build` wrote")
-    result = BuildVerification(BuildFolder(path, manifest))
+    result = Verification(BuildFolder(path, manifest))
     outputs = [o for o in manifest.get("outputs", []) if isinstance(o, dict)]
     for output in outputs:
         name = str(output.get("path"))
@@ -98,7 +78,7 @@ def verify_build(
 
 
 def _rebuild(
-    manifest: dict, outputs: list[dict], result: BuildVerification, inputs_dir: Path | None
+    manifest: dict, outputs: list[dict], result: Verification, inputs_dir: Path | None
 ) -> None:
     from trdscreen.buildrun import BuildRequest, run_build
 

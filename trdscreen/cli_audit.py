@@ -57,10 +57,10 @@ def verify(
     not); a folder `trdscreen build` wrote is checked and built again."""
 
     def body() -> None:
-        from trdscreen.buildverify import BuildVerification, build_manifest, verify_build
+        from trdscreen.buildverify import build_manifest, verify_build
         from trdscreen.verify import Verification, verify_run
 
-        verification: Verification | BuildVerification
+        verification: Verification
         if build_manifest(run) is not None:  # a folder `trdscreen build` wrote
             verification = verify_build(run, inputs, rerun=not no_rerun)
         else:

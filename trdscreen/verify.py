@@ -40,7 +40,7 @@ class Check:
 
 @dataclass
 class Verification:
-    run: RunFolder
+    run: RunFolder | Any  # a run folder, or a build folder (buildverify.BuildFolder)
     checks: list[Check] = field(default_factory=list)
     reran: bool = False
 
