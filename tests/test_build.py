@@ -995,3 +995,22 @@ def test_screen_profile_builds_first_then_screens_and_both_verify(tmp_path):
               "--subjects", "x.csv", "--out", str(tmp_path / "other")],
     )  # fmt: skip
     assert refused.exit_code == 2 and "--subjects with --profile" in refused.output
+
+
+def test_an_omop_extract_without_its_optional_columns_still_builds(tmp_path):
+    # An extract that leaves out what it does not fill (no end dates, supplies or
+    # quantities, no concept classes or strengths): no crash and no dose guessed; without
+    # concept classes no ingredient is known, so a drug is its product name, which the
+    # formulary may still resolve ("sertraline 100 MG Oral Tablet" is sertraline).
+    extract = tmp_path / "omop"
+    shutil.copytree(ROOT / "tests" / "omop", extract)
+    for name, keep in (("drug_exposure", 4), ("concept", 2), ("drug_strength", 2)):
+        lines = (extract / f"{name}.csv").read_text().splitlines()
+        (extract / f"{name}.csv").write_text(
+            "\n".join(",".join(line.split(",")[:keep]) for line in lines) + "\n"
+        )
+    out = tmp_path / "built"
+    run_build(BuildRequest(extract, out, column_map=extract / "omop-map.yaml"))
+    t = table(out)
+    assert t["daily_dose_mg"].isna().all()
+    assert {"sertraline", "fluoxetine"} <= set(t["drug"])

@@ -101,6 +101,19 @@ CDM: dict[str, dict[str, ColumnSpec]] = {
 REQUIRED = ("person", "drug_exposure", "concept", "concept_ancestor", "drug_strength")
 
 
+_EMPTY = {"date": "datetime64[s]", "float": "float64"}
+
+
+def _complete(table: Table, specs: dict[str, ColumnSpec]) -> Table:
+    """The table with every optional CDM column it lacks added, empty (an extract may
+    leave out what it does not fill)."""
+    frame = table.frame
+    for name, spec in specs.items():
+        if name not in frame.columns:
+            frame[name] = pd.Series(index=frame.index, dtype=_EMPTY.get(spec.kind, "object"))
+    return table
+
+
 def is_omop(folder: Path) -> bool:
     return Path(folder).is_dir() and _one_of(Path(folder), "drug_exposure") is not None
 
@@ -124,7 +137,7 @@ def read_omop(folder: Path, site: ColumnMap, options: CsvOptions) -> Records:
         )
     log = IssueLog()
     read = {
-        name: read_table(path, name, CDM[name], None, options, log)
+        name: _complete(read_table(path, name, CDM[name], None, options, log), CDM[name])
         for name, path in found.items()
         if path is not None
     }
