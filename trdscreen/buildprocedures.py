@@ -107,9 +107,9 @@ def session_courses(
     trail = pd.DataFrame(
         {
             "source_line": table.source.lines,
-            "subject_id": frame["subject_id"].to_numpy(),
-            "procedure": frame["procedure"].to_numpy(),
-            "date": frame["date"].to_numpy(),
+            "subject_id": frame["subject_id"].array,
+            "procedure": frame["procedure"].array,
+            "date": frame["date"].array,
             "status": labels(np.where(why == "", "used", why)),
         }
     )

@@ -104,8 +104,11 @@ def ints(values: np.ndarray) -> pd.Series:
 
 
 def labels(values: np.ndarray) -> pd.Categorical:
-    """A few-valued text column (None: empty), written dictionary-encoded."""
-    return pd.Categorical(values)
+    """A few-valued text column (None: empty), written dictionary-encoded. Factorized as
+    Python objects: a Categorical built from them would first copy every cell to Arrow
+    text."""
+    codes, uniques = pd.factorize(values)
+    return pd.Categorical.from_codes(codes, pd.Index(np.asarray(uniques, dtype=object)))
 
 
 def rating_columns(
@@ -257,10 +260,10 @@ def course_events(
     return pd.DataFrame(
         {
             "source_line": lines,
-            "subject_id": frame["subject_id"].to_numpy(),
-            "drug": frame["drug"].to_numpy(),
+            "subject_id": frame["subject_id"].array,
+            "drug": frame["drug"].array,
             "generic": labels(_where(status != "invalid", generic)),
-            "event_date": frame["event_date"].to_numpy(),
+            "event_date": frame["event_date"].array,
             "status": labels(status),
             "course_id": text_column(ids.take(pa.array(course, mask=course < 0))),
             "treatments_row": ints(row),
