@@ -185,7 +185,12 @@ def treatments(
     first_at, last_at = is_first[order], is_last[order]
     generics = parts.generics
     columns: dict[str, object] = {
-        "subject_id": pd.Categorical.from_codes(c.subject[course_at], parts.subject_ids),
+        # Plain text: a dictionary of every subject would be sorted again per row group.
+        "subject_id": text_column(
+            pa.array(parts.subject_ids.to_numpy(dtype=object), pa.string()).take(
+                pa.array(c.subject[course_at])
+            )
+        ),
         "drug": pd.Categorical.from_codes(c.generic[course_at], generics),
         "daily_dose_mg": runs.dose[run_at],
         "start_date": dates(runs.start[run_at]),
