@@ -64,6 +64,10 @@ from trdscreen.buildprocedures import SessionCourses, session_courses
 from trdscreen.buildratings import attach
 from trdscreen.buildrules import BuildRules
 from trdscreen.buildtables import (
+    CODE,
+    DOSE_SOURCES,
+    DURATION_SOURCES,
+    NEXT_ISSUE,
     Parts,
     attrition,
     course_events,
@@ -90,8 +94,10 @@ class Built:
     subject_facts: pd.DataFrame | None = None  # derived episode and diagnoses per subject
 
 
-def _generics(frame: pd.DataFrame, formulary: Formulary) -> tuple[np.ndarray, np.ndarray]:
-    """(the generic or the name as normalized per row, whether it is an add-on agent)."""
+def _generics(frame: pd.DataFrame, formulary: Formulary) -> tuple[np.ndarray, pd.Index, np.ndarray]:
+    """(per row the code of its generic, or of its name as written when the formulary
+    does not know it; the names, sorted; per name whether it is an add-on agent).
+    Each distinct (name, ATC code) pair is resolved once."""
     codes, pairs = distinct_drugs(frame)
     names, addon = [], []
     for name, atc in pairs:
@@ -100,22 +106,24 @@ def _generics(frame: pd.DataFrame, formulary: Formulary) -> tuple[np.ndarray, np
         names.append(generic if generic is not None else str(name or ""))
         drug = formulary.drugs.get(generic) if generic is not None else None
         addon.append(drug is not None and drug.counts_as == "augmentation")
-    out = np.asarray([*names, ""], dtype=object)[codes]
-    return out, np.asarray([*addon, False], dtype=bool)[codes]
+    pair_code, generics = pd.factorize(np.asarray([*names, ""], dtype=object), sort=True)
+    is_addon = np.zeros(len(generics), dtype=bool)
+    is_addon[pair_code[:-1][np.asarray(addon, dtype=bool)]] = True
+    return pair_code[codes], pd.Index(generics.astype(object)), is_addon
 
 
 def _set_aside(
     events: Table, rules: BuildRules, start: np.ndarray, end: np.ndarray,
     reference: np.ndarray, birth: np.ndarray,
 ) -> np.ndarray:  # fmt: skip
-    """The reason code each event is set aside for ("" when it is used)."""
+    """The STATUS code each event is set aside with (0 when it is used)."""
     frame = events.frame
-    why = np.full(len(frame), "", dtype=object)
+    why = np.zeros(len(frame), dtype=np.int8)
     quantity, supply = floats(frame, "quantity"), floats(frame, "days_supply")
-    why[quantity <= 0] = "quantity_not_positive"
-    why[(supply <= 0) | (supply > rules.max_days_supply)] = "days_supply_implausible"
+    why[quantity <= 0] = CODE["quantity_not_positive"]
+    why[(supply <= 0) | (supply > rules.max_days_supply)] = CODE["days_supply_implausible"]
     by_date = set_aside_dates(start, end, reference, birth, rules, events.unusable)
-    return np.where(by_date != "", by_date, why)
+    return np.where(by_date != 0, by_date, why)
 
 
 def _durations(
@@ -139,20 +147,22 @@ def _durations(
     later[:-1] = np.where(pair_key[1:] == pair_key[:-1], pair_day[1:] - pair_day[:-1], np.nan)
     following = np.full(len(start), np.nan)
     following[order] = later[pair]
-    capped = np.minimum(following, rules.next_issue_cap_days)
     options = [
         ("end_date", end - start + 1),
         ("days_supply", supply),
         ("quantity", by_quantity),
-        ("next_issue", capped),
+        ("next_issue", np.minimum(following, rules.next_issue_cap_days)),
     ]
     length = np.full(len(start), np.nan)
-    source = np.full(len(start), "unknown", dtype=object)
+    source = np.full(len(start), DURATION_SOURCES.index("unknown"), dtype=np.int8)
     for name, value in reversed(options):  # the first known in the list wins
         known = ~np.isnan(value)
         length[known] = value[known]
-        source[known] = name
-    source[(source == "next_issue") & (following > rules.next_issue_cap_days)] = "next_issue_capped"
+        source[known] = DURATION_SOURCES.index(name)
+    capped = (source == DURATION_SOURCES.index("next_issue")) & (
+        following > rules.next_issue_cap_days
+    )
+    source[capped] = DURATION_SOURCES.index("next_issue_capped")
     return length, source
 
 
@@ -187,7 +197,7 @@ def _doses(frame: pd.DataFrame, length: np.ndarray, source: np.ndarray):
     from_name = np.isnan(given) & ~np.isnan(parsed)
     strength = np.where(from_name, parsed, given)
     with np.errstate(divide="ignore", invalid="ignore"):
-        told = ~np.isin(source, ["next_issue", "next_issue_capped"])  # a guess makes no dose
+        told = ~np.isin(source, NEXT_ISSUE)  # a guessed duration makes no dose
         per_quantity = np.where(told, strength * floats(frame, "quantity") / length, np.nan)
     options = [
         ("daily_dose_mg", floats(frame, "daily_dose_mg")),
@@ -195,13 +205,13 @@ def _doses(frame: pd.DataFrame, length: np.ndarray, source: np.ndarray):
         ("strength_x_quantity_per_day", np.round(per_quantity, 4)),
     ]
     dose = np.full(len(frame), np.nan)
-    where = np.full(len(frame), "unknown", dtype=object)
+    where = np.full(len(frame), DOSE_SOURCES.index("unknown"), dtype=np.int8)
     for name, value in reversed(options):
         known = ~np.isnan(value) & np.isfinite(value)
         dose[known] = value[known]
-        where[known] = name
-    named = from_name & (where != "unknown") & (where != "daily_dose_mg")
-    where[named] = "name_" + where[named]
+        where[known] = DOSE_SOURCES.index(name)
+        if name.startswith("strength"):  # the strength written in the name, if it was
+            where[known & from_name] = DOSE_SOURCES.index(f"name_{name}")
     return dose, where
 
 
@@ -215,7 +225,7 @@ def _same_day(
     supply is kept; summing them could make an adequate dose from a duplicate).
     Different doses on one day are strengths taken together: summed into the first
     event (an unknown among them makes the sum unknown), lasting the longest."""
-    why = np.full(len(used), "", dtype=object)
+    why = np.zeros(len(used), dtype=np.int8)
     summed = np.zeros(len(used), dtype=bool)
     out_dose, out_length = dose.copy(), length.copy()
     rows = np.flatnonzero(used)
@@ -230,7 +240,7 @@ def _same_day(
     same = frame.groupby(["key", "day", "dose"], sort=False, dropna=False)["days"]
     out_length[rows] = same.transform("max").to_numpy()
     repeat = frame.duplicated(["key", "day", "dose"], keep="first").to_numpy()
-    why[rows[repeat]] = "duplicate"
+    why[rows[repeat]] = CODE["duplicate"]
     rest, kept = rows[~repeat], frame[~repeat]
     group = kept.groupby(["key", "day"], sort=False)["dose"]
     size = group.transform("size").to_numpy()
@@ -247,7 +257,7 @@ def _same_day(
     out_dose[rest[head]] = sums[head]
     out_length[rest[head]] = longest[head]
     summed[rest[head]] = True
-    why[rest[(size > 1) & ~first]] = "summed"
+    why[rest[(size > 1) & ~first]] = CODE["summed"]
     return why, out_dose, out_length, summed
 
 
@@ -307,23 +317,20 @@ def build(
     reference, birth = _context(ids, records.subjects, as_of)
     start, end = day_numbers(frame, "event_date"), day_numbers(frame, "end_date")
     why = _set_aside(events, rules, start, end, reference[subject], birth[subject])
-    generic, addon = _generics(frame, formulary)
-    generic_code, generics = pd.factorize(generic, sort=True)
+    generic_code, generics, addon_of = _generics(frame, formulary)
     key = subject.astype(np.int64) * len(generics) + generic_code
-    used = why == ""
+    used = why == 0
     rows = np.flatnonzero(used)
-    length, duration_source = np.full(n, np.nan), np.full(n, "", dtype=object)
-    dose, dose_source = np.full(n, np.nan), np.full(n, "", dtype=object)
+    length, duration_source = np.full(n, np.nan), np.zeros(n, dtype=np.int8)
+    dose, dose_source = np.full(n, np.nan), np.zeros(n, dtype=np.int8)
     sub = frame.iloc[rows]
     length[rows], duration_source[rows] = _durations(sub, rules, start[rows], end[rows], key[rows])
     dose[rows], dose_source[rows] = _doses(sub, length[rows], duration_source[rows])
     again, dose, length, summed = _same_day(used, key, start, dose, length)
-    why = np.where(why == "", again, why)
-    dose_source[summed] = "summed_strengths"
-    kept = np.flatnonzero(why == "")
+    why = np.where(why == 0, again, why)
+    dose_source[summed] = DOSE_SOURCES.index("summed_strengths")
+    kept = np.flatnonzero(why == 0)
     runs = supply_runs(key[kept], start[kept], start[kept] + length[kept] - 1, dose[kept])
-    addon_of = np.zeros(len(generics), dtype=bool)
-    addon_of[generic_code[addon]] = True
     courses = courses_of(runs, len(generics), addon_of, reference, rules)
     target = np.where(courses.ongoing, reference[courses.subject], courses.end)
     rated = attach(
@@ -343,13 +350,13 @@ def build(
         _observed_from(ids, subject[kept], start[kept], sessions, dx, records), rules,
     )  # fmt: skip
     episode = found.ids[: courses.seg.m]
-    parts = Parts(ids, pd.Index(generics), kept, runs, courses, rated, reference, episode)
+    parts = Parts(ids, generics, kept, runs, courses, rated, reference, episode)
     table, row_of_run, course_ids = treatments(
         parts, events.source.lines, events.source.file, duration_source, dose_source
     )
     trail = course_events(
-        frame, events.source.lines, why, key, start, parts, row_of_run, course_ids, generic,
-        length, dose, duration_source, dose_source,
+        frame, events.source.lines, why, key, start, parts, row_of_run, course_ids,
+        generic_code, length, dose, duration_source, dose_source,
     )  # fmt: skip
     steps = attrition(why, len(table), courses.seg.m)
     facts = _subject_facts(ids, found.episodes, dx)

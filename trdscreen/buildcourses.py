@@ -24,6 +24,10 @@ from trdscreen.buildrules import BuildRules
 from trdscreen.keys import lex_order
 from trdscreen.segments import Segments, day_key, merge_segments
 
+ROLE_NAMES = ("monotherapy", "augmentation", "combination")
+CHANGE_TYPES = ("stop", "switch", "augment", "combine", "unknown", "ongoing")
+"""Courses hold their role and change type as int8 codes into these."""
+
 
 @dataclass(frozen=True)
 class Runs:
@@ -121,7 +125,7 @@ def _roles(
     overlap by at least `window` days; augmentation for an add-on agent overlapping an
     antidepressant course by `window` days; else monotherapy."""
     m = len(start)
-    role = np.full(m, "monotherapy", dtype=object)
+    role = np.zeros(m, dtype=np.int8)
     known_end = np.where(np.isnan(end), -np.inf, end)
     ad = np.flatnonzero(~is_addon)
     if len(ad):
@@ -131,7 +135,7 @@ def _roles(
         before[1:] = latest[:-1]
         before[np.r_[True, subject[order][1:] != subject[order][:-1]]] = -np.inf
         overlap = np.minimum(known_end[order], before) - start[order] + 1
-        role[order[overlap >= window]] = "combination"
+        role[order[overlap >= window]] = ROLE_NAMES.index("combination")
     addons = np.flatnonzero(is_addon)
     if len(addons) and len(ad):
         left = pd.DataFrame({"a": addons, "subject": subject[addons]})
@@ -141,7 +145,7 @@ def _roles(
         overlap = np.minimum(known_end[a], known_end[b]) - np.maximum(start[a], start[b]) + 1
         best = np.full(m, -np.inf)
         np.maximum.at(best, a, overlap)
-        role[addons[best[addons] >= window]] = "augmentation"
+        role[addons[best[addons] >= window]] = ROLE_NAMES.index("augmentation")
     return role
 
 
@@ -160,13 +164,13 @@ def _changes(
     at = np.maximum(following, 0)
     gap = np.where(has_next, start[at] - end - 1, np.nan)  # NaN end: NaN
     overlap = -gap
-    change = np.full(m, "stop", dtype=object)
+    change = np.zeros(m, dtype=np.int8)  # stop
     near = has_next & (gap <= rules.gap_days)
-    change[near] = "switch"
+    change[near] = CHANGE_TYPES.index("switch")
     added = near & (overlap >= rules.combination_window_days)
-    change[added & is_addon[at]] = "augment"
-    change[added & ~is_addon[at]] = "combine"
-    change[np.isnan(end)] = "unknown"
-    change[ongoing] = "ongoing"
+    change[added & is_addon[at]] = CHANGE_TYPES.index("augment")
+    change[added & ~is_addon[at]] = CHANGE_TYPES.index("combine")
+    change[np.isnan(end)] = CHANGE_TYPES.index("unknown")
+    change[ongoing] = CHANGE_TYPES.index("ongoing")
     next_generic = np.where(has_next, generic[at], -1)
     return change, next_generic, gap

@@ -20,7 +20,15 @@ import pandas as pd
 
 from trdscreen.buildratings import attach
 from trdscreen.buildrules import BuildRules
-from trdscreen.buildtables import ints, labels, rating_columns, set_aside_dates
+from trdscreen.buildtables import (
+    CODE,
+    STATUS,
+    coded,
+    ints,
+    labels,
+    rating_columns,
+    set_aside_dates,
+)
 from trdscreen.columns import day_numbers
 from trdscreen.records import PROCEDURES, Table
 from trdscreen.segments import Segments, dates, merge_segments, rank_within
@@ -37,7 +45,7 @@ class SessionCourses:
     start: np.ndarray  # first session day per row
     end: np.ndarray  # last session day per row
     trail: pd.DataFrame  # per input row: status, course_id, row (0-based into frame, -1)
-    why: np.ndarray  # per input row: "" used, else the reason
+    why: np.ndarray  # per input row: its buildtables.STATUS code (0: used)
 
 
 def session_courses(
@@ -57,13 +65,13 @@ def session_courses(
         day, day, np.where(known, reference[at], np.nan), np.where(known, birth[at], np.nan),
         rules, table.unusable,
     )  # fmt: skip
-    used = np.flatnonzero(why == "")
+    used = np.flatnonzero(why == 0)
     repeat = (
         pd.DataFrame({"s": subject[used], "p": procedure[used], "d": day[used]})
         .duplicated()
         .to_numpy()
     )
-    why[used[repeat]] = "duplicate"
+    why[used[repeat]] = CODE["duplicate"]
     kept = used[~repeat]
     s, p, d = subject[kept], procedure[kept], day[kept]
     course = merge_segments(
@@ -110,7 +118,7 @@ def session_courses(
             "subject_id": frame["subject_id"].array,
             "procedure": frame["procedure"].array,
             "date": frame["date"].array,
-            "status": labels(np.where(why == "", "used", why)),
+            "status": coded(why, STATUS),
         }
     )
     return SessionCourses(frame_out, c_subject, first, last, trail.assign(row=row), why)

@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from trdscreen.buildcourses import Courses, Runs
+from trdscreen.buildcourses import CHANGE_TYPES, ROLE_NAMES, Courses, Runs
 from trdscreen.buildrules import BuildRules
 from trdscreen.keys import lex_order
 from trdscreen.segments import Segments, dates, day_key, days, rank_within
@@ -28,6 +28,19 @@ SET_ASIDE = {
     "summed": "another strength of the generic on the same day: its dose added to that event",
 }
 """Why an event is not a row of its own (course_events.status, event_attrition)."""
+STATUS = ("used", *SET_ASIDE)
+"""course_events.status: the build holds it per event as an int8 code into this."""
+CODE = {name: np.int8(i) for i, name in enumerate(STATUS)}
+DURATION_SOURCES = (
+    "", "end_date", "days_supply", "quantity", "next_issue", "next_issue_capped", "unknown",
+)  # fmt: skip
+"""Where an event's days came from (int8 codes; "" for an event not used)."""
+DOSE_SOURCES = (
+    "", "daily_dose_mg", "strength_x_units_per_day", "strength_x_quantity_per_day",
+    "name_strength_x_units_per_day", "name_strength_x_quantity_per_day", "summed_strengths",
+    "unknown",
+)  # fmt: skip
+"""Where an event's daily dose came from (int8 codes; "" for an event not used)."""
 SESSION_REASONS = (
     "invalid", "after_reference_date", "before_birth", "placeholder_date", "duplicate",
 )  # fmt: skip
@@ -38,10 +51,10 @@ def set_aside_dates(
     start: np.ndarray, end: np.ndarray, reference: np.ndarray, birth: np.ndarray,
     rules: BuildRules, unusable: np.ndarray,
 ) -> np.ndarray:  # fmt: skip
-    """The reason each row is set aside for its dates ("" when it is not): after the
-    reference date, before birth, an end before the start, a placeholder date; rows
-    validation could not read are `invalid`."""
-    why = np.full(len(start), "", dtype=object)
+    """The STATUS code each row is set aside with for its dates (0 when it is not):
+    after the reference date, before birth, an end before the start, a placeholder
+    date; rows validation could not read are `invalid`."""
+    why = np.zeros(len(start), dtype=np.int8)
     placeholders = days(np.asarray(rules.placeholder_dates, dtype="datetime64[s]"))
     checks = [
         ("after_reference_date", start > reference),
@@ -50,9 +63,16 @@ def set_aside_dates(
         ("placeholder_date", np.isin(start, placeholders) | np.isin(end, placeholders)),
     ]
     for code, mask in checks:  # the last that applies wins: the most basic is listed last
-        why[mask] = code
-    why[unusable] = "invalid"
+        why[mask] = CODE[code]
+    why[unusable] = CODE["invalid"]
     return why
+
+
+def coded(codes: np.ndarray, names: tuple[str, ...]) -> pd.Categorical:
+    """int8 codes into `names` as a text column; code 0 is empty when names[0] is ""."""
+    if names[0] == "":
+        return pd.Categorical.from_codes(codes.astype(np.int64) - 1, names[1:])
+    return pd.Categorical.from_codes(codes, names)
 
 
 @dataclass(frozen=True)
@@ -69,32 +89,26 @@ class Parts:
     episode: pa.Array | None = None  # episode id per course (buildepisodes)
 
 
-def _uniform(values: np.ndarray, seg: Segments) -> pd.Categorical:
-    """Per group of `seg`: the value when all its rows agree, else "mixed"."""
-    codes, names = pd.factorize(values[seg.order], sort=True)
-    names = pd.Index([*names, "mixed"])
+def _uniform(codes: np.ndarray, seg: Segments, names: tuple[str, ...]) -> pd.Categorical:
+    """Per group of `seg`: the name when all its rows agree, else "mixed"."""
+    every = [*names[1:], "mixed"] if names[0] == "" else [*names, "mixed"]
     if seg.m == 0:
-        return pd.Categorical.from_codes(np.zeros(0, dtype=np.int64), names)
-    low = np.minimum.reduceat(codes, seg.bounds[:-1])
-    high = np.maximum.reduceat(codes, seg.bounds[:-1])
-    return pd.Categorical.from_codes(np.where(low == high, low, len(names) - 1), names)
+        return pd.Categorical.from_codes(np.zeros(0, dtype=np.int64), every)
+    values = codes[seg.order].astype(np.int64)
+    low = np.minimum.reduceat(values, seg.bounds[:-1])
+    high = np.maximum.reduceat(values, seg.bounds[:-1])
+    shift = 1 if names[0] == "" else 0
+    return pd.Categorical.from_codes(np.where(low == high, low - shift, len(every) - 1), every)
 
 
-NEXT_ISSUE = ("next_issue", "next_issue_capped")
-"""Duration sources that assume the supply lasted until the next issue."""
+NEXT_ISSUE = tuple(np.int8(DURATION_SOURCES.index(n)) for n in ("next_issue", "next_issue_capped"))
+"""Duration source codes that assume the supply lasted until the next issue."""
 
 
-def _any_of(values: np.ndarray, seg: Segments, wanted: tuple[str, ...]) -> np.ndarray:
-    """Per group of `seg`: whether any of its rows holds one of `wanted`."""
-    hit = np.isin(values, wanted).astype(np.int8)
+def _any_of(codes: np.ndarray, seg: Segments, wanted: tuple) -> np.ndarray:
+    """Per group of `seg`: whether any of its rows holds one of the `wanted` codes."""
+    hit = np.isin(codes, wanted).astype(np.int8)
     return seg.reduce(np.maximum, hit) > 0 if seg.m else np.zeros(0, dtype=bool)
-
-
-def _where(mask: np.ndarray, values: np.ndarray | str) -> np.ndarray:
-    """`values` where `mask` holds, else None (an empty cell)."""
-    out = np.full(len(mask), None, dtype=object)
-    out[mask] = values[mask] if isinstance(values, np.ndarray) else values
-    return out
 
 
 def ints(values: np.ndarray) -> pd.Series:
@@ -170,8 +184,7 @@ def treatments(
     last_line = runs.seg.reduce(np.maximum, kept_lines)
     ongoing = c.ongoing[course] & (runs.end >= parts.reference[c.subject[course]])
     unknown = np.isnan(runs.end)
-    stop = _where(ongoing, "ongoing")
-    stop[unknown & ~ongoing] = "other"
+    stop = np.where(ongoing, 0, np.where(unknown, 1, -1))  # ongoing, other, none
     end = np.where(ongoing | unknown, np.nan, runs.end)
     first_run, last_run = c.seg.first, c.seg.last
     is_first = np.zeros(m, dtype=bool)
@@ -195,8 +208,8 @@ def treatments(
         "daily_dose_mg": runs.dose[run_at],
         "start_date": dates(runs.start[run_at]),
         "end_date": dates(end[run_at]),
-        "stop_reason": labels(stop[run_at]),
-        "role": labels(c.role[course_at]),
+        "stop_reason": pd.Categorical.from_codes(stop[run_at], ["ongoing", "other"]),
+        "role": pd.Categorical.from_codes(c.role[course_at], ROLE_NAMES),
         "modality": pd.Categorical.from_codes(np.zeros(m, dtype=np.int8), ["pharmacotherapy"]),
         # A supply guessed from the next issue: the screen names it as an assumption.
         "duration_assumed": _any_of(duration_source[parts.kept], runs.seg, NEXT_ISSUE)[run_at],
@@ -211,14 +224,16 @@ def treatments(
         "source_file": pd.Categorical.from_codes(np.zeros(m, dtype=np.int8), [source_file]),
         "first_source_line": first_line[run_at],
         "last_source_line": last_line[run_at],
-        "dose_source": _uniform(dose_source[parts.kept], runs.seg)[run_at],
-        "duration_source": _uniform(duration_source[parts.kept], runs.seg)[run_at],
+        "dose_source": _uniform(dose_source[parts.kept], runs.seg, DOSE_SOURCES)[run_at],
+        "duration_source": _uniform(duration_source[parts.kept], runs.seg, DURATION_SOURCES)[
+            run_at
+        ],
         "episode_id": (
             text_column(parts.episode.take(pa.array(course_at)))
             if parts.episode is not None
             else None
         ),
-        "change_type": labels(c.change_type[course_at]),
+        "change_type": pd.Categorical.from_codes(c.change_type[course_at], CHANGE_TYPES),
         "next_drug": pd.Categorical.from_codes(c.next_generic[course_at], generics),
         "days_to_next": ints(c.days_to_next[course_at]),
         "pdc": c.pdc[course_at],
@@ -237,7 +252,7 @@ def _rank(subject: np.ndarray, start: np.ndarray, generic: np.ndarray) -> np.nda
 def course_events(
     frame: pd.DataFrame, lines: np.ndarray, why: np.ndarray, key: np.ndarray,
     start: np.ndarray, parts: Parts, row_of_run: np.ndarray, ids: pa.Array,
-    generic: np.ndarray, length: np.ndarray, dose: np.ndarray,
+    generic_code: np.ndarray, length: np.ndarray, dose: np.ndarray,
     duration_source: np.ndarray, dose_source: np.ndarray,
 ) -> pd.DataFrame:  # fmt: skip
     """Every input event, in input order: what became of it, the course and treatments
@@ -249,7 +264,7 @@ def course_events(
     run = parts.runs.of_event
     row[kept] = row_of_run[run] + 1
     course[kept] = parts.courses.of_run[run]
-    joined = np.flatnonzero(np.isin(why, ["duplicate", "summed"]))
+    joined = np.flatnonzero(np.isin(why, [CODE["duplicate"], CODE["summed"]]))
     if len(joined):
         heads = pd.DataFrame({"key": key[kept], "day": start[kept], "at": kept})
         heads = heads.drop_duplicates(["key", "day"])
@@ -260,22 +275,23 @@ def course_events(
         )
         row[joined] = row[found]
         course[joined] = course[found]
-    status = np.where(why == "", "used", why)
-    used = why == ""
+    used = why == 0
     return pd.DataFrame(
         {
             "source_line": lines,
             "subject_id": frame["subject_id"].array,
             "drug": frame["drug"].array,
-            "generic": labels(_where(status != "invalid", generic)),
+            "generic": pd.Categorical.from_codes(
+                np.where(why == CODE["invalid"], -1, generic_code), parts.generics
+            ),
             "event_date": frame["event_date"].array,
-            "status": labels(status),
+            "status": coded(why, STATUS),
             "course_id": text_column(ids.take(pa.array(course, mask=course < 0))),
             "treatments_row": ints(row),
             "days": ints(np.where(used, length, np.nan)),
-            "duration_source": labels(_where(used, duration_source)),
+            "duration_source": coded(np.where(used, duration_source, 0), DURATION_SOURCES),
             "daily_dose_mg": np.where(used, dose, np.nan),
-            "dose_source": labels(_where(used, dose_source)),
+            "dose_source": coded(np.where(used, dose_source, 0), DOSE_SOURCES),
         }
     )
 
@@ -283,11 +299,11 @@ def course_events(
 def attrition(why: np.ndarray, runs: int, courses: int) -> pd.DataFrame:
     """How many events were read, set aside for each reason, joined another, used; and
     the supply runs (treatments rows) and courses they made."""
-    counts = pd.Series(why).value_counts()
+    counts = np.bincount(why, minlength=len(STATUS))
     steps = [("read", len(why), "drug events read (rows of drug_events)")]
-    steps += [(code, int(counts.get(code, 0)), meaning) for code, meaning in SET_ASIDE.items()]
+    steps += [(code, int(counts[CODE[code]]), meaning) for code, meaning in SET_ASIDE.items()]
     steps += [
-        ("used", int(counts.get("", 0)), "events that are part of a supply run"),
+        ("used", int(counts[0]), "events that are part of a supply run"),
         ("supply_runs", runs, "rows of treatments: events of one drug at one dose, back to back"),
         ("courses", courses, "courses: supply runs of one drug with gaps of at most gap_days"),
     ]
@@ -296,15 +312,15 @@ def attrition(why: np.ndarray, runs: int, courses: int) -> pd.DataFrame:
 
 def session_attrition(why: np.ndarray, courses: int) -> pd.DataFrame:
     """The procedures table's lines of event_attrition (steps prefixed `procedures_`)."""
-    counts = pd.Series(why).value_counts()
+    counts = np.bincount(why, minlength=len(STATUS))
     steps = [("procedures_read", len(why), "procedure sessions read (rows of procedures)")]
     steps += [
-        (f"procedures_{code}", int(counts.get(code, 0)), meaning)
+        (f"procedures_{code}", int(counts[CODE[code]]), meaning)
         for code, meaning in SET_ASIDE.items()
         if code in SESSION_REASONS
     ]
     steps += [
-        ("procedures_used", int(counts.get("", 0)), "sessions that are part of a course"),
+        ("procedures_used", int(counts[0]), "sessions that are part of a course"),
         ("session_courses", courses, "courses of sessions (rows of treatments)"),
     ]
     return pd.DataFrame(steps, columns=["step", "count", "meaning"])
