@@ -81,7 +81,7 @@ from trdscreen.columns import day_numbers, floats
 from trdscreen.drugs import distinct_drugs
 from trdscreen.formulary import Formulary
 from trdscreen.keys import lex_order
-from trdscreen.records import Table
+from trdscreen.records import Table, subject_codes, subject_keys
 from trdscreen.segments import dates, day_key, days
 
 
@@ -282,12 +282,7 @@ def _context(
 
 def _subject_ids(*tables: Table | None) -> pd.Index:
     """Every subject key of the tables, sorted (an unreadable key as "")."""
-    keys = [
-        np.where(pd.isna(raw), "", raw)
-        for t in tables
-        if t is not None
-        for raw in [t.frame["subject_id"].astype(object).to_numpy()]
-    ]
+    keys = [subject_keys(t)[0] for t in tables if t is not None]
     return pd.Index(pd.unique(np.concatenate(keys)).astype(object)).sort_values()
 
 
@@ -312,8 +307,7 @@ def build(
     frame = events.frame
     n = len(frame)
     ids = _subject_ids(events, records.procedures, records.diagnoses)
-    raw_ids = frame["subject_id"].astype(object).to_numpy()
-    subject = ids.get_indexer(np.where(pd.isna(raw_ids), "", raw_ids))
+    subject = subject_codes(events, ids)
     reference, birth = _context(ids, records.subjects, as_of)
     start, end = day_numbers(frame, "event_date"), day_numbers(frame, "end_date")
     why = _set_aside(events, rules, start, end, reference[subject], birth[subject])

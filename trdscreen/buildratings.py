@@ -22,7 +22,7 @@ import pandas as pd
 
 from trdscreen.buildrules import RatingWindows
 from trdscreen.columns import day_numbers, floats
-from trdscreen.records import Table
+from trdscreen.records import Table, subject_codes
 from trdscreen.segments import subject_day_keys
 
 HAMD_VERSIONS = (("hamd17", 17), ("hamd21", 21), ("hamd24", 24))
@@ -64,14 +64,14 @@ class _Scale:
     line: np.ndarray
 
 
-def _scales(ratings: Table | None, subject_codes: pd.Index) -> dict[str, _Scale]:
+def _scales(ratings: Table | None, ids: pd.Index) -> dict[str, _Scale]:
     out: dict[str, _Scale] = {}
     if ratings is None:
         return out
     frame = ratings.frame
     usable = np.ones(len(frame), dtype=bool)
     usable[ratings.unusable] = False
-    code = subject_codes.get_indexer(frame["subject_id"].astype(object))
+    code = subject_codes(ratings, ids)
     usable &= code >= 0
     day = day_numbers(frame, "date")
     instrument = frame["instrument"].astype(object).to_numpy()

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from trdscreen.errors import InputError
 from trdscreen.io import DEFAULT_CSV, CsvOptions, SourceTable, _one_of, open_source
@@ -193,3 +195,18 @@ def read_records(
         optional["diagnoses"],
         optional["observation_periods"],
     )
+
+
+def subject_keys(table: Table) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct subject keys of a table, an unreadable one as ""; each row's index
+    into them), through Arrow's dictionary encoding: no Python string per row."""
+    column = pa.array(table.frame["subject_id"], pa.string(), from_pandas=True)
+    encoded = pc.dictionary_encode(pc.fill_null(column, ""))
+    names = encoded.dictionary.to_numpy(zero_copy_only=False).astype(object)
+    return names, encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def subject_codes(table: Table, ids: pd.Index) -> np.ndarray:
+    """Each row's subject as its position in `ids` (-1: not there)."""
+    names, rows = subject_keys(table)
+    return np.r_[ids.get_indexer(names), -1][rows] if len(rows) else rows
