@@ -357,7 +357,13 @@ def build(
     if sessions is None:
         return Built(table, trail, steps, None, facts)
     sessions.frame["episode_id"] = text_column(found.ids[courses.seg.m :])
-    return _with_sessions(table, trail, steps, sessions, ids, facts)
+    # Each treatments row's subject and start, as codes and day numbers (no re-reading of
+    # the table's text and dates to sort it with the session courses).
+    row_subject = np.empty(len(table), dtype=np.int64)
+    row_subject[row_of_run] = courses.subject[courses.of_run]
+    row_start = np.empty(len(table))
+    row_start[row_of_run] = runs.start
+    return _with_sessions(table, row_subject, row_start, trail, steps, sessions, facts)
 
 
 @dataclass(frozen=True)
@@ -400,7 +406,7 @@ def _observed_from(
         np.fmin.at(first, dx.subject[ok], dx.day[ok])
     periods = records.observation_periods
     if periods is not None:
-        who = ids.get_indexer(periods.frame["subject_id"].astype(object).to_numpy())
+        who = subject_codes(periods, ids)
         starts = day_numbers(periods.frame, "start_date")
         ok = who >= 0
         covered = np.full(len(ids), np.nan)
@@ -425,14 +431,13 @@ def _subject_facts(ids: pd.Index, found: Episodes, dx: Diagnoses | None) -> pd.D
 
 
 def _with_sessions(
-    table: pd.DataFrame, trail: pd.DataFrame, steps: pd.DataFrame, sessions: SessionCourses,
-    ids: pd.Index, facts: pd.DataFrame,
+    table: pd.DataFrame, row_subject: np.ndarray, row_start: np.ndarray, trail: pd.DataFrame,
+    steps: pd.DataFrame, sessions: SessionCourses, facts: pd.DataFrame,
 ) -> Built:  # fmt: skip
     """Drug and session courses as one table in (subject, start) order (the drug rows
     keep their order among themselves), every trail pointing at its new row."""
-    drug_subject = ids.get_indexer(table["subject_id"].astype(object).to_numpy())
-    subject_all = np.concatenate([drug_subject, sessions.subject])
-    start_all = np.concatenate([day_numbers(table, "start_date"), sessions.start])
+    subject_all = np.concatenate([row_subject, sessions.subject])
+    start_all = np.concatenate([row_start, sessions.start])
     order = lex_order(subject_all, day_key(start_all))
     position = np.empty(len(order), dtype=np.int64)
     position[order] = np.arange(len(order))

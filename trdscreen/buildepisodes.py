@@ -40,7 +40,7 @@ from trdscreen.buildrules import BuildRules
 from trdscreen.columns import day_numbers
 from trdscreen.diagnoses import classify
 from trdscreen.keys import lex_order
-from trdscreen.records import Table
+from trdscreen.records import Table, subject_codes
 from trdscreen.segments import day_key, subject_day_keys
 
 
@@ -141,7 +141,7 @@ class Diagnoses:
 
 def read_diagnoses(table: Table, ids: pd.Index, reference: np.ndarray) -> Diagnoses:
     frame = table.frame
-    subject = ids.get_indexer(frame["subject_id"].astype(object).to_numpy())
+    subject = subject_codes(table, ids)
     day = day_numbers(frame, "date")
     codes, entries = pd.factorize(frame["code"].astype(object).to_numpy())
     resolved = np.asarray([classify(str(e)) for e in entries] + [None], dtype=object)

@@ -30,7 +30,7 @@ from trdscreen.buildtables import (
     set_aside_dates,
 )
 from trdscreen.columns import day_numbers
-from trdscreen.records import PROCEDURES, Table
+from trdscreen.records import PROCEDURES, Table, subject_codes
 from trdscreen.segments import Segments, dates, merge_segments, rank_within
 
 DRUG_OF = {"ect": "ECT", "rtms": "rTMS", "esketamine": "esketamine"}
@@ -56,7 +56,7 @@ def session_courses(
     subject code, day numbers)."""
     frame = table.frame
     n = len(frame)
-    subject = ids.get_indexer(frame["subject_id"].astype(object).to_numpy())
+    subject = subject_codes(table, ids)
     day = day_numbers(frame, "date")
     procedure = pd.Index(PROCEDURES).get_indexer(frame["procedure"].astype(object).to_numpy())
     known = subject >= 0
