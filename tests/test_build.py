@@ -1014,3 +1014,47 @@ def test_an_omop_extract_without_its_optional_columns_still_builds(tmp_path):
     t = table(out)
     assert t["daily_dose_mg"].isna().all()
     assert {"sertraline", "fluoxetine"} <= set(t["drug"])
+
+
+def test_dispensings_without_ratings_fail_only_by_an_opted_in_inference(tmp_path):
+    # K: sertraline 100 mg dispensed 1 Feb and 1 Mar (28 days each): 1 Feb .. 28 Mar, no
+    # gaps (pdc 1). Venlafaxine 150 mg from 1 Apr (day 59 of sertraline) to 26 May;
+    # mirtazapine 30 mg from 15 Jun (day 75 of venlafaxine). No ratings at all.
+    # Sforzini as shipped: three unknown outcomes, needs review (the builder never writes
+    # a nonresponse). With outcome.infer_failure_from: switch_or_augment, each switch
+    # within 98 days of a course's first day infers that course's failure: sertraline and
+    # venlafaxine failed, `inferred`; mirtazapine (nothing follows) unknown. Two failures:
+    # eligible, naming failure_inferred; explain says "FAILED trial (inferred)".
+    events = [
+        ev("K", "sertraline", "2023-02-01", 28, 100), ev("K", "sertraline", "2023-03-01", 28, 100),
+        ev("K", "venlafaxine", "2023-04-01", 28, 150), ev("K", "venlafaxine", "2023-04-29", 28, 150),
+        ev("K", "mirtazapine", "2023-06-15", 28, 30), ev("K", "mirtazapine", "2023-07-13", 28, 30),
+    ]  # fmt: skip
+    out = built(tmp_path, events, (), [{"subject_id": "K"}])
+    assert "hamd_end" not in table(out) or table(out)["hamd_end"].isna().all()
+    runner = CliRunner()
+    plain = tmp_path / "plain"
+    assert runner.invoke(app, ["screen", str(out), "--out", str(plain), "-q"]).exit_code == 0
+    decided = pd.read_csv(plain / "decisions.csv").set_index("subject_id").loc["K"]
+    assert decided["decision"] == "needs_review"
+    rules = preset_data()
+    rules["outcome"]["infer_failure_from"] = "switch_or_augment"
+    rule_file = tmp_path / "inferring.yaml"
+    rule_file.write_text(yaml.safe_dump(rules))
+    run = tmp_path / "run"
+    done = runner.invoke(
+        app, ["screen", str(out), "--rules", str(rule_file), "--out", str(run), "-q"]
+    )
+    assert done.exit_code == 0, done.output
+    decided = pd.read_csv(run / "decisions.csv").set_index("subject_id").loc["K"]
+    assert decided["decision"] == "eligible" and decided["n_failed_trials"] == 2
+    assert decided["assumptions"] == "failure_inferred"
+    courses = pd.read_csv(run / "courses.csv").sort_values("start_date")
+    # refills touching one another are one treatments row per drug
+    assert list(courses["failed"].astype(str)) == ["inferred", "inferred", "unknown"]
+    shown = json.loads(runner.invoke(app, ["explain", str(run), "K", "--json"]).stdout)
+    assert [c["failed"] for c in shown["courses"]] == ["inferred", "inferred", "unknown"]
+    text = runner.invoke(app, ["explain", str(run), "K"]).stdout
+    assert "FAILED trial (inferred)" in text and "failure_inferred" in text
+    report = (run / "report.html").read_text()
+    assert report.count('data-verdict="inferred"') == 2 and "FAILED trial (inferred)" in report

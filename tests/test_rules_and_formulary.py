@@ -323,3 +323,26 @@ def test_a_criterion_is_one_comparison_or_one_group():
             parse_rules(yaml.safe_dump(broken), "x.yaml")
         problems = " ".join(caught.value.problems)
         assert f"criteria.{len(broken['criteria']) - 1}" in problems and said in problems
+
+
+def test_inferred_failures_are_opt_in_and_only_for_score_rule_sets():
+    """outcome.infer_failure_from (issue 23): off by default, so every rule set without it
+    keeps its hash; a register rule set (evidence next_trial) already infers from the next
+    trial and is refused the option, naming the key."""
+    plain = parse_rules(yaml.safe_dump(preset_data()), "preset")
+    assert plain.outcome.infer_failure_from is None
+    spelled = preset_data()
+    spelled["outcome"].update(infer_failure_from=None, switch_window_days=60)
+    assert parse_rules(yaml.safe_dump(spelled), "x").sha256() == plain.sha256()
+    inferring = preset_data()
+    inferring["outcome"]["infer_failure_from"] = "switch_or_augment"
+    on = parse_rules(yaml.safe_dump(inferring), "x")
+    assert on.sha256() != plain.sha256() and on.outcome.switch_window_days == 98
+    kim = preset_data("kim-2020")
+    kim["outcome"]["infer_failure_from"] = "switch_or_augment"
+    (problem,) = problems_for(kim)
+    assert "outcome" in problem and "infer_failure_from" in problem and "scores" in problem
+    wrong = preset_data()
+    wrong["outcome"].update(infer_failure_from="any_change")
+    (problem,) = problems_for(wrong)
+    assert "outcome.infer_failure_from" in problem

@@ -28,7 +28,7 @@ from trdscreen.reasons import (
 )
 from trdscreen.ruleset import ROLES, STOP_REASONS, RuleSet
 from trdscreen.segments import Segments, days
-from trdscreen.trials import superseded
+from trdscreen.trials import changed_within, superseded
 from trdscreen.tristate import MET, NOT_MET, UNKNOWN, from_bool, resolve
 
 STOPPED = tuple(reason for reason in STOP_REASONS if reason != "ongoing")
@@ -244,6 +244,7 @@ class CourseOutcome:
     before: np.ndarray  # bool: the baseline was rated before the current episode
     disagree: np.ndarray  # bool: a merged row rated a response the course's ratings do not
     last_stop: Coded  # the stop reason of each course's last row
+    unrated: np.ndarray  # bool: no rating, improvement or stop-reason evidence on any row
 
 
 def outcomes(
@@ -280,8 +281,12 @@ def outcomes(
     disagree &= np.isin(outcome, (NONRESPONSE, PARTIAL))
     outcome[disagree] = OUTCOME_UNKNOWN
     why.flag(disagree[course], "segments_disagree")
-
-    return CourseOutcome(pct, outcome, from_stop, low_base, remission, before, disagree, last_stop)
+    unrated = ~from_stop
+    for name in ("hamd_start", "hamd_end", "madrs_start", "madrs_end", "improvement"):
+        unrated &= np.isnan(seg.reduce(np.fmax, floats(courses, name)))
+    return CourseOutcome(
+        pct, outcome, from_stop, low_base, remission, before, disagree, last_stop, unrated
+    )
 
 
 @dataclass(frozen=True)
@@ -406,6 +411,37 @@ def flag_verdicts(
     )
     why.flag(counts_flag & rated.from_stop[course], "outcome_from_stop_reason")
     why.flag(failed == MET, "failed")
+
+
+EXPLAINED_STOPS = ("intolerance", "remission", "relapse", "patient_choice", "partial_response")
+"""Stop reasons that explain a change of drug other than by nonresponse: no failure is
+inferred from a switch after them."""
+
+
+def inferred_failures(
+    codes: np.ndarray, drug: np.ndarray, start: np.ndarray, candidate: np.ndarray,
+    nonresponse: np.ndarray, rated: CourseOutcome, seg: Segments, rules: RuleSet,
+) -> np.ndarray:  # fmt: skip
+    """Per row, whether its course's nonresponse is inferred (`outcome.infer_failure_from`):
+    the course has no rating at all, its stop reason does not explain a change, and the
+    subject started another drug (a switch or an add-on; `candidate`: the first rows of
+    counted courses) more than `counting.regimen_window_days` and at most
+    `outcome.switch_window_days` after the course's first day. Sets those rows'
+    `nonresponse` to met; adequacy is still required for a failure."""
+    rule = rules.outcome
+    if rule.infer_failure_from is None:
+        return np.zeros(len(nonresponse), dtype=bool)
+    course = seg.course
+    is_first = np.zeros(len(course), dtype=bool)
+    is_first[seg.first] = True
+    changed = changed_within(
+        codes, drug, start, candidate & is_first,
+        rules.counting.regimen_window_days or 0, rule.switch_window_days,
+    )  # fmt: skip
+    inferable = rated.unrated & ~rated.last_stop.isin(EXPLAINED_STOPS)
+    inferred = inferable[course] & changed & (nonresponse == UNKNOWN)
+    nonresponse[inferred] = MET
+    return inferred
 
 
 def episode_check(

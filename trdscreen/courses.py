@@ -25,6 +25,7 @@ from trdscreen.checks import (
     episode_check,
     exposure,
     flag_verdicts,
+    inferred_failures,
     nonresponse_of,
     outcomes,
     row_dates,
@@ -48,7 +49,16 @@ from trdscreen.reasons import (
 )
 from trdscreen.ruleset import DRUG_MODALITIES, RuleSet
 from trdscreen.segments import Segments, dates, days, merge_segments
-from trdscreen.tristate import MET, NOT_MET, UNKNOWN, all_of, from_bool, join_flags, labels
+from trdscreen.tristate import (
+    MET,
+    NOT_MET,
+    UNKNOWN,
+    all_of,
+    failed_labels,
+    from_bool,
+    join_flags,
+    labels,
+)
 
 __all__ = ["DRUG_MODALITIES", "OUTCOMES", "REASONS", "REASON_TEXT", "CourseAssessment"]
 
@@ -154,6 +164,11 @@ def assess_courses(
     nonresponse = nonresponse_of(
         codes, key, c_start[course], adequate, counts_flag, rated, seg, rules, why
     )
+    plain_drug = trials.identity(lookup, modality.codes, drug_modality, "drug")
+    inferred = inferred_failures(
+        codes, plain_drug, c_start[course], in_view & (counted == MET), nonresponse, rated,
+        seg, rules,
+    )  # fmt: skip
 
     c_early, evidence, long_enough = early_stop(
         c_start, c_end, c_ongoing, c_duration, rated, low_days, high_days, rules
@@ -173,6 +188,8 @@ def assess_courses(
         return all_of(np.where(early, early_ok, full), long_enough[course])
 
     failed = failed_if(c_counted[course])
+    inferred &= failed == MET
+    why.flag(inferred, "failure_inferred")
     flag_verdicts(
         why, seg, counts_flag, early, evidence, long_enough, c_duration, failed, rated, rules
     )
@@ -180,7 +197,6 @@ def assess_courses(
     judged = _judged_per_drug(codes, drug_key, failed, adequate, nonresponse, c_start[course],
                               rules, why)  # fmt: skip
     treatment_failed = failed_if(c_treatment[course])
-    plain_drug = trials.identity(lookup, modality.codes, drug_modality, "drug")
     failed_any = np.minimum(
         treatment_failed,
         trials.judged_per_drug(
@@ -214,7 +230,8 @@ def assess_courses(
         window=episode.window, c_end=c_end, low_days=low_days, high_days=high_days,
         sessions=sessions, pct=pct, outcome=outcome, counted=c_counted, dose_state=c_dose,
         duration_state=c_duration, adherence_state=c_adherence, episode_state=episode.state,
-        early=early, adequate=adequate, failed=failed, bits=why.bits,
+        early=early, adequate=adequate, failed=failed, inferred=inferred, bits=why.bits,
+        rules=rules,
     )  # fmt: skip
     return CourseAssessment(
         table=table,
@@ -276,7 +293,7 @@ def _table(
     *, courses, lookup, role, modality, dose, required, start, end_given, ongoing, first_day,
     last_day, codes, seg, c_start, window, c_end, low_days, high_days, sessions, pct, outcome,
     counted, dose_state, duration_state, adherence_state, episode_state, early, adequate,
-    failed, bits,
+    failed, inferred, bits, rules,
 ) -> pd.DataFrame:  # fmt: skip
     """The courses table: one row per input row, its course's verdict on each."""
     course = seg.course
@@ -324,7 +341,7 @@ def _table(
             "episode_check": labels(episode_state[course]),
             "early_stop": early,
             "adequate": labels(adequate),
-            "failed": labels(failed),
+            "failed": failed_labels(failed, inferred, rules.outcome.infer_failure_from),
             "reasons": join_flags(bits, REASONS),
         }
     )

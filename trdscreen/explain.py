@@ -191,6 +191,8 @@ def course_verdict(course: dict) -> str:
         return "not a trial"
     if course["failed"] == "met":
         return "FAILED trial"
+    if course["failed"] == "inferred":
+        return "FAILED trial (inferred)"
     if course["failed"] == "unknown":
         return "failed? (unknown)"
     if course["adequate"] == "not_met":

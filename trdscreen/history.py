@@ -50,7 +50,7 @@ def history_columns(
         return coded(table, column, "").isin(values)
 
     ketamine = seen & (among("drug_generic", KETAMINES) | among("modality", ("esketamine",)))
-    failed = among("failed", ("met",))
+    failed = among("failed", ("met", "inferred"))
     ect = seen & among("modality", ("ect",))
     evidence = {
         "esketamine_or_ketamine_nonresponse": (

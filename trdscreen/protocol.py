@@ -422,6 +422,10 @@ def _failure(w: _Text, rules: RuleSet) -> None:
             "outcome",
             "stop_reason_as_evidence",
         )
+        if o.infer_failure_from is not None:
+            w.say(f"an unrated course fails, inferred (an assumption), when another drug is "
+                  f"started or added within {o.switch_window_days} days of its first day and "
+                  "no stop reason explains the change", "outcome", "infer_failure_from")  # fmt: skip
         if o.remission_max is not None:
             w.say(
                 f"an end rating (hamd_end) <= {o.remission_max:g} is remission: never a failure",

@@ -101,6 +101,9 @@ REASON_TEXT = {
     "thresholds are not written for (outcome.hamd_versions): not judged on it",
     "outcome_unknown": "outcome unknown (no scores or improvement)",
     "outcome_from_stop_reason": "outcome taken from the stop reason (no scores)",
+    "failure_inferred": "no ratings, but another drug was started or added within "
+    "outcome.switch_window_days of its first day: failure inferred (outcome."
+    "infer_failure_from), an assumption",
     "duration_assumed": "its end rests on a supply assumed to last until the next issue "
     "(duration_assumed, from `trdscreen build`)",
 }
@@ -116,6 +119,7 @@ ASSUMPTIONS = {
     "minimum_dose_assumed": "no_minimum_dose_assumed_met",
     "outcome_from_stop_reason": "outcome_from_stop_reason",
     "duration_assumed": "duration_assumed",
+    "failure_inferred": "failure_inferred",
 }
 """Assumption codes of the decisions' `assumptions` column: each names the course reason
 that records an assumption a counted failed trial rests on."""
@@ -136,6 +140,8 @@ ASSUMPTION_TEXT = {
     "outcome_from_stop_reason": "the outcome was taken from the stop reason, not from ratings",
     "duration_assumed": "a course's end rests on a supply assumed to last until the next "
     "issue (no end date, days' supply or quantity was exported)",
+    "failure_inferred": "a failed trial was inferred from a switch or add-on within "
+    "outcome.switch_window_days, without ratings (outcome.infer_failure_from)",
     EPISODE_DERIVED: "the current episode's start was derived from the records by `trdscreen "
     "build` (first treatment after a treatment-free gap, confirmed by a depression diagnosis)",
     EPISODE_LEFT_CENSORED: "the records may begin after the episode did: trials before them "

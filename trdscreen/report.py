@@ -33,6 +33,7 @@ TL_WIDTH, TL_LABEL, TL_LANE, TL_TOP = 820, 230, 26, 24
 
 VERDICT_CLASS = {
     "FAILED trial": "failed",
+    "FAILED trial (inferred)": "inferred",
     "adequate, not failed": "adequate",
     "not adequate": "inadequate",
     "not a trial": "inadequate",

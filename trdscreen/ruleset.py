@@ -113,9 +113,42 @@ class Outcome(RuleModel):
         le=60,
         description="a baseline MADRS below this gives an unknown outcome (like min_baseline)",
     )
+    infer_failure_from: Literal["switch_or_augment"] | None = Field(
+        None,
+        description=(
+            "null: a course without ratings has an unknown outcome; switch_or_augment "
+            "(register-style, an assumption): an unrated course whose stop reason does not "
+            "explain a change fails when another drug is started or added more than "
+            "counting.regimen_window_days and at most switch_window_days after its first "
+            "day; the trial is labelled `inferred` and the decision names failure_inferred"
+        ),
+    )
+    switch_window_days: int = Field(
+        98,
+        ge=1,
+        le=366,
+        description=(
+            "with infer_failure_from: how many days after a course's first day a switch or "
+            "add-on still says the course failed (98 = 14 weeks, the acute phase)"
+        ),
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_unset_inference(self, handler: SerializerFunctionWrapHandler) -> dict:
+        # A rule set that infers no failures hashes as it did before the option existed.
+        data = handler(self)
+        if data.get("infer_failure_from") is None:
+            data.pop("infer_failure_from", None)
+            data.pop("switch_window_days", None)
+        return data
 
     @model_validator(mode="after")
     def _ordered(self) -> Outcome:
+        if self.infer_failure_from is not None and self.evidence != "scores":
+            raise ValueError(
+                "outcome.infer_failure_from needs evidence: scores (next_trial already takes "
+                "a later trial as the failure)"
+            )
         if self.nonresponse is None:
             if self.evidence == "scores":
                 raise ValueError("outcome.nonresponse is required when evidence is scores")

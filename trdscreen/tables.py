@@ -92,7 +92,8 @@ TABLES = {
                 "episode_check": "met, not_met or unknown: in the current episode",
                 "early_stop": "true when stopped before the early-stop week",
                 "adequate": "met, not_met or unknown",
-                "failed": "met, not_met or unknown: a failed adequate trial",
+                "failed": "met, not_met or unknown: a failed adequate trial; inferred: failed "
+                "by a switch or add-on, without ratings (outcome.infer_failure_from)",
                 "reasons": "the reason codes explaining how it counted (;-separated)",
             },
         ),

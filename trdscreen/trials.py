@@ -247,3 +247,38 @@ def _latest_other_start(
     top_day[first.index.to_numpy()] = first["d"].to_numpy()
     next_day[second.index.to_numpy()] = second.to_numpy()
     return np.where(keys == top_key[codes], next_day[codes], top_day[codes])
+
+
+def changed_within(
+    codes: np.ndarray, drug: np.ndarray, start: np.ndarray, candidate: np.ndarray,
+    after: int, within: int,
+) -> np.ndarray:  # fmt: skip
+    """Per row: did the subject start another drug more than `after` and at most `within`
+    days after the row's `start` (float day numbers, NaN: unknown)?
+
+    `candidate` marks the rows whose starts count (each course's first row). Counted by
+    binary search over sorted (subject, day) keys: the starts in the window minus those
+    of the row's own drug.
+    """
+    n = len(codes)
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    known = ~np.isnan(start)
+    day = np.where(known, start, 0).astype(np.int64)
+    span = np.int64(1) << 24  # day numbers are within +-8 M days of 1970
+    drug = drug.astype(np.int64) - int(drug.min())
+    pair = pd.factorize(codes.astype(np.int64) * (int(drug.max()) + 1) + drug)[0]
+    use = candidate & known
+    result = np.zeros(n, dtype=bool)
+
+    def in_window(group: np.ndarray) -> np.ndarray:
+        keys = np.sort(group[use] * 2 * span + day[use] + span)
+        base = group * 2 * span + day + span
+        return np.searchsorted(keys, base + within, "right") - np.searchsorted(
+            keys, base + after, "right"
+        )
+
+    result[known] = (in_window(codes.astype(np.int64)) - in_window(pair.astype(np.int64)))[
+        known
+    ] > 0
+    return result

@@ -53,6 +53,22 @@ def labels(states: np.ndarray) -> pd.Categorical:
     return pd.Categorical.from_codes(np.asarray(states, dtype=np.int8), dtype=_STATE_DTYPE)
 
 
+INFERRED = "inferred"
+_FAILED_DTYPE = pd.CategoricalDtype([*STATE_LABELS, INFERRED])
+
+
+def failed_labels(
+    states: np.ndarray, inferred: np.ndarray, inference: str | None
+) -> pd.Categorical:
+    """The courses table's `failed` column: a failure inferred without ratings reads
+    `inferred`, never `met`. A rule set that infers nothing keeps the three states (and
+    the bytes it wrote before)."""
+    if inference is None:
+        return labels(states)
+    codes = np.where(inferred & (states == MET), np.int8(3), np.asarray(states, np.int8))
+    return pd.Categorical.from_codes(codes, dtype=_FAILED_DTYPE)
+
+
 def join_flags(bits: np.ndarray, names: Sequence[str], sep: str = ";") -> pd.Categorical:
     """Turn per-row bit masks into ';'-joined names, in the order of `names`.
 
