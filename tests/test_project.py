@@ -41,7 +41,8 @@ LAYERS = (
     ("foundation", "__init__ errors printable progress coded tristate keys reasons tuning audit asof "
      "vocabulary columns "
      "diagnoses history sniff segments"),
-    ("read", "csvfile sources criterion sitemap buildrules io issues ruleset rulefile drugnames formulary drugs doses"),
+    ("read", "csvfile sources criterion sitemap buildrules buildcodes io issues ruleset rulefile "
+     "drugnames formulary drugs doses"),
     ("validate", "conventions adjudication schemas validate quarantine records omop"),
     ("assess", "episode outcome trials checks courses subjects staging buildcourses "
      "buildratings buildtables buildprocedures buildepisodes build"),

@@ -52,6 +52,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from trdscreen.buildcodes import code_list, translate
 from trdscreen.buildcourses import courses_of, supply_runs
 from trdscreen.buildepisodes import (
     Diagnoses,
@@ -296,6 +297,7 @@ class Records:
     procedures: Table | None = None
     diagnoses: Table | None = None
     observation_periods: Table | None = None
+    drug_codes: Table | None = None
 
 
 def build(
@@ -305,6 +307,12 @@ def build(
     module doc's seven steps; sessions: buildprocedures; episodes: buildepisodes)."""
     events, ratings = records.events, records.ratings
     frame = events.frame
+    codes = records.drug_codes
+    named = translate(
+        frame,
+        code_list(codes.frame, codes.source.lines, codes.source.file) if codes else None,
+    )
+    written, frame = frame, named.frame  # the drug as exported; as the formulary reads it
     n = len(frame)
     ids = _subject_ids(events, records.procedures, records.diagnoses)
     subject = subject_codes(events, ids)
@@ -349,10 +357,10 @@ def build(
         parts, events.source.lines, events.source.file, duration_source, dose_source
     )
     trail = course_events(
-        frame, events.source.lines, why, key, start, parts, row_of_run, course_ids,
+        written, events.source.lines, why, key, start, parts, row_of_run, course_ids,
         generic_code, length, dose, duration_source, dose_source,
     )  # fmt: skip
-    steps = attrition(why, len(table), courses.seg.m)
+    steps = attrition(why, len(table), courses.seg.m, named if "code_system" in written else None)
     facts = _subject_facts(ids, found.episodes, dx)
     if sessions is None:
         return Built(table, trail, steps, None, facts)

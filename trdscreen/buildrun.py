@@ -172,7 +172,7 @@ def run_build(request: BuildRequest, command: tuple[str, ...] = ()) -> BuildResu
     built = build(
         BuildInput(
             records.events, records.assessments, subjects, records.procedures,
-            records.diagnoses, records.observation_periods,
+            records.diagnoses, records.observation_periods, records.drug_codes,
         ),
         settings, formulary, request.as_of,
     )  # fmt: skip

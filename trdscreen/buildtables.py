@@ -11,6 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from trdscreen.buildcodes import Translated
 from trdscreen.buildcourses import CHANGE_TYPES, ROLE_NAMES, Courses, Runs
 from trdscreen.buildrules import BuildRules
 from trdscreen.keys import lex_order
@@ -296,11 +297,20 @@ def course_events(
     )
 
 
-def attrition(why: np.ndarray, runs: int, courses: int) -> pd.DataFrame:
-    """How many events were read, set aside for each reason, joined another, used; and
-    the supply runs (treatments rows) and courses they made."""
+def attrition(
+    why: np.ndarray, runs: int, courses: int, codes: Translated | None = None
+) -> pd.DataFrame:
+    """How many events were read, (given as codes: named by the code list, or not), set
+    aside for each reason, joined another, used; and the supply runs (treatments rows)
+    and courses they made."""
     counts = np.bincount(why, minlength=len(STATUS))
     steps = [("read", len(why), "drug events read (rows of drug_events)")]
+    if codes is not None:
+        steps += [
+            ("codes_listed", codes.listed, "events given as a code that drug_codes names"),
+            ("codes_not_listed", codes.not_listed, "events given as a code drug_codes does "
+             "not hold: kept under the code, the screen reports the drug unknown"),
+        ]  # fmt: skip
     steps += [(code, int(counts[CODE[code]]), meaning) for code, meaning in SET_ASIDE.items()]
     steps += [
         ("used", int(counts[0]), "events that are part of a supply run"),

@@ -113,6 +113,11 @@ def build(
             + (f" and {counts['procedures_read']} procedure session(s)" if sessions else "")
             + f" into {printable(str(out))}"
         )
+        if counts.get("codes_not_listed"):
+            typer.echo(
+                f"  {counts['codes_not_listed']} drug event(s) given as a code drug_codes does "
+                "not list: kept under the code, the screen reports the drug unknown"
+            )
         if aside:
             typer.echo(
                 "  not rows of their own: "
@@ -130,7 +135,7 @@ def build(
 
 KEPT_STEPS = (
     "read", "used", "supply_runs", "courses", "procedures_read", "procedures_used",
-    "session_courses",
+    "session_courses", "codes_listed", "codes_not_listed",
 )  # fmt: skip
 
 

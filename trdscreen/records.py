@@ -13,6 +13,9 @@ A records folder holds what sites export instead of treatment courses:
 - `diagnoses` (optional): subject_id, date, code (ICD-10, ICD-11, SNOMED CT or
   a name, as the subjects' `diagnosis` column takes);
 - `observation_periods` (optional): subject_id, start_date, end_date;
+- `drug_codes` (optional): a site's code list, code_system, code, drug and
+  strength_mg, naming the RxNorm, NDC, BNF, dm+d or OMOP codes of drug events
+  whose `code_system` says they are codes (`trdscreen.buildcodes`);
 - `subjects` (optional): the subjects table of the input contract, passed on.
 
 Each is CSV or Parquet, read and checked as screening inputs are (every
@@ -31,6 +34,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from trdscreen.buildcodes import CODE_SYSTEMS, LISTED
 from trdscreen.errors import InputError
 from trdscreen.io import DEFAULT_CSV, CsvOptions, SourceTable, _one_of, open_source
 from trdscreen.issues import IssueLog
@@ -43,7 +47,12 @@ PROCEDURES = ("ect", "rtms", "esketamine")
 
 DRUG_EVENT_COLUMNS: dict[str, ColumnSpec] = {
     "subject_id": ColumnSpec("string", True, False, expected="a subject key"),
-    "drug": ColumnSpec("string", True, False, expected="a drug name"),
+    "drug": ColumnSpec("string", True, False, expected="a drug name (or a code: code_system)"),
+    "code_system": ColumnSpec(
+        "category",
+        vocabulary=CODE_SYSTEMS,
+        expected="name, atc, rxnorm, ndc, bnf, dmd or omop (empty: name)",
+    ),
     "atc_code": ColumnSpec("string", expected="a WHO ATC code such as N06AB06"),
     "event_date": ColumnSpec("date", True, False, expected="an ISO date YYYY-MM-DD"),
     "event_type": ColumnSpec("category", vocabulary=EVENT_TYPES),
@@ -94,14 +103,27 @@ OBSERVATION_COLUMNS: dict[str, ColumnSpec] = {
 """When a subject's records are complete (enrolment in a health plan, registration at a
 practice): the build's washout is counted from the first period's start."""
 
+DRUG_CODE_COLUMNS: dict[str, ColumnSpec] = {
+    "code_system": ColumnSpec(
+        "category", True, False, vocabulary=LISTED, expected="rxnorm, ndc, bnf, dmd or omop"
+    ),
+    "code": ColumnSpec("string", True, False, expected="a drug code of that system"),
+    "drug": ColumnSpec(
+        "string", True, False, expected="the drug it names: a generic, brand or product name"
+    ),
+    "strength_mg": ColumnSpec("float", low=0, high=10_000, expected="mg per unit, 0 to 10,000"),
+}
+"""A site's code list (`buildcodes`): what each code of its drug events names."""
+
 TABLES = {
     "drug_events": DRUG_EVENT_COLUMNS,
     "assessments": ASSESSMENT_COLUMNS,
     "procedures": PROCEDURE_COLUMNS,
     "diagnoses": DIAGNOSIS_COLUMNS,
     "observation_periods": OBSERVATION_COLUMNS,
+    "drug_codes": DRUG_CODE_COLUMNS,
 }
-OPTIONAL = ("assessments", "procedures", "diagnoses", "observation_periods")
+OPTIONAL = ("assessments", "procedures", "diagnoses", "observation_periods", "drug_codes")
 
 
 @dataclass(frozen=True)
@@ -125,6 +147,7 @@ class Records:
     subjects_frame: pd.DataFrame | None = None  # typed subjects made from the records (OMOP)
     sources: tuple[SourceTable, ...] = ()  # every table read, when not one per field (OMOP)
     profile: str = "events"
+    drug_codes: Table | None = None
 
     def inputs(self) -> list[SourceTable]:
         """Every table read, in a stable order (the manifest's inputs)."""
@@ -132,7 +155,7 @@ class Records:
             return list(self.sources)
         tables = (
             self.events, self.assessments, self.procedures, self.diagnoses,
-            self.observation_periods,
+            self.observation_periods, self.drug_codes,
         )  # fmt: skip
         return [t.source for t in tables if t is not None]
 
@@ -194,6 +217,7 @@ def read_records(
         log.frame(),
         optional["diagnoses"],
         optional["observation_periods"],
+        drug_codes=optional["drug_codes"],
     )
 
 

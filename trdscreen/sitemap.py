@@ -135,7 +135,7 @@ class OmopMap(RuleModel):
 
 
 RECORD_TABLES = (
-    "drug_events", "assessments", "procedures", "diagnoses", "observation_periods",
+    "drug_events", "assessments", "procedures", "diagnoses", "observation_periods", "drug_codes",
 )  # fmt: skip
 """The records tables `trdscreen build` reads, whose headers a map may rename too (left
 out of the hash when empty, as the site conventions are)."""
@@ -157,6 +157,7 @@ class ColumnMap(RuleModel):
     observation_periods: dict[str, str] = Field(
         {}, description="`trdscreen build`: observation period headers"
     )
+    drug_codes: dict[str, str] = Field({}, description="`trdscreen build`: code list headers")
     csv: CsvDialect = CsvDialect()
     formats: dict[str, ValueFormats] = Field(
         {}, description="per canonical column, or `all` for every column"
