@@ -1143,3 +1143,50 @@ def test_a_code_listed_twice_with_different_drugs_is_refused_with_its_lines(tmp_
     with pytest.raises(InputError, match=r"drug_codes.csv: line 3, column code: .*line 2"):
         run_build(BuildRequest(folder, tmp_path / "built"))
     assert not (tmp_path / "built").exists()
+
+
+def test_events_outside_every_observation_period_are_set_aside_with_a_reason(tmp_path):
+    # O is observed 1 Jan .. 31 Dec 2023 and from 1 Mar 2024 (open). Sertraline filled
+    # 1 Nov 2022 (before the first period) and venlafaxine 15 Jan 2024 (between the
+    # periods) are set aside as outside_observation_period, not used; escitalopram 1 Jun
+    # 2023 and mirtazapine 10 Mar 2024 are inside and used. O2 has no period: nothing
+    # says when its records are complete, so its event is used. An ECT session on 20 Jan
+    # 2024 falls between O's periods too.
+    events = [
+        ev("O", "sertraline", "2022-11-01", 28, 100),
+        ev("O", "escitalopram", "2023-06-01", 28, 10),
+        ev("O", "venlafaxine", "2024-01-15", 28, 150),
+        ev("O", "mirtazapine", "2024-03-10", 28, 30),
+        ev("O2", "sertraline", "2022-11-01", 28, 100),
+    ]
+    folder = records(tmp_path / "records", events, (), [{"subject_id": "O"}, {"subject_id": "O2"}])
+    write_csv(
+        folder / "observation_periods.csv",
+        [{"subject_id": "O", "start_date": "2024-03-01", "end_date": ""},
+         {"subject_id": "O", "start_date": "2023-01-01", "end_date": "2023-12-31"}],
+        ["subject_id", "start_date", "end_date"],
+    )  # fmt: skip
+    write_csv(
+        folder / "procedures.csv",
+        [{"subject_id": "O", "date": "2024-01-20", "procedure": "ECT"}],
+        ["subject_id", "date", "procedure"],
+    )
+    out = tmp_path / "built"
+    run_build(BuildRequest(folder, out))
+    trail = table(out, "course_events")
+    status = dict(
+        zip(
+            trail["subject_id"] + " " + trail["drug"].astype(str),
+            trail["status"].astype(str),
+            strict=True,
+        )
+    )
+    assert status == {
+        "O sertraline": "outside_observation_period", "O escitalopram": "used",
+        "O venlafaxine": "outside_observation_period", "O mirtazapine": "used",
+        "O2 sertraline": "used",
+    }  # fmt: skip
+    steps = table(out, "event_attrition").set_index("step")["count"]
+    assert steps["outside_observation_period"] == 2 and steps["used"] == 3
+    assert steps["procedures_outside_observation_period"] == 1
+    assert set(table(out)["drug"].astype(str)) == {"escitalopram", "mirtazapine", "sertraline"}

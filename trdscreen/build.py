@@ -70,6 +70,7 @@ from trdscreen.buildtables import (
     DURATION_SOURCES,
     NEXT_ISSUE,
     Parts,
+    Periods,
     attrition,
     course_events,
     ints,
@@ -77,6 +78,7 @@ from trdscreen.buildtables import (
     set_aside_dates,
     text_column,
     treatments,
+    unobserved,
 )
 from trdscreen.columns import day_numbers, floats
 from trdscreen.drugs import distinct_drugs
@@ -115,7 +117,7 @@ def _generics(frame: pd.DataFrame, formulary: Formulary) -> tuple[np.ndarray, pd
 
 def _set_aside(
     events: Table, rules: BuildRules, start: np.ndarray, end: np.ndarray,
-    reference: np.ndarray, birth: np.ndarray,
+    reference: np.ndarray, birth: np.ndarray, outside: np.ndarray,
 ) -> np.ndarray:  # fmt: skip
     """The STATUS code each event is set aside with (0 when it is used)."""
     frame = events.frame
@@ -123,7 +125,7 @@ def _set_aside(
     quantity, supply = floats(frame, "quantity"), floats(frame, "days_supply")
     why[quantity <= 0] = CODE["quantity_not_positive"]
     why[(supply <= 0) | (supply > rules.max_days_supply)] = CODE["days_supply_implausible"]
-    by_date = set_aside_dates(start, end, reference, birth, rules, events.unusable)
+    by_date = set_aside_dates(start, end, reference, birth, rules, events.unusable, outside)
     return np.where(by_date != 0, by_date, why)
 
 
@@ -318,7 +320,11 @@ def build(
     subject = subject_codes(events, ids)
     reference, birth = _context(ids, records.subjects, as_of)
     start, end = day_numbers(frame, "event_date"), day_numbers(frame, "end_date")
-    why = _set_aside(events, rules, start, end, reference[subject], birth[subject])
+    periods = _periods(records.observation_periods, ids)
+    why = _set_aside(
+        events, rules, start, end, reference[subject], birth[subject],
+        unobserved(subject, start, periods),
+    )  # fmt: skip
     generic_code, generics, addon_of = _generics(frame, formulary)
     key = subject.astype(np.int64) * len(generics) + generic_code
     used = why == 0
@@ -340,7 +346,7 @@ def build(
         rules.ratings,
     )  # fmt: skip
     sessions = (
-        session_courses(records.procedures, ids, reference, birth, ratings, rules)
+        session_courses(records.procedures, ids, reference, birth, ratings, rules, periods)
         if records.procedures is not None
         else None
     )
@@ -399,6 +405,16 @@ def _episodes(
     return _Found(found, pc.binary_join_element_wise(names, numbers, ":e"))
 
 
+def _periods(table: Table | None, ids: pd.Index) -> Periods | None:
+    """The observation periods of the build's subjects (None: no such table)."""
+    if table is None:
+        return None
+    who = subject_codes(table, ids)
+    start, end = day_numbers(table.frame, "start_date"), day_numbers(table.frame, "end_date")
+    ok = (who >= 0) & ~np.isnan(start)
+    return Periods(who[ok], start[ok], np.where(np.isnan(end), np.inf, end)[ok])
+
+
 def _observed_from(
     ids: pd.Index, event_subject: np.ndarray, event_day: np.ndarray,
     sessions: SessionCourses | None, dx: Diagnoses | None, records: Records,
@@ -453,10 +469,12 @@ def _with_sessions(
     trail["treatments_row"] = _moved(trail["treatments_row"], position)
     session_trail = sessions.trail.drop(columns="row")
     course_row = sessions.trail["row"].to_numpy()
-    row = np.where(course_row >= 0, position[len(table) + np.maximum(course_row, 0)] + 1, -1)
-    session_trail["course_id"] = np.where(
-        course_row >= 0, sessions.frame["course_id"].to_numpy()[np.maximum(course_row, 0)], None
-    )
+    row = np.full(len(course_row), -1, dtype=np.int64)  # a set-aside session: in no row
+    placed = course_row >= 0
+    row[placed] = position[len(table) + course_row[placed]] + 1
+    course_id = np.full(len(course_row), None, dtype=object)
+    course_id[placed] = sessions.frame["course_id"].to_numpy()[course_row[placed]]
+    session_trail["course_id"] = course_id
     session_trail["treatments_row"] = ints(np.where(row > 0, row, np.nan))
     steps = pd.concat([steps, session_attrition(sessions.why, len(sessions.frame))])
     return Built(

@@ -23,11 +23,13 @@ from trdscreen.buildrules import BuildRules
 from trdscreen.buildtables import (
     CODE,
     STATUS,
+    Periods,
     coded,
     ints,
     labels,
     rating_columns,
     set_aside_dates,
+    unobserved,
 )
 from trdscreen.columns import day_numbers
 from trdscreen.records import PROCEDURES, Table, subject_codes
@@ -50,7 +52,7 @@ class SessionCourses:
 
 def session_courses(
     table: Table, ids: pd.Index, reference: np.ndarray, birth: np.ndarray,
-    ratings: Table | None, rules: BuildRules,
+    ratings: Table | None, rules: BuildRules, periods: Periods | None = None,
 ) -> SessionCourses:  # fmt: skip
     """Courses from the procedures table (`ids`: subject codes; reference and birth per
     subject code, day numbers)."""
@@ -63,7 +65,7 @@ def session_courses(
     at = np.maximum(subject, 0)
     why = set_aside_dates(
         day, day, np.where(known, reference[at], np.nan), np.where(known, birth[at], np.nan),
-        rules, table.unusable,
+        rules, table.unusable, unobserved(subject, day, periods),
     )  # fmt: skip
     used = np.flatnonzero(why == 0)
     repeat = (

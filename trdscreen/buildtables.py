@@ -20,6 +20,8 @@ from trdscreen.segments import Segments, dates, day_key, days, rank_within
 SET_ASIDE = {
     "invalid": "a required cell could not be read (see validation_issues)",
     "after_reference_date": "after the subject's reference date (outside the observation window)",
+    "outside_observation_period": "dated outside every observation period of its subject "
+    "(observation_periods: the records are not complete then)",
     "before_birth": "dated before the subject's birth",
     "end_before_start": "end_date is before event_date",
     "placeholder_date": "dated on a placeholder date (build.placeholder_dates)",
@@ -43,21 +45,57 @@ DOSE_SOURCES = (
 )  # fmt: skip
 """Where an event's daily dose came from (int8 codes; "" for an event not used)."""
 SESSION_REASONS = (
-    "invalid", "after_reference_date", "before_birth", "placeholder_date", "duplicate",
+    "invalid", "after_reference_date", "outside_observation_period", "before_birth",
+    "placeholder_date", "duplicate",
 )  # fmt: skip
 """The reasons a procedure session can be set aside for."""
 
 
+def unobserved(subject: np.ndarray, day: np.ndarray, periods: Periods | None) -> np.ndarray:
+    """Per row: is its day outside every observation period of its subject? A subject
+    without periods is not restricted (nothing says when its records are complete).
+    Binary search over the periods sorted by (subject, start), each carrying the latest
+    end among its subject's periods so far (periods may overlap)."""
+    out = np.zeros(len(day), dtype=bool)
+    if periods is None or not len(periods.subject):
+        return out
+    order = np.lexsort((periods.start, periods.subject))
+    who, first, last = periods.subject[order], periods.start[order], periods.end[order]
+    reach = pd.Series(last).groupby(who).cummax().to_numpy()
+    span = np.float64(1 << 24)  # day numbers are within +-8 M days of 1970
+    keys = who * 2 * span + first
+    has = np.zeros(int(max(who.max(), subject.max(initial=-1))) + 2, dtype=bool)
+    has[who] = True
+    asked = (subject >= 0) & ~np.isnan(day) & has[np.maximum(subject, 0)]
+    at = np.searchsorted(keys, subject * 2 * span + day, "right") - 1
+    found = (at >= 0) & (who[np.maximum(at, 0)] == subject)
+    covered = found & (reach[np.maximum(at, 0)] >= day)
+    out[asked] = ~covered[asked]
+    return out
+
+
+@dataclass(frozen=True)
+class Periods:
+    """Observation periods: subject codes, first and last day (an open end: +inf)."""
+
+    subject: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+
+
 def set_aside_dates(
     start: np.ndarray, end: np.ndarray, reference: np.ndarray, birth: np.ndarray,
-    rules: BuildRules, unusable: np.ndarray,
+    rules: BuildRules, unusable: np.ndarray, unobserved: np.ndarray | None = None,
 ) -> np.ndarray:  # fmt: skip
     """The STATUS code each row is set aside with for its dates (0 when it is not):
-    after the reference date, before birth, an end before the start, a placeholder
-    date; rows validation could not read are `invalid`."""
+    after the reference date, outside the subject's observation periods, before birth,
+    an end before the start, a placeholder date; rows validation could not read are
+    `invalid`."""
     why = np.zeros(len(start), dtype=np.int8)
     placeholders = days(np.asarray(rules.placeholder_dates, dtype="datetime64[s]"))
+    outside = unobserved if unobserved is not None else np.zeros(len(start), dtype=bool)
     checks = [
+        ("outside_observation_period", outside),
         ("after_reference_date", start > reference),
         ("before_birth", start < birth),
         ("end_before_start", end < start),
