@@ -74,6 +74,7 @@ from trdscreen.buildtables import (
     attrition,
     course_events,
     ints,
+    key_day,
     session_attrition,
     set_aside_dates,
     text_column,
@@ -232,9 +233,9 @@ def _same_day(
     summed = np.zeros(len(used), dtype=bool)
     out_dose, out_length = dose.copy(), length.copy()
     rows = np.flatnonzero(used)
-    # Only events that share their generic and day with another are grouped (few).
-    pairs = pd.DataFrame({"key": key[rows], "day": start[rows]})
-    rows = rows[pairs.duplicated(keep=False).to_numpy()]
+    # Only events that share their generic and day with another are grouped (few); one
+    # int64 per event is hashed, not a frame of two columns.
+    rows = rows[pd.Series(key_day(key[rows], start[rows])).duplicated(keep=False).to_numpy()]
     if len(rows) == 0:
         return why, out_dose, out_length, summed
     frame = pd.DataFrame(

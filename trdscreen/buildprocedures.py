@@ -103,7 +103,7 @@ def session_courses(
         "adherence": np.full(m, np.nan),
         "duration_assumed": np.zeros(m, dtype=bool),
         "sessions": ints(seg.size.astype(np.float64)),
-        **rating_columns(rated, np.ones(m, dtype=bool), np.ones(m, dtype=bool)),
+        **rating_columns(rated, np.arange(m), np.ones(m, dtype=bool), np.ones(m, dtype=bool)),
         "course_id": np.asarray(course_id, dtype=object),
         "n_events": seg.size,
         "source_file": np.full(m, table.source.file, dtype=object),

@@ -83,6 +83,13 @@ class Periods:
     end: np.ndarray
 
 
+def key_day(key: np.ndarray, day: np.ndarray) -> np.ndarray:
+    """One int64 per (subject and generic key, day number) pair, to hash or compare."""
+    return key.astype(np.int64) * (1 << 24) + (
+        np.nan_to_num(day, nan=-(1 << 23)) + (1 << 23)
+    ).astype(np.int64)
+
+
 def set_aside_dates(
     start: np.ndarray, end: np.ndarray, reference: np.ndarray, birth: np.ndarray,
     rules: BuildRules, unusable: np.ndarray, unobserved: np.ndarray | None = None,
@@ -153,6 +160,8 @@ def _any_of(codes: np.ndarray, seg: Segments, wanted: tuple) -> np.ndarray:
 def ints(values: np.ndarray) -> pd.Series:
     """Day counts, lines, totals as nullable integers (NaN: empty)."""
     empty = np.isnan(values)
+    if empty.all():
+        return pd.Series(pd.arrays.IntegerArray(np.zeros(len(values), np.int64), empty))
     return pd.Series(pd.arrays.IntegerArray(np.where(empty, 0, values).astype(np.int64), empty))
 
 
@@ -165,24 +174,33 @@ def labels(values: np.ndarray) -> pd.Categorical:
 
 
 def rating_columns(
-    rated: dict[str, np.ndarray], first: np.ndarray, last: np.ndarray
+    rated: dict[str, np.ndarray], course_at: np.ndarray, first: np.ndarray, last: np.ndarray
 ) -> dict[str, object]:
-    """The rating columns of treatments rows: baselines on a course's first row, end
-    ratings on its last, each with its date and line; the HAM-D version on every row."""
+    """The rating columns of treatments rows (`rated`: per course; `course_at`: each
+    row's course): baselines on a course's first row, end ratings on its last, each with
+    its date and line; the HAM-D version on every row. Only the first or last rows are
+    gathered, and nothing when no course has the value."""
+
+    def at(name: str, mask: np.ndarray | None = None) -> np.ndarray:
+        values = rated[name]
+        out = np.full(len(course_at), np.nan)
+        if np.isnan(values).all():
+            return out
+        if mask is None:
+            return values[course_at]
+        out[mask] = values[course_at[mask]]
+        return out
+
     columns: dict[str, object] = {}
     for scale in ("hamd", "madrs"):
-        columns[f"{scale}_start"] = ints(np.where(first, rated[f"{scale}_start"], np.nan))
-        columns[f"{scale}_end"] = ints(np.where(last, rated[f"{scale}_end"], np.nan))
+        columns[f"{scale}_start"] = ints(at(f"{scale}_start", first))
+        columns[f"{scale}_end"] = ints(at(f"{scale}_end", last))
         if scale == "hamd":
-            columns["hamd_version"] = ints(rated["hamd_version"])
+            columns["hamd_version"] = ints(at("hamd_version"))
     for scale in ("hamd", "madrs"):
         for when, mask in (("start", first), ("end", last)):
-            columns[f"{scale}_{when}_date"] = dates(
-                np.where(mask, rated[f"{scale}_{when}_day"], np.nan)
-            )
-            columns[f"{scale}_{when}_line"] = ints(
-                np.where(mask, rated[f"{scale}_{when}_line"], np.nan)
-            )
+            columns[f"{scale}_{when}_date"] = dates(at(f"{scale}_{when}_day", mask))
+            columns[f"{scale}_{when}_line"] = ints(at(f"{scale}_{when}_line", mask))
     return columns
 
 
@@ -233,7 +251,6 @@ def treatments(
     # Every column is taken in table order (subject, course, start) as it is made.
     run_at = order
     course_at = course[order]
-    rated = {name: values[course_at] for name, values in parts.rated.items()}
     first_at, last_at = is_first[order], is_last[order]
     generics = parts.generics
     columns: dict[str, object] = {
@@ -256,7 +273,7 @@ def treatments(
         # course the same), which the screen checks against adequacy.adherence.
         "adherence": c.pdc[course_at],
     }
-    columns |= rating_columns(rated, first_at, last_at)
+    columns |= rating_columns(parts.rated, course_at, first_at, last_at)
     columns |= {
         "course_id": text_column(ids.take(pa.array(course_at))),
         "n_events": runs.seg.size[run_at],
@@ -277,7 +294,8 @@ def treatments(
         "days_to_next": ints(c.days_to_next[course_at]),
         "pdc": c.pdc[course_at],
     }
-    return pd.DataFrame(columns), row_of_run, ids
+    # Every column is a new array: no copy into consolidated blocks (seconds at 10 M rows).
+    return pd.DataFrame(columns, copy=False), row_of_run, ids
 
 
 def _rank(subject: np.ndarray, start: np.ndarray, generic: np.ndarray) -> np.ndarray:
@@ -305,13 +323,14 @@ def course_events(
     course[kept] = parts.courses.of_run[run]
     joined = np.flatnonzero(np.isin(why, [CODE["duplicate"], CODE["summed"]]))
     if len(joined):
-        heads = pd.DataFrame({"key": key[kept], "day": start[kept], "at": kept})
-        heads = heads.drop_duplicates(["key", "day"])
-        found = (
-            pd.DataFrame({"key": key[joined], "day": start[joined]})
-            .merge(heads, on=["key", "day"], how="left")["at"]
-            .to_numpy()
-        )
+        # The kept event of each joined one's generic and day: only the few kept events
+        # sharing such a pair are looked at.
+        wanted = key_day(key[joined], start[joined])
+        pair = key_day(key[kept], start[kept])
+        near = np.isin(pair, wanted)
+        heads = pd.DataFrame({"pair": pair[near], "at": kept[near]}).drop_duplicates("pair")
+        found = pd.DataFrame({"pair": wanted}).merge(heads, on="pair", how="left")["at"]
+        found = found.to_numpy()
         row[joined] = row[found]
         course[joined] = course[found]
     used = why == 0

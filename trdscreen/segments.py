@@ -31,6 +31,8 @@ def days(dates: np.ndarray) -> np.ndarray:
 def dates(day_numbers: np.ndarray) -> np.ndarray:
     """Float day numbers back to datetime64[s] (NaT where NaN)."""
     known = ~np.isnan(day_numbers)
+    if not known.any():  # e.g. a rating date no course has: no conversion at all
+        return np.full(len(day_numbers), np.datetime64("NaT", "s"))
     whole = np.where(known, day_numbers, 0).astype(np.int64).astype("datetime64[D]")
     return np.where(known, whole.astype("datetime64[s]"), np.datetime64("NaT", "s"))
 
