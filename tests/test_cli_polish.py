@@ -158,3 +158,21 @@ def test_shell_completion_completes_commands_and_options():
     assert "--csv-dialect" in complete("trdscreen screen --csv", 2).split()
     script = CliRunner().invoke(app, ["--show-completion", "bash"])
     assert "_trdscreen_completion" in script.output
+
+
+@pytest.mark.parametrize("extra", [[], ["--json"]])
+def test_a_reader_that_goes_away_does_not_change_the_exit_code(tmp_path, extra):
+    """`trdscreen ... | head`: stdout's reader is gone before anything is printed (the read
+    end of the pipe is closed first, so every write fails). The command still did its
+    work and exits 0, without an "internal error" or a complaint at exit."""
+    read, write = os.pipe()
+    os.close(read)
+    done = subprocess.run(
+        [sys.executable, "-m", "trdscreen", "synth", "--n-subjects", "5",
+         "--out", str(tmp_path / "cohort"), *extra],
+        stdout=write, stderr=subprocess.PIPE, timeout=120, check=False,
+    )  # fmt: skip
+    os.close(write)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stderr == b""
+    assert (tmp_path / "cohort" / "treatments.parquet").exists()

@@ -34,6 +34,7 @@ from trdscreen.cliapp import (
     guard,
     notify,
     parse_date,
+    reader_gone,
     report_issues,
     watching,
 )
@@ -399,6 +400,10 @@ def main() -> None:
                 {"status": "usage", "exit_code": exit_code, "message": message, "problems": []}
             )
         sys.exit(exit_code)
+    try:
+        sys.stdout.flush()  # a reader gone by now would make the exit's flush complain
+    except BrokenPipeError:
+        reader_gone()
     sys.exit(code if isinstance(code, int) else 0)
 
 

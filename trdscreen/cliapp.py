@@ -235,6 +235,9 @@ def fail(exc: BaseException, as_json: bool, extra: dict[str, Any] | None = None)
     """The one place exceptions become a message on stderr and an exit code."""
     from trdscreen.render import console, render_error
 
+    if isinstance(exc, BrokenPipeError):  # the reader went away (`| head`): its choice
+        reader_gone()
+        raise typer.Exit(int(ExitCode.OK))
     if isinstance(exc, TrdscreenError):
         code = exc.exit_code
         message = str(exc)
@@ -262,6 +265,13 @@ def fail(exc: BaseException, as_json: bool, extra: dict[str, Any] | None = None)
             }
         )
     raise typer.Exit(int(code))
+
+
+def reader_gone() -> None:
+    """Stop printing to a stdout nobody reads: later writes (and the flush at exit) go
+    to /dev/null instead of raising BrokenPipeError again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
