@@ -62,7 +62,10 @@ DASK_STAGES = (  # --engine dask: the client reads and routes, the workers scree
     ("merge+write", "decisions_computed"),
     ("manifest", "run_finished"),
 )
-TARGET_ROWS_PER_S = {"parquet": 2_000_000, "csv": 1_000_000}
+FLOOR_RATIO = 2.0
+"""Target (issue 24): a run's wall time at most this times its own I/O floor."""
+CPU_PER_MILLION = 10.0
+"""Target (issue 24): CPU seconds (user + system) per million synth subjects."""
 MIB = 1 << 20
 
 
@@ -92,20 +95,34 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu(pid: int) -> float:
+    """CPU seconds (user + system, every thread) `pid` has used so far."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 def _rss_sampler(
     pid: int,
-    samples: list[tuple[float, int]],
+    samples: list[tuple[float, int, float]],
     others: dict[int, int],
     stop: threading.Event,
 ) -> None:
-    """RSS of `pid` every 5 ms; with `others`, the peak RSS of each of its descendants
-    (the Dask engine's local cluster: nanny and worker processes), every 50 ms."""
+    """RSS and CPU seconds of `pid` every 5 ms; with `others`, the peak RSS of each of
+    its descendants (the Dask engine's local cluster: nanny and worker processes),
+    every 50 ms."""
     tick = 0
     while not stop.is_set():
         rss = _rss(pid)
         if not rss:
             return
-        samples.append((time.time(), rss))
+        samples.append((time.time(), rss, _cpu(pid)))
         if tick % 10 == 0:
             for child in _descendants(pid):
                 others[child] = max(others.get(child, 0), _rss(child))
@@ -178,9 +195,10 @@ def screen(cohort: Path, out: Path, extra: list[str]) -> dict:
         "--force",
         *extra,
     ]
-    samples: list[tuple[float, int]] = []
+    samples: list[tuple[float, int, float]] = []
     others: dict[int, int] = {}
     stop = threading.Event()
+    load = os.getloadavg()[0]
     started = time.time()
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     sampler = threading.Thread(target=_rss_sampler, args=(child.pid, samples, others, stop))
@@ -193,20 +211,30 @@ def screen(cohort: Path, out: Path, extra: list[str]) -> dict:
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"screen failed: {stderr.decode()[-2000:]}")
     ends = _stage_ends(out / "audit.jsonl")
+    cpu_total = usage.ru_utime + usage.ru_stime
+
+    def cpu_at(moment: float) -> float:  # the last sample at or before `moment`
+        before = [c for t, _, c in samples if t <= moment and c == c]
+        return before[-1] if before else 0.0
+
     stages, begin = [], started
     for name, event in DASK_STAGES if "dask" in extra else STAGES:
         end = ends[event]
-        peak = max((rss for t, rss in samples if begin <= t <= end), default=0)
-        stages.append((name, end - begin, peak))
+        peak = max((rss for t, rss, _ in samples if begin <= t <= end), default=0)
+        stages.append((name, end - begin, peak, cpu_at(end) - cpu_at(begin)))
         begin = end
-    peak_tail = max((rss for t, rss in samples if t >= begin), default=0)
-    stages.append(("exit", ended - begin, peak_tail))
+    peak_tail = max((rss for t, rss, _ in samples if t >= begin), default=0)
+    stages.append(("exit", ended - begin, peak_tail, cpu_total - cpu_at(begin)))
     return {
         "wall": ended - started,
+        "cpu": cpu_total,
+        "load": (load, os.getloadavg()[0]),
         "stages": stages,
         # Linux reports KiB, the largest of the process and its descendants: with a
         # local Dask cluster that is a worker, so the client's own peak is sampled.
-        "peak": max((rss for _, rss in samples), default=0) if others else usage.ru_maxrss * 1024,
+        "peak": max((rss for _, rss, _ in samples), default=0)
+        if others
+        else usage.ru_maxrss * 1024,
         "counts": json.loads(stdout)["counts"],
         "others": sorted(others.values(), reverse=True),
     }
@@ -274,7 +302,7 @@ def io_floor(cohort: Path, run: Path) -> dict[str, float]:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    from trdscreen.output import PARQUET_OPTIONS, ROW_GROUP_ROWS
+    from trdscreen.output import ROW_GROUP_ROWS, parquet_options
 
     def digest(path: Path) -> str:
         with open(path, "rb") as handle:
@@ -307,7 +335,8 @@ def io_floor(cohort: Path, run: Path) -> dict[str, float]:
 
     def write(name: str) -> None:
         table = tables[name]
-        with pq.ParquetWriter(scratch / name, table.schema, **PARQUET_OPTIONS) as writer:
+        options = parquet_options(table.schema)
+        with pq.ParquetWriter(scratch / name, table.schema, **options) as writer:
             writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
         digest(scratch / name)
 
@@ -322,32 +351,48 @@ def io_floor(cohort: Path, run: Path) -> dict[str, float]:
     return {"read": read, "write": written}
 
 
-def report_floor(rows: int, floor: dict[str, float], fmt: str) -> None:
+def report_floor(run: dict, floor: dict[str, float], subjects: int) -> None:
+    """The run against the I/O floor measured right after it, and the CPU target."""
     total = floor["read"] + floor["write"]
+    ratio = run["wall"] / total
+    cpu_limit = CPU_PER_MILLION * subjects / 1e6
     print(
         f"  I/O floor: read+hash inputs {floor['read']:.2f} s, write+hash these tables "
-        f"{floor['write']:.2f} s: {total:.2f} s, {rows / total:,.0f} rows/s "
-        f"(the target allows {rows / TARGET_ROWS_PER_S[fmt]:.2f} s)"
+        f"{floor['write']:.2f} s: {total:.2f} s; the run took {ratio:.2f}x the floor "
+        f"(target <= {FLOOR_RATIO:.1f}x: {'met' if ratio <= FLOOR_RATIO else 'NOT met'}), "
+        f"{run['cpu']:.1f} CPU-s (target <= {cpu_limit:.1f}: "
+        f"{'met' if run['cpu'] <= cpu_limit else 'NOT met'})"
     )
 
 
-def report(label: str, rows: int, run: dict, fmt: str) -> None:
+def report(label: str, rows: int, run: dict) -> None:
     print(f"\n{label}: {rows:,} course rows, {run['counts']['subjects']['total']:,} subjects")
-    print(f"  {'stage':<10} {'seconds':>8} {'rows/s':>12} {'peak RSS MiB':>13}")
-    for name, seconds, peak in run["stages"]:
+    print(f"  {'stage':<10} {'seconds':>8} {'CPU-s':>7} {'rows/s':>12} {'peak RSS MiB':>13}")
+    for name, seconds, peak, cpu in run["stages"]:
         rate = f"{rows / seconds:,.0f}" if seconds > 0 else "-"
-        print(f"  {name:<10} {seconds:8.2f} {rate:>12} {peak / MIB:13.0f}")
-    rate = rows / run["wall"]
+        print(f"  {name:<10} {seconds:8.2f} {cpu:7.2f} {rate:>12} {peak / MIB:13.0f}")
     limit = 250 * rows / 1e6 + 150
     print(
-        f"  {'total':<10} {run['wall']:8.2f} {rate:12,.0f} {run['peak'] / MIB:13.0f}"
-        f"   target: >= {TARGET_ROWS_PER_S[fmt]:,} rows/s "
-        f"({'met' if rate >= TARGET_ROWS_PER_S[fmt] else 'NOT met'}), "
-        f"<= {limit:,.0f} MiB ({'met' if run['peak'] / MIB <= limit else 'NOT met'})"
+        f"  {'total':<10} {run['wall']:8.2f} {run['cpu']:7.2f} {rows / run['wall']:12,.0f} "
+        f"{run['peak'] / MIB:13.0f}   memory target <= {limit:,.0f} MiB "
+        f"({'met' if run['peak'] / MIB <= limit else 'NOT met'}); load average "
+        f"{run['load'][0]:.2f} at start, {run['load'][1]:.2f} at end"
     )
     if run["others"]:
         peaks = ", ".join(f"{rss / MIB:,.0f}" for rss in run["others"])
         print(f"  peak RSS of the local cluster's processes (MiB; nannies are small): {peaks}")
+
+
+def shuffled(cohort: Path, folder: Path) -> None:
+    """The cohort as an unsorted export: every table's rows in a random order."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(24)
+    for path in cohort.glob("*.parquet"):
+        table = pq.read_table(path)
+        pq.write_table(table.take(rng.permutation(table.num_rows)), folder / path.name)
 
 
 def main() -> None:
@@ -362,6 +407,13 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="keep cohorts and runs in this folder")
     parser.add_argument("--io-floor", nargs=2, type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--build", type=int, metavar="EVENTS", help="time `build` only")
+    parser.add_argument(
+        "--no-shuffled", dest="shuffled", action="store_false",
+        help="skip the unsorted (shuffled) copy of the Parquet cohort",
+    )  # fmt: skip
+    parser.add_argument(
+        "--extra", nargs="*", default=[], help="more options for `screen` (e.g. --tables ...)"
+    )
     args = parser.parse_args()
     if args.io_floor:  # the child process measuring one run's I/O floor
         print(json.dumps(io_floor(*args.io_floor)))
@@ -384,7 +436,7 @@ def main() -> None:
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="trdscreen-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    walls = {}
+    figures: dict[tuple, dict] = {}
     try:
         sizes = [args.subjects] + ([4 * args.subjects] if args.linear else [])
         for fmt in args.formats.split(","):
@@ -393,20 +445,28 @@ def main() -> None:
                 if not cohort.exists():
                     rows, seconds = synth(n, fmt, cohort)
                     print(f"\nsynth {n:,} subjects as {fmt}: {rows:,} rows in {seconds:.1f} s")
-                if not args.dask_only:
+                variants = [("", cohort)]
+                if fmt == "parquet" and args.shuffled and n == args.subjects:
+                    mixed = work / f"cohort-{n}-{fmt}-shuffled"
+                    if not mixed.exists():
+                        shuffled(cohort, mixed)
+                    variants.append((", shuffled rows", mixed))
+                for label, source in variants:
+                    if args.dask_only:
+                        break
                     chunking = ["--chunk-rows", str(args.chunk_rows)] if args.chunk_rows else []
-                    out = work / f"run-{n}-{fmt}"
-                    run = screen(cohort, out, chunking)
+                    out = work / f"run-{n}-{fmt}{label and '-shuffled'}"
+                    run = screen(source, out, [*chunking, *args.extra])
                     rows = run["counts"]["courses"]["total"]
-                    report(f"{fmt} input, default engine", rows, run, fmt)
+                    report(f"{fmt} input{label}, default engine", rows, run)
                     floor = subprocess.run(
-                        [sys.executable, __file__, "--io-floor", str(cohort), str(out)],
+                        [sys.executable, __file__, "--io-floor", str(source), str(out)],
                         check=True,
                         capture_output=True,
                         text=True,
                     )
-                    report_floor(rows, json.loads(floor.stdout), fmt)
-                    walls[(fmt, n)] = run["wall"]
+                    report_floor(run, json.loads(floor.stdout), n)
+                    figures[(fmt + label, n)] = run
                 if args.dask or args.dask_only:
                     run = screen(
                         cohort,
@@ -414,16 +474,18 @@ def main() -> None:
                         ["--engine", "dask", "--worker-memory", args.worker_memory],
                     )
                     rows = run["counts"]["courses"]["total"]
-                    report(f"{fmt} input, --engine dask (2 workers)", rows, run, fmt)
-                    walls[(fmt, n, "dask")] = run["wall"]
+                    report(f"{fmt} input, --engine dask (2 workers)", rows, run)
+                    figures[(fmt + " dask", n)] = run
         if args.linear:
-            for key in walls:
-                if key[1] != args.subjects:
+            for (label, n), small in list(figures.items()):
+                big = figures.get((label, 4 * n))
+                if n != args.subjects or big is None:
                     continue
-                ratio = walls[(key[0], 4 * args.subjects, *key[2:])] / walls[key]
+                wall, cpu = big["wall"] / small["wall"], big["cpu"] / small["cpu"]
+                worst = max(wall, cpu)
                 print(
-                    f"\nlinear scaling ({' '.join([key[0], *key[2:]])}): 4x subjects took "
-                    f"{ratio:.2f}x as long (target <= 4.5x: {'met' if ratio <= 4.5 else 'NOT met'})"
+                    f"\nlinear scaling ({label}): 4x subjects took {wall:.2f}x the time and "
+                    f"{cpu:.2f}x the CPU (target <= 4.5x: {'met' if worst <= 4.5 else 'NOT met'})"
                 )
     finally:
         if args.keep is None:

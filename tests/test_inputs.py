@@ -328,3 +328,34 @@ def test_a_hamd_total_is_checked_against_its_own_version(tmp_path):
     assert ("G", "out_of_range", "madrs_start") in checks
     # one issue per bad cell, never two (the range check and the per-version check)
     assert len(issues[issues["subject_id"] == "E"]) == 1
+
+
+def test_the_fast_pre_check_finds_every_cell_pandera_finds(tmp_path, monkeypatch):
+    """Value checks run pandera only on a table where the vectorized pre-check (read from
+    the same pandera schema) finds a failure. Each row below breaks one declared check
+    (a range on each side, a vocabulary, a required cell); with the pre-check forced to
+    say "failed" every time, pandera checks everything: the issues must be the same,
+    and a clean table must pass the pre-check without pandera."""
+    from trdscreen import schemas
+
+    rows = [
+        good("A", hamd_start=60), good("B", adherence=1.5), good("C", role="booster"),
+        good("D", daily_dose_mg=-5), good("E", drug=""), good("F", modality="yoga"),
+        good("G", hamd_end=-1), good("H"),
+    ]  # fmt: skip
+    folder = write_cohort(tmp_path / "bad", rows, [{"subject_id": s} for s in "ABCDEFGH"])
+    fast = issues_for(folder)
+    assert {"out_of_range", "not_in_vocabulary", "required_value_missing"} <= set(fast["check"])
+    monkeypatch.setattr(schemas, "_all_pass", lambda schema, frame: False)
+    assert issues_for(folder).equals(fast)
+    monkeypatch.undo()
+    clean = write_cohort(
+        tmp_path / "clean", [good("A"), good("B")], [{"subject_id": "A"}, {"subject_id": "B"}]
+    )
+    called = []
+    original = schemas.pa.DataFrameSchema.validate
+    monkeypatch.setattr(
+        schemas.pa.DataFrameSchema, "validate",
+        lambda self, *a, **k: called.append(1) or original(self, *a, **k),
+    )  # fmt: skip
+    assert issues_for(clean).empty and called == []

@@ -40,6 +40,34 @@ PARQUET_OPTIONS: dict[str, object] = {
     "write_statistics": True,
     "store_schema": False,
 }
+NEAR_UNIQUE = (
+    "subject_id", "source_line", "first_source_line", "last_source_line", "course_id",
+    "treatments_row", "episode_id",
+)  # fmt: skip
+"""Columns whose values are (nearly) all different within a row group: a dictionary
+page would be tried, grow and be thrown away for each, at a cost and no saving."""
+KEY = "subject_id"
+
+
+def parquet_options(schema: pa.Schema) -> dict[str, object]:
+    """PARQUET_OPTIONS for a table of this schema, column by column: dictionary pages
+    for every column but the NEAR_UNIQUE ones, and min/max statistics only for the
+    subject key and the columns that are not text (text statistics cost the writer
+    a comparison of every string, and no reader prunes row groups on a drug name or a
+    reason list). The values written are the same; only the encoding differs."""
+    text = {
+        field.name
+        for field in schema
+        if pa.types.is_string(field.type)
+        or pa.types.is_large_string(field.type)
+        or (pa.types.is_dictionary(field.type) and pa.types.is_string(field.type.value_type))
+    }
+    names = schema.names
+    return {
+        **PARQUET_OPTIONS,
+        "use_dictionary": [n for n in names if n not in NEAR_UNIQUE],
+        "write_statistics": [n for n in names if n not in text or n == KEY],
+    }
 
 CSV_OPTIONS = pacsv.WriteOptions(include_header=True)
 EXCEL_EU_OPTIONS = pacsv.WriteOptions(include_header=True, delimiter=";")
@@ -294,7 +322,7 @@ class TableSink:
         if "parquet" in self.formats:
             if self.parquet is None:
                 self.parquet = pq.ParquetWriter(
-                    self.paths["parquet"], table.schema, **PARQUET_OPTIONS
+                    self.paths["parquet"], table.schema, **parquet_options(table.schema)
                 )
             self.parquet.write_table(table, row_group_size=ROW_GROUP_ROWS)
         standard_file = "csv" in self.formats and self.dialect == "standard"
