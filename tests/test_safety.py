@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -306,3 +307,36 @@ def test_infinite_thresholds_are_refused(tmp_path):
     result = invoke("rules", "check", path)
     assert result.exit_code == ExitCode.INVALID_RULES
     assert "adequacy.duration.min_weeks" in result.stderr and "finite" in result.stderr
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_issues_capped_as_they_are_logged_list_what_capping_at_the_end_lists(seed, monkeypatch):
+    """A warning on thousands of rows of one chunk is capped as it is logged (the first
+    ISSUE_CAP lines with a key, the first without, a summary row for the rest); the
+    capped log's table must equal the one capped only at the end, over several adds
+    (chunks) in any line order, with and without subject keys."""
+    from types import SimpleNamespace
+
+    from trdscreen import issues as issues_module
+    from trdscreen.issues import IssueLog
+
+    rng = np.random.default_rng(seed)
+    n = 5000
+    source = SimpleNamespace(name="treatments", file="treatments.csv", lines=np.arange(2, n + 2))
+    ids = pd.Series(np.where(rng.random(n) < 0.2, "", "S" + np.arange(n).astype(str)))
+    adds = [
+        (rng.choice(n, size=int(rng.integers(1200, 2600)), replace=False), check)
+        for check in ("unknown_drug", "unknown_drug", "end_date_missing", "unknown_drug")
+    ]
+
+    def table() -> pd.DataFrame:
+        log = IssueLog()
+        for rows, check in adds:
+            log.add(source, rows, "drug", check, "expected a known drug", ids, "warning")
+        return log.frame()
+
+    capped = table()
+    monkeypatch.setattr(issues_module, "_capped", lambda block, cap=ISSUE_CAP: block)
+    whole = table()
+    pd.testing.assert_frame_equal(capped, whole)
+    assert capped["rows"].sum() == sum(len(rows) for rows, _ in adds)

@@ -110,6 +110,37 @@ def cap_issues(issues: pd.DataFrame, cap: int = ISSUE_CAP) -> pd.DataFrame:
     return sorted_issues(table.astype({"line": "int64", "rows": "int64"}))
 
 
+def _capped(block: pd.DataFrame, cap: int = ISSUE_CAP) -> pd.DataFrame:
+    """One add's rows (one file, column, check and severity) capped as `cap_issues` caps
+    them: the first `cap` lines with a subject key and the first `cap` without, and a
+    summary row for the rest of each. `cap_issues` on the log's blocks then gives what
+    capping every row would: a chunk of a million rows with a warning on each no longer
+    builds, sorts and groups a million issue rows to keep a thousand."""
+    keyless = (block["subject_id"] == "").to_numpy()
+    lines = block["line"].to_numpy()
+    parts = []
+    for without_key in (False, True):
+        at = np.flatnonzero(keyless == without_key)
+        if len(at) <= cap:
+            parts.append(block.iloc[at])
+            continue
+        at = at[np.argsort(lines[at], kind="stable")]
+        parts.append(block.iloc[at[:cap]])
+        rest = len(at) - cap
+        parts.append(
+            block.iloc[at[:1]].assign(
+                line=0,
+                subject_id="",
+                message=NOT_LISTED
+                + str(rest)
+                + (f" more row(s) {KEYLESS}" if without_key else " more row(s)")
+                + f" with this check; the first {cap} are listed",
+                rows=rest,
+            )
+        )
+    return pd.concat(parts, ignore_index=True)
+
+
 REJECTION_COLUMNS = ["table", "row", "column", "check", "message"]
 
 
@@ -178,7 +209,9 @@ class IssueLog:
                     "rows": 1,
                 }
             )
-        self._blocks.append(block)
+        self._blocks.append(
+            _capped(block) if severity != "error" and len(block) > ISSUE_CAP else block
+        )
         if severity == "error":
             table = source.name if source is not None else ""
             positions = np.asarray(rows, dtype=np.int64) if rows is not None else np.array([-1])

@@ -25,7 +25,6 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from trdscreen.coded import sorted_categories
 from trdscreen.io import sha256_file
 
 ROW_GROUP_ROWS = 1 << 18
@@ -200,33 +199,28 @@ class _HashSink:
 
 def canonical_dictionaries(table: pa.Table) -> pa.Table:
     """Every dictionary column as one array whose dictionary is the values its rows use,
-    sorted (`coded.sorted_categories`), whatever pieces the rows came in.
+    sorted (as `coded.sorted_categories` sorts them), whatever pieces the rows came in.
 
     The Parquet writer stores a dictionary column's dictionary as given, so this is
     what makes a row group's bytes depend on its rows only: a table written whole,
     streamed in chunks of subjects, or merged from Dask buckets gives the same file.
+    Done in Arrow: the pieces' dictionaries unified, the codes used found and the
+    values sorted (a few per column), then one `take` renumbers every row.
     """
     for index, field in enumerate(table.schema):
         if not pa.types.is_dictionary(field.type):
             continue
-        chunks = table.column(index).chunks
-        values = sorted_categories(
-            text for chunk in chunks for text in chunk.dictionary.to_pylist()
-        ).categories
-        union = pa.array(values.to_numpy(dtype=object), pa.string())
-        codes = [
-            np.append(pc.index_in(chunk.dictionary, value_set=union).to_numpy(False), -1)[
-                chunk.indices.fill_null(-1).to_numpy(zero_copy_only=False)
-            ]
-            for chunk in chunks
-        ]
-        code = np.concatenate(codes) if codes else np.zeros(0, np.int64)
-        used = np.bincount(code[code >= 0], minlength=len(union)) > 0
-        renumber = np.append(np.cumsum(used) - 1, -1)
-        compact = renumber[code].astype(np.int32)
-        array = pa.DictionaryArray.from_arrays(
-            pa.array(compact, mask=compact < 0), union.filter(pa.array(used))
-        )
+        whole = table.column(index).combine_chunks()  # one dictionary for every piece
+        if isinstance(whole, pa.ChunkedArray):  # pragma: no cover - older pyarrow
+            whole = pa.concat_arrays(whole.chunks)
+        indices = whole.indices.cast(pa.int32())
+        used = pc.unique(indices.drop_null()).to_numpy(zero_copy_only=False)
+        values = whole.dictionary.cast(pa.string()).take(pa.array(used, pa.int32()))
+        order = pc.sort_indices(values).to_numpy(zero_copy_only=False)
+        renumber = np.zeros(len(whole.dictionary), dtype=np.int32)
+        renumber[used[order]] = np.arange(len(order), dtype=np.int32)
+        codes = pc.take(pa.array(renumber), indices)  # nulls stay null
+        array = pa.DictionaryArray.from_arrays(codes, values.take(pa.array(order)))
         table = table.set_column(index, field.with_type(array.type), array)
     return table
 
