@@ -93,6 +93,23 @@ def test_chunks_give_the_whole_cohorts_bytes(
     )
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+def test_chunks_screened_in_threads_give_the_same_bytes(tmp_path, small, damaged, threads):
+    # --threads: chunks are screened `threads` at a time and written in chunk order;
+    # every chunk is a pure function of its rows, so the bytes are the whole cohort's
+    # (the default, 2 threads on this machine, is what the other tests run). An invalid
+    # chunk among them still fails the run with every chunk's issues.
+    whole, _ = screen_whole(tmp_path, "whole", api.ScreenRequest(input=small))
+    streamed, _ = _streamed(tmp_path, "streamed", 71, input=small, threads=threads)
+    assert_same_tables(whole, streamed)
+    manifest = json.loads((streamed / "manifest.json").read_text())
+    assert manifest["options"]["engine"]["threads"] == threads
+    bad_whole, error_whole = screen_whole(tmp_path, "bad-whole", api.ScreenRequest(input=damaged))
+    bad, error = _streamed(tmp_path, "bad", 97, input=damaged, threads=threads)
+    assert isinstance(error, InvalidInputData) and str(error) == str(error_whole)
+    assert_same_tables(bad_whole, bad)
+
+
 def test_the_hand_worked_sample_streams_the_same_a_subject_or_two_per_chunk(tmp_path):
     # sample_data holds the suite's hand-worked cases (S028 and S036 have no courses,
     # S038 has courses but no subject row,

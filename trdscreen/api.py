@@ -65,7 +65,14 @@ from trdscreen.resolve import (
 )
 from trdscreen.runs import MANIFEST_FILE, RunFolder
 from trdscreen.schemas import SUBJECT_COLUMNS, TREATMENT_COLUMNS
-from trdscreen.stream import CHUNK_ROWS, StreamedResult, StreamOutcome, chunks, write_streamed
+from trdscreen.stream import (
+    CHUNK_ROWS,
+    KERNELS,
+    StreamedResult,
+    StreamOutcome,
+    chunks,
+    write_streamed,
+)
 from trdscreen.summarytext import SUMMARY_FILE, summary_text
 from trdscreen.tables import SHEET_ORDER
 from trdscreen.validate import ValidatedInputs, criteria_subject_columns, validate_inputs
@@ -340,6 +347,7 @@ def screen_and_write(
                 folder,
                 destination,
                 loaded.request.chunk_rows or CHUNK_ROWS,
+                loaded.request.threads or KERNELS,
             )
             loaded.trail.record("inputs_validated", issues=issue_counts(validated.issues))
         loaded.validated = validated

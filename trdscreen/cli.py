@@ -202,6 +202,17 @@ def screen(
             "written at a time (default 262144); bounds memory, never changes the tables.",
         ),
     ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads",
+            metavar="N",
+            min=1,
+            help="--engine pandas: chunks screened at once, in threads (default 2 on a "
+            "machine with two or more cores); each holds a chunk in memory; never changes "
+            "the tables.",
+        ),
+    ] = None,
     profile: Annotated[
         RecordsProfile | None,
         typer.Option(
@@ -234,8 +245,11 @@ def screen(
             dask = api.DaskOptions(scheduler, partitions, workers, worker_memory)
         elif scheduler is not None or partitions is not None:
             raise UsageError("--scheduler and --partitions need --engine dask")
-        if dask is not None and chunk_rows is not None:
-            raise UsageError("--chunk-rows is for --engine pandas (Dask uses --partitions)")
+        if dask is not None and (chunk_rows is not None or threads is not None):
+            raise UsageError(
+                "--chunk-rows and --threads are for --engine pandas (Dask uses --partitions "
+                "and --workers)"
+            )
         built = None
         if profile is not None:
             built = _build_first(input, subjects, out, build_out, rules, column_map, reference,
@@ -248,6 +262,7 @@ def screen(
             adjudications=adjudications,
             dask=dask,
             chunk_rows=None if dask is not None else (chunk_rows or api.CHUNK_ROWS),
+            threads=threads,
         )  # fmt: skip
         notify(api.check_out_dir(out, force, api.input_paths(request)))
         destination = api.Destination(out, formats, force, escape_formulas, csv_dialect.value)

@@ -36,6 +36,7 @@ from trdscreen.coded import Coded, coded
 from trdscreen.columns import flags, floats
 from trdscreen.drugs import DrugFacts, drug_facts
 from trdscreen.formulary import Formulary
+from trdscreen.keys import lex_order
 from trdscreen.reasons import (
     ASSUMPTIONS,
     BIT,
@@ -300,7 +301,7 @@ def _table(
     # Course numbers per subject, by start: course 1 is the subject's earliest.
     subject = codes[seg.first]
     day = np.nan_to_num(c_start, nan=0.0).astype(np.int64)
-    order = np.lexsort((seg.first, day, subject)) if seg.m else np.zeros(0, np.int64)
+    order = lex_order(subject, day, seg.first) if seg.m else np.zeros(0, np.int64)
     ordinal = np.empty(seg.m, dtype=np.int64)
     if seg.m:
         new = np.r_[True, subject[order][1:] != subject[order][:-1]]

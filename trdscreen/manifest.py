@@ -44,10 +44,13 @@ class ScreenRequest:
     adjudications: Path | None = None  # reviewers' decisions (--adjudications)
     dask: DaskOptions | None = None  # --engine dask: run the kernel per hash bucket
     chunk_rows: int | None = None  # screen_and_write: rows per chunk; None: the whole cohort
+    threads: int | None = None  # chunks screened at once (None: stream.KERNELS)
 
     def __post_init__(self) -> None:
         if self.chunk_rows is not None and self.chunk_rows < 1:
             raise UsageError(f"--chunk-rows {self.chunk_rows}: expected at least 1")
+        if self.threads is not None and self.threads < 1:
+            raise UsageError(f"--threads {self.threads}: expected at least 1")
         if self.max_quarantine is not None:
             parse_limit(self.max_quarantine)  # UsageError now, not after the screening
             if self.on_invalid != "quarantine":
@@ -267,7 +270,10 @@ def build_manifest(
 
 def _engine_record(request: ScreenRequest) -> dict[str, object]:
     if request.dask is None:
-        return {"name": "pandas", "chunk_rows": request.chunk_rows}
+        record: dict[str, object] = {"name": "pandas", "chunk_rows": request.chunk_rows}
+        if request.threads is not None:
+            record["threads"] = request.threads
+        return record
     return {
         "name": "dask",
         "scheduler": request.dask.scheduler,
@@ -300,4 +306,5 @@ def request_from_manifest(
         on_invalid=options.get("on_invalid", "fail"),
         max_quarantine=options.get("max_quarantine"),
         chunk_rows=(options.get("engine") or {}).get("chunk_rows"),
+        threads=(options.get("engine") or {}).get("threads"),
     )

@@ -68,6 +68,7 @@ def parquet_options(schema: pa.Schema) -> dict[str, object]:
         "write_statistics": [n for n in names if n not in text or n == KEY],
     }
 
+
 CSV_OPTIONS = pacsv.WriteOptions(include_header=True)
 EXCEL_EU_OPTIONS = pacsv.WriteOptions(include_header=True, delimiter=";")
 """`--csv-dialect excel-eu`: what a spreadsheet set to a European locale opens as columns

@@ -17,6 +17,7 @@ patient value ever enters an issue.
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -259,8 +260,11 @@ def _days_to_datetime(days: np.ndarray) -> np.ndarray:
 
 
 def _to_bool(column: pa_arrow.ChunkedArray) -> tuple[pd.array, np.ndarray, str]:
-    if pa_arrow.types.is_boolean(column.type):
-        return pd.array(column.to_pylist(), dtype="boolean"), np.empty(0, np.int64), "not_boolean"
+    if pa_arrow.types.is_boolean(column.type):  # as Arrow holds it: no Python object per cell
+        whole = column.combine_chunks() if isinstance(column, pa_arrow.ChunkedArray) else column
+        values = whole.fill_null(False).to_numpy(zero_copy_only=False)
+        missing = whole.is_null().to_numpy(zero_copy_only=False)
+        return pd.arrays.BooleanArray(values, missing), np.empty(0, np.int64), "not_boolean"
     if pa_arrow.types.is_integer(column.type) or pa_arrow.types.is_floating(column.type):
         column = column.cast(pa_arrow.string())
         column = pc.replace_substring_regex(column, r"\.0+$", "")
@@ -534,6 +538,7 @@ def _value_message(spec: ColumnSpec, check: str, name: str) -> str:
     return f"expected {expected}"
 
 
+_PANDERA = threading.Lock()
 _FAST_CHECKS: dict[str, Callable[[np.ndarray | pd.Series, dict], np.ndarray]] = {
     "greater_than_or_equal_to": lambda v, stats: np.asarray(v >= stats["min_value"]),
     "less_than_or_equal_to": lambda v, stats: np.asarray(v <= stats["max_value"]),
@@ -570,7 +575,8 @@ def check_values(
     if _all_pass(schema, frame):
         return
     try:
-        schema.validate(frame, lazy=True)
+        with _PANDERA:  # chunks are validated in threads: one pandera run at a time
+            schema.validate(frame, lazy=True)
     except pa.errors.SchemaErrors as exc:
         cases = exc.failure_cases  # holds patient values in `failure_case`: never kept
         cases = cases[cases["index"].notna()][["column", "check", "index"]]

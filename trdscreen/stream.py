@@ -23,7 +23,9 @@ the quarantine tables and the counts.
 
 from __future__ import annotations
 
+import os
 from bisect import bisect_left
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -354,6 +356,40 @@ def sinks_for(folder: Path, destination: Destination) -> dict[str, TableSink]:
     return {stem: TableSink.of(stem, folder, destination) for stem in STREAMED}
 
 
+KERNELS = 2 if (os.cpu_count() or 1) > 1 else 1
+"""Chunks screened at once by default (`--threads`), in threads (Arrow, NumPy and pandas
+release the GIL for most of a chunk's work): the next chunk's kernel runs beside this
+one's instead of leaving the second core to the writer alone. Each one holds a chunk's
+pipeline in memory."""
+
+
+def in_order(
+    pieces: Iterator[tuple[SourceTable, SourceTable | None]], screening: Screening,
+    threads: int = 1,
+) -> Iterator[tuple[int, Part]]:  # fmt: skip
+    """(input rows, `decide_part`) of each chunk, in chunk order, `threads` chunks
+    screened at a time. Each part is a pure function of its chunk, so the results (and
+    the bytes written from them) are those of screening one chunk after another. An
+    error in a chunk is raised when its turn comes; the chunks under way are finished or
+    cancelled first."""
+    if threads == 1:
+        for courses, people in pieces:
+            yield courses.rows, decide_part(courses, people, screening)
+        return
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="screen")
+    pending: deque[tuple[int, Future[Part]]] = deque()
+    try:
+        for courses, people in pieces:
+            pending.append((courses.rows, pool.submit(decide_part, courses, people, screening)))
+            del courses, people
+            if len(pending) == threads:  # no local keeps a part once the consumer lets go
+                yield pending[0][0], pending.popleft()[1].result()
+        while pending:
+            yield pending[0][0], pending.popleft()[1].result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def write_pieces(sinks: dict[str, TableSink], tables: dict[str, pd.DataFrame | pa.Table]) -> None:
     """One piece of each streamed table, appended to its sink."""
     for stem, sink in sinks.items():
@@ -396,6 +432,7 @@ def write_streamed(
     folder: Path,
     destination: Destination,
     chunk_rows: int = CHUNK_ROWS,
+    threads: int = 1,
 ) -> StreamOutcome:
     """Validate and screen chunk by chunk, appending each chunk's tables to `folder`.
 
@@ -411,10 +448,9 @@ def write_streamed(
 
     def screened() -> Iterator[dict[str, pd.DataFrame]]:
         done = 0
-        for courses, people in chunks(treatments, subjects, chunk_rows):
-            done += courses.rows
-            part = decide_part(courses, people, screening)
-            del courses, people
+        pieces = chunks(treatments, subjects, chunk_rows)
+        for rows, part in in_order(pieces, screening, threads):
+            done += rows
             progress.rows(done, treatments.rows)
             collector.add(PartSummary.of(part))
             if collector.stopped:  # keep validating: the run reports every issue
