@@ -445,18 +445,20 @@ def main() -> None:
                 if not cohort.exists():
                     rows, seconds = synth(n, fmt, cohort)
                     print(f"\nsynth {n:,} subjects as {fmt}: {rows:,} rows in {seconds:.1f} s")
-                variants = [("", cohort)]
+                variants: list[tuple[str, Path, list[str]]] = [("", cohort, [])]
                 if fmt == "parquet" and args.shuffled and n == args.subjects:
                     mixed = work / f"cohort-{n}-{fmt}-shuffled"
                     if not mixed.exists():
                         shuffled(cohort, mixed)
-                    variants.append((", shuffled rows", mixed))
-                for label, source in variants:
+                    variants.append((", shuffled rows", mixed, []))
+                if fmt == "parquet" and n == args.subjects:
+                    variants.append((", --tables decisions", cohort, ["--tables", "decisions"]))
+                for index, (label, source, options) in enumerate(variants):
                     if args.dask_only:
                         break
                     chunking = ["--chunk-rows", str(args.chunk_rows)] if args.chunk_rows else []
-                    out = work / f"run-{n}-{fmt}{label and '-shuffled'}"
-                    run = screen(source, out, [*chunking, *args.extra])
+                    out = work / f"run-{n}-{fmt}-{index}"
+                    run = screen(source, out, [*chunking, *options, *args.extra])
                     rows = run["counts"]["courses"]["total"]
                     report(f"{fmt} input{label}, default engine", rows, run)
                     floor = subprocess.run(

@@ -231,3 +231,42 @@ def test_a_usage_error_under_json_is_one_json_object_and_h_is_help(tmp_path):
     for args in (("-h",), ("screen", "-h"), ("rules", "-h"), ("rules", "show", "-h")):
         helped = run(*args)
         assert helped.returncode == 0 and helped.stdout.startswith("Usage:"), args
+
+
+def test_tables_writes_only_the_named_tables_and_verify_honours_it(tmp_path, damaged):
+    """`--tables decisions,attrition` (a pipeline that needs less): those two tables,
+    with the same bytes as a full run's, plus summary.txt, the manifest and the audit log;
+    no report (it renders from tables not written). The manifest records the choice and
+    `verify` re-runs it; commands that need a table not written say so."""
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert runner.invoke(app, ["screen", str(SAMPLE), "--out", str(full), "-q"]).exit_code == 0
+    done = runner.invoke(
+        app, ["screen", str(SAMPLE), "--out", str(part), "--tables", "attrition", "-q"]
+    )
+    assert done.exit_code == 0, done.output
+    assert sorted(p.name for p in part.iterdir()) == [
+        "attrition.csv", "audit.jsonl", "decisions.csv", "manifest.json", "summary.txt",
+    ]  # fmt: skip
+    for name in ("decisions.csv", "attrition.csv"):
+        assert (part / name).read_bytes() == (full / name).read_bytes()
+    manifest = json.loads((part / "manifest.json").read_text())
+    assert manifest["options"]["tables"] == ["decisions", "attrition"]
+    assert (
+        "report" not in manifest
+        and "tables" not in json.loads((full / "manifest.json").read_text())["options"]
+    )
+    verified = runner.invoke(app, ["verify", str(part), "--json"])
+    assert verified.exit_code == 0, verified.output
+    explained = runner.invoke(app, ["explain", str(part), "S001"])
+    assert explained.exit_code == ExitCode.USAGE
+    assert "--tables decisions,attrition" in explained.output
+    # Names are checked before anything is read; the report needs what it renders from.
+    for wrong in ("decision", "report"):
+        done = runner.invoke(app, ["screen", str(SAMPLE), "--out", str(tmp_path / wrong),
+                                   "--tables", wrong])  # fmt: skip
+        assert done.exit_code == ExitCode.USAGE and not (tmp_path / wrong).exists()
+    # An invalid input's folder holds its issues whatever --tables says.
+    bad = tmp_path / "bad"
+    done = runner.invoke(app, ["screen", str(damaged), "--out", str(bad), "--tables", "decisions"])
+    assert done.exit_code == ExitCode.INVALID_INPUT
+    assert (bad / "validation_issues.csv").exists() and not (bad / "decisions.csv").exists()

@@ -74,7 +74,7 @@ from trdscreen.stream import (
     write_streamed,
 )
 from trdscreen.summarytext import SUMMARY_FILE, summary_text
-from trdscreen.tables import SHEET_ORDER
+from trdscreen.tables import REPORT, SHEET_ORDER
 from trdscreen.validate import ValidatedInputs, criteria_subject_columns, validate_inputs
 
 __all__ = [  # the library's face: what the CLI, verify and callers use
@@ -422,6 +422,8 @@ def write_run(
     validation issues, and the audit log ends with run_aborted.
     """
     out = destination.out
+    if result is None:  # an invalid input's folder always holds its issues
+        destination = replace(destination, tables=None)
     with atomic_folder(out, destination.force, input_paths(loaded.request)) as folder:
         outputs = write_tables(run_tables(loaded, result), folder, destination)
         return _finish(loaded, result, folder, outputs, destination)
@@ -448,16 +450,17 @@ def _finish(
         manifest["summary"] = {"path": SUMMARY_FILE, "sha256": sha256_file(summary)}
         # The report is rendered from the folder as `trdscreen report` reads it: the
         # manifest as its file holds it (keys sorted), the tables unchecked (they were
-        # hashed as they were written).
-        as_read = json.loads(json.dumps(manifest, sort_keys=True))
-        report = write_report(
-            RunFolder(folder, as_read), folder / REPORT_FILE, ReportOptions(), checked=False
-        )
-        manifest["report"] = {
-            "path": REPORT_FILE,
-            "sha256": sha256_file(report),
-            "options": ReportOptions().as_json(),
-        }
+        # hashed as they were written). `--tables` without the report: none.
+        if destination.writes(REPORT):
+            as_read = json.loads(json.dumps(manifest, sort_keys=True))
+            report = write_report(
+                RunFolder(folder, as_read), folder / REPORT_FILE, ReportOptions(), checked=False
+            )
+            manifest["report"] = {
+                "path": REPORT_FILE,
+                "sha256": sha256_file(report),
+                "options": ReportOptions().as_json(),
+            }
         path = folder / MANIFEST_FILE
         path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", "utf-8")
         final = {"manifest_sha256": sha256_file(path), "exit_code": manifest["exit_code"]}

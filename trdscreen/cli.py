@@ -202,6 +202,17 @@ def screen(
             "written at a time (default 262144); bounds memory, never changes the tables.",
         ),
     ] = None,
+    tables: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tables",
+            metavar="NAMES",
+            help="Write only these tables (comma-separated or repeated: decisions, "
+            "included, excluded, needs_review, criteria_ledger, courses, attrition, "
+            "validation_issues, quarantine_treatments, quarantine_subjects, report); "
+            "decisions, summary.txt, the manifest and the audit log are always written.",
+        ),
+    ] = None,
     threads: Annotated[
         int | None,
         typer.Option(
@@ -265,7 +276,15 @@ def screen(
             threads=threads,
         )  # fmt: skip
         notify(api.check_out_dir(out, force, api.input_paths(request)))
-        destination = api.Destination(out, formats, force, escape_formulas, csv_dialect.value)
+        from trdscreen.tables import chosen_tables
+
+        try:
+            chosen = chosen_tables(tables)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        destination = api.Destination(
+            out, formats, force, escape_formulas, csv_dialect.value, chosen
+        )
         try:
             with watching(log_format, quiet, as_json):
                 loaded = api.load(request, sys.argv)
@@ -300,7 +319,11 @@ def screen(
                     "audit_head_sha256": record.audit_head,
                     **({"build": str(built)} if built else {}),
                     "outputs": [o["path"] for o in record.manifest["outputs"]]
-                    + [record.manifest[k]["path"] for k in ("summary", "report")]
+                    + [
+                        record.manifest[k]["path"]
+                        for k in ("summary", "report")
+                        if k in record.manifest
+                    ]
                     + ["manifest.json", "audit.jsonl"],
                 }
             )

@@ -222,6 +222,7 @@ def build_manifest(
                 else {}
             ),
             "engine": _engine_record(request),
+            **({"tables": list(destination.tables)} if destination.tables is not None else {}),
         },
         "reference_date": (
             {"source": "as_of", "value": as_of.isoformat()}

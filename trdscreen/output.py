@@ -235,6 +235,11 @@ class Destination:
     force: bool = False  # replace a run folder trdscreen wrote (never anything else)
     escape_formulas: bool = True  # CSV text cells that would start a formula get a '
     csv_dialect: str = "standard"  # or "excel-eu": ; between fields, decimal commas, a BOM
+    tables: tuple[str, ...] | None = None  # --tables: only these (None: every table)
+
+    def writes(self, name: str) -> bool:
+        """Whether the run writes this table (or `report`)."""
+        return self.tables is None or name in self.tables
 
 
 @dataclass(frozen=True)
@@ -411,6 +416,7 @@ def write_tables(
         futures = [
             pool.submit(write_whole, TableSink.of(stem, folder, destination), frame)
             for stem, frame in tables.items()
+            if destination.writes(stem)
         ]
         return [record for future in futures for record in future.result()]
     finally:

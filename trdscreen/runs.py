@@ -96,6 +96,12 @@ class RunFolder:
             subjects = [subject_id]
         record = self.output(table, fmt)
         if record is None:
+            chosen = (self.manifest.get("options") or {}).get("tables")
+            if chosen and table not in chosen:
+                raise UsageError(
+                    f"{self.path}: the run has no {table} table: it was written with "
+                    f"--tables {','.join(chosen)}; screen again with {table} among them"
+                )
             raise UsageError(
                 f"{self.path}: the run has no {table} table (status "
                 f"{self.manifest.get('status')!r}; an invalid-input run holds only its issues)"

@@ -353,7 +353,11 @@ def _sorted_tallies(total: dict[str, dict[str, int]]) -> dict[str, dict[str, int
 
 def sinks_for(folder: Path, destination: Destination) -> dict[str, TableSink]:
     """A sink per table written piece by piece."""
-    return {stem: TableSink.of(stem, folder, destination) for stem in STREAMED}
+    return {
+        stem: TableSink.of(stem, folder, destination)
+        for stem in STREAMED
+        if destination.writes(stem)
+    }
 
 
 KERNELS = 2 if (os.cpu_count() or 1) > 1 else 1

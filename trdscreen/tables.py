@@ -170,3 +170,30 @@ def markdown() -> str:
 SHEET_ORDER = ("decisions", *SPLITS, *(t for t in TABLES if t != "decisions"))
 """The sheets of the `--format xlsx` workbook: the decisions and their three splits
 first, then the other tables (the quarantine tables, when written, last)."""
+
+
+QUARANTINE_TABLES = ("quarantine_treatments", "quarantine_subjects")
+REPORT = "report"
+REPORT_TABLES = ("decisions", "courses", "criteria_ledger", "attrition", "validation_issues")
+"""What report.html is rendered from: it is written only with every one of these."""
+CHOOSABLE = (*SHEET_ORDER, *QUARANTINE_TABLES, REPORT)
+"""What `screen --tables` may name (decisions are always written, with the manifest,
+the audit log and summary.txt)."""
+
+
+def chosen_tables(names: list[str] | tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """The tables a run writes (`--tables`), decisions first, in SHEET_ORDER; None for
+    every table. ValueError naming what is unknown, or what `report` needs."""
+    if names is None:
+        return None
+    wanted = {n.strip() for name in names for n in name.split(",") if n.strip()}
+    unknown = sorted(wanted - set(CHOOSABLE))
+    if unknown:
+        raise ValueError(
+            f"--tables: unknown {', '.join(unknown)}; expected some of {', '.join(CHOOSABLE)}"
+        )
+    wanted.add("decisions")
+    missing = [t for t in REPORT_TABLES if t not in wanted]
+    if REPORT in wanted and missing:
+        raise ValueError(f"--tables report renders from {', '.join(missing)}: name them too")
+    return tuple(t for t in CHOOSABLE if t in wanted)

@@ -381,6 +381,7 @@ def _rerun(run: RunFolder, result: Verification, inputs_dir: Path | None) -> Non
             tuple(options["formats"]),
             escape_formulas=bool(options.get("escape_formulas", False)),  # v2 did not escape
             csv_dialect=str(options.get("csv_dialect", "standard")),
+            tables=tuple(options["tables"]) if options.get("tables") else None,
         )
         try:
             if request.chunk_rows is None:
