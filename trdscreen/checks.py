@@ -281,9 +281,11 @@ def outcomes(
     disagree &= np.isin(outcome, (NONRESPONSE, PARTIAL))
     outcome[disagree] = OUTCOME_UNKNOWN
     why.flag(disagree[course], "segments_disagree")
-    unrated = ~from_stop
-    for name in ("hamd_start", "hamd_end", "madrs_start", "madrs_end", "improvement"):
-        unrated &= np.isnan(seg.reduce(np.fmax, floats(courses, name)))
+    unrated = np.zeros(seg.m, dtype=bool)  # read only by outcome.infer_failure_from
+    if rules.outcome.infer_failure_from is not None:
+        unrated = ~from_stop
+        for name in ("hamd_start", "hamd_end", "madrs_start", "madrs_end", "improvement"):
+            unrated &= np.isnan(seg.reduce(np.fmax, floats(courses, name)))
     return CourseOutcome(
         pct, outcome, from_stop, low_base, remission, before, disagree, last_stop, unrated
     )

@@ -215,7 +215,11 @@ def canonical_dictionaries(table: pa.Table) -> pa.Table:
         if isinstance(whole, pa.ChunkedArray):  # pragma: no cover - older pyarrow
             whole = pa.concat_arrays(whole.chunks)
         indices = whole.indices.cast(pa.int32())
-        used = pc.unique(indices.drop_null()).to_numpy(zero_copy_only=False)
+        counts = np.bincount(
+            pc.fill_null(indices, len(whole.dictionary)).to_numpy(zero_copy_only=False),
+            minlength=len(whole.dictionary) + 1,
+        )
+        used = np.flatnonzero(counts[:-1]).astype(np.int32)
         values = whole.dictionary.cast(pa.string()).take(pa.array(used, pa.int32()))
         order = pc.sort_indices(values).to_numpy(zero_copy_only=False)
         renumber = np.zeros(len(whole.dictionary), dtype=np.int32)

@@ -539,29 +539,32 @@ def _value_message(spec: ColumnSpec, check: str, name: str) -> str:
 
 
 _PANDERA = threading.Lock()
-_FAST_CHECKS: dict[str, Callable[[np.ndarray | pd.Series, dict], np.ndarray]] = {
-    "greater_than_or_equal_to": lambda v, stats: np.asarray(v >= stats["min_value"]),
-    "less_than_or_equal_to": lambda v, stats: np.asarray(v <= stats["max_value"]),
-    "isin": lambda v, stats: np.asarray(pd.Series(v).isin(stats["allowed_values"])),
+_FAST_CHECKS: dict[str, Callable[[pd.Series, dict], pd.Series]] = {
+    "greater_than_or_equal_to": lambda v, stats: v >= stats["min_value"],
+    "less_than_or_equal_to": lambda v, stats: v <= stats["max_value"],
+    "isin": lambda v, stats: v.isin(stats["allowed_values"]),
 }
-"""The pandera checks the schemas declare, each as one vectorized test of the non-null
-values (what pandera checks: nulls are the `nullable` test's business)."""
+"""The pandera checks the schemas declare, each as one vectorized test (what pandera
+checks of the non-null values: nulls are the `nullable` test's business)."""
 
 
 def _all_pass(schema: pa.DataFrameSchema, frame: pd.DataFrame) -> bool:
     """Whether every cell passes the schema: its declared checks, read back from the
-    schema and run as vectorized tests (`_FAST_CHECKS`). False as soon as one fails, or
-    when the schema holds a check this does not know: pandera then decides and names
-    the cells. Most chunks pass, and pandera's own run costs several times as much."""
+    schema and run as vectorized tests (`_FAST_CHECKS`), empty cells left to the
+    `nullable` test. False as soon as one fails, or when the schema holds a check this
+    does not know: pandera then decides and names the cells. Most chunks pass, and
+    pandera's own run costs several times as much."""
     for name, column in schema.columns.items():
         series = frame[name]
-        null = series.isna()
+        null = series.isna().to_numpy()
         if not column.nullable and null.any():
             return False
-        values = series[~null] if null.any() else series
         for check in column.checks:
             test = _FAST_CHECKS.get(check.name)
-            if test is None or not test(values, check.statistics).all():
+            if test is None:
+                return False
+            passed = test(series, check.statistics).to_numpy(dtype=bool, na_value=True)
+            if not (passed | null).all():
                 return False
     return True
 

@@ -320,7 +320,11 @@ class Collector:
             _sorted_tallies(tallies),
             sum(p.near_misses for p in screened),
         )
-        records = [record for sink in sinks.values() for record in sink.close()]
+        # Each sink writes its last rows and hashes its files: two at a time (the
+        # writers release the GIL), records in table order.
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="write") as pool:
+            closed = list(pool.map(TableSink.close, sinks.values()))
+        records = [record for done in closed for record in done]
         rest = {"attrition": outcome.attrition, "validation_issues": outcome.issues}
         if quarantine is not None:
             rest["quarantine_treatments"] = quarantine.treatments

@@ -8,6 +8,7 @@ not met; a rule set may resolve it explicitly, and the resolution is recorded.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import compress
 
 import numpy as np
 import pandas as pd
@@ -76,7 +77,9 @@ def join_flags(bits: np.ndarray, names: Sequence[str], sep: str = ";") -> pd.Cat
     """
     bits = np.asarray(bits, dtype=np.int64)
     inverse, uniques = pd.factorize(bits)  # hashing: O(n), where np.unique sorts
-    texts = [sep.join(n for i, n in enumerate(names) if int(u) >> i & 1) for u in uniques]
+    shifts = np.arange(len(names), dtype=np.int64)
+    held = ((np.asarray(uniques, dtype=np.int64)[:, None] >> shifts) & 1).astype(bool)
+    texts = [sep.join(compress(names, row)) for row in held.tolist()]
     return categorical(texts, inverse)
 
 
