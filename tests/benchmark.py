@@ -35,6 +35,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import shutil
 import subprocess
 import sys
@@ -412,7 +413,7 @@ def main() -> None:
         help="skip the unsorted (shuffled) copy of the Parquet cohort",
     )  # fmt: skip
     parser.add_argument(
-        "--extra", nargs="*", default=[], help="more options for `screen` (e.g. --tables ...)"
+        "--extra", default="", help='more options for `screen`, e.g. --extra="--threads 1"'
     )
     args = parser.parse_args()
     if args.io_floor:  # the child process measuring one run's I/O floor
@@ -458,7 +459,7 @@ def main() -> None:
                         break
                     chunking = ["--chunk-rows", str(args.chunk_rows)] if args.chunk_rows else []
                     out = work / f"run-{n}-{fmt}-{index}"
-                    run = screen(source, out, [*chunking, *options, *args.extra])
+                    run = screen(source, out, [*chunking, *options, *shlex.split(args.extra)])
                     rows = run["counts"]["courses"]["total"]
                     report(f"{fmt} input{label}, default engine", rows, run)
                     floor = subprocess.run(
