@@ -141,6 +141,9 @@ EXPORT_NAMES = [
     ("Escitalopram (Cipralex)", "escitalopram", ""),
     ("Vortioxetine (Brintellix) 10 mg", "vortioxetine", ""),
     ("Lithium carbonate 400mg MR tablets", "lithium", "mr"),
+    # RxNorm clinical drug names (an OMOP concept_name): the release hours go.
+    ("venlafaxine 75 MG 24HR Extended Release Oral Capsule", "venlafaxine", "er"),
+    ("bupropion hydrochloride 150 MG 12 HR Extended Release Oral Tablet", "bupropion", "er"),
     ("Sertralin", "sertraline", ""),  # German
     ("Duloxetin", "duloxetine", ""),
     ("duloxétine", "duloxetine", ""),  # French, accent dropped

@@ -76,6 +76,9 @@ _STRENGTH = re.compile(
 
 
 _BARE_NUMBER = re.compile(r"(?<![\w.,-])\d+(?:[.,]\d+)?(?![\w.,-])")
+_RELEASE_HOURS = re.compile(r"\b\d+\s*(?:hr|hrs|hour|hours)\b")
+"""How long a release lasts, as RxNorm writes it ("24 HR Extended Release"): the
+release marker that follows is the formulation; the hours are not part of the name."""
 
 
 _SALT_RE = re.compile(rf"\b(?:{_SALTS})\b")
@@ -127,6 +130,7 @@ def normalize_name(raw: str) -> tuple[str, str]:
     salt = _DOSE_SALT_RE.search(text)  # also "(as hydrobromide)", before brackets go
     text = _BRACKETS.sub(" ", text)
     text = _STRENGTH.sub(" ", text)
+    text = _RELEASE_HOURS.sub(" ", text)
     text = _BARE_NUMBER.sub(" ", text)  # a strength printed without its unit ("Zoloft 100")
     text = re.sub(r"\b(modified|prolonged|extended|controlled|sustained)[- ]release\b",
                   r"\1 release", text)  # fmt: skip
