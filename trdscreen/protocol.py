@@ -409,19 +409,13 @@ def _failure(w: _Text, rules: RuleSet) -> None:
             "evidence",
         )
     else:
-        w.say(
-            f"failure: {failure_text(rules)} from the course's baseline", "outcome", "nonresponse"
-        )
-        w.say(
-            f"response: improvement {o.response.op} {_pct(o.response.pct)}", "outcome", "response"
-        )
-        w.say(
-            "a stop reason stands in for missing scores"
-            if o.stop_reason_as_evidence
-            else "without scores the outcome is unknown (a stop reason is not used)",
-            "outcome",
-            "stop_reason_as_evidence",
-        )
+        w.say(f"failure: {failure_text(rules)} from the course's baseline",
+              "outcome", "nonresponse")  # fmt: skip
+        w.say(f"response: improvement {o.response.op} {_pct(o.response.pct)}",
+              "outcome", "response")  # fmt: skip
+        w.say("a stop reason stands in for missing scores" if o.stop_reason_as_evidence
+              else "without scores the outcome is unknown (a stop reason is not used)",
+              "outcome", "stop_reason_as_evidence")  # fmt: skip
         if o.infer_failure_from is not None:
             w.say(f"an unrated course fails, inferred (an assumption), when another drug is "
                   f"started or added within {o.switch_window_days} days of its first day and "
