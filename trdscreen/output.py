@@ -40,11 +40,13 @@ PARQUET_OPTIONS: dict[str, object] = {
     "store_schema": False,
 }
 NEAR_UNIQUE = (
-    "subject_id", "source_line", "first_source_line", "last_source_line", "course_id",
-    "treatments_row", "episode_id",
+    "subject_id", "source_line", "first_source_line", "last_source_line", "treatments_row",
 )  # fmt: skip
 """Columns whose values are (nearly) all different within a row group: a dictionary
 page would be tried, grow and be thrown away for each, at a cost and no saving."""
+UNIQUE_IDS = ("course_id", "episode_id")
+"""Ids that are near-unique as text (a build's `SUBJECT:3`), but not as the screen's
+course numbers per subject (1, 2, ...), which a dictionary page holds well."""
 KEY = "subject_id"
 
 
@@ -64,7 +66,9 @@ def parquet_options(schema: pa.Schema) -> dict[str, object]:
     names = schema.names
     return {
         **PARQUET_OPTIONS,
-        "use_dictionary": [n for n in names if n not in NEAR_UNIQUE],
+        "use_dictionary": [
+            n for n in names if n not in NEAR_UNIQUE and not (n in UNIQUE_IDS and n in text)
+        ],
         "write_statistics": [n for n in names if n not in text or n == KEY],
     }
 
