@@ -115,6 +115,11 @@ class Drug:
     dose_unit: str = "mg"  # the unit of its doses and minimum (DRUG_UNITS)
 
 
+RESOLVED_CACHE = 100_000
+"""Most (name, ATC code) pairs a formulary remembers resolving (a hostile export of
+millions of distinct names is resolved per chunk instead of filling memory)."""
+
+
 @dataclass(frozen=True)
 class Formulary:
     drugs: dict[str, Drug]
@@ -124,12 +129,24 @@ class Formulary:
     _suggested: dict[tuple[str, int], list[str]] = field(
         repr=False, compare=False, default_factory=dict
     )  # suggest() per name: fuzzy matching is slow, and a streamed run asks once per chunk
+    _resolved: dict[tuple[str | None, str | None], DrugMatch] = field(
+        repr=False, compare=False, default_factory=dict
+    )  # resolve() per (name, code): every chunk of a streamed run asks for the same few
 
     def resolve(self, raw: str | None, atc: str | None) -> DrugMatch:
         """A row's drug from its name, else from its ATC code (the optional `atc_code`
         column): a code of a known drug is that drug; a code of another group than the
         depression treatments (N06A, N05A, H03AA02) is a drug that is not one
         (`ATC_PREFIX` + code); a depression-treatment code the table lacks stays unknown."""
+        known = self._resolved.get((raw, atc))
+        if known is not None:
+            return known
+        found = self._resolve(raw, atc)
+        if len(self._resolved) < RESOLVED_CACHE:
+            self._resolved[(raw, atc)] = found
+        return found
+
+    def _resolve(self, raw: str | None, atc: str | None) -> DrugMatch:
         match = self.match(raw) if raw is not None else DrugMatch("", None, "", False)
         code = normalize_atc(atc)
         if match.generic is not None or code is None:
@@ -201,7 +218,7 @@ class Formulary:
             normalize_name(name)[0]: (normalize_name(generic)[0], False, "")
             for name, generic in aliases.items()
         }
-        return replace(self, _aliases={**self._aliases, **extra}, _suggested={})
+        return replace(self, _aliases={**self._aliases, **extra}, _suggested={}, _resolved={})
 
     def _find(self, normalized: str) -> tuple[str, bool, str] | None:
         hit = self._aliases.get(normalized)
@@ -459,4 +476,4 @@ def with_other_drugs(table: Formulary) -> Formulary:
         for name in (generic, *(normalize_name(s)[0] for s in drugs[generic].synonyms)):
             aliases.setdefault(name, (generic, False, ""))
     _add_inn_variants(aliases, (g for g in drugs if g not in table.drugs))
-    return replace(table, drugs=drugs, _aliases=aliases, _suggested={})
+    return replace(table, drugs=drugs, _aliases=aliases, _suggested={}, _resolved={})
