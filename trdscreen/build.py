@@ -74,7 +74,6 @@ from trdscreen.buildtables import (
     attrition,
     course_events,
     ints,
-    key_day,
     session_attrition,
     set_aside_dates,
     text_column,
@@ -86,7 +85,7 @@ from trdscreen.drugs import distinct_drugs
 from trdscreen.formulary import Formulary
 from trdscreen.keys import lex_order
 from trdscreen.records import Table, subject_codes, subject_keys
-from trdscreen.segments import dates, day_key, days
+from trdscreen.segments import dates, day_key, days, subject_day_keys
 
 
 @dataclass(frozen=True)
@@ -235,7 +234,9 @@ def _same_day(
     rows = np.flatnonzero(used)
     # Only events that share their generic and day with another are grouped (few); one
     # int64 per event is hashed, not a frame of two columns.
-    rows = rows[pd.Series(key_day(key[rows], start[rows])).duplicated(keep=False).to_numpy()]
+    rows = rows[
+        pd.Series(subject_day_keys(key[rows], start[rows])).duplicated(keep=False).to_numpy()
+    ]
     if len(rows) == 0:
         return why, out_dose, out_length, summed
     frame = pd.DataFrame(

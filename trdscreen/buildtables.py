@@ -15,7 +15,7 @@ from trdscreen.buildcodes import Translated
 from trdscreen.buildcourses import CHANGE_TYPES, ROLE_NAMES, Courses, Runs
 from trdscreen.buildrules import BuildRules
 from trdscreen.keys import lex_order
-from trdscreen.segments import Segments, dates, day_key, days, rank_within
+from trdscreen.segments import Segments, dates, day_key, days, rank_within, subject_day_keys
 
 SET_ASIDE = {
     "invalid": "a required cell could not be read (see validation_issues)",
@@ -62,12 +62,11 @@ def unobserved(subject: np.ndarray, day: np.ndarray, periods: Periods | None) ->
     order = np.lexsort((periods.start, periods.subject))
     who, first, last = periods.subject[order], periods.start[order], periods.end[order]
     reach = pd.Series(last).groupby(who).cummax().to_numpy()
-    span = np.float64(1 << 24)  # day numbers are within +-8 M days of 1970
-    keys = who * 2 * span + first
+    keys = subject_day_keys(who, first)
     has = np.zeros(int(max(who.max(), subject.max(initial=-1))) + 2, dtype=bool)
     has[who] = True
     asked = (subject >= 0) & ~np.isnan(day) & has[np.maximum(subject, 0)]
-    at = np.searchsorted(keys, subject * 2 * span + day, "right") - 1
+    at = np.searchsorted(keys, subject_day_keys(subject, np.nan_to_num(day)), "right") - 1
     found = (at >= 0) & (who[np.maximum(at, 0)] == subject)
     covered = found & (reach[np.maximum(at, 0)] >= day)
     out[asked] = ~covered[asked]
@@ -81,13 +80,6 @@ class Periods:
     subject: np.ndarray
     start: np.ndarray
     end: np.ndarray
-
-
-def key_day(key: np.ndarray, day: np.ndarray) -> np.ndarray:
-    """One int64 per (subject and generic key, day number) pair, to hash or compare."""
-    return key.astype(np.int64) * (1 << 24) + (
-        np.nan_to_num(day, nan=-(1 << 23)) + (1 << 23)
-    ).astype(np.int64)
 
 
 def set_aside_dates(
@@ -325,8 +317,8 @@ def course_events(
     if len(joined):
         # The kept event of each joined one's generic and day: only the few kept events
         # sharing such a pair are looked at.
-        wanted = key_day(key[joined], start[joined])
-        pair = key_day(key[kept], start[kept])
+        wanted = subject_day_keys(key[joined], start[joined])
+        pair = subject_day_keys(key[kept], start[kept])
         near = np.isin(pair, wanted)
         heads = pd.DataFrame({"pair": pair[near], "at": kept[near]}).drop_duplicates("pair")
         found = pd.DataFrame({"pair": wanted}).merge(heads, on="pair", how="left")["at"]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from trdscreen.segments import days
+
 DEFAULT_HAMD_VERSION = 17.0
 """The HAM-D version of a total whose row gives none (`hamd_version` empty or absent)."""
 
@@ -33,7 +35,4 @@ def day_numbers(frame: pd.DataFrame, name: str) -> np.ndarray:
     """Date column `name` as float day numbers (segments.days), NaN where empty or absent."""
     if name not in frame.columns:
         return np.full(len(frame), np.nan)
-    dates = frame[name].to_numpy(dtype="datetime64[s]")
-    out = dates.astype("datetime64[D]").astype(np.int64).astype(np.float64)
-    out[np.isnat(dates)] = np.nan
-    return out
+    return days(frame[name].to_numpy(dtype="datetime64[s]"))

@@ -49,7 +49,7 @@ from trdscreen.reasons import (
     RESPONSE,
 )
 from trdscreen.ruleset import DRUG_MODALITIES, RuleSet
-from trdscreen.segments import Segments, dates, days, merge_segments
+from trdscreen.segments import Segments, dates, days, merge_segments, rank_within
 from trdscreen.tristate import (
     MET,
     NOT_MET,
@@ -302,11 +302,7 @@ def _table(
     subject = codes[seg.first]
     day = np.nan_to_num(c_start, nan=0.0).astype(np.int64)
     order = lex_order(subject, day, seg.first) if seg.m else np.zeros(0, np.int64)
-    ordinal = np.empty(seg.m, dtype=np.int64)
-    if seg.m:
-        new = np.r_[True, subject[order][1:] != subject[order][:-1]]
-        position = np.arange(seg.m)
-        ordinal[order] = position - np.maximum.accumulate(np.where(new, position, 0)) + 1
+    ordinal = rank_within(order, subject)
     exposure_days = np.where(np.isinf(high_days), np.nan, low_days)
     return pd.DataFrame(
         {

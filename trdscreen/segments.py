@@ -44,10 +44,16 @@ def day_key(day_numbers: np.ndarray) -> np.ndarray:
     return (day - (day.min() if len(day) else 0)).astype(np.int64)
 
 
+DAY_SPAN = 1 << 24
+"""Day numbers a subject's key range holds: every date of years 1 to 9999 (and a window
+of days added to one) fits in +-DAY_SPAN / 2 of 1970."""
+
+
 def subject_day_keys(subject: np.ndarray, day: np.ndarray) -> np.ndarray:
-    """A (subject code, day number) pair as one sortable integer (days within +-500,000
-    of 1970), for binary searches over dated rows of many subjects."""
-    return subject.astype(np.int64) * 1_000_000 + 500_000 + day.astype(np.int64)
+    """A (subject code, day number) pair as one sortable integer (whole days within
+    +-DAY_SPAN / 2 of 1970), for binary searches and hashing over dated rows of many
+    subjects (or of any integer key: subject and drug, a pair's code)."""
+    return subject.astype(np.int64) * DAY_SPAN + DAY_SPAN // 2 + day.astype(np.int64)
 
 
 def rank_within(order: np.ndarray, *groups: np.ndarray) -> np.ndarray:

@@ -23,6 +23,7 @@ import pandas as pd
 
 from trdscreen.drugs import DrugFacts
 from trdscreen.keys import lex_order
+from trdscreen.segments import subject_day_keys
 from trdscreen.tristate import MET, NOT_MET, UNKNOWN
 
 _SIGNATURE_SEED = 20_261_127
@@ -264,16 +265,15 @@ def changed_within(
     if n == 0:
         return np.zeros(0, dtype=bool)
     known = ~np.isnan(start)
-    day = np.where(known, start, 0).astype(np.int64)
-    span = np.int64(1) << 24  # day numbers are within +-8 M days of 1970
+    day = np.where(known, start, 0)
     drug = drug.astype(np.int64) - int(drug.min())
     pair = pd.factorize(codes.astype(np.int64) * (int(drug.max()) + 1) + drug)[0]
     use = candidate & known
     result = np.zeros(n, dtype=bool)
 
     def in_window(group: np.ndarray) -> np.ndarray:
-        keys = np.sort(group[use] * 2 * span + day[use] + span)
-        base = group * 2 * span + day + span
+        keys = np.sort(subject_day_keys(group[use], day[use]))
+        base = subject_day_keys(group, day)
         return np.searchsorted(keys, base + within, "right") - np.searchsorted(
             keys, base + after, "right"
         )
