@@ -45,9 +45,10 @@ from trdscreen.io import SourceTable
 from trdscreen.issues import issue_counts
 from trdscreen.keys import sorted_codes
 from trdscreen.merge import merge_attrition, merge_quarantine, merge_validated, partition_rows
-from trdscreen.output import Destination, OutputFile, TableSink, write_tables
-from trdscreen.pipeline import Part, Screening, decide_part, refuse_invalid
+from trdscreen.output import Destination, OutputFile, TableSink, to_arrow, write_tables
+from trdscreen.pipeline import Part, Screening, ScreenResult, decide_part, refuse_invalid
 from trdscreen.quarantine import Quarantine
+from trdscreen.tables import SPLITS
 from trdscreen.validate import ValidatedInputs
 
 CHUNK_ROWS = 1 << 18
@@ -398,8 +399,33 @@ def in_order(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def write_pieces(sinks: dict[str, TableSink], tables: dict[str, pd.DataFrame | pa.Table]) -> None:
-    """One piece of each streamed table, appended to its sink."""
+def streamed_tables(result: ScreenResult) -> dict[str, pd.DataFrame | pa.Table]:
+    """A part's streamed tables as its sinks take them: the decisions converted to Arrow
+    once, and each split (`tables.SPLITS`) filtered from that Arrow table instead of
+    from the frame and converted again (the same rows, values and types)."""
+    decisions = result.decisions
+    whole = to_arrow(decisions)
+    final = decisions["final_decision"]
+    splits = {
+        name: whole.filter(pa.array((final == value).to_numpy(dtype=bool)))
+        for name, value in SPLITS.items()
+    }
+    return {
+        "decisions": whole,
+        **splits,
+        "criteria_ledger": result.ledger,
+        "courses": result.courses,
+    }
+
+
+Piece = dict[str, pd.DataFrame | pa.Table] | ScreenResult
+"""One piece of every streamed table: the tables by stem, or a part's result."""
+
+
+def write_pieces(sinks: dict[str, TableSink], piece: Piece) -> None:
+    """One piece of each streamed table, appended to its sink (a part's result is made
+    into its tables here, in the writer's thread)."""
+    tables = streamed_tables(piece) if isinstance(piece, ScreenResult) else piece
     for stem, sink in sinks.items():
         sink.write(tables[stem])
 
@@ -410,19 +436,17 @@ def abort(sinks: dict[str, TableSink]) -> None:
         sink.abort()
 
 
-def write_behind(
-    sinks: dict[str, TableSink], pieces: Iterator[dict[str, pd.DataFrame | pa.Table]]
-) -> None:
+def write_behind(sinks: dict[str, TableSink], pieces: Iterator[Piece]) -> None:
     """Append each piece of the streamed tables to the sinks, in order, in a writer
     thread while the next piece is made. An error or an interrupt removes the files."""
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="write")
     writing: Future | None = None
     try:
-        for tables in pieces:
+        for piece in pieces:
             if writing is not None:
                 writing.result()
-            writing = writer.submit(write_pieces, sinks, tables)
-            del tables
+            writing = writer.submit(write_pieces, sinks, piece)
+            del piece
         if writing is not None:
             writing.result()
     except BaseException:
@@ -454,7 +478,7 @@ def write_streamed(
     collector = Collector()
     chunk_rows = ledger_bounded(chunk_rows, screening)
 
-    def screened() -> Iterator[dict[str, pd.DataFrame]]:
+    def screened() -> Iterator[ScreenResult]:
         done = 0
         pieces = chunks(treatments, subjects, chunk_rows)
         for rows, part in in_order(pieces, screening, threads):
@@ -464,10 +488,10 @@ def write_streamed(
             if collector.stopped:  # keep validating: the run reports every issue
                 continue
             assert part.result is not None  # a part without a result stops the collector
-            tables = part.result.tables()
+            result = part.result
             del part  # the chunk's pipeline goes while its tables are written
-            yield tables
-            del tables
+            yield result
+            del result
 
     write_behind(sinks, screened())
     return collector.finish(sinks, folder, destination, screening.on_invalid)
