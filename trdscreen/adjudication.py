@@ -165,37 +165,57 @@ def adjudicate(decisions: pd.DataFrame, adjudications: Adjudications | None) -> 
     """The decisions with the adjudication columns: `final_decision` is the reviewer's
     where one decided, else the computed decision."""
     out = decisions.copy()
+    n = len(out)
+    if adjudications is None or not n:  # no reviewer: the computed decision, no per-row text
+        computed = out["decision"]
+        final = (
+            computed.cat.set_categories(list(FINAL_DECISIONS)).array
+            if isinstance(computed.dtype, pd.CategoricalDtype)
+            else pd.Categorical(computed.astype("str"), categories=list(FINAL_DECISIONS))
+        )
+        blank = pd.array(pa.nulls(n, pa.string()).fill_null(""), dtype="str")
+        added = {
+            "final_decision": final,
+            "adjudicated": np.zeros(n, dtype=bool),
+            "adjudicated_by": blank,
+            "adjudicated_on": blank.copy(),
+            "adjudication_reason": blank.copy(),
+        }
+    else:
+        added = _adjudicated(out, adjudications)
+    # After the decision's own columns, before any staging scores.
+    at = out.columns.get_loc("reference_date") + 1
+    for offset, (name, values) in enumerate(added.items()):
+        out.insert(at + offset, name, values)
+    return out
+
+
+def _adjudicated(out: pd.DataFrame, adjudications: Adjudications) -> dict[str, object]:
+    """The adjudication columns where reviewers decided some subjects."""
     computed = out["decision"].astype("str")
     n = len(out)
     by = np.full(n, "", dtype=object)
     on = np.full(n, "", dtype=object)
     reason = np.full(n, "", dtype=object)
     final = computed.to_numpy(dtype=object).copy()
-    decided = np.zeros(n, dtype=bool)
-    if adjudications is not None and n:
-        table = adjudications.table.set_index("subject_id")
-        rows = table.reindex(out["subject_id"].astype("str"))
-        decided = rows["decision"].notna().to_numpy()
-        final[decided] = rows["decision"].to_numpy(dtype=object)[decided]
-        by[decided] = rows["reviewer"].to_numpy(dtype=object)[decided]
-        on[decided] = rows["date"].to_numpy(dtype=object)[decided]
-        criterion = rows["criterion"].fillna("").to_numpy(dtype=object)
-        text = rows["reason"].fillna("").to_numpy(dtype=object)
-        with_criterion = decided & (criterion != "")
-        reason[decided] = text[decided]
-        reason[with_criterion] = criterion[with_criterion] + ": " + text[with_criterion]
-    added = {
+    table = adjudications.table.set_index("subject_id")
+    rows = table.reindex(out["subject_id"].astype("str"))
+    decided = rows["decision"].notna().to_numpy()
+    final[decided] = rows["decision"].to_numpy(dtype=object)[decided]
+    by[decided] = rows["reviewer"].to_numpy(dtype=object)[decided]
+    on[decided] = rows["date"].to_numpy(dtype=object)[decided]
+    criterion = rows["criterion"].fillna("").to_numpy(dtype=object)
+    text = rows["reason"].fillna("").to_numpy(dtype=object)
+    with_criterion = decided & (criterion != "")
+    reason[decided] = text[decided]
+    reason[with_criterion] = criterion[with_criterion] + ": " + text[with_criterion]
+    return {
         "final_decision": pd.Categorical(final, categories=list(FINAL_DECISIONS)),
         "adjudicated": decided,
         "adjudicated_by": pd.array(by, dtype="str"),
         "adjudicated_on": pd.array(on, dtype="str"),
         "adjudication_reason": pd.array(reason, dtype="str"),
     }
-    # After the decision's own columns, before any staging scores.
-    at = out.columns.get_loc("reference_date") + 1
-    for offset, (name, values) in enumerate(added.items()):
-        out.insert(at + offset, name, values)
-    return out
 
 
 WORKLIST_COLUMNS = ("subject_id", "to_resolve", "unknown_criteria", "decision", "reason",

@@ -281,8 +281,11 @@ def decide(subjects: pd.DataFrame, results: list[CriterionResult]) -> pd.DataFra
         first_failed[take] = i
         first_margin[take] = result.margin[take]
         first_unknown[unknown & (first_unknown < 0)] = i
-    decision = np.select(
-        [failed_bits != 0, unknown_bits != 0], ["excluded", "needs_review"], default="eligible"
+    excluded, review = DECISIONS.index("excluded"), DECISIONS.index("needs_review")
+    decision = np.select(  # codes into DECISIONS
+        [failed_bits != 0, unknown_bits != 0],
+        [excluded, review],
+        default=DECISIONS.index("eligible"),
     )
     # Texts per distinct case, picked per subject by code (no per-row string work).
     titles = [f"{r.criterion.id}: {r.criterion.title}" for r in results]
@@ -290,12 +293,12 @@ def decide(subjects: pd.DataFrame, results: list[CriterionResult]) -> pd.DataFra
     reasons = ["all criteria met", *(f"not met: {t}" for t in titles)]
     reasons += [f"cannot decide: {t}" for t in titles]
     reason = np.select(
-        [decision == "excluded", decision == "needs_review"],
+        [decision == excluded, decision == review],
         [1 + first_failed, 1 + k + first_unknown],
         default=0,
     )
     out = subjects.copy()
-    out.insert(1, "decision", pd.Categorical(decision, categories=list(DECISIONS)))
+    out.insert(1, "decision", pd.Categorical.from_codes(decision, categories=list(DECISIONS)))
     # Empty text (not null) where nothing failed, as the CSV has always shown it.
     out["first_failed_criterion"] = categorical(
         [*ids, ""], np.where(first_failed < 0, k, first_failed)
