@@ -163,10 +163,10 @@ def assess_subjects(cohort: Cohort, courses: CourseAssessment, rules: RuleSet) -
     )
     for offset, rows in enumerate(subject_level, start=len(ASSUMPTIONS) + 1):
         assumption_bits |= np.where(rows, np.int64(1) << offset, np.int64(0))
-    classification = np.select(
+    classification = np.select(  # codes into CLASSIFICATIONS
         [trd == MET, trd == UNKNOWN, prd == MET, prd == UNKNOWN],
-        ["TRD", "undetermined", "PRD", "undetermined"],
-        default="not_resistant",
+        [CLASSIFICATIONS.index(c) for c in ("TRD", "undetermined", "PRD", "undetermined")],
+        default=CLASSIFICATIONS.index("not_resistant"),
     )
 
     subjects = cohort.subjects
@@ -192,7 +192,9 @@ def assess_subjects(cohort: Cohort, courses: CourseAssessment, rules: RuleSet) -
             "n_failed_trials_max": failed_hi,
             "n_partial_response_trials": partial_lo,
             "n_partial_response_trials_max": partial_hi,
-            "classification": pd.Categorical(classification, categories=list(CLASSIFICATIONS)),
+            "classification": pd.Categorical.from_codes(
+                classification, categories=list(CLASSIFICATIONS)
+            ),
             ASSUMPTION_BITS: assumption_bits,
         }
     )
