@@ -167,8 +167,8 @@ def load_with(
         subjects = open_source(
             subjects_path, "subjects", columns.subjects, canonical, request.csv, columns
         )
-    if read:
-        treatments = _read(treatments, trail)
+    if read:  # a streamed run reads one Parquet file of treatments a chunk at a time
+        treatments = _read(treatments, trail, whole=request.chunk_rows is None)
         subjects = _read(subjects, trail) if subjects is not None else None
     adjudications = _adjudications(request, treatments, subjects, trail)
     validated = None
@@ -212,9 +212,11 @@ def _adjudications(
     if not path.is_file():
         raise InputError(f"{path}: no such adjudication file")
     adjudications = read_adjudications(path, sha256_file(path))
-    read = [s for s in (treatments, subjects) if isinstance(s, SourceTable)]
-    if read:  # else the Dask engine reads them later: _refuse_unapplied checks then
-        keys = [k for k in (s.key_text() for s in read) if k is not None]
+    if request.dask is None:  # else the Dask engine reads them later: _refuse_unapplied
+        # A treatments file read a chunk at a time later gives its key column now.
+        assert subjects is None or isinstance(subjects, SourceTable)
+        read = [treatments.keys() if isinstance(treatments, InputFile) else treatments, subjects]
+        keys = [k for k in (s.key_text() for s in read if s is not None) if k is not None]
         unknown_subjects(adjudications, keys)
     trail.record(
         "adjudications_loaded",
@@ -226,10 +228,13 @@ def _adjudications(
     return adjudications
 
 
-def _read(source: SourceTable | InputFile, trail: AuditTrail) -> SourceTable:
-    """An opened input read whole, and recorded in the audit trail."""
+def _read(
+    source: SourceTable | InputFile, trail: AuditTrail, whole: bool = True
+) -> SourceTable | InputFile:
+    """An opened input read whole (or, unless `whole`, only counted where its rows can
+    be read a range at a time: `stream.chunks` reads them), recorded in the audit trail."""
     assert isinstance(source, InputFile)
-    table = source.read()
+    table = source.read() if whole or not source.in_ranges else source.counted()
     trail.record("input_read", **input_record(table))
     return table
 
@@ -280,7 +285,7 @@ def load_and_validate(request: ScreenRequest, command: Sequence[str] = ()) -> Lo
     loaded = load(replace(request, chunk_rows=chunk_rows, dask=None), command)
     reports = tuple(r.rules for r in loaded.reports)
     parts: list = []
-    for courses, people in chunks(*loaded.tables(), chunk_rows):
+    for courses, people in chunks(*loaded.streamed(), chunk_rows):
         validated = validate_inputs(
             courses, people, loaded.rules, loaded.formulary, request.as_of, reports
         )
@@ -342,7 +347,7 @@ def screen_and_write(
             validated, outputs, result = _write_on_dask(loaded, screening, folder, destination)
         else:
             validated, outputs, result = write_streamed(
-                *loaded.tables(),
+                *loaded.streamed(),
                 screening,
                 folder,
                 destination,

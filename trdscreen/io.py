@@ -235,6 +235,57 @@ class InputFile:
         self._refuse_no_rows(table.num_rows)
         return self._source(table, lines)
 
+    @property
+    def in_ranges(self) -> bool:
+        """Its rows can be read a range at a time (`ranges`): one Parquet file."""
+        return self.fmt == "parquet" and self.local.is_file()
+
+    def counted(self) -> InputFile:
+        """This Parquet file with its row count, from the file's footer (no rows read);
+        InputError when it has none, as `read` would say."""
+        with _parquet_errors(self.path):
+            rows = pq.ParquetFile(self.local).metadata.num_rows
+        self._refuse_no_rows(rows)
+        return replace(self, rows=rows)
+
+    def keys(self) -> SourceTable:
+        """The subject key column alone, every row with its line (no columns when the file
+        has none): what cutting the rows into chunks of subjects needs (`ranges`)."""
+        with _parquet_errors(self.path):
+            file = pq.ParquetFile(self.local)
+            headers = file.schema_arrow.names
+            named = _rename(file.schema_arrow.empty_table(), self.path, self.rename,
+                            set(self.canonical)).column_names  # fmt: skip
+            table = file.read(columns=[h for h, n in zip(headers, named, strict=True)
+                                       if n == "subject_id"])  # fmt: skip
+        lines = np.arange(1, file.metadata.num_rows + 1, dtype=np.int64)
+        return self._source(table, lines)
+
+    def ranges(self, bounds: list[tuple[int, int]], rows: int = 1 << 16) -> Iterator[SourceTable]:
+        """Consecutive ranges of rows (first, end), from the first row on, each as a table
+        with its lines, as `read` would give them: read `rows` at a time in file order,
+        so memory holds about one range of the file, never the whole of it."""
+        with _parquet_errors(self.path):
+            file = pq.ParquetFile(
+                self.local, read_dictionary=self._coded(_parquet_schema(self.local))
+            )
+            batches = file.iter_batches(batch_size=rows)
+            held: list[pa.RecordBatch] = []
+            start = read = 0  # the first row held; the rows read so far
+            for first, end in bounds:
+                assert start <= first < end, "ranges are consecutive and not empty"
+                while read < end:
+                    batch = next(batches, None)
+                    if batch is None:  # fewer rows than its footer said when opened
+                        raise InputError(f"{self.path}: the file changed while it was read")
+                    held.append(batch)
+                    read += batch.num_rows
+                table = pa.Table.from_batches(held)
+                lines = np.arange(first + 1, end + 1, dtype=np.int64)
+                yield self._source(table.slice(first - start, end - first), lines)
+                while held and start + held[0].num_rows <= end:
+                    start += held.pop(0).num_rows
+
     def batches(self, rows: int, exact_lines: bool = False) -> Iterator[SourceTable]:
         """The file about `rows` rows at a time, in file order, with their source lines.
 

@@ -80,9 +80,18 @@ class LoadedRun:
     adjudications: Adjudications | None = None  # reviewers' decisions, checked
 
     def tables(self) -> tuple[SourceTable, SourceTable | None]:
-        """The inputs as read (every engine but Dask reads them whole when loading)."""
+        """The inputs as read (every engine but Dask reads them when loading; a streamed
+        run's Parquet file of treatments, only counted then, is read whole here)."""
+        assert self.request.dask is None, "the Dask engine reads inputs as it goes"
+        treatments, subjects = self.streamed()
+        if isinstance(treatments, InputFile):
+            treatments = treatments.read()
+        return treatments, subjects
+
+    def streamed(self) -> tuple[SourceTable | InputFile, SourceTable | None]:
+        """The inputs of a streamed run: the subjects read, the treatments read or (one
+        Parquet file) only counted, read a chunk at a time as the run goes."""
         treatments, subjects = self.treatments, self.subjects
-        assert isinstance(treatments, SourceTable), "the Dask engine reads inputs as it goes"
         assert subjects is None or isinstance(subjects, SourceTable)
         return treatments, subjects
 

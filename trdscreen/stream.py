@@ -5,7 +5,10 @@ Dask engine uses too), so a cohort can be validated and screened a chunk of
 subjects at a time by `pipeline.decide_part`, and each chunk's tables appended
 to the output files while the next chunk is screened. Memory then holds the
 input as read, one chunk's pipeline and one chunk being written, instead of
-every stage of the whole cohort at once.
+every stage of the whole cohort at once. A treatments table that is one Parquet
+file is not even held whole: its key column is read to cut it, and each chunk's
+rows are read as the chunk's turn comes (`InputFile.ranges`), when its keys are in
+order (else it is read whole and cut by key, as a CSV file is).
 
 Chunks are ranges of subject keys in sorted order (the key as validation reads
 it: text, trimmed), cut so that each holds about `chunk_rows` input rows. Rows
@@ -41,7 +44,7 @@ from trdscreen import progress
 from trdscreen.conventions import text_as_read
 from trdscreen.criteria import assumption_counts
 from trdscreen.errors import InvalidInputData
-from trdscreen.io import SourceTable
+from trdscreen.io import InputFile, SourceTable
 from trdscreen.issues import issue_counts
 from trdscreen.keys import sorted_codes
 from trdscreen.merge import merge_attrition, merge_quarantine, merge_validated, partition_rows
@@ -161,9 +164,24 @@ def sorted_cuts(
 
 
 def chunks(
-    treatments: SourceTable, subjects: SourceTable | None, chunk_rows: int
+    treatments: SourceTable | InputFile, subjects: SourceTable | None, chunk_rows: int
 ) -> Iterator[tuple[SourceTable, SourceTable | None]]:
-    """The inputs a chunk of subjects at a time, in key order (at least one chunk)."""
+    """The inputs a chunk of subjects at a time, in key order (at least one chunk).
+
+    A treatments file not read yet (`InputFile.in_ranges`, one Parquet file) is cut by
+    its key column alone and, when its keys are in order, read a chunk at a time
+    (`InputFile.ranges`), so memory never holds the whole file; else read whole."""
+    if isinstance(treatments, InputFile):
+        cuts = sorted_cuts(treatments.keys(), subjects, chunk_rows)
+        if cuts is not None:
+            ranges = treatments.ranges([(first, end) for first, end, _, _ in cuts])
+            for (_, _, first_subject, end_subject), courses in zip(cuts, ranges, strict=True):
+                people = (
+                    subjects.slice(first_subject, end_subject) if subjects is not None else None
+                )
+                yield courses, people
+            return
+        treatments = treatments.read()  # not in key order: cut by key from the whole
     cuts = sorted_cuts(treatments, subjects, chunk_rows)
     if cuts is not None:
         for first, end, first_subject, end_subject in cuts:
@@ -458,7 +476,7 @@ def write_behind(sinks: dict[str, TableSink], pieces: Iterator[Piece]) -> None:
 
 
 def write_streamed(
-    treatments: SourceTable,
+    treatments: SourceTable | InputFile,
     subjects: SourceTable | None,
     screening: Screening,
     folder: Path,
@@ -478,12 +496,14 @@ def write_streamed(
     collector = Collector()
     chunk_rows = ledger_bounded(chunk_rows, screening)
 
+    total = treatments.rows or 0  # a file read a chunk at a time: counted when opened
+
     def screened() -> Iterator[ScreenResult]:
         done = 0
         pieces = chunks(treatments, subjects, chunk_rows)
         for rows, part in in_order(pieces, screening, threads):
             done += rows
-            progress.rows(done, treatments.rows)
+            progress.rows(done, total)
             collector.add(PartSummary.of(part))
             if collector.stopped:  # keep validating: the run reports every issue
                 continue

@@ -418,7 +418,7 @@ def _rerun_streamed(loaded: LoadedRun, destination: Destination):
     folder = destination.out
     assert loaded.request.chunk_rows is not None  # a streamed run is re-run streamed
     validated, records, streamed = write_streamed(
-        *loaded.tables(),
+        *loaded.streamed(),
         api.screening_of(loaded),
         folder,
         destination,
