@@ -340,3 +340,68 @@ def test_issues_capped_as_they_are_logged_list_what_capping_at_the_end_lists(see
     whole = table()
     pd.testing.assert_frame_equal(capped, whole)
     assert capped["rows"].sum() == sum(len(rows) for rows, _ in adds)
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_a_log_whose_checks_were_capped_as_added_is_not_capped_again(seed, monkeypatch):
+    """`IssueLog.frame` skips `cap_issues` when every block is a check of its own, capped
+    as logged; the table must be the one capping again gives, for any mix of checks
+    logged once or twice, errors (never capped as logged) over and under the cap, rows
+    with and without subject keys, repeated lines and a file-level issue."""
+    from types import SimpleNamespace
+
+    from trdscreen import issues as issues_module
+    from trdscreen.issues import IssueLog
+
+    rng = np.random.default_rng(seed)
+    n = 4000
+    source = SimpleNamespace(name="treatments", file="treatments.csv", lines=np.arange(2, n + 2))
+    ids = pd.Series(np.where(rng.random(n) < 0.3, "", "S" + (np.arange(n) // 3).astype(str)))
+    checks = ["unknown_drug", "end_date_missing", "bad_dose", "implausible_value"]
+    adds = []
+    for _ in range(int(rng.integers(2, 6))):
+        size = int(rng.choice([1, 40, 999, 1001, 2500]))
+        rows = rng.choice(n, size=size, replace=bool(rng.random() < 0.2))  # repeats a line
+        column = str(rng.choice(["drug", "daily_dose_mg"]))
+        severity = "error" if rng.random() < 0.3 else "warning"
+        adds.append((rows, column, str(rng.choice(checks[: 2 + seed % 3])), severity))
+
+    def table() -> pd.DataFrame:
+        log = IssueLog()
+        log.add(source, None, "drug", "file_level", "a file-level issue")
+        for rows, column, check, severity in adds:
+            log.add(source, rows, column, check, f"{check} here", ids, severity)
+        return log.frame()
+
+    skipped = []
+    real = issues_module._capped_already
+    monkeypatch.setattr(
+        issues_module, "_capped_already", lambda blocks: skipped.append(real(blocks)) or skipped[-1]
+    )
+    fast = table()
+    monkeypatch.setattr(issues_module, "_capped_already", lambda blocks: False)
+    slow = table()
+    pd.testing.assert_frame_equal(fast, slow)
+    assert fast["rows"].sum() == 1 + sum(len(rows) for rows, *_ in adds)
+
+
+def test_a_log_of_distinct_checks_takes_the_short_way():
+    # The case the short way is for (each check logged once, capped as logged): without
+    # this the test above could pass with the short way never taken.
+    from types import SimpleNamespace
+
+    from trdscreen.issues import IssueLog, _capped_already
+
+    n = 3000
+    source = SimpleNamespace(name="treatments", file="treatments.csv", lines=np.arange(2, n + 2))
+    ids = pd.Series(["S" + str(i) if i % 4 else "" for i in range(n)])
+    log = IssueLog()
+    log.add(source, np.arange(n), "drug", "unknown_drug", "unknown", ids, "warning")
+    log.add(source, np.arange(10), "end_date", "end_date_missing", "missing", ids, "warning")
+    assert _capped_already(log._blocks)
+    table = log.frame()
+    # 2,250 keyed rows: the first 1,000 listed and one summary row (1,250 more); the 750
+    # without a key are under the cap, all listed; the 10 missing end dates listed.
+    assert table["rows"].sum() == n + 10 and len(table) == 1000 + 1 + 750 + 10
+    log.add(source, np.arange(5), "drug", "unknown_drug", "unknown", ids, "warning")
+    assert not _capped_already(log._blocks)  # the check twice: capped again, together
