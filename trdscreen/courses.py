@@ -340,5 +340,6 @@ def _table(
             "adequate": labels(adequate),
             "failed": failed_labels(failed, inferred, rules.outcome.infer_failure_from),
             "reasons": join_flags(bits, REASONS),
-        }
+        },
+        copy=False,  # no 2-D blocks copied: the pipeline takes this table's rows in order
     )

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from datetime import date
 from typing import Protocol
 
+import numpy as np
 import pandas as pd
 
 from trdscreen import quarantine as quarantine_policy
@@ -239,7 +240,10 @@ def decide_validated(
     # line order and the sort is stable, so the line needs no key of its own.
     listed = assessed.table
     order = lex_order(cohort.course_codes, day_numbers(listed["start_date"].to_numpy()))
-    courses = listed.take(order).reset_index(drop=True)
+    in_order = bool(np.all(order[1:] > order[:-1])) if len(order) else True
+    courses = (
+        listed.reset_index(drop=True) if in_order else listed.take(order).reset_index(drop=True)
+    )
     decided["to_resolve"] = to_resolve(
         decided,
         results,
