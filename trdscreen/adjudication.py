@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from trdscreen.columns import repeated_text
 from trdscreen.conventions import text_as_read
 from trdscreen.errors import InputError
 from trdscreen.printable import printable
@@ -173,13 +174,12 @@ def adjudicate(decisions: pd.DataFrame, adjudications: Adjudications | None) -> 
             if isinstance(computed.dtype, pd.CategoricalDtype)
             else pd.Categorical(computed.astype("str"), categories=list(FINAL_DECISIONS))
         )
-        blank = pd.array(pa.nulls(n, pa.string()).fill_null(""), dtype="str")
         added = {
             "final_decision": final,
             "adjudicated": np.zeros(n, dtype=bool),
-            "adjudicated_by": blank,
-            "adjudicated_on": blank.copy(),
-            "adjudication_reason": blank.copy(),
+            "adjudicated_by": repeated_text("", n),
+            "adjudicated_on": repeated_text("", n),
+            "adjudication_reason": repeated_text("", n),
         }
     else:
         added = _adjudicated(out, adjudications)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from trdscreen.segments import days
 
@@ -36,3 +37,9 @@ def day_numbers(frame: pd.DataFrame, name: str) -> np.ndarray:
     if name not in frame.columns:
         return np.full(len(frame), np.nan)
     return days(frame[name].to_numpy(dtype="datetime64[s]"))
+
+
+def repeated_text(value: str, n: int) -> pd.api.extensions.ExtensionArray:
+    """`value` on each of `n` rows, as the str dtype, made in Arrow (a Python string per
+    row, then converted, cost several milliseconds per chunk)."""
+    return pd.Series(pa.nulls(n, pa.string()).fill_null(value), dtype="str").array

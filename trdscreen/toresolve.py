@@ -167,7 +167,7 @@ def _course_facts(
     more = np.bincount(subject, minlength=len(wanted))[subject] - 1
     first = np.ones(len(subject), dtype=bool)  # courses are in order per subject
     first[1:] = subject[1:] != subject[:-1]
-    facts = _facts(courses.iloc[chosen[first]], formulary)
+    facts = _facts(courses[list(FACT_COLUMNS)].iloc[chosen[first]], formulary)
     extra = np.where(np.isin(facts, list(SUBJECT_FACT_OF_COURSE.values())), 0, more[first])
     suffix = np.where(
         extra > 1,
@@ -181,6 +181,10 @@ def _course_facts(
         NO_REFERENCE,
         np.where(has_row[rest], FALLBACK, NO_ROW),
     )
+
+
+FACT_COLUMNS = ("reasons", "drug", "drug_generic", "source_line", "source_file")
+"""The courses columns a course's fact is made from (`_facts`)."""
 
 
 def _facts(rows: pd.DataFrame, formulary: Formulary) -> np.ndarray:

@@ -15,7 +15,7 @@ import pandas as pd
 
 from trdscreen.asof import AFTER, CENSORED, course_masks, subject_masks
 from trdscreen.coded import coded
-from trdscreen.columns import hamd_versions
+from trdscreen.columns import hamd_versions, repeated_text
 from trdscreen.diagnoses import DERIVED_COLUMNS as DIAGNOSIS_COLUMNS
 from trdscreen.diagnoses import SOURCE_COLUMNS as DIAGNOSIS_SOURCES
 from trdscreen.drugnames import normalize_atc
@@ -123,7 +123,7 @@ def validate_inputs(
     if "drug" in courses.columns:
         _check_drug_names(treatments, courses, formulary, log)
 
-    courses["source_file"] = treatments.file
+    courses["source_file"] = repeated_text(treatments.file, len(courses))
     courses["source_line"] = treatments.lines
     return ValidatedInputs(courses, people, log.frame(), log.rejections())
 
