@@ -214,6 +214,18 @@ def test_chunks_are_ranges_of_sorted_keys_as_validation_reads_them():
     assert course_chunks.tolist() == [1, 0, 0, 0, 1, 0, 0, 0, 2]  # no key: chunk 0
     assert subject_chunks.tolist() == [0, 0, 1, 2, 2]
 
+    # The unsorted file's chunks, as taken: each chunk's rows grouped by key in key
+    # order, a key's rows in file order (lines are file rows + 1): chunk 0 holds the
+    # rows without a key (lines 8 and 9) first, then S1 (lines 3, 5: " S1", "S1 ")
+    # and S2 (lines 4, 7); chunk 1 S3 (lines 2, 6); chunk 2 S4 (line 10).
+    parts = list(chunks(courses, people, 4))
+    assert [c.lines.tolist() for c, _ in parts] == [[8, 9, 3, 5, 4, 7], [2, 6], [10]]
+    assert [p.table["subject_id"].to_pylist() for _, p in parts] == [
+        ["S1", "S2"],
+        ["S3"],
+        ["S4", "S5"],
+    ]
+
 
 def test_sorted_inputs_are_cut_into_row_ranges_where_the_key_changes():
     # Keys as validation reads them: "S1 " and " S1" are both S1, so the file is in

@@ -11,11 +11,13 @@ rows are read as the chunk's turn comes (`InputFile.ranges`), when its keys are 
 order (else it is read whole and cut by key, as a CSV file is).
 
 Chunks are ranges of subject keys in sorted order (the key as validation reads
-it: text, trimmed), cut so that each holds about `chunk_rows` input rows. Rows
-keep their file order inside a chunk. Exports usually come sorted by subject: when
-every row of both tables has a key and the keys are already in order, a chunk is a
-range of rows of each file, taken without copying (`sorted_cuts`); otherwise each
-row is given its chunk's number (`chunk_numbers`) and the rows are taken. Either
+it: text, trimmed), cut so that each holds about `chunk_rows` input rows. Exports
+usually come sorted by subject: when every row of both tables has a key and the keys
+are already in order, a chunk is a range of rows of each file, taken without copying
+(`sorted_cuts`); otherwise every row's key is ranked (`key_ranks`), each row is
+given its chunk's number (`chunk_numbers`) and each chunk's rows are taken grouped by
+key, a key's rows in file order (`_grouped_rows`: the kernel's sorts by subject then
+find runs, about a quarter less of its CPU than on rows in file order). Either
 way each chunk's tables come out sorted (decisions by subject, courses by subject, start and line, the ledger by
 subject and criterion), so the chunks' tables appended in key order are the
 whole cohort's tables. The written bytes do not depend on where the chunks
@@ -47,7 +49,7 @@ from trdscreen.errors import InvalidInputData
 from trdscreen.io import InputFile, SourceTable
 from trdscreen.issues import issue_counts
 from trdscreen.keys import sorted_codes
-from trdscreen.merge import merge_attrition, merge_quarantine, merge_validated, partition_rows
+from trdscreen.merge import merge_attrition, merge_quarantine, merge_validated
 from trdscreen.output import Destination, OutputFile, TableSink, to_arrow, write_tables
 from trdscreen.pipeline import Part, Screening, ScreenResult, decide_part, refuse_invalid
 from trdscreen.quarantine import Quarantine
@@ -90,12 +92,12 @@ def _keys(source: SourceTable) -> tuple[np.ndarray, pa.Array] | None:
     return raw.indices.fill_null(-1).to_numpy(zero_copy_only=False), keys
 
 
-def chunk_numbers(
-    treatments: SourceTable, subjects: SourceTable | None, chunk_rows: int
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """Chunk number per treatment row and per subject row: consecutive ranges of the
-    sorted distinct keys holding about `chunk_rows` rows each. Rows without a key go to
-    chunk 0. None when the keys cannot be read (the run is then one chunk)."""
+def key_ranks(
+    treatments: SourceTable, subjects: SourceTable | None
+) -> tuple[list[np.ndarray], int] | None:
+    """Per table (treatments, then subjects if given) and row: the rank of its key among
+    both tables' distinct keys as validation reads them (-1: no key), and how many
+    distinct keys there are; None when the keys cannot be read."""
     courses_keys = _keys(treatments)
     subject_keys = _keys(subjects) if subjects is not None else None
     if courses_keys is None or (subjects is not None and subject_keys is None):
@@ -108,11 +110,38 @@ def chunk_numbers(
     for codes, keys in tables:
         ranks.append(np.append(per_key[start : start + len(keys)], -1)[codes])
         start += len(keys)
-    rows = sum(np.bincount(r[r >= 0], minlength=len(distinct)) for r in ranks)
+    return ranks, len(distinct)
+
+
+def chunk_numbers(
+    treatments: SourceTable, subjects: SourceTable | None, chunk_rows: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Chunk number per treatment row and per subject row: consecutive ranges of the
+    sorted distinct keys holding about `chunk_rows` rows each. Rows without a key go to
+    chunk 0. None when the keys cannot be read (the run is then one chunk)."""
+    ranked = key_ranks(treatments, subjects)
+    if ranked is None:
+        return None
+    return _chunks_of(*ranked, chunk_rows)
+
+
+def _chunks_of(
+    ranks: list[np.ndarray], distinct: int, chunk_rows: int
+) -> tuple[np.ndarray, np.ndarray]:
+    rows = sum(np.bincount(r[r >= 0], minlength=distinct) for r in ranks)
     before = np.cumsum(rows) - rows  # rows of the keys sorted before each key
     chunk_of_key = np.append(np.unique(before // max(1, chunk_rows), return_inverse=True)[1], 0)
     chunks = [chunk_of_key[r].astype(np.int32) for r in ranks]  # no key (-1): chunk 0
     return chunks[0], chunks[1] if len(chunks) > 1 else np.zeros(0, np.int32)
+
+
+def _grouped_rows(ranks: np.ndarray, numbers: np.ndarray, count: int) -> list[np.ndarray]:
+    """Each chunk's row positions, in key order (rows of one key in file order): the
+    chunks are consecutive key ranges, so one stable sort by key orders the chunks too
+    (rows without a key, rank -1, lead chunk 0)."""
+    order = np.argsort(ranks, kind="stable")
+    bounds = np.searchsorted(numbers[order], np.arange(count + 1))
+    return [order[bounds[c] : bounds[c + 1]] for c in range(count)]
 
 
 def _keys_in_order(source: SourceTable) -> pa.Array | None:
@@ -188,14 +217,16 @@ def chunks(
             people = subjects.slice(first_subject, end_subject) if subjects is not None else None
             yield treatments.slice(first, end), people
         return
-    numbers = chunk_numbers(treatments, subjects, chunk_rows)
+    ranked = key_ranks(treatments, subjects)
+    numbers = _chunks_of(*ranked, chunk_rows) if ranked is not None else None
     count = 1 if numbers is None else 1 + max(int(n.max(initial=0)) for n in numbers)
     if count == 1:
         yield treatments, subjects
         return
-    assert numbers is not None  # else one chunk, above
-    course_rows = partition_rows(numbers[0], count)
-    subject_rows = partition_rows(numbers[1], count) if subjects is not None else None
+    assert numbers is not None and ranked is not None  # else one chunk, above
+    # Each chunk's rows grouped by key: the kernel's sorts by subject then find runs.
+    course_rows = _grouped_rows(ranked[0][0], numbers[0], count)
+    subject_rows = _grouped_rows(ranked[0][1], numbers[1], count) if subjects is not None else None
     for c in range(count):
         people = (
             subjects.take(subject_rows[c])
