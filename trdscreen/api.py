@@ -346,14 +346,7 @@ def screen_and_write(
         if loaded.request.dask is not None:
             validated, outputs, result = _write_on_dask(loaded, screening, folder, destination)
         else:
-            validated, outputs, result = write_streamed(
-                *loaded.streamed(),
-                screening,
-                folder,
-                destination,
-                loaded.request.chunk_rows or CHUNK_ROWS,
-                loaded.request.threads or KERNELS,
-            )
+            validated, outputs, result = stream_to(loaded, folder, destination)
             loaded.trail.record("inputs_validated", issues=issue_counts(validated.issues))
         loaded.validated = validated
         if result is None or outputs is None:
@@ -364,6 +357,19 @@ def screen_and_write(
         _record_screened(loaded, result)
         record = _finish(loaded, result, folder, outputs, destination)
     return record, result
+
+
+def stream_to(loaded: LoadedRun, folder: Path, destination: Destination) -> StreamOutcome:
+    """The default engine's streamed run of a loaded request into `folder`, with its
+    recorded chunk rows and threads (`screen_and_write`, and `verify` re-running it)."""
+    return write_streamed(
+        *loaded.streamed(),
+        screening_of(loaded),
+        folder,
+        destination,
+        loaded.request.chunk_rows or CHUNK_ROWS,
+        loaded.request.threads or KERNELS,
+    )
 
 
 def _refuse_unapplied(loaded: LoadedRun, result: RunSummary, folder: Path) -> None:

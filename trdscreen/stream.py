@@ -202,21 +202,21 @@ def chunks(
     (`InputFile.ranges`), so memory never holds the whole file; else read whole."""
     if isinstance(treatments, InputFile):
         cuts = sorted_cuts(treatments.keys(), subjects, chunk_rows)
-        if cuts is not None:
-            ranges = treatments.ranges([(first, end) for first, end, _, _ in cuts])
-            for (_, _, first_subject, end_subject), courses in zip(cuts, ranges, strict=True):
-                people = (
-                    subjects.slice(first_subject, end_subject) if subjects is not None else None
-                )
-                yield courses, people
-            return
-        treatments = treatments.read()  # not in key order: cut by key from the whole
-    cuts = sorted_cuts(treatments, subjects, chunk_rows)
+        if cuts is None:  # not in key order: cut by key from the whole
+            treatments = treatments.read()
+    else:
+        cuts = sorted_cuts(treatments, subjects, chunk_rows)
     if cuts is not None:
-        for first, end, first_subject, end_subject in cuts:
+        courses = (
+            treatments.ranges([(first, end) for first, end, _, _ in cuts])
+            if isinstance(treatments, InputFile)
+            else (treatments.slice(first, end) for first, end, _, _ in cuts)
+        )
+        for (_, _, first_subject, end_subject), piece in zip(cuts, courses, strict=True):
             people = subjects.slice(first_subject, end_subject) if subjects is not None else None
-            yield treatments.slice(first, end), people
+            yield piece, people
         return
+    assert isinstance(treatments, SourceTable)  # read whole above
     ranked = key_ranks(treatments, subjects)
     numbers = _chunks_of(*ranked, chunk_rows) if ranked is not None else None
     count = 1 if numbers is None else 1 + max(int(n.max(initial=0)) for n in numbers)

@@ -413,17 +413,10 @@ def _rerun_streamed(loaded: LoadedRun, destination: Destination):
     records and the re-run's subject_id and decision columns (None for an invalid input)."""
     from trdscreen import api
     from trdscreen.output import write_tables
-    from trdscreen.stream import write_streamed
 
     folder = destination.out
     assert loaded.request.chunk_rows is not None  # a streamed run is re-run streamed
-    validated, records, streamed = write_streamed(
-        *loaded.streamed(),
-        api.screening_of(loaded),
-        folder,
-        destination,
-        loaded.request.chunk_rows,
-    )
+    validated, records, streamed = api.stream_to(loaded, folder, destination)
     if records is None or streamed is None:  # an invalid input: the issues alone
         loaded.validated = validated
         return write_tables(api.run_tables(loaded, None), folder, destination), None
