@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 from trdscreen import api, output
 from trdscreen.cli import app
 from trdscreen.errors import ExitCode, InvalidInputData
-from trdscreen.io import SourceTable
+from trdscreen.io import InputFile, SourceTable
 from trdscreen.stream import chunk_numbers, chunks, sorted_cuts
 from trdscreen.synth import synthesize, write_synthetic
 
@@ -39,7 +39,9 @@ def _streamed(tmp: Path, name: str, chunk_rows: int, **options) -> tuple[Path, o
 def _chunk_count(folder: Path, chunk_rows: int, in_order: bool = True) -> int:
     loaded = api.load(api.ScreenRequest(input=folder, chunk_rows=chunk_rows), ["test"])
     # The inputs are cut by rows (sorted) or by each row's chunk number (shuffled).
-    cuts = sorted_cuts(loaded.treatments, loaded.subjects, chunk_rows)
+    treatments = loaded.treatments  # a file read a chunk at a time is cut by its keys
+    keyed = treatments.keys() if isinstance(treatments, InputFile) else treatments
+    cuts = sorted_cuts(keyed, loaded.subjects, chunk_rows)
     assert (cuts is not None) == in_order
     return len(list(chunks(loaded.treatments, loaded.subjects, chunk_rows)))
 

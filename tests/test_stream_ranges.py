@@ -1,10 +1,13 @@
-"""A streamed run reads one Parquet file of treatments a chunk at a time (`InputFile.ranges`).
+"""A streamed run reads one Parquet or CSV file of treatments a chunk at a time
+(`InputFile.ranges`).
 
 The claim under test: when the file's keys are in order, the run reads the key column
 to cut it and then each chunk's rows in file order, never the whole file, and writes
 the bytes the whole-cohort run writes; when they are not in order, it reads the file
 whole and cuts it by key as before. The ranges themselves are compared with `read`,
-row for row and line for line, across Parquet row groups and read batches.
+row for row and line for line, across Parquet row groups and read batches. A CSV
+whose rows are not one line each (quoted line breaks, blank lines) is read whole, its
+lines counted exactly; a CSV that cannot be read fails as when it is read whole.
 """
 
 from __future__ import annotations
@@ -16,11 +19,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import assert_same_tables, screen_streamed, screen_whole
+from conftest import BOTH, assert_same_tables, screen_streamed, screen_whole
 
 from trdscreen import api, output
 from trdscreen.errors import InputError
-from trdscreen.io import InputFile, open_source
+from trdscreen.io import InputFile, SourceTable, open_source
 from trdscreen.schemas import TREATMENT_COLUMNS
 from trdscreen.synth import synthesize, write_synthetic
 
@@ -44,6 +47,19 @@ def cohort(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def csv_cohort(tmp_path_factory) -> Path:
+    """The same 600 subjects as CSV, sorted by subject."""
+    folder = tmp_path_factory.mktemp("ranges-csv") / "cohort"
+    write_synthetic(synthesize(600, seed=4), folder, "csv")
+    return folder
+
+
+@pytest.fixture(params=["parquet", "csv"])
+def sorted_cohort(request, cohort, csv_cohort) -> Path:
+    return cohort if request.param == "parquet" else csv_cohort
+
+
+@pytest.fixture(scope="module")
 def shuffled(cohort, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("ranges-shuffled")
     for name in ("treatments.parquet", "subjects.parquet"):
@@ -57,17 +73,27 @@ def _opened(path: Path) -> InputFile:
     return open_source(path, "treatments", {}, set(TREATMENT_COLUMNS))
 
 
-def test_ranges_give_the_rows_and_lines_read_gives(cohort):
+def _treatments(folder: Path) -> Path:
+    return next(folder.glob("treatments.*"))
+
+
+def test_ranges_give_the_rows_and_lines_read_gives(sorted_cohort):
     # Bounds that cut inside read batches (64 rows) and across row groups (300 rows),
-    # one range of a single row, one of several row groups.
-    source = _opened(cohort / "treatments.parquet")
+    # one range of a single row, one of several row groups. A Parquet row's line is its
+    # row number; a CSV's, its line in the file (the header is line 1).
+    source = _opened(_treatments(sorted_cohort))
     whole = source.read()
     n = whole.rows
+    counted = source.counted()
+    assert isinstance(counted, InputFile) and counted.rows == n
     cuts = [0, 1, 2, 65, 299, 300, 301, 777, 1500, n - 1, n]
-    pieces = list(source.ranges(list(zip(cuts[:-1], cuts[1:], strict=True)), rows=64))
+    pieces = list(counted.ranges(list(zip(cuts[:-1], cuts[1:], strict=True)), rows=64))
     assert [p.rows for p in pieces] == [b - a for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
     lines = np.concatenate([p.lines for p in pieces])
-    assert np.array_equal(lines, whole.lines) and lines[0] == 1 and lines[-1] == n
+    header = 1 if source.fmt == "csv" else 0
+    assert np.array_equal(lines, whole.lines)
+    assert lines[0] == 1 + header and lines[-1] == n + header
+    assert np.array_equal(counted.keys().lines, whole.lines)
     plain = [pa.concat_tables(p.table for p in pieces), whole.table]
     plain = [t.cast(pa.schema([f.with_type(_value_type(f.type)) for f in t.schema])) for t in plain]
     assert plain[0].equals(plain[1])  # the same values; dictionaries may be cut otherwise
@@ -77,36 +103,41 @@ def _value_type(kind: pa.DataType) -> pa.DataType:
     return kind.value_type if pa.types.is_dictionary(kind) else kind
 
 
-def test_a_file_with_fewer_rows_than_the_cuts_is_an_input_error(cohort):
+def test_a_file_with_fewer_rows_than_the_cuts_is_an_input_error(sorted_cohort):
     # The file shrank after it was opened and its keys were read: a clear error naming
     # it, not a StopIteration deep in the run.
-    source = _opened(cohort / "treatments.parquet")
+    source = _opened(_treatments(sorted_cohort))
     n = source.read().rows
     with pytest.raises(InputError, match="changed while it was read"):
         list(source.ranges([(0, n), (n, n + 5)]))
 
 
-@pytest.mark.parametrize("chunk_rows", [53, 700])
-def test_a_sorted_file_is_never_read_whole_and_gives_the_whole_runs_bytes(
-    tmp_path, cohort, chunk_rows, monkeypatch
-):
-    # 53 rows: about fifty chunks, most inside one read batch; 700: chunks spanning row
-    # groups. Reading the treatments whole would be a regression in memory: refuse it.
-    monkeypatch.setattr(output, "ROW_GROUP_ROWS", 1000)
-    whole, expected = screen_whole(tmp_path, "whole", api.ScreenRequest(input=cohort))
+def _refuse_reading_treatments_whole(monkeypatch) -> None:
     read = InputFile.read
 
     def refuse_treatments(self: InputFile):
-        assert self.name != "treatments", "a sorted Parquet file was read whole"
+        assert self.name != "treatments", "a sorted file of treatments was read whole"
         return read(self)
 
     monkeypatch.setattr(InputFile, "read", refuse_treatments)
+
+
+@pytest.mark.parametrize("chunk_rows", [53, 700])
+def test_a_sorted_file_is_never_read_whole_and_gives_the_whole_runs_bytes(
+    tmp_path, sorted_cohort, chunk_rows, monkeypatch
+):
+    # 53 rows: about fifty chunks, most inside one read batch; 700: chunks spanning row
+    # groups. Reading the treatments whole would be a regression in memory: refuse it.
+    cohort = sorted_cohort
+    monkeypatch.setattr(output, "ROW_GROUP_ROWS", 1000)
+    whole, expected = screen_whole(tmp_path, "whole", api.ScreenRequest(input=cohort))
+    _refuse_reading_treatments_whole(monkeypatch)
     request = api.ScreenRequest(input=cohort, chunk_rows=chunk_rows)
     streamed, result = screen_streamed(tmp_path, "streamed", request)
     assert_same_tables(whole, streamed)
     assert list(result.counts().items()) == list(expected.counts().items())
     manifests = [json.loads((f / "manifest.json").read_text()) for f in (whole, streamed)]
-    assert manifests[0]["inputs"] == manifests[1]["inputs"]  # rows counted from the footer
+    assert manifests[0]["inputs"] == manifests[1]["inputs"]  # rows as counted when opened
     audit = [json.loads(line) for line in (streamed / "audit.jsonl").read_text().splitlines()]
     read_events = [e for e in audit if e["event"] == "input_read"]
     assert [e["rows"] for e in read_events] == [i["rows"] for i in manifests[0]["inputs"]]
@@ -120,14 +151,15 @@ def test_an_unsorted_file_is_read_whole_and_cut_by_key(tmp_path, shuffled):
     assert_same_tables(whole, streamed)
 
 
-def test_adjudications_are_checked_against_a_file_read_a_chunk_at_a_time(tmp_path, cohort):
+def test_adjudications_are_checked_against_a_file_read_a_chunk_at_a_time(tmp_path, sorted_cohort):
     # No subjects table: a reviewed subject is known only from the treatments' keys,
     # which are read when the adjudications are loaded (before any chunk). A subject in
     # neither input is refused then, as when the file is read whole.
     folder = tmp_path / "treatments-only"
     folder.mkdir()
-    (folder / "treatments.parquet").write_bytes((cohort / "treatments.parquet").read_bytes())
-    first = pq.read_table(folder / "treatments.parquet", columns=["subject_id"])[0][0].as_py()
+    source = _treatments(sorted_cohort)
+    (folder / source.name).write_bytes(source.read_bytes())
+    first = _opened(folder / source.name).read().key_text()[0].as_py()
     header = "subject_id,decision,reason,reviewer,date,criterion\n"
     known, unknown = tmp_path / "known.csv", tmp_path / "unknown.csv"
     known.write_text(header + f"{first},excluded,chart review,Dr. A,2024-06-10,\n")
@@ -139,3 +171,73 @@ def test_adjudications_are_checked_against_a_file_read_a_chunk_at_a_time(tmp_pat
     with pytest.raises(InputError, match="1 adjudicated subject") as refused:
         api.load(api.ScreenRequest(input=folder, chunk_rows=200, adjudications=unknown), ["t"])
     assert any("NOBODY is in neither" in problem for problem in refused.value.problems)
+
+
+def _edited_csv(cohort: Path, folder: Path, edit) -> Path:
+    """A copy of the CSV cohort with its treatments' data lines edited by `edit`."""
+    folder.mkdir()
+    (folder / "subjects.csv").write_bytes((cohort / "subjects.csv").read_bytes())
+    lines = (cohort / "treatments.csv").read_bytes().split(b"\n")
+    (folder / "treatments.csv").write_bytes(b"\n".join(edit(lines)))
+    return folder
+
+
+def _cell(lines: list[bytes], line: int, column: int, value: bytes) -> list[bytes]:
+    """Line `line` (1-based, as issues number them) with field `column` replaced."""
+    fields = lines[line - 1].split(b",")
+    fields[column] = value
+    return [*lines[: line - 1], b",".join(fields), *lines[line:]]
+
+
+NOT_ONE_LINE_A_ROW = {
+    # A quoted drug name over two lines: every later row's line is one more than its
+    # row number says. A blank line (skipped by the parser) moves them the same way.
+    "quoted line break": lambda lines: _cell(lines, 1200, 1, b'"Sertra\nline"'),
+    "blank line": lambda lines: [*lines[:1200], b"", *lines[1200:]],
+}
+
+
+@pytest.mark.parametrize("edit", NOT_ONE_LINE_A_ROW)
+def test_a_csv_whose_rows_are_not_one_line_each_is_read_whole(tmp_path, csv_cohort, edit):
+    cohort = _edited_csv(csv_cohort, tmp_path / "cohort", NOT_ONE_LINE_A_ROW[edit])
+    opened = _opened(cohort / "treatments.csv")
+    counted = opened.counted()
+    assert isinstance(counted, SourceTable)  # read whole: its lines counted exactly
+    # The last row is on the file's last line, one line further than the header and one
+    # line a row would put it.
+    assert counted.lines[-1] == opened.total_lines == counted.rows + 2
+    whole, _ = screen_whole(tmp_path, "whole", api.ScreenRequest(input=cohort))
+    streamed, _ = screen_streamed(
+        tmp_path, "streamed", api.ScreenRequest(input=cohort, chunk_rows=53)
+    )
+    assert_same_tables(whole, streamed)
+
+
+UNREADABLE = {
+    # A drug cell that is not UTF-8, far down the file: only converting that column finds
+    # it, which a run reading a chunk at a time does when the chunk's turn comes.
+    "drug not UTF-8": (lambda lines: _cell(lines, 1800, 1, b"caf\xe9"), "line 1800"),
+    # A key that is not UTF-8, and a row short of a field: reading the key column at
+    # load finds them, as reading the whole file does.
+    "key not UTF-8": (lambda lines: _cell(lines, 1800, 0, b"SYN\xff"), "line 1800"),
+    "missing field": (
+        lambda lines: [*lines[:1799], lines[1799].rsplit(b",", 1)[0], *lines[1800:]],
+        "line 1800",
+    ),
+}
+
+
+@pytest.mark.parametrize("problem", UNREADABLE)
+def test_an_unreadable_csv_fails_as_when_it_is_read_whole(tmp_path, csv_cohort, problem):
+    edit, where = UNREADABLE[problem]
+    cohort = _edited_csv(csv_cohort, tmp_path / "cohort", edit)
+    messages = []
+    for name, chunk_rows in (("whole", None), ("streamed", 53)):
+        out = tmp_path / name
+        with pytest.raises(InputError) as raised:
+            loaded = api.load(api.ScreenRequest(input=cohort, chunk_rows=chunk_rows), ["t"])
+            api.run_to_folder(loaded, api.Destination(out, BOTH))
+        messages.append(str(raised.value))
+        assert not out.exists()  # a failed run leaves no half-written folder
+    assert messages[0] == messages[1] and where in messages[0]
+    assert b"caf" not in messages[0].encode() and "SYN" not in messages[0]  # no cell shown

@@ -167,7 +167,7 @@ def load_with(
         subjects = open_source(
             subjects_path, "subjects", columns.subjects, canonical, request.csv, columns
         )
-    if read:  # a streamed run reads one Parquet file of treatments a chunk at a time
+    if read:  # a streamed run reads one file of treatments a chunk at a time
         treatments = _read(treatments, trail, whole=request.chunk_rows is None)
         subjects = _read(subjects, trail) if subjects is not None else None
     adjudications = _adjudications(request, treatments, subjects, trail)

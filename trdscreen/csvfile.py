@@ -134,12 +134,16 @@ def checked_header(path: Path, options: CsvOptions) -> list[str]:
     return header
 
 
-def read_csv(path: Path, header: list[str], options: CsvOptions) -> pa.Table:
+def read_csv(
+    path: Path, header: list[str], options: CsvOptions, columns: list[int] | None = None
+) -> pa.Table:
+    """The file's cells as text, every column or the `columns` given (by position: every
+    row is still parsed and its fields counted, only those columns are converted)."""
     try:
-        return _arrow_csv(path, header, options, newlines_in_values=False)
+        return _arrow_csv(path, header, options, False, columns)
     except pa.ArrowInvalid:
         try:  # a quoted line break across Arrow's blocks: the slower exact parse reads it
-            return _arrow_csv(path, header, options, newlines_in_values=True)
+            return _arrow_csv(path, header, options, True, columns)
         except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
             # Arrow's message quotes the offending row: never pass it on, locate the row.
             raise InputError(f"{path}: {_csv_problem(path, header, options, exc)}") from None
@@ -168,7 +172,10 @@ def csv_batches(
         yield pa.Table.from_batches(pending).combine_chunks().rename_columns(header)
 
 
-def _csv_settings(header: list[str], options: CsvOptions, newlines_in_values: bool) -> dict:
+def _csv_settings(
+    header: list[str], options: CsvOptions, newlines_in_values: bool,
+    columns: list[int] | None = None,
+) -> dict:  # fmt: skip
     return {
         "read_options": pacsv.ReadOptions(
             column_names=[f"__c{i}" for i in range(len(header))],
@@ -183,15 +190,18 @@ def _csv_settings(header: list[str], options: CsvOptions, newlines_in_values: bo
             null_values=NULL_TOKENS,
             strings_can_be_null=True,
             quoted_strings_can_be_null=True,
+            include_columns=None if columns is None else [f"__c{i}" for i in columns],
         ),
     }
 
 
 def _arrow_csv(
-    path: Path, header: list[str], options: CsvOptions, newlines_in_values: bool
-) -> pa.Table:
-    settings = _csv_settings(header, options, newlines_in_values)
-    return pacsv.read_csv(path, **settings).rename_columns(header)
+    path: Path, header: list[str], options: CsvOptions, newlines_in_values: bool,
+    columns: list[int] | None,
+) -> pa.Table:  # fmt: skip
+    settings = _csv_settings(header, options, newlines_in_values, columns)
+    names = header if columns is None else [header[i] for i in columns]
+    return pacsv.read_csv(path, **settings).rename_columns(names)
 
 
 def _refuse_single_column(path: Path, name: str, options: CsvOptions) -> None:

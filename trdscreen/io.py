@@ -204,6 +204,9 @@ class InputFile:
     rows: int | None = None  # known once read
     site: ColumnMap | None = None  # the declared conventions its cells are read under
     data: Path | None = None  # where the rows are read (a local copy of stdin, a .gz...)
+    # A CSV's key column as `counted` read it (counting a CSV's rows means parsing it),
+    # kept for `keys`. Never in the repr: patient keys must not reach a log.
+    key_column: pa.Table | None = field(default=None, repr=False, compare=False)
 
     @property
     def local(self) -> Path:
@@ -224,67 +227,109 @@ class InputFile:
         else:
             with _named(self):
                 table = _one_piece(read_csv(self.local, list(self.header), self.options))
-            for raw in self._coded(table.schema):
-                index = table.schema.get_field_index(raw)
-                table = table.set_column(index, raw, table.column(index).dictionary_encode())
-            if self.total_lines == table.num_rows + 1:
-                lines = np.arange(2, table.num_rows + 2, dtype=np.int64)
-            else:  # quoted line breaks or blank lines: count lines exactly (rare, slower)
-                with _named(self):
-                    lines = csv_record_lines(self.local, table.num_rows, self.options)
+            table = self._text_coded(table)
+            lines = self._csv_lines(table.num_rows)
         self._refuse_no_rows(table.num_rows)
         return self._source(table, lines)
 
+    def _text_coded(self, table: pa.Table) -> pa.Table:
+        """A CSV's text columns, but the subject key, dictionary-encoded (as Parquet's
+        are read: `read`)."""
+        for raw in self._coded(table.schema):
+            index = table.schema.get_field_index(raw)
+            table = table.set_column(index, raw, table.column(index).dictionary_encode())
+        return table
+
+    def _csv_lines(self, rows: int) -> np.ndarray:
+        """The line of each of a CSV's `rows` data rows."""
+        if self.total_lines == rows + 1:
+            return np.arange(2, rows + 2, dtype=np.int64)
+        # Quoted line breaks or blank lines: count lines exactly (rare, slower).
+        with _named(self):
+            return csv_record_lines(self.local, rows, self.options)
+
     @property
     def in_ranges(self) -> bool:
-        """Its rows can be read a range at a time (`ranges`): one Parquet file."""
-        return self.fmt == "parquet" and self.local.is_file()
+        """Its rows can be read a range at a time (`ranges`): one Parquet or CSV file."""
+        return self.local.is_file()
 
-    def counted(self) -> InputFile:
-        """This Parquet file with its row count, from the file's footer (no rows read);
-        InputError when it has none, as `read` would say."""
-        with _parquet_errors(self.path):
-            rows = pq.ParquetFile(self.local).metadata.num_rows
-        self._refuse_no_rows(rows)
-        return replace(self, rows=rows)
+    def counted(self) -> InputFile | SourceTable:
+        """This file with its row count, its rows not read: a Parquet file's count is in
+        its footer; a CSV's key column is read (and kept for `keys`), every row parsed and
+        its fields counted. A CSV whose rows are not one line each (quoted line breaks,
+        blank lines) is read whole instead, its lines counted exactly. InputError when the
+        file has no rows or cannot be parsed, as `read` would say."""
+        if self.fmt == "parquet":
+            with _parquet_errors(self.path):
+                rows = pq.ParquetFile(self.local).metadata.num_rows
+            self._refuse_no_rows(rows)
+            return replace(self, rows=rows)
+        keys = self._csv_keys()
+        self._refuse_no_rows(keys.num_rows)
+        if self.total_lines != keys.num_rows + 1:
+            return self.read()
+        return replace(self, rows=keys.num_rows, key_column=keys)
 
     def keys(self) -> SourceTable:
         """The subject key column alone, every row with its line (no columns when the file
         has none): what cutting the rows into chunks of subjects needs (`ranges`)."""
+        if self.fmt == "csv":
+            table = self.key_column if self.key_column is not None else self._csv_keys()
+            return self._source(table, self._csv_lines(table.num_rows))
         with _parquet_errors(self.path):
             file = pq.ParquetFile(self.local)
-            headers = file.schema_arrow.names
-            named = _rename(file.schema_arrow.empty_table(), self.path, self.rename,
-                            set(self.canonical)).column_names  # fmt: skip
-            table = file.read(columns=[h for h, n in zip(headers, named, strict=True)
-                                       if n == "subject_id"])  # fmt: skip
+            keyed = self._key_headers(file.schema_arrow.names)
+            table = file.read(columns=[file.schema_arrow.names[i] for i in keyed])
         lines = np.arange(1, file.metadata.num_rows + 1, dtype=np.int64)
         return self._source(table, lines)
+
+    def _csv_keys(self) -> pa.Table:
+        header = list(self.header)
+        with _named(self):
+            return read_csv(self.local, header, self.options, self._key_headers(header))
+
+    def _key_headers(self, headers: list[str]) -> list[int]:
+        """The position of the header read as the subject key (none, or one)."""
+        empty = pa.table({f"__c{i}": pa.array([], pa.null()) for i in range(len(headers))})
+        named = _rename(empty.rename_columns(headers), self.path, self.rename,
+                        set(self.canonical)).column_names  # fmt: skip
+        return [i for i, name in enumerate(named) if name == "subject_id"]
 
     def ranges(self, bounds: list[tuple[int, int]], rows: int = 1 << 16) -> Iterator[SourceTable]:
         """Consecutive ranges of rows (first, end), from the first row on, each as a table
         with its lines, as `read` would give them: read `rows` at a time in file order,
         so memory holds about one range of the file, never the whole of it."""
-        with _parquet_errors(self.path):
-            file = pq.ParquetFile(
-                self.local, read_dictionary=self._coded(_parquet_schema(self.local))
-            )
-            batches = file.iter_batches(batch_size=rows)
-            held: list[pa.RecordBatch] = []
+        with self._errors():
+            pieces = self._pieces(rows)
+            held: list[pa.Table] = []
             start = read = 0  # the first row held; the rows read so far
             for first, end in bounds:
                 assert start <= first < end, "ranges are consecutive and not empty"
                 while read < end:
-                    batch = next(batches, None)
-                    if batch is None:  # fewer rows than its footer said when opened
+                    piece = next(pieces, None)
+                    if piece is None:  # fewer rows than counted when opened
                         raise InputError(f"{self.path}: the file changed while it was read")
-                    held.append(batch)
-                    read += batch.num_rows
-                table = pa.Table.from_batches(held)
-                lines = np.arange(first + 1, end + 1, dtype=np.int64)
-                yield self._source(table.slice(first - start, end - first), lines)
+                    held.append(piece)
+                    read += piece.num_rows
+                table = pa.concat_tables(held).slice(first - start, end - first)
+                line = first + (2 if self.fmt == "csv" else 1)  # counted: one line a row
+                lines = np.arange(line, line + end - first, dtype=np.int64)
+                yield self._source(self._text_coded(table) if self.fmt == "csv" else table, lines)
                 while held and start + held[0].num_rows <= end:
                     start += held.pop(0).num_rows
+
+    def _errors(self):
+        """Errors reading its rows as InputError naming the input as given."""
+        return _parquet_errors(self.path) if self.fmt == "parquet" else _named(self)
+
+    def _pieces(self, rows: int) -> Iterator[pa.Table]:
+        """Its rows, about `rows` at a time, in file order (text read as `read` reads it)."""
+        if self.fmt == "csv":
+            yield from csv_batches(self.local, list(self.header), self.options, rows)
+            return
+        coded = self._coded(_parquet_schema(self.local))
+        for batch in pq.ParquetFile(self.local, read_dictionary=coded).iter_batches(rows):
+            yield pa.Table.from_batches([batch])
 
     def batches(self, rows: int, exact_lines: bool = False) -> Iterator[SourceTable]:
         """The file about `rows` rows at a time, in file order, with their source lines.

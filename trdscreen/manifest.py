@@ -81,7 +81,7 @@ class LoadedRun:
 
     def tables(self) -> tuple[SourceTable, SourceTable | None]:
         """The inputs as read (every engine but Dask reads them when loading; a streamed
-        run's Parquet file of treatments, only counted then, is read whole here)."""
+        run's file of treatments, only counted then, is read whole here)."""
         assert self.request.dask is None, "the Dask engine reads inputs as it goes"
         treatments, subjects = self.streamed()
         if isinstance(treatments, InputFile):
@@ -90,7 +90,7 @@ class LoadedRun:
 
     def streamed(self) -> tuple[SourceTable | InputFile, SourceTable | None]:
         """The inputs of a streamed run: the subjects read, the treatments read or (one
-        Parquet file) only counted, read a chunk at a time as the run goes."""
+        Parquet or CSV file) only counted, read a chunk at a time as the run goes."""
         treatments, subjects = self.treatments, self.subjects
         assert subjects is None or isinstance(subjects, SourceTable)
         return treatments, subjects

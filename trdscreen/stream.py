@@ -6,9 +6,9 @@ subjects at a time by `pipeline.decide_part`, and each chunk's tables appended
 to the output files while the next chunk is screened. Memory then holds the
 input as read, one chunk's pipeline and one chunk being written, instead of
 every stage of the whole cohort at once. A treatments table that is one Parquet
-file is not even held whole: its key column is read to cut it, and each chunk's
-rows are read as the chunk's turn comes (`InputFile.ranges`), when its keys are in
-order (else it is read whole and cut by key, as a CSV file is).
+or CSV file is not even held whole: its key column is read to cut it, and each
+chunk's rows are read as the chunk's turn comes (`InputFile.ranges`), when its keys
+are in order (else it is read whole and cut by key, as a folder of Parquet files is).
 
 Chunks are ranges of subject keys in sorted order (the key as validation reads
 it: text, trimmed), cut so that each holds about `chunk_rows` input rows. Exports
@@ -197,7 +197,7 @@ def chunks(
 ) -> Iterator[tuple[SourceTable, SourceTable | None]]:
     """The inputs a chunk of subjects at a time, in key order (at least one chunk).
 
-    A treatments file not read yet (`InputFile.in_ranges`, one Parquet file) is cut by
+    A treatments file not read yet (`InputFile.in_ranges`, one Parquet or CSV file) is cut by
     its key column alone and, when its keys are in order, read a chunk at a time
     (`InputFile.ranges`), so memory never holds the whole file; else read whole."""
     if isinstance(treatments, InputFile):
