@@ -47,7 +47,8 @@ LAYERS = (
     ("assess", "episode outcome trials checks courses subjects staging buildcourses "
      "buildratings buildtables buildprocedures buildepisodes build"),
     ("decide", "criteria toresolve pipeline merge protocol resolve tables"),
-    ("write", "output outdir runs explain reportdata report stream engine manifest summarytext "
+    ("write", "output outdir runs explain reportdata report partition stream engine manifest "
+     "summarytext "
      "api buildrun buildtrace"),
     ("read back", "rundiff verify buildverify"),
     ("faces", "render render_progress synthrecords synth mapinit cliapp cli_audit cli_rules cli_build cli __main__"),

@@ -26,7 +26,8 @@ from trdscreen import api, output
 from trdscreen.cli import app
 from trdscreen.errors import ExitCode, InvalidInputData
 from trdscreen.io import InputFile, SourceTable
-from trdscreen.stream import chunk_numbers, chunks, sorted_cuts
+from trdscreen.partition import chunk_numbers, sorted_cuts
+from trdscreen.stream import chunks
 from trdscreen.synth import synthesize, write_synthetic
 
 FORMATS = ("csv", "parquet")

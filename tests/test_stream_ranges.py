@@ -21,8 +21,8 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import BOTH, assert_same_tables, screen_streamed, screen_whole
 
-from trdscreen import api, output
-from trdscreen.errors import InputError
+from trdscreen import api, output, partition, stream
+from trdscreen.errors import InputError, InvalidInputData
 from trdscreen.io import InputFile, SourceTable, open_source
 from trdscreen.schemas import TREATMENT_COLUMNS
 from trdscreen.synth import synthesize, write_synthetic
@@ -106,8 +106,9 @@ def _value_type(kind: pa.DataType) -> pa.DataType:
 def test_a_file_with_fewer_rows_than_the_cuts_is_an_input_error(sorted_cohort):
     # The file shrank after it was opened and its keys were read: a clear error naming
     # it, not a StopIteration deep in the run.
-    source = _opened(_treatments(sorted_cohort))
-    n = source.read().rows
+    source = _opened(_treatments(sorted_cohort)).counted()
+    assert isinstance(source, InputFile) and source.rows is not None
+    n = source.rows
     with pytest.raises(InputError, match="changed while it was read"):
         list(source.ranges([(0, n), (n, n + 5)]))
 
@@ -143,12 +144,91 @@ def test_a_sorted_file_is_never_read_whole_and_gives_the_whole_runs_bytes(
     assert [e["rows"] for e in read_events] == [i["rows"] for i in manifests[0]["inputs"]]
 
 
-def test_an_unsorted_file_is_read_whole_and_cut_by_key(tmp_path, shuffled):
-    whole, _ = screen_whole(tmp_path, "whole", api.ScreenRequest(input=shuffled))
-    streamed, _ = screen_streamed(
-        tmp_path, "streamed", api.ScreenRequest(input=shuffled, chunk_rows=97)
-    )
+@pytest.fixture(scope="module")
+def csv_shuffled(csv_cohort, tmp_path_factory) -> Path:
+    """The CSV cohort with its treatment rows in a random order and a few without a key
+    (validation reports them; they lead the first chunk)."""
+    folder = tmp_path_factory.mktemp("ranges-csv-shuffled")
+    (folder / "subjects.csv").write_bytes((csv_cohort / "subjects.csv").read_bytes())
+    header, *rows = (csv_cohort / "treatments.csv").read_bytes().rstrip(b"\n").split(b"\n")
+    rows = [rows[i] for i in np.random.default_rng(9).permutation(len(rows))]
+    for at in (5, 900, 2000):  # the key cell emptied
+        rows[at] = b"," + rows[at].split(b",", 1)[1]
+    (folder / "treatments.csv").write_bytes(b"\n".join([header, *rows]) + b"\n")
+    return folder
+
+
+@pytest.fixture(params=["parquet", "csv"])
+def unsorted_cohort(request, shuffled, csv_shuffled) -> Path:
+    return shuffled if request.param == "parquet" else csv_shuffled
+
+
+def test_an_unsorted_file_is_cut_on_disk_never_read_whole(tmp_path, unsorted_cohort, monkeypatch):
+    # The rows of each chunk are written to the run's draft, a file per piece read, and
+    # read back chunk by chunk: the bytes of the whole run, the spill folder gone after.
+    monkeypatch.setattr(partition, "PIECE_ROWS", 500)  # several pieces, each in every chunk
+    whole, expected = screen_whole(tmp_path, "whole", api.ScreenRequest(input=unsorted_cohort))
+    spills: list[Path] = []
+    spilled = partition.spilled
+
+    def watched(file, keys, subjects, chunk_rows, folder):
+        for chunk in spilled(file, keys, subjects, chunk_rows, folder):
+            spills.append(folder) if folder.is_dir() and any(folder.iterdir()) else None
+            yield chunk
+
+    monkeypatch.setattr(stream, "spilled", watched)
+    _refuse_reading_treatments_whole(monkeypatch)
+    request = api.ScreenRequest(input=unsorted_cohort, chunk_rows=97)
+    streamed, result = screen_streamed(tmp_path, "streamed", request)
     assert_same_tables(whole, streamed)
+    if isinstance(expected, InvalidInputData):  # the CSV's rows without a key: a failed
+        assert isinstance(result, InvalidInputData)  # run's folder, every chunk validated
+    else:
+        assert list(result.counts().items()) == list(expected.counts().items())
+    assert len(spills) > 20  # about thirty chunks, each read back from the spill folder
+    assert not spills[0].exists() and spills[0].parent.name != streamed.name  # the draft
+    assert sorted(p.name for p in streamed.iterdir()) == sorted(p.name for p in whole.iterdir())
+
+
+def _plain(table: pa.Table) -> pa.Table:
+    return table.cast(pa.schema([f.with_type(_value_type(f.type)) for f in table.schema]))
+
+
+def test_spilled_chunks_are_the_chunks_of_the_file_read_whole(tmp_path, csv_shuffled):
+    # Row for row and line for line, rows without a key first, each key's rows in file
+    # order: what the kernel is given does not depend on how the file was cut.
+    file = _opened(csv_shuffled / "treatments.csv").counted()
+    assert isinstance(file, InputFile)
+    subjects = open_source(csv_shuffled / "subjects.csv", "subjects", {}, {"subject_id"}).read()
+    spill = list(partition.spilled(file, file.keys(), subjects, 300, tmp_path / "spill"))
+    whole = list(partition.cut_whole(file.read(), subjects, 300))
+    assert len(spill) == len(whole) > 10 and not (tmp_path / "spill").exists()
+    for (courses, people), (expected, expected_people) in zip(spill, whole, strict=True):
+        assert np.array_equal(courses.lines, expected.lines)
+        assert _plain(courses.table).equals(_plain(expected.table))
+        assert people is not None and expected_people is not None
+        assert people.table.equals(expected_people.table)
+    assert (
+        list(spill[0][0].lines[:3])
+        == sorted(  # the three rows without a key lead
+            int(line) for line in whole[0][0].lines[:3]
+        )
+        and spill[0][0].table["subject_id"][:3].null_count == 3
+    )
+
+
+def test_a_spilled_file_that_changed_while_it_was_read_is_an_input_error(tmp_path, csv_shuffled):
+    folder = tmp_path / "cohort"
+    folder.mkdir()
+    data = (csv_shuffled / "treatments.csv").read_bytes()
+    (folder / "treatments.csv").write_bytes(data)
+    file = _opened(folder / "treatments.csv").counted()
+    assert isinstance(file, InputFile)
+    keys = file.keys()
+    (folder / "treatments.csv").write_bytes(data[: len(data) // 2].rsplit(b"\n", 1)[0] + b"\n")
+    with pytest.raises(InputError, match="changed while it was read"):
+        list(partition.spilled(file, keys, None, 300, tmp_path / "spill"))
+    assert not (tmp_path / "spill").exists()
 
 
 def test_adjudications_are_checked_against_a_file_read_a_chunk_at_a_time(tmp_path, sorted_cohort):

@@ -299,8 +299,8 @@ class InputFile:
         """Consecutive ranges of rows (first, end), from the first row on, each as a table
         with its lines, as `read` would give them: read `rows` at a time in file order,
         so memory holds about one range of the file, never the whole of it."""
-        with self._errors():
-            pieces = self._pieces(rows)
+        with self.errors():
+            pieces = self.pieces(rows)
             held: list[pa.Table] = []
             start = read = 0  # the first row held; the rows read so far
             for first, end in bounds:
@@ -312,18 +312,26 @@ class InputFile:
                     held.append(piece)
                     read += piece.num_rows
                 table = pa.concat_tables(held).slice(first - start, end - first)
-                line = first + (2 if self.fmt == "csv" else 1)  # counted: one line a row
-                lines = np.arange(line, line + end - first, dtype=np.int64)
-                yield self._source(self._text_coded(table) if self.fmt == "csv" else table, lines)
+                yield self.as_read(table, np.arange(first, end, dtype=np.int64))
                 while held and start + held[0].num_rows <= end:
                     start += held.pop(0).num_rows
 
-    def _errors(self):
+    def as_read(self, table: pa.Table, rows: np.ndarray) -> SourceTable:
+        """Rows of this file (`pieces`) as `read` gives them, their 0-based positions in the
+        file `rows`: a CSV's text columns coded, each row's line (a Parquet row's number;
+        a CSV's line, one a row after the header: the file was `counted`)."""
+        if self.fmt == "parquet":
+            return self._source(table, rows + 1)
+        assert self.rows is not None, "a CSV is counted before it is read in pieces"
+        return self._source(self._text_coded(table), rows + 2)
+
+    def errors(self):
         """Errors reading its rows as InputError naming the input as given."""
         return _parquet_errors(self.path) if self.fmt == "parquet" else _named(self)
 
-    def _pieces(self, rows: int) -> Iterator[pa.Table]:
-        """Its rows, about `rows` at a time, in file order (text read as `read` reads it)."""
+    def pieces(self, rows: int) -> Iterator[pa.Table]:
+        """Its rows, about `rows` at a time, in file order, as read (`as_read` gives them
+        as `read` does); within `errors`."""
         if self.fmt == "csv":
             yield from csv_batches(self.local, list(self.header), self.options, rows)
             return

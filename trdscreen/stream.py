@@ -3,33 +3,24 @@
 Every check and decision depends on one subject's rows only (the property the
 Dask engine uses too), so a cohort can be validated and screened a chunk of
 subjects at a time by `pipeline.decide_part`, and each chunk's tables appended
-to the output files while the next chunk is screened. Memory then holds the
-input as read, one chunk's pipeline and one chunk being written, instead of
-every stage of the whole cohort at once. A treatments table that is one Parquet
-or CSV file is not even held whole: its key column is read to cut it, and each
-chunk's rows are read as the chunk's turn comes (`InputFile.ranges`), when its keys
-are in order (else it is read whole and cut by key, as a folder of Parquet files is).
-
-Chunks are ranges of subject keys in sorted order (the key as validation reads
-it: text, trimmed), cut so that each holds about `chunk_rows` input rows. Exports
-usually come sorted by subject: when every row of both tables has a key and the keys
-are already in order, a chunk is a range of rows of each file, taken without copying
-(`sorted_cuts`); otherwise every row's key is ranked (`key_ranks`), each row is
-given its chunk's number (`chunk_numbers`) and each chunk's rows are taken grouped by
-key, a key's rows in file order (`_grouped_rows`: the kernel's sorts by subject then
-find runs, about a quarter less of its CPU than on rows in file order). Either
-way each chunk's tables come out sorted (decisions by subject, courses by subject, start and line, the ledger by
-subject and criterion), so the chunks' tables appended in key order are the
-whole cohort's tables. The written bytes do not depend on where the chunks
-are cut (`output.TableSink`). What is not per subject is merged at the end:
-validation issues (sorted; file-level issues once), attrition (counts add up),
-the quarantine tables and the counts.
+to the output files while the next chunk is screened. Memory then holds one
+chunk's pipeline and one chunk being written, instead of every stage of the
+whole cohort at once. A treatments table that is one Parquet or CSV file is not
+even held whole: its key column is read to cut it, and each chunk's rows are read
+as the chunk's turn comes (`InputFile.ranges`) when its keys are in order, else
+taken from the file cut on disk (`partition.spilled`). How the chunks are cut is in
+`trdscreen.partition`: either way each chunk's tables come out sorted (decisions by
+subject, courses by subject, start and line, the ledger by subject and criterion),
+so the chunks' tables appended in key order are the whole cohort's tables. The
+written bytes do not depend on where the chunks are cut (`output.TableSink`). What
+is not per subject is merged at the end: validation issues (sorted; file-level
+issues once), attrition (counts add up), the quarantine tables and the counts.
 """
 
 from __future__ import annotations
 
 import os
-from bisect import bisect_left
+import shutil
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -37,20 +28,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from trdscreen import progress
-from trdscreen.conventions import text_as_read
 from trdscreen.criteria import assumption_counts
 from trdscreen.errors import InvalidInputData
 from trdscreen.io import InputFile, SourceTable
 from trdscreen.issues import issue_counts
-from trdscreen.keys import sorted_codes
 from trdscreen.merge import merge_attrition, merge_quarantine, merge_validated
 from trdscreen.output import Destination, OutputFile, TableSink, to_arrow, write_tables
+from trdscreen.partition import SPILL, Chunk, cut_whole, sorted_cuts, spilled
 from trdscreen.pipeline import Part, Screening, ScreenResult, decide_part, refuse_invalid
 from trdscreen.quarantine import Quarantine
 from trdscreen.tables import SPLITS
@@ -77,163 +65,41 @@ STREAMED = ("decisions", "included", "excluded", "needs_review", "criteria_ledge
 """Tables written chunk by chunk; the others are small and written whole at the end."""
 
 
-def _keys(source: SourceTable) -> tuple[np.ndarray, pa.Array] | None:
-    """Each row's index into the distinct raw keys (-1: null) and those keys as
-    validation reads them (trimmed text, empty as null; two raw keys may read the
-    same); None when there is no usable key column (validation reports that). Text
-    is handled once per distinct value, never per row."""
-    text = source.key_text()
-    if text is None:
-        return None
-    raw = text.dictionary_encode().combine_chunks()
-    if isinstance(raw, pa.ChunkedArray):  # no rows: no chunks to combine
-        raw = pa.DictionaryArray.from_arrays(pa.array([], pa.int32()), pa.array([], pa.string()))
-    keys = text_as_read(raw.dictionary)
-    return raw.indices.fill_null(-1).to_numpy(zero_copy_only=False), keys
-
-
-def key_ranks(
-    treatments: SourceTable, subjects: SourceTable | None
-) -> tuple[list[np.ndarray], int] | None:
-    """Per table (treatments, then subjects if given) and row: the rank of its key among
-    both tables' distinct keys as validation reads them (-1: no key), and how many
-    distinct keys there are; None when the keys cannot be read."""
-    courses_keys = _keys(treatments)
-    subject_keys = _keys(subjects) if subjects is not None else None
-    if courses_keys is None or (subjects is not None and subject_keys is None):
-        return None
-    tables = [courses_keys] + ([subject_keys] if subject_keys is not None else [])
-    # One hashing pass over both tables' distinct keys ranks every key among all keys.
-    per_key, distinct = sorted_codes(pa.concat_arrays([keys for _, keys in tables]))
-    per_key = per_key.astype(np.int32)
-    ranks, start = [], 0  # per table and row: the rank of its key among all keys
-    for codes, keys in tables:
-        ranks.append(np.append(per_key[start : start + len(keys)], -1)[codes])
-        start += len(keys)
-    return ranks, len(distinct)
-
-
-def chunk_numbers(
-    treatments: SourceTable, subjects: SourceTable | None, chunk_rows: int
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """Chunk number per treatment row and per subject row: consecutive ranges of the
-    sorted distinct keys holding about `chunk_rows` rows each. Rows without a key go to
-    chunk 0. None when the keys cannot be read (the run is then one chunk)."""
-    ranked = key_ranks(treatments, subjects)
-    if ranked is None:
-        return None
-    return _chunks_of(*ranked, chunk_rows)
-
-
-def _chunks_of(
-    ranks: list[np.ndarray], distinct: int, chunk_rows: int
-) -> tuple[np.ndarray, np.ndarray]:
-    rows = sum(np.bincount(r[r >= 0], minlength=distinct) for r in ranks)
-    before = np.cumsum(rows) - rows  # rows of the keys sorted before each key
-    chunk_of_key = np.append(np.unique(before // max(1, chunk_rows), return_inverse=True)[1], 0)
-    chunks = [chunk_of_key[r].astype(np.int32) for r in ranks]  # no key (-1): chunk 0
-    return chunks[0], chunks[1] if len(chunks) > 1 else np.zeros(0, np.int32)
-
-
-def _grouped_rows(ranks: np.ndarray, numbers: np.ndarray, count: int) -> list[np.ndarray]:
-    """Each chunk's row positions, in key order (rows of one key in file order): the
-    chunks are consecutive key ranges, so one stable sort by key orders the chunks too
-    (rows without a key, rank -1, lead chunk 0)."""
-    order = np.argsort(ranks, kind="stable")
-    bounds = np.searchsorted(numbers[order], np.arange(count + 1))
-    return [order[bounds[c] : bounds[c + 1]] for c in range(count)]
-
-
-def _keys_in_order(source: SourceTable) -> pa.Array | None:
-    """The keys as validation reads them when every row has one and they never decrease
-    down the file (byte order, the order `keys.sorted_codes` sorts in); else None."""
-    text = source.key_text()
-    if text is None:
-        return None
-    keys = text_as_read(text).combine_chunks()
-    if keys.null_count or not pc.all(pc.less_equal(keys[:-1], keys[1:])).as_py():
-        return None
-    return keys
-
-
-def sorted_cuts(
-    treatments: SourceTable, subjects: SourceTable | None, chunk_rows: int
-) -> list[tuple[int, int, int, int]] | None:
-    """For inputs already in key order: each chunk as (first, end) row of the treatments
-    and (first, end) row of the subjects, about `chunk_rows` rows of both in all, never
-    parting a subject's rows; None when some row has no key or the keys are not in order.
-
-    A chunk ends where a treatments key changes; the subjects are cut before the first
-    key of the next chunk. Subject rows after the last course key join the last chunk.
-    """
-    course_keys = _keys_in_order(treatments)
-    subject_keys = _keys_in_order(subjects) if subjects is not None else pa.array([], pa.string())
-    if course_keys is None or subject_keys is None:
-        return None
-    n, m = len(course_keys), len(subject_keys)
-    step = max(1, chunk_rows * n // max(1, n + m))  # course rows per chunk
-    changes = np.flatnonzero(pc.not_equal(course_keys[1:], course_keys[:-1]).to_numpy(False)) + 1
-    at = np.searchsorted(changes, np.arange(step, n, step))  # first change at or after
-    cuts = np.unique(changes[at[at < len(changes)]])
-    course_bounds = [0, *cuts.tolist(), n]
-    # Subject rows before each cut: the keys are sorted, so a binary search finds how
-    # many are smaller (Python compares str by code point, the order of UTF-8 bytes).
-    subject_bounds = [
-        0,
-        *(
-            bisect_left(subject_keys, course_keys[cut].as_py(), key=pa.StringScalar.as_py)
-            for cut in cuts.tolist()
-        ),
-        m,
-    ]
-    return [
-        (course_bounds[c], course_bounds[c + 1], subject_bounds[c], subject_bounds[c + 1])
-        for c in range(len(course_bounds) - 1)
-    ]
-
-
 def chunks(
-    treatments: SourceTable | InputFile, subjects: SourceTable | None, chunk_rows: int
-) -> Iterator[tuple[SourceTable, SourceTable | None]]:
+    treatments: SourceTable | InputFile,
+    subjects: SourceTable | None,
+    chunk_rows: int,
+    spill: Path | None = None,
+) -> Iterator[Chunk]:
     """The inputs a chunk of subjects at a time, in key order (at least one chunk).
 
     A treatments file not read yet (`InputFile.in_ranges`, one Parquet or CSV file) is cut by
     its key column alone and, when its keys are in order, read a chunk at a time
-    (`InputFile.ranges`), so memory never holds the whole file; else read whole."""
+    (`InputFile.ranges`), so memory never holds the whole file. When they are not, it
+    is cut on disk in the folder `spill` (`partition.spilled`), or without one read
+    whole and cut."""
     if isinstance(treatments, InputFile):
-        cuts = sorted_cuts(treatments.keys(), subjects, chunk_rows)
-        if cuts is None:  # not in key order: cut by key from the whole
+        keys = treatments.keys()
+        cuts = sorted_cuts(keys, subjects, chunk_rows)
+        if cuts is None and spill is not None:
+            yield from spilled(treatments, keys, subjects, chunk_rows, spill)
+            return
+        del keys
+        if cuts is None:
             treatments = treatments.read()
     else:
         cuts = sorted_cuts(treatments, subjects, chunk_rows)
-    if cuts is not None:
-        courses = (
-            treatments.ranges([(first, end) for first, end, _, _ in cuts])
-            if isinstance(treatments, InputFile)
-            else (treatments.slice(first, end) for first, end, _, _ in cuts)
-        )
-        for (_, _, first_subject, end_subject), piece in zip(cuts, courses, strict=True):
-            people = subjects.slice(first_subject, end_subject) if subjects is not None else None
-            yield piece, people
+    if cuts is None:
+        assert isinstance(treatments, SourceTable)  # read whole above
+        yield from cut_whole(treatments, subjects, chunk_rows)
         return
-    assert isinstance(treatments, SourceTable)  # read whole above
-    ranked = key_ranks(treatments, subjects)
-    numbers = _chunks_of(*ranked, chunk_rows) if ranked is not None else None
-    count = 1 if numbers is None else 1 + max(int(n.max(initial=0)) for n in numbers)
-    if count == 1:
-        yield treatments, subjects
-        return
-    assert numbers is not None and ranked is not None  # else one chunk, above
-    # Each chunk's rows grouped by key: the kernel's sorts by subject then find runs.
-    course_rows = _grouped_rows(ranked[0][0], numbers[0], count)
-    subject_rows = _grouped_rows(ranked[0][1], numbers[1], count) if subjects is not None else None
-    for c in range(count):
-        people = (
-            subjects.take(subject_rows[c])
-            if subjects is not None and subject_rows is not None
-            else None
-        )
-        yield treatments.take(course_rows[c]), people
+    courses = (
+        treatments.ranges([(first, end) for first, end, _, _ in cuts])
+        if isinstance(treatments, InputFile)
+        else (treatments.slice(first, end) for first, end, _, _ in cuts)
+    )
+    for (_, _, first_subject, end_subject), piece in zip(cuts, courses, strict=True):
+        yield piece, subjects.slice(first_subject, end_subject) if subjects is not None else None
 
 
 @dataclass(frozen=True)
@@ -531,7 +397,7 @@ def write_streamed(
 
     def screened() -> Iterator[ScreenResult]:
         done = 0
-        pieces = chunks(treatments, subjects, chunk_rows)
+        pieces = chunks(treatments, subjects, chunk_rows, spill=folder / SPILL)
         for rows, part in in_order(pieces, screening, threads):
             done += rows
             progress.rows(done, total)
@@ -544,5 +410,8 @@ def write_streamed(
             yield result
             del result
 
-    write_behind(sinks, screened())
+    try:
+        write_behind(sinks, screened())
+    finally:  # an unsorted file cut on disk: gone with its last chunk, or now
+        shutil.rmtree(folder / SPILL, ignore_errors=True)
     return collector.finish(sinks, folder, destination, screening.on_invalid)

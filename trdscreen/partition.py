@@ -1,0 +1,277 @@
+"""Cutting the inputs into chunks of subjects (the default engine's streamed run).
+
+Chunks are ranges of subject keys in sorted order (the key as validation reads
+it: text, trimmed), cut so that each holds about `chunk_rows` input rows. Exports
+usually come sorted by subject: when every row of both tables has a key and the keys
+are already in order, a chunk is a range of rows of each file (`sorted_cuts`), read
+a range at a time or sliced without copying. Otherwise every row's key is ranked
+(`key_ranks`), each row is given its chunk's number (`chunk_numbers`) and each
+chunk's rows are taken grouped by key, a key's rows in file order (`_grouped_rows`:
+the kernel's sorts by subject then find runs, about a quarter less of its CPU than
+on rows in file order).
+
+A treatments file not in key order is not held whole either when the run has a
+folder to spare (`spilled`): its key column gives every row's chunk, the file is
+read once in file order, and each piece's rows are written to disk a record batch
+per chunk (Arrow IPC, LZ4); then each chunk's rows are read back from every
+piece's file as the chunk's turn comes. The chunks are those a file read whole
+gives, row for row.
+"""
+
+from __future__ import annotations
+
+import shutil
+from bisect import bisect_left
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.ipc as ipc
+
+from trdscreen.conventions import text_as_read
+from trdscreen.errors import InputError
+from trdscreen.io import InputFile, SourceTable
+from trdscreen.keys import sorted_codes
+
+Chunk = tuple[SourceTable, SourceTable | None]
+"""One chunk's treatment rows and subject rows (None: the run has no subjects table)."""
+
+
+def _keys(source: SourceTable) -> tuple[np.ndarray, pa.Array] | None:
+    """Each row's index into the distinct raw keys (-1: null) and those keys as
+    validation reads them (trimmed text, empty as null; two raw keys may read the
+    same); None when there is no usable key column (validation reports that). Text
+    is handled once per distinct value, never per row."""
+    text = source.key_text()
+    if text is None:
+        return None
+    raw = text.dictionary_encode().combine_chunks()
+    if isinstance(raw, pa.ChunkedArray):  # no rows: no chunks to combine
+        raw = pa.DictionaryArray.from_arrays(pa.array([], pa.int32()), pa.array([], pa.string()))
+    keys = text_as_read(raw.dictionary)
+    return raw.indices.fill_null(-1).to_numpy(zero_copy_only=False), keys
+
+
+def key_ranks(
+    treatments: SourceTable, subjects: SourceTable | None
+) -> tuple[list[np.ndarray], int] | None:
+    """Per table (treatments, then subjects if given) and row: the rank of its key among
+    both tables' distinct keys as validation reads them (-1: no key), and how many
+    distinct keys there are; None when the keys cannot be read."""
+    courses_keys = _keys(treatments)
+    subject_keys = _keys(subjects) if subjects is not None else None
+    if courses_keys is None or (subjects is not None and subject_keys is None):
+        return None
+    tables = [courses_keys] + ([subject_keys] if subject_keys is not None else [])
+    # One hashing pass over both tables' distinct keys ranks every key among all keys.
+    per_key, distinct = sorted_codes(pa.concat_arrays([keys for _, keys in tables]))
+    per_key = per_key.astype(np.int32)
+    ranks, start = [], 0  # per table and row: the rank of its key among all keys
+    for codes, keys in tables:
+        ranks.append(np.append(per_key[start : start + len(keys)], -1)[codes])
+        start += len(keys)
+    return ranks, len(distinct)
+
+
+def chunk_numbers(
+    treatments: SourceTable, subjects: SourceTable | None, chunk_rows: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Chunk number per treatment row and per subject row: consecutive ranges of the
+    sorted distinct keys holding about `chunk_rows` rows each. Rows without a key go to
+    chunk 0. None when the keys cannot be read (the run is then one chunk)."""
+    ranked = key_ranks(treatments, subjects)
+    if ranked is None:
+        return None
+    return _chunks_of(*ranked, chunk_rows)
+
+
+def _chunks_of(
+    ranks: list[np.ndarray], distinct: int, chunk_rows: int
+) -> tuple[np.ndarray, np.ndarray]:
+    rows = sum(np.bincount(r[r >= 0], minlength=distinct) for r in ranks)
+    before = np.cumsum(rows) - rows  # rows of the keys sorted before each key
+    chunk_of_key = np.append(np.unique(before // max(1, chunk_rows), return_inverse=True)[1], 0)
+    chunks = [chunk_of_key[r].astype(np.int32) for r in ranks]  # no key (-1): chunk 0
+    return chunks[0], chunks[1] if len(chunks) > 1 else np.zeros(0, np.int32)
+
+
+def _grouped_rows(ranks: np.ndarray, numbers: np.ndarray, count: int) -> list[np.ndarray]:
+    """Each chunk's row positions, in key order (rows of one key in file order): the
+    chunks are consecutive key ranges, so one stable sort by key orders the chunks too
+    (rows without a key, rank -1, lead chunk 0)."""
+    order = np.argsort(ranks, kind="stable")
+    bounds = np.searchsorted(numbers[order], np.arange(count + 1))
+    return [order[bounds[c] : bounds[c + 1]] for c in range(count)]
+
+
+def _keys_in_order(source: SourceTable) -> pa.Array | None:
+    """The keys as validation reads them when every row has one and they never decrease
+    down the file (byte order, the order `keys.sorted_codes` sorts in); else None."""
+    text = source.key_text()
+    if text is None or not _in_order(text_as_read(text.take(_sample(len(text))))):
+        return None  # every 64th key out of order already (an unsorted export, at once)
+    keys = text_as_read(text).combine_chunks()
+    return keys if _in_order(keys) else None
+
+
+def _sample(rows: int) -> pa.Array:
+    return pa.array(np.arange(0, rows, SAMPLE_EVERY, dtype=np.int64))
+
+
+SAMPLE_EVERY = 64
+
+
+def _in_order(keys: pa.ChunkedArray | pa.Array) -> bool:
+    """No key missing and none smaller than the one before."""
+    keys = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
+    return not keys.null_count and pc.all(pc.less_equal(keys[:-1], keys[1:])).as_py() is not False
+
+
+def sorted_cuts(
+    treatments: SourceTable, subjects: SourceTable | None, chunk_rows: int
+) -> list[tuple[int, int, int, int]] | None:
+    """For inputs already in key order: each chunk as (first, end) row of the treatments
+    and (first, end) row of the subjects, about `chunk_rows` rows of both in all, never
+    parting a subject's rows; None when some row has no key or the keys are not in order.
+
+    A chunk ends where a treatments key changes; the subjects are cut before the first
+    key of the next chunk. Subject rows after the last course key join the last chunk.
+    """
+    course_keys = _keys_in_order(treatments)
+    subject_keys = _keys_in_order(subjects) if subjects is not None else pa.array([], pa.string())
+    if course_keys is None or subject_keys is None:
+        return None
+    n, m = len(course_keys), len(subject_keys)
+    step = max(1, chunk_rows * n // max(1, n + m))  # course rows per chunk
+    changes = np.flatnonzero(pc.not_equal(course_keys[1:], course_keys[:-1]).to_numpy(False)) + 1
+    at = np.searchsorted(changes, np.arange(step, n, step))  # first change at or after
+    cuts = np.unique(changes[at[at < len(changes)]])
+    course_bounds = [0, *cuts.tolist(), n]
+    # Subject rows before each cut: the keys are sorted, so a binary search finds how
+    # many are smaller (Python compares str by code point, the order of UTF-8 bytes).
+    subject_bounds = [
+        0,
+        *(
+            bisect_left(subject_keys, course_keys[cut].as_py(), key=pa.StringScalar.as_py)
+            for cut in cuts.tolist()
+        ),
+        m,
+    ]
+    return [
+        (course_bounds[c], course_bounds[c + 1], subject_bounds[c], subject_bounds[c + 1])
+        for c in range(len(course_bounds) - 1)
+    ]
+
+
+def cut_whole(
+    treatments: SourceTable, subjects: SourceTable | None, chunk_rows: int
+) -> Iterator[Chunk]:
+    """Inputs read whole and not in key order, a chunk at a time: each chunk's rows taken
+    grouped by key (rows without a key lead the first chunk)."""
+    ranked = key_ranks(treatments, subjects)
+    numbers = _chunks_of(*ranked, chunk_rows) if ranked is not None else None
+    if ranked is None or numbers is None or _count(numbers) == 1:
+        yield treatments, subjects
+        return
+    count = _count(numbers)
+    course_rows = _grouped_rows(ranked[0][0], numbers[0], count)
+    people = _people(subjects, ranked, numbers, count)
+    for c in range(count):
+        yield treatments.take(course_rows[c]), next(people)
+
+
+def _count(numbers: tuple[np.ndarray, np.ndarray]) -> int:
+    return 1 + max(int(n.max(initial=0)) for n in numbers)
+
+
+def _people(
+    subjects: SourceTable | None,
+    ranked: tuple[list[np.ndarray], int],
+    numbers: tuple[np.ndarray, np.ndarray],
+    count: int,
+) -> Iterator[SourceTable | None]:
+    """Each chunk's subject rows, grouped by key."""
+    rows = _grouped_rows(ranked[0][1], numbers[1], count) if subjects is not None else None
+    for c in range(count):
+        yield subjects.take(rows[c]) if subjects is not None and rows is not None else None
+
+
+SPILL = ".chunks"
+"""The hidden folder, in the run's draft, of an unsorted file's rows a file per piece read
+(`spilled`); removed when the last chunk is read back."""
+PIECE_ROWS = 1 << 18
+"""Rows of the unsorted file read (and written to the spill folder) at a time."""
+_SPILL_OPTIONS = ipc.IpcWriteOptions(compression="lz4")
+
+
+def spilled(
+    file: InputFile, keys: SourceTable, subjects: SourceTable | None, chunk_rows: int,
+    folder: Path,
+) -> Iterator[Chunk]:  # fmt: skip
+    """A treatments file not in key order (`sorted_cuts` found none), a chunk at a time,
+    never held whole: the chunks and rows `cut_whole` gives for the file read whole.
+
+    Every row's chunk comes from its key column (`keys`, ranked by `key_ranks`); the file
+    is read once, a
+    piece of `PIECE_ROWS` at a time, and each piece written to `folder` as one Arrow IPC
+    file of one record batch per chunk (the piece's rows of that chunk, in file order).
+    Then chunk by chunk its batch of every piece is read back and its rows grouped by key.
+    `folder` is removed at the end (and when the run stops early).
+    """
+    ranked = key_ranks(keys, subjects)
+    numbers = _chunks_of(*ranked, chunk_rows) if ranked is not None else None
+    if ranked is None or numbers is None or _count(numbers) == 1:
+        yield file.read(), subjects  # one chunk: the file whole
+        return
+    del keys
+    count, ranks = _count(numbers), ranked[0][0]
+    folder.mkdir()
+    try:
+        pieces = _spill(file, numbers[0], count, folder)
+        # Each chunk's rows in file order: one stable sort of every row's chunk number.
+        by_chunk = np.argsort(_narrow(numbers[0], count), kind="stable")
+        bounds = np.searchsorted(numbers[0][by_chunk], np.arange(count + 1))
+        people = _people(subjects, ranked, numbers, count)
+        for c in range(count):
+            rows = by_chunk[bounds[c] : bounds[c + 1]]
+            with file.errors():
+                table = pa.Table.from_batches(
+                    [ipc.open_file(pa.memory_map(str(p))).get_batch(c) for p in pieces]
+                )
+            order = np.argsort(ranks[rows], kind="stable")  # grouped by key, as cut_whole
+            yield file.as_read(table.take(order), rows[order]), next(people)
+            del table
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _spill(file: InputFile, numbers: np.ndarray, count: int, folder: Path) -> list[Path]:
+    """Write the file's rows to `folder`, a file per piece read, a batch per chunk."""
+    paths: list[Path] = []
+    read = 0
+    with file.errors():
+        for piece in file.pieces(PIECE_ROWS):
+            chunk = numbers[read : read + piece.num_rows]
+            if len(chunk) < piece.num_rows:  # more rows than its keys when opened
+                raise InputError(f"{file.path}: the file changed while it was read")
+            order = np.argsort(_narrow(chunk, count), kind="stable")
+            bounds = np.searchsorted(chunk[order], np.arange(count + 1))
+            # One batch, sliced: every chunk's batch (empty ones too) has the piece's
+            # dictionaries, as an IPC file needs.
+            (taken,) = piece.take(pa.array(order)).combine_chunks().to_batches()
+            paths.append(folder / f"{len(paths)}.arrow")
+            with ipc.new_file(str(paths[-1]), taken.schema, options=_SPILL_OPTIONS) as out:
+                for c in range(count):
+                    out.write_batch(taken.slice(bounds[c], bounds[c + 1] - bounds[c]))
+            read += piece.num_rows
+    if read != len(numbers):
+        raise InputError(f"{file.path}: the file changed while it was read")
+    return paths
+
+
+def _narrow(numbers: np.ndarray, count: int) -> np.ndarray:
+    """Chunk numbers as 16-bit integers when they fit: NumPy's stable sort of those is a
+    radix sort, several times faster than its merge sort of 32-bit ones."""
+    return numbers.astype(np.uint16) if count <= 1 << 16 else numbers
