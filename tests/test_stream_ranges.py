@@ -13,6 +13,7 @@ lines counted exactly; a CSV that cannot be read fails as when it is read whole.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -205,6 +206,7 @@ def test_spilled_chunks_are_the_chunks_of_the_file_read_whole(tmp_path, csv_shuf
     assert len(spill) == len(whole) > 10 and not (tmp_path / "spill").exists()
     for (courses, people), (expected, expected_people) in zip(spill, whole, strict=True):
         assert np.array_equal(courses.lines, expected.lines)
+        assert courses.lines.dtype == expected.lines.dtype == np.int64  # written as read
         assert _plain(courses.table).equals(_plain(expected.table))
         assert people is not None and expected_people is not None
         assert people.table.equals(expected_people.table)
@@ -321,3 +323,40 @@ def test_an_unreadable_csv_fails_as_when_it_is_read_whole(tmp_path, csv_cohort, 
         assert not out.exists()  # a failed run leaves no half-written folder
     assert messages[0] == messages[1] and where in messages[0]
     assert b"caf" not in messages[0].encode() and "SYN" not in messages[0]  # no cell shown
+
+
+@pytest.mark.parametrize("order", ["sorted", "unsorted"])
+def test_a_file_written_to_during_the_run_stops_it(tmp_path, sorted_cohort, order, request):
+    # The manifest records the hash taken when the file was opened; a file read a chunk
+    # at a time is read until the run's end. Written to in between (here: its bytes
+    # rewritten as they were, its modification time moved on), the rows read cannot be
+    # shown to be the rows hashed: the run stops, leaving no folder.
+    csv = _treatments(sorted_cohort).suffix == ".csv"
+    unsorted = "csv_shuffled" if csv else "shuffled"
+    source = sorted_cohort if order == "sorted" else request.getfixturevalue(unsorted)
+    folder = tmp_path / "cohort"
+    folder.mkdir()
+    for path in source.iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    loaded = api.load(api.ScreenRequest(input=folder, chunk_rows=97), ["test"])
+    assert isinstance(loaded.treatments, InputFile)  # not read yet
+    treatments = _treatments(folder)
+    treatments.write_bytes(treatments.read_bytes())
+    later = treatments.stat().st_mtime_ns + 1_000_000_000
+    os.utime(treatments, ns=(later, later))
+    out = tmp_path / "run"
+    with pytest.raises(InputError, match="changed while it was read"):
+        api.run_to_folder(loaded, api.Destination(out, BOTH))
+    assert not out.exists() and list(tmp_path.iterdir()) == [folder]
+
+
+def test_a_file_written_to_between_open_and_read_is_refused(tmp_path, csv_cohort):
+    opened = _opened(csv_cohort / "treatments.csv")
+    opened.read()  # unchanged: read
+    stamp = (csv_cohort / "treatments.csv").stat()
+    os.utime(csv_cohort / "treatments.csv", ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 1))
+    try:
+        with pytest.raises(InputError, match="changed while it was read"):
+            opened.read()
+    finally:  # the module's cohort, as it was
+        os.utime(csv_cohort / "treatments.csv", ns=(stamp.st_atime_ns, stamp.st_mtime_ns))

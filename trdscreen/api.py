@@ -25,7 +25,7 @@ from trdscreen.adjudication import Adjudications, read_adjudications, unknown_su
 from trdscreen.audit import AuditTrail
 from trdscreen.engine import DaskOptions
 from trdscreen.errors import InputError, InvalidInputData, UsageError
-from trdscreen.io import InputFile, SourceTable, find_inputs, open_source, sha256_file
+from trdscreen.io import InputFile, SourceTable, open_source, sha256_file
 from trdscreen.issues import issue_counts
 from trdscreen.manifest import (
     LoadedRun,
@@ -65,6 +65,7 @@ from trdscreen.resolve import (
 )
 from trdscreen.runs import MANIFEST_FILE, RunFolder
 from trdscreen.schemas import SUBJECT_COLUMNS, TREATMENT_COLUMNS
+from trdscreen.sources import find_inputs
 from trdscreen.stream import (
     CHUNK_ROWS,
     KERNELS,

@@ -37,12 +37,12 @@ from trdscreen.errors import (
 )
 from trdscreen.sitemap import ColumnMap
 from trdscreen.sniff import refuse_binary, refuse_other_table
-from trdscreen.sources import data_name, display, folder_sha256, is_remote, locate
+from trdscreen.sources import data_name, display, folder_sha256, locate, parquet_files
 
 DEFAULT_CSV = CsvOptions()  # UTF-8, comma
 
 __all__ = [
-    "CsvOptions", "InputFile", "LinesNotCounted", "SourceTable", "find_inputs", "open_source",
+    "CsvOptions", "InputFile", "LinesNotCounted", "SourceTable", "open_source",
     "read_config_file", "sha256_file",
 ]  # fmt: skip
 
@@ -91,66 +91,6 @@ class SourceTable:
         return replace(
             self, table=self.table.slice(start, stop - start), lines=self.lines[start:stop]
         )
-
-
-def find_inputs(path: Path, subjects: Path | None) -> tuple[Path, Path | None]:
-    """Resolve INPUT (a treatments file, or a folder with treatments.* / subjects.*)."""
-    if is_remote(path):  # stdin or a URL: read as given
-        return Path(path), subjects
-    path = Path(path)
-    if path.is_dir():
-        treatments = _one_of(path, "treatments")
-        if treatments is None and _is_dataset(path):
-            return path, subjects  # the folder is itself a dataset of treatments
-        if treatments is None:
-            raise InputError(
-                f"{path}: folder has no treatments.csv, treatments.parquet or treatments/ "
-                "folder of Parquet files; name the treatments file directly or rename it"
-            )
-        if subjects is None:
-            subjects = _one_of(path, "subjects")
-        return treatments, subjects
-    if not path.exists():
-        raise InputError(f"{path}: no such file or folder")
-    return path, subjects
-
-
-INPUT_SUFFIXES = (".csv", ".parquet", ".pq", ".csv.gz", ".csv.zst", ".csv.bz2")
-
-
-def _one_of(folder: Path, stem: str) -> Path | None:
-    found = [folder / f"{stem}{ext}" for ext in INPUT_SUFFIXES]
-    found = [p for p in found if p.exists()]
-    if (folder / stem).is_dir() and _is_dataset(folder / stem):
-        found.append(folder / stem)  # a dataset: a folder of Parquet files
-    if len(found) > 1:
-        raise InputError(
-            f"{folder}: both {found[0].name} and {found[1].name} exist; keep one or name it"
-        )
-    return found[0] if found else None
-
-
-def parquet_files(folder: Path) -> list[Path]:
-    """The Parquet files of a dataset folder (its subfolders too, as Spark and Hive
-    partitions lay them out), in name order; hidden and `_`-prefixed files skipped."""
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.suffix.lower() in (".parquet", ".pq")
-        and p.is_file()
-        and not any(part.startswith((".", "_")) for part in p.relative_to(folder).parts)
-    )
-
-
-def _is_dataset(folder: Path) -> bool:
-    """A folder of Parquet files and nothing else (hidden and `_` files aside)."""
-    files = [
-        p
-        for p in folder.rglob("*")
-        if p.is_file()
-        and not any(part.startswith((".", "_")) for part in p.relative_to(folder).parts)
-    ]
-    return bool(files) and all(p.suffix.lower() in (".parquet", ".pq") for p in files)
 
 
 def _file_format(path: Path) -> str:
@@ -207,6 +147,13 @@ class InputFile:
     # A CSV's key column as `counted` read it (counting a CSV's rows means parsing it),
     # kept for `keys`. Never in the repr: patient keys must not reach a log.
     key_column: pa.Table | None = field(default=None, repr=False, compare=False)
+    stamp: tuple[int, ...] | None = None  # `_stamp` of the file when it was hashed
+
+    def unchanged(self) -> None:
+        """InputError when the file was written to or replaced since it was hashed: the
+        rows read from it are then not the rows its hash in the manifest stands for."""
+        if self.stamp is not None and _stamp(self.local) != self.stamp:
+            raise InputError(f"{self.path}: the file changed while it was read")
 
     @property
     def local(self) -> Path:
@@ -230,6 +177,7 @@ class InputFile:
             table = self._text_coded(table)
             lines = self._csv_lines(table.num_rows)
         self._refuse_no_rows(table.num_rows)
+        self.unchanged()
         return self._source(table, lines)
 
     def _text_coded(self, table: pa.Table) -> pa.Table:
@@ -280,13 +228,16 @@ class InputFile:
             file = pq.ParquetFile(self.local)
             keyed = self._key_headers(file.schema_arrow.names)
             table = file.read(columns=[file.schema_arrow.names[i] for i in keyed])
+        self.unchanged()
         lines = np.arange(1, file.metadata.num_rows + 1, dtype=np.int64)
         return self._source(table, lines)
 
     def _csv_keys(self) -> pa.Table:
         header = list(self.header)
         with _named(self):
-            return read_csv(self.local, header, self.options, self._key_headers(header))
+            keys = read_csv(self.local, header, self.options, self._key_headers(header))
+        self.unchanged()
+        return keys
 
     def _key_headers(self, headers: list[str]) -> list[int]:
         """The position of the header read as the subject key (none, or one)."""
@@ -312,6 +263,8 @@ class InputFile:
                     held.append(piece)
                     read += piece.num_rows
                 table = pa.concat_tables(held).slice(first - start, end - first)
+                if end == bounds[-1][1]:  # the last range: read from the file as hashed?
+                    self.unchanged()
                 yield self.as_read(table, np.arange(first, end, dtype=np.int64))
                 while held and start + held[0].num_rows <= end:
                     start += held.pop(0).num_rows
@@ -320,10 +273,11 @@ class InputFile:
         """Rows of this file (`pieces`) as `read` gives them, their 0-based positions in the
         file `rows`: a CSV's text columns coded, each row's line (a Parquet row's number;
         a CSV's line, one a row after the header: the file was `counted`)."""
+        lines = rows.astype(np.int64) + (1 if self.fmt == "parquet" else 2)
         if self.fmt == "parquet":
-            return self._source(table, rows + 1)
+            return self._source(table, lines)
         assert self.rows is not None, "a CSV is counted before it is read in pieces"
-        return self._source(self._text_coded(table), rows + 2)
+        return self._source(self._text_coded(table), lines)
 
     def errors(self):
         """Errors reading its rows as InputError naming the input as given."""
@@ -368,6 +322,7 @@ class InputFile:
             if starts is None and self.total_lines != read + 1:
                 raise LinesNotCounted(self.path)
         self._refuse_no_rows(read)
+        self.unchanged()
 
     def _refuse_no_rows(self, rows: int) -> None:
         if rows == 0:
@@ -427,9 +382,12 @@ def open_source(
             raise InputError(f"{path}: not a regular file (a device, FIFO or folder)")
         raise InputError(f"{path}: no such file")
     try:
+        stamp = _stamp(data)
         sha, newlines, size, ends_with_newline = _hash_and_count_newlines(data)
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    if _stamp(data) != stamp:
+        raise InputError(f"{path}: the file changed while it was read")
     if located.copied:  # recorded as given: the compressed file, the stdin stream
         assert located.sha256 is not None and located.size is not None
         sha, given_size = located.sha256, located.size
@@ -461,7 +419,18 @@ def open_source(
         newlines + (0 if ends_with_newline else 1),
         site=_declared(site),
         data=data if located.copied else None,
+        stamp=stamp,
     )
+
+
+def _stamp(path: Path) -> tuple[int, ...] | None:
+    """What writing to a file or replacing it changes: its device, inode, size and
+    modification time in nanoseconds (None once it is gone)."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 def _declared(site: ColumnMap | None) -> ColumnMap | None:

@@ -25,11 +25,11 @@ from rapidfuzz import fuzz
 from trdscreen.conventions import fitting_date_formats
 from trdscreen.csvfile import BOMS, CsvOptions, checked_header, read_csv
 from trdscreen.errors import InputError
-from trdscreen.io import find_inputs
 from trdscreen.printable import printable
 from trdscreen.resolve import CODED_COLUMNS
 from trdscreen.rulefile import preset_dir, read_rule_file, resolve_rules
 from trdscreen.schemas import SUBJECT_COLUMNS, TREATMENT_COLUMNS
+from trdscreen.sources import find_inputs
 from trdscreen.validate import criteria_subject_columns
 
 MIN_SCORE = 70

@@ -34,11 +34,12 @@ import numpy as np
 import pandas as pd
 
 from trdscreen.errors import InputError
-from trdscreen.io import CsvOptions, _one_of
+from trdscreen.io import CsvOptions
 from trdscreen.issues import IssueLog
 from trdscreen.records import Records, Table, read_table
 from trdscreen.schemas import ColumnSpec
 from trdscreen.sitemap import ColumnMap
+from trdscreen.sources import one_of
 
 MG = 8576  # UCUM milligram
 ML = 8587  # UCUM milliliter
@@ -115,7 +116,7 @@ def _complete(table: Table, specs: dict[str, ColumnSpec]) -> Table:
 
 
 def is_omop(folder: Path) -> bool:
-    return Path(folder).is_dir() and _one_of(Path(folder), "drug_exposure") is not None
+    return Path(folder).is_dir() and one_of(Path(folder), "drug_exposure") is not None
 
 
 def _ids(values: pd.Series) -> np.ndarray:
@@ -127,7 +128,7 @@ def _ids(values: pd.Series) -> np.ndarray:
 def read_omop(folder: Path, site: ColumnMap, options: CsvOptions) -> Records:
     """The extract as records (module doc). InputError when a required table is missing."""
     folder = Path(folder)
-    found = {name: _one_of(folder, name) for name in CDM}
+    found = {name: one_of(folder, name) for name in CDM}
     missing = [name for name in REQUIRED if found[name] is None]
     if missing:
         raise InputError(

@@ -177,25 +177,29 @@ def cut_whole(
         return
     count = _count(numbers)
     course_rows = _grouped_rows(ranked[0][0], numbers[0], count)
-    people = _people(subjects, ranked, numbers, count)
+    people = _subject_rows(subjects, ranked, numbers, count)
     for c in range(count):
-        yield treatments.take(course_rows[c]), next(people)
+        yield treatments.take(course_rows[c]), _taken(subjects, people, c)
 
 
 def _count(numbers: tuple[np.ndarray, np.ndarray]) -> int:
     return 1 + max(int(n.max(initial=0)) for n in numbers)
 
 
-def _people(
+def _subject_rows(
     subjects: SourceTable | None,
     ranked: tuple[list[np.ndarray], int],
     numbers: tuple[np.ndarray, np.ndarray],
     count: int,
-) -> Iterator[SourceTable | None]:
-    """Each chunk's subject rows, grouped by key."""
-    rows = _grouped_rows(ranked[0][1], numbers[1], count) if subjects is not None else None
-    for c in range(count):
-        yield subjects.take(rows[c]) if subjects is not None and rows is not None else None
+) -> list[np.ndarray] | None:
+    """Each chunk's subject rows, grouped by key (None without a subjects table)."""
+    return _grouped_rows(ranked[0][1], numbers[1], count) if subjects is not None else None
+
+
+def _taken(
+    subjects: SourceTable | None, rows: list[np.ndarray] | None, chunk: int
+) -> SourceTable | None:
+    return subjects.take(rows[chunk]) if subjects is not None and rows is not None else None
 
 
 SPILL = ".chunks"
@@ -214,26 +218,29 @@ def spilled(
     never held whole: the chunks and rows `cut_whole` gives for the file read whole.
 
     Every row's chunk comes from its key column (`keys`, ranked by `key_ranks`); the file
-    is read once, a
-    piece of `PIECE_ROWS` at a time, and each piece written to `folder` as one Arrow IPC
-    file of one record batch per chunk (the piece's rows of that chunk, in file order).
+    is read once, a piece of `PIECE_ROWS` at a time, and each piece written to `folder`
+    as one Arrow IPC file of one record batch per chunk (the piece's rows of that chunk,
+    in file order).
     Then chunk by chunk its batch of every piece is read back and its rows grouped by key.
     `folder` is removed at the end (and when the run stops early).
     """
     ranked = key_ranks(keys, subjects)
+    del keys  # the key text: held no longer than needed (the caller let go of it)
     numbers = _chunks_of(*ranked, chunk_rows) if ranked is not None else None
     if ranked is None or numbers is None or _count(numbers) == 1:
         yield file.read(), subjects  # one chunk: the file whole
         return
-    del keys
-    count, ranks = _count(numbers), ranked[0][0]
+    count, ranks, course_numbers = _count(numbers), ranked[0][0], numbers[0]
+    people = _subject_rows(subjects, ranked, numbers, count)
+    del ranked, numbers
     folder.mkdir()
     try:
-        pieces = _spill(file, numbers[0], count, folder)
+        pieces = _spill(file, course_numbers, count, folder)
         # Each chunk's rows in file order: one stable sort of every row's chunk number.
-        by_chunk = np.argsort(_narrow(numbers[0], count), kind="stable")
-        bounds = np.searchsorted(numbers[0][by_chunk], np.arange(count + 1))
-        people = _people(subjects, ranked, numbers, count)
+        by_chunk = np.argsort(_narrow(course_numbers, count), kind="stable")
+        by_chunk = by_chunk.astype(np.int32) if len(by_chunk) < 1 << 31 else by_chunk
+        bounds = np.cumsum([0, *np.bincount(course_numbers, minlength=count)])
+        del course_numbers
         for c in range(count):
             rows = by_chunk[bounds[c] : bounds[c + 1]]
             with file.errors():
@@ -241,7 +248,7 @@ def spilled(
                     [ipc.open_file(pa.memory_map(str(p))).get_batch(c) for p in pieces]
                 )
             order = np.argsort(ranks[rows], kind="stable")  # grouped by key, as cut_whole
-            yield file.as_read(table.take(order), rows[order]), next(people)
+            yield file.as_read(table.take(order), rows[order]), _taken(subjects, people, c)
             del table
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -268,6 +275,7 @@ def _spill(file: InputFile, numbers: np.ndarray, count: int, folder: Path) -> li
             read += piece.num_rows
     if read != len(numbers):
         raise InputError(f"{file.path}: the file changed while it was read")
+    file.unchanged()
     return paths
 
 

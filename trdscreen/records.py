@@ -36,10 +36,11 @@ import pyarrow.compute as pc
 
 from trdscreen.buildcodes import CODE_SYSTEMS, LISTED
 from trdscreen.errors import InputError
-from trdscreen.io import DEFAULT_CSV, CsvOptions, SourceTable, _one_of, open_source
+from trdscreen.io import DEFAULT_CSV, CsvOptions, SourceTable, open_source
 from trdscreen.issues import IssueLog
 from trdscreen.schemas import ColumnSpec, check_values, coerce
 from trdscreen.sitemap import ColumnMap
+from trdscreen.sources import one_of
 
 EVENT_TYPES = ("prescribed", "dispensed", "administered", "stated")
 INSTRUMENTS = ("hamd17", "hamd21", "hamd24", "madrs", "phq9")
@@ -165,7 +166,7 @@ def find_records(folder: Path) -> dict[str, Path | None]:
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder; `trdscreen build` reads a records folder")
-    found = {name: _one_of(folder, name) for name in (*TABLES, "subjects")}
+    found = {name: one_of(folder, name) for name in (*TABLES, "subjects")}
     if found["drug_events"] is None:
         raise InputError(
             f"{folder}: no drug_events.csv or drug_events.parquet; a records folder holds one "

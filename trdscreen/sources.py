@@ -192,3 +192,66 @@ def folder_sha256(folder: Path, files: list[Path]) -> tuple[str, int]:
                 digest.update(chunk)
                 size += len(chunk)
     return digest.hexdigest(), size
+
+
+# --------------------------------------------------------------------------- finding inputs
+
+
+def find_inputs(path: Path, subjects: Path | None) -> tuple[Path, Path | None]:
+    """Resolve INPUT (a treatments file, or a folder with treatments.* / subjects.*)."""
+    if is_remote(path):  # stdin or a URL: read as given
+        return Path(path), subjects
+    path = Path(path)
+    if path.is_dir():
+        treatments = one_of(path, "treatments")
+        if treatments is None and _is_dataset(path):
+            return path, subjects  # the folder is itself a dataset of treatments
+        if treatments is None:
+            raise InputError(
+                f"{path}: folder has no treatments.csv, treatments.parquet or treatments/ "
+                "folder of Parquet files; name the treatments file directly or rename it"
+            )
+        if subjects is None:
+            subjects = one_of(path, "subjects")
+        return treatments, subjects
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    return path, subjects
+
+
+INPUT_SUFFIXES = (".csv", ".parquet", ".pq", ".csv.gz", ".csv.zst", ".csv.bz2")
+
+
+def one_of(folder: Path, stem: str) -> Path | None:
+    found = [folder / f"{stem}{ext}" for ext in INPUT_SUFFIXES]
+    found = [p for p in found if p.exists()]
+    if (folder / stem).is_dir() and _is_dataset(folder / stem):
+        found.append(folder / stem)  # a dataset: a folder of Parquet files
+    if len(found) > 1:
+        raise InputError(
+            f"{folder}: both {found[0].name} and {found[1].name} exist; keep one or name it"
+        )
+    return found[0] if found else None
+
+
+def parquet_files(folder: Path) -> list[Path]:
+    """The Parquet files of a dataset folder (its subfolders too, as Spark and Hive
+    partitions lay them out), in name order; hidden and `_`-prefixed files skipped."""
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in (".parquet", ".pq")
+        and p.is_file()
+        and not any(part.startswith((".", "_")) for part in p.relative_to(folder).parts)
+    )
+
+
+def _is_dataset(folder: Path) -> bool:
+    """A folder of Parquet files and nothing else (hidden and `_` files aside)."""
+    files = [
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and not any(part.startswith((".", "_")) for part in p.relative_to(folder).parts)
+    ]
+    return bool(files) and all(p.suffix.lower() in (".parquet", ".pq") for p in files)

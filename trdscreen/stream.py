@@ -82,7 +82,9 @@ def chunks(
         keys = treatments.keys()
         cuts = sorted_cuts(keys, subjects, chunk_rows)
         if cuts is None and spill is not None:
-            yield from spilled(treatments, keys, subjects, chunk_rows, spill)
+            parts = spilled(treatments, keys, subjects, chunk_rows, spill)
+            del keys  # the key text goes once the chunks are known
+            yield from parts
             return
         del keys
         if cuts is None:

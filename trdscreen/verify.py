@@ -23,11 +23,11 @@ from typing import Any
 
 from trdscreen.audit import AUDIT_FILE, FINAL_EVENTS, AuditTrail, check_chain
 from trdscreen.errors import InputError
-from trdscreen.io import parquet_files, sha256_file
+from trdscreen.io import sha256_file
 from trdscreen.manifest import LoadedRun, request_from_manifest
 from trdscreen.output import Destination, write_workbook
 from trdscreen.runs import MANIFEST_FILE, RunFolder, open_run, read_table_file
-from trdscreen.sources import STDIN, folder_sha256, locate, url_of
+from trdscreen.sources import STDIN, folder_sha256, locate, parquet_files, url_of
 from trdscreen.tables import SHEET_ORDER
 
 
