@@ -360,3 +360,18 @@ def test_a_file_written_to_between_open_and_read_is_refused(tmp_path, csv_cohort
             opened.read()
     finally:  # the module's cohort, as it was
         os.utime(csv_cohort / "treatments.csv", ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+
+
+def test_validate_cuts_an_unsorted_file_on_disk_and_finds_the_same_issues(
+    tmp_path, csv_shuffled, monkeypatch
+):
+    # `validate` has no run folder: an unsorted file is cut in a private scratch folder.
+    # One chunk (the file read whole) and about thirty chunks report the same issues,
+    # the three rows without a key among them, at their lines.
+    whole = api.load_and_validate(api.ScreenRequest(input=csv_shuffled, chunk_rows=10**9))
+    _refuse_reading_treatments_whole(monkeypatch)
+    cut = api.load_and_validate(api.ScreenRequest(input=csv_shuffled, chunk_rows=97))
+    issues = [run.checked().issues.reset_index(drop=True) for run in (whole, cut)]
+    assert issues[0].equals(issues[1])
+    missing = issues[0][issues[0]["check"] == "required_value_missing"]
+    assert len(missing[missing["column"] == "subject_id"]) == 3

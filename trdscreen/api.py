@@ -38,6 +38,7 @@ from trdscreen.manifest import (
 from trdscreen.merge import merge_issues, merge_validated
 from trdscreen.outdir import atomic_folder, prepare_out_dir, remove_stale_drafts
 from trdscreen.output import Destination, OutputFile, write_tables, write_workbook
+from trdscreen.partition import SPILL
 from trdscreen.pipeline import (
     RunSummary,
     Screening,
@@ -65,7 +66,7 @@ from trdscreen.resolve import (
 )
 from trdscreen.runs import MANIFEST_FILE, RunFolder
 from trdscreen.schemas import SUBJECT_COLUMNS, TREATMENT_COLUMNS
-from trdscreen.sources import find_inputs
+from trdscreen.sources import find_inputs, scratch_folder
 from trdscreen.stream import (
     CHUNK_ROWS,
     KERNELS,
@@ -286,7 +287,8 @@ def load_and_validate(request: ScreenRequest, command: Sequence[str] = ()) -> Lo
     loaded = load(replace(request, chunk_rows=chunk_rows, dask=None), command)
     reports = tuple(r.rules for r in loaded.reports)
     parts: list = []
-    for courses, people in chunks(*loaded.streamed(), chunk_rows):
+    spill = scratch_folder() / SPILL  # an unsorted file cut here, not read whole
+    for courses, people in chunks(*loaded.streamed(), chunk_rows, spill=spill):
         validated = validate_inputs(
             courses, people, loaded.rules, loaded.formulary, request.as_of, reports
         )

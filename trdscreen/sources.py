@@ -75,13 +75,18 @@ def data_name(path: Path) -> str:
 _scratch: list[Path] = []
 
 
-def _scratch_file(name: str) -> Path:
+def scratch_folder() -> Path:
+    """A new private folder (mode 700) in this process's scratch folder, which is
+    removed when the process ends: for copies of inputs and other rows on their way."""
     if not _scratch:
         folder = Path(tempfile.mkdtemp(prefix="trdscreen-input-"))
         atexit.register(shutil.rmtree, folder, True)
         _scratch.append(folder)
-    folder = Path(tempfile.mkdtemp(dir=_scratch[0]))
-    return folder / name
+    return Path(tempfile.mkdtemp(dir=_scratch[0]))
+
+
+def _scratch_file(name: str) -> Path:
+    return scratch_folder() / name
 
 
 def _copy(source: BinaryIO, target: Path, given: BinaryIO | None = None) -> tuple[str, int]:
