@@ -14,7 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import ROOT, SAMPLE, write_cohort
@@ -25,6 +27,7 @@ from typer.testing import CliRunner
 from trdscreen.cli import app
 from trdscreen.errors import ExitCode
 from trdscreen.output import FORMULA_TRIGGERS
+from trdscreen.synth import synthesize, write_synthetic
 
 CORPUS = ROOT / "tests" / "corpus"
 BASE = CORPUS / "base"
@@ -322,6 +325,22 @@ def test_a_write_failure_leaves_no_run_folder(tmp_path):
     assert done.returncode == ExitCode.OUTPUT_FAILED, done.stderr
     assert "writing the run folder failed" in done.stderr and "Traceback" not in done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_write_failure_while_an_unsorted_file_is_cut_is_an_output_failure(tmp_path):
+    """An unsorted file's rows are written to the run's draft before any table: a write
+    refused there is the run folder's failure (OUTPUT_FAILED), not an unreadable input."""
+    cohort = tmp_path / "cohort"
+    write_synthetic(synthesize(300, seed=2), cohort, "parquet")
+    table = pq.read_table(cohort / "treatments.parquet")
+    order = np.random.default_rng(1).permutation(table.num_rows)
+    pq.write_table(table.take(pa.array(order)), cohort / "treatments.parquet")
+    out = tmp_path / "run"
+    done = run_process("screen", cohort, "--out", out, "--chunk-rows", "200",
+                       preexec_fn=_limit_file_size)  # fmt: skip
+    assert done.returncode == ExitCode.OUTPUT_FAILED, done.stderr
+    assert "writing the run folder failed" in done.stderr and "Traceback" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cohort"]
 
 
 def _big_cohort(folder: Path, copies: int) -> Path:

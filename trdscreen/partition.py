@@ -243,10 +243,9 @@ def spilled(
         del course_numbers
         for c in range(count):
             rows = by_chunk[bounds[c] : bounds[c + 1]]
-            with file.errors():
-                table = pa.Table.from_batches(
-                    [ipc.open_file(pa.memory_map(str(p))).get_batch(c) for p in pieces]
-                )
+            table = pa.Table.from_batches(  # the run's own files: an OSError is the run's
+                [ipc.open_file(pa.memory_map(str(p))).get_batch(c) for p in pieces]
+            )
             order = np.argsort(ranks[rows], kind="stable")  # grouped by key, as cut_whole
             yield file.as_read(table.take(order), rows[order]), _taken(subjects, people, c)
             del table
@@ -255,28 +254,40 @@ def spilled(
 
 
 def _spill(file: InputFile, numbers: np.ndarray, count: int, folder: Path) -> list[Path]:
-    """Write the file's rows to `folder`, a file per piece read, a batch per chunk."""
+    """Write the file's rows to `folder`, a file per piece read, a batch per chunk. A
+    problem reading the file is an InputError naming it; one writing the folder stays
+    an OSError (the run's folder could not be written)."""
     paths: list[Path] = []
     read = 0
-    with file.errors():
-        for piece in file.pieces(PIECE_ROWS):
-            chunk = numbers[read : read + piece.num_rows]
-            if len(chunk) < piece.num_rows:  # more rows than its keys when opened
-                raise InputError(f"{file.path}: the file changed while it was read")
-            order = np.argsort(_narrow(chunk, count), kind="stable")
-            bounds = np.searchsorted(chunk[order], np.arange(count + 1))
-            # One batch, sliced: every chunk's batch (empty ones too) has the piece's
-            # dictionaries, as an IPC file needs.
-            (taken,) = piece.take(pa.array(order)).combine_chunks().to_batches()
-            paths.append(folder / f"{len(paths)}.arrow")
-            with ipc.new_file(str(paths[-1]), taken.schema, options=_SPILL_OPTIONS) as out:
-                for c in range(count):
-                    out.write_batch(taken.slice(bounds[c], bounds[c + 1] - bounds[c]))
-            read += piece.num_rows
+    for piece in _read(file):
+        chunk = numbers[read : read + piece.num_rows]
+        if len(chunk) < piece.num_rows:  # more rows than its keys when opened
+            raise InputError(f"{file.path}: the file changed while it was read")
+        order = np.argsort(_narrow(chunk, count), kind="stable")
+        bounds = np.searchsorted(chunk[order], np.arange(count + 1))
+        # One batch, sliced: every chunk's batch (empty ones too) has the piece's
+        # dictionaries, as an IPC file needs.
+        (taken,) = piece.take(pa.array(order)).combine_chunks().to_batches()
+        paths.append(folder / f"{len(paths)}.arrow")
+        with ipc.new_file(str(paths[-1]), taken.schema, options=_SPILL_OPTIONS) as out:
+            for c in range(count):
+                out.write_batch(taken.slice(bounds[c], bounds[c + 1] - bounds[c]))
+        read += piece.num_rows
     if read != len(numbers):
         raise InputError(f"{file.path}: the file changed while it was read")
     file.unchanged()
     return paths
+
+
+def _read(file: InputFile) -> Iterator[pa.Table]:
+    """The file's pieces, each read within `InputFile.errors` (and only the reading)."""
+    pieces = file.pieces(PIECE_ROWS)
+    while True:
+        with file.errors():
+            piece = next(pieces, None)
+        if piece is None:
+            return
+        yield piece
 
 
 def _narrow(numbers: np.ndarray, count: int) -> np.ndarray:
