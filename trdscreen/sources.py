@@ -7,7 +7,8 @@ Everything but a local file or Parquet folder is copied once into a private temp
 file that the readers read like any CSV or Parquet file, while messages and the manifest
 name the input as the user gave it and record the SHA-256 of its bytes as given (the
 compressed file, the stdin stream, the object). Nothing is guessed: the format comes
-from the name (`.csv.gz` is gzip-compressed CSV).
+from the name (`.csv.gz` is gzip-compressed CSV). An export folder's files are found
+here too (`find_inputs`: `treatments.*`, `subjects.*`).
 """
 
 from __future__ import annotations
