@@ -375,3 +375,22 @@ def test_validate_cuts_an_unsorted_file_on_disk_and_finds_the_same_issues(
     assert issues[0].equals(issues[1])
     missing = issues[0][issues[0]["check"] == "required_value_missing"]
     assert len(missing[missing["column"] == "subject_id"]) == 3
+
+
+def test_a_csv_without_a_key_column_is_counted_and_reported_as_when_read_whole(
+    tmp_path, csv_cohort
+):
+    # No `subject_id` header: counting parses every row but converts no column (Arrow
+    # would convert every column if asked for none), and the run reports the missing
+    # column as the whole read does, in a failed run's folder.
+    folder = _edited_csv(csv_cohort, tmp_path / "cohort",
+                         lambda lines: [lines[0].replace(b"subject_id", b"patient"), *lines[1:]])  # fmt: skip
+    counted = _opened(folder / "treatments.csv").counted()
+    assert isinstance(counted, InputFile) and counted.key_column is not None
+    assert counted.key_column.num_columns == 0 and counted.rows == counted.total_lines - 1
+    whole, expected = screen_whole(tmp_path, "whole", api.ScreenRequest(input=folder))
+    streamed, result = screen_streamed(
+        tmp_path, "streamed", api.ScreenRequest(input=folder, chunk_rows=97)
+    )
+    assert isinstance(expected, InvalidInputData) and isinstance(result, InvalidInputData)
+    assert_same_tables(whole, streamed)

@@ -233,11 +233,14 @@ class InputFile:
         return self._source(table, lines)
 
     def _csv_keys(self) -> pa.Table:
+        """The key column, every row parsed (no column, but every row, without one: Arrow
+        reads every column when asked for none)."""
         header = list(self.header)
+        keyed = self._key_headers(header)
         with _named(self):
-            keys = read_csv(self.local, header, self.options, self._key_headers(header))
+            keys = read_csv(self.local, header, self.options, keyed or [0])
         self.unchanged()
-        return keys
+        return keys if keyed else keys.select([])
 
     def _key_headers(self, headers: list[str]) -> list[int]:
         """The position of the header read as the subject key (none, or one)."""

@@ -220,9 +220,8 @@ def spilled(
     Every row's chunk comes from its key column (`keys`, ranked by `key_ranks`); the file
     is read once, a piece of `PIECE_ROWS` at a time, and each piece written to `folder`
     as one Arrow IPC file of one record batch per chunk (the piece's rows of that chunk,
-    in file order).
-    Then chunk by chunk its batch of every piece is read back and its rows grouped by key.
-    `folder` is removed at the end (and when the run stops early).
+    in file order). Then chunk by chunk its batch of every piece is read back and its
+    rows grouped by key. `folder` is removed at the end (and when the run stops early).
     """
     ranked = key_ranks(keys, subjects)
     del keys  # the key text: held no longer than needed (the caller let go of it)
