@@ -12,6 +12,7 @@ lines counted exactly; a CSV that cannot be read fails as when it is read whole.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from pathlib import Path
@@ -20,11 +21,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import BOTH, assert_same_tables, screen_streamed, screen_whole
+from conftest import BOTH, SAMPLE, assert_same_tables, screen_streamed, screen_whole
 
 from trdscreen import api, output, partition, stream
 from trdscreen.errors import InputError, InvalidInputData
-from trdscreen.io import InputFile, SourceTable, open_source
+from trdscreen.io import CsvOptions, InputFile, SourceTable, open_source
 from trdscreen.schemas import TREATMENT_COLUMNS
 from trdscreen.synth import synthesize, write_synthetic
 
@@ -393,4 +394,41 @@ def test_a_csv_without_a_key_column_is_counted_and_reported_as_when_read_whole(
         tmp_path, "streamed", api.ScreenRequest(input=folder, chunk_rows=97)
     )
     assert isinstance(expected, InvalidInputData) and isinstance(result, InvalidInputData)
+    assert_same_tables(whole, streamed)
+
+
+def _sample_as(folder: Path, variant: str) -> tuple[Path, dict]:
+    """The sample cohort written as a site might export it; the options that read it."""
+    folder.mkdir()
+    treatments, subjects = ((SAMPLE / f"{n}.csv").read_text() for n in ("treatments", "subjects"))
+    if variant == "utf-16":  # with its byte-order mark
+        (folder / "treatments.csv").write_bytes(treatments.encode("utf-16"))
+        (folder / "subjects.csv").write_bytes(subjects.encode("utf-16"))
+        return folder, {"csv": CsvOptions(encoding="utf-16")}
+    if variant == "semicolons, no last line break":
+        (folder / "treatments.csv").write_text(treatments.replace(",", ";").rstrip("\n"))
+        (folder / "subjects.csv").write_text(subjects.replace(",", ";"))
+        return folder, {"csv": CsvOptions(delimiter=";")}
+    # gzip-compressed, CRLF line ends, rows shuffled: cut on disk from the local copy
+    head, *rows = treatments.splitlines()
+    rows = [rows[i] for i in np.random.default_rng(2).permutation(len(rows))]
+    (folder / "treatments.csv.gz").write_bytes(
+        gzip.compress("\r\n".join([head, *rows, ""]).encode())
+    )
+    (folder / "subjects.csv").write_text(subjects)
+    return folder, {}
+
+
+@pytest.mark.parametrize(
+    "variant", ["utf-16", "semicolons, no last line break", "gzip, CRLF, shuffled"]
+)
+def test_site_csv_variants_read_a_chunk_at_a_time_give_the_whole_runs_bytes(
+    tmp_path, variant, monkeypatch
+):
+    folder, options = _sample_as(tmp_path / "cohort", variant)
+    whole, _ = screen_whole(tmp_path, "whole", api.ScreenRequest(input=folder, **options))
+    if variant != "utf-16":  # its lines are not counted from its bytes: read whole, lines
+        _refuse_reading_treatments_whole(monkeypatch)  # counted exactly (as in 0.8.1)
+    request = api.ScreenRequest(input=folder, chunk_rows=20, **options)
+    streamed, _ = screen_streamed(tmp_path, "streamed", request)
     assert_same_tables(whole, streamed)
