@@ -427,8 +427,39 @@ def test_site_csv_variants_read_a_chunk_at_a_time_give_the_whole_runs_bytes(
 ):
     folder, options = _sample_as(tmp_path / "cohort", variant)
     whole, _ = screen_whole(tmp_path, "whole", api.ScreenRequest(input=folder, **options))
-    if variant != "utf-16":  # its lines are not counted from its bytes: read whole, lines
-        _refuse_reading_treatments_whole(monkeypatch)  # counted exactly (as in 0.8.1)
+    _refuse_reading_treatments_whole(monkeypatch)
     request = api.ScreenRequest(input=folder, chunk_rows=20, **options)
     streamed, _ = screen_streamed(tmp_path, "streamed", request)
     assert_same_tables(whole, streamed)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32", "utf-32-le"])
+def test_utf16_and_utf32_lines_are_counted_by_code_unit(tmp_path, encoding):
+    # "utf-16" and "utf-32" carry a byte-order mark (little-endian here), the others none.
+    # Line 10's drug is "ਊmitriptyline": U+0A0A, whose UTF-16 bytes are 0A 0A either way,
+    # "\n" bytes that are no line break. Line 30's dose is "abc". By hand: the drug is not
+    # in the formulary and is reported
+    # at line 10 and the dose at line 30, and the file is read a chunk at a time (one
+    # line a row, so no exact recount is needed).
+    lines = (SAMPLE / "treatments.csv").read_text().splitlines()
+    lines[9] = _cell_text(lines[9], 1, "\u0a0amitriptyline")
+    lines[29] = _cell_text(lines[29], 2, "abc")
+    folder = tmp_path / "cohort"
+    folder.mkdir()
+    (folder / "treatments.csv").write_bytes(("\n".join(lines) + "\n").encode(encoding))
+    (folder / "subjects.csv").write_bytes((SAMPLE / "subjects.csv").read_text().encode(encoding))
+    options = CsvOptions(encoding=encoding)
+    opened = open_source(folder / "treatments.csv", "treatments", {}, set(TREATMENT_COLUMNS),
+                         options)  # fmt: skip
+    assert opened.total_lines == len(lines)
+    assert isinstance(opened.counted(), InputFile)  # one line a row: read in ranges
+    run = api.load_and_validate(api.ScreenRequest(input=folder, chunk_rows=20, csv=options))
+    issues = run.checked().issues
+    found = {(c, int(line)) for c, line in zip(issues["column"], issues["line"], strict=True)}
+    assert ("drug", 10) in found and ("daily_dose_mg", 30) in found
+
+
+def _cell_text(line: str, column: int, value: str) -> str:
+    fields = line.split(",")
+    fields[column] = value
+    return ",".join(fields)

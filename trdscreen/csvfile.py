@@ -8,6 +8,7 @@ from __future__ import annotations
 import codecs
 import csv
 import re
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -82,6 +83,40 @@ def declared(path: Path, options: CsvOptions) -> CsvOptions:
         if head.startswith(mark):
             return replace(options, encoding=encoding)
     return options
+
+
+_UNIT_WIDTHS = {"utf-16": 2, "utf-16-le": 2, "utf-16-be": 2, "utf-32": 4, "utf-32-le": 4,
+                "utf-32-be": 4}  # fmt: skip
+
+
+def unit_lines(path: Path, options: CsvOptions) -> tuple[int, bool] | None:
+    """The line breaks of a UTF-16 or UTF-32 file and whether it ends with one, counted by
+    code unit: there a line break is two or four bytes, and a `\n` byte may be half of
+    another character (U+010A is 0A 01 in UTF-16 LE), so counting bytes as a UTF-8
+    file's are counted is wrong. The byte order is the encoding's, else its byte-order
+    mark's, else this machine's (as the decoder reads it). None for other encodings."""
+    name = codecs.lookup(options.encoding).name
+    width = _UNIT_WIDTHS.get(name)
+    if width is None:
+        return None
+    with open(path, "rb") as handle:
+        head = handle.read(width)
+    if name.endswith(("-be", "-le")):
+        big = name.endswith("-be")
+    else:
+        marks = (codecs.BOM_UTF32_BE, codecs.BOM_UTF32_LE) if width == 4 else (
+            codecs.BOM_UTF16_BE, codecs.BOM_UTF16_LE)  # fmt: skip
+        big = head.startswith(marks[0]) or (
+            not head.startswith(marks[1]) and sys.byteorder == "big"
+        )
+    unit = np.dtype(f"{'>' if big else '<'}u{width}")
+    newlines, last = 0, -1
+    with open(path, "rb") as handle:
+        while block := handle.read(READ_BLOCK):  # a multiple of 4: units stay whole
+            units = np.frombuffer(block[: len(block) - len(block) % width], dtype=unit)
+            newlines += int(np.count_nonzero(units == 0x0A))
+            last = int(units[-1]) if len(units) else last
+    return newlines, last == 0x0A
 
 
 def _csv_header(path: Path, options: CsvOptions) -> list[str]:

@@ -30,6 +30,7 @@ from trdscreen.csvfile import (
     declared,
     read_csv,
     refuse_duplicates,
+    unit_lines,
 )
 from trdscreen.errors import (
     InputError,
@@ -408,6 +409,9 @@ def open_source(
             refuse_binary(data, options.is_utf8, tuple(BOMS))
             options = declared(data, options)
             names = header = checked_header(data, options)
+            by_unit = unit_lines(data, options)  # UTF-16 and UTF-32: by code unit
+            if by_unit is not None:
+                newlines, ends_with_newline = by_unit
         refuse_other_table(path, name, names, rename)
     return InputFile(
         name,
