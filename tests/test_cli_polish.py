@@ -147,7 +147,7 @@ def test_rules_show_json_holds_the_protocol_text_and_tags():
     assert shown["rules"]["id"] == "sforzini-2021" and shown["evidence_tags"]
 
 
-def test_shell_completion_completes_commands_and_options():
+def test_shell_completion_completes_commands_and_options(monkeypatch):
     def complete(words: str, index: int) -> str:
         env = {**os.environ, "_TRDSCREEN_COMPLETE": "complete_bash", "COMP_WORDS": words,
                "COMP_CWORD": str(index)}  # fmt: skip
@@ -156,6 +156,8 @@ def test_shell_completion_completes_commands_and_options():
 
     assert complete("trdscreen scr", 1).split() == ["screen"]
     assert "--csv-dialect" in complete("trdscreen screen --csv", 2).split()
+    # The shell named, not detected: detection finds none when no shell started pytest.
+    monkeypatch.setenv("_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION", "1")
     script = CliRunner().invoke(app, ["--show-completion", "bash"])
     assert "_trdscreen_completion" in script.output
 
