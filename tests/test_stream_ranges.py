@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import BOTH, SAMPLE, assert_same_tables, screen_streamed, screen_whole
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from trdscreen import api, output, partition, stream
 from trdscreen.errors import InputError, InvalidInputData
@@ -463,3 +466,43 @@ def _cell_text(line: str, column: int, value: str) -> str:
     fields = line.split(",")
     fields[column] = value
     return ",".join(fields)
+
+
+_BYTES = st.sampled_from([b",", b'"', b"\n", b"\r", b"\xff", b"\x00", b"9", b"a", b" "])
+
+
+@pytest.mark.slow("60 hypothesis examples, each the sample screened whole and in chunks")
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    edits=st.lists(st.tuples(st.floats(0, 1), _BYTES, st.booleans()), min_size=1, max_size=5),
+    shuffle=st.booleans(),
+)
+def test_a_mutated_csv_read_in_chunks_gives_what_the_whole_read_gives(edits, shuffle):
+    """Random byte edits of the sample's treatments (rows shuffled or not): read a chunk
+    at a time (in ranges, or cut on disk) and read whole, the run gives the same error
+    message, or the same tables byte for byte."""
+    head, *rows = (SAMPLE / "treatments.csv").read_bytes().rstrip(b"\n").split(b"\n")
+    if shuffle:
+        rows = [rows[i] for i in np.random.default_rng(len(edits)).permutation(len(rows))]
+    data = bytearray(b"\n".join([head, *rows]) + b"\n")
+    for where, byte, insert in edits:
+        at = int(where * (len(data) - 1))
+        data[at : at if insert else at + 1] = byte
+    with tempfile.TemporaryDirectory() as folder:
+        cohort = Path(folder) / "cohort"
+        cohort.mkdir()
+        (cohort / "treatments.csv").write_bytes(bytes(data))
+        (cohort / "subjects.csv").write_bytes((SAMPLE / "subjects.csv").read_bytes())
+        outcomes = []
+        for name, chunk_rows in (("whole", None), ("chunks", 20)):
+            out = Path(folder) / name
+            try:
+                loaded = api.load(api.ScreenRequest(input=cohort, chunk_rows=chunk_rows), ["t"])
+                api.run_to_folder(loaded, api.Destination(out, BOTH))
+            except (InputError, InvalidInputData) as exc:
+                outcomes.append((type(exc).__name__, str(exc)))
+                continue
+            outcomes.append(("ran", ""))
+        assert outcomes[0] == outcomes[1]
+        if outcomes[0][0] != "InputError":  # a run's folder, or a failed run's: the same
+            assert_same_tables(Path(folder) / "whole", Path(folder) / "chunks")
