@@ -506,3 +506,34 @@ def test_a_mutated_csv_read_in_chunks_gives_what_the_whole_read_gives(edits, shu
         assert outcomes[0] == outcomes[1]
         if outcomes[0][0] != "InputError":  # a run's folder, or a failed run's: the same
             assert_same_tables(Path(folder) / "whole", Path(folder) / "chunks")
+
+
+def test_the_spill_folder_is_made_new_and_only_it_is_removed(tmp_path, csv_shuffled):
+    # A `.chunks` already in the folder (a library caller's own) is not the run's: the
+    # run refuses to cut into it and leaves it and its file as they were.
+    folder = tmp_path / "out"
+    (folder / partition.SPILL).mkdir(parents=True)
+    (folder / partition.SPILL / "mine.txt").write_text("kept")
+    loaded = api.load(api.ScreenRequest(input=csv_shuffled, chunk_rows=97), ["test"])
+    with pytest.raises(FileExistsError):
+        api.stream_to(loaded, folder, api.Destination(folder, BOTH))
+    assert (folder / partition.SPILL / "mine.txt").read_text() == "kept"
+
+
+def test_a_run_stopped_while_writing_removes_its_spill_folder(tmp_path, shuffled, monkeypatch):
+    # The writer fails on the second chunk; the chunks still on disk go with the error,
+    # not when the generator that made them is collected.
+    written = []
+
+    def failing(sinks, piece):
+        written.append(piece)
+        if len(written) == 2:
+            raise OSError("disk full")
+
+    monkeypatch.setattr(stream, "write_pieces", failing)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    loaded = api.load(api.ScreenRequest(input=shuffled, chunk_rows=97), ["test"])
+    with pytest.raises(OSError, match="disk full"):
+        api.stream_to(loaded, folder, api.Destination(folder, BOTH))
+    assert not (folder / partition.SPILL).exists()

@@ -24,6 +24,7 @@ import shutil
 from bisect import bisect_left
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -81,10 +82,32 @@ def chunk_numbers(
     """Chunk number per treatment row and per subject row: consecutive ranges of the
     sorted distinct keys holding about `chunk_rows` rows each. Rows without a key go to
     chunk 0. None when the keys cannot be read (the run is then one chunk)."""
+    numbering = _numbering(treatments, subjects, chunk_rows)
+    return None if numbering is None else numbering.numbers
+
+
+class _Numbering(NamedTuple):
+    ranks: list[np.ndarray]  # per table (treatments, subjects if given) and row: key rank
+    numbers: tuple[np.ndarray, np.ndarray]  # per table and row: chunk number
+    chunks: int  # how many
+
+    def subject_rows(self, subjects: SourceTable | None) -> list[np.ndarray] | None:
+        """Each chunk's subject rows, grouped by key (None without a subjects table)."""
+        if subjects is None:
+            return None
+        return _grouped_rows(self.ranks[1], self.numbers[1], self.chunks)
+
+
+def _numbering(
+    treatments: SourceTable, subjects: SourceTable | None, chunk_rows: int
+) -> _Numbering | None:
+    """Every row's key rank and chunk number (`key_ranks`, `_chunks_of`); None when the
+    keys cannot be read."""
     ranked = key_ranks(treatments, subjects)
     if ranked is None:
         return None
-    return _chunks_of(*ranked, chunk_rows)
+    numbers = _chunks_of(*ranked, chunk_rows)
+    return _Numbering(ranked[0], numbers, 1 + max(int(n.max(initial=0)) for n in numbers))
 
 
 def _chunks_of(
@@ -170,30 +193,14 @@ def cut_whole(
 ) -> Iterator[Chunk]:
     """Inputs read whole and not in key order, a chunk at a time: each chunk's rows taken
     grouped by key (rows without a key lead the first chunk)."""
-    ranked = key_ranks(treatments, subjects)
-    numbers = _chunks_of(*ranked, chunk_rows) if ranked is not None else None
-    if ranked is None or numbers is None or _count(numbers) == 1:
+    numbering = _numbering(treatments, subjects, chunk_rows)
+    if numbering is None or numbering.chunks == 1:
         yield treatments, subjects
         return
-    count = _count(numbers)
-    course_rows = _grouped_rows(ranked[0][0], numbers[0], count)
-    people = _subject_rows(subjects, ranked, numbers, count)
-    for c in range(count):
+    course_rows = _grouped_rows(numbering.ranks[0], numbering.numbers[0], numbering.chunks)
+    people = numbering.subject_rows(subjects)
+    for c in range(numbering.chunks):
         yield treatments.take(course_rows[c]), _taken(subjects, people, c)
-
-
-def _count(numbers: tuple[np.ndarray, np.ndarray]) -> int:
-    return 1 + max(int(n.max(initial=0)) for n in numbers)
-
-
-def _subject_rows(
-    subjects: SourceTable | None,
-    ranked: tuple[list[np.ndarray], int],
-    numbers: tuple[np.ndarray, np.ndarray],
-    count: int,
-) -> list[np.ndarray] | None:
-    """Each chunk's subject rows, grouped by key (None without a subjects table)."""
-    return _grouped_rows(ranked[0][1], numbers[1], count) if subjects is not None else None
 
 
 def _taken(
@@ -223,16 +230,15 @@ def spilled(
     in file order). Then chunk by chunk its batch of every piece is read back and its
     rows grouped by key. `folder` is removed at the end (and when the run stops early).
     """
-    ranked = key_ranks(keys, subjects)
+    numbering = _numbering(keys, subjects, chunk_rows)
     del keys  # the key text: held no longer than needed (the caller let go of it)
-    numbers = _chunks_of(*ranked, chunk_rows) if ranked is not None else None
-    if ranked is None or numbers is None or _count(numbers) == 1:
+    if numbering is None or numbering.chunks == 1:
         yield file.read(), subjects  # one chunk: the file whole
         return
-    count, ranks, course_numbers = _count(numbers), ranked[0][0], numbers[0]
-    people = _subject_rows(subjects, ranked, numbers, count)
-    del ranked, numbers
-    folder.mkdir()
+    count, ranks, course_numbers = numbering.chunks, numbering.ranks[0], numbering.numbers[0]
+    people = numbering.subject_rows(subjects)
+    del numbering
+    folder.mkdir()  # never one that is there already: only what this made is removed
     try:
         pieces = _spill(file, course_numbers, count, folder)
         # Each chunk's rows in file order: one stable sort of every row's chunk number.

@@ -20,9 +20,8 @@ issues once), attrition (counts add up), the quarantine tables and the counts.
 from __future__ import annotations
 
 import os
-import shutil
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +69,7 @@ def chunks(
     subjects: SourceTable | None,
     chunk_rows: int,
     spill: Path | None = None,
-) -> Iterator[Chunk]:
+) -> Generator[Chunk, None, None]:
     """The inputs a chunk of subjects at a time, in key order (at least one chunk).
 
     A treatments file not read yet (`InputFile.in_ranges`, one Parquet or CSV file) is cut by
@@ -397,9 +396,10 @@ def write_streamed(
 
     total = treatments.rows or 0  # a file read a chunk at a time: counted when opened
 
+    pieces = chunks(treatments, subjects, chunk_rows, spill=folder / SPILL)
+
     def screened() -> Iterator[ScreenResult]:
         done = 0
-        pieces = chunks(treatments, subjects, chunk_rows, spill=folder / SPILL)
         for rows, part in in_order(pieces, screening, threads):
             done += rows
             progress.rows(done, total)
@@ -414,6 +414,6 @@ def write_streamed(
 
     try:
         write_behind(sinks, screened())
-    finally:  # an unsorted file cut on disk: gone with its last chunk, or now
-        shutil.rmtree(folder / SPILL, ignore_errors=True)
+    finally:  # a run stopped early: an unsorted file's chunks on disk are removed now
+        pieces.close()
     return collector.finish(sinks, folder, destination, screening.on_invalid)
