@@ -85,20 +85,16 @@ def declared(path: Path, options: CsvOptions) -> CsvOptions:
     return options
 
 
-_UNIT_WIDTHS = {"utf-16": 2, "utf-16-le": 2, "utf-16-be": 2, "utf-32": 4, "utf-32-le": 4,
-                "utf-32-be": 4}  # fmt: skip
-
-
 def unit_lines(path: Path, options: CsvOptions) -> tuple[int, bool] | None:
     """The line breaks of a UTF-16 or UTF-32 file and whether it ends with one, counted by
     code unit: there a line break is two or four bytes, and a `\n` byte may be half of
     another character (U+010A is 0A 01 in UTF-16 LE), so counting bytes as a UTF-8
     file's are counted is wrong. The byte order is the encoding's, else its byte-order
     mark's, else this machine's (as the decoder reads it). None for other encodings."""
-    name = codecs.lookup(options.encoding).name
-    width = _UNIT_WIDTHS.get(name)
-    if width is None:
+    if not options.wide:
         return None
+    name = codecs.lookup(options.encoding).name
+    width = 4 if name.startswith("utf-32") else 2
     with open(path, "rb") as handle:
         head = handle.read(width)
     if name.endswith(("-be", "-le")):
