@@ -2,9 +2,11 @@
 same courses and the same decisions.
 
 A synthetic cohort of clean courses (one generic at one dose, 15 to 150 days, a
-baseline HAM-D17 on the first day and an end rating on the last; a course of the
-same drug again only after more than `gap_days`, different drugs never
-overlapping) is written as the dispensing export a pharmacy system would give:
+baseline HAM-D17 on the first day and an end rating on the last; different drugs
+never overlapping; a course of the same drug right after it only after more than
+`gap_days`, but after another drug it may come back sooner, which the build makes
+one course of two rows, each with its own ratings, as the screen merges them) is
+written as the dispensing export a pharmacy system would give:
 one fill every 28 or 30 days, the last one for the days left, as days' supply
 or as tablets and tablets a day. Built back, every course must come out with
 its drug, dose, dates and ratings, and screening both tables must decide every
@@ -17,7 +19,7 @@ from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import run_cohort, write_cohort, write_csv
@@ -100,8 +102,8 @@ def _canonical(frame: pd.DataFrame) -> pd.DataFrame:
         "subject_id": frame["subject_id"].astype(str),
         "drug": frame["drug"].astype(str),
         "daily_dose_mg": frame["daily_dose_mg"].astype(float),
-        "start_date": pd.to_datetime(frame["start_date"]),
-        "end_date": pd.to_datetime(frame["end_date"]),
+        "start_date": pd.to_datetime(frame["start_date"]).astype("datetime64[s]"),
+        "end_date": pd.to_datetime(frame["end_date"]).astype("datetime64[s]"),
         "hamd_start": frame["hamd_start"].astype("Int64"),
         "hamd_end": frame["hamd_end"].astype("Int64"),
     })  # fmt: skip
@@ -115,6 +117,10 @@ COMPARED = ["decision", "classification", "n_courses", "n_adequate_trials", "n_f
     max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(seed=st.integers(min_value=0, max_value=2**31 - 1))
+# 704: mirtazapine 19 -> 4 (remission), fluoxetine, mirtazapine again 25 days later 20 ->
+# 17. Built with the course's ends alone (19 -> 17) it was a failed trial; from the course
+# table the rows disagree (unknown).
+@example(seed=704)
 def test_courses_exploded_into_fills_build_back_to_the_same_courses_and_decisions(
     tmp_path_factory, seed
 ):
@@ -136,10 +142,9 @@ def test_courses_exploded_into_fills_build_back_to_the_same_courses_and_decision
 
     built = pd.read_parquet(tmp / "built" / "treatments.parquet")
     assert len(built) == len(original)
-    got = _canonical(built)
-    want = _canonical(pd.DataFrame(original))
-    differ = got.ne(want).any(axis=1)
-    assert not differ.any(), pd.concat([got[differ], want[differ]], keys=["built", "original"])
+    # Every cell, an empty one included (`ne` on a missing value is missing, and `any`
+    # skipped it: an end rating lost in the build went unseen).
+    pd.testing.assert_frame_equal(_canonical(built), _canonical(pd.DataFrame(original)))
     assert set(built["role"]) == {"monotherapy"}
 
     decided = run_cohort(tmp / "built")[1].decisions.set_index("subject_id")[COMPARED]

@@ -62,7 +62,7 @@ from trdscreen.buildepisodes import (
     recorded_diagnoses,
 )
 from trdscreen.buildprocedures import SessionCourses, session_courses
-from trdscreen.buildratings import attach
+from trdscreen.buildratings import attach, run_ratings
 from trdscreen.buildrules import BuildRules
 from trdscreen.buildtables import (
     CODE,
@@ -360,7 +360,8 @@ def build(
         _observed_from(ids, subject[kept], start[kept], sessions, dx, records), rules,
     )  # fmt: skip
     episode = found.ids[: courses.seg.m]
-    parts = Parts(ids, generics, kept, runs, courses, rated, reference, episode)
+    own = run_ratings(ratings, ids, runs, courses, reference, rules.ratings)
+    parts = Parts(ids, generics, kept, runs, courses, rated, reference, episode, own)
     table, row_of_run, course_ids = treatments(
         parts, events.source.lines, events.source.file, duration_source, dose_source
     )

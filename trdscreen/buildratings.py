@@ -9,7 +9,9 @@ instrument [U]. No rating after the reference date is used. HAM-D versions are
 never mixed: the first of HAM-D17, HAM-D21, HAM-D24 rated at both ends is
 written with its `hamd_version`, else the first rated at the start alone;
 MADRS is attached the same way, beside it. Each rating is written with its
-date and source line, so a reviewer can find it. Vectorized: one sorted key
+date and source line, so a reviewer can find it. A course of several supply
+runs has its ratings on its first and last row; every other row end holds its
+run's own (`run_ratings`), so the screen sees a remission between two runs. Vectorized: one sorted key
 per rating and binary searches, no per-course Python.
 """
 
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from trdscreen.buildcourses import Courses, Runs
 from trdscreen.buildrules import RatingWindows
 from trdscreen.columns import day_numbers, floats
 from trdscreen.records import Table, subject_codes
@@ -159,4 +162,26 @@ def attach(
         out.update(_columns(scales["madrs"], start, end, "madrs"))
     else:
         out.update(_columns(None, empty, empty, "madrs"))
+    return out
+
+
+def run_ratings(
+    ratings: Table | None, subjects: pd.Index, runs: Runs, courses: Courses,
+    reference: np.ndarray, windows: RatingWindows,
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """Per supply run: its own ratings as `attach` finds a course's, on the run's first and
+    last day (`reference`: per subject). Only runs of a course of several runs are
+    looked up (the rest stay NaN): a course's first and last row take the course's."""
+    m = len(runs.start)
+    several = np.flatnonzero(courses.seg.size[courses.of_run] > 1)
+    subject = courses.subject[courses.of_run[several]]
+    found = attach(
+        ratings, subjects, subject, runs.start[several], runs.end[several], reference[subject],
+        windows,
+    )  # fmt: skip
+    out = {}
+    for name, values in found.items():
+        full = np.full(m, np.nan)
+        full[several] = values
+        out[name] = full
     return out

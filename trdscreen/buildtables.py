@@ -125,6 +125,7 @@ class Parts:
     rated: dict[str, np.ndarray]  # per course (buildratings.attach)
     reference: np.ndarray  # per subject code, day number
     episode: pa.Array | None = None  # episode id per course (buildepisodes)
+    run_rated: dict[str, np.ndarray] | None = None  # per run, its own (run_ratings)
 
 
 def _uniform(codes: np.ndarray, seg: Segments, names: tuple[str, ...]) -> pd.Categorical:
@@ -166,16 +167,27 @@ def labels(values: np.ndarray) -> pd.Categorical:
 
 
 def rating_columns(
-    rated: dict[str, np.ndarray], course_at: np.ndarray, first: np.ndarray, last: np.ndarray
-) -> dict[str, object]:
+    rated: dict[str, np.ndarray], course_at: np.ndarray, first: np.ndarray, last: np.ndarray,
+    own: dict[str, np.ndarray] | None = None, run_at: np.ndarray | None = None,
+) -> dict[str, object]:  # fmt: skip
     """The rating columns of treatments rows (`rated`: per course; `course_at`: each
     row's course): baselines on a course's first row, end ratings on its last, each with
-    its date and line; the HAM-D version on every row. Only the first or last rows are
-    gathered, and nothing when no course has the value."""
+    its date and line; the HAM-D version on every row. With `own` (per run; `run_at`:
+    each row's run), the other rows of a course carry their run's own baseline and end
+    rating, so a rating between two runs (a remission before a gap, say) reaches the
+    screen, which judges each row of a merged course (`segments_disagree`); a run's HAM-D
+    rated on another version than its course's is left empty."""
 
     def at(name: str, mask: np.ndarray | None = None) -> np.ndarray:
         values = rated[name]
         out = np.full(len(course_at), np.nan)
+        if mask is not None and own is not None and run_at is not None:
+            inner = ~mask
+            mine = own[name][run_at[inner]]
+            if name.startswith("hamd"):
+                same = own["hamd_version"][run_at[inner]] == rated["hamd_version"][course_at[inner]]
+                mine = np.where(same, mine, np.nan)
+            out[inner] = mine
         if np.isnan(values).all():
             return out
         if mask is None:
@@ -265,7 +277,7 @@ def treatments(
         # course the same), which the screen checks against adequacy.adherence.
         "adherence": c.pdc[course_at],
     }
-    columns |= rating_columns(parts.rated, course_at, first_at, last_at)
+    columns |= rating_columns(parts.rated, course_at, first_at, last_at, parts.run_rated, run_at)
     columns |= {
         "course_id": text_column(ids.take(pa.array(course_at))),
         "n_events": runs.seg.size[run_at],

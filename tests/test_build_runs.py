@@ -1,0 +1,118 @@
+"""`trdscreen build`: the ratings of a course made of several supply runs.
+
+A course can hold several rows of the treatments table (a dose step, a supply gap of
+at most `gap_days`). The screen judges such a course on its first row's baseline and
+its last row's end rating, and judges every row on its own ratings as well: a row that
+rated a response or remission the course's ends do not show leaves the outcome unknown
+(`segments_disagree`). So each row built from records carries its own run's baseline
+and end rating (found as a course's are: buildratings), not only the course's ends.
+
+Expected values are worked out by hand from the build rules (BUILD_TAGS: gap_days 30,
+ratings windows 30/7 days around the first day, 14 days around the last and at least 14
+days after the baseline) and the sforzini-2021 preset (mirtazapine at least 30 mg/day,
+sertraline 50; at least 4 weeks; improvement < 25 % fails; an end rating <= 7 is
+remission; adherence at least 0.8).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from tests.conftest import run_cohort
+from tests.test_build import built, ev, rating, rows_of, table
+
+
+def sertraline_failure(subject: str) -> tuple[list[dict], list[dict]]:
+    # Sertraline 100 mg 1 Feb .. 28 Mar 2023 (8 weeks), 24 (30 Jan) -> 21 (25 Mar):
+    # 12.5 %, a failed adequate trial.
+    events = [
+        ev(subject, "sertraline", "2023-02-01", 28, 100),
+        ev(subject, "sertraline", "2023-03-01", 28, 100),
+    ]
+    return events, [rating(subject, "2023-01-30", 24), rating(subject, "2023-03-25", 21)]
+
+
+def test_a_remission_before_a_supply_gap_is_not_lost_in_the_merged_course(tmp_path):
+    # U: mirtazapine 30 mg 1 May .. 25 Jun (two 28-day fills), rated 22 on 1 May and 6 on
+    # 25 Jun (remission); no supply for 24 days (26 Jun .. 19 Jul, within gap_days 30:
+    # the same course); again 20 Jul .. 13 Sep, rated 21 on 20 Jul and 20 on 13 Sep.
+    # Course ends: 22 (1 May) -> 20 (13 Sep), 9.1 %: read carelessly a failed adequate
+    # trial, which with sertraline's makes two and U "eligible". But the first run
+    # remitted (22 -> 6): the rows disagree, mirtazapine's outcome is unknown, and with
+    # one failed trial and one unknown TRD-MIN cannot be decided: needs review.
+    # Row 1's own end: nearest 25 Jun within 11 Jun .. 9 Jul -> 6. Row 2's own
+    # baseline: nearest 20 Jul within 20 Jun .. 27 Jul: 25 Jun (25 days before) or 20
+    # Jul (the day) -> 21.
+    # W: the control. Mirtazapine 15 mg 1 .. 14 May, then 30 mg 15 May .. 9 Jul, rated 22
+    # (1 May), 21 (15 May), 20 (9 Jul): no row improves by 25 %, the course 22 -> 20
+    # (9.1 %) with 8 weeks at 30 mg is a failed adequate trial; with sertraline's,
+    # eligible. Row 1's own end: nearest 14 May, at least 14 days after 1 May -> 21 (15
+    # May); row 2's own baseline: 21 (15 May).
+    events, ratings = [], []
+    for subject in "UW":
+        more_events, more_ratings = sertraline_failure(subject)
+        events += more_events
+        ratings += more_ratings
+    events += [
+        ev("U", "mirtazapine", "2023-05-01", 28, 30),
+        ev("U", "mirtazapine", "2023-05-29", 28, 30),
+        ev("U", "mirtazapine", "2023-07-20", 28, 30),
+        ev("U", "mirtazapine", "2023-08-17", 28, 30),
+        ev("W", "mirtazapine", "2023-05-01", 14, 15),
+        ev("W", "mirtazapine", "2023-05-15", 28, 30),
+        ev("W", "mirtazapine", "2023-06-12", 28, 30),
+    ]
+    ratings += [
+        rating("U", "2023-05-01", 22), rating("U", "2023-06-25", 6),
+        rating("U", "2023-07-20", 21), rating("U", "2023-09-13", 20),
+        rating("W", "2023-05-01", 22), rating("W", "2023-05-15", 21),
+        rating("W", "2023-07-09", 20),
+    ]  # fmt: skip
+    out = built(tmp_path, events, ratings, [{"subject_id": s} for s in "UW"])
+    t = table(out)
+    for subject, starts, ends, course in (
+        ("U", [22, 21], [6, 20], "U:2"),
+        ("W", [22, 21], [21, 20], "W:2"),
+    ):
+        rows = rows_of(t, subject)
+        mirtazapine = rows[rows["drug"] == "mirtazapine"]
+        assert list(mirtazapine["course_id"]) == [course, course]  # one course, two rows
+        assert list(mirtazapine["hamd_start"].astype("Int64")) == starts
+        assert list(mirtazapine["hamd_end"].astype("Int64")) == ends
+    u = rows_of(t, "U")
+    assert list(u["hamd_end_date"].astype(str)[1:]) == ["2023-06-25", "2023-09-13"]
+
+    _, result = run_cohort(out)
+    decisions = result.decisions.set_index("subject_id")
+    courses = result.courses
+    u_mirtazapine = courses[(courses["subject_id"] == "U") & (courses["drug"] == "mirtazapine")]
+    assert set(u_mirtazapine["failed"]) == {"unknown"}
+    assert all("segments_disagree" in r for r in u_mirtazapine["reasons"])
+    assert decisions.loc["U", "decision"] == "needs_review"
+    assert decisions.loc["U", "n_failed_trials"] == 1
+    assert decisions.loc["W", "decision"] == "eligible"
+    assert decisions.loc["W", "n_failed_trials"] == 2
+
+
+def test_a_runs_rating_on_another_ham_d_version_than_its_course_is_left_empty(tmp_path):
+    # Sertraline 100 mg 1 Jan .. 25 Feb 2024, then again 10 .. 23 Mar (a 13-day gap: one
+    # course). HAM-D17 24 (1 Jan) and 20 (23 Mar) give the course its version, 17. The
+    # second run's own baseline would be the HAM-D21 of 10 Mar (30): a 21-item total is
+    # never compared with 17-item ones, so that cell stays empty (the screen would
+    # otherwise read 30 -> 20 as a response on that row).
+    out = built(
+        tmp_path,
+        [
+            ev("V", "sertraline", "2024-01-01", 56, 100),
+            ev("V", "sertraline", "2024-03-10", 14, 100),
+        ],
+        ratings=[
+            rating("V", "2024-01-01", 24),
+            rating("V", "2024-03-10", 30, "HAMD21"),
+            rating("V", "2024-03-23", 20),
+        ],
+    )
+    t = table(out)
+    assert list(t["hamd_version"]) == [17, 17]
+    assert t.loc[0, "hamd_start"] == 24 and pd.isna(t.loc[1, "hamd_start"])
+    assert t.loc[1, "hamd_end"] == 20
