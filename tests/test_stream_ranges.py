@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import BOTH, SAMPLE, assert_same_tables, screen_streamed, screen_whole
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from trdscreen import api, output, partition, stream
@@ -477,6 +477,14 @@ _BYTES = st.sampled_from([b",", b'"', b"\n", b"\r", b"\xff", b"\x00", b"9", b"a"
     edits=st.lists(st.tuples(st.floats(0, 1), _BYTES, st.booleans()), min_size=1, max_size=5),
     shuffle=st.booleans(),
 )
+# Two rows of different chunks with two different unknown stop reasons ('nonre"ponse',
+# 'nonrespon"e'): the whole read listed both values in each row's message, a chunk only its
+# own, so validation_issues differed. Each row now names its own value.
+@example(
+    edits=[(1.0, b",", False), (0.625, b'"', False), (1.0, b",", False), (1.0, b'"', False),
+           (0.171875, b'"', False)],
+    shuffle=True,
+)  # fmt: skip
 def test_a_mutated_csv_read_in_chunks_gives_what_the_whole_read_gives(edits, shuffle):
     """Random byte edits of the sample's treatments (rows shuffled or not): read a chunk
     at a time (in ranges, or cut on disk) and read whole, the run gives the same error

@@ -124,7 +124,7 @@ def _none_bad(text: pa.Array) -> pa.Array:
 
 def _mapped(mapping: dict[str, str]) -> Callable[[pa.Array], tuple[pa.Array, pa.Array]]:
     """The export's codes as vocabulary values; an unmapped one stays as read, so the
-    vocabulary check reports it (with the distinct values found)."""
+    vocabulary check reports it (naming the value)."""
     keys = pa.array(list(mapping))
     targets = pa.array(list(mapping.values()))
 

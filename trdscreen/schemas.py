@@ -589,30 +589,31 @@ def check_values(
             rows = group["index"].astype("int64").to_numpy()
             if check == "not_nullable":  # an unconvertible cell is empty now: reported once
                 rows = np.setdiff1d(rows, log.unconverted.get((source.name, column), []))
-            message = _value_message(specs[column], check, column)
+            message: str | np.ndarray = _value_message(specs[column], check, column)
             if check == "not_in_vocabulary":
-                message += unmapped_values(frame[column].iloc[rows], column)
-            if column == "adherence" and check == "out_of_range":
-                values = frame["adherence"].to_numpy()
-                finite = values[~np.isnan(values)]
-                if finite.size and finite.max() <= 100 and finite.max() > 1:
-                    message += " (values look like percentages 0-100: divide by 100)"
+                message = message + unmapped_values(frame[column].iloc[rows], column)
+            if column == "adherence" and check == "out_of_range":  # per row, as above
+                values = frame["adherence"].to_numpy()[rows]
+                percent = (values > 1) & (values <= 100)
+                hint = " (values look like percentages 0-100: divide by 100)"
+                message = np.where(percent, message + hint, message).astype(object)
             code = "required_value_missing" if check == "not_nullable" else check
             log.add(source, rows, column, code, message, ids)
 
 
-SHOWN_VALUES = 12
-"""Distinct unmapped values a vocabulary issue lists (each cut to 40 characters)."""
-
-
-def unmapped_values(cells: pd.Series, column: str) -> str:
-    """The distinct values of a coded column that are not in its vocabulary, for the
-    issue's message: a site maps them under `values:` (coded columns only; free text is
-    never listed)."""
-    distinct = sorted({str(v) for v in cells.dropna()})
-    shown = ", ".join(repr(printable(v[:40])) for v in distinct[:SHOWN_VALUES])
-    more = f" and {len(distinct) - SHOWN_VALUES} more" if len(distinct) > SHOWN_VALUES else ""
-    return (
-        f"; values found that are not: {shown}{more} (translate them under "
-        f"`values: {column}:` in the column map)"
+def unmapped_values(cells: pd.Series, column: str) -> np.ndarray:
+    """Per cell of a coded column that is not in its vocabulary, the end of its issue's
+    message naming the value (cut to 40 characters), which a site maps under `values:`
+    (coded columns only; free text is never listed). Each row names its own value, so
+    the message does not depend on which rows were read together (a chunk or the whole
+    file); rows of one value share a message and are counted as one issue."""
+    codes, distinct = pd.factorize(cells.astype(object), use_na_sentinel=False)
+    texts = np.array(
+        [
+            f"; value found: {printable(str(v)[:40])!r} (translate it under "
+            f"`values: {column}:` in the column map)"
+            for v in distinct
+        ],
+        dtype=object,
     )
+    return texts[codes]
