@@ -116,3 +116,39 @@ def test_a_runs_rating_on_another_ham_d_version_than_its_course_is_left_empty(tm
     assert list(t["hamd_version"]) == [17, 17]
     assert t.loc[0, "hamd_start"] == 24 and pd.isna(t.loc[1, "hamd_start"])
     assert t.loc[1, "hamd_end"] == 20
+
+
+def test_the_lowest_rating_between_a_courses_ends_is_written_and_screened(tmp_path):
+    # H: citalopram 20 mg 1 Jan .. 30 Apr 2024 (four 30-day fills, one row). HAM-D17 22 on
+    # 1 Jan (baseline), 9 on 1 Feb, 6 on 15 Feb and 6 on 1 Mar, 21 on 30 Apr (the end
+    # rating). The ends give 22 -> 21 (4.5 %): read alone a failed adequate trial. The
+    # lowest strictly between them is 6, the earlier of the two (15 Feb, line 4 of the
+    # ratings file): remission (<= 7), so the screen leaves the outcome unknown. A rating
+    # of 3 on the baseline's own day (1 Jan) is not between the ends and is not taken.
+    # K, the control: the same course rated 22, 19 (1 Feb), 21: no rating in between
+    # reaches 25 %, a failed trial.
+    events = [ev(s, "citalopram", d, 30, 20) for s in "HK"
+              for d in ("2024-01-01", "2024-01-31", "2024-03-01", "2024-03-31")]  # fmt: skip
+    ratings = [
+        rating("H", "2024-01-01", 22), rating("H", "2024-02-01", 9),
+        rating("H", "2024-02-15", 6), rating("H", "2024-03-01", 6),
+        rating("H", "2024-04-29", 21), rating("H", "2024-01-01", 3),
+        rating("K", "2024-01-01", 22), rating("K", "2024-02-01", 19),
+        rating("K", "2024-04-29", 21),
+    ]  # fmt: skip
+    subjects = [{"subject_id": s, "episode_start": "2023-12-01"} for s in "HK"]
+    out = built(tmp_path, events, ratings, subjects)
+    t = table(out).set_index("subject_id")
+    assert (t.loc["H", "hamd_start"], t.loc["H", "hamd_end"], t.loc["H", "hamd_lowest"]) == (
+        22, 21, 6,
+    )  # fmt: skip
+    assert str(t.loc["H", "hamd_lowest_date"]) == "2024-02-15"
+    assert t.loc["H", "hamd_lowest_line"] == 4
+    assert t.loc["K", "hamd_lowest"] == 19
+    assert t["madrs_lowest"].isna().all()
+
+    _, result = run_cohort(out)
+    courses = result.courses.set_index("subject_id")
+    assert courses.loc["H", "failed"] == "unknown"
+    assert "interim_response" in courses.loc["H", "reasons"]
+    assert courses.loc["K", "failed"] == "met"

@@ -26,7 +26,14 @@ import pandas as pd
 
 AFTER = "after_as_of"
 CENSORED = "censored_at_as_of"
-COURSE_END_COLUMNS = ("hamd_end", "madrs_end", "improvement", "stop_reason")
+COURSE_END_COLUMNS = (
+    "hamd_end",
+    "madrs_end",
+    "hamd_lowest",
+    "madrs_lowest",
+    "improvement",
+    "stop_reason",
+)
 """Course results known only when the course ends."""
 SCREENING_SCORE_COLUMNS = ("hamd_screening", "madrs_screening")
 """Subject scores taken on the screening date."""

@@ -104,10 +104,39 @@ def _one_scale(
     return start, end
 
 
-def _columns(scale: _Scale | None, start: np.ndarray, end: np.ndarray, prefix: str) -> dict:
+def _lowest(scale: _Scale, subject: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """Per course (positions of its baseline and end rating, -1 none): the position of the
+    lowest total rated on a day strictly between them (the earliest of equal ones), or
+    -1. One minimum per course over its range of the sorted keys: each total is coded
+    with its position, so the minimum of the codes is the earliest lowest."""
+    m = len(start)
+    found = np.full(m, -1, dtype=np.int64)
+    both = np.flatnonzero((start >= 0) & (end >= 0))
+    if len(both) == 0:
+        return found
+    who = subject[both]
+    lo = np.searchsorted(scale.keys, subject_day_keys(who, scale.day[start[both]] + 1), "left")
+    hi = np.searchsorted(scale.keys, subject_day_keys(who, scale.day[end[both]]), "left")
+    some = lo < hi
+    both, lo, hi = both[some], lo[some], hi[some]
+    if len(both) == 0:
+        return found
+    n = len(scale.keys)
+    code = np.append(scale.total.astype(np.int64) * (n + 1) + np.arange(n), np.iinfo(np.int64).max)
+    least = np.minimum.reduceat(code, np.column_stack([lo, hi]).ravel())[::2]
+    found[both] = least % (n + 1)
+    return found
+
+
+def _columns(
+    scale: _Scale | None, start: np.ndarray, end: np.ndarray, prefix: str,
+    lowest: np.ndarray | None = None,
+) -> dict:  # fmt: skip
     m = len(start)
     out: dict[str, np.ndarray] = {}
-    for when, pos in (("start", start), ("end", end)):
+    if lowest is None:
+        lowest = np.full(m, -1, dtype=np.int64)
+    for when, pos in (("start", start), ("end", end), ("lowest", lowest)):
         found = pos >= 0
         at = np.maximum(pos, 0)
         total = np.full(m, np.nan)
@@ -128,8 +157,9 @@ def attach(
     last: np.ndarray, reference: np.ndarray, windows: RatingWindows,
 ) -> dict[str, np.ndarray]:  # fmt: skip
     """Per course (subject code into `subjects`, first and last day, reference day; NaN
-    unknown): hamd_start/_end/_version and madrs_start/_end, each with its day and
-    line (NaN where none)."""
+    unknown): hamd_start/_end/_lowest/_version and madrs_start/_end/_lowest, each with
+    its day and line (NaN where none). `_lowest` is the lowest total rated strictly
+    between the baseline and the end rating: a remission on the way the ends hide."""
     m = len(first)
     scales = _scales(ratings, subjects)
     empty = np.full(m, -1, dtype=np.int64)
@@ -151,15 +181,17 @@ def attach(
         rows = chosen == k
         if not rows.any():
             continue
-        start, end = picks[name]
-        part = _columns(scales[name], np.where(rows, start, -1), np.where(rows, end, -1), "hamd")
+        start, end = np.where(rows, picks[name][0], -1), np.where(rows, picks[name][1], -1)
+        lowest = _lowest(scales[name], subject, start, end)
+        part = _columns(scales[name], start, end, "hamd", lowest)
         for column, values in part.items():
             out[column] = np.where(rows, values, out[column])
         version[rows] = number
     out["hamd_version"] = version
     if "madrs" in scales:
         start, end = _one_scale(scales["madrs"], subject, first, last, reference, windows)
-        out.update(_columns(scales["madrs"], start, end, "madrs"))
+        lowest = _lowest(scales["madrs"], subject, start, end)
+        out.update(_columns(scales["madrs"], start, end, "madrs", lowest))
     else:
         out.update(_columns(None, empty, empty, "madrs"))
     return out

@@ -172,16 +172,17 @@ def rating_columns(
 ) -> dict[str, object]:  # fmt: skip
     """The rating columns of treatments rows (`rated`: per course; `course_at`: each
     row's course): baselines on a course's first row, end ratings on its last, each with
-    its date and line; the HAM-D version on every row. With `own` (per run; `run_at`:
+    its date and line, and the lowest rating between them (`_lowest`) on its last row;
+    the HAM-D version on every row. With `own` (per run; `run_at`:
     each row's run), the other rows of a course carry their run's own baseline and end
     rating, so a rating between two runs (a remission before a gap, say) reaches the
     screen, which judges each row of a merged course (`segments_disagree`); a run's HAM-D
     rated on another version than its course's is left empty."""
 
-    def at(name: str, mask: np.ndarray | None = None) -> np.ndarray:
+    def at(name: str, mask: np.ndarray | None = None, runs: bool = True) -> np.ndarray:
         values = rated[name]
         out = np.full(len(course_at), np.nan)
-        if mask is not None and own is not None and run_at is not None:
+        if runs and mask is not None and own is not None and run_at is not None:
             inner = ~mask
             mine = own[name][run_at[inner]]
             if name.startswith("hamd"):
@@ -195,16 +196,18 @@ def rating_columns(
         out[mask] = values[course_at[mask]]
         return out
 
+    # The lowest rating between a course's ends is the course's, on its last row.
+    where = (("start", first, True), ("end", last, True), ("lowest", last, False))
     columns: dict[str, object] = {}
     for scale in ("hamd", "madrs"):
-        columns[f"{scale}_start"] = ints(at(f"{scale}_start", first))
-        columns[f"{scale}_end"] = ints(at(f"{scale}_end", last))
+        for when, mask, runs in where:
+            columns[f"{scale}_{when}"] = ints(at(f"{scale}_{when}", mask, runs))
         if scale == "hamd":
             columns["hamd_version"] = ints(at("hamd_version"))
     for scale in ("hamd", "madrs"):
-        for when, mask in (("start", first), ("end", last)):
-            columns[f"{scale}_{when}_date"] = dates(at(f"{scale}_{when}_day", mask))
-            columns[f"{scale}_{when}_line"] = ints(at(f"{scale}_{when}_line", mask))
+        for when, mask, runs in where:
+            columns[f"{scale}_{when}_date"] = dates(at(f"{scale}_{when}_day", mask, runs))
+            columns[f"{scale}_{when}_line"] = ints(at(f"{scale}_{when}_line", mask, runs))
     return columns
 
 

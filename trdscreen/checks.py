@@ -17,7 +17,7 @@ from trdscreen.columns import floats
 from trdscreen.doses import compared_dose, lithium_state
 from trdscreen.drugs import DrugFacts
 from trdscreen.episode import Episode, current_episode
-from trdscreen.outcome import course_outcome, ratings
+from trdscreen.outcome import course_outcome, interim_response, ratings
 from trdscreen.reasons import (
     BIT,
     NONRESPONSE,
@@ -281,6 +281,14 @@ def outcomes(
     disagree &= np.isin(outcome, (NONRESPONSE, PARTIAL))
     outcome[disagree] = OUTCOME_UNKNOWN
     why.flag(disagree[course], "segments_disagree")
+    # A rating between the baseline and the end rating (hamd_lowest, madrs_lowest: the
+    # lowest on the scale the course is judged on) that shows a response or remission:
+    # the patient responded and lost it, which the two ends alone would call a failure.
+    interim = interim_response(courses, seg, rated, rules) & ~disagree
+    interim &= np.isin(outcome, (NONRESPONSE, PARTIAL))
+    outcome[interim] = OUTCOME_UNKNOWN
+    why.flag(interim[course], "interim_response")
+    disagree |= interim
     unrated = np.zeros(seg.m, dtype=bool)  # read only by outcome.infer_failure_from
     if rules.outcome.infer_failure_from is not None:
         unrated = ~from_stop

@@ -72,6 +72,8 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
     "hamd_version": ("hamd version", "hamd items", "ham d version", "hamd-version"),
     "madrs_start": ("madrs start", "madrs baseline", "madrs beginn", "madrs debut"),
     "madrs_end": ("madrs end", "madrs final", "madrs ende", "madrs fin"),
+    "hamd_lowest": ("hamd lowest", "hamd nadir", "hamd minimum", "hamd best", "hdrs lowest"),
+    "madrs_lowest": ("madrs lowest", "madrs nadir", "madrs minimum", "madrs best"),
     "atc_code": ("atc", "atc code", "atc-code"),
     "birth_date": ("birth date", "date of birth", "dob", "born", "geburtsdatum", "geburtstag",
                    "date naissance", "fecha nacimiento"),

@@ -22,6 +22,7 @@ from trdscreen.coded import Coded
 from trdscreen.columns import floats, hamd_versions
 from trdscreen.reasons import NONRESPONSE, OUTCOME_UNKNOWN, PARTIAL, REMISSION, RESPONSE
 from trdscreen.ruleset import RuleSet
+from trdscreen.segments import Segments
 
 
 @dataclass(frozen=True)
@@ -115,3 +116,26 @@ def course_outcome(
             outcome[use] = category
             from_stop |= use
     return pct, outcome, from_stop, low_base, remission
+
+
+def interim_response(
+    courses: pd.DataFrame, seg: Segments, rated: Ratings, rules: RuleSet
+) -> np.ndarray:
+    """Per course: whether the lowest rating between its baseline and end rating (the
+    lowest `hamd_lowest` or `madrs_lowest` of its rows, on the scale `rated` judged it
+    on) shows a response or remission against its baseline."""
+    lowest = np.full(seg.m, np.nan)
+    for name, on in (("hamd_lowest", ~rated.madrs), ("madrs_lowest", rated.madrs)):
+        if name in courses.columns:
+            values = seg.reduce(np.fmin, floats(courses, name))
+            lowest = np.where(on, values, lowest)
+    seen = ~np.isnan(lowest) & ~np.isnan(rated.start) & ~np.isnan(rated.end)
+    if not seen.any():
+        return seen
+    pair = Ratings(
+        rated.start, lowest, rated.remission_max, rated.min_baseline, rated.madrs,
+        rated.other_version,
+    )  # fmt: skip
+    nothing = Coded(np.zeros(seg.m, dtype=np.int8), ("",))
+    outcome = course_outcome(pair, np.full(seg.m, np.nan), nothing, rules)[1]
+    return seen & np.isin(outcome, (RESPONSE, REMISSION))

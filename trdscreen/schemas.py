@@ -58,7 +58,7 @@ HAMD_MAXIMUM = {17: 52, 21: 64, 24: 75}
 (17 when empty or absent) says which version its HAM-D totals are."""
 HAMD_TOTAL = "a HAM-D total from 0 to 52 (HAM-D17; 64 for HAM-D21, 75 for HAM-D24)"
 HAMD_VERSION = ColumnSpec("int", vocabulary=tuple(HAMD_MAXIMUM), expected="17, 21 or 24")
-HAMD_COLUMNS = ("hamd_start", "hamd_end", "hamd_screening")
+HAMD_COLUMNS = ("hamd_start", "hamd_end", "hamd_lowest", "hamd_screening")
 """HAM-D totals, read with the row's `hamd_version`."""
 
 TREATMENT_COLUMNS: dict[str, ColumnSpec] = {
@@ -77,9 +77,11 @@ TREATMENT_COLUMNS: dict[str, ColumnSpec] = {
     "adherence": ColumnSpec("float", low=0, high=1, expected="a fraction from 0 to 1"),
     "hamd_start": ColumnSpec("int", low=0, high=75, expected=HAMD_TOTAL),
     "hamd_end": ColumnSpec("int", low=0, high=75, expected=HAMD_TOTAL),
+    "hamd_lowest": ColumnSpec("int", low=0, high=75, expected=HAMD_TOTAL),
     "hamd_version": HAMD_VERSION,
     "madrs_start": ColumnSpec("int", low=0, high=60, expected="a MADRS total from 0 to 60"),
     "madrs_end": ColumnSpec("int", low=0, high=60, expected="a MADRS total from 0 to 60"),
+    "madrs_lowest": ColumnSpec("int", low=0, high=60, expected="a MADRS total from 0 to 60"),
     "improvement": ColumnSpec(
         "float", high=1, expected="a fraction of improvement <= 1", plausible_low=-1.0
     ),
