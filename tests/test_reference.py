@@ -6,11 +6,13 @@ one patient at a time in plain Python, without the engine's arrays or tri-state
 helpers. The cohorts are built so that every input is known (doses, end dates,
 adherence, episode onset, ratings), which keeps the reference short; what stays
 uncertain comes from the rules themselves (a low baseline, a baseline before the
-episode, rows of a course that disagree), and the reference carries it as "U".
+episode, rows of a course that disagree, a rating between the ends that showed a
+response), and the reference carries it as "U".
 
 Rules covered: segments merged by gap (30 days) and counted by days at the
 minimum dose, the episode clipped at its onset with a 14-day tolerance for the
-baseline, remission and the baseline floor, early stops with rated evidence,
+baseline, remission and the baseline floor, a response or remission rated between a
+course's ends (the lowest of its rows, `hamd_lowest`/`madrs_lowest`), early stops with rated evidence,
 other causes and 14 days, regimens started within 7 days, the same drug judged at
 its best adequate course, distinct drugs; doses given every few days (compared as
 their daily equivalent) and a patient rated on HAM-D17, on MADRS (remission <= 10,
@@ -45,6 +47,7 @@ class Row:
     role: str
     every: int = 1  # the dose is given once every `every` days
     scale: str = "hamd17"  # the patient's rating scale: hamd17, madrs or hamd24
+    lowest: int | None = None  # the lowest rating between the row's ends, if given
 
 
 def _category(hs: int, he: int, scale: str) -> str:
@@ -105,6 +108,10 @@ def _judge(course: list[Row], onset: date) -> dict:
     if len(course) > 1 and category in ("NR", "PART"):
         if any(_category(r.hamd_start, r.hamd_end, r.scale) in ("RESP", "REM") for r in course):
             category = "UNK"  # a row worked that the course's ratings do not show
+    given = [r.lowest for r in course if r.lowest is not None]
+    if given and category in ("NR", "PART"):
+        if _category(first.hamd_start, min(given), first.scale) in ("RESP", "REM"):
+            category = "UNK"  # a response on the way, lost by the end
     adequate = bool(reached) and duration and adherence and in_episode
     early = (end - start).days + 1 < 28 and not duration
     long_enough = days >= 14
@@ -182,19 +189,21 @@ def _cohort(seed: int, n: int) -> tuple[list[dict], list[dict], dict]:
                     final = max(0, baseline - int(rng.integers(-2, 16)))
                     every = int(rng.choice([1, 1, 1, 1, 1, 1, 2, 7]))
                     dose = MINIMUM[drug] * float(rng.choice([0.5, 1, 1, 1.5])) * every
+                    lowest = int(rng.integers(0, baseline + 1)) if rng.random() < 0.3 else None
                     row = Row(len(treatments), drug, dose, day, end,
                               float(rng.choice([0.9, 0.9, 0.9, 0.9, 0.9, 0.5])), baseline,
-                              final, str(rng.choice(STOPS)), role, every, scale)  # fmt: skip
+                              final, str(rng.choice(STOPS)), role, every, scale,
+                              lowest)  # fmt: skip
                     rows.append(row)
-                    names = ("madrs_start", "madrs_end") if scale == "madrs" else (
-                        "hamd_start", "hamd_end")  # fmt: skip
+                    names = ("madrs_start", "madrs_end", "madrs_lowest") if scale == "madrs" else (
+                        "hamd_start", "hamd_end", "hamd_lowest")  # fmt: skip
                     version = {"hamd24": 24, "hamd17": rng.choice([17, None])}.get(scale)
                     treatments.append({
                         "subject_id": sid, "drug": drug, "daily_dose_mg": row.dose,
                         "dose_every_days": every if every > 1 else None,
                         "start_date": day.isoformat(), "end_date": end.isoformat(),
                         "adherence": row.adherence, names[0]: row.hamd_start,
-                        names[1]: row.hamd_end, "hamd_version": version,
+                        names[1]: row.hamd_end, names[2]: lowest, "hamd_version": version,
                         "stop_reason": row.stop, "role": role,
                     })  # fmt: skip
                 day = end + timedelta(days=int(rng.choice([1, 1, 10, 31, 45])))
