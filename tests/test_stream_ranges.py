@@ -468,6 +468,28 @@ def _cell_text(line: str, column: int, value: str) -> str:
     return ",".join(fields)
 
 
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16"])
+def test_a_lone_carriage_return_and_a_blank_line_do_not_cancel_out(tmp_path, encoding):
+    # Line 2 ends in a carriage return alone (a row break to the CSV parser: B's row
+    # starts line 3, as an editor shows it), line 4 is blank, C is on line 5 and D on 6.
+    # Counted by `\n` the file has as many lines as rows and a header, so numbering the
+    # rows one line each put B on 3 (right by luck), C on 4 and D on 5 (wrong).
+    rows = "A,sertraline,100,2023-02-01,2023-03-28\rB,sertraline,100,2023-02-01,2023-03-28\n"
+    rows += "\nC,sertraline,abc,2023-02-01,2023-03-28\nD,sertraline,xyz,2023-02-01,2023-03-28\n"
+    folder = tmp_path / "cohort"
+    folder.mkdir()
+    text = "subject_id,drug,daily_dose_mg,start_date,end_date\n" + rows
+    (folder / "treatments.csv").write_bytes(text.encode(encoding))
+    options = CsvOptions(encoding=encoding)
+    for chunk_rows in (None, 1):
+        run = api.load_and_validate(
+            api.ScreenRequest(input=folder, chunk_rows=chunk_rows, csv=options)
+        )
+        issues = run.checked().issues
+        bad = issues[issues["column"] == "daily_dose_mg"]
+        assert dict(zip(bad["subject_id"], bad["line"], strict=True)) == {"C": 5, "D": 6}
+
+
 _BYTES = st.sampled_from([b",", b'"', b"\n", b"\r", b"\xff", b"\x00", b"9", b"a", b" "])
 
 

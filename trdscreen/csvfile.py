@@ -85,9 +85,9 @@ def declared(path: Path, options: CsvOptions) -> CsvOptions:
     return options
 
 
-def unit_lines(path: Path, options: CsvOptions) -> tuple[int, bool] | None:
-    """The line breaks of a UTF-16 or UTF-32 file and whether it ends with one, counted by
-    code unit: there a line break is two or four bytes, and a `\n` byte may be half of
+def unit_lines(path: Path, options: CsvOptions) -> tuple[int, bool, bool] | None:
+    """The line breaks of a UTF-16 or UTF-32 file, whether it ends with one and whether it
+    holds a carriage return not before a line feed, counted by code unit: there a line break is two or four bytes, and a `\n` byte may be half of
     another character (U+010A is 0A 01 in UTF-16 LE), so counting bytes as a UTF-8
     file's are counted is wrong. The byte order is the encoding's, else its byte-order
     mark's, else this machine's (as the decoder reads it). None for other encodings."""
@@ -106,13 +106,18 @@ def unit_lines(path: Path, options: CsvOptions) -> tuple[int, bool] | None:
             not head.startswith(marks[1]) and sys.byteorder == "big"
         )
     unit = np.dtype(f"{'>' if big else '<'}u{width}")
-    newlines, last = 0, -1
+    newlines = returns = pairs = 0
+    last = -1
     with open(path, "rb") as handle:
         while block := handle.read(READ_BLOCK):  # a multiple of 4: units stay whole
             units = np.frombuffer(block[: len(block) - len(block) % width], dtype=unit)
-            newlines += int(np.count_nonzero(units == 0x0A))
+            newline, ret = units == 0x0A, units == 0x0D
+            newlines += int(np.count_nonzero(newline))
+            returns += int(np.count_nonzero(ret))
+            pairs += int(np.count_nonzero(ret[:-1] & newline[1:]))
+            pairs += int(last == 0x0D and len(units) > 0 and units[0] == 0x0A)
             last = int(units[-1]) if len(units) else last
-    return newlines, last == 0x0A
+    return newlines, last == 0x0A, returns > pairs
 
 
 def _csv_header(path: Path, options: CsvOptions) -> list[str]:

@@ -108,18 +108,28 @@ def _file_format(path: Path) -> str:
     )
 
 
-def _hash_and_count_newlines(path: Path) -> tuple[str, int, int, bool]:
+@dataclass(frozen=True)
+class _Hashed:
+    sha256: str
+    newlines: int  # `\n` bytes
+    size: int
+    ends_with_newline: bool
+    lone_cr: bool  # a `\r` byte not followed by `\n`: a line break to a CSV reader
+
+
+def _hash_and_count_newlines(path: Path) -> _Hashed:
     digest = hashlib.sha256()
-    newlines = 0
-    size = 0
+    newlines = returns = pairs = size = 0
     last = b""
     with open(path, "rb") as handle:
         while chunk := handle.read(READ_BLOCK):
             digest.update(chunk)
             newlines += chunk.count(b"\n")
+            returns += chunk.count(b"\r")
+            pairs += chunk.count(b"\r\n") + (last == b"\r" and chunk[:1] == b"\n")
             size += len(chunk)
             last = chunk[-1:]
-    return digest.hexdigest(), newlines, size, last == b"\n"
+    return _Hashed(digest.hexdigest(), newlines, size, last == b"\n", returns > pairs)
 
 
 class LinesNotCounted(Exception):
@@ -149,6 +159,9 @@ class InputFile:
     # kept for `keys`. Never in the repr: patient keys must not reach a log.
     key_column: pa.Table | None = field(default=None, repr=False, compare=False)
     stamp: tuple[int, ...] | None = None  # `_stamp` of the file when it was hashed
+    # A carriage return alone (not before a line feed) breaks a row but is no `\n` line:
+    # lines are then counted exactly, whatever the counts say.
+    lone_cr: bool = False
 
     def unchanged(self) -> None:
         """InputError when the file was written to or replaced since it was hashed: the
@@ -191,11 +204,18 @@ class InputFile:
 
     def _csv_lines(self, rows: int) -> np.ndarray:
         """The line of each of a CSV's `rows` data rows."""
-        if self.total_lines == rows + 1:
+        if self._one_line_each(rows):
             return np.arange(2, rows + 2, dtype=np.int64)
         # Quoted line breaks or blank lines: count lines exactly (rare, slower).
         with _named(self):
             return csv_record_lines(self.local, rows, self.options)
+
+    def _one_line_each(self, rows: int) -> bool:
+        """Whether a CSV's `rows` data rows are one line each (its lines numbered by
+        counting): as many lines as rows and a header, and no lone carriage return (a
+        lone CR and a blank line would cancel out in the counts, and every row between
+        them be numbered a line off)."""
+        return not self.lone_cr and self.total_lines == rows + 1
 
     @property
     def in_ranges(self) -> bool:
@@ -215,7 +235,7 @@ class InputFile:
             return replace(self, rows=rows)
         keys = self._csv_keys()
         self._refuse_no_rows(keys.num_rows)
-        if self.total_lines != keys.num_rows + 1:
+        if not self._one_line_each(keys.num_rows):
             return self.read()
         return replace(self, rows=keys.num_rows, key_column=keys)
 
@@ -323,7 +343,7 @@ class InputFile:
                         lines = np.arange(read + 2, read + n + 2, dtype=np.int64)
                     read += n
                     yield self._source(table, lines)
-            if starts is None and self.total_lines != read + 1:
+            if starts is None and not self._one_line_each(read):
                 raise LinesNotCounted(self.path)
         self._refuse_no_rows(read)
         self.unchanged()
@@ -387,7 +407,9 @@ def open_source(
         raise InputError(f"{path}: no such file")
     try:
         stamp = _stamp(data)
-        sha, newlines, size, ends_with_newline = _hash_and_count_newlines(data)
+        hashed = _hash_and_count_newlines(data)
+        sha, newlines, size = hashed.sha256, hashed.newlines, hashed.size
+        ends_with_newline, lone_cr = hashed.ends_with_newline, hashed.lone_cr
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
     if _stamp(data) != stamp:
@@ -411,7 +433,7 @@ def open_source(
             names = header = checked_header(data, options)
             by_unit = unit_lines(data, options)  # UTF-16 and UTF-32: by code unit
             if by_unit is not None:
-                newlines, ends_with_newline = by_unit
+                newlines, ends_with_newline, lone_cr = by_unit
         refuse_other_table(path, name, names, rename)
     return InputFile(
         name,
@@ -427,6 +449,7 @@ def open_source(
         site=_declared(site),
         data=data if located.copied else None,
         stamp=stamp,
+        lone_cr=lone_cr,
     )
 
 
