@@ -567,3 +567,22 @@ def test_a_run_stopped_while_writing_removes_its_spill_folder(tmp_path, shuffled
     with pytest.raises(OSError, match="disk full"):
         api.stream_to(loaded, folder, api.Destination(folder, BOTH))
     assert not (folder / partition.SPILL).exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "lone"),
+    [
+        (b"ab\r\ncd\r\n", False),  # Windows line ends, the pair cut by the block edge
+        (b"abc\r\nd\r\n", False),  # the pair whole inside a block
+        (b"ab\rxcd\r\n", True),  # a return alone at the block's end
+        (b"ab\ncd\n\r", True),  # a return alone at the file's end
+    ],
+)
+def test_a_lone_carriage_return_is_found_across_read_blocks(tmp_path, monkeypatch, text, lone):
+    from trdscreen import io
+
+    monkeypatch.setattr(io, "READ_BLOCK", 3)  # blocks "ab\r", "\ncd", ...
+    path = tmp_path / "t.csv"
+    path.write_bytes(text)
+    hashed = io._hash_and_count_newlines(path)
+    assert (hashed.lone_cr, hashed.newlines) == (lone, text.count(b"\n"))

@@ -125,8 +125,10 @@ def _hash_and_count_newlines(path: Path) -> _Hashed:
         while chunk := handle.read(READ_BLOCK):
             digest.update(chunk)
             newlines += chunk.count(b"\n")
-            returns += chunk.count(b"\r")
-            pairs += chunk.count(b"\r\n") + (last == b"\r" and chunk[:1] == b"\n")
+            if b"\r" in chunk:  # a fast scan; counting costs as much as hashing
+                returns += chunk.count(b"\r")
+                pairs += chunk.count(b"\r\n")
+            pairs += last == b"\r" and chunk[:1] == b"\n"
             size += len(chunk)
             last = chunk[-1:]
     return _Hashed(digest.hexdigest(), newlines, size, last == b"\n", returns > pairs)
