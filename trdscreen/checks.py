@@ -284,7 +284,9 @@ def outcomes(
     # A rating between the baseline and the end rating (hamd_lowest, madrs_lowest: the
     # lowest on the scale the course is judged on) that shows a response or remission:
     # the patient responded and lost it, which the two ends alone would call a failure.
-    interim = interim_response(courses, seg, rated, rules) & ~disagree
+    interim = np.zeros(seg.m, dtype=bool)
+    if rules.outcome.interim_response == "unknown":
+        interim = interim_response(courses, seg, rated, rules) & ~disagree
     interim &= np.isin(outcome, (NONRESPONSE, PARTIAL))
     outcome[interim] = OUTCOME_UNKNOWN
     why.flag(interim[course], "interim_response")

@@ -431,6 +431,13 @@ def _failure(w: _Text, rules: RuleSet) -> None:
                 "remission)",
                 *("outcome", "min_baseline"),
             )
+        w.say(
+            "a response or remission rated between a course's ends (hamd_lowest) that its end "
+            "rating lost: outcome unknown"
+            if o.interim_response == "unknown"
+            else "a rating between a course's ends is not read (hamd_lowest): its ends decide",
+            *("outcome", "interim_response"),
+        )
         versions = ", ".join(f"HAM-D{v}" for v in o.hamd_versions)
         w.say(f"HAM-D totals compared: {versions} (others: not judged on HAM-D)",
             "outcome", "hamd_versions")  # fmt: skip

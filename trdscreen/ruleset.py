@@ -133,13 +133,26 @@ class Outcome(RuleModel):
         ),
     )
 
+    interim_response: Literal["unknown", "ignored"] = Field(
+        "unknown",
+        description=(
+            "a rating between a course's baseline and end rating (hamd_lowest, madrs_lowest) "
+            "that showed a response or remission its end rating does not: unknown leaves a "
+            "nonresponse or partial response unknown (interim_response); ignored judges the "
+            "course on its two ends alone"
+        ),
+    )
+
     @model_serializer(mode="wrap")
     def _without_unset_inference(self, handler: SerializerFunctionWrapHandler) -> dict:
-        # A rule set that infers no failures hashes as it did before the option existed.
+        # A rule set that infers no failures, and reads interim ratings as 0.8.3 added them,
+        # hashes as it did before the options existed (no input before 0.8.3 had them).
         data = handler(self)
         if data.get("infer_failure_from") is None:
             data.pop("infer_failure_from", None)
             data.pop("switch_window_days", None)
+        if data.get("interim_response") == "unknown":
+            data.pop("interim_response", None)
         return data
 
     @model_validator(mode="after")
