@@ -152,3 +152,41 @@ def test_the_lowest_rating_between_a_courses_ends_is_written_and_screened(tmp_pa
     assert courses.loc["H", "failed"] == "unknown"
     assert "interim_response" in courses.loc["H", "reasons"]
     assert courses.loc["K", "failed"] == "met"
+
+
+def test_a_rating_in_a_supply_gap_is_not_the_courses_interim_rating(tmp_path):
+    # G: sertraline's failed trial (as above), then mirtazapine 30 mg 1 May .. 25 Jun,
+    # no mirtazapine for 24 days (one course: gap <= 30) while fluoxetine 20 mg is given
+    # 26 Jun .. 9 Jul, then mirtazapine 20 Jul .. 13 Sep. Rated 22 (1 May), 20 (25 Jun),
+    # 6 (9 Jul, on fluoxetine: a remission), 21 (20 Jul), 20 (13 Sep). The 6 fell on no
+    # day of mirtazapine supply: it is fluoxetine's end rating, not mirtazapine's. The
+    # mirtazapine days rated between its ends hold 20 (25 Jun) and 21 (20 Jul): lowest
+    # 20, 9 % from 22, no response; its rows 22 -> 20 and 21 -> 20 agree: a failed
+    # adequate trial (adherence 112 of 136 days, 0.82). Fluoxetine, 14 days rated 20 ->
+    # 6, remitted and is no failure. Sertraline and mirtazapine: two failed trials of
+    # two drugs, eligible. Counting the gap's 6 as mirtazapine's would have left it
+    # unknown (needs review) for a remission on another drug.
+    events, ratings = sertraline_failure("G")
+    events += [
+        ev("G", "mirtazapine", "2023-05-01", 28, 30),
+        ev("G", "mirtazapine", "2023-05-29", 28, 30),
+        ev("G", "fluoxetine", "2023-06-26", 14, 20),
+        ev("G", "mirtazapine", "2023-07-20", 28, 30),
+        ev("G", "mirtazapine", "2023-08-17", 28, 30),
+    ]
+    ratings += [
+        rating("G", "2023-05-01", 22), rating("G", "2023-06-25", 20),
+        rating("G", "2023-07-09", 6), rating("G", "2023-07-20", 21),
+        rating("G", "2023-09-13", 20),
+    ]  # fmt: skip
+    out = built(tmp_path, events, ratings, [{"subject_id": "G"}])
+    t = table(out)
+    mirtazapine = t[t["drug"] == "mirtazapine"].reset_index(drop=True)
+    assert mirtazapine.loc[1, "hamd_lowest"] == 20
+    assert str(mirtazapine.loc[1, "hamd_lowest_date"]) == "2023-06-25"
+    _, result = run_cohort(out)
+    courses = result.courses.set_index("drug")
+    assert courses.loc["fluoxetine", "failed"] == "not_met"
+    assert set(courses.loc["mirtazapine", "failed"]) == {"met"}
+    decision = result.decisions.set_index("subject_id").loc["G"]
+    assert (decision["decision"], decision["n_failed_trials"]) == ("eligible", 2)

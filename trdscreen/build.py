@@ -62,7 +62,7 @@ from trdscreen.buildepisodes import (
     recorded_diagnoses,
 )
 from trdscreen.buildprocedures import SessionCourses, session_courses
-from trdscreen.buildratings import attach, run_ratings
+from trdscreen.buildratings import Supplied, attach, run_ratings
 from trdscreen.buildrules import BuildRules
 from trdscreen.buildtables import (
     CODE,
@@ -345,7 +345,7 @@ def build(
     target = np.where(courses.ongoing, reference[courses.subject], courses.end)
     rated = attach(
         ratings, ids, courses.subject, courses.start, target, reference[courses.subject],
-        rules.ratings,
+        rules.ratings, Supplied(courses.of_run, runs.start, runs.end),
     )  # fmt: skip
     sessions = (
         session_courses(records.procedures, ids, reference, birth, ratings, rules, periods)

@@ -104,27 +104,57 @@ def _one_scale(
     return start, end
 
 
-def _lowest(scale: _Scale, subject: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+@dataclass(frozen=True)
+class Supplied:
+    """The stretches of supply of each course (a drug course's runs): a rating between a
+    course's ends counts only when taken on one of them, not in a supply gap (where
+    another drug may have been given)."""
+
+    course: np.ndarray  # course of each stretch
+    first: np.ndarray  # its first and last day (NaN last: unknown)
+    last: np.ndarray
+
+
+def _lowest(
+    scale: _Scale, subject: np.ndarray, start: np.ndarray, end: np.ndarray,
+    supplied: Supplied | None,
+) -> np.ndarray:  # fmt: skip
     """Per course (positions of its baseline and end rating, -1 none): the position of the
-    lowest total rated on a day strictly between them (the earliest of equal ones), or
-    -1. One minimum per course over its range of the sorted keys: each total is coded
-    with its position, so the minimum of the codes is the earliest lowest."""
+    lowest total rated on a day strictly between them and within a stretch of its supply
+    (the earliest of equal ones), or -1. Without `supplied`, the whole span counts. One
+    minimum per stretch over its range of the sorted keys (each total coded with its
+    position, so the minimum of the codes is the earliest lowest), then per course."""
     m = len(start)
     found = np.full(m, -1, dtype=np.int64)
-    both = np.flatnonzero((start >= 0) & (end >= 0))
-    if len(both) == 0:
+    both = (start >= 0) & (end >= 0)
+    if not both.any():
         return found
-    who = subject[both]
-    lo = np.searchsorted(scale.keys, subject_day_keys(who, scale.day[start[both]] + 1), "left")
-    hi = np.searchsorted(scale.keys, subject_day_keys(who, scale.day[end[both]]), "left")
+    low = np.where(both, scale.day[np.maximum(start, 0)] + 1, np.nan)
+    high = np.where(both, scale.day[np.maximum(end, 0)] - 1, np.nan)
+    if supplied is None:
+        course, first, last = np.arange(m), low, high
+    else:
+        course = supplied.course
+        first = np.fmax(supplied.first, low[course])  # NaN low (no pair): stays NaN below
+        last = np.fmin(supplied.last, high[course])
+        first[~both[course]] = np.nan
+    keep = np.flatnonzero(~np.isnan(first) & ~np.isnan(last) & (first <= last))
+    if len(keep) == 0:
+        return found
+    course, who = course[keep], subject[course[keep]]
+    lo = np.searchsorted(scale.keys, subject_day_keys(who, first[keep]), "left")
+    hi = np.searchsorted(scale.keys, subject_day_keys(who, last[keep] + 1), "left")
     some = lo < hi
-    both, lo, hi = both[some], lo[some], hi[some]
-    if len(both) == 0:
+    course, lo, hi = course[some], lo[some], hi[some]
+    if len(course) == 0:
         return found
     n = len(scale.keys)
-    code = np.append(scale.total.astype(np.int64) * (n + 1) + np.arange(n), np.iinfo(np.int64).max)
-    least = np.minimum.reduceat(code, np.column_stack([lo, hi]).ravel())[::2]
-    found[both] = least % (n + 1)
+    none = np.iinfo(np.int64).max
+    code = np.append(scale.total.astype(np.int64) * (n + 1) + np.arange(n), none)
+    least = np.full(m, none)
+    np.minimum.at(least, course, np.minimum.reduceat(code, np.column_stack([lo, hi]).ravel())[::2])
+    seen = least < none
+    found[seen] = least[seen] % (n + 1)
     return found
 
 
@@ -155,11 +185,13 @@ def _columns(
 def attach(
     ratings: Table | None, subjects: pd.Index, subject: np.ndarray, first: np.ndarray,
     last: np.ndarray, reference: np.ndarray, windows: RatingWindows,
+    supplied: Supplied | None = None,
 ) -> dict[str, np.ndarray]:  # fmt: skip
     """Per course (subject code into `subjects`, first and last day, reference day; NaN
     unknown): hamd_start/_end/_lowest/_version and madrs_start/_end/_lowest, each with
     its day and line (NaN where none). `_lowest` is the lowest total rated strictly
-    between the baseline and the end rating: a remission on the way the ends hide."""
+    between the baseline and the end rating, on a day of supply (`supplied`; without
+    it, any day between): a remission on the way that the ends hide."""
     m = len(first)
     scales = _scales(ratings, subjects)
     empty = np.full(m, -1, dtype=np.int64)
@@ -182,7 +214,7 @@ def attach(
         if not rows.any():
             continue
         start, end = np.where(rows, picks[name][0], -1), np.where(rows, picks[name][1], -1)
-        lowest = _lowest(scales[name], subject, start, end)
+        lowest = _lowest(scales[name], subject, start, end, supplied)
         part = _columns(scales[name], start, end, "hamd", lowest)
         for column, values in part.items():
             out[column] = np.where(rows, values, out[column])
@@ -190,7 +222,7 @@ def attach(
     out["hamd_version"] = version
     if "madrs" in scales:
         start, end = _one_scale(scales["madrs"], subject, first, last, reference, windows)
-        lowest = _lowest(scales["madrs"], subject, start, end)
+        lowest = _lowest(scales["madrs"], subject, start, end, supplied)
         out.update(_columns(scales["madrs"], start, end, "madrs", lowest))
     else:
         out.update(_columns(None, empty, empty, "madrs"))
