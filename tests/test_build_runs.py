@@ -16,10 +16,14 @@ remission; adherence at least 0.8).
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
+from typer.testing import CliRunner
 
 from tests.conftest import run_cohort
 from tests.test_build import built, ev, rating, rows_of, table
+from trdscreen.cli import app
 
 
 def sertraline_failure(subject: str) -> tuple[list[dict], list[dict]]:
@@ -152,6 +156,19 @@ def test_the_lowest_rating_between_a_courses_ends_is_written_and_screened(tmp_pa
     assert courses.loc["H", "failed"] == "unknown"
     assert "interim_response" in courses.loc["H", "reasons"]
     assert courses.loc["K", "failed"] == "met"
+
+    # `explain` shows a coordinator the ratings behind the verdict, with their lines in
+    # the ratings file (header line 1: H's 22 on line 2, 6 on line 4, 21 on line 6).
+    runner = CliRunner()
+    run = tmp_path / "run"
+    assert runner.invoke(app, ["screen", str(out), "--out", str(run), "-q"]).exit_code == 0
+    text = runner.invoke(app, ["explain", str(run), "H"]).stdout
+    assert (
+        "ratings (assessments.csv): HAM-D17 22 on 2024-01-01 (line 2) -> 21 on 2024-04-29 "
+        "(line 6), lowest between 6 on 2024-02-15 (line 4)"
+    ) in text
+    shown = json.loads(runner.invoke(app, ["explain", str(run), "H", "--json"]).stdout)
+    assert shown["courses"][0]["built_ratings"]["hamd_lowest"] == 6
 
 
 def test_a_rating_in_a_supply_gap_is_not_the_courses_interim_rating(tmp_path):

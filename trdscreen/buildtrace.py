@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from trdscreen.io import sha256_file
 from trdscreen.runs import RunFolder, records
@@ -27,13 +30,42 @@ EVENT_FIELDS = (
 )  # fmt: skip
 
 
+RATING_FIELDS = (
+    "hamd_version",
+    *(f"{scale}_{when}{part}" for scale in ("hamd", "madrs")
+      for when in ("start", "end", "lowest") for part in ("", "_date", "_line")),
+)  # fmt: skip
+"""The rating columns of a built treatments row: each rating with its date and line."""
+
+
 @dataclass(frozen=True)
 class BuildTrace:
-    """The events of one subject by treatments row (1-based), or why there are none."""
+    """The events of one subject by treatments row (1-based), or why there are none; and
+    the ratings the build attached to each of those rows."""
 
     events: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     source: str | None = None  # the drug events file
     note: str | None = None
+    ratings: dict[int, dict[str, Any]] = field(default_factory=dict)
+    ratings_source: str | None = None  # the assessments file
+
+
+def _rows(path: Path, rows: list[int]) -> dict[int, dict[str, Any]]:
+    """The rating columns of these treatments rows (1-based), reading only the row groups
+    that hold them."""
+    file = pq.ParquetFile(path)
+    names = [n for n in RATING_FIELDS if n in file.schema_arrow.names]
+    if not names or not rows:
+        return {}
+    sizes = [file.metadata.row_group(i).num_rows for i in range(file.num_row_groups)]
+    bounds = np.cumsum([0, *sizes])
+    wanted = np.asarray(sorted(set(rows)), dtype=np.int64) - 1
+    group = np.searchsorted(bounds, wanted, "right") - 1
+    groups = sorted(set(group.tolist()))
+    before = np.cumsum([0, *(sizes[g] for g in groups)])  # rows read ahead of each group
+    at = wanted - bounds[group] + before[np.searchsorted(groups, group)]
+    table = file.read_row_groups(groups, columns=names).take(pa.array(at))
+    return {int(w) + 1: r for w, r in zip(wanted, records(table.to_pandas()), strict=True)}
 
 
 def _treatments_input(manifest: dict) -> dict | None:
@@ -76,6 +108,33 @@ def build_trace(run: RunFolder, subject_id: str) -> BuildTrace | None:
             by_row.setdefault(int(row["treatments_row"]), []).append(
                 {k: row.get(k) for k in EVENT_FIELDS}
             )
-    sources = [i for i in built.get("inputs", []) if i.get("role") == "drug_events"]
-    source = Path(sources[0]["path"]).name if sources else "drug_events"
-    return BuildTrace(by_row, source)
+    names = {i.get("role"): Path(i["path"]).name for i in built.get("inputs", []) if "path" in i}
+    return BuildTrace(
+        by_row,
+        names.get("drug_events", "drug_events"),
+        ratings=_rows(treatments, list(by_row)),
+        ratings_source=names.get("assessments", "assessments"),
+    )
+
+
+def rating_text(row: dict[str, Any], source: str) -> str | None:
+    """The ratings the build attached to one treatments row, for `explain` (None: none):
+    each scale's baseline and end rating with date and line, and the lowest between."""
+    parts = []
+    version = row.get("hamd_version")
+    hamd = f"HAM-D{version:g}" if isinstance(version, int | float) else "HAM-D"
+    for scale, label in (("hamd", hamd), ("madrs", "MADRS")):
+        shown = {}
+        for when in ("start", "end", "lowest"):
+            value = row.get(f"{scale}_{when}")
+            if value is not None:
+                shown[when] = (
+                    f"{value:g} on {row.get(f'{scale}_{when}_date')} "
+                    f"(line {row.get(f'{scale}_{when}_line'):g})"
+                )
+        if shown:
+            text = f"{label} {shown.get('start', 'none')} -> {shown.get('end', 'none')}"
+            if "lowest" in shown:
+                text += f", lowest between {shown['lowest']}"
+            parts.append(text)
+    return f"     ratings ({source}): " + "; ".join(parts) if parts else None

@@ -63,9 +63,12 @@ def explain_subject(run: RunFolder, subject_id: str) -> dict[str, Any]:
     )
     trace = build_trace(run, subject_id)
     if trace is not None:  # the run screened a `trdscreen build` folder
-        out["build"] = {"events_file": trace.source, "note": trace.note}
+        out["build"] = {
+            "events_file": trace.source, "ratings_file": trace.ratings_source, "note": trace.note,
+        }  # fmt: skip
         for course in out["courses"]:
             course["built_from"] = trace.events.get(course["source_line"], [])
+            course["built_ratings"] = trace.ratings.get(course["source_line"], {})
     return out
 
 

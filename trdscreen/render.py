@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from trdscreen.buildtables import SET_ASIDE
+from trdscreen.buildtrace import rating_text
 from trdscreen.explain import course_verdict, num, observed, state
 from trdscreen.issues import is_summary
 from trdscreen.printable import printable, printable_data, printable_lines
@@ -355,7 +356,7 @@ def render_verify(out: Console, verification) -> None:
         out.print(Text.assemble(("NOT verified: ", "bold red"), f"{len(problems)} problem(s)"))
 
 
-def _course_lines(number: int, c: dict) -> list[str]:
+def _course_lines(number: int, c: dict, ratings_file: str = "") -> list[str]:
     """One course as a short block a coordinator can read top to bottom."""
     drug = c["drug"]
     if c["drug_generic"] not in (None, c["drug"]):
@@ -401,6 +402,7 @@ def _course_lines(number: int, c: dict) -> list[str]:
         f"{state(c['episode_check'])}",
         f"     improvement {improvement}: {state(c['outcome'])}",
         f"     why: {why}",
+        *[t for t in (rating_text(c.get("built_ratings") or {}, ratings_file),) if t],
         *(_event_line(e) for e in c.get("built_from") or ()),
     ]
 
@@ -466,7 +468,7 @@ def render_explain(out: Console, data: dict) -> None:
         return
     out.print(Text(f"Treatment courses ({len(data['courses'])}), by start date", "bold"))
     for number, course in enumerate(data["courses"], start=1):
-        for line in _course_lines(number, course):
+        for line in _course_lines(number, course, (build or {}).get("ratings_file") or ""):
             out.print(line, markup=False, soft_wrap=True)
     counts = "; ".join(
         f"{v['certain']} {v['label']}"
