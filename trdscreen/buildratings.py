@@ -11,8 +11,9 @@ written with its `hamd_version`, else the first rated at the start alone;
 MADRS is attached the same way, beside it. Each rating is written with its
 date and source line, so a reviewer can find it. A course of several supply
 runs has its ratings on its first and last row; every other row end holds its
-run's own (`run_ratings`), so the screen sees a remission between two runs. Vectorized: one sorted key
-per rating and binary searches, no per-course Python.
+run's own (`run_ratings`), so the screen sees a remission between two runs; and
+its last row the lowest rating between its ends on a day of supply (`_lowest`).
+Vectorized: one sorted key per rating and binary searches, no per-course Python.
 """
 
 from __future__ import annotations
