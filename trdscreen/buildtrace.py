@@ -126,12 +126,10 @@ def rating_text(row: dict[str, Any], source: str) -> str | None:
     for scale, label in (("hamd", hamd), ("madrs", "MADRS")):
         shown = {}
         for when in ("start", "end", "lowest"):
-            value = row.get(f"{scale}_{when}")
-            if value is not None:
-                shown[when] = (
-                    f"{value:g} on {row.get(f'{scale}_{when}_date')} "
-                    f"(line {row.get(f'{scale}_{when}_line'):g})"
-                )
+            value, line = row.get(f"{scale}_{when}"), row.get(f"{scale}_{when}_line")
+            if isinstance(value, int | float):
+                where = f" (line {line:g})" if isinstance(line, int | float) else ""
+                shown[when] = f"{value:g} on {row.get(f'{scale}_{when}_date')}{where}"
         if shown:
             text = f"{label} {shown.get('start', 'none')} -> {shown.get('end', 'none')}"
             if "lowest" in shown:
