@@ -105,13 +105,16 @@ def _judge(course: list[Row], onset: date) -> dict:
     category = _category(first.hamd_start, last.hamd_end, first.scale)
     if category != "REM" and start < onset - timedelta(days=14) and in_episode:
         category = "UNK"  # baseline rated before the episode
-    if len(course) > 1 and category in ("NR", "PART"):
-        if any(_category(r.hamd_start, r.hamd_end, r.scale) in ("RESP", "REM") for r in course):
-            category = "UNK"  # a row worked that the course's ratings do not show
+    # A response the course's ends do not show, on a row or between the ends: unknown,
+    # but when the ends show a partial response it is no failure either way ("NOFAIL").
+    worked = len(course) > 1 and any(
+        _category(r.hamd_start, r.hamd_end, r.scale) in ("RESP", "REM") for r in course
+    )
     given = [r.lowest for r in course if r.lowest is not None]
-    if given and category in ("NR", "PART"):
-        if _category(first.hamd_start, min(given), first.scale) in ("RESP", "REM"):
-            category = "UNK"  # a response on the way, lost by the end
+    if given and _category(first.hamd_start, min(given), first.scale) in ("RESP", "REM"):
+        worked = True  # a response on the way, lost by the end
+    if worked and category in ("NR", "PART"):
+        category = "UNK" if category == "NR" else "NOFAIL"
     adequate = bool(reached) and duration and adherence and in_episode
     early = (end - start).days + 1 < 28 and not duration
     long_enough = days >= 14
@@ -148,7 +151,7 @@ def reference_counts(rows: list[Row], onset: date) -> tuple[int, int]:
     states = {}
     for key in {c["key"] for c in judged}:
         mine = [c for c in judged if c["key"] == key]
-        cleared = any(c["adequate"] and c["cat"] in ("RESP", "PART", "REM") for c in mine)
+        cleared = any(c["adequate"] and c["cat"] in ("RESP", "PART", "REM", "NOFAIL") for c in mine)
         doubt = any(c["adequate"] and c["cat"] != "NR" for c in mine)
         sure = any(c["failed"] == "T" for c in mine)
         maybe = any(c["failed"] != "F" for c in mine)

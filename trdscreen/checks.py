@@ -243,6 +243,9 @@ class CourseOutcome:
     remission: np.ndarray  # bool: the end rating shows remission
     before: np.ndarray  # bool: the baseline was rated before the current episode
     disagree: np.ndarray  # bool: a merged row rated a response the course's ratings do not
+    # bool: unknown between a partial response (its ends) and a response (a row or an
+    # interim rating): no nonresponse either way, so never a failure
+    no_failure: np.ndarray
     last_stop: Coded  # the stop reason of each course's last row
     unrated: np.ndarray  # bool: no rating, improvement or stop-reason evidence on any row
 
@@ -279,6 +282,7 @@ def outcomes(
     disagree = np.zeros(seg.m, dtype=bool)
     disagree[course[responded_rows]] = True
     disagree &= np.isin(outcome, (NONRESPONSE, PARTIAL))
+    no_failure = disagree & (outcome == PARTIAL)
     outcome[disagree] = OUTCOME_UNKNOWN
     why.flag(disagree[course], "segments_disagree")
     # A rating between the baseline and the end rating (hamd_lowest, madrs_lowest: the
@@ -288,6 +292,7 @@ def outcomes(
     if rules.outcome.interim_response == "unknown":
         interim = interim_response(courses, seg, rated, rules) & ~disagree
     interim &= np.isin(outcome, (NONRESPONSE, PARTIAL))
+    no_failure |= interim & (outcome == PARTIAL)
     outcome[interim] = OUTCOME_UNKNOWN
     why.flag(interim[course], "interim_response")
     disagree |= interim
@@ -297,7 +302,16 @@ def outcomes(
         for name in ("hamd_start", "hamd_end", "madrs_start", "madrs_end", "improvement"):
             unrated &= np.isnan(seg.reduce(np.fmax, floats(courses, name)))
     return CourseOutcome(
-        pct, outcome, from_stop, low_base, remission, before, disagree, last_stop, unrated
+        pct,
+        outcome,
+        from_stop,
+        low_base,
+        remission,
+        before,
+        disagree,
+        no_failure,
+        last_stop,
+        unrated,
     )
 
 
@@ -490,7 +504,7 @@ def nonresponse_of(
     by_scores = rules.outcome.evidence == "scores"
     if by_scores:
         c_nonresponse = np.select(
-            [rated.outcome == NONRESPONSE, rated.outcome == OUTCOME_UNKNOWN],
+            [rated.outcome == NONRESPONSE, (rated.outcome == OUTCOME_UNKNOWN) & ~rated.no_failure],
             [MET, UNKNOWN],
             NOT_MET,
         ).astype(np.int8)

@@ -94,10 +94,11 @@ REASON_TEXT = {
     "baseline_before_episode": "baseline rated before the current episode began: improvement "
     "in this episode cannot be judged",
     "segments_disagree": "a row of this merged course rated a response or remission that the "
-    "course's first and last ratings do not show: outcome unknown",
+    "course's first and last ratings do not show: outcome unknown (no failure when its ends "
+    "show a partial response)",
     "interim_response": "a rating between this course's baseline and end rating "
     "(hamd_lowest, madrs_lowest) showed a response or remission its end rating does not: "
-    "outcome unknown",
+    "outcome unknown (no failure when its ends show a partial response)",
     "outcome_from_madrs": "outcome judged on MADRS (madrs_start/madrs_end): no HAM-D the rule "
     "set compares",
     "hamd_version_not_compared": "HAM-D rated on a version (hamd_version) the rule set's "
