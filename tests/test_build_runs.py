@@ -36,6 +36,15 @@ def sertraline_failure(subject: str) -> tuple[list[dict], list[dict]]:
     return events, [rating(subject, "2023-01-30", 24), rating(subject, "2023-03-25", 21)]
 
 
+def mirtazapine_with_a_gap(subject: str) -> list[dict]:
+    # Mirtazapine 30 mg 1 May .. 25 Jun 2023 (two 28-day fills), no supply 26 Jun .. 19
+    # Jul (24 days: within gap_days, one course), again 20 Jul .. 13 Sep.
+    return [
+        ev(subject, "mirtazapine", day, 28, 30)
+        for day in ("2023-05-01", "2023-05-29", "2023-07-20", "2023-08-17")
+    ]
+
+
 def test_a_remission_before_a_supply_gap_is_not_lost_in_the_merged_course(tmp_path):
     # U: mirtazapine 30 mg 1 May .. 25 Jun (two 28-day fills), rated 22 on 1 May and 6 on
     # 25 Jun (remission); no supply for 24 days (26 Jun .. 19 Jul, within gap_days 30:
@@ -57,11 +66,7 @@ def test_a_remission_before_a_supply_gap_is_not_lost_in_the_merged_course(tmp_pa
         more_events, more_ratings = sertraline_failure(subject)
         events += more_events
         ratings += more_ratings
-    events += [
-        ev("U", "mirtazapine", "2023-05-01", 28, 30),
-        ev("U", "mirtazapine", "2023-05-29", 28, 30),
-        ev("U", "mirtazapine", "2023-07-20", 28, 30),
-        ev("U", "mirtazapine", "2023-08-17", 28, 30),
+    events += mirtazapine_with_a_gap("U") + [
         ev("W", "mirtazapine", "2023-05-01", 14, 15),
         ev("W", "mirtazapine", "2023-05-15", 28, 30),
         ev("W", "mirtazapine", "2023-06-12", 28, 30),
@@ -184,13 +189,7 @@ def test_a_rating_in_a_supply_gap_is_not_the_courses_interim_rating(tmp_path):
     # two drugs, eligible. Counting the gap's 6 as mirtazapine's would have left it
     # unknown (needs review) for a remission on another drug.
     events, ratings = sertraline_failure("G")
-    events += [
-        ev("G", "mirtazapine", "2023-05-01", 28, 30),
-        ev("G", "mirtazapine", "2023-05-29", 28, 30),
-        ev("G", "fluoxetine", "2023-06-26", 14, 20),
-        ev("G", "mirtazapine", "2023-07-20", 28, 30),
-        ev("G", "mirtazapine", "2023-08-17", 28, 30),
-    ]
+    events += [*mirtazapine_with_a_gap("G"), ev("G", "fluoxetine", "2023-06-26", 14, 20)]
     ratings += [
         rating("G", "2023-05-01", 22), rating("G", "2023-06-25", 20),
         rating("G", "2023-07-09", 6), rating("G", "2023-07-20", 21),
