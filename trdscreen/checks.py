@@ -279,23 +279,27 @@ def outcomes(
         rules,
     )[1]
     responded_rows = merged[np.isin(row_outcome, (RESPONSE, REMISSION))]
-    disagree = np.zeros(seg.m, dtype=bool)
-    disagree[course[responded_rows]] = True
-    disagree &= np.isin(outcome, (NONRESPONSE, PARTIAL))
-    no_failure = disagree & (outcome == PARTIAL)
-    outcome[disagree] = OUTCOME_UNKNOWN
-    why.flag(disagree[course], "segments_disagree")
+    no_failure = np.zeros(seg.m, dtype=bool)
+
+    def unknown_where(worked: np.ndarray, code: str) -> np.ndarray:
+        """Courses whose ends show nonresponse or a partial response while `worked` (a
+        response rated elsewhere in the course): outcome unknown, flagged `code`; one whose
+        ends show a partial response is no failure either way (`no_failure`)."""
+        hit = worked & np.isin(outcome, (NONRESPONSE, PARTIAL))
+        no_failure[hit & (outcome == PARTIAL)] = True
+        outcome[hit] = OUTCOME_UNKNOWN
+        why.flag(hit[course], code)
+        return hit
+
+    worked = np.zeros(seg.m, dtype=bool)
+    worked[course[responded_rows]] = True
+    disagree = unknown_where(worked, "segments_disagree")
     # A rating between the baseline and the end rating (hamd_lowest, madrs_lowest: the
     # lowest on the scale the course is judged on) that shows a response or remission:
     # the patient responded and lost it, which the two ends alone would call a failure.
-    interim = np.zeros(seg.m, dtype=bool)
+    # (A course the rows already made unknown is not flagged again.)
     if rules.outcome.interim_response == "unknown":
-        interim = interim_response(courses, seg, rated, rules) & ~disagree
-    interim &= np.isin(outcome, (NONRESPONSE, PARTIAL))
-    no_failure |= interim & (outcome == PARTIAL)
-    outcome[interim] = OUTCOME_UNKNOWN
-    why.flag(interim[course], "interim_response")
-    disagree |= interim
+        disagree |= unknown_where(interim_response(courses, seg, rated, rules), "interim_response")
     unrated = np.zeros(seg.m, dtype=bool)  # read only by outcome.infer_failure_from
     if rules.outcome.infer_failure_from is not None:
         unrated = ~from_stop

@@ -87,9 +87,9 @@ def declared(path: Path, options: CsvOptions) -> CsvOptions:
 
 def unit_lines(path: Path, options: CsvOptions) -> tuple[int, bool, bool] | None:
     """The line breaks of a UTF-16 or UTF-32 file, whether it ends with one and whether it
-    holds a carriage return not before a line feed, counted by code unit: there a line break is two or four bytes, and a `\n` byte may be half of
-    another character (U+010A is 0A 01 in UTF-16 LE), so counting bytes as a UTF-8
-    file's are counted is wrong. The byte order is the encoding's, else its byte-order
+    holds a carriage return not before a line feed, counted by code unit: there a line
+    break is two or four bytes, and a `\n` byte may be half of another character (U+010A
+    is 0A 01 in UTF-16 LE), so counting bytes as a UTF-8 file's are counted is wrong. The byte order is the encoding's, else its byte-order
     mark's, else this machine's (as the decoder reads it). None for other encodings."""
     if not options.wide:
         return None

@@ -240,24 +240,28 @@ def one_of(folder: Path, stem: str) -> Path | None:
     return found[0] if found else None
 
 
-def parquet_files(folder: Path) -> list[Path]:
-    """The Parquet files of a dataset folder (its subfolders too, as Spark and Hive
-    partitions lay them out), in name order; hidden and `_`-prefixed files skipped."""
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.suffix.lower() in (".parquet", ".pq")
-        and p.is_file()
-        and not any(part.startswith((".", "_")) for part in p.relative_to(folder).parts)
-    )
-
-
-def _is_dataset(folder: Path) -> bool:
-    """A folder of Parquet files and nothing else (hidden and `_` files aside)."""
-    files = [
+def _visible_files(folder: Path) -> list[Path]:
+    """The files of a folder and its subfolders, hidden and `_`-prefixed ones (and those
+    in such subfolders: Spark's `_temporary`, `.crc` files) skipped."""
+    return [
         p
         for p in folder.rglob("*")
         if p.is_file()
         and not any(part.startswith((".", "_")) for part in p.relative_to(folder).parts)
     ]
-    return bool(files) and all(p.suffix.lower() in (".parquet", ".pq") for p in files)
+
+
+def _is_parquet(path: Path) -> bool:
+    return path.suffix.lower() in (".parquet", ".pq")
+
+
+def parquet_files(folder: Path) -> list[Path]:
+    """The Parquet files of a dataset folder (its subfolders too, as Spark and Hive
+    partitions lay them out), in name order; hidden and `_`-prefixed files skipped."""
+    return sorted(p for p in _visible_files(folder) if _is_parquet(p))
+
+
+def _is_dataset(folder: Path) -> bool:
+    """A folder of Parquet files and nothing else (hidden and `_` files aside)."""
+    files = _visible_files(folder)
+    return bool(files) and all(_is_parquet(p) for p in files)
