@@ -538,16 +538,23 @@ def test_a_mutated_csv_read_in_chunks_gives_what_the_whole_read_gives(edits, shu
             assert_same_tables(Path(folder) / "whole", Path(folder) / "chunks")
 
 
-def test_the_spill_folder_is_made_new_and_only_it_is_removed(tmp_path, csv_shuffled):
-    # A `.chunks` already in the folder (a library caller's own) is not the run's: the
-    # run refuses to cut into it and leaves it and its file as they were.
+@pytest.mark.parametrize("kind", ["folder", "symlink"])
+def test_the_spill_folder_is_made_new_and_only_it_is_removed(tmp_path, csv_shuffled, kind):
+    # A `.chunks` already in the folder (a library caller's own, or a link to a folder of
+    # theirs) is not the run's: the run refuses to cut into it and leaves it and its
+    # file, or the linked folder and its file, as they were.
     folder = tmp_path / "out"
-    (folder / partition.SPILL).mkdir(parents=True)
-    (folder / partition.SPILL / "mine.txt").write_text("kept")
+    folder.mkdir()
+    theirs = tmp_path / "theirs" if kind == "symlink" else folder / partition.SPILL
+    theirs.mkdir()
+    (theirs / "mine.txt").write_text("kept")
+    if kind == "symlink":
+        (folder / partition.SPILL).symlink_to(theirs, target_is_directory=True)
     loaded = api.load(api.ScreenRequest(input=csv_shuffled, chunk_rows=97), ["test"])
     with pytest.raises(FileExistsError):
         api.stream_to(loaded, folder, api.Destination(folder, BOTH))
-    assert (folder / partition.SPILL / "mine.txt").read_text() == "kept"
+    assert (theirs / "mine.txt").read_text() == "kept"
+    assert (folder / partition.SPILL).is_symlink() == (kind == "symlink")
 
 
 def test_a_run_stopped_while_writing_removes_its_spill_folder(tmp_path, shuffled, monkeypatch):
