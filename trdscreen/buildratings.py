@@ -186,13 +186,14 @@ def _columns(
 def attach(
     ratings: Table | None, subjects: pd.Index, subject: np.ndarray, first: np.ndarray,
     last: np.ndarray, reference: np.ndarray, windows: RatingWindows,
-    supplied: Supplied | None = None,
+    supplied: Supplied | None = None, lowest: bool = True,
 ) -> dict[str, np.ndarray]:  # fmt: skip
     """Per course (subject code into `subjects`, first and last day, reference day; NaN
     unknown): hamd_start/_end/_lowest/_version and madrs_start/_end/_lowest, each with
     its day and line (NaN where none). `_lowest` is the lowest total rated strictly
     between the baseline and the end rating, on a day of supply (`supplied`; without
-    it, any day between): a remission on the way that the ends hide."""
+    it, any day between): a remission on the way that the ends hide. Without `lowest`,
+    the `_lowest` columns stay NaN (not looked for)."""
     m = len(first)
     scales = _scales(ratings, subjects)
     empty = np.full(m, -1, dtype=np.int64)
@@ -215,16 +216,16 @@ def attach(
         if not rows.any():
             continue
         start, end = np.where(rows, picks[name][0], -1), np.where(rows, picks[name][1], -1)
-        lowest = _lowest(scales[name], subject, start, end, supplied)
-        part = _columns(scales[name], start, end, "hamd", lowest)
+        least = _lowest(scales[name], subject, start, end, supplied) if lowest else None
+        part = _columns(scales[name], start, end, "hamd", least)
         for column, values in part.items():
             out[column] = np.where(rows, values, out[column])
         version[rows] = number
     out["hamd_version"] = version
     if "madrs" in scales:
         start, end = _one_scale(scales["madrs"], subject, first, last, reference, windows)
-        lowest = _lowest(scales["madrs"], subject, start, end, supplied)
-        out.update(_columns(scales["madrs"], start, end, "madrs", lowest))
+        least = _lowest(scales["madrs"], subject, start, end, supplied) if lowest else None
+        out.update(_columns(scales["madrs"], start, end, "madrs", least))
     else:
         out.update(_columns(None, empty, empty, "madrs"))
     return out
@@ -236,13 +237,14 @@ def run_ratings(
 ) -> dict[str, np.ndarray]:  # fmt: skip
     """Per supply run: its own ratings as `attach` finds a course's, on the run's first and
     last day (`reference`: per subject). Only runs of a course of several runs are
-    looked up (the rest stay NaN): a course's first and last row take the course's."""
+    looked up (the rest stay NaN): a course's first and last row take the course's. The
+    lowest rating between ends is the course's alone (`rating_columns`): not looked up."""
     m = len(runs.start)
     several = np.flatnonzero(courses.seg.size[courses.of_run] > 1)
     subject = courses.subject[courses.of_run[several]]
     found = attach(
         ratings, subjects, subject, runs.start[several], runs.end[several], reference[subject],
-        windows,
+        windows, lowest=False,
     )  # fmt: skip
     out = {}
     for name, values in found.items():

@@ -166,11 +166,24 @@ def labels(values: np.ndarray) -> pd.Categorical:
     return pd.Categorical.from_codes(codes, pd.Index(np.asarray(uniques, dtype=object)))
 
 
+RATING_SCALES = ("hamd", "madrs")
+RATING_WHEN = ("start", "end", "lowest")
+RATING_COLUMNS = (
+    *(f"hamd_{when}" for when in RATING_WHEN),
+    "hamd_version",
+    *(f"madrs_{when}" for when in RATING_WHEN),
+    *(f"{scale}_{when}_{part}" for scale in RATING_SCALES for when in RATING_WHEN
+      for part in ("date", "line")),
+)  # fmt: skip
+"""The rating columns of a built treatments row, in their order: each rating (baseline,
+end rating, lowest between), the HAM-D version, then each rating's date and line."""
+
+
 def rating_columns(
     rated: dict[str, np.ndarray], course_at: np.ndarray, first: np.ndarray, last: np.ndarray,
     own: dict[str, np.ndarray] | None = None, run_at: np.ndarray | None = None,
 ) -> dict[str, object]:  # fmt: skip
-    """The rating columns of treatments rows (`rated`: per course; `course_at`: each
+    """The RATING_COLUMNS of treatments rows (`rated`: per course; `course_at`: each
     row's course): baselines on a course's first row, end ratings on its last, each with
     its date and line, and the lowest rating between them (`_lowest`) on its last row;
     the HAM-D version on every row. With `own` (per run; `run_at`:
@@ -196,18 +209,18 @@ def rating_columns(
         out[mask] = values[course_at[mask]]
         return out
 
-    # The lowest rating between a course's ends is the course's, on its last row.
-    where = (("start", first, True), ("end", last, True), ("lowest", last, False))
+    # The lowest rating between a course's ends is the course's alone, on its last row.
+    where = {"start": (first, True), "end": (last, True), "lowest": (last, False)}
     columns: dict[str, object] = {}
-    for scale in ("hamd", "madrs"):
-        for when, mask, runs in where:
-            columns[f"{scale}_{when}"] = ints(at(f"{scale}_{when}", mask, runs))
-        if scale == "hamd":
-            columns["hamd_version"] = ints(at("hamd_version"))
-    for scale in ("hamd", "madrs"):
-        for when, mask, runs in where:
-            columns[f"{scale}_{when}_date"] = dates(at(f"{scale}_{when}_day", mask, runs))
-            columns[f"{scale}_{when}_line"] = ints(at(f"{scale}_{when}_line", mask, runs))
+    for name in RATING_COLUMNS:
+        if name == "hamd_version":
+            columns[name] = ints(at(name))
+            continue
+        when = name.split("_")[1]
+        if name.endswith("_date"):
+            columns[name] = dates(at(name.removesuffix("_date") + "_day", *where[when]))
+        else:
+            columns[name] = ints(at(name, *where[when]))
     return columns
 
 

@@ -21,6 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from trdscreen.buildtables import RATING_COLUMNS
 from trdscreen.io import sha256_file
 from trdscreen.runs import RunFolder, records
 
@@ -28,14 +29,6 @@ EVENT_FIELDS = (
     "source_line", "drug", "event_date", "status", "days", "duration_source",
     "daily_dose_mg", "dose_source",
 )  # fmt: skip
-
-
-RATING_FIELDS = (
-    "hamd_version",
-    *(f"{scale}_{when}{part}" for scale in ("hamd", "madrs")
-      for when in ("start", "end", "lowest") for part in ("", "_date", "_line")),
-)  # fmt: skip
-"""The rating columns of a built treatments row: each rating with its date and line."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +47,7 @@ def _rows(path: Path, rows: list[int]) -> dict[int, dict[str, Any]]:
     """The rating columns of these treatments rows (1-based), reading only the row groups
     that hold them."""
     file = pq.ParquetFile(path)
-    names = [n for n in RATING_FIELDS if n in file.schema_arrow.names]
+    names = [n for n in RATING_COLUMNS if n in file.schema_arrow.names]
     if not names or not rows:
         return {}
     sizes = [file.metadata.row_group(i).num_rows for i in range(file.num_row_groups)]
