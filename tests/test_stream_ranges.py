@@ -591,5 +591,5 @@ def test_a_lone_carriage_return_is_found_across_read_blocks(tmp_path, monkeypatc
     monkeypatch.setattr(io, "READ_BLOCK", 3)  # blocks "ab\r", "\ncd", ...
     path = tmp_path / "t.csv"
     path.write_bytes(text)
-    hashed = io._hash_and_count_newlines(path)
-    assert (hashed.lone_cr, hashed.newlines) == (lone, text.count(b"\n"))
+    _sha, _size, breaks = io._hash_and_count_newlines(path)
+    assert (breaks.lone_cr, breaks.newlines) == (lone, text.count(b"\n"))

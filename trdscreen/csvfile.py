@@ -85,12 +85,54 @@ def declared(path: Path, options: CsvOptions) -> CsvOptions:
     return options
 
 
-def unit_lines(path: Path, options: CsvOptions) -> tuple[int, bool, bool] | None:
-    """The line breaks of a UTF-16 or UTF-32 file, whether it ends with one and whether it
-    holds a carriage return not before a line feed, counted by code unit: there a line
+@dataclass
+class LineBreaks:
+    """A file's line breaks, counted a block at a time, by byte (UTF-8 and single-byte
+    encodings: `add_bytes`) or by code unit (UTF-16 and UTF-32: `add_units`): the `\n`
+    breaks, whether the file ends with one, and whether it holds a carriage return not
+    before a line feed, which breaks a CSV row without a `\n` (lines are then counted
+    exactly). A CR-LF pair cut by a block's edge is one pair."""
+
+    newlines: int = 0
+    returns: int = 0
+    pairs: int = 0
+    last: int = -1  # the last unit seen
+
+    def add_bytes(self, block: bytes) -> None:
+        self.newlines += block.count(b"\n")
+        if b"\r" in block:  # a fast scan; counting costs as much as hashing
+            self.returns += block.count(b"\r")
+            self.pairs += block.count(b"\r\n")
+        if block:
+            self._edges(block[0], block[-1])
+
+    def add_units(self, units: np.ndarray) -> None:
+        newline, ret = units == 0x0A, units == 0x0D
+        self.newlines += int(np.count_nonzero(newline))
+        self.returns += int(np.count_nonzero(ret))
+        self.pairs += int(np.count_nonzero(ret[:-1] & newline[1:]))
+        if len(units):
+            self._edges(int(units[0]), int(units[-1]))
+
+    def _edges(self, first: int, last: int) -> None:
+        self.pairs += self.last == 0x0D and first == 0x0A
+        self.last = last
+
+    @property
+    def ends_with_newline(self) -> bool:
+        return self.last == 0x0A
+
+    @property
+    def lone_cr(self) -> bool:
+        return self.returns > self.pairs
+
+
+def unit_lines(path: Path, options: CsvOptions) -> LineBreaks | None:
+    """The line breaks of a UTF-16 or UTF-32 file, counted by code unit: there a line
     break is two or four bytes, and a `\n` byte may be half of another character (U+010A
-    is 0A 01 in UTF-16 LE), so counting bytes as a UTF-8 file's are counted is wrong. The byte order is the encoding's, else its byte-order
-    mark's, else this machine's (as the decoder reads it). None for other encodings."""
+    is 0A 01 in UTF-16 LE), so counting bytes as a UTF-8 file's are counted is wrong. The
+    byte order is the encoding's, else its byte-order mark's, else this machine's (as the
+    decoder reads it). None for other encodings."""
     if not options.wide:
         return None
     name = codecs.lookup(options.encoding).name
@@ -106,18 +148,11 @@ def unit_lines(path: Path, options: CsvOptions) -> tuple[int, bool, bool] | None
             not head.startswith(marks[1]) and sys.byteorder == "big"
         )
     unit = np.dtype(f"{'>' if big else '<'}u{width}")
-    newlines = returns = pairs = 0
-    last = -1
+    breaks = LineBreaks()
     with open(path, "rb") as handle:
         while block := handle.read(READ_BLOCK):  # a multiple of 4: units stay whole
-            units = np.frombuffer(block[: len(block) - len(block) % width], dtype=unit)
-            newline, ret = units == 0x0A, units == 0x0D
-            newlines += int(np.count_nonzero(newline))
-            returns += int(np.count_nonzero(ret))
-            pairs += int(np.count_nonzero(ret[:-1] & newline[1:]))
-            pairs += int(last == 0x0D and len(units) > 0 and units[0] == 0x0A)
-            last = int(units[-1]) if len(units) else last
-    return newlines, last == 0x0A, returns > pairs
+            breaks.add_units(np.frombuffer(block[: len(block) - len(block) % width], unit))
+    return breaks
 
 
 def _csv_header(path: Path, options: CsvOptions) -> list[str]:

@@ -23,6 +23,7 @@ from trdscreen.csvfile import (
     BOMS,
     READ_BLOCK,
     CsvOptions,
+    LineBreaks,
     checked_header,
     csv_batches,
     csv_record_lines,
@@ -108,30 +109,17 @@ def _file_format(path: Path) -> str:
     )
 
 
-@dataclass(frozen=True)
-class _Hashed:
-    sha256: str
-    newlines: int  # `\n` bytes
-    size: int
-    ends_with_newline: bool
-    lone_cr: bool  # a `\r` byte not followed by `\n`: a line break to a CSV reader
-
-
-def _hash_and_count_newlines(path: Path) -> _Hashed:
+def _hash_and_count_newlines(path: Path) -> tuple[str, int, LineBreaks]:
+    """(the file's SHA-256, its size, its line breaks counted by byte), in one read."""
     digest = hashlib.sha256()
-    newlines = returns = pairs = size = 0
-    last = b""
+    breaks = LineBreaks()
+    size = 0
     with open(path, "rb") as handle:
         while chunk := handle.read(READ_BLOCK):
             digest.update(chunk)
-            newlines += chunk.count(b"\n")
-            if b"\r" in chunk:  # a fast scan; counting costs as much as hashing
-                returns += chunk.count(b"\r")
-                pairs += chunk.count(b"\r\n")
-            pairs += last == b"\r" and chunk[:1] == b"\n"
+            breaks.add_bytes(chunk)
             size += len(chunk)
-            last = chunk[-1:]
-    return _Hashed(digest.hexdigest(), newlines, size, last == b"\n", returns > pairs)
+    return digest.hexdigest(), size, breaks
 
 
 class LinesNotCounted(Exception):
@@ -409,9 +397,7 @@ def open_source(
         raise InputError(f"{path}: no such file")
     try:
         stamp = _stamp(data)
-        hashed = _hash_and_count_newlines(data)
-        sha, newlines, size = hashed.sha256, hashed.newlines, hashed.size
-        ends_with_newline, lone_cr = hashed.ends_with_newline, hashed.lone_cr
+        sha, size, breaks = _hash_and_count_newlines(data)
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
     if _stamp(data) != stamp:
@@ -433,9 +419,7 @@ def open_source(
             refuse_binary(data, options.is_utf8, tuple(BOMS))
             options = declared(data, options)
             names = header = checked_header(data, options)
-            by_unit = unit_lines(data, options)  # UTF-16 and UTF-32: by code unit
-            if by_unit is not None:
-                newlines, ends_with_newline, lone_cr = by_unit
+            breaks = unit_lines(data, options) or breaks  # UTF-16 and UTF-32: by code unit
         refuse_other_table(path, name, names, rename)
     return InputFile(
         name,
@@ -447,11 +431,11 @@ def open_source(
         frozenset(canonical),
         options,
         tuple(header),
-        newlines + (0 if ends_with_newline else 1),
+        breaks.newlines + (0 if breaks.ends_with_newline else 1),
         site=_declared(site),
         data=data if located.copied else None,
         stamp=stamp,
-        lone_cr=lone_cr,
+        lone_cr=breaks.lone_cr,
     )
 
 
