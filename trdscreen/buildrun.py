@@ -26,12 +26,12 @@ from trdscreen.build import Built, build
 from trdscreen.build import Records as BuildInput
 from trdscreen.buildrules import parameters
 from trdscreen.errors import InputError
-from trdscreen.io import CsvOptions, open_source
+from trdscreen.io import CsvOptions
 from trdscreen.issues import IssueLog, issue_counts
 from trdscreen.manifest import input_record, versions
 from trdscreen.outdir import MANIFEST_FILE, atomic_folder
 from trdscreen.output import Destination, write_tables
-from trdscreen.records import Records, read_records
+from trdscreen.records import Records, read_records, read_typed
 from trdscreen.resolve import (
     column_maps,
     csv_under,
@@ -39,7 +39,7 @@ from trdscreen.resolve import (
     load_rules,
     with_site_aliases,
 )
-from trdscreen.schemas import SUBJECT_COLUMNS, check_values, coerce
+from trdscreen.schemas import SUBJECT_COLUMNS
 from trdscreen.sitemap import ColumnMap
 
 BUILD_SCHEMA_VERSION = 1
@@ -70,12 +70,10 @@ def _subjects(
     """The subjects table typed (every column kept), with its input record."""
     if records.subjects is None:
         return None, None
-    source = open_source(
-        records.subjects, "subjects", columns.subjects, set(SUBJECT_COLUMNS), options, columns
-    ).read()
-    others = tuple(n for n in source.table.column_names if n not in SUBJECT_COLUMNS)
-    frame = coerce(source, SUBJECT_COLUMNS, log, extra=others)
-    check_values(source, frame, SUBJECT_COLUMNS, log)
+    source, frame = read_typed(
+        records.subjects, "subjects", columns.subjects, SUBJECT_COLUMNS, options, columns, log,
+        keep_others=True,
+    )  # fmt: skip
     return frame, input_record(source)
 
 

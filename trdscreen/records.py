@@ -175,6 +175,20 @@ def find_records(folder: Path) -> dict[str, Path | None]:
     return found
 
 
+def read_typed(
+    path: Path, name: str, rename: dict[str, str], specs: dict[str, ColumnSpec],
+    options: CsvOptions, site: ColumnMap | None, log: IssueLog, keep_others: bool = False,
+) -> tuple[SourceTable, pd.DataFrame]:  # fmt: skip
+    """A table read whole, its columns converted to their working types and its values
+    checked against `specs` (issues into `log`); with `keep_others`, the columns `specs`
+    does not name are kept too, their type inferred."""
+    source = open_source(path, name, rename, set(specs), options, site=site).read()
+    others = tuple(n for n in source.table.column_names if n not in specs) if keep_others else ()
+    frame = coerce(source, specs, log, extra=others)
+    check_values(source, frame, specs, log)
+    return source, frame
+
+
 def read_table(
     path: Path, name: str, specs: dict[str, ColumnSpec], site: ColumnMap | None,
     options: CsvOptions, log: IssueLog,
@@ -182,9 +196,7 @@ def read_table(
     """One table read and checked against `specs` (issues into `log`); InputError when a
     required column is missing."""
     rename = dict(getattr(site, name, {}) or {}) if site is not None else {}
-    source = open_source(path, name, rename, set(specs), options, site=site).read()
-    frame = coerce(source, specs, log)
-    check_values(source, frame, specs, log)
+    source, frame = read_typed(path, name, rename, specs, options, site, log)
     required = [n for n, s in specs.items() if s.required and n in frame.columns]
     missing_required = [n for n, s in specs.items() if s.required and n not in frame.columns]
     if missing_required:
