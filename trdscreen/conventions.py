@@ -108,7 +108,7 @@ def _on_distinct(
     if pa.types.is_dictionary(whole.type):
         text, bad = change(text_as_read(whole.dictionary))
         rows = whole.indices  # stays encoded: the converters read each distinct text once
-        text = pa.DictionaryArray.from_arrays(rows, text.cast(pa.string()))
+        text = pa.DictionaryArray.from_arrays(rows, text.cast(pa.string()), safe=False)
         bad = pc.fill_null(bad.take(rows), False)
     else:
         text, bad = change(text_as_read(whole))

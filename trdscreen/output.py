@@ -104,8 +104,14 @@ def to_arrow(frame: pd.DataFrame) -> pa.Table:
         if isinstance(series.dtype, pd.CategoricalDtype):  # codes -> text in Arrow, no objects
             codes = series.cat.codes.to_numpy()
             categories = pa.array(series.cat.categories.to_numpy(dtype=object), pa.string())
-            indices = pa.array(codes.astype(np.int32), mask=codes < 0)  # one type for every piece
-            array = pa.DictionaryArray.from_arrays(indices, categories)
+            empty = codes < 0 if len(codes) and codes.min() < 0 else None  # no mask: faster
+            indices = pa.array(codes.astype(np.int32), mask=empty)  # one type for every piece
+            # pandas keeps a categorical's codes within its categories: no bounds check
+            array = pa.DictionaryArray.from_arrays(indices, categories, safe=False)
+        elif series.dtype == np.float64:  # NaN is empty, as from_pandas reads it, at half the cost
+            values = series.to_numpy()
+            nan = np.isnan(values)
+            array = pa.array(values, mask=nan if nan.any() else None)
         else:
             array = pa.array(series, from_pandas=True)
         if pa.types.is_timestamp(array.type):
@@ -145,8 +151,8 @@ def _rewrite_text(table: pa.Table, hit, change) -> pa.Table:
         column = table.column(index)
         if pa.types.is_dictionary(field.type) and pa.types.is_string(field.type.value_type):
             chunks = [
-                pa.DictionaryArray.from_arrays(
-                    chunk.indices, _rewrite(chunk.dictionary, hit, change)
+                pa.DictionaryArray.from_arrays(  # the same indices into as many values
+                    chunk.indices, _rewrite(chunk.dictionary, hit, change), safe=False
                 )
                 for chunk in column.chunks
             ]
@@ -210,7 +216,8 @@ def canonical_dictionaries(table: pa.Table) -> pa.Table:
     what makes a row group's bytes depend on its rows only: a table written whole,
     streamed in chunks of subjects, or merged from Dask buckets gives the same file.
     Done in Arrow: the pieces' dictionaries unified, the codes used found and the
-    values sorted (a few per column), then one `take` renumbers every row.
+    values sorted (a few per column), then one `take` renumbers every row (none when
+    the unified dictionary is already the sorted values in use).
     """
     for index, field in enumerate(table.schema):
         if not pa.types.is_dictionary(field.type):
@@ -228,8 +235,11 @@ def canonical_dictionaries(table: pa.Table) -> pa.Table:
         order = pc.sort_indices(values).to_numpy(zero_copy_only=False)
         renumber = np.zeros(len(whole.dictionary), dtype=np.int32)
         renumber[used[order]] = np.arange(len(order), dtype=np.int32)
-        codes = pc.take(pa.array(renumber), indices)  # nulls stay null
-        array = pa.DictionaryArray.from_arrays(codes, values.take(pa.array(order)))
+        if len(used) == len(renumber) and (renumber == np.arange(len(renumber))).all():
+            codes = indices  # every value used, already in order: the same codes
+        else:
+            codes = pc.take(pa.array(renumber), indices)  # nulls stay null
+        array = pa.DictionaryArray.from_arrays(codes, values.take(pa.array(order)), safe=False)
         table = table.set_column(index, field.with_type(array.type), array)
     return table
 
