@@ -163,13 +163,13 @@ def test_as_of_sets_the_reference_date(tmp_path):
 
 
 def test_text_dates_and_numbers_parsed_per_distinct_value_still_flag_every_bad_row():
-    """Dates and numbers in text are parsed once per distinct text (schemas._by_distinct);
+    """Dates and numbers in text are parsed once per distinct text (convert._by_distinct);
     a bad text that repeats must still be reported on each of its rows, blanks stay
     missing without an error, and good repeats all get their value."""
     import numpy as np
     import pyarrow as pa
 
-    from trdscreen.schemas import _to_date, _to_float
+    from trdscreen.convert import _to_date, _to_float
 
     dates = pa.chunked_array(
         [["2023-01-05", "2023-02-30", " 2023-01-05 "], [None, "", "2023-02-30", "2023-01-05"]]

@@ -280,7 +280,7 @@ def _refuse_over_limit(loaded: LoadedRun, result: RunSummary) -> None:
 
 def load_and_validate(request: ScreenRequest, command: Sequence[str] = ()) -> LoadedRun:
     """Load the inputs and validate them a chunk of subjects at a time (what `validate`
-    does): each chunk's issues are capped (`schemas.cap_issues`) and merged, so memory
+    does): each chunk's issues are capped (`issues.cap_issues`) and merged, so memory
     holds one chunk's issues, not every bad cell of the file. `loaded.validated` holds
     the merged issues (no typed frames, no rejections)."""
     chunk_rows = request.chunk_rows or CHUNK_ROWS

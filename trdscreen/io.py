@@ -3,7 +3,7 @@ decoding, splitting and its diagnostics are in `trdscreen.csvfile`).
 
 Readers return every column as read (CSV cells as text) together with the
 1-based source line of each row, so any later problem can be pointed at by
-file and line. Typing and validation happen in `trdscreen.schemas`.
+file and line. Typing and validation happen in `trdscreen.convert` and `trdscreen.schemas`.
 """
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ class InputFile:
         dictionary-encoded: an export repeats a hundred drug names, a few stop reasons
         and a few thousand dates over millions of rows. As codes and distinct texts the
         table takes less memory, and validation reads each distinct text once
-        (`schemas.coerce`). Parquet is read so directly, which is also faster."""
+        (`convert.coerce`). Parquet is read so directly, which is also faster."""
         if self.fmt == "parquet":
             with _parquet_errors(self.path):
                 coded = self._coded(_parquet_schema(self.local))

@@ -35,10 +35,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from trdscreen.buildcodes import CODE_SYSTEMS, LISTED
+from trdscreen.convert import coerce
 from trdscreen.errors import InputError
 from trdscreen.io import DEFAULT_CSV, CsvOptions, SourceTable, open_source
 from trdscreen.issues import IssueLog
-from trdscreen.schemas import ColumnSpec, check_values, coerce
+from trdscreen.schemas import ColumnSpec, check_values
 from trdscreen.sitemap import ColumnMap
 from trdscreen.sources import one_of
 

@@ -16,6 +16,7 @@ import pandas as pd
 from trdscreen.asof import AFTER, CENSORED, course_masks, subject_masks
 from trdscreen.coded import coded
 from trdscreen.columns import hamd_versions, repeated_text
+from trdscreen.convert import coerce
 from trdscreen.diagnoses import DERIVED_COLUMNS as DIAGNOSIS_COLUMNS
 from trdscreen.diagnoses import SOURCE_COLUMNS as DIAGNOSIS_SOURCES
 from trdscreen.drugnames import normalize_atc
@@ -32,7 +33,6 @@ from trdscreen.schemas import (
     SUBJECT_COLUMNS,
     TREATMENT_COLUMNS,
     check_values,
-    coerce,
 )
 
 DERIVED_SUBJECT_COLUMNS = (
