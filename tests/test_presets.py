@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from trdscreen.cli import app
 from trdscreen.errors import ExitCode
-from trdscreen.protocol import read_tagged
+from trdscreen.evidence import read_tagged
 from trdscreen.rulefile import parse_rules, preset_dir
 from trdscreen.ruleset import RuleSet
 

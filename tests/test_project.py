@@ -42,7 +42,7 @@ LAYERS = (
      "vocabulary columns "
      "diagnoses history sniff segments"),
     ("read", "csvfile sources criterion sitemap buildrules buildcodes io issues ruleset rulefile "
-     "drugnames formulary drugs doses"),
+     "drugnames formulary drugs doses evidence"),
     ("validate", "conventions adjudication schemas convert validate quarantine records omop"),
     ("assess", "episode outcome trials checks courses subjects staging buildcourses "
      "buildratings buildtables buildprocedures buildepisodes build"),

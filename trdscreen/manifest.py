@@ -148,7 +148,7 @@ def evidence_tags(path: Path) -> dict[str, str]:
     """A rule file's evidence tags by dotted key (`adequacy.duration.weeks`: `S`), as
     `rules show --json` gives them: the report prints the protocol text from these
     long after the file has changed. Empty when the file cannot be read now."""
-    from trdscreen.protocol import read_tagged
+    from trdscreen.evidence import read_tagged
 
     try:
         tags, _ = read_tagged(path)

@@ -263,7 +263,7 @@ def check_rules(name_or_path: str) -> RuleCheck:
     """Parse a rule file and check what parsing alone cannot: formulary names,
     reported presets, staging columns. Raises RuleError listing every problem;
     returns notes (columns the subjects table must provide, untagged parameters)."""
-    from trdscreen.protocol import read_tagged
+    from trdscreen.evidence import read_tagged
     from trdscreen.validate import criteria_subject_columns
 
     rules, path, digest = load_rules(name_or_path)
