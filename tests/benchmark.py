@@ -9,6 +9,7 @@ not in assertions that flake on a busy machine. Run it on a quiet machine:
     python tests/benchmark.py --dask --worker-memory 2GiB   # the Dask engine too
     python tests/benchmark.py --dask-only --subjects 4000000 --worker-memory 2GiB
     python tests/benchmark.py --build 10000000  # `trdscreen build` on 10 M drug events only
+    python tests/benchmark.py --against ../old  # this tree against another, runs in turns
 
 Each run is the real CLI in a child process (`trdscreen screen ... --format
 parquet --json`), so the figures include start-up, imports and the manifest.
@@ -180,16 +181,27 @@ def synth(subjects: int, fmt: str, folder: Path) -> tuple[int, float]:
     return json.loads(out.stdout)["courses"], time.perf_counter() - started
 
 
-def screen(cohort: Path, out: Path, extra: list[str]) -> dict:
-    """One CLI run; returns wall time, per-stage seconds and peak RSS, total peak RSS."""
+def _child(checkout: Path | None) -> dict:
+    """How to start a child that imports trdscreen from `checkout` (None: this one): in
+    that folder (`python -m` puts its working folder first on the path) with it on
+    PYTHONPATH too."""
+    if checkout is None:
+        return {}
+    where = str(checkout.resolve())
+    return {"cwd": where, "env": {**os.environ, "PYTHONPATH": where}}
+
+
+def screen(cohort: Path, out: Path, extra: list[str], checkout: Path | None = None) -> dict:
+    """One CLI run; returns wall time, per-stage seconds and peak RSS, total peak RSS.
+    With `checkout`, the trdscreen of that source tree runs (`--against`)."""
     command = [
         sys.executable,
         "-m",
         "trdscreen",
         "screen",
-        str(cohort),
+        str(cohort.resolve()),
         "--out",
-        str(out),
+        str(out.resolve()),
         "--format",
         "parquet",
         "--json",
@@ -201,7 +213,9 @@ def screen(cohort: Path, out: Path, extra: list[str]) -> dict:
     stop = threading.Event()
     load = os.getloadavg()[0]
     started = time.time()
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **_child(checkout)
+    )
     sampler = threading.Thread(target=_rss_sampler, args=(child.pid, samples, others, stop))
     sampler.start()
     _pid, status, usage = os.wait4(child.pid, 0)
@@ -398,6 +412,44 @@ def report_spread(runs: list[dict]) -> None:
     )
 
 
+def same_tables(one: Path, other: Path) -> str:
+    """Whether two run folders hold the same table files, byte for byte."""
+    names = sorted(p.name for p in one.iterdir() if p.suffix in (".parquet", ".csv"))
+    if names != sorted(p.name for p in other.iterdir() if p.suffix in (".parquet", ".csv")):
+        return "NOT the same tables"
+    differ = [n for n in names if (one / n).read_bytes() != (other / n).read_bytes()]
+    return f"differ: {', '.join(differ)}" if differ else f"all {len(names)} byte-identical"
+
+
+def compare(source: Path, work: Path, label: str, options: list[str], against: Path,
+            pairs: int) -> None:  # fmt: skip
+    """This checkout against another, run by run in turns (the machine's drift then falls on
+    both alike): median wall, CPU and peak of each, and whether their tables are the same."""
+    here, there = work / f"run-{label}-here", work / f"run-{label}-against"
+
+    def version(checkout: Path | None) -> str:
+        command = [sys.executable, "-m", "trdscreen", "--version"]
+        done = subprocess.run(command, capture_output=True, text=True, **_child(checkout))
+        return done.stdout.strip()
+
+    ours, theirs = f"this checkout ({version(None)})", f"{against} ({version(against)})"
+    runs: dict[str, list[dict]] = {ours: [], theirs: []}
+    for _ in range(pairs):
+        runs[ours].append(screen(source, here, options))
+        runs[theirs].append(screen(source, there, options, checkout=against))
+    print(f"\n{label}: {pairs} runs each, in turns")
+    for name, done in runs.items():
+        mid = len(done) // 2
+        wall = sorted(r["wall"] for r in done)
+        cpu = sorted(r["cpu"] for r in done)
+        peak = sorted(r["peak"] / MIB for r in done)
+        print(
+            f"  {name}: median {wall[mid]:.2f} s ({wall[0]:.2f}-{wall[-1]:.2f}), "
+            f"{cpu[mid]:.2f} CPU-s ({cpu[0]:.2f}-{cpu[-1]:.2f}), {peak[mid]:,.0f} MiB"
+        )
+    print(f"  tables: {same_tables(here, there)}")
+
+
 def shuffled(cohort: Path, folder: Path) -> None:
     """The cohort as an unsorted export: every table's rows in a random order."""
     import numpy as np
@@ -434,6 +486,12 @@ def main() -> None:
     parser.add_argument(
         "--extra", default="", help='more options for `screen`, e.g. --extra="--threads 1"'
     )
+    parser.add_argument(
+        "--against", type=Path, metavar="CHECKOUT",
+        help="compare with the trdscreen of another source tree (a `git worktree` of an "
+        "earlier commit): runs in turns, --repeat pairs (at least 3), medians, and whether "
+        "the tables are byte-identical; no floor",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.io_floor:  # the child process measuring one run's I/O floor
         print(json.dumps(io_floor(*args.io_floor)))
@@ -477,6 +535,13 @@ def main() -> None:
                     if args.dask_only:
                         break
                     chunking = ["--chunk-rows", str(args.chunk_rows)] if args.chunk_rows else []
+                    if args.against is not None:
+                        compare(
+                            source, work, f"{n}-{fmt}-{index}",
+                            [*chunking, *options, *shlex.split(args.extra)],
+                            args.against, max(3, args.repeat),
+                        )  # fmt: skip
+                        continue
                     out = work / f"run-{n}-{fmt}-{index}"
                     runs = [
                         screen(source, out, [*chunking, *options, *shlex.split(args.extra)])
