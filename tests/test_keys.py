@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from trdscreen.keys import (
     cohort_codes,
@@ -10,6 +11,7 @@ from trdscreen.keys import (
     lex_order,
     pack,
     slots,
+    stable_order,
     subject_keys,
 )
 
@@ -145,3 +147,24 @@ def test_courses_table_lists_same_day_courses_in_line_order(tmp_path):
     _, result = run_cohort(folder)
     listed = result.courses[["subject_id", "source_line"]].values.tolist()
     assert listed == [["S1", 5], ["S2", 3], ["S2", 4], ["S2", 2]]
+
+
+@pytest.mark.parametrize(
+    ("low", "high"),
+    [
+        (0, 3),  # many ties: rows of one key keep their order
+        (-1, 60_000),  # one 16-bit pass (a chunk's key ranks, -1 for no key)
+        (-1, 1_000_000),  # two passes
+        (-(2**40), 2**40),  # three passes, negative values
+        (-(2**61), 2**61),  # four passes
+    ],
+)
+def test_stable_order_is_numpys_stable_argsort(low, high):
+    rng = np.random.default_rng(high)
+    for n in (0, 1, 2, 1000, 70_000):
+        values = rng.integers(low, high, n, dtype=np.int64)
+        for typed in (values, values.astype(np.int32)) if high < 2**31 else (values,):
+            want = np.argsort(typed, kind="stable")
+            assert np.array_equal(stable_order(typed), want), (low, high, n, typed.dtype)
+    same = np.full(5, 7, dtype=np.int32)
+    assert stable_order(same).tolist() == [0, 1, 2, 3, 4]

@@ -108,12 +108,33 @@ def pack(*keys: np.ndarray) -> np.ndarray | None:
     return packed
 
 
+def stable_order(values: np.ndarray) -> np.ndarray:
+    """`np.argsort(values, kind="stable")` of integers whose range fits in 63 bits, the
+    same order, as 16-bit radix passes (least significant first): NumPy's stable sort of
+    16-bit integers is a radix sort, about six times faster than its timsort of wider
+    ones on keys in no order (a shuffled export's key ranks); timsort is the faster on
+    keys nearly in order."""
+    if len(values) == 0:
+        return np.zeros(0, dtype=np.intp)
+    offset = values.astype(np.int64) - int(values.min())
+    span = int(offset.max())
+    order: np.ndarray | None = None
+    shift = 0
+    while True:
+        digits = (offset if order is None else offset[order]) >> shift
+        step = np.argsort((digits & 0xFFFF).astype(np.uint16), kind="stable")
+        order = step if order is None else order[step]
+        shift += 16
+        if span >> shift == 0:
+            return order
+
+
 def lex_order(*keys: np.ndarray) -> np.ndarray:
     """Stable order of the rows sorted by keys[0], then keys[1], ... (integer arrays).
 
-    Packed keys (`pack`) are sorted by numpy's radix sort, about 20 times faster
-    than np.lexsort on four keys of millions of rows; np.lexsort otherwise. The
-    order is the same.
+    Packed keys (`pack`) are sorted by numpy's stable sort (timsort, fast on the
+    nearly ordered keys of a subject's rows), about 20 times faster than np.lexsort
+    on four keys of millions of rows; np.lexsort otherwise. The order is the same.
     """
     packed = pack(*keys)
     if packed is None:

@@ -34,25 +34,23 @@ import pyarrow.ipc as ipc
 from trdscreen.conventions import text_as_read
 from trdscreen.errors import InputError
 from trdscreen.io import InputFile, SourceTable
-from trdscreen.keys import sorted_codes
+from trdscreen.keys import sorted_codes, stable_order
 
 Chunk = tuple[SourceTable, SourceTable | None]
 """One chunk's treatment rows and subject rows (None: the run has no subjects table)."""
 
 
-def _keys(source: SourceTable) -> tuple[np.ndarray, pa.Array] | None:
-    """Each row's index into the distinct raw keys (-1: null) and those keys as
-    validation reads them (trimmed text, empty as null; two raw keys may read the
-    same); None when there is no usable key column (validation reports that). Text
-    is handled once per distinct value, never per row."""
+def _key_text(source: SourceTable) -> pa.Array | None:
+    """Each row's key as validation reads it (trimmed text, empty as null; two raw keys
+    may read the same), one array; None when there is no usable key column (validation
+    reports that)."""
     text = source.key_text()
     if text is None:
         return None
-    raw = text.dictionary_encode().combine_chunks()
-    if isinstance(raw, pa.ChunkedArray):  # no rows: no chunks to combine
-        raw = pa.DictionaryArray.from_arrays(pa.array([], pa.int32()), pa.array([], pa.string()))
-    keys = text_as_read(raw.dictionary)
-    return raw.indices.fill_null(-1).to_numpy(zero_copy_only=False), keys
+    keys = text_as_read(text).combine_chunks()
+    if isinstance(keys, pa.ChunkedArray):  # pragma: no cover - older pyarrow, no chunks
+        keys = pa.concat_arrays(keys.chunks) if keys.num_chunks else pa.array([], pa.string())
+    return keys
 
 
 def key_ranks(
@@ -60,19 +58,19 @@ def key_ranks(
 ) -> tuple[list[np.ndarray], int] | None:
     """Per table (treatments, then subjects if given) and row: the rank of its key among
     both tables' distinct keys as validation reads them (-1: no key), and how many
-    distinct keys there are; None when the keys cannot be read."""
-    courses_keys = _keys(treatments)
-    subject_keys = _keys(subjects) if subjects is not None else None
-    if courses_keys is None or (subjects is not None and subject_keys is None):
+    distinct keys there are; None when the keys cannot be read. One hashing pass over
+    every row's key (trimmed first, a cheap pass) and one sort of the distinct keys."""
+    tables = [treatments] + ([subjects] if subjects is not None else [])
+    found = [_key_text(table) for table in tables]
+    keys = [k for k in found if k is not None]
+    if len(keys) < len(found):
         return None
-    tables = [courses_keys] + ([subject_keys] if subject_keys is not None else [])
-    # One hashing pass over both tables' distinct keys ranks every key among all keys.
-    per_key, distinct = sorted_codes(pa.concat_arrays([keys for _, keys in tables]))
-    per_key = per_key.astype(np.int32)
+    per_row, distinct = sorted_codes(pa.concat_arrays(keys))
+    per_row = per_row.astype(np.int32)
     ranks, start = [], 0  # per table and row: the rank of its key among all keys
-    for codes, keys in tables:
-        ranks.append(np.append(per_key[start : start + len(keys)], -1)[codes])
-        start += len(keys)
+    for k in keys:
+        ranks.append(per_row[start : start + len(k)])
+        start += len(k)
     return ranks, len(distinct)
 
 
@@ -124,7 +122,7 @@ def _grouped_rows(ranks: np.ndarray, numbers: np.ndarray, count: int) -> list[np
     """Each chunk's row positions, in key order (rows of one key in file order): the
     chunks are consecutive key ranges, so one stable sort by key orders the chunks too
     (rows without a key, rank -1, lead chunk 0)."""
-    order = np.argsort(ranks, kind="stable")
+    order = stable_order(ranks)
     bounds = np.searchsorted(numbers[order], np.arange(count + 1))
     return [order[bounds[c] : bounds[c + 1]] for c in range(count)]
 
@@ -242,7 +240,7 @@ def spilled(
     try:
         pieces = _spill(file, course_numbers, count, folder)
         # Each chunk's rows in file order: one stable sort of every row's chunk number.
-        by_chunk = np.argsort(_narrow(course_numbers, count), kind="stable")
+        by_chunk = stable_order(course_numbers)
         by_chunk = by_chunk.astype(np.int32) if len(by_chunk) < 1 << 31 else by_chunk
         bounds = np.cumsum([0, *np.bincount(course_numbers, minlength=count)])
         del course_numbers
@@ -251,7 +249,7 @@ def spilled(
             table = pa.Table.from_batches(  # the run's own files: an OSError is the run's
                 [ipc.open_file(pa.memory_map(str(p))).get_batch(c) for p in pieces]
             )
-            order = np.argsort(ranks[rows], kind="stable")  # grouped by key, as cut_whole
+            order = stable_order(ranks[rows])  # grouped by key, as cut_whole
             yield file.as_read(table.take(order), rows[order]), _taken(subjects, people, c)
             del table
     finally:
@@ -268,7 +266,7 @@ def _spill(file: InputFile, numbers: np.ndarray, count: int, folder: Path) -> li
         chunk = numbers[read : read + piece.num_rows]
         if len(chunk) < piece.num_rows:  # more rows than its keys when opened
             raise InputError(f"{file.path}: the file changed while it was read")
-        order = np.argsort(_narrow(chunk, count), kind="stable")
+        order = stable_order(chunk)
         bounds = np.searchsorted(chunk[order], np.arange(count + 1))
         # One batch, sliced: every chunk's batch (empty ones too) has the piece's
         # dictionaries, as an IPC file needs.
@@ -293,9 +291,3 @@ def _read(file: InputFile) -> Iterator[pa.Table]:
         if piece is None:
             return
         yield piece
-
-
-def _narrow(numbers: np.ndarray, count: int) -> np.ndarray:
-    """Chunk numbers as 16-bit integers when they fit: NumPy's stable sort of those is a
-    radix sort, several times faster than its merge sort of 32-bit ones."""
-    return numbers.astype(np.uint16) if count <= 1 << 16 else numbers
