@@ -45,7 +45,14 @@ class Reasons:
         self.bits = np.zeros(n, dtype=np.int64)
 
     def flag(self, mask: np.ndarray, reason: str) -> None:
-        np.bitwise_or(self.bits, BIT[reason], out=self.bits, where=mask)
+        # A few rows: set them by position; else OR a whole column of the bit, which
+        # costs the same at any density (a masked ufunc, `where=mask`, was several times
+        # slower on a mask of mixed rows, branching on each one).
+        mask = np.broadcast_to(np.asarray(mask, dtype=bool), self.bits.shape)
+        if np.count_nonzero(mask) * 32 < len(mask):
+            self.bits[np.flatnonzero(mask)] |= BIT[reason]
+        else:
+            self.bits |= mask * BIT[reason]
 
     def has(self, reason: str) -> np.ndarray:
         return (self.bits & BIT[reason]) != 0
