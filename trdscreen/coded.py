@@ -31,11 +31,17 @@ def categorical(values: Sequence[str | None], codes: np.ndarray) -> pd.Categoric
     Its categories are the texts the rows use (`sorted_categories`).
     """
     codes = np.asarray(codes, dtype=np.int64)
-    used = np.bincount(codes[codes >= 0], minlength=len(values)) > 0
+    used = np.bincount(codes + 1, minlength=len(values) + 1)[1:] > 0  # slot 0: the -1s
     dtype = sorted_categories(v for v, u in zip(values, used, strict=True) if u and v is not None)
     position = {text: i for i, text in enumerate(dtype.categories)}
-    remap = np.array([position.get(v, -1) if v is not None else -1 for v in values] + [-1])
-    return pd.Categorical.from_codes(remap[codes], dtype=dtype)
+    # The codes in the type pandas stores them in (it would convert them otherwise), and
+    # in range by construction (no check).
+    narrow = next(t for t in (np.int8, np.int16, np.int32, np.int64)
+                  if len(dtype.categories) < np.iinfo(t).max)  # fmt: skip
+    remap = np.array(
+        [position.get(v, -1) if v is not None else -1 for v in values] + [-1], dtype=narrow
+    )
+    return pd.Categorical.from_codes(remap[codes], dtype=dtype, validate=False)
 
 
 @dataclass(frozen=True)
