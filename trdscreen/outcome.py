@@ -70,9 +70,10 @@ def ratings(courses: pd.DataFrame, first: np.ndarray, last: np.ndarray, rules: R
             if scale == "hamd":
                 usable &= comparable
             take = usable & np.isnan(start) & np.isnan(end)
-            start[take], end[take] = s[take], e[take]
-            remission_max[take] = np.nan if most is None else most
-            min_baseline[take] = np.nan if least is None else least
+            # np.where, not assignment by mask: a mask of mixed rows branches on each row
+            start, end = np.where(take, s, start), np.where(take, e, end)
+            remission_max = np.where(take, np.nan if most is None else most, remission_max)
+            min_baseline = np.where(take, np.nan if least is None else least, min_baseline)
             madrs |= take & (scale == "madrs")
     other_version = hamd_rated & ~comparable & np.isnan(start) & np.isnan(end)
     return Ratings(start, end, remission_max, min_baseline, madrs, other_version)
