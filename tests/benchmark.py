@@ -10,6 +10,7 @@ not in assertions that flake on a busy machine. Run it on a quiet machine:
     python tests/benchmark.py --dask-only --subjects 4000000 --worker-memory 2GiB
     python tests/benchmark.py --build 10000000  # `trdscreen build` on 10 M drug events only
     python tests/benchmark.py --against ../old  # this tree against another, runs in turns
+    python tests/benchmark.py --kernel-profile 4  # cProfile of the kernel of 4 chunks
 
 Each run is the real CLI in a child process (`trdscreen screen ... --format
 parquet --json`), so the figures include start-up, imports and the manifest.
@@ -412,6 +413,55 @@ def report_spread(runs: list[dict]) -> None:
     )
 
 
+def kernel_profile(cohort: Path, count: int, top: int = 30) -> None:
+    """The kernel of `count` chunks of `cohort` (validation, screening and the tables
+    made into Arrow, as the writer gets them), in this process and one thread, under
+    cProfile: CPU per chunk and input row, and the trdscreen steps by cumulative time.
+    A sampling profiler of the real run (py-spy) counts a thread waiting for the GIL as
+    busy, so it overstates Python steps while the writer runs; this does not."""
+    import cProfile
+    import pstats
+    from itertools import islice
+
+    from trdscreen.api import load, screening_of
+    from trdscreen.manifest import ScreenRequest
+    from trdscreen.output import canonical_dictionaries, to_arrow
+    from trdscreen.pipeline import decide_part
+    from trdscreen.stream import STREAMED, chunks
+
+    loaded = load(ScreenRequest(input=cohort), ["benchmark"])
+    screening = screening_of(loaded)
+    treatments, subjects = loaded.tables()
+    pieces = list(islice(chunks(treatments, subjects, 1 << 18), count))
+    rows = sum(piece.rows for piece, _ in pieces)
+
+    def work() -> None:
+        for piece, people in pieces:
+            tables = decide_part(piece, people, screening).result.tables()
+            for name in STREAMED:
+                canonical_dictionaries(to_arrow(tables[name]))
+
+    begin = time.process_time()
+    work()
+    cpu = time.process_time() - begin
+    print(
+        f"\nkernel of {len(pieces)} chunks ({rows:,} input rows), one thread: {cpu:.2f} CPU-s, "
+        f"{cpu / len(pieces) * 1000:.0f} ms a chunk, {cpu / rows * 1e6:.2f} microseconds a row"
+    )
+    profile = cProfile.Profile()
+    profile.runcall(work)
+    stats = pstats.Stats(profile)
+    steps = sorted(
+        ((entry[3], entry[1], f"{path.split('trdscreen/')[-1]}:{line} {name}")
+         for (path, line, name), entry in stats.stats.items()  # type: ignore[attr-defined]
+         if "/trdscreen/" in path),
+        reverse=True,
+    )  # fmt: skip
+    print(f"  {'cumulative s':>12} {'calls':>6}  step (under cProfile, which adds its own cost)")
+    for cumulative, calls, where in steps[:top]:
+        print(f"  {cumulative:12.3f} {calls:6d}  {where}")
+
+
 def same_tables(one: Path, other: Path) -> str:
     """Whether two run folders hold the same table files, byte for byte."""
     names = sorted(p.name for p in one.iterdir() if p.suffix in (".parquet", ".csv"))
@@ -487,6 +537,13 @@ def main() -> None:
         "--extra", default="", help='more options for `screen`, e.g. --extra="--threads 1"'
     )
     parser.add_argument(
+        "--kernel-profile",
+        type=int,
+        metavar="CHUNKS",
+        help="profile the kernel of this many chunks of the Parquet cohort in one thread "
+        "(cProfile) and stop",
+    )
+    parser.add_argument(
         "--against", type=Path, metavar="CHECKOUT",
         help="compare with the trdscreen of another source tree (a `git worktree` of an "
         "earlier commit): runs in turns, --repeat pairs (at least 3), medians, and whether "
@@ -514,6 +571,16 @@ def main() -> None:
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="trdscreen-bench-"))
     work.mkdir(parents=True, exist_ok=True)
+    if args.kernel_profile:
+        cohort = work / f"cohort-{args.subjects}-parquet"
+        try:
+            if not cohort.exists():
+                synth(args.subjects, "parquet", cohort)
+            kernel_profile(cohort, args.kernel_profile)
+        finally:
+            if args.keep is None:
+                shutil.rmtree(work, ignore_errors=True)
+        return
     figures: dict[tuple, dict] = {}
     try:
         sizes = [args.subjects] + ([4 * args.subjects] if args.linear else [])
