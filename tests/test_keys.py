@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from trdscreen.keys import (
@@ -11,6 +12,7 @@ from trdscreen.keys import (
     lex_order,
     pack,
     slots,
+    sorted_codes,
     stable_order,
     subject_keys,
 )
@@ -168,3 +170,16 @@ def test_stable_order_is_numpys_stable_argsort(low, high):
             assert np.array_equal(stable_order(typed), want), (low, high, n, typed.dtype)
     same = np.full(5, 7, dtype=np.int32)
     assert stable_order(same).tolist() == [0, 1, 2, 3, 4]
+
+
+def test_sorted_codes_of_pieces_are_those_of_the_values_in_one_array():
+    # Ranks among the sorted distinct values: a 0, b 1, c 2, d 3; null -1. The pieces
+    # repeat values across one another and one piece is empty.
+    pieces = [["c", None, "a"], [], ["a", "d"], ["b", "c"]]
+    codes, distinct = sorted_codes(pa.chunked_array(pieces, pa.string()))
+    assert codes.tolist() == [2, -1, 0, 0, 3, 1, 2]
+    assert distinct.to_pylist() == ["a", "b", "c", "d"]
+    whole, _ = sorted_codes(pa.array([v for piece in pieces for v in piece], pa.string()))
+    assert codes.tolist() == whole.tolist()
+    none, nothing = sorted_codes(pa.chunked_array([], pa.string()))
+    assert none.tolist() == [] and nothing.to_pylist() == []

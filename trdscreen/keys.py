@@ -45,17 +45,25 @@ def subject_keys(course_ids: pd.Series, subject_ids: pd.Series) -> SubjectKeys:
     return SubjectKeys(ids, codes[:n], codes[n:])
 
 
-def sorted_codes(values: pa.Array) -> tuple[np.ndarray, pa.Array]:
+def sorted_codes(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
     """Each value's rank among the sorted distinct non-null values (int64, -1 for null),
     and those distinct values, sorted: one hashing pass and one sort of the distinct
-    values."""
+    values. Values in pieces (a ChunkedArray) are hashed as they are, never copied into
+    one array: the pieces share one dictionary (the last piece's holds every value)."""
     encoded = pc.dictionary_encode(values)
-    order = pc.sort_indices(encoded.dictionary).to_numpy()
+    if isinstance(encoded, pa.ChunkedArray):
+        pieces = encoded.chunks
+        dictionary = pieces[-1].dictionary if pieces else pa.array([], values.type)
+        indices = [piece.indices.fill_null(-1).to_numpy(zero_copy_only=False) for piece in pieces]
+        raw = np.concatenate(indices) if indices else np.zeros(0, dtype=np.int64)
+    else:
+        dictionary = encoded.dictionary
+        raw = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+    order = pc.sort_indices(dictionary).to_numpy()
     rank = np.empty(len(order) + 1, dtype=np.int64)
     rank[order] = np.arange(len(order), dtype=np.int64)
     rank[-1] = -1  # what a null value reads
-    codes = rank[encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)]
-    return codes, encoded.dictionary.take(pa.array(order))
+    return rank[raw], dictionary.take(pa.array(order))
 
 
 def slots(*codes: np.ndarray) -> int:

@@ -40,17 +40,12 @@ Chunk = tuple[SourceTable, SourceTable | None]
 """One chunk's treatment rows and subject rows (None: the run has no subjects table)."""
 
 
-def _key_text(source: SourceTable) -> pa.Array | None:
+def _key_text(source: SourceTable) -> pa.ChunkedArray | None:
     """Each row's key as validation reads it (trimmed text, empty as null; two raw keys
-    may read the same), one array; None when there is no usable key column (validation
-    reports that)."""
+    may read the same), in the column's pieces; None when there is no usable key column
+    (validation reports that)."""
     text = source.key_text()
-    if text is None:
-        return None
-    keys = text_as_read(text).combine_chunks()
-    if isinstance(keys, pa.ChunkedArray):  # pragma: no cover - older pyarrow, no chunks
-        keys = pa.concat_arrays(keys.chunks) if keys.num_chunks else pa.array([], pa.string())
-    return keys
+    return None if text is None else pa.chunked_array(text_as_read(text).chunks, pa.string())
 
 
 def key_ranks(
@@ -65,7 +60,8 @@ def key_ranks(
     keys = [k for k in found if k is not None]
     if len(keys) < len(found):
         return None
-    per_row, distinct = sorted_codes(pa.concat_arrays(keys))
+    pieces = [piece for k in keys for piece in k.chunks]  # both tables, never copied
+    per_row, distinct = sorted_codes(pa.chunked_array(pieces, pa.string()))
     per_row = per_row.astype(np.int32)
     ranks, start = [], 0  # per table and row: the rank of its key among all keys
     for k in keys:
