@@ -51,14 +51,12 @@ def sorted_codes(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Arr
     values. Values in pieces (a ChunkedArray) are hashed as they are, never copied into
     one array: the pieces share one dictionary (the last piece's holds every value)."""
     encoded = pc.dictionary_encode(values)
-    if isinstance(encoded, pa.ChunkedArray):
-        pieces = encoded.chunks
-        dictionary = pieces[-1].dictionary if pieces else pa.array([], values.type)
-        indices = [piece.indices.fill_null(-1).to_numpy(zero_copy_only=False) for piece in pieces]
-        raw = np.concatenate(indices) if indices else np.zeros(0, dtype=np.int64)
-    else:
-        dictionary = encoded.dictionary
-        raw = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+    pieces = encoded.chunks if isinstance(encoded, pa.ChunkedArray) else [encoded]
+    dictionary = pieces[-1].dictionary if pieces else pa.array([], values.type)
+    raw = np.concatenate(
+        [np.zeros(0, dtype=np.int64)]
+        + [piece.indices.fill_null(-1).to_numpy(zero_copy_only=False) for piece in pieces]
+    )
     order = pc.sort_indices(dictionary).to_numpy()
     rank = np.empty(len(order) + 1, dtype=np.int64)
     rank[order] = np.arange(len(order), dtype=np.int64)
