@@ -54,13 +54,10 @@ def explain_subject(run: RunFolder, subject_id: str) -> dict[str, Any]:
     held: list[dict[str, Any]] = []
     if str(decisions["reason"].iloc[0]).startswith(QUARANTINED):
         held = held_rows(run, [subject_id])
-    out = explanation(
-        run,
-        decisions,
-        run.read("courses", subject_id),
-        run.read("criteria_ledger", subject_id),
-        held,
+    courses, ledger = ordered(
+        run.read("courses", subject_id), run.read("criteria_ledger", subject_id)
     )
+    out = explanation(run, records(decisions)[0], list(decisions.columns), courses, ledger, held)
     trace = build_trace(run, subject_id)
     if trace is not None:  # the run screened a `trdscreen build` folder
         out["build"] = {
@@ -88,28 +85,40 @@ def held_rows(run: RunFolder, subjects: list[str]) -> list[dict[str, Any]]:
     return held
 
 
+def ordered(
+    courses: pd.DataFrame, ledger: pd.DataFrame
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Course and ledger rows as records in a trace's order: courses by start and source
+    line, criteria by their order. The sorts are stable, so the rows of many subjects
+    sorted at once keep, subject by subject, the order each subject's alone would have."""
+    return (
+        records(courses.sort_values(["start_date", "source_line"], kind="stable")),
+        records(ledger.sort_values("order", kind="stable")),
+    )
+
+
 def explanation(
     run: RunFolder,
-    decisions: pd.DataFrame,
-    courses: pd.DataFrame,
-    ledger: pd.DataFrame,
+    decision: dict[str, Any],
+    columns: list[str],
+    courses: list[dict[str, Any]],
+    ledger: list[dict[str, Any]],
     held: list[dict[str, Any]],
 ) -> dict[str, Any]:
-    """One subject's trace from its rows of the run's tables (decisions: its one row)."""
-    decision = records(decisions)[0]
+    """One subject's trace from its rows of the run's tables as records (`ordered`):
+    its one decision (the decisions table's `columns`), its courses and ledger rows."""
     subject_id = decision["subject_id"]
-    courses = courses.sort_values(["start_date", "source_line"], kind="stable")
-    ledger = ledger.sort_values("order", kind="stable")
     rules = run.manifest["rules"]
     titles = {c["id"]: c for c in rules["normalized"].get("criteria", [])}
 
     course_rows = []
-    for course in records(courses):
+    for course in courses:
+        course = dict(course)
         codes = _split(course.pop("reasons"))
         course["reasons"] = [{"code": c, "text": REASON_TEXT.get(c, c)} for c in codes]
         course_rows.append(course)
     criteria = []
-    for row in records(ledger):
+    for row in ledger:
         spec = titles.get(row["criterion_id"], {})
         criteria.append({**row, "title": spec.get("title", ""), "source": spec.get("source", "")})
     counts = {
@@ -121,7 +130,7 @@ def explanation(
         for low, high, label in COUNT_COLUMNS
     }
     own = {*DECISION_COLUMNS, *ADJUDICATION_COLUMNS}
-    staging = {c: decision[c] for c in decisions.columns if c not in own}
+    staging = {c: decision[c] for c in columns if c not in own}
     return {
         "subject_id": subject_id,
         "run": {

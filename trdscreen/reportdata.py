@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 
 from trdscreen import __version__
 from trdscreen.criterion import Op
-from trdscreen.explain import explanation, held_rows, num, records
+from trdscreen.explain import explanation, held_rows, num, ordered, records
 from trdscreen.manifest import tags_from_record
 from trdscreen.quarantine import QUARANTINED
 from trdscreen.runs import RunFolder, to_frame
@@ -402,21 +402,28 @@ def sections(run: RunFolder, ids: list[str], checked: bool) -> list[dict[str, An
         if str(reason).startswith(QUARANTINED)
     ]
     held = held_rows(run, held_ids) if held_ids else []
-    by_course = dict(tuple(courses.groupby("subject_id", sort=False)))
-    by_ledger = dict(tuple(ledger.groupby("subject_id", sort=False)))
-    by_row = {s: i for i, s in enumerate(decisions["subject_id"])}
-    out = []
-    for subject in ids:
-        i = by_row[subject]
-        traced = explanation(
+    # Every table made records once (a frame's rows cost a call per column each time),
+    # then grouped by subject.
+    course_rows, ledger_rows = ordered(courses, ledger)
+    by: dict[str, dict[str, list[dict[str, Any]]]] = {
+        part: {} for part in ("courses", "ledger", "held")
+    }
+    for part, rows in (("courses", course_rows), ("ledger", ledger_rows), ("held", held)):
+        for row in rows:
+            by[part].setdefault(row["subject_id"], []).append(row)
+    decision_of = {row["subject_id"]: row for row in records(decisions)}
+    columns = list(decisions.columns)
+    return [
+        explanation(
             run,
-            decisions.iloc[i : i + 1],
-            by_course.get(subject, courses.iloc[:0]),
-            by_ledger.get(subject, ledger.iloc[:0]),
-            [h for h in held if h["subject_id"] == subject],
+            decision_of[subject],
+            columns,
+            by["courses"].get(subject, []),
+            by["ledger"].get(subject, []),
+            by["held"].get(subject, []),
         )
-        out.append(traced)
-    return out
+        for subject in ids
+    ]
 
 
 def protocol(run: RunFolder) -> dict[str, Any]:
