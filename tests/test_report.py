@@ -252,6 +252,26 @@ def test_one_section_per_subject_with_its_courses_and_sources(runs):
     assert [a["data-verdict"] for a in bars] == ["failed", "failed"]
 
 
+@pytest.mark.parametrize("name", ["sample", "quarantine"])
+def test_each_section_is_the_subjects_own_explain_trace(runs, name):
+    # The report reads every subject's rows at once and groups them; `explain` reads one
+    # subject's rows alone. Both must give the same trace, course order and quarantined
+    # rows included (the quarantine run holds S002's rows).
+    from trdscreen.explain import explain_subject
+    from trdscreen.reportdata import sections
+    from trdscreen.runs import open_run
+
+    run = open_run(runs[name])
+    ids = run.read("decisions")["subject_id"].tolist()
+    traced = sections(run, ids, checked=True)
+    assert [t["subject_id"] for t in traced] == ids
+    for subject, trace in zip(ids, traced, strict=True):
+        assert trace == explain_subject(run, subject), subject
+    if name == "quarantine":
+        assert any(t["quarantine"] for t in traced)
+    assert any(len(t["courses"]) > 1 for t in traced)  # an order to keep
+
+
 def test_the_rule_set_is_printed_with_unverified_parameters_flagged(runs):
     text = (runs["sample"] / "report.html").read_text()
     shown = invoke("rules", "show", "sforzini-2021").stdout
