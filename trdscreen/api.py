@@ -77,6 +77,7 @@ from trdscreen.stream import (
 )
 from trdscreen.summarytext import SUMMARY_FILE, summary_text
 from trdscreen.tables import REPORT, SHEET_ORDER
+from trdscreen.tuning import release_freed
 from trdscreen.validate import ValidatedInputs, criteria_subject_columns, validate_inputs
 
 __all__ = [  # the library's face: what the CLI, verify and callers use
@@ -453,6 +454,7 @@ def _finish(
     """Record the written files, then write manifest.json and end audit.jsonl."""
     trail = loaded.trail
     trail.attach(folder)
+    release_freed()  # the chunks are gone: the report below starts from a trimmed heap
     try:
         if "xlsx" in destination.formats:
             outputs = outputs + write_workbook(folder, SHEET_ORDER)
