@@ -42,6 +42,17 @@ _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 
 
+def _glibc(name: str):
+    """A function of glibc, the C library the process already runs on (no search for
+    the file), or None: not Linux, or another C library (which lacks these)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError):
+        return None
+
+
 _tuned = False
 """Whether this process took `tune_for_large_tables` (the CLI does; a library caller's
 process keeps its own settings, and `release_freed` leaves its memory alone)."""
@@ -57,16 +68,12 @@ def tune_for_large_tables() -> None:
     _tuned = True
     if "numpy" not in sys.modules:
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    if sys.platform.startswith("linux"):
-        try:  # the C library the process already runs on; no search for the file
-            mallopt = ctypes.CDLL(None).mallopt
-        except (OSError, AttributeError):
-            mallopt = None
-        if mallopt is not None:  # glibc; other C libraries lack mallopt
-            mallopt(_M_MMAP_THRESHOLD, 1 << 30)  # blocks below 1 GiB come from the heap
-            mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1)  # and stay there when freed
-            mallopt(_M_TOP_PAD, 256 << 20)
-            mallopt(_M_ARENA_MAX, 1)  # every thread's blocks in one heap
+    mallopt = _glibc("mallopt")
+    if mallopt is not None:
+        mallopt(_M_MMAP_THRESHOLD, 1 << 30)  # blocks below 1 GiB come from the heap
+        mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1)  # and stay there when freed
+        mallopt(_M_TOP_PAD, 256 << 20)
+        mallopt(_M_ARENA_MAX, 1)  # every thread's blocks in one heap
     import pyarrow as pa
 
     try:
@@ -85,13 +92,9 @@ def release_freed() -> None:
     (`malloc_trim`) and Arrow's pool; silently a no-op where neither offers it."""
     if not _tuned:
         return
-    if sys.platform.startswith("linux"):
-        try:
-            trim = ctypes.CDLL(None).malloc_trim
-        except (OSError, AttributeError):  # not glibc
-            trim = None
-        if trim is not None:
-            trim(0)
+    trim = _glibc("malloc_trim")
+    if trim is not None:
+        trim(0)
     import pyarrow as pa
 
     pa.default_memory_pool().release_unused()
