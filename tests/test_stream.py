@@ -113,6 +113,32 @@ def test_chunks_screened_in_threads_give_the_same_bytes(tmp_path, small, damaged
     assert_same_tables(bad_whole, bad)
 
 
+def test_a_run_that_writes_no_ledger_builds_none_and_writes_the_same_bytes(
+    tmp_path, small, monkeypatch
+):
+    # --tables without criteria_ledger (a pipeline that needs less): its chunks skip the
+    # ledger, and every table it does write (courses and the splits too) is the full
+    # run's, byte for byte, in 30 chunks of 2 threads.
+    from trdscreen import pipeline
+
+    built = []
+    real = pipeline.ledger
+    monkeypatch.setattr(pipeline, "ledger", lambda *a: built.append(1) or real(*a))
+    full, _ = _streamed(tmp_path, "full", 113, input=small)
+    assert len(built) == _chunk_count(small, 113) >= 30  # a ledger a chunk
+    built.clear()
+    loaded = api.load(api.ScreenRequest(input=small, chunk_rows=113), ["test"])
+    tables = ("decisions", "included", "excluded", "needs_review", "courses", "attrition",
+              "validation_issues")  # fmt: skip
+    part = tmp_path / "part"
+    api.run_to_folder(loaded, api.Destination(part, ("csv", "parquet"), tables=tables))
+    assert built == []
+    names = table_files(part)
+    assert names == [n for n in table_files(full) if not n.startswith("criteria_ledger")]
+    for name in names:
+        assert (part / name).read_bytes() == (full / name).read_bytes(), name
+
+
 def test_the_hand_worked_sample_streams_the_same_a_subject_or_two_per_chunk(tmp_path):
     # sample_data holds the suite's hand-worked cases (S028 and S036 have no courses,
     # S038 has courses but no subject row,

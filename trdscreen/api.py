@@ -366,9 +366,11 @@ def screen_and_write(
 def stream_to(loaded: LoadedRun, folder: Path, destination: Destination) -> StreamOutcome:
     """The default engine's streamed run of a loaded request into `folder`, with its
     recorded chunk rows and threads (`screen_and_write`, and `verify` re-running it)."""
+    # A run that writes no criteria ledger has its chunks build none.
+    screening = replace(screening_of(loaded), ledger=destination.writes("criteria_ledger"))
     return write_streamed(
         *loaded.streamed(),
-        screening_of(loaded),
+        screening,
         folder,
         destination,
         loaded.request.chunk_rows or CHUNK_ROWS,

@@ -79,7 +79,7 @@ class RunSummary(Protocol):
 class ScreenResult:
     decisions: pd.DataFrame  # one row per subject, sorted by subject_id
     courses: pd.DataFrame  # one row per input course, sorted by subject, start, line
-    ledger: pd.DataFrame  # subject x criterion
+    ledger: pd.DataFrame | None  # subject x criterion (None: not built, `Screening.ledger`)
     attrition: pd.DataFrame
     issues: pd.DataFrame
     quarantine: Quarantine | None = None  # with --on-invalid quarantine
@@ -100,7 +100,7 @@ class ScreenResult:
                 name: self.decisions[decision == value].reset_index(drop=True)
                 for name, value in SPLITS.items()
             },
-            "criteria_ledger": self.ledger,
+            **({"criteria_ledger": self.ledger} if self.ledger is not None else {}),
             "courses": self.courses,
             "attrition": self.attrition,
             "validation_issues": self.issues,
@@ -204,6 +204,7 @@ def decide_validated(
     reports: tuple[tuple[RuleSet, Formulary], ...] = (),
     quarantine: Quarantine | None = None,
     adjudications: Adjudications | None = None,
+    with_ledger: bool = True,
 ) -> ScreenResult:
     """Screen validated inputs. Every input subject and course appears exactly once.
 
@@ -267,7 +268,7 @@ def decide_validated(
     return ScreenResult(
         decisions=decisions,
         courses=courses,
-        ledger=ledger(subjects, results),
+        ledger=ledger(subjects, results) if with_ledger else None,
         attrition=table,
         issues=inputs.issues,
         quarantine=quarantine,
@@ -316,6 +317,7 @@ class Screening:
     reports: tuple[tuple[RuleSet, Formulary], ...] = ()  # rule sets whose staging is added
     on_invalid: str = "fail"  # vocabulary.ON_INVALID
     adjudications: Adjudications | None = None  # reviewers' decisions (--adjudications)
+    ledger: bool = True  # build the criteria ledger (a streamed run that writes none: no)
 
 
 def decide_checked(
@@ -344,6 +346,7 @@ def decide_checked(
         screening.reports,
         held,
         screening.adjudications,
+        screening.ledger,
     )
 
 

@@ -326,12 +326,8 @@ def streamed_tables(result: ScreenResult) -> dict[str, pd.DataFrame | pa.Table]:
         name: whole.filter(pa.array((final == value).to_numpy(dtype=bool)))
         for name, value in SPLITS.items()
     }
-    return {
-        "decisions": whole,
-        **splits,
-        "criteria_ledger": result.ledger,
-        "courses": result.courses,
-    }
+    ledger = {"criteria_ledger": result.ledger} if result.ledger is not None else {}
+    return {"decisions": whole, **splits, **ledger, "courses": result.courses}
 
 
 Piece = dict[str, pd.DataFrame | pa.Table] | ScreenResult
