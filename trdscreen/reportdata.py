@@ -128,7 +128,22 @@ ENCODED = [
 
 def _is(table: pa.Table, column: str, value: str) -> pa.ChunkedArray:
     """Where a text column (plain or dictionary-encoded) equals `value` (null: False)."""
-    return pc.fill_null(pc.equal(table.column(column), value), False)
+    return _where(table.column(column), lambda text: pc.equal(text, value))
+
+
+def _where(column: pa.ChunkedArray, test) -> pa.ChunkedArray:
+    """`test` of a text column's values, per row (null: False). A dictionary-encoded
+    column is tested once per distinct text and the answer taken by code: comparing its
+    rows would decode a million of them first."""
+    if not pa.types.is_dictionary(column.type):
+        return pc.fill_null(test(column), False)
+    return pa.chunked_array(
+        [
+            pc.fill_null(test(chunk.dictionary).take(chunk.indices), False)
+            for chunk in column.chunks
+        ],
+        pa.bool_(),
+    )
 
 
 def _text_column(table: pa.Table, name: str) -> pa.ChunkedArray:
@@ -281,7 +296,7 @@ def _meets_on(criterion: Any, age: Any, reference: Any) -> str:
 def near_misses(decisions: pa.Table, rules: dict, limit: int) -> dict[str, Any]:
     """Item 5: excluded subjects failing exactly one criterion, within its margin."""
     near = decisions.column("near_miss_criteria")
-    candidates = decisions.filter(pc.fill_null(pc.not_equal(near, ""), False))  # the few
+    candidates = decisions.filter(_where(near, lambda text: pc.not_equal(text, "")))  # the few
     failed = _text_column(candidates, "failed_criteria")
     one = pc.and_(
         pc.invert(pc.match_substring(failed, ";")),
