@@ -119,6 +119,39 @@ def test_ragged_csv_is_a_clean_error(tmp_path):
         api.load(api.ScreenRequest(path, as_of=date(2024, 6, 1)))
 
 
+@pytest.mark.parametrize("chunk_rows", [None, 1000])  # read whole, or streamed
+def test_the_error_shown_is_the_first_one_reading_in_turn_would_meet(tmp_path, chunk_rows):
+    # The subjects file is opened and read in a thread while the treatments are hashed;
+    # the error a user sees must still be the first one met going in turn: treatments
+    # opened (an empty file fails here), subjects opened, treatments read (a ragged row
+    # fails here), subjects read. So a ragged treatments file with an empty subjects file
+    # shows the subjects' error, and with a ragged subjects file the treatments'.
+    files = {
+        "empty": "",
+        "ragged treatments": "subject_id,drug\nA,sertraline,extra\n",
+        "ragged subjects": "subject_id,sex\nA,F,extra\n",
+    }
+    first = {  # (treatments, subjects) -> the file named and what it says
+        ("empty", "empty"): ("treatments", "empty"),
+        ("empty", "ragged subjects"): ("treatments", "empty"),
+        ("empty", None): ("treatments", "empty"),
+        ("ragged treatments", "empty"): ("subjects", "empty"),
+        ("ragged treatments", "ragged subjects"): ("treatments", "has 3 fields"),
+        ("ragged treatments", None): ("treatments", "has 3 fields"),
+        (None, "empty"): ("subjects", "empty"),
+        (None, "ragged subjects"): ("subjects", "has 3 fields"),
+    }
+    folder = tmp_path / "cohort"
+    write_cohort(folder, [good()], [{"subject_id": "A"}])
+    good_files = {n: (folder / f"{n}.csv").read_text() for n in ("treatments", "subjects")}
+    request = api.ScreenRequest(folder, as_of=date(2024, 6, 1), chunk_rows=chunk_rows)
+    for (treatments, subjects), (named, says) in first.items():
+        for name, bad in (("treatments", treatments), ("subjects", subjects)):
+            (folder / f"{name}.csv").write_text(files[bad] if bad else good_files[name])
+        with pytest.raises(InputError, match=rf"{named}\.csv: .*{says}"):
+            api.load(request)
+
+
 def test_empty_file_is_a_clean_error(tmp_path):
     path = tmp_path / "treatments.csv"
     path.write_text("")

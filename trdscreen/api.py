@@ -16,13 +16,15 @@ import socket
 import sys
 import uuid
 from collections.abc import Sequence
-from dataclasses import replace
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from trdscreen import __version__
 from trdscreen.adjudication import Adjudications, read_adjudications, unknown_subjects
 from trdscreen.audit import AuditTrail
+from trdscreen.csvfile import CsvOptions
 from trdscreen.engine import DaskOptions
 from trdscreen.errors import InputError, InvalidInputData, UsageError
 from trdscreen.io import InputFile, SourceTable, open_source, sha256_file
@@ -66,6 +68,7 @@ from trdscreen.resolve import (
 )
 from trdscreen.runs import MANIFEST_FILE, RunFolder
 from trdscreen.schemas import SUBJECT_COLUMNS, TREATMENT_COLUMNS
+from trdscreen.sitemap import ColumnMap
 from trdscreen.sources import find_inputs, scratch_folder
 from trdscreen.stream import (
     CHUNK_ROWS,
@@ -155,24 +158,33 @@ def load_with(
     # The Dask engine reads the inputs a batch at a time while it screens; here they are
     # only opened (hashed, their headers checked).
     read = request.dask is None
-    treatments: SourceTable | InputFile = open_source(
-        treatments_path,
-        "treatments",
-        columns.treatments,
-        set(TREATMENT_COLUMNS),
-        request.csv,
-        columns,
-    )
-    subjects: SourceTable | InputFile | None = None
-    if subjects_path is not None:
-        wanted = criteria_subject_columns(rules, *(r.rules for r in reports))
-        canonical = set(SUBJECT_COLUMNS) | set(wanted)
-        subjects = open_source(
-            subjects_path, "subjects", columns.subjects, canonical, request.csv, columns
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="subjects") as pool:
+        # The subjects file is opened and read beside the treatments' hashing pass (one
+        # core); an error surfaces where reading one after the other would raise it.
+        subjects_work = None
+        if subjects_path is not None:
+            wanted = criteria_subject_columns(rules, *(r.rules for r in reports))
+            canonical = set(SUBJECT_COLUMNS) | set(wanted)
+            subjects_work = pool.submit(
+                _open_subjects, subjects_path, canonical, columns, request.csv, read
+            )
+        treatments: SourceTable | InputFile = open_source(
+            treatments_path,
+            "treatments",
+            columns.treatments,
+            set(TREATMENT_COLUMNS),
+            request.csv,
+            columns,
         )
-    if read:  # a streamed run reads one file of treatments a chunk at a time
-        treatments = _read(treatments, trail, whole=request.chunk_rows is None)
-        subjects = _read(subjects, trail) if subjects is not None else None
+        subjects: SourceTable | InputFile | None = None
+        subjects_read = None
+        if subjects_work is not None:
+            subjects, subjects_read = subjects_work.result()  # its opening's error
+        if read:  # a streamed run reads one file of treatments a chunk at a time
+            treatments = _read(treatments, trail, whole=request.chunk_rows is None)
+            if subjects_read is not None:
+                subjects = subjects_read.get()  # its reading's error
+                trail.record("input_read", **input_record(subjects))
     adjudications = _adjudications(request, treatments, subjects, trail)
     validated = None
     if request.dask is None and request.chunk_rows is None:  # else validated per part
@@ -229,6 +241,34 @@ def _adjudications(
         sha256=adjudications.sha256,
     )
     return adjudications
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What a call gave: its value, or the error it raised (raised again by `get`)."""
+
+    value: SourceTable | None = None
+    error: Exception | None = None
+
+    def get(self) -> SourceTable:
+        if self.error is not None:
+            raise self.error
+        assert self.value is not None
+        return self.value
+
+
+def _open_subjects(
+    path: Path, canonical: set[str], columns: ColumnMap, csv: CsvOptions, read: bool
+) -> tuple[InputFile, _Outcome | None]:
+    """The subjects file opened (an error raised) and, with `read`, read whole (an error
+    kept for its turn: after the treatments are read)."""
+    source = open_source(path, "subjects", columns.subjects, canonical, csv, columns)
+    if not read:
+        return source, None
+    try:
+        return source, _Outcome(value=source.read())
+    except Exception as exc:
+        return source, _Outcome(error=exc)
 
 
 def _read(
