@@ -16,15 +16,14 @@ import socket
 import sys
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from trdscreen import __version__
 from trdscreen.adjudication import Adjudications, read_adjudications, unknown_subjects
 from trdscreen.audit import AuditTrail
-from trdscreen.csvfile import CsvOptions
 from trdscreen.engine import DaskOptions
 from trdscreen.errors import InputError, InvalidInputData, UsageError
 from trdscreen.io import InputFile, SourceTable, open_source, sha256_file
@@ -68,7 +67,6 @@ from trdscreen.resolve import (
 )
 from trdscreen.runs import MANIFEST_FILE, RunFolder
 from trdscreen.schemas import SUBJECT_COLUMNS, TREATMENT_COLUMNS
-from trdscreen.sitemap import ColumnMap
 from trdscreen.sources import find_inputs, scratch_folder
 from trdscreen.stream import (
     CHUNK_ROWS,
@@ -159,15 +157,20 @@ def load_with(
     # only opened (hashed, their headers checked).
     read = request.dask is None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="subjects") as pool:
-        # The subjects file is opened and read beside the treatments' hashing pass (one
-        # core); an error surfaces where reading one after the other would raise it.
-        subjects_work = None
+        # The subjects file is opened, then read, in one worker beside the treatments'
+        # hashing pass (one core); each step's error is raised where reading one file
+        # after the other would raise it (the read fails with the opening's error too).
+        opening: Future[InputFile] | None = None
+        reading: Future[SourceTable] | None = None
         if subjects_path is not None:
             wanted = criteria_subject_columns(rules, *(r.rules for r in reports))
             canonical = set(SUBJECT_COLUMNS) | set(wanted)
-            subjects_work = pool.submit(
-                _open_subjects, subjects_path, canonical, columns, request.csv, read
-            )
+            opening = pool.submit(
+                open_source, subjects_path, "subjects", columns.subjects, canonical,
+                request.csv, columns,
+            )  # fmt: skip
+            if read:
+                reading = pool.submit(lambda opened: opened.result().read(), opening)
         treatments: SourceTable | InputFile = open_source(
             treatments_path,
             "treatments",
@@ -177,13 +180,12 @@ def load_with(
             columns,
         )
         subjects: SourceTable | InputFile | None = None
-        subjects_read = None
-        if subjects_work is not None:
-            subjects, subjects_read = subjects_work.result()  # its opening's error
+        if opening is not None:
+            subjects = opening.result()
         if read:  # a streamed run reads one file of treatments a chunk at a time
             treatments = _read(treatments, trail, whole=request.chunk_rows is None)
-            if subjects_read is not None:
-                subjects = subjects_read.get()  # its reading's error
+            if reading is not None:
+                subjects = reading.result()
                 trail.record("input_read", **input_record(subjects))
     adjudications = _adjudications(request, treatments, subjects, trail)
     validated = None
@@ -241,34 +243,6 @@ def _adjudications(
         sha256=adjudications.sha256,
     )
     return adjudications
-
-
-@dataclass(frozen=True)
-class _Outcome:
-    """What a call gave: its value, or the error it raised (raised again by `get`)."""
-
-    value: SourceTable | None = None
-    error: Exception | None = None
-
-    def get(self) -> SourceTable:
-        if self.error is not None:
-            raise self.error
-        assert self.value is not None
-        return self.value
-
-
-def _open_subjects(
-    path: Path, canonical: set[str], columns: ColumnMap, csv: CsvOptions, read: bool
-) -> tuple[InputFile, _Outcome | None]:
-    """The subjects file opened (an error raised) and, with `read`, read whole (an error
-    kept for its turn: after the treatments are read)."""
-    source = open_source(path, "subjects", columns.subjects, canonical, csv, columns)
-    if not read:
-        return source, None
-    try:
-        return source, _Outcome(value=source.read())
-    except Exception as exc:
-        return source, _Outcome(error=exc)
 
 
 def _read(
