@@ -100,12 +100,16 @@ class ScreenResult:
                 name: self.decisions[decision == value].reset_index(drop=True)
                 for name, value in SPLITS.items()
             },
-            **({"criteria_ledger": self.ledger} if self.ledger is not None else {}),
+            **self.ledger_table(),
             "courses": self.courses,
             "attrition": self.attrition,
             "validation_issues": self.issues,
             **held,
         }
+
+    def ledger_table(self) -> dict[str, pd.DataFrame]:
+        """The criteria ledger by its file stem, or nothing when it was not built."""
+        return {} if self.ledger is None else {"criteria_ledger": self.ledger}
 
     def near_misses(self) -> int:
         """Subjects with at least one near-miss criterion."""

@@ -326,8 +326,7 @@ def streamed_tables(result: ScreenResult) -> dict[str, pd.DataFrame | pa.Table]:
         name: whole.filter(pa.array((final == value).to_numpy(dtype=bool)))
         for name, value in SPLITS.items()
     }
-    ledger = {"criteria_ledger": result.ledger} if result.ledger is not None else {}
-    return {"decisions": whole, **splits, **ledger, "courses": result.courses}
+    return {"decisions": whole, **splits, **result.ledger_table(), "courses": result.courses}
 
 
 Piece = dict[str, pd.DataFrame | pa.Table] | ScreenResult
