@@ -424,7 +424,8 @@ def open_source(
             refuse_binary(data, options.is_utf8, tuple(BOMS))
             options = declared(data, options)
             names = header = checked_header(data, options)
-            breaks = unit_lines(data, options) or breaks  # UTF-16 and UTF-32: by code unit
+            by_unit = unit_lines(data, options)  # UTF-16 and UTF-32: by code unit
+            breaks = by_unit if by_unit is not None else breaks
         refuse_other_table(path, name, names, rename)
     return InputFile(
         name,
