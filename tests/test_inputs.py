@@ -90,6 +90,34 @@ def test_every_value_problem_is_collected(tmp_path):
     assert ("G", "ends_after_reference_date") in checks
 
 
+def test_a_birth_or_episode_after_the_screening_date_is_an_error(tmp_path):
+    # Screened 2024-06-01 (the conftest default). A is born after it and B's current episode
+    # begins after it: neither can be (a subject is screened after birth, within the
+    # episode). C is born and falls ill on the screening day itself: possible, no issue.
+    folder = write_cohort(
+        tmp_path,
+        [good("A"), good("B"), good("C")],
+        [
+            {"subject_id": "A", "birth_date": "2024-06-02"},
+            {"subject_id": "B", "episode_start": "2024-07-01"},
+            {"subject_id": "C", "birth_date": "2024-06-01", "episode_start": "2024-06-01"},
+        ],
+    )
+    issues = issues_for(folder)
+    found = issues[issues["check"].str.contains("after_reference_date")]
+    located = zip(found["line"], found["column"], found["check"], found["severity"], strict=True)
+    assert list(located) == [
+        (2, "birth_date", "born_after_reference_date", "error"),
+        (3, "episode_start", "episode_after_reference_date", "error"),
+    ]
+    # With --as-of, later records are expected: A's birth is info, B's episode is hidden
+    # (asof.subject_masks), and neither is an error.
+    issues = issues_for(folder, date(2024, 6, 1))
+    assert not issues["check"].str.contains("after_reference_date").any()
+    row = issues[issues["check"] == "born_after_as_of"]
+    assert (row["line"].tolist(), row["severity"].tolist()) == ([2], ["info"])
+
+
 def test_missing_required_column_says_how_to_map_it(tmp_path):
     path = write_csv(
         tmp_path / "treatments.csv", [good()], [c for c in TREATMENT_COLUMNS if c != "drug"]

@@ -117,12 +117,14 @@ def _threshold(low: np.ndarray, high: np.ndarray, minimum: int) -> np.ndarray:
 
 
 def age_at(birth: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Whole years completed at the reference date (NaN where either is unknown)."""
+    """Whole years completed at the reference date (NaN where either is unknown, and
+    where the birth is after the reference date: no age then, so an age criterion is
+    undecided rather than met by a negative age under a rule like `age <= 65`)."""
     b = pd.DatetimeIndex(birth)
     r = pd.DatetimeIndex(reference)
     before_birthday = (r.month < b.month) | ((r.month == b.month) & (r.day < b.day))
     years = np.asarray(r.year - b.year, dtype=np.float64) - before_birthday.astype(np.float64)
-    years[np.isnat(birth) | np.isnat(reference)] = np.nan
+    years[np.isnat(birth) | np.isnat(reference) | (years < 0)] = np.nan
     return years
 
 

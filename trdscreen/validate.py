@@ -196,6 +196,40 @@ def _check_subject_columns(
             people["subject_id"],
             severity="warning",
         )
+    _check_subject_dates(source, people, ref_column, as_of, log)
+
+
+def _check_subject_dates(
+    source: SourceTable, people: pd.DataFrame, ref_column: str, as_of: date | None, log: IssueLog
+) -> None:
+    """A birth or a current episode after the subject's own reference date cannot be: the
+    subject was screened (or is screened at --as-of) within the current episode, and after
+    birth. Without --as-of, an error like a course after the reference date; with it, a
+    later birth is expected of an export taken later (`asof.subject_masks` hides a later
+    episode): said as info, and the age is unknown (`subjects.age_at`)."""
+    if as_of is not None:
+        reference = np.full(len(people), np.datetime64(as_of, "s"))
+    elif ref_column in people.columns:
+        reference = people[ref_column].to_numpy(dtype="datetime64[s]")
+    else:
+        return
+    ids = people["subject_id"]
+    for column, check, said in (
+        ("birth_date", "born_after_reference_date", "the birth date is after"),
+        ("episode_start", "episode_after_reference_date", "the current episode begins after"),
+    ):
+        if column not in people.columns or (as_of is not None and column == "episode_start"):
+            continue
+        rows = np.flatnonzero(people[column].to_numpy(dtype="datetime64[s]") > reference)
+        if as_of is None:
+            message = (
+                f"{said} the subject's reference date (`{ref_column}`), which cannot be: a "
+                "subject is screened after birth, within the current episode; fix the date"
+            )
+            log.add(source, rows, column, check, message, ids)
+        else:
+            message = f"the subject was born after --as-of {as_of}; its age on that date is unknown"
+            log.add(source, rows, column, "born_after_as_of", message, ids, severity="info")
 
 
 def _check_without_subjects(
