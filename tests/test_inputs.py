@@ -118,6 +118,23 @@ def test_a_birth_or_episode_after_the_screening_date_is_an_error(tmp_path):
     assert (row["line"].tolist(), row["severity"].tolist()) == ([2], ["info"])
 
 
+def test_a_given_age_is_said_to_be_unknown_on_an_as_of_date(tmp_path):
+    # A has only an age, B a birth date as well: with --as-of, A's age (no date) is unknown
+    # on that date and said so; B's is computed from the birth date, nothing to say.
+    folder = write_cohort(
+        tmp_path,
+        [good("A"), good("B")],
+        [
+            {"subject_id": "A", "birth_date": "", "age": 30},
+            {"subject_id": "B", "birth_date": "1980-05-10", "age": 44},
+        ],
+    )
+    issues = issues_for(folder, date(2024, 6, 1))
+    row = issues[issues["check"] == "age_undated_at_as_of"]
+    assert (row["subject_id"].tolist(), row["severity"].tolist()) == (["A"], ["info"])
+    assert "age_undated_at_as_of" not in set(issues_for(folder)["check"])  # no --as-of
+
+
 def test_missing_required_column_says_how_to_map_it(tmp_path):
     path = write_csv(
         tmp_path / "treatments.csv", [good()], [c for c in TREATMENT_COLUMNS if c != "drug"]

@@ -10,7 +10,11 @@ after DATE is hidden, and nothing is deleted:
   `improvement`, `stop_reason`) is hidden (reason `censored_at_as_of`);
 - a subject screened after DATE has unknown screening scores
   (`hamd_screening`, `madrs_screening`), and a current episode that began
-  after DATE is unknown: neither existed on DATE.
+  after DATE is unknown: neither existed on DATE;
+- a given `age` is unknown: it carries no date (an export's age is taken at
+  its screening or its extraction, not at a DATE chosen later), so an age of 18
+  in a later export may have been 16 on DATE. Only a `birth_date` gives the
+  age on DATE (`subjects.age_at`; a birth after DATE gives none).
 
 Ages and durations are computed at DATE because DATE is the reference date.
 Other subject columns (diagnoses, bipolar, ...) carry no date in the input
@@ -59,6 +63,14 @@ def subject_masks(subjects: pd.DataFrame, as_of: date) -> tuple[np.ndarray, np.n
     return _dates(subjects, "screening_date") > cut, _dates(subjects, "episode_start") > cut
 
 
+def undated_ages(subjects: pd.DataFrame) -> np.ndarray:
+    """Subject rows whose age is given without a birth date (unknown on an --as-of DATE)."""
+    if "age" not in subjects.columns:
+        return np.zeros(len(subjects), dtype=bool)
+    given = subjects["age"].notna().to_numpy()
+    return given & np.isnat(_dates(subjects, "birth_date"))
+
+
 def as_of_view(
     treatments: pd.DataFrame, subjects: pd.DataFrame, as_of: date | None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -84,4 +96,6 @@ def as_of_view(
             people[column] = people[column].mask(screened_later)
     if "episode_start" in people.columns:
         people["episode_start"] = people["episode_start"].mask(episode_later)
+    if "age" in people.columns:  # the birth date decides; a given age has no date
+        people["age"] = people["age"].mask(np.ones(len(people), dtype=bool))
     return courses, people

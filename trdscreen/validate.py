@@ -13,7 +13,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from trdscreen.asof import AFTER, CENSORED, course_masks, subject_masks
+from trdscreen.asof import AFTER, CENSORED, course_masks, subject_masks, undated_ages
 from trdscreen.coded import coded
 from trdscreen.columns import hamd_versions, repeated_text
 from trdscreen.convert import coerce
@@ -364,6 +364,16 @@ def _note_as_of(
         "episode_start",
         "episode_after_as_of",
         f"the current episode began after --as-of {as_of}; the episode on that date is unknown",
+        people["subject_id"],
+        severity="info",
+    )
+    log.add(
+        subjects,
+        np.flatnonzero(undated_ages(people)),
+        "age",
+        "age_undated_at_as_of",
+        f"age is given without a birth date: it carries no date, so the age on --as-of {as_of} "
+        "is unknown (an age criterion needs review); give birth_date to decide it",
         people["subject_id"],
         severity="info",
     )
