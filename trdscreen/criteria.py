@@ -148,9 +148,9 @@ def _equality(
                 )
             values = series.to_numpy(dtype=bool, na_value=False)
             hit = np.isin(values, np.asarray(wanted, dtype=bool))
-        else:
-            values = series.astype("str").to_numpy(dtype=object)
-            hit = np.isin(values, [str(v) for v in wanted])
+        else:  # text: trimmed when read; case is ignored, as a site's "m" is a rule's "M"
+            values = series.astype("str").str.casefold().to_numpy(dtype=object)
+            hit = np.isin(values, [str(v).casefold() for v in wanted])
         state = from_bool(hit & known, known=known)
     if op in (Op.ne, Op.not_in):
         state = negate(state)
