@@ -135,6 +135,52 @@ def test_a_given_age_is_said_to_be_unknown_on_an_as_of_date(tmp_path):
     assert "age_undated_at_as_of" not in set(issues_for(folder)["check"])  # no --as-of
 
 
+def test_a_criteria_column_has_the_type_its_criteria_compare_it_with(tmp_path):
+    # ocd (compared with true) and bmi (compared by order) are not contract columns. A
+    # cell that is not true/false, or not a number, is an error at its line, as in a
+    # contract column: inferred from the cells, ocd would have been text and bmi too,
+    # and "yes" would not have been true. Without such a cell both read as before.
+    from conftest import write_rules
+
+    rules = write_rules(
+        tmp_path,
+        {
+            "criteria": [
+                {"id": "EX-OCD", "title": "No OCD", "source": "test", "kind": "exclusion",
+                 "column": "ocd", "op": "eq", "value": True},
+                {"id": "BMI", "title": "BMI under 40", "source": "test", "column": "bmi",
+                 "op": "lt", "value": 40},
+            ]
+        },
+    )  # fmt: skip
+    folder = write_cohort(
+        tmp_path / "in",
+        [good("A"), good("B")],
+        [
+            {"subject_id": "A", "ocd": "unknown", "bmi": "n/a"},
+            {"subject_id": "B", "ocd": "no", "bmi": 31},
+        ],
+    )
+    issues = api.load(api.ScreenRequest(folder, rules=str(rules))).validated.issues
+    located = set(zip(issues["line"], issues["column"], issues["check"], strict=True))
+    assert {(2, "ocd", "not_boolean"), (2, "bmi", "not_a_number")} <= located
+    assert not (issues["line"] == 3).any()
+
+    # The decision: C said "yes" (OCD) in a column whose "unknown" cell (D's) made it text,
+    # where "yes" is not true, and C was eligible. Now C is excluded, D held for review.
+    folder = write_cohort(
+        tmp_path / "in2",
+        [good("C"), good("D")],
+        [
+            {"subject_id": "C", "ocd": "yes", "bmi": 31},
+            {"subject_id": "D", "ocd": "unknown", "bmi": 31},
+        ],
+    )
+    request = api.ScreenRequest(folder, rules=str(rules), on_invalid="quarantine")
+    decisions = api.screen(api.load(request)).decisions.set_index("subject_id")["decision"]
+    assert decisions.to_dict() == {"C": "excluded", "D": "needs_review"}
+
+
 def test_missing_required_column_says_how_to_map_it(tmp_path):
     path = write_csv(
         tmp_path / "treatments.csv", [good()], [c for c in TREATMENT_COLUMNS if c != "drug"]

@@ -6,7 +6,7 @@ No patient value enters a message."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -244,6 +244,13 @@ _AMBIGUOUS_MESSAGE = (
 )
 
 
+_DECLARED = {
+    "bool": ColumnSpec("bool", expected="true or false (a criterion compares it with them)"),
+    "float": ColumnSpec("float", expected="a number (a criterion compares it with numbers)"),
+}
+"""A criteria column's spec when its criteria declare its type."""
+
+
 def infer_kind(column: pa_arrow.ChunkedArray) -> str:
     """Working type of a subject column that the contract does not name."""
     if pa_arrow.types.is_boolean(column.type):
@@ -280,13 +287,14 @@ def coerce(
     source: SourceTable,
     specs: dict[str, ColumnSpec],
     log: IssueLog,
-    extra: tuple[str, ...] = (),
+    extra: Mapping[str, str | None] | None = None,
 ) -> pd.DataFrame:
     """Convert a source table to working dtypes, logging every unconvertible cell.
 
     Contract columns are converted by their spec; `extra` names further
-    columns (used by criteria) whose type is inferred. Other columns are not
-    carried forward. Missing required columns are logged and left out.
+    columns (used by criteria), each with the working type its criteria declare
+    (`validate.criteria_column_kinds`) or None, inferred from the cells then. Other
+    columns are not carried forward. Missing required columns are logged and left out.
     """
     table = source.table
     present = set(table.column_names)
@@ -304,8 +312,13 @@ def coerce(
     out: dict[str, object] = {}
     wanted = [(n, s) for n, s in specs.items() if n in present]
     wanted += [
-        (n, ColumnSpec(infer_kind(_declared_words(source, n)), expected="a consistent type"))
-        for n in extra
+        (
+            n,
+            _DECLARED[kind]
+            if kind
+            else ColumnSpec(infer_kind(_declared_words(source, n)), expected="a consistent type"),
+        )
+        for n, kind in (extra or {}).items()
         if n in present and n not in specs
     ]
     ids = None

@@ -184,8 +184,8 @@ def read_typed(
     checked against `specs` (issues into `log`); with `keep_others`, the columns `specs`
     does not name are kept too, their type inferred."""
     source = open_source(path, name, rename, set(specs), options, site=site).read()
-    others = tuple(n for n in source.table.column_names if n not in specs) if keep_others else ()
-    frame = coerce(source, specs, log, extra=others)
+    others = [n for n in source.table.column_names if n not in specs] if keep_others else []
+    frame = coerce(source, specs, log, extra=dict.fromkeys(others))
     check_values(source, frame, specs, log)
     return source, frame
 

@@ -17,6 +17,7 @@ from trdscreen.asof import AFTER, CENSORED, course_masks, subject_masks, undated
 from trdscreen.coded import coded
 from trdscreen.columns import hamd_versions, repeated_text
 from trdscreen.convert import coerce
+from trdscreen.criterion import NUMERIC_OPS
 from trdscreen.diagnoses import DERIVED_COLUMNS as DIAGNOSIS_COLUMNS
 from trdscreen.diagnoses import SOURCE_COLUMNS as DIAGNOSIS_SOURCES
 from trdscreen.drugnames import normalize_atc
@@ -73,6 +74,31 @@ def criteria_subject_columns(rules: RuleSet, *reports: RuleSet) -> tuple[str, ..
     return tuple(dict.fromkeys(wanted))
 
 
+def criteria_column_kinds(rules: RuleSet, *reports: RuleSet) -> dict[str, str | None]:
+    """`criteria_subject_columns`, each with the working type its criteria declare:
+    "bool" where one compares it with true or false, "float" where one compares it with
+    numbers or by order, else None (text and null tests: inferred from the cells).
+
+    A declared type does not depend on the cells: a column of yes, no and "unknown"
+    compared with `true` was inferred as text, where "yes" is not `true`, so a subject
+    with the excluding condition was eligible; now "unknown" is a not_boolean error at
+    its line, as in a contract column, and every chunk of a streamed run reads the
+    column as the same type."""
+    kinds: dict[str, str | None] = dict.fromkeys(criteria_subject_columns(rules, *reports))
+    for condition in (c for criterion in rules.criteria for c in criterion.conditions):
+        values = condition.values
+        if condition.column not in kinds:
+            continue
+        if any(isinstance(v, bool) for v in values):
+            kinds[condition.column] = "bool"
+        elif kinds[condition.column] != "bool" and (
+            condition.op in NUMERIC_OPS
+            or (values and all(isinstance(v, int | float) for v in values))
+        ):
+            kinds[condition.column] = "float"
+    return kinds
+
+
 def validate_inputs(
     treatments: SourceTable,
     subjects: SourceTable | None,
@@ -86,10 +112,11 @@ def validate_inputs(
     check_values(treatments, courses, TREATMENT_COLUMNS, log)
     check_hamd_versions(treatments, courses, log)
 
-    wanted = criteria_subject_columns(rules, *reports)
     subjects_usable = subjects is not None
     if subjects is not None:
-        people = coerce(subjects, SUBJECT_COLUMNS, log, extra=wanted)
+        people = coerce(
+            subjects, SUBJECT_COLUMNS, log, extra=criteria_column_kinds(rules, *reports)
+        )
         check_values(subjects, people, SUBJECT_COLUMNS, log)
         check_hamd_versions(subjects, people, log)
         if "subject_id" in people.columns:
