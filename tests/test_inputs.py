@@ -135,6 +135,23 @@ def test_a_given_age_is_said_to_be_unknown_on_an_as_of_date(tmp_path):
     assert "age_undated_at_as_of" not in set(issues_for(folder)["check"])  # no --as-of
 
 
+def test_screening_scores_of_an_unknown_date_are_said_to_be_unknown_on_an_as_of_date(tmp_path):
+    # With --as-of: A has a HAM-D but no screening date (said: the score may be later);
+    # B has neither (nothing hidden, nothing said); C was screened before the date.
+    folder = write_cohort(
+        tmp_path,
+        [good("A"), good("B"), good("C")],
+        [
+            {"subject_id": "A", "screening_date": "", "hamd_screening": 24},
+            {"subject_id": "B", "screening_date": "", "hamd_screening": ""},
+            {"subject_id": "C", "screening_date": "2024-05-01", "hamd_screening": 24},
+        ],
+    )
+    issues = issues_for(folder, date(2024, 6, 1))
+    row = issues[issues["check"] == "screening_undated_at_as_of"]
+    assert (row["subject_id"].tolist(), row["severity"].tolist()) == (["A"], ["info"])
+
+
 def test_a_criteria_column_has_the_type_its_criteria_compare_it_with(tmp_path):
     # ocd (compared with true) and bmi (compared by order) are not contract columns. A
     # cell that is not true/false, or not a number, is an error at its line, as in a

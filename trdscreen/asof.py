@@ -10,7 +10,9 @@ after DATE is hidden, and nothing is deleted:
   `improvement`, `stop_reason`) is hidden (reason `censored_at_as_of`);
 - a subject screened after DATE has unknown screening scores
   (`hamd_screening`, `madrs_screening`), and a current episode that began
-  after DATE is unknown: neither existed on DATE;
+  after DATE is unknown: neither existed on DATE; so are the screening scores
+  of a subject whose screening date is unknown (they may have been taken
+  after DATE);
 - a given `age` is unknown: it carries no date (an export's age is taken at
   its screening or its extraction, not at a DATE chosen later), so an age of 18
   in a later export may have been 16 on DATE. Only a `birth_date` gives the
@@ -57,10 +59,15 @@ def course_masks(courses: pd.DataFrame, as_of: date) -> tuple[np.ndarray, np.nda
     return after, censored
 
 
-def subject_masks(subjects: pd.DataFrame, as_of: date) -> tuple[np.ndarray, np.ndarray]:
-    """(screened after DATE, current episode began after DATE) per subject row."""
+def subject_masks(subjects: pd.DataFrame, as_of: date) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(screened after DATE, screening scores of an unknown date, current episode began
+    after DATE) per subject row. The second holds only rows with a screening score."""
     cut = np.datetime64(as_of, "s")
-    return _dates(subjects, "screening_date") > cut, _dates(subjects, "episode_start") > cut
+    screening = _dates(subjects, "screening_date")
+    scored = np.zeros(len(subjects), dtype=bool)
+    for column in (c for c in SCREENING_SCORE_COLUMNS if c in subjects.columns):
+        scored |= subjects[column].notna().to_numpy()
+    return screening > cut, np.isnat(screening) & scored, _dates(subjects, "episode_start") > cut
 
 
 def undated_ages(subjects: pd.DataFrame) -> np.ndarray:
@@ -90,10 +97,10 @@ def as_of_view(
     courses[AFTER] = after
     courses[CENSORED] = censored
     people = subjects.copy()
-    screened_later, episode_later = subject_masks(people, as_of)
+    screened_later, undated, episode_later = subject_masks(people, as_of)
     for column in SCREENING_SCORE_COLUMNS:
         if column in people.columns:
-            people[column] = people[column].mask(screened_later)
+            people[column] = people[column].mask(screened_later | undated)
     if "episode_start" in people.columns:
         people["episode_start"] = people["episode_start"].mask(episode_later)
     if "age" in people.columns:  # the birth date decides; a given age has no date

@@ -374,7 +374,7 @@ def _note_as_of(
     )
     if subjects is None:
         return
-    screened_later, episode_later = subject_masks(people, as_of)
+    screened_later, undated, episode_later = subject_masks(people, as_of)
     log.add(
         subjects,
         np.flatnonzero(screened_later),
@@ -382,6 +382,16 @@ def _note_as_of(
         "screened_after_as_of",
         f"the subject was screened after --as-of {as_of}; its screening scores are unknown "
         "on that date",
+        people["subject_id"],
+        severity="info",
+    )
+    log.add(
+        subjects,
+        np.flatnonzero(undated),
+        "screening_date",
+        "screening_undated_at_as_of",
+        f"screening_date is empty: the screening scores may have been taken after --as-of "
+        f"{as_of}, so they are unknown on that date; give the screening date to use them",
         people["subject_id"],
         severity="info",
     )
