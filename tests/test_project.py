@@ -46,7 +46,7 @@ LAYERS = (
      "diagnoses history sniff segments"),
     ("read", "csvfile sources criterion sitemap buildrules buildcodes io issues ruleset rulefile "
      "drugnames formulary drugs doses evidence"),
-    ("validate", "conventions adjudication schemas convert validate quarantine records omop"),
+    ("validate", "conventions adjudication schemas convert subjectcolumns validate quarantine records omop"),
     ("assess", "episode outcome trials checks courses subjects staging buildcourses "
      "buildratings buildtables buildprocedures buildepisodes build"),
     ("decide", "criteria toresolve pipeline merge protocol resolve tables"),

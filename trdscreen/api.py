@@ -76,10 +76,11 @@ from trdscreen.stream import (
     chunks,
     write_streamed,
 )
+from trdscreen.subjectcolumns import criteria_subject_columns
 from trdscreen.summarytext import SUMMARY_FILE, summary_text
 from trdscreen.tables import REPORT, SHEET_ORDER
 from trdscreen.tuning import release_freed
-from trdscreen.validate import ValidatedInputs, criteria_subject_columns, validate_inputs
+from trdscreen.validate import ValidatedInputs, validate_inputs
 
 __all__ = [  # the library's face: what the CLI, verify and callers use
     "CHUNK_ROWS", "DaskOptions", "LoadedRun", "ReportRules", "RuleCheck", "RuleFile",

@@ -293,7 +293,7 @@ def coerce(
 
     Contract columns are converted by their spec; `extra` names further
     columns (used by criteria), each with the working type its criteria declare
-    (`validate.criteria_column_kinds`) or None, inferred from the cells then. Other
+    (`subjectcolumns.criteria_column_kinds`) or None, inferred from the cells then. Other
     columns are not carried forward. Missing required columns are logged and left out.
     """
     table = source.table

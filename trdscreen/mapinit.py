@@ -30,7 +30,7 @@ from trdscreen.resolve import CODED_COLUMNS
 from trdscreen.rulefile import preset_dir, read_rule_file, resolve_rules
 from trdscreen.schemas import SUBJECT_COLUMNS, TREATMENT_COLUMNS
 from trdscreen.sources import find_inputs
-from trdscreen.validate import criteria_subject_columns
+from trdscreen.subjectcolumns import criteria_subject_columns
 
 MIN_SCORE = 70
 """A header is proposed for a canonical column at this similarity (0-100) or above."""

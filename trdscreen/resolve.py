@@ -16,7 +16,7 @@ from trdscreen.rulefile import load_column_map, read_rule_file, resolve_rules
 from trdscreen.ruleset import STAGING_MODEL_OF, RuleSet
 from trdscreen.schemas import SUBJECT_COLUMNS, TREATMENT_COLUMNS
 from trdscreen.sitemap import RECORD_TABLES, ColumnMap, OmopMap
-from trdscreen.validate import criteria_subject_columns
+from trdscreen.subjectcolumns import criteria_subject_columns
 
 
 @dataclass(frozen=True)
@@ -264,7 +264,6 @@ def check_rules(name_or_path: str) -> RuleCheck:
     reported presets, staging columns. Raises RuleError listing every problem;
     returns notes (columns the subjects table must provide, untagged parameters)."""
     from trdscreen.evidence import read_tagged
-    from trdscreen.validate import criteria_subject_columns
 
     rules, path, digest = load_rules(name_or_path)
     formulary = formulary_of(rules, path)
