@@ -118,6 +118,31 @@ def test_a_birth_or_episode_after_the_screening_date_is_an_error(tmp_path):
     assert (row["line"].tolist(), row["severity"].tolist()) == ([2], ["info"])
 
 
+def test_a_course_or_an_episode_before_birth_is_an_error(tmp_path):
+    # A (born 1980-05-10) has a course in 1975 and an episode from 1975: neither can be,
+    # and taken as given they made A eligible (two failed trials in a 1975 episode). B's
+    # course starts on the day B was born: possible, no issue.
+    folder = write_cohort(
+        tmp_path,
+        [
+            good("A", start_date="1975-02-01", end_date="1975-03-28"),
+            good("B", start_date="1990-01-01", end_date="1990-02-28"),
+        ],
+        [
+            {"subject_id": "A", "episode_start": "1975-01-01"},
+            {"subject_id": "B", "birth_date": "1990-01-01", "episode_start": "1990-01-01"},
+        ],
+    )
+    issues = issues_for(folder)
+    found = issues[issues["check"].str.endswith("before_birth")]
+    located = zip(found["file"], found["line"], found["column"], found["check"], strict=True)
+    assert sorted(located) == [
+        ("subjects.csv", 2, "episode_start", "episode_before_birth"),
+        ("treatments.csv", 2, "start_date", "starts_before_birth"),
+    ]
+    assert (found["severity"] == "error").all()
+
+
 def test_a_given_age_is_said_to_be_unknown_on_an_as_of_date(tmp_path):
     # A has only an age, B a birth date as well: with --as-of, A's age (no date) is unknown
     # on that date and said so; B's is computed from the birth date, nothing to say.

@@ -91,6 +91,15 @@ def validate_inputs(
         _check_duplicate_subjects(subjects, people, log)
     if {"subject_id", "start_date"} <= set(courses.columns):
         reference = _reference_dates(courses, people, rules, as_of)
+        born = _per_course(courses, people, "birth_date")
+        log.add(
+            treatments,
+            np.flatnonzero(courses["start_date"].to_numpy() < born),
+            "start_date",
+            "starts_before_birth",
+            "the course starts before the subject's birth date, which cannot be; fix the date",
+            courses["subject_id"],
+        )
         if as_of is None:
             _check_dates_against_reference(treatments, courses, reference, log)
         else:
@@ -184,14 +193,22 @@ def _check_subject_dates(
     subject was screened (or is screened at --as-of) within the current episode, and after
     birth. Without --as-of, an error like a course after the reference date; with it, a
     later birth is expected of an export taken later (`asof.subject_masks` hides a later
-    episode): said as info, and the age is unknown (`subjects.age_at`)."""
+    episode): said as info, and the age is unknown (`subjects.age_at`). An episode before
+    birth is an error either way."""
+    ids = people["subject_id"]
+    if {"birth_date", "episode_start"} <= set(people.columns):
+        onset, birth = (
+            people[c].to_numpy(dtype="datetime64[s]") for c in ("episode_start", "birth_date")
+        )
+        rows = np.flatnonzero(onset < birth)
+        message = "the current episode begins before the subject's birth date; fix the date"
+        log.add(source, rows, "episode_start", "episode_before_birth", message, ids)
     if as_of is not None:
         reference = np.full(len(people), np.datetime64(as_of, "s"))
     elif ref_column in people.columns:
         reference = people[ref_column].to_numpy(dtype="datetime64[s]")
     else:
         return
-    ids = people["subject_id"]
     for column, check, said in (
         ("birth_date", "born_after_reference_date", "the birth date is after"),
         ("episode_start", "episode_after_reference_date", "the current episode begins after"),
@@ -250,12 +267,15 @@ def _reference_dates(
     courses: pd.DataFrame, people: pd.DataFrame, rules: RuleSet, as_of: date | None
 ) -> np.ndarray:
     """Reference date per course row (datetime64[s]; NaT where unknown)."""
-    n = len(courses)
     if as_of is not None:
-        return np.full(n, np.datetime64(as_of, "s"))
-    column = rules.reference_date.column
+        return np.full(len(courses), np.datetime64(as_of, "s"))
+    return _per_course(courses, people, rules.reference_date.column)
+
+
+def _per_course(courses: pd.DataFrame, people: pd.DataFrame, column: str) -> np.ndarray:
+    """A subjects date column per course row (datetime64[s]; NaT where unknown)."""
     if column not in people.columns or SUBJECT_CODE not in people.columns:
-        return np.full(n, np.datetime64("NaT", "s"))
+        return np.full(len(courses), np.datetime64("NaT", "s"))
     codes = people[SUBJECT_CODE].to_numpy()
     course_codes = courses[SUBJECT_CODE].to_numpy()
     # A subject without a subjects row (or a null id) keeps NaT. A duplicated subject
