@@ -34,6 +34,24 @@ from trdscreen.diagnoses import classify, derived_columns
         ("Bipolar II disorder", "bipolar"),
         ("schizoaffective disorder, depressive type", "schizoaffective"),
         ("persistent depressive disorder", "other"),  # dysthymia is not MDD
+        # Named "depressive disorder" but not MDD (each resolved to MDD before 0.8.6, so an
+        # MDD criterion was met): ICD-10 F41.2 and F38.1, DSM-5's other depressive disorders.
+        ("mixed anxiety and depressive disorder", "other"),
+        ("Recurrent brief depressive disorder", "other"),
+        ("Substance/medication-induced depressive disorder", "other"),
+        ("Depressive disorder due to another medical condition", "other"),
+        ("Other specified depressive disorder", "other"),
+        ("Unspecified depressive disorder", None),  # MDD or not: the chart must say
+        ("Depression, unspecified", None),
+        ("Single episode depressive disorder", "mdd"),  # ICD-11 6A70's title
+        ("Anxiety and depression", None),  # not a diagnosis name: not guessed either way
+        # ICD-10-CM codes under F32 that are no depressive episode (WHO ICD-10 has no
+        # F32.81, F32.89 or F32.A): premenstrual dysphoric disorder, other specified, and
+        # "depression, unspecified"; F32.9 is MDD, single episode, unspecified.
+        ("F32.81", "other"),
+        ("F32.89", "other"),
+        ("F32.A", None),
+        ("F32.9", "mdd"),
         ("anxiety", None),
         ("", None),
         ("123", None),  # an unknown SNOMED id

@@ -62,14 +62,30 @@ _SNOMED = {
     "68890003": "schizoaffective",  # schizoaffective disorder
     "58214004": "psychotic_disorder",  # schizophrenia
 }
-_TEXT = [  # (pattern, category), first match wins
+_ICD10_CM: dict[str, str | None] = {  # US codes under F32 that are no depressive episode
+    "F3281": "other",  # premenstrual dysphoric disorder (replaced F32.8 in FY2018)
+    "F3289": "other",  # other specified depressive episodes (DSM-5 other specified)
+    "F32A": None,  # depression, unspecified: MDD or not, the chart must say
+}
+_TEXT: list[tuple[str, str | None]] = [  # (pattern, category), first match wins
     (r"schizo ?affective", "schizoaffective"),
     (r"bipolar|manic depress|\bmania\b|\bbp ?(i|ii|1|2)\b", "bipolar"),
     (r"schizophren|psychotic disorder|\bpsychosis\b|delusional disorder", "psychotic_disorder"),
     (r"persistent depressive|dysthymi", "other"),
+    # DSM-5 and ICD-10 depressive disorders that are not MDD, though their names hold
+    # "depressive disorder": mixed anxiety and depressive disorder (F41.2), recurrent
+    # brief depressive disorder (F38.1), substance- or medication-induced, due to another
+    # medical condition, other specified; premenstrual dysphoric, disruptive mood
+    # dysregulation. Unspecified depressive disorder is left unresolved.
+    (
+        r"mixed anxiety and depress|brief depress|induced (depress|mood)|due to (another|a general) "
+        r"medical|other specified depress|premenstrual dysphori|disruptive mood",
+        "other",
+    ),
+    (r"unspecified depress|depression,? unspecified|depression nos\b", None),
     (
         r"\bmdd\b|major depress|recurrent depress|depressive episode|unipolar depress|"
-        r"depressive disorder|\bmde\b",
+        r"single episode depress|depressive disorder|\bmde\b",
         "mdd",
     ),
 ]
@@ -84,6 +100,8 @@ def classify(entry: str) -> str | None:
         return None
     code = text.upper().replace(" ", "")
     if _ICD10_RE.match(code):
+        if code.replace(".", "") in _ICD10_CM:
+            return _ICD10_CM[code.replace(".", "")]
         for prefix, category in _ICD10:
             if code.startswith(prefix):
                 return category
@@ -95,9 +113,9 @@ def classify(entry: str) -> str | None:
     if code.isdigit():
         return _SNOMED.get(code)
     lowered = text.lower()
-    for pattern, category in _TEXT:
+    for pattern, named in _TEXT:
         if re.search(pattern, lowered):
-            return category
+            return named
     return None
 
 
