@@ -52,6 +52,15 @@ from trdscreen.diagnoses import classify, derived_columns
         ("F32.89", "other"),
         ("F32.A", None),
         ("F32.9", "mdd"),
+        # Bipolar disorders by other names (each unresolved before 0.8.6, so a subject
+        # with MDD among its diagnoses and the bipolar flag false was not excluded):
+        ("BPAD", "bipolar"),  # bipolar affective disorder
+        ("hypomania", "bipolar"),
+        ("manic-depressive illness", "bipolar"),
+        ("cyclothymic disorder", "bipolar"),  # DSM-5 bipolar and related; ICD-11 6A62
+        ("F34.0", "bipolar"),  # cyclothymia
+        ("F34.1", "other"),  # dysthymia
+        ("Romania", None),  # a word holding "mania" is not mania
         ("anxiety", None),
         ("", None),
         ("123", None),  # an unknown SNOMED id

@@ -40,6 +40,7 @@ _ICD10 = [  # (code prefix, category), longest prefix first
     ("F33", "mdd"),
     ("F31", "bipolar"),
     ("F30", "bipolar"),
+    ("F340", "bipolar"),  # cyclothymia: a bipolar disorder in DSM-5 and ICD-11 (6A62)
     ("F25", "schizoaffective"),
     ("F2", "psychotic_disorder"),
     ("F", "other"),
@@ -69,7 +70,11 @@ _ICD10_CM: dict[str, str | None] = {  # US codes under F32 that are no depressiv
 }
 _TEXT: list[tuple[str, str | None]] = [  # (pattern, category), first match wins
     (r"schizo ?affective", "schizoaffective"),
-    (r"bipolar|manic depress|\bmania\b|\bbp ?(i|ii|1|2)\b", "bipolar"),
+    (
+        r"bipolar|\bbpad\b|manic[- ]?depress|\b(hypo)?mani[ac]\b|hypomanic|cyclothymi|"
+        r"\bbp ?-?(i|ii|1|2)\b",
+        "bipolar",
+    ),
     (r"schizophren|psychotic disorder|\bpsychosis\b|delusional disorder", "psychotic_disorder"),
     (r"persistent depressive|dysthymi", "other"),
     # DSM-5 and ICD-10 depressive disorders that are not MDD, though their names hold
@@ -100,10 +105,11 @@ def classify(entry: str) -> str | None:
         return None
     code = text.upper().replace(" ", "")
     if _ICD10_RE.match(code):
-        if code.replace(".", "") in _ICD10_CM:
-            return _ICD10_CM[code.replace(".", "")]
+        bare = code.replace(".", "")
+        if bare in _ICD10_CM:
+            return _ICD10_CM[bare]
         for prefix, category in _ICD10:
-            if code.startswith(prefix):
+            if bare.startswith(prefix):
                 return category
         return "other"
     if _ICD11_RE.match(code):
