@@ -33,6 +33,13 @@ def issues_for(folder, as_of=None):
     return issues[issues["check"] != "subjects_table_missing"].reset_index(drop=True)
 
 
+def located(issues, check):
+    """(file, line, column, check, severity) of the issues whose check holds `check`."""
+    found = issues[issues["check"].str.contains(check)]
+    columns = ("file", "line", "column", "check", "severity")
+    return sorted(zip(*(found[c] for c in columns), strict=True))
+
+
 def test_line_numbers_survive_quoted_line_breaks(tmp_path):
     path = tmp_path / "treatments.csv"
     path.write_text(
@@ -103,12 +110,9 @@ def test_a_birth_or_episode_after_the_screening_date_is_an_error(tmp_path):
             {"subject_id": "C", "birth_date": "2024-06-01", "episode_start": "2024-06-01"},
         ],
     )
-    issues = issues_for(folder)
-    found = issues[issues["check"].str.contains("after_reference_date")]
-    located = zip(found["line"], found["column"], found["check"], found["severity"], strict=True)
-    assert list(located) == [
-        (2, "birth_date", "born_after_reference_date", "error"),
-        (3, "episode_start", "episode_after_reference_date", "error"),
+    assert located(issues_for(folder), "after_reference_date") == [
+        ("subjects.csv", 2, "birth_date", "born_after_reference_date", "error"),
+        ("subjects.csv", 3, "episode_start", "episode_after_reference_date", "error"),
     ]
     # With --as-of, later records are expected: A's birth is info, B's episode is hidden
     # (asof.subject_masks), and neither is an error.
@@ -133,14 +137,10 @@ def test_a_course_or_an_episode_before_birth_is_an_error(tmp_path):
             {"subject_id": "B", "birth_date": "1990-01-01", "episode_start": "1990-01-01"},
         ],
     )
-    issues = issues_for(folder)
-    found = issues[issues["check"].str.endswith("before_birth")]
-    located = zip(found["file"], found["line"], found["column"], found["check"], strict=True)
-    assert sorted(located) == [
-        ("subjects.csv", 2, "episode_start", "episode_before_birth"),
-        ("treatments.csv", 2, "start_date", "starts_before_birth"),
+    assert located(issues_for(folder), "before_birth") == [
+        ("subjects.csv", 2, "episode_start", "episode_before_birth", "error"),
+        ("treatments.csv", 2, "start_date", "starts_before_birth", "error"),
     ]
-    assert (found["severity"] == "error").all()
 
 
 def test_a_given_age_is_said_to_be_unknown_on_an_as_of_date(tmp_path):
