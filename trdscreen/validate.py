@@ -203,28 +203,27 @@ def _check_subject_dates(
         rows = np.flatnonzero(onset < birth)
         message = "the current episode begins before the subject's birth date; fix the date"
         log.add(source, rows, "episode_start", "episode_before_birth", message, ids)
-    if as_of is not None:
-        reference = np.full(len(people), np.datetime64(as_of, "s"))
-    elif ref_column in people.columns:
-        reference = people[ref_column].to_numpy(dtype="datetime64[s]")
-    else:
+    if as_of is not None:  # an export taken later holds later births: not an error
+        if "birth_date" in people.columns:
+            birth = people["birth_date"].to_numpy(dtype="datetime64[s]")
+            rows = np.flatnonzero(birth > np.datetime64(as_of, "s"))
+            message = f"the subject was born after --as-of {as_of}; its age on that date is unknown"
+            log.add(source, rows, "birth_date", "born_after_as_of", message, ids, severity="info")
         return
+    if ref_column not in people.columns:
+        return
+    reference = people[ref_column].to_numpy(dtype="datetime64[s]")
     for column, check, said in (
         ("birth_date", "born_after_reference_date", "the birth date is after"),
         ("episode_start", "episode_after_reference_date", "the current episode begins after"),
     ):
-        if column not in people.columns or (as_of is not None and column == "episode_start"):
-            continue
-        rows = np.flatnonzero(people[column].to_numpy(dtype="datetime64[s]") > reference)
-        if as_of is None:
+        if column in people.columns:
+            rows = np.flatnonzero(people[column].to_numpy(dtype="datetime64[s]") > reference)
             message = (
                 f"{said} the subject's reference date (`{ref_column}`), which cannot be: a "
                 "subject is screened after birth, within the current episode; fix the date"
             )
             log.add(source, rows, column, check, message, ids)
-        else:
-            message = f"the subject was born after --as-of {as_of}; its age on that date is unknown"
-            log.add(source, rows, column, "born_after_as_of", message, ids, severity="info")
 
 
 def _check_without_subjects(
