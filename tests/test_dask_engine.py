@@ -271,9 +271,13 @@ def test_a_site_export_with_its_map_and_adjudications_is_byte_identical(tmp_path
     # The site map's conventions travel with the inputs to the workers, and the
     # reviewers' decisions with the screening: the European example export, screened
     # bucket by bucket, gives the tables of the whole run, final decisions included.
+    # S003's eligible was given when its computed decision was needs_review; it is
+    # excluded (sample_data/README.md), so the answer is held in every engine.
     adjudications = tmp_path / "adjudications.csv"
     adjudications.write_text(
-        "subject_id,decision,reason,reviewer,date\nS020,eligible,chart review,Dr. W,2024-06-10\n"
+        "subject_id,computed_decision,decision,reason,reviewer,date\n"
+        "S020,,eligible,chart review,Dr. W,2024-06-10\n"
+        "S003,needs_review,eligible,chart review,Dr. W,2024-06-10\n"
     )
     options = {
         "input": SAMPLE.parent / "examples" / "site-export",
@@ -282,7 +286,7 @@ def test_a_site_export_with_its_map_and_adjudications_is_byte_identical(tmp_path
     }
     (a, result), (b, _) = _pair(tmp_path, cluster, 5, **options)
     assert_same_tables(a, b)
-    assert result.counts()["adjudicated"] == {"subjects": 1, "changed": 1}
+    assert result.counts()["adjudicated"] == {"subjects": 2, "changed": 2, "held": 1}
     # and the chunked default engine too
     streamed, _ = screen_streamed(tmp_path, "chunks", api.ScreenRequest(**options, chunk_rows=40))
     assert_same_tables(a, streamed)

@@ -10,6 +10,7 @@ reported with its file and line, nothing is dropped.
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -26,7 +27,10 @@ from trdscreen.printable import printable
 
 FINAL_DECISIONS = ("eligible", "excluded", "needs_review")
 REQUIRED = ("subject_id", "decision", "reason", "reviewer", "date")
-OPTIONAL = ("criterion",)
+QUESTION = ("computed_decision", "unknown_criteria")
+"""What the reviewer was asked (a worklist writes both): an `eligible` whose question has
+changed since is held (`_held`)."""
+OPTIONAL = ("criterion", *QUESTION)
 ADJUDICATION_COLUMNS = (
     "final_decision",
     "adjudicated",
@@ -45,7 +49,8 @@ class Adjudications:
     path: Path
     sha256: str
     table: pd.DataFrame = field(repr=False)  # subject_id, decision, reason, reviewer, date,
-    # criterion, line
+    # criterion, computed_decision ("": not recorded), unknown_criteria (None: not
+    # recorded), line
     blank: int = 0  # rows with no decision, reason or reviewer (an unfilled worklist row)
 
     @property
@@ -116,10 +121,15 @@ def read_adjudications(path: Path, sha256: str) -> Adjudications:
             if not row[name]:
                 problems.append(f"{where} column {name}: empty; every adjudication names the "
                                 "subject, the reviewer and the reason")  # fmt: skip
-        if row["decision"] not in FINAL_DECISIONS:
-            problems.append(
-                f"{where} column decision: expected one of {', '.join(FINAL_DECISIONS)}"
-            )
+        for name in ("decision", "computed_decision"):
+            if (
+                name in row
+                and row[name] not in FINAL_DECISIONS
+                and (name == "decision" or row[name])
+            ):
+                problems.append(
+                    f"{where} column {name}: expected one of {', '.join(FINAL_DECISIONS)}"
+                )
         try:
             row["date"] = date.fromisoformat(row["date"]).isoformat()
         except ValueError:
@@ -132,11 +142,29 @@ def read_adjudications(path: Path, sha256: str) -> Adjudications:
             )
         elif subject:
             first_line[subject] = line
-        records.append({**row, "criterion": row.get("criterion", ""), "line": line})
+        records.append({**row, **_question(row, header), "line": line})
     if problems:
         raise InputError(f"{path}: {len(problems)} problem(s) in the adjudications", problems)
-    table = pd.DataFrame(records, columns=[*REQUIRED, "criterion", "line"])
+    table = pd.DataFrame(records, columns=[*REQUIRED, *OPTIONAL, "line"])
     return Adjudications(path, sha256, table.astype({"line": np.int64}), blank)
+
+
+def _question(row: dict[str, str], header: list[str]) -> dict[str, str | None]:
+    """The criterion and what the reviewer was asked, as recorded in the row. A worklist
+    written before `computed_decision` was (it has `to_resolve` and `unknown_criteria`)
+    listed subjects to review: their computed decision was needs_review."""
+    computed = row.get("computed_decision", "")
+    if (
+        not computed
+        and "computed_decision" not in header
+        and {"to_resolve", "unknown_criteria"}.issubset(header)
+    ):
+        computed = "needs_review"
+    return {
+        "criterion": row.get("criterion", ""),
+        "computed_decision": computed,
+        "unknown_criteria": row.get("unknown_criteria"),
+    }
 
 
 def unknown_subjects(adjudications: Adjudications, keys: list[pa.ChunkedArray]) -> None:
@@ -162,11 +190,15 @@ def unknown_subjects(adjudications: Adjudications, keys: list[pa.ChunkedArray]) 
         )
 
 
-def adjudicate(decisions: pd.DataFrame, adjudications: Adjudications | None) -> pd.DataFrame:
-    """The decisions with the adjudication columns: `final_decision` is the reviewer's
-    where one decided, else the computed decision."""
+def adjudicate(
+    decisions: pd.DataFrame, adjudications: Adjudications | None
+) -> tuple[pd.DataFrame, int]:
+    """The decisions with the adjudication columns (`final_decision` is the reviewer's
+    where one decided, else the computed decision) and how many reviewers' `eligible`
+    were held because their question changed (`_held`)."""
     out = decisions.copy()
     n = len(out)
+    held = 0
     if adjudications is None or not n:  # no reviewer: the computed decision, no per-row text
         computed = out["decision"]
         final = (
@@ -182,22 +214,23 @@ def adjudicate(decisions: pd.DataFrame, adjudications: Adjudications | None) -> 
             "adjudication_reason": repeated_text("", n),
         }
     else:
-        added = _adjudicated(out, adjudications)
+        added, held = _adjudicated(out, adjudications)
     # After the decision's own columns, before any staging scores.
     at = out.columns.get_loc("reference_date") + 1
     for offset, (name, values) in enumerate(added.items()):
         out.insert(at + offset, name, values)
-    return out
+    return out, held
 
 
-def _adjudicated(out: pd.DataFrame, adjudications: Adjudications) -> dict[str, object]:
-    """The adjudication columns where reviewers decided some subjects."""
-    computed = out["decision"].astype("str")
+def _adjudicated(out: pd.DataFrame, adjudications: Adjudications) -> tuple[dict[str, object], int]:
+    """The adjudication columns where reviewers decided some subjects, and how many
+    reviewers' eligible were held."""
+    computed = out["decision"].astype("str").to_numpy(dtype=object)
     n = len(out)
     by = np.full(n, "", dtype=object)
     on = np.full(n, "", dtype=object)
     reason = np.full(n, "", dtype=object)
-    final = computed.to_numpy(dtype=object).copy()
+    final = computed.copy()
     table = adjudications.table.set_index("subject_id")
     rows = table.reindex(out["subject_id"].astype("str"))
     decided = rows["decision"].notna().to_numpy()
@@ -209,31 +242,99 @@ def _adjudicated(out: pd.DataFrame, adjudications: Adjudications) -> dict[str, o
     with_criterion = decided & (criterion != "")
     reason[decided] = text[decided]
     reason[with_criterion] = criterion[with_criterion] + ": " + text[with_criterion]
+    held = 0
+    for at, why in _held(out, rows, decided & (final == "eligible") & (computed != "eligible")):
+        final[at] = "needs_review"
+        reason[at] = f"{why}. Reviewer's reason: {reason[at]}"
+        held += 1
     return {
         "final_decision": pd.Categorical(final, categories=list(FINAL_DECISIONS)),
         "adjudicated": decided,
         "adjudicated_by": pd.array(by, dtype="str"),
         "adjudicated_on": pd.array(on, dtype="str"),
         "adjudication_reason": pd.array(reason, dtype="str"),
-    }
+    }, held
 
 
-WORKLIST_COLUMNS = ("subject_id", "to_resolve", "unknown_criteria", "decision", "reason",
-                    "reviewer", "date", "criterion")  # fmt: skip
+def _held(
+    out: pd.DataFrame, rows: pd.DataFrame, candidates: np.ndarray
+) -> Iterator[tuple[int, str]]:
+    """(row, why) of each reviewer's `eligible` among `candidates` (computed decision not
+    eligible) whose question has changed since the review: the computed decision differs
+    from the one recorded with it, or a criterion is unknown now that was not then. The
+    reviewer answered another question; the subject goes back to review. Adjudications
+    that record no question (a hand-written file without `computed_decision` or
+    `unknown_criteria`) stand as written. Few rows: the adjudicated ones only."""
+    computed = out["decision"].astype("str").to_numpy(dtype=object)
+    unknown = out["unknown_criteria"].fillna("").astype("str").to_numpy(dtype=object)
+    asked = rows["computed_decision"].fillna("").to_numpy(dtype=object)
+    listed = rows["unknown_criteria"].to_numpy(dtype=object)
+    for at in np.flatnonzero(candidates).tolist():
+        recorded = None if pd.isna(listed[at]) else str(listed[at])
+        grown = recorded is not None and not _criteria(unknown[at]) <= _criteria(recorded)
+        if (asked[at] and asked[at] != computed[at]) or grown:
+            yield (
+                at,
+                (
+                    "held for review: eligible was decided when the computed decision was "
+                    f"{asked[at] or 'not recorded'} (unknown: {_named(recorded)}); it is now "
+                    f"{computed[at]} (unknown: {_named(unknown[at])})"
+                ),
+            )
+
+
+def _criteria(text: str) -> set[str]:
+    return {c.strip() for c in text.split(";") if c.strip()}
+
+
+def _named(criteria: str | None) -> str:
+    if criteria is None:
+        return "not recorded"
+    return ";".join(c.strip() for c in criteria.split(";") if c.strip()) or "none"
+
+
+WORKLIST_COLUMNS = ("subject_id", "computed_decision", "computed_reason", "to_resolve",
+                    "unknown_criteria", "decision", "reason", "reviewer", "date",
+                    "criterion")  # fmt: skip
+WORKLIST_MARK = b"unknown_criteria,decision,reason,reviewer,date,criterion"
+"""In the header of every worklist trdscreen writes (and wrote before computed_decision)."""
+REVIEWER_COLUMNS = ("decision", "reason", "reviewer", "date", "criterion")
 
 
 def worklist(decisions: pd.DataFrame) -> pd.DataFrame:
-    """The subjects still to review (final decision needs_review), with what to resolve
-    and empty columns for the reviewer's decision: filled in, the file is an
-    adjudication file (rows left empty are skipped as undecided)."""
+    """The subjects still to review (final decision needs_review), with the computed
+    decision and reason, what to resolve, and empty columns for the reviewer's decision:
+    filled in, the file is an adjudication file (rows left empty are skipped as
+    undecided). The computed decision and unknown criteria it records are the question
+    the reviewer answers: an `eligible` answer is held if they have changed by the run
+    it is applied to (`_held`)."""
     review = decisions[decisions["final_decision"].astype("str") == "needs_review"]
+
+    def text(name: str) -> np.ndarray:
+        return review[name].fillna("").astype("str").to_numpy()
+
     out = pd.DataFrame(
         {
-            "subject_id": review["subject_id"].astype("str").to_numpy(),
-            "to_resolve": review["to_resolve"].fillna("").astype("str").to_numpy(),
-            "unknown_criteria": review["unknown_criteria"].fillna("").astype("str").to_numpy(),
+            "subject_id": text("subject_id"),
+            "computed_decision": text("decision"),
+            "computed_reason": text("reason"),
+            "to_resolve": text("to_resolve"),
+            "unknown_criteria": text("unknown_criteria"),
         }
     )
-    for name in ("decision", "reason", "reviewer", "date", "criterion"):
+    for name in REVIEWER_COLUMNS:
         out[name] = ""
     return out[list(WORKLIST_COLUMNS)]
+
+
+def filled_rows(path: Path) -> int:
+    """Rows of a worklist CSV where a reviewer wrote a decision, reason, reviewer, date
+    or criterion (0 for an unreadable file: the caller's own checks name it)."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            reader = csv.reader(handle)
+            header = [h.strip() for h in next(reader, [])]
+            at = [header.index(c) for c in REVIEWER_COLUMNS if c in header]
+            return sum(any(i < len(row) and row[i].strip() for i in at) for row in reader)
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return 0

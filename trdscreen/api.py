@@ -327,7 +327,11 @@ def _record_screened(loaded: LoadedRun, result: RunSummary) -> None:
             loaded.trail.record(
                 "decision_adjudicated", subject_id=subject, decision=decision, line=int(line)
             )
-    loaded.trail.record("decisions_computed", counts=result.counts())
+    counts = result.counts()
+    held = counts.get("adjudicated", {}).get("held", 0)
+    if held:
+        loaded.trail.record("adjudications_held", subjects=held)
+    loaded.trail.record("decisions_computed", counts=counts)
 
 
 def run_to_folder(loaded: LoadedRun, destination: Destination) -> tuple[RunRecord, RunSummary]:

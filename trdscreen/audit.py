@@ -39,6 +39,9 @@ EVENTS = {
     "adjudications_loaded": "the adjudication file was read and checked (path, rows, SHA-256)",
     "decision_adjudicated": "a reviewer's decision overrides a subject's (subject key, "
     "decision, line of the adjudication file)",
+    "adjudications_held": "reviewers' eligible decisions held for review because the "
+    "computed decision or its unknown criteria changed since the review (how many; the "
+    "decisions' adjudication_reason names them)",
     "decisions_computed": "screening finished (counts by decision)",
     "output_written": "an output file was written (path, rows, size, SHA-256)",
     "run_finished": "the run ended with decisions (manifest SHA-256, exit code)",

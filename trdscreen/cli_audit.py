@@ -215,13 +215,20 @@ def worklist(
     reviewer, date and criterion columns: filled in, it is an --adjudications file."""
 
     def body() -> None:
-        from trdscreen.adjudication import WORKLIST_COLUMNS
+        from trdscreen.adjudication import WORKLIST_MARK, filled_rows
         from trdscreen.adjudication import worklist as review_list
+        from trdscreen.errors import OutputExistsError
         from trdscreen.outdir import claim_out_file
         from trdscreen.runs import open_run
 
         folder = open_run(run)
-        claim_out_file(out, force, ",".join(WORKLIST_COLUMNS).encode(), folder.path)
+        claim_out_file(out, force, WORKLIST_MARK, folder.path)
+        filled = filled_rows(out) if out.is_file() else 0
+        if filled:  # a reviewer's work, not what trdscreen wrote
+            raise OutputExistsError(
+                f"{out}: {filled} row(s) hold a reviewer's decision; --force replaces only "
+                "an unfilled worklist (pass it to screen --adjudications, or write elsewhere)"
+            )
         table = review_list(folder.read("decisions"))
         draft = out.with_name(f".{out.name}.draft")
         table.to_csv(draft, index=False)

@@ -83,6 +83,7 @@ class ScreenResult:
     attrition: pd.DataFrame
     issues: pd.DataFrame
     quarantine: Quarantine | None = None  # with --on-invalid quarantine
+    held: int = 0  # reviewers' eligible held: the question changed (adjudication._held)
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """Every output table by its file stem, in writing order (the splits follow the
@@ -137,6 +138,7 @@ class ScreenResult:
             counts["adjudicated"] = {
                 "subjects": int(adjudicated.sum()),
                 "changed": int((changed.to_numpy() & adjudicated).sum()),
+                **({"held": self.held} if self.held else {}),
             }
         if self.quarantine is not None:
             counts["quarantine"] = self.quarantine.counts()
@@ -268,7 +270,7 @@ def decide_validated(
     if quarantine is not None:
         decisions = held_decisions(decisions, quarantine, given.treatments)
         table = held_attrition(table, len(quarantine.held))
-    decisions = adjudicate(decisions, adjudications)
+    decisions, held = adjudicate(decisions, adjudications)
     return ScreenResult(
         decisions=decisions,
         courses=courses,
@@ -276,6 +278,7 @@ def decide_validated(
         attrition=table,
         issues=inputs.issues,
         quarantine=quarantine,
+        held=held,
     )
 
 

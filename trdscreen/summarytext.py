@@ -59,6 +59,12 @@ def notes(result: RunSummary) -> list[str]:
             f"{adjudicated['subjects']} decision(s) adjudicated by reviewers, "
             f"{adjudicated['changed']} changed; final decisions: {final} (final_decision)."
         )
+        if adjudicated.get("held"):
+            lines.append(
+                f"{adjudicated['held']} reviewer's eligible held for review: the computed "
+                "decision or its unknown criteria changed since the review "
+                "(adjudication_reason); `trdscreen worklist` lists them again."
+            )
     issues = counts["issues"]
     if issues:
         listed = ", ".join(f"{n} {severity}" for severity, n in issues.items())

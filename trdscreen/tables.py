@@ -45,7 +45,8 @@ _DECISIONS = {
     "adjudicated": "true where a reviewer decided the subject",
     "adjudicated_by": "the reviewer",
     "adjudicated_on": "the date of the reviewer's decision",
-    "adjudication_reason": "the reviewer's reason (prefixed with the criterion it concerns)",
+    "adjudication_reason": "the reviewer's reason (prefixed with the criterion it concerns; "
+    "for an eligible held because the question changed since the review, what changed)",
 }
 
 TABLES = {

@@ -1,0 +1,228 @@
+"""A reviewer's `eligible` is an answer to the question the worklist asked: the computed
+decision and the criteria unknown then. When a later export changes that question (a
+bipolar flag filled in, a score gone missing), the answer is held and the subject goes
+back to review: applied as written, it would enrol a subject the data now exclude.
+
+Every subject below has, under sforzini-2021, two failed adequate trials in the current
+episode (sertraline 100 mg/day for 8 weeks, HAM-D 24 to 22, about 8 % better;
+escitalopram 20 mg/day for 8 weeks, 22 to 20, about 9 %: both under 25 %, both at or
+above the minimum dose), MDD (F33.1), age 44, HAM-D 24 at screening. Only `bipolar` and
+`hamd_screening` vary: with `bipolar` empty, EX-BIPOLAR is unknown and the subject
+needs review (like sample subject S033)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from tests.conftest import write_cohort
+from trdscreen import api
+from trdscreen.cli import app
+
+COURSES = [
+    {"drug": "sertraline", "daily_dose_mg": 100, "start_date": "2023-02-01",
+     "end_date": "2023-03-28", "adherence": 0.9, "hamd_start": 24, "hamd_end": 22},
+    {"drug": "escitalopram", "daily_dose_mg": 20, "start_date": "2023-04-10",
+     "end_date": "2023-06-04", "adherence": 0.9, "hamd_start": 22, "hamd_end": 20},
+]  # fmt: skip
+SUBJECTS = ("P1", "P2", "P3", "P4", "P5")
+
+
+def cohort(folder: Path, changes: dict[str, dict] | None = None) -> Path:
+    courses = [{"subject_id": s, **c} for s in SUBJECTS for c in COURSES]
+    subjects = [{"subject_id": s, "bipolar": "", **(changes or {}).get(s, {})} for s in SUBJECTS]
+    return write_cohort(folder, courses, subjects)
+
+
+def decisions(folder: Path, adjudications: Path | None = None) -> pd.DataFrame:
+    request = api.ScreenRequest(folder, rules="sforzini-2021", adjudications=adjudications)
+    result = api.screen(api.load(request))
+    return result.decisions.astype({"decision": "str", "final_decision": "str"}).set_index(
+        "subject_id"
+    )
+
+
+ANSWERS = {  # what the reviewer wrote into the worklist of the first export
+    "P1": ("eligible", "chart: never manic or hypomanic"),
+    "P2": ("eligible", "chart: never manic or hypomanic"),
+    "P3": ("excluded", "chart: a manic episode in 2019"),
+    "P4": ("eligible", "chart: never manic or hypomanic"),
+    "P5": ("eligible", "chart: never manic or hypomanic"),
+}
+
+
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory) -> Path:
+    """The first export screened, its worklist written by the CLI and filled in."""
+    tmp = tmp_path_factory.mktemp("held")
+    first = cohort(tmp / "first")
+    run = tmp / "run"
+    assert CliRunner().invoke(app, ["screen", str(first), "--out", str(run), "-q"]).exit_code == 0
+    worklist = tmp / "review.csv"
+    result = CliRunner().invoke(app, ["worklist", str(run), "--out", str(worklist)])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(worklist, dtype=str, keep_default_na=False).set_index("subject_id")
+    # Every subject was needs_review for EX-BIPOLAR alone: that is the question asked.
+    assert table["computed_decision"].tolist() == ["needs_review"] * 5
+    assert table["unknown_criteria"].tolist() == ["EX-BIPOLAR"] * 5
+    for subject, (decision, reason) in ANSWERS.items():
+        table.loc[subject, ["decision", "reason", "reviewer", "date"]] = [
+            decision, reason, "Dr. A", "2024-06-20"
+        ]  # fmt: skip
+    table.reset_index().to_csv(worklist, index=False)
+    return worklist
+
+
+@pytest.fixture(scope="module")
+def second(filled, tmp_path_factory) -> pd.DataFrame:
+    """The second export, screened with the filled worklist."""
+    folder = cohort(
+        tmp_path_factory.mktemp("second") / "data",
+        {
+            "P2": {"bipolar": "true"},  # a bipolar diagnosis recorded since the review
+            "P3": {"bipolar": "false"},
+            "P4": {"hamd_screening": ""},  # the screening score gone from the export
+            "P5": {"bipolar": "false"},
+        },
+    )
+    return decisions(folder, filled)
+
+
+def test_an_unchanged_question_keeps_the_reviewers_answer(second):
+    # P1: still needs_review for EX-BIPOLAR alone, exactly what the reviewer answered.
+    row = second.loc["P1"]
+    assert (row["decision"], row["final_decision"]) == ("needs_review", "eligible")
+    assert row["adjudication_reason"] == "chart: never manic or hypomanic"
+
+
+def test_an_eligible_on_a_subject_the_data_now_exclude_is_held(second):
+    # P2: bipolar is now true, so EX-BIPOLAR is not met and the computed decision is
+    # excluded. Read carelessly, the reviewer's eligible (given when bipolar status was
+    # unknown) would enrol a subject with a recorded bipolar disorder.
+    row = second.loc["P2"]
+    assert (row["decision"], row["final_decision"]) == ("excluded", "needs_review")
+    assert bool(row["adjudicated"]) and row["adjudicated_by"] == "Dr. A"
+    assert row["adjudication_reason"] == (
+        "held for review: eligible was decided when the computed decision was needs_review "
+        "(unknown: EX-BIPOLAR); it is now excluded (unknown: none). Reviewer's reason: "
+        "chart: never manic or hypomanic"
+    )
+
+
+def test_a_reviewers_exclusion_stands_whatever_changed(second):
+    # P3: bipolar is now false and the computed decision eligible; the reviewer excluded
+    # on chart evidence the export does not carry. An exclusion never enrols anyone.
+    row = second.loc["P3"]
+    assert (row["decision"], row["final_decision"]) == ("eligible", "excluded")
+
+
+def test_a_criterion_unknown_since_the_review_holds_the_answer(second):
+    # P4: the computed decision is still needs_review, but HAMD-SCREEN is unknown now
+    # (no screening score): the reviewer answered about bipolar status only. Comparing
+    # the decision alone would keep the eligible on a severity nobody checked.
+    row = second.loc["P4"]
+    assert row["unknown_criteria"] == "EX-BIPOLAR;HAMD-SCREEN"  # in the protocol's order
+    assert (row["decision"], row["final_decision"]) == ("needs_review", "needs_review")
+    assert "it is now needs_review (unknown: " in row["adjudication_reason"]
+
+
+def test_data_that_now_agree_with_the_reviewer_keep_the_answer(second):
+    # P5: bipolar is now false: the computed decision is eligible, as the reviewer said.
+    row = second.loc["P5"]
+    assert (row["decision"], row["final_decision"]) == ("eligible", "eligible")
+    assert row["adjudication_reason"] == "chart: never manic or hypomanic"
+
+
+def test_the_run_counts_summarises_and_audits_held_answers(filled, tmp_path):
+    folder = cohort(tmp_path / "data", {"P2": {"bipolar": "true"}})
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        app, ["screen", str(folder), "--out", str(out), "--adjudications", str(filled), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    # Only P2 changed in this export (bipolar true: computed excluded, held to
+    # needs_review); the other four are needs_review as reviewed and take the reviewer's
+    # eligible (P1, P4, P5) or excluded (P3): five adjudicated, all five changed.
+    assert json.loads(result.stdout)["counts"]["adjudicated"] == {
+        "subjects": 5, "changed": 5, "held": 1
+    }  # fmt: skip
+    events = [json.loads(line) for line in (out / "audit.jsonl").read_text().splitlines()]
+    assert [e["subjects"] for e in events if e["event"] == "adjudications_held"] == [1]
+    assert "1 reviewer's eligible held for review" in (out / "summary.txt").read_text()
+    # The held subject is on the next worklist, with the decision the data now give.
+    again = tmp_path / "again.csv"
+    assert CliRunner().invoke(app, ["worklist", str(out), "--out", str(again)]).exit_code == 0
+    table = pd.read_csv(again, dtype=str, keep_default_na=False).set_index("subject_id")
+    assert table.index.tolist() == ["P2"]
+    assert table.loc["P2", "computed_decision"] == "excluded"
+    assert table.loc["P2", "computed_reason"].startswith("not met: EX-BIPOLAR")
+
+
+def test_a_worklist_from_before_computed_decision_still_holds(filled, tmp_path):
+    # A worklist written by 0.8.6 had to_resolve and unknown_criteria but no
+    # computed_decision; it listed subjects to review, so the decision asked about was
+    # needs_review, and P2's eligible is held as above.
+    old = pd.read_csv(filled, dtype=str, keep_default_na=False).drop(
+        columns=["computed_decision", "computed_reason"]
+    )
+    path = tmp_path / "old.csv"
+    old.to_csv(path, index=False)
+    rows = decisions(cohort(tmp_path / "data", {"P2": {"bipolar": "true"}}), path)
+    assert rows.loc["P2", "final_decision"] == "needs_review"
+    assert rows.loc["P1", "final_decision"] == "eligible"
+
+
+def test_a_file_that_records_no_question_applies_as_written(tmp_path):
+    # A hand-written file (issue 22's columns only) overrides whatever the data say:
+    # the reviewer states no question, so none can have changed. P2 is excluded by its
+    # bipolar flag and the reviewer's eligible stands, as it always did.
+    path = tmp_path / "adj.csv"
+    path.write_text(
+        "subject_id,decision,reason,reviewer,date\n"
+        "P2,eligible,bipolar flag entered in error,Dr. A,2024-06-20\n"
+    )
+    rows = decisions(cohort(tmp_path / "data", {"P2": {"bipolar": "true"}}), path)
+    assert rows.loc["P2", ["decision", "final_decision"]].tolist() == ["excluded", "eligible"]
+
+
+def test_a_recorded_decision_that_is_not_one_is_a_located_error(tmp_path):
+    path = tmp_path / "adj.csv"
+    path.write_text(
+        "subject_id,computed_decision,decision,reason,reviewer,date\n"
+        "P1,review,eligible,r,Dr. A,2024-06-20\n"
+    )
+    out = tmp_path / "run"
+    folder = cohort(tmp_path / "data")
+    result = CliRunner().invoke(
+        app, ["screen", str(folder), "--out", str(out), "--adjudications", str(path)]
+    )
+    assert result.exit_code == 4
+    assert "adj.csv:2 column computed_decision: expected one of eligible" in result.output
+    assert not out.exists()
+
+
+def test_force_never_replaces_a_filled_worklist(filled, tmp_path):
+    run = tmp_path / "run"
+    assert CliRunner().invoke(app, ["screen", str(cohort(tmp_path / "d")), "--out", str(run),
+                                    "-q"]).exit_code == 0  # fmt: skip
+    before = filled.read_bytes()
+    result = CliRunner().invoke(app, ["worklist", str(run), "--out", str(filled), "--force"])
+    assert result.exit_code == 5
+    assert "5 row(s) hold a reviewer's decision" in result.output
+    assert filled.read_bytes() == before
+    # An unfilled worklist, this version's or one written before computed_decision, is
+    # trdscreen's own and --force replaces it.
+    for header in (
+        "subject_id,computed_decision,computed_reason,to_resolve,unknown_criteria,decision,"
+        "reason,reviewer,date,criterion",
+        "subject_id,to_resolve,unknown_criteria,decision,reason,reviewer,date,criterion",
+    ):
+        blank = tmp_path / "blank.csv"
+        blank.write_text(header + "\nP1" + "," * header.count(",") + "\n")
+        result = CliRunner().invoke(app, ["worklist", str(run), "--out", str(blank), "--force"])
+        assert result.exit_code == 0, result.output
+        assert "computed_decision" in blank.read_text().splitlines()[0]
