@@ -163,3 +163,58 @@ def test_a_history_flag_with_no_course_evidence_names_the_flag(tmp_path):
     assert decisions.loc["P1", "decision"] == "needs_review", decisions.loc["P1", "reason"]
     assert decisions.loc["P1", "unknown_criteria"] == "EX-ECT-EPISODE"
     assert decisions.loc["P1", "to_resolve"] == "subjects: ect_current_episode missing"
+
+
+def test_a_value_hidden_by_as_of_is_named_as_such_not_as_missing(tmp_path):
+    # Screened as of 2024-06-01 (sforzini-2021: AGE, MDD, EX-BIPOLAR, HAMD-SCREEN,
+    # TRD-MIN in that order); each subject has the two failed trials of P1, in 2023.
+    # Every value below is in the export; telling the coordinator it is "missing" would
+    # send them looking for what is there. What is unknown is its value on the date.
+    # - A: HAM-D 24 taken on 2024-07-01, after the date: HAMD-SCREEN unknown.
+    # - B: HAM-D 24 with no screening date: it may have been taken after the date.
+    # - C: age 30 and no birth date: the age carries no date (A 30 later may be 28 then).
+    # - D: born 2025-01-01, after the date (a mistyped year, say): no age on it. Its
+    #      courses cannot precede its birth (an error), so none counts on the date and
+    #      TRD-MIN excludes it: nothing to resolve. Under a rule set of AGE alone,
+    #      AGE is what is unknown, and its birth date the fact.
+    # - E: the current episode began 2024-07-01, after the date: the courses' episode
+    #      check is unknown, so TRD-MIN is.
+    # - F: screened 2024-05-01 with no HAM-D at all: that one is missing.
+    later = {"screening_date": "2024-07-01"}
+    subjects = {
+        "A": {**later, "hamd_screening": 24},
+        "B": {"screening_date": "", "hamd_screening": 24},
+        "C": {"birth_date": "", "age": 30},
+        "D": {"birth_date": "2025-01-01", "episode_start": "2025-01-01", **later},
+        "E": {"episode_start": "2024-07-01"},
+        "F": {"screening_date": "2024-05-01", "hamd_screening": ""},
+    }
+    courses = [{**c, "subject_id": s} for s in subjects for c in TWO_FAILED_TRIALS]
+    for course in (c for c in courses if c["subject_id"] == "D"):
+        course["start_date"] = course["start_date"].replace("2023", "2025")
+        course["end_date"] = course["end_date"].replace("2023", "2025")
+    folder = write_cohort(
+        tmp_path / "c", courses, [{"subject_id": s, **v} for s, v in subjects.items()]
+    )
+    from datetime import date
+
+    as_of = date(2024, 6, 1)
+    decisions = run_cohort(folder, as_of=as_of)[1].decisions.set_index("subject_id")
+    assert decisions.loc["D", ["decision", "to_resolve"]].tolist() == ["excluded", ""]
+    assert decisions.drop(index="D")["to_resolve"].to_dict() == {
+        "A": "subjects: hamd_screening taken after the --as-of date (screening_date is later)",
+        "B": "subjects: hamd_screening has no screening_date, so it may postdate the --as-of date",
+        "C": "subjects: age given without birth_date; only a birth_date gives the age on the "
+        "--as-of date",
+        "E": "subjects: episode_start is after the --as-of date (the episode began later)",
+        "F": "subjects: hamd_screening missing",
+    }
+    from tests.conftest import preset_data, write_rules
+
+    age = [c for c in preset_data()["criteria"] if c["id"] == "AGE"]
+    rules = write_rules(tmp_path, {"criteria": age})
+    decisions = run_cohort(folder, rules, as_of=as_of)[1].decisions.set_index("subject_id")
+    assert decisions.loc["D", ["decision", "to_resolve"]].tolist() == [
+        "needs_review",
+        "subjects: birth_date is after the --as-of date (no age on it)",
+    ]

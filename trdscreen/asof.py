@@ -20,7 +20,10 @@ after DATE is hidden, and nothing is deleted:
 
 Ages and durations are computed at DATE because DATE is the reference date.
 Other subject columns (diagnoses, bipolar, ...) carry no date in the input
-contract and are used as given. Pure: frames in, frames out.
+contract and are used as given. Why a value the input gives is unknown on DATE
+is kept beside it (`WHY` + column), so `to_resolve` tells the coordinator the
+score was taken later rather than that it is missing. Pure: frames in, frames
+out.
 """
 
 from __future__ import annotations
@@ -43,6 +46,16 @@ COURSE_END_COLUMNS = (
 """Course results known only when the course ends."""
 SCREENING_SCORE_COLUMNS = ("hamd_screening", "madrs_screening")
 """Subject scores taken on the screening date."""
+WHY = "_as_of_why_"
+"""Prefix of the subject columns (`WHY + column`) saying why a value given in the input
+is unknown on DATE; `to_resolve` says so instead of "missing"."""
+SCREENED_LATER = "subjects: {column} taken after the --as-of date (screening_date is later)"
+SCREENING_UNDATED = "subjects: {column} has no screening_date, so it may postdate the --as-of date"
+EPISODE_LATER = "subjects: episode_start is after the --as-of date (the episode began later)"
+BORN_LATER = "subjects: birth_date is after the --as-of date (no age on it)"
+AGE_UNDATED = (
+    "subjects: age given without birth_date; only a birth_date gives the age on the --as-of date"
+)
 
 
 def _dates(frame: pd.DataFrame, column: str) -> np.ndarray:
@@ -98,11 +111,23 @@ def as_of_view(
     courses[CENSORED] = censored
     people = subjects.copy()
     screened_later, undated, episode_later = subject_masks(people, as_of)
+    why: dict[str, np.ndarray] = {}
     for column in SCREENING_SCORE_COLUMNS:
         if column in people.columns:
+            given = people[column].notna().to_numpy()
+            why[column] = np.select(
+                [given & screened_later, given & undated],
+                [SCREENED_LATER.format(column=column), SCREENING_UNDATED.format(column=column)],
+                "",
+            )
             people[column] = people[column].mask(screened_later | undated)
     if "episode_start" in people.columns:
+        why["episode_start"] = np.where(episode_later, EPISODE_LATER, "")
         people["episode_start"] = people["episode_start"].mask(episode_later)
+    born_later = _dates(people, "birth_date") > np.datetime64(as_of, "s")
+    why["age"] = np.select([born_later, undated_ages(people)], [BORN_LATER, AGE_UNDATED], "")
     if "age" in people.columns:  # the birth date decides; a given age has no date
         people["age"] = people["age"].mask(np.ones(len(people), dtype=bool))
+    for column, text in why.items():
+        people[WHY + column] = text.astype(object)
     return courses, people

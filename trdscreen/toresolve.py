@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from trdscreen.asof import WHY
 from trdscreen.criteria import CriterionResult
 from trdscreen.drugnames import normalize_name
 from trdscreen.formulary import Formulary
@@ -146,7 +147,26 @@ def to_resolve(
             out[missing] = _subject_facts(
                 column, has_row[missing], reference_known[missing], diagnosis_columns
             )
+    _hidden_by_as_of(out, criteria_frame)
     return out
+
+
+MISSING_FACTS = {
+    "age": ("subjects: birth_date (or age) missing",),
+    "episode_start": ("subjects: episode_start missing",),
+}
+
+
+def _hidden_by_as_of(out: np.ndarray, criteria_frame: pd.DataFrame) -> None:
+    """Where `--as-of` hid a value the input gives, say why instead of "missing"."""
+    for name in criteria_frame.columns:
+        if not (isinstance(name, str) and name.startswith(WHY)):
+            continue
+        column = name.removeprefix(WHY)
+        said = MISSING_FACTS.get(column, (f"subjects: {column} missing",))
+        why = criteria_frame[name].fillna("").to_numpy(dtype=object)
+        rows = np.isin(out, said) & (why != "")
+        out[rows] = why[rows]
 
 
 def _course_facts(
