@@ -12,7 +12,9 @@ response), and the reference carries it as "U".
 Rules covered: segments merged by gap (30 days) and counted by days at the
 minimum dose, the episode clipped at its onset with a 14-day tolerance for the
 baseline, remission and the baseline floor, a response or remission rated between a
-course's ends (the lowest of its rows, `hamd_lowest`/`madrs_lowest`), early stops with rated evidence,
+course's ends (the lowest of its rows, `hamd_lowest`/`madrs_lowest`) or a stop for remission or
+relapse beside ratings of nonresponse (outcome unknown), early stops with rated evidence
+(unknown where that evidence is contradicted),
 other causes and 14 days, regimens started within 7 days, the same drug judged at
 its best adequate course, distinct drugs; doses given every few days (compared as
 their daily equivalent) and a patient rated on HAM-D17, on MADRS (remission <= 10,
@@ -30,7 +32,7 @@ from conftest import run_cohort, write_cohort, write_rules
 
 MINIMUM = {"sertraline": 50, "fluoxetine": 20, "escitalopram": 10, "venlafaxine": 150}
 OTHER_CAUSES = {"intolerance", "patient_choice", "remission"}
-STOPS = ["", "nonresponse", "intolerance", "other", "remission", "patient_choice"]
+STOPS = ["", "nonresponse", "intolerance", "other", "remission", "patient_choice", "relapse"]
 
 
 @dataclass
@@ -113,15 +115,23 @@ def _judge(course: list[Row], onset: date) -> dict:
     given = [r.lowest for r in course if r.lowest is not None]
     if given and _category(first.hamd_start, min(given), first.scale) in ("RESP", "REM"):
         worked = True  # a response on the way, lost by the end
+    if last.stop in ("remission", "relapse"):
+        worked = True  # the export says it remitted, or responded and relapsed
+    contested = worked and category == "NR"  # ratings of nonresponse, contradicted
     if worked and category in ("NR", "PART"):
         category = "UNK" if category == "NR" else "NOFAIL"
     adequate = bool(reached) and duration and adherence and in_episode
     early = (end - start).days + 1 < 28 and not duration
     long_enough = days >= 14
     if early:
-        evidence = category == "NR" and last.stop not in OTHER_CAUSES
-        ok = bool(reached) and adherence and in_episode and long_enough and evidence
-        failed = "T" if ok else "F"
+        # Evidence of nonresponse: rated, and not stopped for another cause; unknown where
+        # other evidence contradicts the rated nonresponse.
+        evidence = (
+            "F" if last.stop in OTHER_CAUSES else "T" if category == "NR" else "U" if contested
+            else "F"
+        )  # fmt: skip
+        ok = bool(reached) and adherence and in_episode and long_enough
+        failed = evidence if ok else "F"
     elif adequate and long_enough and category == "NR":
         failed = "T"
     elif adequate and long_enough and category == "UNK":

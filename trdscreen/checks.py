@@ -17,7 +17,7 @@ from trdscreen.columns import floats
 from trdscreen.doses import compared_dose, lithium_state
 from trdscreen.drugs import DrugFacts
 from trdscreen.episode import Episode, current_episode
-from trdscreen.outcome import course_outcome, interim_response, ratings
+from trdscreen.outcome import Ratings, course_outcome, interim_response, ratings
 from trdscreen.reasons import (
     BIT,
     NONRESPONSE,
@@ -307,6 +307,9 @@ def outcomes(
     # (A course the rows already made unknown is not flagged again.)
     if rules.outcome.interim_response == "unknown":
         disagree |= unknown_where(interim_response(courses, seg, rated, rules), "interim_response")
+    if rules.outcome.other_evidence == "unknown" and rules.outcome.nonresponse is not None:
+        better = _better_elsewhere(rated, improvement, last_stop, outcome, rules)
+        disagree |= unknown_where(better, "outcome_disagrees")
     unrated = np.zeros(seg.m, dtype=bool)  # read only by outcome.infer_failure_from
     if rules.outcome.infer_failure_from is not None:
         unrated = ~from_stop
@@ -324,6 +327,40 @@ def outcomes(
         last_stop,
         unrated,
     )
+
+
+RANK = {NONRESPONSE: 0, PARTIAL: 1, RESPONSE: 2, REMISSION: 2}
+"""How well a course went, by outcome category (a response and a remission alike)."""
+STOP_RANK = {"remission": 2, "relapse": 2}
+"""What a stop reason says of how well the course went: a remission, or a relapse (it
+had responded). Not `partial_response`: what is partial is the rule set's band of
+percent improvement (25 % is a partial response for Sforzini, a nonresponse for the
+MGH-ATRQ), which the ratings measure and a stop reason only names."""
+
+
+def _better_elsewhere(
+    rated: Ratings, improvement: np.ndarray, stop: Coded, outcome: np.ndarray, rules: RuleSet
+) -> np.ndarray:
+    """Courses judged on their ratings whose improvement column, or last stop reason, says
+    they went better than the ratings do: 24 -> 22 beside an improvement of 0.5, or a
+    stop for remission. Which is right is for a reviewer; the ratings alone would count a
+    failure the export itself contradicts."""
+    scored = ~np.isnan(rated.start) & ~np.isnan(rated.end) & (rated.start > 0)
+    rank = np.full(len(outcome), 9, dtype=np.int8)  # unknown: nothing is better than it
+    for category, value in RANK.items():
+        rank[outcome == category] = value
+    m = len(outcome)
+    nan, no = np.full(m, np.nan), np.zeros(m, dtype=bool)
+    unrated = Ratings(nan, nan, nan, nan, no, no)  # the improvement column alone
+    no_stop = Coded(np.zeros(m, dtype=np.int8), ("",))
+    column = course_outcome(unrated, improvement, no_stop, rules)[1]
+    said = np.full(m, -1, dtype=np.int8)
+    for category, value in RANK.items():
+        said[column == category] = value
+    for reason, value in STOP_RANK.items():
+        if reason != "relapse" or rules.outcome.interim_response == "unknown":
+            said = np.where(stop.eq(reason), np.maximum(said, value), said)
+    return scored & (said > rank)
 
 
 @dataclass(frozen=True)
@@ -386,12 +423,14 @@ def early_stop(
     c_start: np.ndarray, c_end: np.ndarray, c_ongoing: np.ndarray, c_duration: np.ndarray,
     rated: CourseOutcome, low_days: np.ndarray, high_days: np.ndarray, rules: RuleSet,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
-    """Early discontinuation (Sforzini item 10), per course: (stopped early, with evidence
-    of nonresponse that lets it fail, long enough to fail at all: `early_stop.min_days`)."""
+    """Early discontinuation (Sforzini item 10), per course: (stopped early, evidence of
+    nonresponse that lets it fail (tri-state: unknown where the ratings showed
+    nonresponse but other evidence disagrees), long enough to fail at all:
+    `early_stop.min_days`)."""
     m = len(c_start)
     early_rule = rules.early_stop
     c_early = np.zeros(m, dtype=bool)
-    evidence = np.zeros(m, dtype=bool)
+    evidence = np.full(m, NOT_MET, dtype=np.int8)
     long_enough = np.full(m, MET, dtype=np.int8)
     if early_rule is not None:
         span = c_end - c_start + 1
@@ -402,12 +441,18 @@ def early_stop(
             # A stop for another cause (early_stop.other_causes) says nothing about
             # efficacy: too short, whatever the scores.
             other_cause = rated.last_stop.isin(early_rule.other_causes)
-            evidence = (rated.outcome == NONRESPONSE) & ~rated.from_stop & ~other_cause
+            shown = (rated.outcome == NONRESPONSE) & ~rated.from_stop & ~other_cause
+            # Ratings that showed nonresponse, left unknown because other evidence
+            # disagrees (`outcomes`): whether the stop was for nonresponse is unknown too.
+            contested = rated.disagree & ~rated.no_failure & ~other_cause
+            evidence = np.select([shown, contested], [MET, UNKNOWN], NOT_MET).astype(np.int8)
         else:  # stopped for nonresponse, and no score says otherwise
-            evidence = rated.last_stop.eq("nonresponse") & np.isin(
-                rated.outcome, (NONRESPONSE, OUTCOME_UNKNOWN)
+            evidence = from_bool(
+                rated.last_stop.eq("nonresponse")
+                & np.isin(rated.outcome, (NONRESPONSE, OUTCOME_UNKNOWN))
             )
-        evidence &= c_early & early_rule.counts_if_explicit_nonresponse
+        allowed = c_early & early_rule.counts_if_explicit_nonresponse
+        evidence = np.where(allowed, evidence, NOT_MET).astype(np.int8)
         long_enough = bounds_state(low_days, high_days, float(early_rule.min_days))
     return c_early, evidence, long_enough
 
@@ -425,7 +470,7 @@ def flag_verdicts(
         counts_flag & ~early & (long_enough[course] == NOT_MET) & (c_duration[course] == MET),
         "shorter_than_min_days",
     )
-    why.flag(counts_flag & early & ~evidence[course] & ~shorter, "early_stop")
+    why.flag(counts_flag & early & (evidence[course] == NOT_MET) & ~shorter, "early_stop")
     why.flag(counts_flag & shorter, "early_stop_shorter_than_min_days")
     early_failed = counts_flag & early & (failed == MET)
     if rules.early_stop is not None:

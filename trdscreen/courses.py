@@ -183,7 +183,7 @@ def assess_courses(
             c_dose[course],
             c_adherence[course],
             episode.state[course],
-            from_bool(evidence[course]),
+            evidence[course],
         )
         # No course shorter than early_stop.min_days is a failure, early or not.
         return all_of(np.where(early, early_ok, full), long_enough[course])

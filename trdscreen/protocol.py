@@ -359,6 +359,15 @@ def _failure(w: _Text, rules: RuleSet) -> None:
             else "a rating between a course's ends is not read (hamd_lowest): its ends decide",
             *("outcome", "interim_response"),
         )
+        w.say(
+            "an improvement column, or a stop for remission"
+            + (" or relapse" if o.interim_response == "unknown" else "")
+            + ", that says a course went better than its ratings: outcome unknown"
+            if o.other_evidence == "unknown"
+            else "the ratings decide alone: an improvement column or a stop reason beside them "
+            "is not read",
+            *("outcome", "other_evidence"),
+        )
         versions = ", ".join(f"HAM-D{v}" for v in o.hamd_versions)
         w.say(f"HAM-D totals compared: {versions} (others: not judged on HAM-D)",
             "outcome", "hamd_versions")  # fmt: skip

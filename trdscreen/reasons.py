@@ -99,6 +99,9 @@ REASON_TEXT = {
     "interim_response": "a rating between this course's baseline and end rating "
     "(hamd_lowest, madrs_lowest) showed a response or remission its end rating does not: "
     "outcome unknown (no failure when its ends show a partial response)",
+    "outcome_disagrees": "the improvement column, or a stop for remission or relapse, says "
+    "this course went better than its ratings do: outcome unknown (no failure when its "
+    "ratings show a partial response)",
     "outcome_from_madrs": "outcome judged on MADRS (madrs_start/madrs_end): no HAM-D the rule "
     "set compares",
     "hamd_version_not_compared": "HAM-D rated on a version (hamd_version) the rule set's "
@@ -115,7 +118,7 @@ REASON_TEXT = {
 
 REASONS = tuple(REASON_TEXT)
 BIT = {name: np.int64(1) << i for i, name in enumerate(REASONS)}
-assert len(REASONS) < 63, "reason codes are bits of one int64"
+assert len(REASONS) <= 63, "reason codes are bits 0 to 62 of one int64 (never the sign bit)"
 
 ASSUMPTIONS = {
     "adherence_assumed": "adherence_missing_assumed_met",

@@ -143,6 +143,17 @@ class Outcome(RuleModel):
         ),
     )
 
+    other_evidence: Literal["unknown", "ignored"] = Field(
+        "unknown",
+        description=(
+            "where ratings judge a course, the export's other evidence of its outcome: an "
+            "improvement column in a better category than the ratings', or a stop reason "
+            "of remission (or relapse, unless interim_response is ignored) beside ratings "
+            "that show none: unknown leaves a nonresponse or partial response unknown "
+            "(outcome_disagrees); ignored lets the ratings decide alone"
+        ),
+    )
+
     @model_serializer(mode="wrap")
     def _without_unset_inference(self, handler: SerializerFunctionWrapHandler) -> dict:
         # A rule set that infers no failures, and reads interim ratings as 0.8.3 added them,
@@ -153,6 +164,8 @@ class Outcome(RuleModel):
             data.pop("switch_window_days", None)
         if data.get("interim_response") == "unknown":
             data.pop("interim_response", None)
+        if data.get("other_evidence") == "unknown":  # as 0.8.7 added it
+            data.pop("other_evidence", None)
         return data
 
     @model_validator(mode="after")

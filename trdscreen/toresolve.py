@@ -36,6 +36,8 @@ COURSE_FACTS = {
     "baseline_below_minimum": "baseline rating below the rule set's minimum",
     "segments_disagree": "the ratings of its merged rows disagree",
     "interim_response": "a rating during the course showed a response it lost by the end",
+    "outcome_disagrees": "improvement or stop_reason says the course went better than its "
+    "ratings show: which is right",
     "hamd_version_not_compared": "HAM-D rated on a version the rule set does not compare "
     "(hamd_version): a comparable rating",
     "outcome_unknown": "hamd_start and hamd_end (or improvement, or a stop reason the rule "
