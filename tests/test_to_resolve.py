@@ -180,6 +180,8 @@ def test_a_value_hidden_by_as_of_is_named_as_such_not_as_missing(tmp_path):
     # - E: the current episode began 2024-07-01, after the date: the courses' episode
     #      check is unknown, so TRD-MIN is.
     # - F: screened 2024-05-01 with no HAM-D at all: that one is missing.
+    # - G: its sertraline runs 2024-04-01..2024-07-15, past the date: its end rating is not
+    #      known then (nor whether it failed), so TRD-MIN is unknown at that course.
     later = {"screening_date": "2024-07-01"}
     subjects = {
         "A": {**later, "hamd_screening": 24},
@@ -188,11 +190,13 @@ def test_a_value_hidden_by_as_of_is_named_as_such_not_as_missing(tmp_path):
         "D": {"birth_date": "2025-01-01", "episode_start": "2025-01-01", **later},
         "E": {"episode_start": "2024-07-01"},
         "F": {"screening_date": "2024-05-01", "hamd_screening": ""},
+        "G": {},
     }
     courses = [{**c, "subject_id": s} for s in subjects for c in TWO_FAILED_TRIALS]
     for course in (c for c in courses if c["subject_id"] == "D"):
         course["start_date"] = course["start_date"].replace("2023", "2025")
         course["end_date"] = course["end_date"].replace("2023", "2025")
+    courses[-1].update(start_date="2024-04-01", end_date="2024-07-15")  # G's sertraline
     folder = write_cohort(
         tmp_path / "c", courses, [{"subject_id": s, **v} for s, v in subjects.items()]
     )
@@ -208,6 +212,9 @@ def test_a_value_hidden_by_as_of_is_named_as_such_not_as_missing(tmp_path):
         "--as-of date",
         "E": "subjects: episode_start is after the --as-of date (the episode began later)",
         "F": "subjects: hamd_screening missing",
+        # G is the seventh subject of two courses each: rows 13 and 14, lines 14 and 15
+        "G": "treatments.csv line 15: still running on the --as-of date: its end rating, stop "
+        "reason and sessions are not known then",
     }
     from tests.conftest import preset_data, write_rules
 

@@ -7,7 +7,8 @@ after DATE is hidden, and nothing is deleted:
   courses table with reason `after_as_of`);
 - a course that ends after DATE was still running on DATE: it is treated as
   ongoing to DATE, and what is only known at its end (`hamd_end`,
-  `improvement`, `stop_reason`) is hidden (reason `censored_at_as_of`);
+  `improvement`, `stop_reason`, and `sessions`, a count of the whole course of
+  which only some had been given on DATE) is hidden (reason `censored_at_as_of`);
 - a subject screened after DATE has unknown screening scores
   (`hamd_screening`, `madrs_screening`), and a current episode that began
   after DATE is unknown: neither existed on DATE; so are the screening scores
@@ -42,8 +43,9 @@ COURSE_END_COLUMNS = (
     "madrs_lowest",
     "improvement",
     "stop_reason",
+    "sessions",
 )
-"""Course results known only when the course ends."""
+"""Course results known only when the course ends (sessions: the whole course's count)."""
 SCREENING_SCORE_COLUMNS = ("hamd_screening", "madrs_screening")
 """Subject scores taken on the screening date."""
 WHY = "_as_of_why_"

@@ -26,6 +26,8 @@ COURSE_FACTS = {
     "dose_missing": "daily_dose_mg missing",
     "no_minimum_dose": "no minimum dose of {generic} in the formulary (a site formulary or "
     "adequacy.dose.any_dose_for decides it)",
+    "censored_at_as_of": "still running on the --as-of date: its end rating, stop reason "
+    "and sessions are not known then",
     "end_date_missing": "end_date missing (the course stopped)",
     "duration_unknown": "end_date missing",
     "sessions_missing": "sessions missing",
