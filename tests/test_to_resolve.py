@@ -225,3 +225,28 @@ def test_a_value_hidden_by_as_of_is_named_as_such_not_as_missing(tmp_path):
         "needs_review",
         "subjects: birth_date is after the --as-of date (no age on it)",
     ]
+
+
+def test_an_age_undecided_by_a_29_february_birth_names_the_birthday(tmp_path):
+    # Born 1956-02-29, screened 2022-02-28 (a common year): 65 or 66 depending on the
+    # jurisdiction's reading of the birthday, so AGE (18-65) is unknown. The birth date is
+    # there: "birth_date missing" would send the coordinator after a value they have.
+    courses = [{**c, "start_date": c["start_date"].replace("2023", "2021"),
+                "end_date": c["end_date"].replace("2023", "2021")} for c in TWO_FAILED_TRIALS]  # fmt: skip
+    folder = write_cohort(
+        tmp_path / "c",
+        courses,
+        [
+            {
+                "subject_id": "P1",
+                "birth_date": "1956-02-29",
+                "episode_start": "2020-12-01",
+                "screening_date": "2022-02-28",
+            }
+        ],  # fmt: skip
+    )
+    decisions = run_cohort(folder)[1].decisions.set_index("subject_id")
+    assert decisions.loc["P1", "to_resolve"] == (
+        "subjects: born on 29 February and screened on 28 February of a common year: whether "
+        "the birthday has passed differs by jurisdiction (a given age decides)"
+    )

@@ -19,6 +19,7 @@ from trdscreen.criteria import CriterionResult
 from trdscreen.drugnames import normalize_name
 from trdscreen.formulary import Formulary
 from trdscreen.history import HISTORY_FLAGS
+from trdscreen.subjects import leap_birthday_eve
 from trdscreen.tristate import UNKNOWN
 
 COURSE_FACTS = {
@@ -152,7 +153,24 @@ def to_resolve(
                 column, has_row[missing], reference_known[missing], diagnosis_columns
             )
     _hidden_by_as_of(out, criteria_frame)
+    _leap_birthdays(out, criteria_frame, reference)
     return out
+
+
+LEAP_BIRTHDAY = (
+    "subjects: born on 29 February and screened on 28 February of a common year: whether "
+    "the birthday has passed differs by jurisdiction (a given age decides)"
+)
+
+
+def _leap_birthdays(out: np.ndarray, criteria_frame: pd.DataFrame, reference: np.ndarray) -> None:
+    """An age unknown only because of a 29 February birth (`subjects.age_at`), said so."""
+    rows = np.flatnonzero(out == MISSING_FACTS["age"][0])
+    if not rows.size or "birth_date" not in criteria_frame.columns:
+        return
+    birth = criteria_frame["birth_date"].to_numpy(dtype="datetime64[s]")[rows]
+    eve = leap_birthday_eve(pd.DatetimeIndex(birth), pd.DatetimeIndex(reference[rows]))
+    out[rows[eve]] = LEAP_BIRTHDAY
 
 
 MISSING_FACTS = {
