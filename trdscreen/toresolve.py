@@ -62,6 +62,7 @@ TEXT_FILE = r"(?i)\.(?:csv|tsv|txt)(?:\.(?:gz|zst|bz2))?$"
 FALLBACK = "see the criteria_ledger and courses for this subject"
 NO_ROW = "subjects: no row for this subject in the subjects table"
 NO_REFERENCE = "subjects: screening_date missing (the reference date)"
+AGE_MISSING = "subjects: birth_date (or age) missing"
 
 
 def _subject_facts(
@@ -69,7 +70,7 @@ def _subject_facts(
 ) -> np.ndarray:
     """What to look up for subjects whose `column` is missing (vectorized)."""
     if column == "age":
-        own = np.where(reference_known, "subjects: birth_date (or age) missing", NO_REFERENCE)
+        own = np.where(reference_known, AGE_MISSING, NO_REFERENCE)
     elif column in DERIVED_FACTS:
         own = np.full(len(has_row), DERIVED_FACTS[column], dtype=object)
     elif column in diagnosis:
@@ -165,7 +166,7 @@ LEAP_BIRTHDAY = (
 
 def _leap_birthdays(out: np.ndarray, criteria_frame: pd.DataFrame, reference: np.ndarray) -> None:
     """An age unknown only because of a 29 February birth (`subjects.age_at`), said so."""
-    rows = np.flatnonzero(out == MISSING_FACTS["age"][0])
+    rows = np.flatnonzero(out == AGE_MISSING)
     if not rows.size or "birth_date" not in criteria_frame.columns:
         return
     birth = criteria_frame["birth_date"].to_numpy(dtype="datetime64[s]")[rows]
@@ -173,10 +174,9 @@ def _leap_birthdays(out: np.ndarray, criteria_frame: pd.DataFrame, reference: np
     out[rows[eve]] = LEAP_BIRTHDAY
 
 
-MISSING_FACTS = {
-    "age": ("subjects: birth_date (or age) missing",),
-    "episode_start": ("subjects: episode_start missing",),
-}
+MISSING_FACTS = {"age": AGE_MISSING, "episode_start": SUBJECT_FACT_OF_COURSE["episode_unknown"]}
+"""What `to_resolve` says of a subject column that is empty, where it is not
+"subjects: COLUMN missing"."""
 
 
 def _hidden_by_as_of(out: np.ndarray, criteria_frame: pd.DataFrame) -> None:
@@ -185,9 +185,9 @@ def _hidden_by_as_of(out: np.ndarray, criteria_frame: pd.DataFrame) -> None:
         if not (isinstance(name, str) and name.startswith(WHY)):
             continue
         column = name.removeprefix(WHY)
-        said = MISSING_FACTS.get(column, (f"subjects: {column} missing",))
+        said = MISSING_FACTS.get(column, f"subjects: {column} missing")
         why = criteria_frame[name].fillna("").to_numpy(dtype=object)
-        rows = np.isin(out, said) & (why != "")
+        rows = (out == said) & (why != "")
         out[rows] = why[rows]
 
 
