@@ -106,6 +106,8 @@ def test_an_eligible_on_a_subject_the_data_now_exclude_is_held(second):
     row = second.loc["P2"]
     assert (row["decision"], row["final_decision"]) == ("excluded", "needs_review")
     assert bool(row["adjudicated"]) and row["adjudicated_by"] == "Dr. A"
+    # Excluded by the data, it has nothing to resolve computed; in review, it points at why.
+    assert row["to_resolve"].startswith("see adjudication_reason: a reviewer put this")
     assert row["adjudication_reason"] == (
         "held for review: eligible was decided when the computed decision was needs_review "
         "(unknown: EX-BIPOLAR); it is now excluded (unknown: none). Reviewer's reason: "

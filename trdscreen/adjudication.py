@@ -215,6 +215,7 @@ def adjudicate(
         }
     else:
         added, held = _adjudicated(out, adjudications)
+        _say_what_to_resolve(out, added)
     # After the decision's own columns, before any staging scores.
     at = out.columns.get_loc("reference_date") + 1
     for offset, (name, values) in enumerate(added.items()):
@@ -254,6 +255,25 @@ def _adjudicated(out: pd.DataFrame, adjudications: Adjudications) -> tuple[dict[
         "adjudicated_on": pd.array(on, dtype="str"),
         "adjudication_reason": pd.array(reason, dtype="str"),
     }, held
+
+
+HELD_TO_RESOLVE = (
+    "see adjudication_reason: a reviewer put this subject in review, or their eligible was "
+    "held because the question changed"
+)
+
+
+def _say_what_to_resolve(out: pd.DataFrame, added: dict[str, object]) -> None:
+    """A subject a reviewer left or put in review (or whose eligible was held) with
+    nothing to resolve computed (its computed decision was eligible or excluded): its
+    `to_resolve` points at the adjudication, so no needs_review row is left blank."""
+    final = np.asarray(added["final_decision"], dtype=object)
+    adjudicated = np.asarray(added["adjudicated"], dtype=bool)
+    current = out["to_resolve"].fillna("").astype("str").to_numpy(dtype=object)
+    blank = adjudicated & (final == "needs_review") & (current == "")
+    if blank.any():
+        current[blank] = HELD_TO_RESOLVE
+        out["to_resolve"] = pd.array(current, dtype="str")
 
 
 def _held(
