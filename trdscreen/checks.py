@@ -22,6 +22,7 @@ from trdscreen.reasons import (
     BIT,
     NONRESPONSE,
     OUTCOME_UNKNOWN,
+    OUTCOMES,
     PARTIAL,
     REMISSION,
     RESPONSE,
@@ -329,8 +330,9 @@ def outcomes(
     )
 
 
-RANK = {NONRESPONSE: 0, PARTIAL: 1, RESPONSE: 2, REMISSION: 2}
-"""How well a course went, by outcome category (a response and a remission alike)."""
+RANK = np.full(len(OUTCOMES), -1, dtype=np.int8)  # unknown: nothing is better than it
+RANK[[NONRESPONSE, PARTIAL, RESPONSE, REMISSION]] = [0, 1, 2, 2]
+"""How well a course went, by outcome code (a response and a remission alike)."""
 STOP_RANK = {"remission": 2, "relapse": 2}
 """What a stop reason says of how well the course went: a remission, or a relapse (it
 had responded). Not `partial_response`: what is partial is the rule set's band of
@@ -344,23 +346,27 @@ def _better_elsewhere(
     """Courses judged on their ratings whose improvement column, or last stop reason, says
     they went better than the ratings do: 24 -> 22 beside an improvement of 0.5, or a
     stop for remission. Which is right is for a reviewer; the ratings alone would count a
-    failure the export itself contradicts."""
-    scored = ~np.isnan(rated.start) & ~np.isnan(rated.end) & (rated.start > 0)
-    rank = np.full(len(outcome), 9, dtype=np.int8)  # unknown: nothing is better than it
-    for category, value in RANK.items():
-        rank[outcome == category] = value
+    failure the export itself contradicts. Judged on the few courses that have such
+    evidence and a known outcome."""
     m = len(outcome)
-    nan, no = np.full(m, np.nan), np.zeros(m, dtype=bool)
+    reasons = [
+        r for r in STOP_RANK if r != "relapse" or rules.outcome.interim_response == "unknown"
+    ]
+    stopped = stop.isin(reasons)
+    known = (outcome == NONRESPONSE) | (outcome == PARTIAL)  # nothing else can be bettered
+    scored = ~np.isnan(rated.start) & ~np.isnan(rated.end) & (rated.start > 0)
+    at = np.flatnonzero(known & scored & (~np.isnan(improvement) | stopped))
+    better = np.zeros(m, dtype=bool)
+    if not at.size:
+        return better
+    k = len(at)
+    nan, no = np.full(k, np.nan), np.zeros(k, dtype=bool)
     unrated = Ratings(nan, nan, nan, nan, no, no)  # the improvement column alone
-    no_stop = Coded(np.zeros(m, dtype=np.int8), ("",))
-    column = course_outcome(unrated, improvement, no_stop, rules)[1]
-    said = np.full(m, -1, dtype=np.int8)
-    for category, value in RANK.items():
-        said[column == category] = value
-    for reason, value in STOP_RANK.items():
-        if reason != "relapse" or rules.outcome.interim_response == "unknown":
-            said = np.where(stop.eq(reason), np.maximum(said, value), said)
-    return scored & (said > rank)
+    column = course_outcome(unrated, improvement[at], Coded(np.zeros(k, np.int8), ("",)), rules)[1]
+    by_stop = np.array([STOP_RANK[v] if v in reasons else -1 for v in stop.values], np.int8)
+    said = np.maximum(RANK[column], by_stop[stop.codes[at]])
+    better[at] = said > RANK[outcome[at]]
+    return better
 
 
 @dataclass(frozen=True)
