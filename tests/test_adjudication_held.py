@@ -65,7 +65,13 @@ def filled(tmp_path_factory) -> Path:
     worklist = tmp / "review.csv"
     result = CliRunner().invoke(app, ["worklist", str(run), "--out", str(worklist)])
     assert result.exit_code == 0, result.output
-    table = pd.read_csv(worklist, dtype=str, keep_default_na=False).set_index("subject_id")
+    table = pd.read_csv(worklist, dtype=str, keep_default_na=False)
+    # The columns of 0.8.6 keep their places; the question asked comes after them.
+    assert list(table.columns) == [
+        "subject_id", "to_resolve", "unknown_criteria", "decision", "reason", "reviewer",
+        "date", "criterion", "computed_decision", "computed_reason",
+    ]  # fmt: skip
+    table = table.set_index("subject_id")
     # Every subject was needs_review for EX-BIPOLAR alone: that is the question asked.
     assert table["computed_decision"].tolist() == ["needs_review"] * 5
     assert table["unknown_criteria"].tolist() == ["EX-BIPOLAR"] * 5
@@ -219,8 +225,8 @@ def test_force_never_replaces_a_filled_worklist(filled, tmp_path):
     # An unfilled worklist, this version's or one written before computed_decision, is
     # trdscreen's own and --force replaces it.
     for header in (
-        "subject_id,computed_decision,computed_reason,to_resolve,unknown_criteria,decision,"
-        "reason,reviewer,date,criterion",
+        "subject_id,to_resolve,unknown_criteria,decision,reason,reviewer,date,criterion,"
+        "computed_decision,computed_reason",
         "subject_id,to_resolve,unknown_criteria,decision,reason,reviewer,date,criterion",
     ):
         blank = tmp_path / "blank.csv"

@@ -313,9 +313,11 @@ def _named(criteria: str | None) -> str:
     return ";".join(c.strip() for c in criteria.split(";") if c.strip()) or "none"
 
 
-WORKLIST_COLUMNS = ("subject_id", "computed_decision", "computed_reason", "to_resolve",
-                    "unknown_criteria", "decision", "reason", "reviewer", "date",
-                    "criterion")  # fmt: skip
+WORKLIST_COLUMNS = ("subject_id", "to_resolve", "unknown_criteria", "decision", "reason",
+                    "reviewer", "date", "criterion", "computed_decision",
+                    "computed_reason")  # fmt: skip
+"""The columns of 0.8.6 in their places (a pipeline reading them by position still
+can), then the question the reviewer answers."""
 WORKLIST_MARK = b"unknown_criteria,decision,reason,reviewer,date,criterion"
 """In the header of every worklist trdscreen writes (and wrote before computed_decision)."""
 REVIEWER_COLUMNS = ("decision", "reason", "reviewer", "date", "criterion")
