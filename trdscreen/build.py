@@ -39,6 +39,11 @@ events of one generic at one daily dose), in these steps, each vectorized
    [U]. HAM-D versions are never mixed. The builder never writes an outcome or
    a stop reason but `other` for a row whose duration is unknown (so the
    screen treats its duration as unknown, never as ongoing).
+8. Screening scores: a subject whose subjects row gives a screening_date and no
+   hamd_screening (madrs_screening) gets the latest HAM-D17 (MADRS) total rated
+   from `ratings.screening_within_days` [U] before that date to it, never after
+   the reference date (`buildratings.screening_scores`; buildrun writes where
+   each came from).
 """
 
 from __future__ import annotations
@@ -62,7 +67,7 @@ from trdscreen.buildepisodes import (
     recorded_diagnoses,
 )
 from trdscreen.buildprocedures import SessionCourses, session_courses
-from trdscreen.buildratings import Supplied, attach, run_ratings
+from trdscreen.buildratings import Supplied, attach, run_ratings, screening_scores
 from trdscreen.buildrules import BuildRules
 from trdscreen.buildtables import (
     CODE,
@@ -268,10 +273,10 @@ def _same_day(
 
 def _context(
     ids: pd.Index, subjects: pd.DataFrame | None, as_of: date | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """(reference day, birth day) per subject of `ids`: the reference date is --as-of,
-    else the subject's screening_date, else unknown (no event is then after it and no
-    course is ongoing: each ends with its last supply)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(reference day, birth day, screening day) per subject of `ids`: the reference date
+    is --as-of, else the subject's screening_date, else unknown (no event is then after
+    it and no course is ongoing: each ends with its last supply)."""
     reference = np.full(len(ids), np.nan)
     birth = np.full(len(ids), np.nan)
     if subjects is not None and len(subjects):
@@ -280,9 +285,14 @@ def _context(
         at = np.maximum(where, 0)
         reference[found] = day_numbers(subjects, "screening_date")[at[found]]
         birth[found] = day_numbers(subjects, "birth_date")[at[found]]
+    screening = reference.copy()
     if as_of is not None:
         reference[:] = days(np.asarray([as_of], dtype="datetime64[s]"))[0]
-    return reference, birth
+    return reference, birth, screening
+
+
+def _has(frame: pd.DataFrame | None, column: str) -> bool:
+    return frame is not None and column in frame.columns
 
 
 def _subject_ids(*tables: Table | None) -> pd.Index:
@@ -308,7 +318,7 @@ def build(
     records: Records, rules: BuildRules, formulary: Formulary, as_of: date | None = None
 ) -> Built:
     """Treatment courses from drug events, procedure sessions, diagnoses and ratings (the
-    module doc's seven steps; sessions: buildprocedures; episodes: buildepisodes)."""
+    module doc's eight steps; sessions: buildprocedures; episodes: buildepisodes)."""
     events, ratings = records.events, records.ratings
     frame = events.frame
     codes = records.drug_codes
@@ -320,7 +330,7 @@ def build(
     n = len(frame)
     ids = _subject_ids(events, records.procedures, records.diagnoses)
     subject = subject_codes(events, ids)
-    reference, birth = _context(ids, records.subjects, as_of)
+    reference, birth, screening = _context(ids, records.subjects, as_of)
     start, end = day_numbers(frame, "event_date"), day_numbers(frame, "end_date")
     periods = _periods(records.observation_periods, ids)
     why = _set_aside(
@@ -371,6 +381,12 @@ def build(
     )  # fmt: skip
     steps = attrition(why, len(table), courses.seg.m, named if "code_system" in written else None)
     facts = _subject_facts(ids, found.episodes, dx)
+    if ratings is not None and _has(records.subjects, "screening_date"):
+        window = rules.ratings.screening_within_days
+        for column, (total, line) in screening_scores(
+            ratings, ids, screening, reference, window
+        ).items():
+            facts[column], facts[f"{column}_line"] = total, ints(line)
     if sessions is None:
         return Built(table, trail, steps, None, facts)
     sessions.frame["episode_id"] = text_column(found.ids[courses.seg.m :])

@@ -231,6 +231,35 @@ def attach(
     return out
 
 
+SCREENING_SCALES = (("hamd17", "hamd_screening"), ("madrs", "madrs_screening"))
+"""The scale each screening score of the subjects table is taken from (HAM-D17 only:
+`hamd_screening` is a HAM-D17 total)."""
+
+
+def screening_scores(
+    ratings: Table | None, subjects: pd.Index, screening: np.ndarray, reference: np.ndarray,
+    within_days: int,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+    """Per subject of `subjects` and screening score: (total, source line) of the latest
+    rating of its scale from `within_days` before the subject's screening day to that
+    day, never after its reference day (`--as-of`); NaN where none, or where the
+    screening day is unknown. Of two ratings on one day, the first by line."""
+    scales = _scales(ratings, subjects)
+    n = len(subjects)
+    high = np.fmin(screening, reference)  # NaN reference: the screening day itself
+    low = screening - within_days
+    out = {}
+    for scale, column in SCREENING_SCALES:
+        total, line = np.full(n, np.nan), np.full(n, np.nan)
+        if scale in scales:
+            found = scales[scale]
+            at = _nearest(found.keys, np.arange(n), high, low, high)
+            ok = at >= 0
+            total[ok], line[ok] = found.total[at[ok]], found.line[at[ok]]
+        out[column] = (total, line)
+    return out
+
+
 def run_ratings(
     ratings: Table | None, subjects: pd.Index, runs: Runs, courses: Courses,
     reference: np.ndarray, windows: RatingWindows,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from pydantic import Field
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 
 from trdscreen.criterion import RuleModel
 
@@ -24,6 +24,15 @@ class RatingWindows(RuleModel):
     start_after_days: int = Field(7, ge=0, le=90)
     end_within_days: int = Field(14, ge=0, le=90)
     min_days_between: int = Field(14, ge=1, le=365)
+    screening_within_days: int = Field(28, ge=0, le=365)
+
+    @model_serializer(mode="wrap")
+    def _without_default_screening(self, handler: SerializerFunctionWrapHandler) -> dict:
+        # A rule set's build section hashes as before 0.8.7 unless it sets the window.
+        data = handler(self)
+        if data.get("screening_within_days") == 28:
+            data.pop("screening_within_days", None)
+        return data
 
 
 class BuildRules(RuleModel):
@@ -105,17 +114,24 @@ BUILD_TAGS: dict[str, tuple[str, str]] = {
         "U",
         "... at least this many days after the baseline, on the same instrument",
     ),
+    "ratings.screening_within_days": (
+        "U",
+        "a subject whose subjects row has a screening_date and no hamd_screening (or "
+        "madrs_screening) gets the latest HAM-D17 (or MADRS) total rated from this many days "
+        "before that date to it, never after the reference date",
+    ),
 }
 """Evidence tag and meaning of each build parameter (dotted key)."""
 
 
 def parameters(rules: BuildRules) -> list[dict[str, object]]:
     """Every build parameter with its value, tag and meaning (the manifest's record)."""
-    values = rules.model_dump(mode="json")
     out = []
     for key, (tag, meaning) in BUILD_TAGS.items():
-        value: object = values
-        for part in key.split("."):
-            value = value[part]  # type: ignore[index]
+        value: object = rules
+        for part in key.split("."):  # attributes: a default the hash leaves out is here too
+            value = getattr(value, part)
+        if isinstance(value, tuple):
+            value = [v.isoformat() if isinstance(v, date) else v for v in value]
         out.append({"key": key, "value": value, "tag": tag, "meaning": meaning})
     return out

@@ -24,7 +24,9 @@ import pandas as pd
 
 from trdscreen.build import Built, build
 from trdscreen.build import Records as BuildInput
+from trdscreen.buildratings import SCREENING_SCALES
 from trdscreen.buildrules import parameters
+from trdscreen.buildtables import ints
 from trdscreen.errors import InputError
 from trdscreen.io import CsvOptions
 from trdscreen.issues import IssueLog, issue_counts
@@ -80,8 +82,9 @@ def _subjects(
 def with_facts(subjects: pd.DataFrame | None, facts: pd.DataFrame | None) -> pd.DataFrame:
     """The subjects table with what the build derived: `episode_start` where it is not
     given (`episode_source` says which: given, derived, or why none), `left_censored`,
-    and the records' diagnoses added to `diagnoses`. Without a subjects table, a row
-    per subject of the records (none is lost)."""
+    the records' diagnoses added to `diagnoses`, and screening scores the table leaves
+    empty (`_screening_score`). Without a subjects table, a row per subject of the
+    records (none is lost)."""
     assert facts is not None
     facts = facts[facts["subject_id"] != ""]
     if subjects is None:
@@ -112,7 +115,34 @@ def with_facts(subjects: pd.DataFrame | None, facts: pd.DataFrame | None) -> pd.
             both = out["diagnoses"].astype("string").str.cat(recorded.astype("string"), sep=";")
             recorded = both.fillna(out["diagnoses"].astype("string")).fillna(recorded)
         out["diagnoses"] = recorded
+    for column in (c for _, c in SCREENING_SCALES if c in facts.columns):
+        _screening_score(out, column, facts, found, pick)
     return out
+
+
+def _screening_score(
+    out: pd.DataFrame, column: str, facts: pd.DataFrame, found: np.ndarray, pick: np.ndarray
+) -> None:
+    """A screening score the subjects row leaves empty, from the ratings (`build.
+    screening_scores`), with `COLUMN_source` (given, derived or none) and `COLUMN_line`
+    (the ratings line of a derived one)."""
+    given_values = (
+        out[column].to_numpy(dtype=np.float64, na_value=np.nan)
+        if column in out.columns
+        else np.full(len(out), np.nan)
+    )
+    given = ~np.isnan(given_values)
+    derived = np.where(found, facts[column].to_numpy(dtype=np.float64)[pick], np.nan)
+    line = np.where(
+        found, facts[f"{column}_line"].to_numpy(np.float64, na_value=np.nan)[pick], np.nan
+    )
+    use = ~given & ~np.isnan(derived)
+    out[column] = np.where(given, given_values, derived)
+    out[f"{column}_source"] = pd.Categorical(
+        np.where(given, "given", np.where(use, "derived", "none")),
+        categories=["given", "derived", "none"],
+    )
+    out[f"{column}_line"] = ints(np.where(use, line, np.nan)).to_numpy()
 
 
 def _refuse_invalid(issues: pd.DataFrame) -> None:
