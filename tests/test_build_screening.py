@@ -64,6 +64,19 @@ def test_the_latest_rating_before_screening_fills_an_empty_screening_score(tmp_p
     assert subjects.loc["A", "madrs_screening_source"] == "none"
 
 
+def test_a_derived_score_is_read_as_a_ham_d17_total(tmp_path):
+    # A's row names HAM-D24 for the score it left empty; the score derived is a HAM-D17
+    # total (24 on 25 May), so its version is 17 (kept at 24, the screen would not
+    # compare it with the HAM-D17 threshold). B's given score keeps its row's version.
+    events = [ev(s, "sertraline", "2024-01-02", 28, 100) for s in ("A", "B")]
+    subjects = [{"subject_id": "A", "hamd_screening": "", "hamd_version": 24},
+                {"subject_id": "B", "hamd_screening": 30, "hamd_version": 24}]  # fmt: skip
+    out = built(tmp_path, events, RATINGS[:5], subjects)
+    rows = table(out, "subjects").set_index("subject_id")
+    assert rows.loc["A", ["hamd_screening", "hamd_version"]].tolist() == [24.0, 17]
+    assert rows.loc["B", ["hamd_screening", "hamd_version"]].tolist() == [30.0, 24]
+
+
 def test_as_of_takes_no_rating_after_it(tmp_path):
     # As of 2024-05-20 the window ends that day: A's latest is 21 (10 May); F's 25 May
     # ratings are later: none.

@@ -143,6 +143,10 @@ def _screening_score(
         categories=["given", "derived", "none"],
     )
     out[f"{column}_line"] = ints(np.where(use, line, np.nan)).to_numpy()
+    if column == "hamd_screening" and "hamd_version" in out.columns and use.any():
+        # A derived score is a HAM-D17 total, whatever version the row named for its own.
+        version = out["hamd_version"].to_numpy(dtype=np.float64, na_value=np.nan)
+        out["hamd_version"] = ints(np.where(use, 17.0, version)).to_numpy()
 
 
 def _refuse_invalid(issues: pd.DataFrame) -> None:
