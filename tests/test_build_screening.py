@@ -99,3 +99,13 @@ def test_the_screen_decides_on_the_derived_score(tmp_path):
     params = {p["key"]: p for p in manifest["parameters"]}
     assert (params["ratings.screening_within_days"]["value"],
             params["ratings.screening_within_days"]["tag"]) == (28, "U")  # fmt: skip
+
+
+def test_a_build_section_hashes_as_before_unless_it_sets_the_window():
+    # Rule sets written before 0.8.7 with a `build:` section must keep their normalized
+    # hash (verify compares it): the default window is left out of it, a chosen one not.
+    from trdscreen.buildrules import BuildRules
+
+    assert "screening_within_days" not in BuildRules().model_dump()["ratings"]
+    chosen = BuildRules.model_validate({"ratings": {"screening_within_days": 14}})
+    assert chosen.model_dump()["ratings"]["screening_within_days"] == 14
