@@ -69,7 +69,7 @@ def filled(tmp_path_factory) -> Path:
     # The columns of 0.8.6 keep their places; the question asked comes after them.
     assert list(table.columns) == [
         "subject_id", "to_resolve", "unknown_criteria", "decision", "reason", "reviewer",
-        "date", "criterion", "computed_decision", "computed_reason",
+        "date", "criterion", "computed_decision", "computed_reason", "failed_criteria",
     ]  # fmt: skip
     table = table.set_index("subject_id")
     # Every subject was needs_review for EX-BIPOLAR alone: that is the question asked.
@@ -116,8 +116,8 @@ def test_an_eligible_on_a_subject_the_data_now_exclude_is_held(second):
     assert row["to_resolve"].startswith("see adjudication_reason: a reviewer put this")
     assert row["adjudication_reason"] == (
         "held for review: eligible was decided when the computed decision was needs_review "
-        "(unknown: EX-BIPOLAR); it is now excluded (unknown: none). Reviewer's reason: "
-        "chart: never manic or hypomanic"
+        "(unknown: EX-BIPOLAR; not met: none); it is now excluded (unknown: none; not met: "
+        "EX-BIPOLAR). Reviewer's reason: chart: never manic or hypomanic"
     )
 
 
@@ -175,7 +175,7 @@ def test_a_worklist_from_before_computed_decision_still_holds(filled, tmp_path):
     # computed_decision; it listed subjects to review, so the decision asked about was
     # needs_review, and P2's eligible is held as above.
     old = pd.read_csv(filled, dtype=str, keep_default_na=False).drop(
-        columns=["computed_decision", "computed_reason"]
+        columns=["computed_decision", "computed_reason", "failed_criteria"]
     )
     path = tmp_path / "old.csv"
     old.to_csv(path, index=False)
@@ -226,7 +226,7 @@ def test_force_never_replaces_a_filled_worklist(filled, tmp_path):
     # trdscreen's own and --force replaces it.
     for header in (
         "subject_id,to_resolve,unknown_criteria,decision,reason,reviewer,date,criterion,"
-        "computed_decision,computed_reason",
+        "computed_decision,computed_reason,failed_criteria",
         "subject_id,to_resolve,unknown_criteria,decision,reason,reviewer,date,criterion",
     ):
         blank = tmp_path / "blank.csv"
@@ -234,3 +234,27 @@ def test_force_never_replaces_a_filled_worklist(filled, tmp_path):
         result = CliRunner().invoke(app, ["worklist", str(run), "--out", str(blank), "--force"])
         assert result.exit_code == 0, result.output
         assert "computed_decision" in blank.read_text().splitlines()[0]
+
+
+def test_an_override_of_an_exclusion_is_held_when_another_criterion_fails(tmp_path):
+    # P1's screening HAM-D is 15: HAMD-SCREEN (>= 18) is not met, P1 is excluded. The
+    # reviewer overrode it ("re-rated 20 at the visit"), recording the question: excluded,
+    # not met HAMD-SCREEN. In a later export P1's bipolar flag is true as well: still
+    # excluded, so comparing the decision alone keeps the eligible, on a bipolar disorder
+    # nobody reviewed. EX-BIPOLAR is not met now and was not then: held. In an export
+    # where only HAM-D still fails (the control), the override stands.
+    path = tmp_path / "adj.csv"
+    path.write_text(
+        "subject_id,computed_decision,failed_criteria,decision,reason,reviewer,date\n"
+        "P1,excluded,HAMD-SCREEN,eligible,re-rated 20 at the visit,Dr. A,2024-06-20\n"
+    )
+    low = {"P1": {"bipolar": "false", "hamd_screening": 15}}
+    control = decisions(cohort(tmp_path / "same", low), path)
+    assert control.loc["P1", ["decision", "final_decision"]].tolist() == ["excluded", "eligible"]
+    worse = {"P1": {"bipolar": "true", "hamd_screening": 15}}
+    rows = decisions(cohort(tmp_path / "worse", worse), path)
+    assert rows.loc["P1", ["decision", "final_decision"]].tolist() == ["excluded", "needs_review"]
+    assert (
+        "it is now excluded (unknown: none; not met: EX-BIPOLAR;HAMD-SCREEN)"
+        in rows.loc["P1", "adjudication_reason"]
+    )

@@ -27,7 +27,7 @@ from trdscreen.printable import printable
 
 FINAL_DECISIONS = ("eligible", "excluded", "needs_review")
 REQUIRED = ("subject_id", "decision", "reason", "reviewer", "date")
-QUESTION = ("computed_decision", "unknown_criteria")
+QUESTION = ("computed_decision", "unknown_criteria", "failed_criteria")
 """What the reviewer was asked (a worklist writes both): an `eligible` whose question has
 changed since is held (`_held`)."""
 OPTIONAL = ("criterion", *QUESTION)
@@ -49,8 +49,8 @@ class Adjudications:
     path: Path
     sha256: str
     table: pd.DataFrame = field(repr=False)  # subject_id, decision, reason, reviewer, date,
-    # criterion, computed_decision ("": not recorded), unknown_criteria (None: not
-    # recorded), line
+    # criterion, computed_decision ("": not recorded), unknown_criteria and
+    # failed_criteria (None: not recorded), line
     blank: int = 0  # rows with no decision, reason or reviewer (an unfilled worklist row)
 
     @property
@@ -164,6 +164,7 @@ def _question(row: dict[str, str], header: list[str]) -> dict[str, str | None]:
         "criterion": row.get("criterion", ""),
         "computed_decision": computed,
         "unknown_criteria": row.get("unknown_criteria"),
+        "failed_criteria": row.get("failed_criteria"),
     }
 
 
@@ -281,26 +282,32 @@ def _held(
 ) -> Iterator[tuple[int, str]]:
     """(row, why) of each reviewer's `eligible` among `candidates` (computed decision not
     eligible) whose question has changed since the review: the computed decision differs
-    from the one recorded with it, or a criterion is unknown now that was not then. The
-    reviewer answered another question; the subject goes back to review. Adjudications
-    that record no question (a hand-written file without `computed_decision` or
-    `unknown_criteria`) stand as written. Few rows: the adjudicated ones only."""
+    from the one recorded with it, or a criterion is unknown, or not met, now that was
+    not then. The reviewer answered another question; the subject goes back to review.
+    Adjudications that record no question (a hand-written file without the QUESTION
+    columns) stand as written. Few rows: the adjudicated ones only."""
     computed = out["decision"].astype("str").to_numpy(dtype=object)
-    unknown = out["unknown_criteria"].fillna("").astype("str").to_numpy(dtype=object)
     asked = rows["computed_decision"].fillna("").to_numpy(dtype=object)
-    listed = rows["unknown_criteria"].to_numpy(dtype=object)
+    now = {c: out[c].fillna("").astype("str").to_numpy(dtype=object) for c in CRITERIA_LISTS}
+    then = {c: rows[c].to_numpy(dtype=object) for c in CRITERIA_LISTS}
     for at in np.flatnonzero(candidates).tolist():
-        recorded = None if pd.isna(listed[at]) else str(listed[at])
-        grown = recorded is not None and not _criteria(unknown[at]) <= _criteria(recorded)
+        recorded = {c: None if pd.isna(then[c][at]) else str(then[c][at]) for c in then}
+        grown = any(
+            text is not None and not _criteria(now[c][at]) <= _criteria(text)
+            for c, text in recorded.items()
+        )
         if (asked[at] and asked[at] != computed[at]) or grown:
+            was = "; ".join(f"{CRITERIA_LISTS[c]}: {_named(recorded[c])}" for c in then)
+            is_ = "; ".join(f"{CRITERIA_LISTS[c]}: {_named(now[c][at])}" for c in now)
             yield (
                 at,
-                (
-                    "held for review: eligible was decided when the computed decision was "
-                    f"{asked[at] or 'not recorded'} (unknown: {_named(recorded)}); it is now "
-                    f"{computed[at]} (unknown: {_named(unknown[at])})"
-                ),
+                "held for review: eligible was decided when the computed decision was "
+                f"{asked[at] or 'not recorded'} ({was}); it is now {computed[at]} ({is_})",
             )
+
+
+CRITERIA_LISTS = {"unknown_criteria": "unknown", "failed_criteria": "not met"}
+"""The decision's criteria lists a reviewer's question records, as the reason names them."""
 
 
 def _criteria(text: str) -> set[str]:
@@ -315,7 +322,7 @@ def _named(criteria: str | None) -> str:
 
 WORKLIST_COLUMNS = ("subject_id", "to_resolve", "unknown_criteria", "decision", "reason",
                     "reviewer", "date", "criterion", "computed_decision",
-                    "computed_reason")  # fmt: skip
+                    "computed_reason", "failed_criteria")  # fmt: skip
 """The columns of 0.8.6 in their places (a pipeline reading them by position still
 can), then the question the reviewer answers."""
 WORKLIST_MARK = b"unknown_criteria,decision,reason,reviewer,date,criterion"
@@ -342,6 +349,7 @@ def worklist(decisions: pd.DataFrame) -> pd.DataFrame:
             "computed_reason": text("reason"),
             "to_resolve": text("to_resolve"),
             "unknown_criteria": text("unknown_criteria"),
+            "failed_criteria": text("failed_criteria"),
         }
     )
     for name in REVIEWER_COLUMNS:
