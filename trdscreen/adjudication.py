@@ -121,15 +121,11 @@ def read_adjudications(path: Path, sha256: str) -> Adjudications:
             if not row[name]:
                 problems.append(f"{where} column {name}: empty; every adjudication names the "
                                 "subject, the reviewer and the reason")  # fmt: skip
-        for name in ("decision", "computed_decision"):
-            if (
-                name in row
-                and row[name] not in FINAL_DECISIONS
-                and (name == "decision" or row[name])
-            ):
-                problems.append(
-                    f"{where} column {name}: expected one of {', '.join(FINAL_DECISIONS)}"
-                )
+        expected = f"expected one of {', '.join(FINAL_DECISIONS)}"
+        if row["decision"] not in FINAL_DECISIONS:
+            problems.append(f"{where} column decision: {expected}")
+        if row.get("computed_decision", "") not in ("", *FINAL_DECISIONS):
+            problems.append(f"{where} column computed_decision: {expected}")
         try:
             row["date"] = date.fromisoformat(row["date"]).isoformat()
         except ValueError:

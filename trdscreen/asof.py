@@ -85,6 +85,11 @@ def subject_masks(subjects: pd.DataFrame, as_of: date) -> tuple[np.ndarray, np.n
     return screening > cut, np.isnat(screening) & scored, _dates(subjects, "episode_start") > cut
 
 
+def born_later(subjects: pd.DataFrame, as_of: date) -> np.ndarray:
+    """Subject rows born after DATE (no age on it: `subjects.age_at`)."""
+    return _dates(subjects, "birth_date") > np.datetime64(as_of, "s")
+
+
 def undated_ages(subjects: pd.DataFrame) -> np.ndarray:
     """Subject rows whose age is given without a birth date (unknown on an --as-of DATE)."""
     if "age" not in subjects.columns:
@@ -126,8 +131,9 @@ def as_of_view(
     if "episode_start" in people.columns:
         why["episode_start"] = np.where(episode_later, EPISODE_LATER, "")
         people["episode_start"] = people["episode_start"].mask(episode_later)
-    born_later = _dates(people, "birth_date") > np.datetime64(as_of, "s")
-    why["age"] = np.select([born_later, undated_ages(people)], [BORN_LATER, AGE_UNDATED], "")
+    why["age"] = np.select(
+        [born_later(people, as_of), undated_ages(people)], [BORN_LATER, AGE_UNDATED], ""
+    )
     if "age" in people.columns:  # the birth date decides; a given age has no date
         people["age"] = people["age"].mask(np.ones(len(people), dtype=bool))
     for column, text in why.items():

@@ -352,7 +352,8 @@ def _better_elsewhere(
     reasons = [
         r for r in STOP_RANK if r != "relapse" or rules.outcome.interim_response == "unknown"
     ]
-    stopped = stop.isin(reasons)
+    by_stop = np.array([STOP_RANK[v] if v in reasons else -1 for v in stop.values], np.int8)
+    stopped = by_stop[stop.codes] >= 0
     known = (outcome == NONRESPONSE) | (outcome == PARTIAL)  # nothing else can be bettered
     scored = ~np.isnan(rated.start) & ~np.isnan(rated.end) & (rated.start > 0)
     at = np.flatnonzero(known & scored & (~np.isnan(improvement) | stopped))
@@ -363,7 +364,6 @@ def _better_elsewhere(
     nan, no = np.full(k, np.nan), np.zeros(k, dtype=bool)
     unrated = Ratings(nan, nan, nan, nan, no, no)  # the improvement column alone
     column = course_outcome(unrated, improvement[at], Coded(np.zeros(k, np.int8), ("",)), rules)[1]
-    by_stop = np.array([STOP_RANK[v] if v in reasons else -1 for v in stop.values], np.int8)
     said = np.maximum(RANK[column], by_stop[stop.codes[at]])
     better[at] = said > RANK[outcome[at]]
     return better

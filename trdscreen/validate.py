@@ -13,7 +13,14 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from trdscreen.asof import AFTER, CENSORED, course_masks, subject_masks, undated_ages
+from trdscreen.asof import (
+    AFTER,
+    CENSORED,
+    born_later,
+    course_masks,
+    subject_masks,
+    undated_ages,
+)
 from trdscreen.coded import coded
 from trdscreen.columns import hamd_versions, repeated_text
 from trdscreen.convert import coerce
@@ -204,11 +211,9 @@ def _check_subject_dates(
         message = "the current episode begins before the subject's birth date; fix the date"
         log.add(source, rows, "episode_start", "episode_before_birth", message, ids)
     if as_of is not None:  # an export taken later holds later births: not an error
-        if "birth_date" in people.columns:
-            birth = people["birth_date"].to_numpy(dtype="datetime64[s]")
-            rows = np.flatnonzero(birth > np.datetime64(as_of, "s"))
-            message = f"the subject was born after --as-of {as_of}; its age on that date is unknown"
-            log.add(source, rows, "birth_date", "born_after_as_of", message, ids, severity="info")
+        rows = np.flatnonzero(born_later(people, as_of))
+        message = f"the subject was born after --as-of {as_of}; its age on that date is unknown"
+        log.add(source, rows, "birth_date", "born_after_as_of", message, ids, severity="info")
         return
     if ref_column not in people.columns:
         return
