@@ -67,7 +67,7 @@ from trdscreen.resolve import (
 )
 from trdscreen.runs import MANIFEST_FILE, RunFolder
 from trdscreen.schemas import SUBJECT_COLUMNS, TREATMENT_COLUMNS
-from trdscreen.sources import find_inputs, scratch_folder
+from trdscreen.sources import find_inputs, is_remote, scratch_folder, unread_tables
 from trdscreen.stream import (
     CHUNK_ROWS,
     KERNELS,
@@ -154,6 +154,9 @@ def load_with(
         else None
     )
     treatments_path, subjects_path = find_inputs(request.input, request.subjects)
+    unread = _unread(request, treatments_path, subjects_path)
+    if unread:
+        trail.record("inputs_not_read", files=unread)
     # The Dask engine reads the inputs a batch at a time while it screens; here they are
     # only opened (hashed, their headers checked).
     read = request.dask is None
@@ -213,7 +216,17 @@ def load_with(
         column_map=column_map,
         conventions=columns.conventions(),
         adjudications=adjudications,
+        unread=tuple(unread),
     )
+
+
+def _unread(request: ScreenRequest, *read: Path | None) -> list[str]:
+    """The tables of an input folder this run does not read (`sources.unread_tables`)."""
+    folder = Path(request.input)
+    if is_remote(request.input) or not folder.is_dir() or read[0] == folder:
+        return []  # a file, or a folder that is itself a dataset of treatments
+    given = [*read, request.adjudications, request.column_map]
+    return unread_tables(folder, [Path(p) for p in given if p is not None])
 
 
 def _adjudications(

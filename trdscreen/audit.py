@@ -34,6 +34,7 @@ EVENTS = {
     "rules_loaded": "a rule set was parsed (id, file and normalized SHA-256)",
     "formulary_loaded": "the formulary was loaded (source, SHA-256)",
     "input_read": "an input file was read (role, path, size, rows, SHA-256)",
+    "inputs_not_read": "tables in the input folder that the run does not read (file names)",
     "inputs_validated": "validation finished (issue counts by severity)",
     "quarantine_planned": "--on-invalid quarantine set rows aside (subjects held, rows)",
     "adjudications_loaded": "the adjudication file was read and checked (path, rows, SHA-256)",

@@ -240,6 +240,7 @@ def run_build(request: BuildRequest, command: tuple[str, ...] = ()) -> BuildResu
                 "profile": records.profile,
             },
             "inputs": inputs,
+            **({"inputs_not_read": list(records.unread)} if records.unread else {}),
             "column_map": str(request.column_map) if request.column_map else None,
             "rules": {
                 "id": rules.id,

@@ -302,6 +302,7 @@ def screen(
                     "audit_head_sha256": record.audit_head,
                 },
             )
+        _note_unread(loaded)
         if result.quarantine is not None and len(result.quarantine.held) and not as_json:
             from trdscreen.render import console, render_quarantine
 
@@ -318,6 +319,7 @@ def screen(
                     "decisions_content_sha256": record.manifest["decisions_content_sha256"],
                     "audit_head_sha256": record.audit_head,
                     **({"build": str(built)} if built else {}),
+                    **({"inputs_not_read": list(loaded.unread)} if loaded.unread else {}),
                     "outputs": [o["path"] for o in record.manifest["outputs"]]
                     + [
                         record.manifest[k]["path"]
@@ -343,15 +345,17 @@ def _build_first(
     its manifest, that `verify` checks) and return it: the screen reads it as its input."""
     from trdscreen import api
     from trdscreen.buildrun import BuildRequest, run_build
+    from trdscreen.cli_build import note_unread_records
 
     if subjects is not None:
         raise UsageError("--subjects with --profile: put subjects.* in the records folder")
     folder = build_out or out.with_name(f"{out.name}-built")
     notify(api.check_out_dir(out, force, [input, folder]))
-    run_build(
+    built = run_build(
         BuildRequest(input, folder, rules, column_map, as_of, force, profile),
         ("trdscreen", "screen", *sys.argv[2:]),
     )
+    note_unread_records(built.manifest)
     notify([f"built the courses of {printable(str(input))} into {printable(str(folder))}"])
     return folder
 
@@ -390,6 +394,7 @@ def validate(
         )
         with watching(log_format, quiet, as_json):
             loaded = api.load_and_validate(request)
+        _note_unread(loaded)
         issues = loaded.checked().issues
         n_errors = loaded.checked().n_errors
         if as_json:
@@ -409,6 +414,14 @@ def validate(
             raise typer.Exit(int(ExitCode.INVALID_INPUT))
 
     guard(as_json, body)
+
+
+def _note_unread(loaded) -> None:
+    """A note on stderr naming the tables of the input folder the run did not read."""
+    if loaded.unread:
+        from trdscreen.summarytext import unread_note
+
+        notify([unread_note(loaded.unread)], "warning")
 
 
 # The other commands register themselves on `app` when imported.

@@ -18,6 +18,7 @@ from trdscreen.cliapp import (
     emit_json,
     epilog,
     guard,
+    notify,
     parse_date,
 )
 from trdscreen.printable import printable
@@ -92,6 +93,7 @@ def build(
             ("trdscreen", "build", *_argv()),
         )
         counts = result.manifest["event_attrition"]
+        unread = note_unread_records(result.manifest)
         if as_json:
             emit_json(
                 {
@@ -99,6 +101,7 @@ def build(
                     "exit_code": 0,
                     "out": str(out),
                     "event_attrition": counts,
+                    **({"inputs_not_read": unread} if unread else {}),
                     "outputs": [o["path"] for o in result.manifest["outputs"]],
                 }
             )
@@ -131,6 +134,18 @@ def build(
         typer.echo(f"  next: trdscreen screen {printable(str(out))} --out SCREENING_DIR")
 
     guard(as_json, body)
+
+
+def note_unread_records(manifest: dict) -> list[str]:
+    """A warning on stderr naming the tables of the records folder a build did not read
+    (its manifest's `inputs_not_read`); returns them."""
+    unread = manifest.get("inputs_not_read", [])
+    if unread:
+        from trdscreen.records import READ_TABLES
+        from trdscreen.summarytext import unread_note
+
+        notify([unread_note(tuple(unread), READ_TABLES)], "warning")
+    return unread
 
 
 KEPT_STEPS = (

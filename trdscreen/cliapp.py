@@ -303,12 +303,13 @@ def guard(as_json: bool, body: Callable[[], None]) -> None:
         signal.signal(signal.SIGTERM, previous)
 
 
-def notify(lines: list[str]) -> None:
-    """Notes for the user on stderr (drafts of dead runs removed, and the like)."""
+def notify(lines: list[str], kind: str = "note") -> None:
+    """Notes (or warnings) for the user on stderr (drafts of dead runs removed, and the
+    like)."""
     if lines:
         from trdscreen.render import console, render_notes
 
-        render_notes(console(stderr=True), lines)
+        render_notes(console(stderr=True), lines, kind)
 
 
 def report_issues(issues: Any) -> None:

@@ -78,6 +78,7 @@ class LoadedRun:
     column_map: tuple[Path, str] | None  # the --map file and its SHA-256
     conventions: dict = field(default_factory=dict)  # the declared site conventions applied
     adjudications: Adjudications | None = None  # reviewers' decisions, checked
+    unread: tuple[str, ...] = ()  # tables in the input folder the run does not read
 
     def tables(self) -> tuple[SourceTable, SourceTable | None]:
         """The inputs as read (every engine but Dask reads them when loading; a streamed

@@ -41,7 +41,7 @@ from trdscreen.io import DEFAULT_CSV, CsvOptions, SourceTable, open_source
 from trdscreen.issues import IssueLog
 from trdscreen.schemas import ColumnSpec, check_values
 from trdscreen.sitemap import ColumnMap
-from trdscreen.sources import one_of
+from trdscreen.sources import one_of, unread_tables
 
 EVENT_TYPES = ("prescribed", "dispensed", "administered", "stated")
 INSTRUMENTS = ("hamd17", "hamd21", "hamd24", "madrs", "phq9")
@@ -126,6 +126,8 @@ TABLES = {
     "drug_codes": DRUG_CODE_COLUMNS,
 }
 OPTIONAL = ("assessments", "procedures", "diagnoses", "observation_periods", "drug_codes")
+READ_TABLES = ("drug_events", *OPTIONAL, "subjects")
+"""Every table a records folder may hold, by the name `build` looks for."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,7 @@ class Records:
     sources: tuple[SourceTable, ...] = ()  # every table read, when not one per field (OMOP)
     profile: str = "events"
     drug_codes: Table | None = None
+    unread: tuple[str, ...] = ()  # tables in the records folder that build does not read
 
     def inputs(self) -> list[SourceTable]:
         """Every table read, in a stable order (the manifest's inputs)."""
@@ -167,7 +170,7 @@ def find_records(folder: Path) -> dict[str, Path | None]:
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder; `trdscreen build` reads a records folder")
-    found = {name: one_of(folder, name) for name in (*TABLES, "subjects")}
+    found = {name: one_of(folder, name) for name in READ_TABLES}
     if found["drug_events"] is None:
         raise InputError(
             f"{folder}: no drug_events.csv or drug_events.parquet; a records folder holds one "
@@ -232,6 +235,7 @@ def read_records(
         optional["diagnoses"],
         optional["observation_periods"],
         drug_codes=optional["drug_codes"],
+        unread=tuple(unread_tables(Path(folder), [p for p in found.values() if p is not None])),
     )
 
 

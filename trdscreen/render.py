@@ -222,9 +222,9 @@ def render_error(err: Console, message: str, details: list[str] | None = None) -
         err.print(f"  {printable(line)}", markup=False, soft_wrap=True)
 
 
-def render_notes(err: Console, lines: list[str]) -> None:
+def render_notes(err: Console, lines: list[str], kind: str = "note") -> None:
     for line in lines:
-        err.print(Text(f"note: {printable(line)}"), soft_wrap=True)
+        err.print(Text(f"{kind}: {printable(line)}"), soft_wrap=True)
 
 
 def render_presets(out: Console, presets: list, default: str) -> None:

@@ -227,6 +227,38 @@ def find_inputs(path: Path, subjects: Path | None) -> tuple[Path, Path | None]:
 
 INPUT_SUFFIXES = (".csv", ".parquet", ".pq", ".csv.gz", ".csv.zst", ".csv.bz2")
 
+BUILD_TRAIL = ("course_events", "event_attrition", "procedure_sessions")
+"""Tables `trdscreen build` writes beside the treatments and subjects it built: its
+account of them (read by `explain`), not inputs of a screen."""
+
+
+def _table_stem(path: Path) -> str | None:
+    """The table name of a file an export folder may hold (`assessments` of
+    `assessments.csv.gz`, of a folder of Parquet files `assessments/`), else None."""
+    name = path.name.lower()
+    for ext in INPUT_SUFFIXES:
+        if path.is_file() and name.endswith(ext) and len(name) > len(ext):
+            return path.name[: -len(ext)]
+    if path.is_dir() and _is_dataset(path):
+        return path.name
+    return None
+
+
+def unread_tables(folder: Path, read: list[Path]) -> list[str]:
+    """The tables in an input folder that a screen does not read (an `assessments.csv`,
+    a `diagnoses.parquet`, a `subjects.csv` beside `--subjects` naming another file), by
+    file name: the files read, and `trdscreen build`'s own account of a built folder,
+    aside. Nothing in a folder is passed over without a word: the run names these."""
+    used = {p.resolve() for p in read}
+    return sorted(
+        p.name
+        for p in folder.iterdir()
+        if not p.name.startswith((".", "_"))
+        and p.resolve() not in used
+        and (stem := _table_stem(p)) is not None
+        and stem not in BUILD_TRAIL
+    )
+
 
 def one_of(folder: Path, stem: str) -> Path | None:
     found = [folder / f"{stem}{ext}" for ext in INPUT_SUFFIXES]

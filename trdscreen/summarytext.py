@@ -72,6 +72,23 @@ def notes(result: RunSummary) -> list[str]:
     return lines
 
 
+def unread_note(files: tuple[str, ...], build_reads: tuple[str, ...] = ()) -> str:
+    """What a screen (or a build, given the tables it reads) says of the tables in its
+    input folder that it did not read."""
+    listed = ", ".join(printable(f) for f in files)
+    if build_reads:
+        return (
+            f"Not read: {listed} in the records folder. A build reads "
+            f"{', '.join(build_reads)} (CSV or Parquet, by those names); rename a table it "
+            "should read."
+        )
+    return (
+        f"Not read: {listed} in the input folder. A screen reads treatments and subjects "
+        "only: scores, diagnoses and dates belong in their columns (`trdscreen build` makes "
+        "both tables from records such as drug_events and assessments)."
+    )
+
+
 def summary_text(loaded: LoadedRun, result: RunSummary | None) -> str:
     """The summary of a finished run (or of one whose input validation stopped it)."""
     rules = loaded.rules
@@ -83,6 +100,7 @@ def summary_text(loaded: LoadedRun, result: RunSummary | None) -> str:
         f"(normalized SHA-256 {rules.sha256()[:12]}...)",
         f"Reference date: {reference}",
         "This is a pre-screen: the investigator confirms each eligibility decision.",
+        *([unread_note(loaded.unread)] if loaded.unread else []),
         "",
     ]
     if result is None:
