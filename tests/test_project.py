@@ -47,7 +47,7 @@ LAYERS = (
     ("read", "csvfile sources criterion sitemap buildrules buildcodes io issues ruleset rulefile "
      "drugnames formulary drugs doses evidence"),
     ("validate", "conventions adjudication schemas convert subjectcolumns validate quarantine records omop"),
-    ("assess", "episode outcome trials checks courses subjects staging buildcourses "
+    ("assess", "episode outcome trials checks roles courses subjects staging buildcourses "
      "buildratings buildtables buildprocedures buildepisodes build"),
     ("decide", "criteria toresolve pipeline merge protocol resolve tables"),
     ("write", "output outdir runs explain reportdata report partition stream engine manifest "

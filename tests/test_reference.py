@@ -18,7 +18,10 @@ relapse beside ratings of nonresponse (outcome unknown), early stops with rated 
 other causes and 14 days, regimens started within 7 days, the same drug judged at
 its best adequate course, distinct drugs; doses given every few days (compared as
 their daily equivalent) and a patient rated on HAM-D17, on MADRS (remission <= 10,
-baseline floor 18) or on HAM-D24 (not compared with HAM-D17 thresholds: unknown).
+baseline floor 18) or on HAM-D24 (not compared with HAM-D17 thresholds: unknown); an
+add-on agent (aripiprazole) counted only as augmentation, given or read into an empty
+role when it was added to an antidepressant and ran beside it for 14 days
+(counting.augmentation_overlap_days).
 """
 
 from __future__ import annotations
@@ -30,7 +33,10 @@ import numpy as np
 import pytest
 from conftest import run_cohort, write_cohort, write_rules
 
-MINIMUM = {"sertraline": 50, "fluoxetine": 20, "escitalopram": 10, "venlafaxine": 150}
+ANTIDEPRESSANTS = ("sertraline", "fluoxetine", "escitalopram", "venlafaxine")
+ADDON = "aripiprazole"  # an add-on agent: a trial only as augmentation (or combination)
+MINIMUM = {"sertraline": 50, "fluoxetine": 20, "escitalopram": 10, "venlafaxine": 150, ADDON: 5}
+OVERLAP = 14  # counting.augmentation_overlap_days: an add-on with no role beside an AD
 OTHER_CAUSES = {"intolerance", "patient_choice", "remission"}
 STOPS = ["", "nonresponse", "intolerance", "other", "remission", "patient_choice", "relapse"]
 
@@ -142,9 +148,28 @@ def _judge(course: list[Row], onset: date) -> dict:
             "failed": failed}  # fmt: skip
 
 
+def _with_roles(rows: list[Row]) -> list[Row]:
+    """The rows that can count: an add-on row with no role is augmentation when it was
+    started on or after an antidepressant row's first day and ran beside it for at least
+    OVERLAP days (the days both cover), else monotherapy, which like a given monotherapy
+    role is no trial and is left out."""
+    kept = []
+    for row in rows:
+        if row.drug == ADDON and row.role == "":
+            beside = max(
+                ((min(row.end, r.end) - row.start).days + 1
+                 for r in rows if r.drug in ANTIDEPRESSANTS and r.start <= row.start),
+                default=0,
+            )  # fmt: skip
+            row = Row(**{**row.__dict__, "role": "augmentation" if beside >= OVERLAP else ""})
+        if row.drug != ADDON or row.role == "augmentation":
+            kept.append(row)
+    return kept
+
+
 def reference_counts(rows: list[Row], onset: date) -> tuple[int, int]:
     """(certain, possible) distinct failed trials of one patient."""
-    judged = [_judge(c, onset) for c in _courses(rows)]
+    judged = [_judge(c, onset) for c in _courses(_with_roles(rows))]
     # Regimens: courses by start, each start within 7 days of the previous one.
     judged.sort(key=lambda c: c["start"])
     regimens: list[list[dict]] = []
@@ -191,9 +216,13 @@ def _cohort(seed: int, n: int) -> tuple[list[dict], list[dict], dict]:
         scale = str(rng.choice(["hamd17", "hamd17", "hamd17", "madrs", "hamd24"]))
         day = onset + timedelta(days=int(rng.integers(-40, 30)))
         for _ in range(int(rng.integers(1, 6))):
-            drug = str(rng.choice(list(MINIMUM)))
+            addon = rng.random() < 0.2  # an add-on agent, mostly with no role given
+            drug = ADDON if addon else str(rng.choice(ANTIDEPRESSANTS))
             pieces = int(rng.choice([1, 1, 1, 2, 3]))  # refills or dose steps of one drug
-            role = "combination" if rng.random() < 0.15 else "monotherapy"
+            role = (
+                str(rng.choice(["", "", "", "augmentation", "monotherapy"])) if addon
+                else "combination" if rng.random() < 0.15 else "monotherapy"
+            )  # fmt: skip
             for _ in range(pieces):
                 length = int(rng.choice([5, 12, 14, 20, 27, 28, 35, 56, 90]))
                 end = day + timedelta(days=length - 1)
@@ -217,11 +246,13 @@ def _cohort(seed: int, n: int) -> tuple[list[dict], list[dict], dict]:
                         "start_date": day.isoformat(), "end_date": end.isoformat(),
                         "adherence": row.adherence, names[0]: row.hamd_start,
                         names[1]: row.hamd_end, names[2]: lowest, "hamd_version": version,
-                        "stop_reason": row.stop, "role": role,
+                        "stop_reason": row.stop, "role": role or None,
                     })  # fmt: skip
                 day = end + timedelta(days=int(rng.choice([1, 1, 10, 31, 45])))
-            if rng.random() < 0.3:  # the next drug starts with this one: a regimen
-                day = day - timedelta(days=int(rng.integers(30, 60)))
+            if rng.random() < (0.6 if addon else 0.3):  # the next drug starts with this one
+                day = day - timedelta(days=int(rng.integers(30, 60)))  # (a regimen, an add-on)
+            elif rng.random() < 0.3:  # or the next one is added to this one
+                day = day - timedelta(days=int(rng.integers(5, 40)))
         expected[sid] = (rows, onset)
     return treatments, subjects, expected
 

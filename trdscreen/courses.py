@@ -48,6 +48,7 @@ from trdscreen.reasons import (
     REMISSION,
     RESPONSE,
 )
+from trdscreen.roles import infer_augmentation
 from trdscreen.ruleset import DRUG_MODALITIES, RuleSet
 from trdscreen.segments import Segments, dates, days, merge_segments, rank_within
 from trdscreen.tristate import (
@@ -109,18 +110,23 @@ def assess_courses(
     lookup = drug_facts(courses, rules, formulary)
     in_view = ~flags(courses, AFTER)
     why.flag(flags(courses, CENSORED), CENSORED)
+    # --- each row's dates (an ongoing row runs to the reference date; a stopped row
+    # without an end date has an unknown end, never "ongoing"); then what counts, with
+    # an add-on agent given no role read by the antidepressant it was taken alongside
+    start, end_given, ongoing, first_day, last_day = row_dates(
+        courses, stop_reason, in_view, reference, why
+    )
+    role = infer_augmentation(
+        courses, role, lookup, drug_modality & in_view, codes, first_day, last_day, rules, why
+    )
     treatment, counted, on_drug = counted_rows(
         lookup, role, modality, drug_modality, in_view, rules, why
     )
     known = lookup.known
 
-    # --- each row: dose and dates (an ongoing row runs to the reference date; a
-    # stopped row without an end date has an unknown end, never "ongoing")
+    # --- each row's dose
     dose, required, dose_matters, row_dose = row_doses(
         courses, lookup, on_drug, drug_modality, rules, why
-    )
-    start, end_given, ongoing, first_day, last_day = row_dates(
-        courses, stop_reason, in_view, reference, why
     )
     # --- rows of one course (same subject, drug, role, modality and counting)
     course = merge_segments(

@@ -26,6 +26,9 @@ REASON_TEXT = {
     "not an antidepressant trial",
     "augmentation_agent_without_augmentation_role": "an add-on agent given without an "
     "augmentation or combination role: not an antidepressant trial",
+    "role_inferred": "no role given: an add-on agent added to an antidepressant and taken "
+    "beside it for at least counting.augmentation_overlap_days days, read as augmentation "
+    "(an assumption)",
     "not_an_antidepressant": "not an antidepressant",
     "not_a_depression_treatment": "a known drug for another condition (ATC layer): never a trial",
     "policy_drug_not_counted": "the rule set does not count this drug",
@@ -118,7 +121,8 @@ REASON_TEXT = {
 
 REASONS = tuple(REASON_TEXT)
 BIT = {name: np.int64(1) << i for i, name in enumerate(REASONS)}
-assert len(REASONS) <= 63, "reason codes are bits 0 to 62 of one int64 (never the sign bit)"
+assert len(REASONS) <= 64, "reason codes are the 64 bits of one int64"
+# Bit 63 is the sign bit: OR, AND and `join_flags`' arithmetic shifts treat it as any other.
 
 ASSUMPTIONS = {
     "adherence_assumed": "adherence_missing_assumed_met",
@@ -127,6 +131,7 @@ ASSUMPTIONS = {
     "outcome_from_stop_reason": "outcome_from_stop_reason",
     "duration_assumed": "duration_assumed",
     "failure_inferred": "failure_inferred",
+    "role_inferred": "role_inferred",
 }
 """Assumption codes of the decisions' `assumptions` column: each names the course reason
 that records an assumption a counted failed trial rests on."""
@@ -149,6 +154,8 @@ ASSUMPTION_TEXT = {
     "issue (no end date, days' supply or quantity was exported)",
     "failure_inferred": "a failed trial was inferred from a switch or add-on within "
     "outcome.switch_window_days, without ratings (outcome.infer_failure_from)",
+    "role_inferred": "an add-on agent the export gave no role was read as augmentation, "
+    "since it was added to an antidepressant (counting.augmentation_overlap_days)",
     EPISODE_DERIVED: "the current episode's start was derived from the records by `trdscreen "
     "build` (first treatment after a treatment-free gap, confirmed by a depression diagnosis)",
     EPISODE_LEFT_CENSORED: "the records may begin after the episode did: trials before them "

@@ -362,6 +362,26 @@ class Counting(RuleModel):
     modalities: tuple[
         Literal["pharmacotherapy", "ect", "rtms", "psychotherapy", "esketamine"], ...
     ] = ("pharmacotherapy",)
+    augmentation_overlap_days: int | None = Field(
+        14,
+        ge=1,
+        le=365,
+        description=(
+            "a row of an add-on agent (lithium, an antipsychotic, T3) that gives no role, "
+            "started on or after an antidepressant's first day and taken beside it for at "
+            "least this many days, is read as augmentation (trd-reference F.2: an add-on is "
+            "augmentation), an assumption named on the course (role_inferred); null = a row "
+            "without a role is monotherapy"
+        ),
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_default_inference(self, handler: SerializerFunctionWrapHandler) -> dict:
+        # A rule set that keeps the default hashes as it did before 0.8.8 added the key.
+        data = handler(self)
+        if data.get("augmentation_overlap_days") == 14:
+            data.pop("augmentation_overlap_days", None)
+        return data
 
 
 class PRD(RuleModel):

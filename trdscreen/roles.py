@@ -1,0 +1,78 @@
+"""A row that gives no role: an add-on agent taken alongside an antidepressant is augmentation.
+
+Exports of trial histories often have no `role` column, and a blank role reads as
+monotherapy. For an antidepressant that is the reading a clinician would give. For an
+add-on agent (lithium, an antipsychotic, T3: the formulary's `augmentation` category)
+it is not: aripiprazole started while sertraline ran is an augmentation trial
+(trd-reference F.2: "an add-on ... is augmentation and also starts a new trial";
+the Desseilles 2012 worked example counts such a trial as failed). Read as
+monotherapy it is not an antidepressant trial at all, so a patient with two failures
+was excluded.
+
+So a row of an add-on agent whose role cell is empty (or whose export has no role
+column), started on or after the first day of an antidepressant row of the same
+subject and taken beside it for at least `counting.augmentation_overlap_days` [U], is
+read as augmentation, flagged `role_inferred`; a failed trial counted on it names
+that assumption in the subject's `assumptions`. A role the export gives is never
+changed; an add-on given alone, or before the antidepressant that was later added to
+it, stays monotherapy (not a trial); a row whose end is unknown overlaps nothing.
+Vectorized: the antidepressant rows sorted by subject, each add-on row paired with
+its subject's by one binary search.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from trdscreen.checks import Reasons
+from trdscreen.coded import Coded
+from trdscreen.drugs import DrugFacts
+from trdscreen.ruleset import RuleSet
+
+INFERRED = "role_inferred"
+
+
+def infer_augmentation(
+    courses: pd.DataFrame, role: Coded, lookup: DrugFacts, eligible_rows: np.ndarray,
+    codes: np.ndarray, first_day: np.ndarray, last_day: np.ndarray, rules: RuleSet,
+    why: Reasons,
+) -> Coded:  # fmt: skip
+    """The rows' roles with augmentation read into the blank ones this module describes.
+
+    `eligible_rows` are the drug rows in view; `codes` the subject of each row;
+    `first_day`/`last_day` day numbers (NaN: unknown)."""
+    needed = rules.counting.augmentation_overlap_days
+    if needed is None or not len(codes):
+        return role
+    blank = (
+        courses["role"].isna().to_numpy()
+        if "role" in courses.columns
+        else np.ones(len(codes), dtype=bool)
+    )
+    counts_as = lookup.counts_as
+    addon = np.flatnonzero(blank & eligible_rows & counts_as.eq("augmentation") & lookup.known)
+    if not len(addon):
+        return role
+    antidepressant = counts_as.eq("antidepressant") | (counts_as.eq("policy") & lookup.also)
+    partners = np.flatnonzero(eligible_rows & antidepressant & ~np.isnan(last_day))
+    partners = partners[np.argsort(codes[partners], kind="stable")]
+    low = np.searchsorted(codes[partners], codes[addon], side="left")
+    high = np.searchsorted(codes[partners], codes[addon], side="right")
+    count = high - low
+    a = np.repeat(addon, count)  # each add-on row once per antidepressant row of its subject
+    offsets = np.arange(len(a)) - np.repeat(np.cumsum(count) - count, count)
+    b = partners[np.repeat(low, count) + offsets]
+    with np.errstate(invalid="ignore"):
+        overlap = np.minimum(last_day[a], last_day[b]) - first_day[a] + 1
+    # Added to the antidepressant: started on or after its first day (an antidepressant
+    # added to a running add-on agent does not make that agent an augmentation).
+    added = (first_day[b] <= first_day[a]) & (overlap >= needed)  # NaN compares False
+    alongside = np.zeros(len(codes), dtype=bool)
+    alongside[a[added]] = True
+    if not alongside.any():
+        return role
+    values = role.values if "augmentation" in role.values else (*role.values, "augmentation")
+    new = np.where(alongside, values.index("augmentation"), role.codes)
+    why.flag(alongside, INFERRED)
+    return Coded(new.astype(np.int64), values)
