@@ -175,6 +175,15 @@ def _counting(w: _Text, rules: RuleSet) -> None:
         "agents",
     )
     w.say(f"roles: {_listing(c.roles)}", "counting", "roles")
+    w.say(
+        "a row that gives no role is monotherapy"
+        if c.augmentation_overlap_days is None
+        else "a row that gives no role is monotherapy, but an add-on agent's is augmentation "
+        "when it was started on or after an antidepressant's first day and taken beside it "
+        f"for at least {c.augmentation_overlap_days} days (an assumption: role_inferred)",
+        "counting",
+        "augmentation_overlap_days",
+    )
     w.say(f"modalities: {_listing(c.modalities)}", "counting", "modalities")
     w.say(
         f"failed trials are counted by distinct {c.distinct}: the same {c.distinct} repeated counts once, "
