@@ -60,6 +60,27 @@ from trdscreen.diagnoses import classify, derived_columns
         ("cyclothymic disorder", "bipolar"),  # DSM-5 bipolar and related; ICD-11 6A62
         ("F34.0", "bipolar"),  # cyclothymia
         ("F34.1", "other"),  # dysthymia
+        # Text read with its clause (0.8.8): a negated mention, or one of another person,
+        # says nothing of the patient's diagnosis; before, "no MDD" met the MDD criterion
+        # and "bipolar disorder ruled out" excluded.
+        ("MDD, recurrent, bipolar disorder ruled out", "mdd"),
+        ("no bipolar disorder, MDD", "mdd"),
+        ("MDD, no history of mania", "mdd"),
+        ("MDD without psychotic features", "mdd"),
+        ("adjustment disorder, no MDD", None),
+        ("major depression denied", None),
+        ("family history of bipolar disorder", None),
+        ("mother has bipolar disorder", None),
+        ("non-bipolar depression", None),
+        ("no improvement, bipolar II", "bipolar"),  # the cue is in another clause
+        ("Bipolar disorder NOS", "bipolar"),  # "not otherwise specified" is no negation
+        # An uncertain mention resolves nothing (of bipolar disorder, see below).
+        ("MDD, r/o bipolar", "mdd"),
+        ("possible MDD", None),
+        ("bipolar?", None),
+        # DSM-IV 311 "depressive disorder NOS" is not MDD (DSM-5: unspecified).
+        ("Depressive disorder not otherwise specified", None),
+        ("depressive disorder NOS", None),
         ("Romania", None),  # a word holding "mania" is not mania
         ("anxiety", None),
         ("", None),
@@ -90,3 +111,24 @@ def test_derived_columns_are_tri_state():
         True,
         pd.NA,
     ]
+
+
+@pytest.mark.parametrize(
+    ("entry", "flag", "expected"),
+    [
+        # An uncertain mention of bipolar disorder makes the exclusion unknown whatever a
+        # false flag says (a careless reading of "r/o" would clear the patient) ...
+        ("MDD, r/o bipolar", False, None),
+        ("MDD; possible hypomania", False, None),
+        ("major depression, bipolar not excluded", False, None),
+        # ... a true flag still decides, and a negated mention leaves the flag to decide.
+        ("MDD, r/o bipolar", True, True),
+        ("MDD, bipolar disorder ruled out", False, False),
+        ("MDD, bipolar disorder ruled out", None, None),
+        ("family history of bipolar disorder; MDD", False, False),
+    ],
+)
+def test_uncertain_and_negated_mentions_of_bipolar_disorder(entry, flag, expected):
+    subjects = pd.DataFrame({"diagnosis": [entry], "bipolar": pd.array([flag], dtype="boolean")})
+    value = derived_columns(subjects)["bipolar_or_schizoaffective"][0]
+    assert (None if pd.isna(value) else bool(value)) == expected

@@ -13,8 +13,13 @@ columns follow, for criteria:
   resolve;
 - `bipolar_or_schizoaffective`: true when the `bipolar` flag is true or an
   entry is bipolar or schizoaffective disorder; false when the flag is false
-  and no entry is; unknown otherwise (a recorded MDD diagnosis does not stand in
-  for a missing bipolar flag).
+  and no entry is or may be ("r/o bipolar" makes it unknown); unknown otherwise
+  (a recorded MDD diagnosis does not stand in for a missing bipolar flag).
+
+Text is read with its clause: a negated mention ("no history of mania",
+"bipolar disorder ruled out") or one of another person ("family history of
+bipolar disorder") says nothing of the patient's diagnosis, and an uncertain one
+("rule out bipolar", "possible MDD", "bipolar?") resolves nothing either.
 
 The vocabulary is a project table [U]: ICD-10 F32/F33, F31, F25, F20-F29 and
 ICD-11 6A70/6A71, 6A60-6A62, 6A21, 6A20-6A2Z as their chapters define them,
@@ -87,42 +92,99 @@ _TEXT: list[tuple[str, str | None]] = [  # (pattern, category), first match wins
         r"medical|other specified depress|premenstrual dysphori|disruptive mood",
         "other",
     ),
-    (r"unspecified depress|depression,? unspecified|depression nos\b", None),
+    (
+        r"unspecified depress|depression,? unspecified|depression nos\b|"
+        r"depressive disorder,? (nos\b|not otherwise specified)",  # DSM-IV 311: not MDD
+        None,
+    ),
     (
         r"\bmdd\b|major depress|recurrent depress|depressive episode|unipolar depress|"
         r"single episode depress|depressive disorder|\bmde\b",
         "mdd",
     ),
 ]
+# Free text states what a patient does not have, or may have, as often as what they have:
+# "no history of mania", "bipolar disorder ruled out", "r/o bipolar", "family history of
+# bipolar disorder". A mention is read only where nothing in its clause (up to the nearest
+# comma, semicolon, colon, full stop or bracket) says so: a negated mention, or one of
+# another person, is passed over (the next pattern may still match: "MDD, no mania" is
+# MDD); an uncertain one (rule out, possible, suspected, a question mark) is passed over
+# too, and of bipolar or schizoaffective disorder it makes that exclusion unknown rather
+# than met or not met. Cue lists [U]: common clinical shorthand, not a validated NegEx.
+_CLAUSE = re.compile(r"[,;:.()\[\]\n]|\bbut\b")
+_NEGATED_BEFORE = re.compile(
+    r"\b(no|not|non|without|denies|denied|negative for|free of|absence of|never|nor|"
+    r"family history|family hx|fhx?|mother|father|sibling|brother|sister|parent)\b"
+)
+_UNCERTAIN_BEFORE = re.compile(
+    r"(\br/o\b|\brule[- ]?out\b|\bpossible\b|\bpossibly\b|\bprobable\b|\bprobably\b|"
+    r"\bsuspected\b|\bsuspect\b|\bquery\b|\bquestionable\b|\blikely\b|\bprovisional\b|"
+    r"\bdifferential\b|\?)"
+)
+_UNCERTAIN_AFTER = re.compile(
+    r"(\?|\bto be (ruled out|excluded)\b|\bnot (yet )?(ruled out|excluded)\b|\bsuspected\b|"
+    r"\bprovisional\b|\bpossible\b|\bquery\b)"
+)
+_NEGATED_AFTER = re.compile(r"\b(ruled out|excluded|not confirmed|denied|negative)\b")
+_WORDS_BEFORE = 5
+"""A cue counts when it is among the last few words before the mention."""
+
+
+def _context(text: str, match: re.Match) -> str:
+    """How the mention's clause qualifies it: "negated", "uncertain" or ""."""
+    before = _CLAUSE.split(text[: match.start()])[-1]
+    before = " ".join(before.split()[-_WORDS_BEFORE:])
+    after = _CLAUSE.split(text[match.end() :])[0]
+    if _UNCERTAIN_BEFORE.search(before) or _UNCERTAIN_AFTER.search(after):
+        return "uncertain"
+    if _NEGATED_BEFORE.search(before) or _NEGATED_AFTER.search(after):
+        return "negated"
+    return ""
+
+
 _ICD10_RE = re.compile(r"^([A-Z])(\d\d)(?:\.?\w*)?$")
 _ICD11_RE = re.compile(r"^(\d[A-Z]\w\d)(?:\.?\w*)?$")
 
 
 def classify(entry: str) -> str | None:
     """The category of one diagnosis entry (a code or text), or None when unresolved."""
+    return resolve(entry)[0]
+
+
+EXCLUDING = ("bipolar", "schizoaffective")
+"""The categories the `bipolar_or_schizoaffective` column stands for."""
+
+
+def resolve(entry: str) -> tuple[str | None, bool]:
+    """(the category of one diagnosis entry or None when unresolved, whether its text
+    mentions bipolar or schizoaffective disorder as uncertain: "r/o bipolar")."""
     text = " ".join(str(entry).split())
     if not text:
-        return None
+        return None, False
     code = text.upper().replace(" ", "")
     if _ICD10_RE.match(code):
         bare = code.replace(".", "")
         if bare in _ICD10_CM:
-            return _ICD10_CM[bare]
+            return _ICD10_CM[bare], False
         for prefix, category in _ICD10:
             if bare.startswith(prefix):
-                return category
-        return "other"
+                return category, False
+        return "other", False
     if _ICD11_RE.match(code):
         for prefix, category in _ICD11:
             if code.startswith(prefix):
-                return category
+                return category, False
     if code.isdigit():
-        return _SNOMED.get(code)
+        return _SNOMED.get(code), False
     lowered = text.lower()
+    possible = False
     for pattern, named in _TEXT:
-        if re.search(pattern, lowered):
-            return named
-    return None
+        for match in re.finditer(pattern, lowered):
+            said = _context(lowered, match)
+            if not said:
+                return named, possible
+            possible |= said == "uncertain" and named in EXCLUDING
+    return None, possible
 
 
 def derived_columns(subjects: pd.DataFrame) -> pd.DataFrame:
@@ -130,6 +192,7 @@ def derived_columns(subjects: pd.DataFrame) -> pd.DataFrame:
     diagnosis columns present (entries resolved once per distinct text)."""
     n = len(subjects)
     has = {c: np.zeros(n, dtype=bool) for c in CATEGORIES}
+    possible = np.zeros(n, dtype=bool)  # an uncertain mention of an excluding category
     entries = np.zeros(n, dtype=np.int64)
     unresolved = np.zeros(n, dtype=bool)
     for column in SOURCE_COLUMNS:
@@ -141,7 +204,8 @@ def derived_columns(subjects: pd.DataFrame) -> pd.DataFrame:
             rows = codes == index
             entries[rows] += len(parts)
             for part in parts:
-                category = classify(part)
+                category, uncertain = resolve(part)
+                possible[rows] |= uncertain
                 if category is None:
                     unresolved[rows] = True
                 else:
@@ -149,5 +213,12 @@ def derived_columns(subjects: pd.DataFrame) -> pd.DataFrame:
     mdd = pd.array(np.where(has["mdd"], True, False), dtype="boolean")
     mdd[~has["mdd"] & ((entries == 0) | unresolved)] = pd.NA
     excluding = has["bipolar"] | has["schizoaffective"]
-    either = or_flag(excluding, np.zeros(n, dtype=bool), subjects.get("bipolar"))
-    return pd.DataFrame({"mdd": mdd, "bipolar_or_schizoaffective": either})
+    either = or_flag(excluding, possible, subjects.get("bipolar"))
+    return pd.DataFrame(
+        {"mdd": mdd, "bipolar_or_schizoaffective": either, UNCERTAIN_EXCLUSION: possible}
+    )
+
+
+UNCERTAIN_EXCLUSION = "bipolar_or_schizoaffective_uncertain"
+"""A derived column beside the criteria's (none may name it): whether a diagnosis entry
+mentions bipolar or schizoaffective disorder as uncertain, so `to_resolve` can say so."""

@@ -16,6 +16,7 @@ import pandas as pd
 
 from trdscreen.asof import WHY
 from trdscreen.criteria import CriterionResult
+from trdscreen.diagnoses import UNCERTAIN_EXCLUSION
 from trdscreen.drugnames import normalize_name
 from trdscreen.formulary import Formulary
 from trdscreen.history import HISTORY_FLAGS
@@ -57,6 +58,10 @@ DERIVED_FACTS = {
     # Unknown only when no diagnosis says bipolar or schizoaffective and the flag is empty.
     "bipolar_or_schizoaffective": "subjects: bipolar missing",
 }
+UNCERTAIN_DIAGNOSIS = (
+    "subjects: the diagnosis names bipolar or schizoaffective disorder as uncertain (rule "
+    "out, possible, suspected, ?): confirm or exclude it in the chart"
+)
 TEXT_FILE = r"(?i)\.(?:csv|tsv|txt)(?:\.(?:gz|zst|bz2))?$"
 """Inputs whose rows have lines (CSV, compressed or piped); Parquet rows are numbered."""
 FALLBACK = "see the criteria_ledger and courses for this subject"
@@ -131,6 +136,9 @@ def to_resolve(
             out[empty] = _subject_facts(
                 column, has_row[empty], reference_known[empty], diagnosis_columns
             )
+            if column == "bipolar_or_schizoaffective" and UNCERTAIN_EXCLUSION in criteria_frame:
+                uncertain = criteria_frame[UNCERTAIN_EXCLUSION].to_numpy(dtype=bool)
+                out[empty[uncertain[empty]]] = UNCERTAIN_DIAGNOSIS
         left = rows[out[rows] == ""]
         if counted:
             by_courses[left] = True
