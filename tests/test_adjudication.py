@@ -194,3 +194,58 @@ def test_an_adjudicated_key_matches_as_validation_reads_keys(tmp_path):
     request = api.ScreenRequest(input=folder, adjudications=adjudications)
     decisions = api.screen(api.load(request, ["test"])).decisions.set_index("subject_id")
     assert decisions.loc["P1", "final_decision"] == "excluded"
+
+
+HOSTILE_IDS = ['=HYPERLINK("http://example.invalid","x")', "+1", "-2", "@SUM(A1)", "'quoted", "P6"]
+
+
+@pytest.mark.parametrize("opened_in", ["kept", "stripped"])
+def test_the_worklist_escapes_formulas_and_reads_them_back(tmp_path, opened_in):
+    """A subject id exported as `=HYPERLINK(...)` reaches the worklist, the one file a
+    reviewer opens in a spreadsheet: written raw, the spreadsheet would run it. It is
+    written `'=HYPERLINK(...)` as in every CSV of the run, and the filled-in worklist
+    applies to the subject whether the spreadsheet kept the mark or stripped it on
+    saving. Each subject needs review (bipolar status empty), so each is listed."""
+    from tests.conftest import write_cohort
+
+    courses = [  # two failed adequate trials: only the bipolar status is unknown
+        {"drug": "sertraline", "daily_dose_mg": 100, "start_date": "2023-02-01",
+         "end_date": "2023-03-28", "adherence": 0.9, "hamd_start": 24, "hamd_end": 22},
+        {"drug": "escitalopram", "daily_dose_mg": 20, "start_date": "2023-04-10",
+         "end_date": "2023-06-04", "adherence": 0.9, "hamd_start": 22, "hamd_end": 20},
+    ]  # fmt: skip
+    folder = write_cohort(
+        tmp_path / "in",
+        [{"subject_id": s, **course} for s in HOSTILE_IDS for course in courses],
+        [{"subject_id": s, "bipolar": ""} for s in HOSTILE_IDS],
+    )
+    runner = CliRunner()
+    result = runner.invoke(app, ["screen", str(folder), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    review = tmp_path / "review.csv"
+    result = runner.invoke(app, ["worklist", str(tmp_path / "run"), "--out", str(review)])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(review, dtype=str, keep_default_na=False)
+    assert sorted(table["subject_id"]) == sorted(
+        f"'{s}" if s[0] in "=+-@'" else s for s in HOSTILE_IDS
+    )
+    table["decision"], table["reason"] = "excluded", "chart: a manic episode"
+    table["reviewer"], table["date"] = "Dr. Weber", "2024-06-10"
+    if opened_in == "stripped":  # a spreadsheet that took the mark as its own and dropped it
+        table["subject_id"] = table["subject_id"].str.removeprefix("'")
+        # An id that itself starts with the mark ("'quoted", written "''quoted") cannot
+        # survive that: read back as "quoted" it is refused as an unknown subject (loud,
+        # never applied to another); left out here.
+        table = table[table["subject_id"] != "'quoted"]
+    table.to_csv(review, index=False)
+    result = runner.invoke(
+        app,
+        ["screen", str(folder), "--out", str(tmp_path / "adj"), "--adjudications", str(review)],
+    )
+    assert result.exit_code == 0, result.output
+    final = pd.read_csv(tmp_path / "adj" / "decisions.csv", dtype=str, keep_default_na=False)
+    decided = dict(zip(final["subject_id"], final["final_decision"], strict=True))
+    applied = [s for s in HOSTILE_IDS if not (opened_in == "stripped" and s == "'quoted")]
+    for subject in applied:  # decisions.csv escapes them too
+        key = f"'{subject}" if subject[0] in "=+-@'" else subject
+        assert decided[key] == "excluded", (subject, decided)

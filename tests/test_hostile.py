@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 
 from trdscreen.cli import app
 from trdscreen.errors import ExitCode
-from trdscreen.output import FORMULA_TRIGGERS
+from trdscreen.printable import FORMULA_TRIGGERS
 from trdscreen.synth import synthesize, write_synthetic
 
 CORPUS = ROOT / "tests" / "corpus"

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from trdscreen.columns import repeated_text
 from trdscreen.conventions import text_as_read
 from trdscreen.errors import InputError
-from trdscreen.printable import printable
+from trdscreen.printable import printable, unmarked
 
 FINAL_DECISIONS = ("eligible", "excluded", "needs_review")
 REQUIRED = ("subject_id", "decision", "reason", "reviewer", "date")
@@ -79,8 +79,8 @@ def _cells(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
             rows = []
             start = reader.line_num + 1
             for record in reader:
-                if any(cell.strip() for cell in record):
-                    rows.append((start, record))
+                if any(cell.strip() for cell in record):  # unmarked: as a worklist wrote it
+                    rows.append((start, [unmarked(cell) for cell in record]))
                 start = reader.line_num + 1
                 if len(rows) > MAX_ROWS:
                     raise InputError(f"{path}: more than {MAX_ROWS} adjudications")

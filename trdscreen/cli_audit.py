@@ -208,6 +208,14 @@ def worklist(
     run: RunArg,
     out: Annotated[Path, typer.Option("--out", metavar="FILE", help="The worklist CSV to write.")],
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --out.")] = False,
+    escape_formulas: Annotated[
+        bool,
+        typer.Option(
+            "--escape-formulas/--no-escape-formulas",
+            help="Prefix ' to text cells a spreadsheet would run as a formula (as screen's "
+            "CSVs); --adjudications reads them back.",
+        ),
+    ] = True,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -219,6 +227,7 @@ def worklist(
         from trdscreen.adjudication import worklist as review_list
         from trdscreen.errors import OutputExistsError
         from trdscreen.outdir import claim_out_file
+        from trdscreen.output import write_worklist
         from trdscreen.runs import open_run
 
         folder = open_run(run)
@@ -230,9 +239,7 @@ def worklist(
                 "an unfilled worklist (pass it to screen --adjudications, or write elsewhere)"
             )
         table = review_list(folder.read("decisions"))
-        draft = out.with_name(f".{out.name}.draft")
-        table.to_csv(draft, index=False)
-        draft.replace(out)
+        write_worklist(table, out, escape_formulas)
         if as_json:
             emit_json({"status": "ok", "out": str(out), "subjects": len(table)})
         elif not quiet:

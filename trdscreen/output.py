@@ -26,6 +26,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from trdscreen.io import sha256_file
+from trdscreen.printable import ESCAPE_MARK, FORMULA_TRIGGERS
 
 ROW_GROUP_ROWS = 1 << 18
 """Rows per Parquet row group of every output table (the last one may be shorter)."""
@@ -130,9 +131,6 @@ def as_text(table: pa.Table) -> pa.Table:
     return table
 
 
-FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
-"""A spreadsheet may run a text cell that starts with one of these as a formula."""
-ESCAPE_MARK = "'"
 # The triggers, and the mark itself so escaping can be undone, as one character class.
 _NEEDS_MARK = (
     "^[" + "".join("\\" + c if c in "-" else c for c in (*FORMULA_TRIGGERS, ESCAPE_MARK)) + "]"
@@ -184,6 +182,20 @@ def unescape_formulas(table: pa.Table) -> pa.Table:
         lambda column: pc.starts_with(column, ESCAPE_MARK),
         lambda column: pc.utf8_slice_codeunits(column, 1),
     )
+
+
+def write_worklist(table: pd.DataFrame, path: Path, escape: bool = True) -> None:
+    """A worklist CSV (every column text), its cells escaped as the run's CSVs are (a
+    subject id exported as `=HYPERLINK(...)` is written `'=HYPERLINK(...)`), so opening it
+    in a spreadsheet runs nothing; `adjudication.read_adjudications` undoes the mark. Put
+    in place whole: a failed write leaves the old file."""
+    arrow = pa.table(
+        {name: pa.array(table[name].to_numpy(object), pa.string()) for name in table.columns}
+    )  # every column text (escape_formulas rewrites `string` and dictionary columns)
+    written = (escape_formulas(arrow) if escape else arrow).to_pandas()
+    draft = path.with_name(f".{path.name}.draft")
+    written.to_csv(draft, index=False)
+    draft.replace(path)
 
 
 CONTENT_HASHED = ("decisions",)

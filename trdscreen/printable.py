@@ -15,6 +15,17 @@ from typing import Any
 
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+"""A spreadsheet may run a text cell that starts with one of these as a formula."""
+ESCAPE_MARK = "'"
+"""Put before such a cell in a CSV trdscreen writes (and before one that starts with the
+mark itself, so the escaping can be undone exactly: `unmarked`)."""
+
+
+def unmarked(cell: str) -> str:
+    """A CSV cell as trdscreen's formula escaping wrote it, back to its value."""
+    return cell[1:] if cell.startswith(ESCAPE_MARK) else cell
+
 
 def _escape(char: str) -> str:
     if char in _NAMED:
