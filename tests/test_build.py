@@ -121,6 +121,24 @@ def test_a_gap_within_gap_days_is_one_course_and_its_pdc_counts_the_gap(tmp_path
     assert list(t["adherence"]) == list(t["pdc"])  # supply-based adherence
 
 
+def test_days_on_another_antidepressant_are_no_missed_doses(tmp_path):
+    # Citalopram as above, but duloxetine was supplied from 29 Jan for 14 days (to 11 Feb)
+    # in its gap: a switch away and back, not 22 missed days. Of the span's 78 days the 14
+    # on duloxetine leave the denominator: pdc 56/64 = 0.875 (>= 0.8; without the switch it
+    # was 56/78 = 0.718, under Sforzini's 0.8, so the trial was not adequate). The 8 days
+    # with no antidepressant at all (12-19 Feb) still count as missed. Duloxetine's own
+    # course is whole (pdc 1).
+    out = built(tmp_path, [
+        ev("C", "citalopram", "2024-01-01", 28, 20),
+        ev("C", "duloxetine", "2024-01-29", 14, 60),
+        ev("C", "citalopram", "2024-02-20", 28, 20),
+    ])  # fmt: skip
+    t = table(out)
+    citalopram = t[t["drug"] == "citalopram"]
+    assert list(citalopram["pdc"]) == [round(56 / 64, 4)] * 2
+    assert list(t[t["drug"] == "duloxetine"]["pdc"]) == [1.0]
+
+
 def test_a_course_with_gaps_is_not_assumed_adherent(tmp_path):
     # The course above covers 56 of 78 days: adherence 0.718, under Sforzini's 0.8. The
     # screen must not count it as adequate (leaving adherence empty would have it

@@ -20,7 +20,7 @@ its best adequate course, distinct drugs; doses given every few days (compared a
 their daily equivalent) and a patient rated on HAM-D17, on MADRS (remission <= 10,
 baseline floor 18) or on HAM-D24 (not compared with HAM-D17 thresholds: unknown); an
 add-on agent (aripiprazole) counted only as augmentation, given or read into an empty
-role when it was added to an antidepressant and ran beside it for 14 days
+role when it was added to an antidepressant and ran beside it for 30 days
 (counting.augmentation_overlap_days).
 """
 
@@ -36,7 +36,7 @@ from conftest import run_cohort, write_cohort, write_rules
 ANTIDEPRESSANTS = ("sertraline", "fluoxetine", "escitalopram", "venlafaxine")
 ADDON = "aripiprazole"  # an add-on agent: a trial only as augmentation (or combination)
 MINIMUM = {"sertraline": 50, "fluoxetine": 20, "escitalopram": 10, "venlafaxine": 150, ADDON: 5}
-OVERLAP = 14  # counting.augmentation_overlap_days: an add-on with no role beside an AD
+OVERLAP = 30  # counting.augmentation_overlap_days: an add-on with no role beside an AD
 OTHER_CAUSES = {"intolerance", "patient_choice", "remission"}
 STOPS = ["", "nonresponse", "intolerance", "other", "remission", "patient_choice", "relapse"]
 

@@ -8,7 +8,8 @@ while an earlier supply still runs, the earlier run ends the day before the new
 dose starts, so the days at each dose are kept.
 
 A course is the runs of one generic whose gaps are at most `build.gap_days`
-[S]; per course: its days covered (`pdc`, each day once), whether it is still
+[S]; per course: its days covered (`pdc`, each day once; days on which another
+antidepressant was supplied instead, a switch away and back, are left out of it), whether it is still
 running on the reference date (`ongoing`), its role, and what followed it
 (`change_type`). Vectorized: sorts, grouped running maxima and cumulative sums.
 """
@@ -101,15 +102,55 @@ def courses_of(
     key = runs.key[seg.first]
     subject, generic = key // n_generics, key % n_generics
     covered = seg.union_days(runs.start, runs.end, np.ones(len(runs.key), dtype=bool))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        pdc = np.round(covered / (end - start + 1), 4)
-    ongoing = end >= reference[subject]  # NaN (unknown) compares False
     is_addon = addon[generic]
+    # Days on which another antidepressant was supplied instead (a switch away and back
+    # within gap_days) are no missed doses: neither covered nor in the denominator.
+    switched = np.where(
+        is_addon, 0.0, _any_antidepressant_days(runs, n_generics, addon, subject, start, end)
+    ) - np.where(is_addon, 0.0, covered)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pdc = np.round(covered / (end - start + 1 - np.maximum(switched, 0)), 4)
+    ongoing = end >= reference[subject]  # NaN (unknown) compares False
     role = _roles(subject, generic, start, end, is_addon, rules.combination_window_days)
     change, following, gap = _changes(subject, generic, start, end, ongoing, is_addon, rules)
     return Courses(
         course, seg, start, end, ongoing, pdc, subject, generic, role, change, following, gap
     )
+
+
+def _any_antidepressant_days(
+    runs: Runs, n_generics: int, addon: np.ndarray, subject: np.ndarray, start: np.ndarray,
+    end: np.ndarray,
+) -> np.ndarray:  # fmt: skip
+    """Per course (subject, first and last day): the days of its span on which some
+    antidepressant (its own included) was supplied, each day once: the union of the
+    subject's antidepressant runs, intersected with the span. NaN where the span's end
+    is unknown."""
+    r_subject, r_generic = runs.key // n_generics, runs.key % n_generics
+    rows = np.flatnonzero(~addon[r_generic] & ~np.isnan(runs.end))
+    out = np.full(len(start), np.nan)
+    known = ~np.isnan(end)
+    out[known] = 0.0
+    if not len(rows):
+        return out
+    # The union of each subject's antidepressant runs: runs that touch or overlap merge.
+    union = merge_segments(
+        (r_subject[rows],), np.ones(len(rows), dtype=bool), runs.start[rows], runs.end[rows], 0
+    )
+    parts = Segments.of(union, runs.start[rows])
+    u_start = parts.reduce(np.minimum, runs.start[rows])
+    u_end = parts.reduce(np.maximum, runs.end[rows])
+    u_subject = r_subject[rows][parts.first]
+    order = np.argsort(u_subject, kind="stable")
+    u_subject, u_start, u_end = u_subject[order], u_start[order], u_end[order]
+    courses = np.flatnonzero(known)
+    low = np.searchsorted(u_subject, subject[courses], side="left")
+    count = np.searchsorted(u_subject, subject[courses], side="right") - low
+    c = np.repeat(courses, count)  # each course once per union interval of its subject
+    u = np.repeat(low, count) + (np.arange(len(c)) - np.repeat(np.cumsum(count) - count, count))
+    days = np.minimum(u_end[u], end[c]) - np.maximum(u_start[u], start[c]) + 1
+    np.add.at(out, c, np.maximum(days, 0))
+    return out
 
 
 def _order(subject: np.ndarray, start: np.ndarray, generic: np.ndarray) -> np.ndarray:

@@ -135,6 +135,8 @@ ASSUMPTIONS = {
 }
 """Assumption codes of the decisions' `assumptions` column: each names the course reason
 that records an assumption a counted failed trial rests on."""
+ROLE_INFERRED = "role_inferred"
+"""The reason, and assumption, of a role read into a row that gave none (`roles`)."""
 CRITERION_ASSUMED = "criterion_assumed"
 """The assumption code of a protocol criterion resolved by its `when_unknown`."""
 EPISODE_DERIVED = "episode_derived"

@@ -11,9 +11,11 @@ was excluded.
 
 So a row of an add-on agent whose role cell is empty (or whose export has no role
 column), started on or after the first day of an antidepressant row of the same
-subject and taken beside it for at least `counting.augmentation_overlap_days` [U], is
-read as augmentation, flagged `role_inferred`; a failed trial counted on it names
-that assumption in the subject's `assumptions`. A role the export gives is never
+subject and taken beside it for at least `counting.augmentation_overlap_days` (30
+days, the window `build.combination_window_days` tells an add-on from a switch by
+[S]), is read as augmentation, flagged `role_inferred`; the subject's `assumptions`
+name it wherever the course is given in the episode (counted as a trial, or scored
+by a staging model: MSM's augmentation used, MGH-S's half point). A role the export gives is never
 changed; an add-on given alone, or before the antidepressant that was later added to
 it, stays monotherapy (not a trial); a row whose end is unknown overlaps nothing.
 Vectorized: the antidepressant rows sorted by subject, each add-on row paired with
@@ -28,9 +30,8 @@ import pandas as pd
 from trdscreen.checks import Reasons
 from trdscreen.coded import Coded
 from trdscreen.drugs import DrugFacts
+from trdscreen.reasons import ROLE_INFERRED
 from trdscreen.ruleset import RuleSet
-
-INFERRED = "role_inferred"
 
 
 def infer_augmentation(
@@ -74,5 +75,5 @@ def infer_augmentation(
         return role
     values = role.values if "augmentation" in role.values else (*role.values, "augmentation")
     new = np.where(alongside, values.index("augmentation"), role.codes)
-    why.flag(alongside, INFERRED)
+    why.flag(alongside, ROLE_INFERRED)
     return Coded(new.astype(np.int64), values)

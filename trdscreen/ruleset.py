@@ -363,7 +363,7 @@ class Counting(RuleModel):
         Literal["pharmacotherapy", "ect", "rtms", "psychotherapy", "esketamine"], ...
     ] = ("pharmacotherapy",)
     augmentation_overlap_days: int | None = Field(
-        14,
+        30,
         ge=1,
         le=365,
         description=(
@@ -379,7 +379,7 @@ class Counting(RuleModel):
     def _without_default_inference(self, handler: SerializerFunctionWrapHandler) -> dict:
         # A rule set that keeps the default hashes as it did before 0.8.8 added the key.
         data = handler(self)
-        if data.get("augmentation_overlap_days") == 14:
+        if data.get("augmentation_overlap_days") == 30:
             data.pop("augmentation_overlap_days", None)
         return data
 

@@ -20,7 +20,7 @@ import pandas as pd
 
 from trdscreen.courses import CourseAssessment
 from trdscreen.keys import SUBJECT_CODE, cohort_codes, first_rows, subject_keys
-from trdscreen.reasons import ASSUMPTIONS
+from trdscreen.reasons import ASSUMPTIONS, ROLE_INFERRED
 from trdscreen.ruleset import RuleSet
 from trdscreen.tristate import MET, NOT_MET, UNKNOWN
 
@@ -169,11 +169,15 @@ def assess_subjects(cohort: Cohort, courses: CourseAssessment, rules: RuleSet) -
     # PRD only when no adequate trial of the episode reached response (or remission).
     prd = np.where(responded_lo > 0, NOT_MET, prd)
     prd = np.where((responded_hi > 0) & (prd == MET), UNKNOWN, prd).astype(np.int8)
-    # The assumptions the counted failures rest on (trials counted in the lower bound).
+    # The assumptions the counted failures rest on (trials counted in the lower bound);
+    # an inferred role also wherever the course is given in the episode, counted or not:
+    # staging models score augmentation used (MSM) or failed (MGH-S) apart.
     counted_failure = courses.failed == MET
+    in_scope = courses.used_any != NOT_MET
     assumption_bits = np.zeros(n, dtype=np.int64)
-    for index in range(len(ASSUMPTIONS)):
-        rows = counted_failure & ((courses.assumptions >> index) & 1).astype(bool)
+    for index, name in enumerate(ASSUMPTIONS):
+        basis = counted_failure | in_scope if name == ROLE_INFERRED else counted_failure
+        rows = basis & ((courses.assumptions >> index) & 1).astype(bool)
         has = np.bincount(codes[rows], minlength=n) > 0
         assumption_bits |= np.where(has, np.int64(1) << index, np.int64(0))
     # Subject-level assumptions: a current episode `trdscreen build` derived from the
