@@ -202,13 +202,27 @@ def test_a_second_antidepressant_overlapping_the_window_is_a_combination(tmp_pat
 def test_an_add_on_started_before_the_antidepressant_does_not_make_it_an_add_on(tmp_path):
     # Aripiprazole from 1 Jan, escitalopram from 15 Jan while it runs: a careless "started
     # while another drug ran" would call escitalopram an add-on. It is the antidepressant
-    # trial; aripiprazole (60 days together) is the augmentation.
+    # trial. Aripiprazole was not added to an antidepressant (it came first), so it is no
+    # augmentation trial of its own either (0.8.8; before, its 60 days beside
+    # escitalopram made it one, so one regimen could count as two failed trials): as the
+    # screen reads an empty role (tests/cases/roles.yaml).
     out = built(tmp_path, [
         ev("G", "aripiprazole", "2024-01-01", 90, 5),
         ev("G", "escitalopram", "2024-01-15", 60, 10),
     ])  # fmt: skip
     t = table(out).set_index("drug")
     assert t.loc["escitalopram", "role"] == "monotherapy"
+    assert t.loc["aripiprazole", "role"] == "monotherapy"
+
+
+def test_an_add_on_started_during_the_antidepressant_is_its_augmentation(tmp_path):
+    # Escitalopram from 1 Jan for 90 days, aripiprazole added 15 Jan for 60 days (all
+    # beside it, >= 30): augmentation.
+    out = built(tmp_path, [
+        ev("G", "escitalopram", "2024-01-01", 90, 10),
+        ev("G", "aripiprazole", "2024-01-15", 60, 5),
+    ])  # fmt: skip
+    t = table(out).set_index("drug")
     assert t.loc["aripiprazole", "role"] == "augmentation"
 
 

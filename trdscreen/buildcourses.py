@@ -163,8 +163,9 @@ def _roles(
 ) -> np.ndarray:  # fmt: skip
     """Per course: combination when an antidepressant course starts while another one
     that began earlier (or the same day, earlier in generic order) still runs and they
-    overlap by at least `window` days; augmentation for an add-on agent overlapping an
-    antidepressant course by `window` days; else monotherapy."""
+    overlap by at least `window` days; augmentation for an add-on agent started on or
+    after an antidepressant course's first day and taken beside it `window` days; else
+    monotherapy."""
     m = len(start)
     role = np.zeros(m, dtype=np.int8)
     known_end = np.where(np.isnan(end), -np.inf, end)
@@ -183,7 +184,12 @@ def _roles(
         right = pd.DataFrame({"b": ad, "subject": subject[ad]})
         pairs = left.merge(right, on="subject")
         a, b = pairs["a"].to_numpy(), pairs["b"].to_numpy()
-        overlap = np.minimum(known_end[a], known_end[b]) - np.maximum(start[a], start[b]) + 1
+        # Added to the antidepressant: started on or after its first day (the screen reads
+        # an empty role so too, `roles`); one the antidepressant was added to is no
+        # augmentation trial of its own (the regimen is the antidepressant's trial).
+        overlap = np.where(
+            start[a] >= start[b], np.minimum(known_end[a], known_end[b]) - start[a] + 1, -np.inf
+        )
         best = np.full(m, -np.inf)
         np.maximum.at(best, a, overlap)
         role[addons[best[addons] >= window]] = ROLE_NAMES.index("augmentation")
