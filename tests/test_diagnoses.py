@@ -61,8 +61,8 @@ from trdscreen.diagnoses import classify, derived_columns
         ("F34.0", "bipolar"),  # cyclothymia
         ("F34.1", "other"),  # dysthymia
         # Text read with its clause (0.8.8): a negated mention, or one of another person,
-        # says nothing of the patient's diagnosis; before, "no MDD" met the MDD criterion
-        # and "bipolar disorder ruled out" excluded.
+        # resolves nothing (of bipolar disorder it makes the exclusion unknown, below);
+        # before, "no MDD" met the MDD criterion and "bipolar disorder ruled out" excluded.
         ("MDD, recurrent, bipolar disorder ruled out", "mdd"),
         ("no bipolar disorder, MDD", "mdd"),
         ("MDD, no history of mania", "mdd"),
@@ -73,6 +73,8 @@ from trdscreen.diagnoses import classify, derived_columns
         ("mother has bipolar disorder", None),
         ("non-bipolar depression", None),
         ("no improvement, bipolar II", "bipolar"),  # the cue is in another clause
+        ("no response to lithium for bipolar disorder", "bipolar"),  # "no" governs response
+        ("Non-compliant bipolar patient", "bipolar"),
         ("Bipolar disorder NOS", "bipolar"),  # "not otherwise specified" is no negation
         # An uncertain mention resolves nothing (of bipolar disorder, see below).
         ("MDD, r/o bipolar", "mdd"),
@@ -121,11 +123,15 @@ def test_derived_columns_are_tri_state():
         ("MDD, r/o bipolar", False, None),
         ("MDD; possible hypomania", False, None),
         ("major depression, bipolar not excluded", False, None),
-        # ... a true flag still decides, and a negated mention leaves the flag to decide.
+        # ... and so does a negated or a relative's mention: a cue read wrongly must not
+        # enrol a patient with bipolar disorder, so no qualified mention clears one ...
+        ("MDD, bipolar disorder ruled out", False, None),
+        ("MDD, no history of mania", False, None),
+        ("family history of bipolar disorder; MDD", False, None),
+        # ... a true flag still decides, and a cue that governs another word is no cue.
         ("MDD, r/o bipolar", True, True),
-        ("MDD, bipolar disorder ruled out", False, False),
-        ("MDD, bipolar disorder ruled out", None, None),
-        ("family history of bipolar disorder; MDD", False, False),
+        ("no response to lithium for bipolar disorder", False, True),
+        ("MDD", False, False),
     ],
 )
 def test_uncertain_and_negated_mentions_of_bipolar_disorder(entry, flag, expected):

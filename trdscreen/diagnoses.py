@@ -13,13 +13,15 @@ columns follow, for criteria:
   resolve;
 - `bipolar_or_schizoaffective`: true when the `bipolar` flag is true or an
   entry is bipolar or schizoaffective disorder; false when the flag is false
-  and no entry is or may be ("r/o bipolar" makes it unknown); unknown otherwise
-  (a recorded MDD diagnosis does not stand in for a missing bipolar flag).
+  and no entry is or may be; unknown otherwise (a recorded MDD diagnosis does
+  not stand in for a missing bipolar flag).
 
-Text is read with its clause: a negated mention ("no history of mania",
-"bipolar disorder ruled out") or one of another person ("family history of
-bipolar disorder") says nothing of the patient's diagnosis, and an uncertain one
-("rule out bipolar", "possible MDD", "bipolar?") resolves nothing either.
+Text is read with its clause: a negated mention ("no MDD"), one of another person
+or an uncertain one ("possible MDD") resolves nothing; of bipolar or
+schizoaffective disorder ("r/o bipolar", "bipolar disorder ruled out", "no history
+of mania", "family history of bipolar disorder") it makes
+`bipolar_or_schizoaffective` unknown, whatever a false flag says: never false on
+a cue that may have been read wrongly.
 
 The vocabulary is a project table [U]: ICD-10 F32/F33, F31, F25, F20-F29 and
 ICD-11 6A70/6A71, 6A60-6A62, 6A21, 6A20-6A2Z as their chapters define them,
@@ -106,15 +108,21 @@ _TEXT: list[tuple[str, str | None]] = [  # (pattern, category), first match wins
 # Free text states what a patient does not have, or may have, as often as what they have:
 # "no history of mania", "bipolar disorder ruled out", "r/o bipolar", "family history of
 # bipolar disorder". A mention is read only where nothing in its clause (up to the nearest
-# comma, semicolon, colon, full stop or bracket) says so: a negated mention, or one of
-# another person, is passed over (the next pattern may still match: "MDD, no mania" is
-# MDD); an uncertain one (rule out, possible, suspected, a question mark) is passed over
-# too, and of bipolar or schizoaffective disorder it makes that exclusion unknown rather
-# than met or not met. Cue lists [U]: common clinical shorthand, not a validated NegEx.
+# comma, semicolon, colon, full stop or bracket) qualifies it; a negated, uncertain or
+# another person's mention is passed over (the next pattern may still match: "MDD, no
+# mania" is MDD, "no MDD" is no diagnosis). Of bipolar or schizoaffective disorder such a
+# mention makes the exclusion unknown (needs review), never not met: the cues are a
+# project list [U], not a validated NegEx, and a cue read wrongly must not enrol a
+# patient who has the disorder.
 _CLAUSE = re.compile(r"[,;:.()\[\]\n]|\bbut\b")
-_NEGATED_BEFORE = re.compile(
-    r"\b(no|not|non|without|denies|denied|negative for|free of|absence of|never|nor|"
-    r"family history|family hx|fhx?|mother|father|sibling|brother|sister|parent)\b"
+_NEGATED_BEFORE = re.compile(  # the cue right before the mention, or before a few fillers
+    r"\b(no|not|non|without|denies|denied|negative for|free of|absence of|never|nor)"
+    r"(?:[\s-]+(?:any|known|prior|past|previous|personal|h/o|hx|history|evidence|signs?|"
+    r"symptoms?|episodes?|diagnosis|dx|of|for|a|an))*[\s-]*$"
+)
+_RELATIVE = re.compile(
+    r"\b(family history|family hx|fhx?|mother|father|sibling|brother|sister|parent|"
+    r"relative|aunt|uncle|cousin|grand\w*)\b"
 )
 _UNCERTAIN_BEFORE = re.compile(
     r"(\br/o\b|\brule[- ]?out\b|\bpossible\b|\bpossibly\b|\bprobable\b|\bprobably\b|"
@@ -131,7 +139,8 @@ _WORDS_BEFORE = 5
 
 
 def _context(text: str, match: re.Match) -> str:
-    """How the mention's clause qualifies it: "negated", "uncertain" or ""."""
+    """How the mention's clause qualifies it: "uncertain", "negated", "relative" (another
+    person's) or "" (not at all)."""
     before = _CLAUSE.split(text[: match.start()])[-1]
     before = " ".join(before.split()[-_WORDS_BEFORE:])
     after = _CLAUSE.split(text[match.end() :])[0]
@@ -139,6 +148,8 @@ def _context(text: str, match: re.Match) -> str:
         return "uncertain"
     if _NEGATED_BEFORE.search(before) or _NEGATED_AFTER.search(after):
         return "negated"
+    if _RELATIVE.search(before):
+        return "relative"
     return ""
 
 
@@ -157,7 +168,8 @@ EXCLUDING = ("bipolar", "schizoaffective")
 
 def resolve(entry: str) -> tuple[str | None, bool]:
     """(the category of one diagnosis entry or None when unresolved, whether its text
-    mentions bipolar or schizoaffective disorder as uncertain: "r/o bipolar")."""
+    mentions bipolar or schizoaffective disorder with a qualifier: "r/o bipolar", "no
+    history of mania", "family history of bipolar disorder")."""
     text = " ".join(str(entry).split())
     if not text:
         return None, False
@@ -183,7 +195,10 @@ def resolve(entry: str) -> tuple[str | None, bool]:
             said = _context(lowered, match)
             if not said:
                 return named, possible
-            possible |= said == "uncertain" and named in EXCLUDING
+            # A qualified mention of an excluding disorder (negated, a relative's, or
+            # uncertain) never clears the patient: a cue read wrongly ("non-compliant
+            # bipolar patient") would enrol one with bipolar disorder. It is unknown.
+            possible |= named in EXCLUDING
     return None, possible
 
 

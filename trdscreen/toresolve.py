@@ -59,8 +59,9 @@ DERIVED_FACTS = {
     "bipolar_or_schizoaffective": "subjects: bipolar missing",
 }
 UNCERTAIN_DIAGNOSIS = (
-    "subjects: the diagnosis names bipolar or schizoaffective disorder as uncertain (rule "
-    "out, possible, suspected, ?): confirm or exclude it in the chart"
+    "subjects: the diagnosis text mentions bipolar or schizoaffective disorder with a "
+    "qualifier (ruled out, rule out, possible, no history of, family history): confirm in "
+    "the chart whether the patient has it"
 )
 TEXT_FILE = r"(?i)\.(?:csv|tsv|txt)(?:\.(?:gz|zst|bz2))?$"
 """Inputs whose rows have lines (CSV, compressed or piped); Parquet rows are numbered."""
