@@ -41,7 +41,7 @@ def test_layering():
 
 
 LAYERS = (
-    ("foundation", "__init__ errors printable progress coded tristate keys reasons tuning audit asof "
+    ("foundation", "__init__ errors printable progress coded tristate keys reasons tuning audit ages asof "
      "vocabulary columns "
      "diagnoses history sniff segments"),
     ("read", "csvfile sources criterion sitemap buildrules buildcodes io issues ruleset rulefile "

@@ -18,6 +18,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
+from trdscreen.ages import AGE_DISAGREES, age_at, ages_disagree
 from trdscreen.courses import CourseAssessment
 from trdscreen.keys import SUBJECT_CODE, cohort_codes, first_rows, subject_keys
 from trdscreen.reasons import ASSUMPTIONS, ROLE_INFERRED
@@ -116,34 +117,6 @@ def _threshold(low: np.ndarray, high: np.ndarray, minimum: int) -> np.ndarray:
     )
 
 
-def age_at(birth: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Whole years completed at the reference date (NaN where either is unknown, and
-    where the birth is after the reference date: no age then, so an age criterion is
-    undecided rather than met by a negative age under a rule like `age <= 65`).
-
-    Also NaN for a birth on 29 February on 28 February of a common year: whether the
-    birthday has passed that day differs by jurisdiction (some count it on 1 March,
-    others on 28 February; sources disagree even on which country does which), so the
-    age is one of two and a bound between them (`age <= 65` for someone turning 66)
-    cannot be decided. One day in four years."""
-    b = pd.DatetimeIndex(birth)
-    r = pd.DatetimeIndex(reference)
-    before_birthday = (r.month < b.month) | ((r.month == b.month) & (r.day < b.day))
-    years = np.asarray(r.year - b.year, dtype=np.float64) - before_birthday.astype(np.float64)
-    years[np.isnat(birth) | np.isnat(reference) | (years < 0)] = np.nan
-    years[leap_birthday_eve(b, r)] = np.nan
-    return years
-
-
-def leap_birthday_eve(birth: pd.DatetimeIndex, reference: pd.DatetimeIndex) -> np.ndarray:
-    """A birth on 29 February, on 28 February of a common year (`age_at`)."""
-    return np.asarray(
-        (birth.month == 2) & (birth.day == 29) & (reference.month == 2) & (reference.day == 28)
-        & ~reference.is_leap_year,
-        dtype=bool,
-    )  # fmt: skip
-
-
 def assess_subjects(cohort: Cohort, courses: CourseAssessment, rules: RuleSet) -> pd.DataFrame:
     """One row per subject (sorted by subject_id) with counts and classification."""
     n = len(cohort.ids)
@@ -204,12 +177,16 @@ def assess_subjects(cohort: Cohort, courses: CourseAssessment, rules: RuleSet) -
         age = np.floor(subjects["age"].to_numpy(dtype=np.float64, na_value=np.nan))
     else:
         age = np.full(n, np.nan)
+    # A given age and a birth date years apart: the export contradicts itself (`ages`).
+    disagree = ages_disagree(subjects, rules.reference_date.column)
+    age[disagree] = np.nan
 
     return pd.DataFrame(
         {
             "subject_id": cohort.ids,
             "reference_date": cohort.reference,
             "age": age,
+            AGE_DISAGREES: disagree,  # for `to_resolve`; no output table holds it
             "n_courses": np.bincount(codes[courses.in_view], minlength=n),
             "n_adequate_trials": adequate_lo,
             "n_adequate_trials_max": adequate_hi,

@@ -14,13 +14,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from trdscreen.ages import AGE_DISAGREES, leap_birthday_eve
 from trdscreen.asof import WHY
 from trdscreen.criteria import CriterionResult
 from trdscreen.diagnoses import UNCERTAIN_EXCLUSION
 from trdscreen.drugnames import normalize_name
 from trdscreen.formulary import Formulary
 from trdscreen.history import HISTORY_FLAGS
-from trdscreen.subjects import leap_birthday_eve
 from trdscreen.tristate import UNKNOWN
 
 COURSE_FACTS = {
@@ -69,6 +69,10 @@ FALLBACK = "see the criteria_ledger and courses for this subject"
 NO_ROW = "subjects: no row for this subject in the subjects table"
 NO_REFERENCE = "subjects: screening_date missing (the reference date)"
 AGE_MISSING = "subjects: birth_date (or age) missing"
+AGE_CONTRADICTED = (
+    "subjects: age and birth_date disagree by more than a year on the reference date: "
+    "confirm which is right"
+)
 
 
 def _subject_facts(
@@ -164,6 +168,9 @@ def to_resolve(
             )
     _hidden_by_as_of(out, criteria_frame)
     _leap_birthdays(out, criteria_frame, reference)
+    if AGE_DISAGREES in criteria_frame.columns:  # an age unknown for a contradiction
+        contradicted = criteria_frame[AGE_DISAGREES].to_numpy(dtype=bool)
+        out[(out == AGE_MISSING) & contradicted] = AGE_CONTRADICTED
     return out
 
 

@@ -13,6 +13,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
+from trdscreen.ages import AGE_DISAGREES, ages_disagree
 from trdscreen.asof import (
     AFTER,
     CENSORED,
@@ -210,6 +211,13 @@ def _check_subject_dates(
         rows = np.flatnonzero(onset < birth)
         message = "the current episode begins before the subject's birth date; fix the date"
         log.add(source, rows, "episode_start", "episode_before_birth", message, ids)
+    if ref_column in people.columns:  # both given, years apart: the age is unknown
+        rows = np.flatnonzero(ages_disagree(people, ref_column))
+        message = (
+            "age and birth_date are more than a year apart on the reference date "
+            f"(`{ref_column}`): the age is unknown and an age criterion needs review; fix one"
+        )
+        log.add(source, rows, "age", AGE_DISAGREES, message, ids, severity="warning")
     if as_of is not None:  # an export taken later holds later births: not an error
         rows = np.flatnonzero(born_later(people, as_of))
         message = f"the subject was born after --as-of {as_of}; its age on that date is unknown"
