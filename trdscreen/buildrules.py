@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import Field
 
 from trdscreen.criterion import RuleModel
 
@@ -25,14 +25,7 @@ class RatingWindows(RuleModel):
     end_within_days: int = Field(14, ge=0, le=90)
     min_days_between: int = Field(14, ge=1, le=365)
     screening_within_days: int = Field(28, ge=0, le=365)
-
-    @model_serializer(mode="wrap")
-    def _without_default_screening(self, handler: SerializerFunctionWrapHandler) -> dict:
-        # A rule set's build section hashes as before 0.8.7 unless it sets the window.
-        data = handler(self)
-        if data.get("screening_within_days") == 28:
-            data.pop("screening_within_days", None)
-        return data
+    ADDED_LATER = {"screening_within_days": (28, ())}  # 0.8.7
 
 
 class BuildRules(RuleModel):

@@ -6,9 +6,17 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from trdscreen.vocabulary import Evidence, HamdVersion, Resolution, Scalar
 
@@ -36,6 +44,20 @@ class RuleModel(BaseModel):
     """A rule-set section: frozen, strict about unknown keys, no infinities or NaN."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False, allow_inf_nan=False)
+
+    ADDED_LATER: ClassVar[dict[str, tuple[object, tuple[str, ...]]]] = {}
+    """Keys a later version added to the section: key -> (the value that reads as before,
+    keys left out with it). At that value they are left out of the normalized rule set,
+    so a rule file written before them hashes as it did."""
+
+    @model_serializer(mode="wrap")
+    def _as_before(self, handler: SerializerFunctionWrapHandler) -> dict:
+        data = handler(self)
+        for key, (unset, dropped_with) in self.ADDED_LATER.items():
+            if key in data and data[key] == unset:
+                for name in (key, *dropped_with):
+                    data.pop(name, None)
+        return data
 
 
 _ID = re.compile(r"^[A-Z][A-Z0-9]*(-[A-Z0-9]+)*$")

@@ -14,7 +14,7 @@ import hashlib
 import json
 from typing import Annotated, Literal
 
-from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
+from pydantic import Field, model_validator
 
 from trdscreen.buildrules import BuildRules
 from trdscreen.criterion import NUMERIC_OPS, Condition, Criterion, Op, RuleModel
@@ -154,19 +154,11 @@ class Outcome(RuleModel):
         ),
     )
 
-    @model_serializer(mode="wrap")
-    def _without_unset_inference(self, handler: SerializerFunctionWrapHandler) -> dict:
-        # A rule set that infers no failures, and reads interim ratings as 0.8.3 added them,
-        # hashes as it did before the options existed (no input before 0.8.3 had them).
-        data = handler(self)
-        if data.get("infer_failure_from") is None:
-            data.pop("infer_failure_from", None)
-            data.pop("switch_window_days", None)
-        if data.get("interim_response") == "unknown":
-            data.pop("interim_response", None)
-        if data.get("other_evidence") == "unknown":  # as 0.8.7 added it
-            data.pop("other_evidence", None)
-        return data
+    ADDED_LATER = {  # no failures inferred, interim ratings and other evidence as added
+        "infer_failure_from": (None, ("switch_window_days",)),
+        "interim_response": ("unknown", ()),  # 0.8.3
+        "other_evidence": ("unknown", ()),  # 0.8.7
+    }
 
     @model_validator(mode="after")
     def _ordered(self) -> Outcome:
@@ -374,14 +366,7 @@ class Counting(RuleModel):
             "without a role is monotherapy"
         ),
     )
-
-    @model_serializer(mode="wrap")
-    def _without_default_inference(self, handler: SerializerFunctionWrapHandler) -> dict:
-        # A rule set that keeps the default hashes as it did before 0.8.8 added the key.
-        data = handler(self)
-        if data.get("augmentation_overlap_days") == 30:
-            data.pop("augmentation_overlap_days", None)
-        return data
+    ADDED_LATER = {"augmentation_overlap_days": (30, ())}  # 0.8.8
 
 
 class PRD(RuleModel):
@@ -534,13 +519,7 @@ class RuleSet(RuleModel):
         None, description="how `trdscreen build` makes courses from drug events and ratings"
     )
 
-    @model_serializer(mode="wrap")
-    def _without_unset_build(self, handler: SerializerFunctionWrapHandler) -> dict:
-        # A rule set without `build:` hashes as it did before the section existed.
-        data = handler(self)
-        if data.get("build") is None:
-            data.pop("build", None)
-        return data
+    ADDED_LATER = {"build": (None, ())}  # a rule set without `build:` hashes as before it
 
     def build_rules(self) -> BuildRules:
         """The rule set's `build:` section, or every default."""
