@@ -3,8 +3,8 @@
 A site that puts `assessments.csv` beside its treatments and subjects expects the
 screen to use the ratings; it does not (course and screening scores are read from
 their columns only), so the run names every table of the folder it did not read: a
-warning on stderr, a line in summary.txt, an `inputs_not_read` audit event and a
-key in the --json result. `trdscreen build` names the tables of a records folder it
+warning on stderr, a line in summary.txt and a row in report.html, an
+`inputs_not_read` audit event and manifest key, and a key in the --json result. `trdscreen build` names the tables of a records folder it
 does not read (a `diagnosis.csv` for `diagnoses.csv`) the same way, in its manifest.
 What a run reads, hidden and `_` files, a README and build's own account of a built
 folder are never named.
@@ -16,6 +16,7 @@ import json
 import shutil
 from pathlib import Path
 
+import jsonschema
 import pyarrow as pa
 import pyarrow.parquet as pq
 from typer.testing import CliRunner
@@ -48,6 +49,15 @@ def test_screen_names_an_assessments_table_it_does_not_read(tmp_path):
         e for e in _events(tmp_path / "run" / "audit.jsonl") if e["event"] == "inputs_not_read"
     ]
     assert [e["files"] for e in events] == [["assessments.csv"]]
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["inputs_not_read"] == ["assessments.csv"]
+    jsonschema.validate(
+        manifest, json.loads((ROOT / "trdscreen/data/manifest.schema.json").read_text())
+    )
+    report = (tmp_path / "run" / "report.html").read_text()
+    assert "<th>Not read</th><td><code>assessments.csv</code>" in report
+    verified = CliRunner().invoke(app, ["verify", str(tmp_path / "run")])
+    assert verified.exit_code == 0, verified.output  # the report re-renders the same
     # The file is named, not read: the decisions are those of the folder without it.
     plain = _screen(str(SAMPLE), "--out", str(tmp_path / "plain"))
     assert plain.exit_code == 0 and "Not read" not in plain.stderr
@@ -55,6 +65,8 @@ def test_screen_names_an_assessments_table_it_does_not_read(tmp_path):
         tmp_path / "plain" / "decisions.csv"
     ).read_bytes()
     assert "Not read" not in (tmp_path / "plain" / "summary.txt").read_text()
+    assert "Not read" not in (tmp_path / "plain" / "report.html").read_text()
+    assert "inputs_not_read" not in json.loads((tmp_path / "plain" / "manifest.json").read_text())
     assert not [
         e for e in _events(tmp_path / "plain" / "audit.jsonl") if e["event"] == "inputs_not_read"
     ]

@@ -272,6 +272,7 @@ def build_manifest(
             for r in loaded.reports
         ],
         "inputs": inputs,
+        **({"inputs_not_read": list(loaded.unread)} if loaded.unread else {}),
         "outputs": [o.as_json() for o in outputs],
         "decisions_content_sha256": decisions[0].content_sha256 if decisions else None,
         "counts": result.counts() if result is not None else None,

@@ -109,6 +109,7 @@ def header(run: RunFolder) -> dict[str, Any]:
             for i in m.get("inputs", [])
         ],
         "adjudications": m.get("adjudications"),
+        "inputs_not_read": m.get("inputs_not_read", []),
         "column_map": m.get("column_map"),
         "on_invalid": m.get("options", {}).get("on_invalid"),
     }
