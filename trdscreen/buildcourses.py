@@ -23,7 +23,7 @@ import pandas as pd
 
 from trdscreen.buildrules import BuildRules
 from trdscreen.keys import lex_order
-from trdscreen.segments import Segments, day_key, merge_segments
+from trdscreen.segments import Segments, added_to, day_key, merge_segments, subject_pairs
 
 ROLE_NAMES = ("monotherapy", "augmentation", "combination")
 CHANGE_TYPES = ("stop", "switch", "augment", "combine", "unknown", "ongoing")
@@ -105,9 +105,8 @@ def courses_of(
     is_addon = addon[generic]
     # Days on which another antidepressant was supplied instead (a switch away and back
     # within gap_days) are no missed doses: neither covered nor in the denominator.
-    switched = np.where(
-        is_addon, 0.0, _any_antidepressant_days(runs, n_generics, addon, subject, start, end)
-    ) - np.where(is_addon, 0.0, covered)
+    any_supplied = _any_antidepressant_days(runs, n_generics, addon, subject, start, end)
+    switched = np.where(is_addon, 0.0, any_supplied - covered)
     with np.errstate(invalid="ignore", divide="ignore"):
         pdc = np.round(covered / (end - start + 1 - np.maximum(switched, 0)), 4)
     ongoing = end >= reference[subject]  # NaN (unknown) compares False
@@ -141,13 +140,9 @@ def _any_antidepressant_days(
     u_start = parts.reduce(np.minimum, runs.start[rows])
     u_end = parts.reduce(np.maximum, runs.end[rows])
     u_subject = r_subject[rows][parts.first]
-    order = np.argsort(u_subject, kind="stable")
-    u_subject, u_start, u_end = u_subject[order], u_start[order], u_end[order]
     courses = np.flatnonzero(known)
-    low = np.searchsorted(u_subject, subject[courses], side="left")
-    count = np.searchsorted(u_subject, subject[courses], side="right") - low
-    c = np.repeat(courses, count)  # each course once per union interval of its subject
-    u = np.repeat(low, count) + (np.arange(len(c)) - np.repeat(np.cumsum(count) - count, count))
+    i, u = subject_pairs(subject[courses], u_subject)  # each course x its subject's intervals
+    c = courses[i]
     days = np.minimum(u_end[u], end[c]) - np.maximum(u_start[u], start[c]) + 1
     np.add.at(out, c, np.maximum(days, 0))
     return out
@@ -178,21 +173,11 @@ def _roles(
         before[np.r_[True, subject[order][1:] != subject[order][:-1]]] = -np.inf
         overlap = np.minimum(known_end[order], before) - start[order] + 1
         role[order[overlap >= window]] = ROLE_NAMES.index("combination")
-    addons = np.flatnonzero(is_addon)
-    if len(addons) and len(ad):
-        left = pd.DataFrame({"a": addons, "subject": subject[addons]})
-        right = pd.DataFrame({"b": ad, "subject": subject[ad]})
-        pairs = left.merge(right, on="subject")
-        a, b = pairs["a"].to_numpy(), pairs["b"].to_numpy()
-        # Added to the antidepressant: started on or after its first day (the screen reads
-        # an empty role so too, `roles`); one the antidepressant was added to is no
-        # augmentation trial of its own (the regimen is the antidepressant's trial).
-        overlap = np.where(
-            start[a] >= start[b], np.minimum(known_end[a], known_end[b]) - start[a] + 1, -np.inf
-        )
-        best = np.full(m, -np.inf)
-        np.maximum.at(best, a, overlap)
-        role[addons[best[addons] >= window]] = ROLE_NAMES.index("augmentation")
+    # Added to the antidepressant: started on or after its first day (the screen reads an
+    # empty role so too, `roles`); one the antidepressant was added to is no augmentation
+    # trial of its own (the regimen is the antidepressant's trial).
+    augmented = added_to(np.flatnonzero(is_addon), ad, subject, start, end, window)
+    role[augmented] = ROLE_NAMES.index("augmentation")
     return role
 
 

@@ -18,8 +18,7 @@ name it wherever the course is given in the episode (counted as a trial, or scor
 by a staging model: MSM's augmentation used, MGH-S's half point). A role the export gives is never
 changed; an add-on given alone, or before the antidepressant that was later added to
 it, stays monotherapy (not a trial); a row whose end is unknown overlaps nothing.
-Vectorized: the antidepressant rows sorted by subject, each add-on row paired with
-its subject's by one binary search.
+Vectorized (`segments.added_to`, the rule `build` applies to the courses it makes).
 """
 
 from __future__ import annotations
@@ -32,6 +31,7 @@ from trdscreen.coded import Coded
 from trdscreen.drugs import DrugFacts
 from trdscreen.reasons import ROLE_INFERRED
 from trdscreen.ruleset import RuleSet
+from trdscreen.segments import added_to
 
 
 def infer_augmentation(
@@ -56,21 +56,9 @@ def infer_augmentation(
     if not len(addon):
         return role
     antidepressant = counts_as.eq("antidepressant") | (counts_as.eq("policy") & lookup.also)
-    partners = np.flatnonzero(eligible_rows & antidepressant & ~np.isnan(last_day))
-    partners = partners[np.argsort(codes[partners], kind="stable")]
-    low = np.searchsorted(codes[partners], codes[addon], side="left")
-    high = np.searchsorted(codes[partners], codes[addon], side="right")
-    count = high - low
-    a = np.repeat(addon, count)  # each add-on row once per antidepressant row of its subject
-    offsets = np.arange(len(a)) - np.repeat(np.cumsum(count) - count, count)
-    b = partners[np.repeat(low, count) + offsets]
-    with np.errstate(invalid="ignore"):
-        overlap = np.minimum(last_day[a], last_day[b]) - first_day[a] + 1
-    # Added to the antidepressant: started on or after its first day (an antidepressant
-    # added to a running add-on agent does not make that agent an augmentation).
-    added = (first_day[b] <= first_day[a]) & (overlap >= needed)  # NaN compares False
-    alongside = np.zeros(len(codes), dtype=bool)
-    alongside[a[added]] = True
+    alongside = added_to(
+        addon, np.flatnonzero(eligible_rows & antidepressant), codes, first_day, last_day, needed
+    )
     if not alongside.any():
         return role
     values = role.values if "augmentation" in role.values else (*role.values, "augmentation")

@@ -72,6 +72,35 @@ def rank_within(order: np.ndarray, *groups: np.ndarray) -> np.ndarray:
     return rank
 
 
+def subject_pairs(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every (i, j) with `left[i] == right[j]` (subject codes): each left position once per
+    right one of its subject, by one binary search over the right side sorted; no Python
+    per row."""
+    order = np.argsort(right, kind="stable")
+    low = np.searchsorted(right[order], left, side="left")
+    count = np.searchsorted(right[order], left, side="right") - low
+    i = np.repeat(np.arange(len(left)), count)
+    within = np.arange(len(i)) - np.repeat(np.cumsum(count) - count, count)
+    return i, order[np.repeat(low, count) + within]
+
+
+def added_to(
+    rows: np.ndarray, partners: np.ndarray, subject: np.ndarray, first: np.ndarray,
+    last: np.ndarray, needed: int,
+) -> np.ndarray:  # fmt: skip
+    """Per table row (bool): one of `rows` started on or after the first day of a
+    `partners` row of its subject and taken beside it for at least `needed` days (an
+    add-on agent added to an antidepressant). Day numbers; an unknown end (NaN) of
+    either overlaps nothing."""
+    out = np.zeros(len(subject), dtype=bool)
+    i, j = subject_pairs(subject[rows], subject[partners])
+    a, b = rows[i], partners[j]
+    with np.errstate(invalid="ignore"):
+        beside = np.minimum(last[a], last[b]) - first[a] + 1
+        out[a[(first[b] <= first[a]) & (beside >= needed)]] = True  # NaN compares False
+    return out
+
+
 def merge_segments(
     keys: tuple[np.ndarray, ...],
     mergeable: np.ndarray,
