@@ -138,19 +138,16 @@ _WORDS_BEFORE = 5
 """A cue counts when it is among the last few words before the mention."""
 
 
-def _context(text: str, match: re.Match) -> str:
-    """How the mention's clause qualifies it: "uncertain", "negated", "relative" (another
-    person's) or "" (not at all)."""
+def _qualified(text: str, match: re.Match) -> bool:
+    """Whether the mention's clause makes it uncertain, negated or another person's."""
     before = _CLAUSE.split(text[: match.start()])[-1]
     before = " ".join(before.split()[-_WORDS_BEFORE:])
     after = _CLAUSE.split(text[match.end() :])[0]
-    if _UNCERTAIN_BEFORE.search(before) or _UNCERTAIN_AFTER.search(after):
-        return "uncertain"
-    if _NEGATED_BEFORE.search(before) or _NEGATED_AFTER.search(after):
-        return "negated"
-    if _RELATIVE.search(before):
-        return "relative"
-    return ""
+    return bool(
+        _UNCERTAIN_BEFORE.search(before) or _UNCERTAIN_AFTER.search(after)
+        or _NEGATED_BEFORE.search(before) or _NEGATED_AFTER.search(after)
+        or _RELATIVE.search(before)
+    )  # fmt: skip
 
 
 _ICD10_RE = re.compile(r"^([A-Z])(\d\d)(?:\.?\w*)?$")
@@ -192,8 +189,7 @@ def resolve(entry: str) -> tuple[str | None, bool]:
     possible = False
     for pattern, named in _TEXT:
         for match in re.finditer(pattern, lowered):
-            said = _context(lowered, match)
-            if not said:
+            if not _qualified(lowered, match):
                 return named, possible
             # A qualified mention of an excluding disorder (negated, a relative's, or
             # uncertain) never clears the patient: a cue read wrongly ("non-compliant
@@ -207,7 +203,7 @@ def derived_columns(subjects: pd.DataFrame) -> pd.DataFrame:
     diagnosis columns present (entries resolved once per distinct text)."""
     n = len(subjects)
     has = {c: np.zeros(n, dtype=bool) for c in CATEGORIES}
-    possible = np.zeros(n, dtype=bool)  # an uncertain mention of an excluding category
+    possible = np.zeros(n, dtype=bool)  # a qualified mention of an excluding category
     entries = np.zeros(n, dtype=np.int64)
     unresolved = np.zeros(n, dtype=bool)
     for column in SOURCE_COLUMNS:
@@ -236,4 +232,4 @@ def derived_columns(subjects: pd.DataFrame) -> pd.DataFrame:
 
 UNCERTAIN_EXCLUSION = "bipolar_or_schizoaffective_uncertain"
 """A derived column beside the criteria's (none may name it): whether a diagnosis entry
-mentions bipolar or schizoaffective disorder as uncertain, so `to_resolve` can say so."""
+mentions bipolar or schizoaffective disorder with a qualifier, so `to_resolve` can say so."""

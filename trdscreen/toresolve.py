@@ -58,21 +58,27 @@ DERIVED_FACTS = {
     # Unknown only when no diagnosis says bipolar or schizoaffective and the flag is empty.
     "bipolar_or_schizoaffective": "subjects: bipolar missing",
 }
-UNCERTAIN_DIAGNOSIS = (
-    "subjects: the diagnosis text mentions bipolar or schizoaffective disorder with a "
-    "qualifier (ruled out, rule out, possible, no history of, family history): confirm in "
-    "the chart whether the patient has it"
-)
 TEXT_FILE = r"(?i)\.(?:csv|tsv|txt)(?:\.(?:gz|zst|bz2))?$"
 """Inputs whose rows have lines (CSV, compressed or piped); Parquet rows are numbered."""
 FALLBACK = "see the criteria_ledger and courses for this subject"
 NO_ROW = "subjects: no row for this subject in the subjects table"
 NO_REFERENCE = "subjects: screening_date missing (the reference date)"
 AGE_MISSING = "subjects: birth_date (or age) missing"
-AGE_CONTRADICTED = (
-    "subjects: age and birth_date disagree by more than a year on the reference date: "
-    "confirm which is right"
-)
+MARKED_FACTS = {
+    AGE_DISAGREES: (
+        AGE_MISSING,
+        "subjects: age and birth_date disagree by more than a year on the reference date: "
+        "confirm which is right",
+    ),
+    UNCERTAIN_EXCLUSION: (
+        DERIVED_FACTS["bipolar_or_schizoaffective"],
+        "subjects: the diagnosis text mentions bipolar or schizoaffective disorder with a "
+        "qualifier (ruled out, rule out, possible, no history of, family history): confirm "
+        "in the chart whether the patient has it",
+    ),
+}
+"""Derived subject columns that mark why a fact is unknown though given (marker -> (what
+`to_resolve` would say, what it says instead))."""
 
 
 def _subject_facts(
@@ -141,9 +147,6 @@ def to_resolve(
             out[empty] = _subject_facts(
                 column, has_row[empty], reference_known[empty], diagnosis_columns
             )
-            if column == "bipolar_or_schizoaffective" and UNCERTAIN_EXCLUSION in criteria_frame:
-                uncertain = criteria_frame[UNCERTAIN_EXCLUSION].to_numpy(dtype=bool)
-                out[empty[uncertain[empty]]] = UNCERTAIN_DIAGNOSIS
         left = rows[out[rows] == ""]
         if counted:
             by_courses[left] = True
@@ -168,9 +171,9 @@ def to_resolve(
             )
     _hidden_by_as_of(out, criteria_frame)
     _leap_birthdays(out, criteria_frame, reference)
-    if AGE_DISAGREES in criteria_frame.columns:  # an age unknown for a contradiction
-        contradicted = criteria_frame[AGE_DISAGREES].to_numpy(dtype=bool)
-        out[(out == AGE_MISSING) & contradicted] = AGE_CONTRADICTED
+    for marker, (missing, why) in MARKED_FACTS.items():  # unknown for a reason, not missing
+        if marker in criteria_frame.columns:
+            out[(out == missing) & criteria_frame[marker].to_numpy(dtype=bool)] = why
     return out
 
 
