@@ -47,16 +47,35 @@ def leap_birthday_eve(birth: pd.DatetimeIndex, reference: pd.DatetimeIndex) -> n
     )  # fmt: skip
 
 
+def _given(people: pd.DataFrame) -> np.ndarray:
+    """The given `age` in whole years completed, as a computed one (NaN where none)."""
+    if "age" not in people.columns:
+        return np.full(len(people), np.nan)
+    return np.floor(people["age"].to_numpy(dtype=np.float64, na_value=np.nan))
+
+
+def _born(people: pd.DataFrame) -> np.ndarray:
+    return people["birth_date"].to_numpy(dtype="datetime64[s]")
+
+
 def ages_disagree(people: pd.DataFrame, reference_column: str) -> np.ndarray:
     """Subject rows whose given `age` and `birth_date` (its age on the row's own
     reference date, `reference_column`) are more than AGE_TOLERANCE_YEARS apart."""
-    n = len(people)
     if not {"age", "birth_date", reference_column} <= set(people.columns):
-        return np.zeros(n, dtype=bool)
-    computed = age_at(
-        people["birth_date"].to_numpy(dtype="datetime64[s]"),
-        people[reference_column].to_numpy(dtype="datetime64[s]"),
-    )
-    given = np.floor(people["age"].to_numpy(dtype=np.float64, na_value=np.nan))
+        return np.zeros(len(people), dtype=bool)
+    computed = age_at(_born(people), people[reference_column].to_numpy(dtype="datetime64[s]"))
     with np.errstate(invalid="ignore"):
-        return np.abs(given - computed) > AGE_TOLERANCE_YEARS  # NaN compares False
+        return np.abs(_given(people) - computed) > AGE_TOLERANCE_YEARS  # NaN compares False
+
+
+def subject_ages(
+    people: pd.DataFrame, reference: np.ndarray, reference_column: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """(each subject's age on `reference`, the rows whose given age and birth date
+    disagree): from the birth date, else the given age; unknown where they disagree."""
+    given = _given(people)
+    age = given if "birth_date" not in people.columns else age_at(_born(people), reference)
+    age = np.where(np.isnan(age), given, age)  # a given age where birth_date is empty
+    disagree = ages_disagree(people, reference_column)
+    age[disagree] = np.nan
+    return age, disagree

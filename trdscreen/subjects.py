@@ -18,7 +18,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from trdscreen.ages import AGE_DISAGREES, age_at, ages_disagree
+from trdscreen.ages import AGE_DISAGREES, subject_ages
 from trdscreen.courses import CourseAssessment
 from trdscreen.keys import SUBJECT_CODE, cohort_codes, first_rows, subject_keys
 from trdscreen.reasons import ASSUMPTIONS, ROLE_INFERRED
@@ -167,19 +167,7 @@ def assess_subjects(cohort: Cohort, courses: CourseAssessment, rules: RuleSet) -
         default=CLASSIFICATIONS.index("not_resistant"),
     )
 
-    subjects = cohort.subjects
-    if "birth_date" in subjects.columns:
-        age = age_at(subjects["birth_date"].to_numpy(dtype="datetime64[s]"), cohort.reference)
-        if "age" in subjects.columns:  # fall back to a given age where birth_date is empty
-            given = np.floor(subjects["age"].to_numpy(dtype=np.float64, na_value=np.nan))
-            age = np.where(np.isnan(age), given, age)
-    elif "age" in subjects.columns:  # whole years completed, as a computed age
-        age = np.floor(subjects["age"].to_numpy(dtype=np.float64, na_value=np.nan))
-    else:
-        age = np.full(n, np.nan)
-    # A given age and a birth date years apart: the export contradicts itself (`ages`).
-    disagree = ages_disagree(subjects, rules.reference_date.column)
-    age[disagree] = np.nan
+    age, disagree = subject_ages(cohort.subjects, cohort.reference, rules.reference_date.column)
 
     return pd.DataFrame(
         {
