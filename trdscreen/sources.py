@@ -235,13 +235,11 @@ account of them (read by `explain`), not inputs of a screen."""
 def _table_stem(path: Path) -> str | None:
     """The table name of a file an export folder may hold (`assessments` of
     `assessments.csv.gz`, of a folder of Parquet files `assessments/`), else None."""
+    if path.is_dir():
+        return path.name if _is_dataset(path) else None
     name = path.name.lower()
-    for ext in INPUT_SUFFIXES:
-        if path.is_file() and name.endswith(ext) and len(name) > len(ext):
-            return path.name[: -len(ext)]
-    if path.is_dir() and _is_dataset(path):
-        return path.name
-    return None
+    ext = next((e for e in INPUT_SUFFIXES if name.endswith(e) and len(name) > len(e)), None)
+    return path.name[: -len(ext)] if ext is not None and path.is_file() else None
 
 
 def unread_tables(folder: Path, read: list[Path]) -> list[str]:
