@@ -48,7 +48,7 @@ LAYERS = (
      "drugnames formulary drugs doses evidence"),
     ("validate", "conventions adjudication schemas convert subjectcolumns validate quarantine records omop"),
     ("assess", "episode outcome trials checks roles courses subjects staging buildcourses "
-     "buildratings buildtables buildprocedures buildepisodes build"),
+     "buildratings buildtables buildprocedures buildepisodes build buildgiven"),
     ("decide", "criteria toresolve pipeline merge protocol resolve tables"),
     ("write", "output outdir runs explain reportdata report partition stream engine manifest "
      "summarytext "

@@ -271,7 +271,7 @@ def _same_day(
     return why, out_dose, out_length, summed
 
 
-def _context(
+def subject_context(
     ids: pd.Index, subjects: pd.DataFrame | None, as_of: date | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(reference day, birth day, screening day) per subject of `ids`: the reference date
@@ -330,7 +330,7 @@ def build(
     n = len(frame)
     ids = _subject_ids(events, records.procedures, records.diagnoses)
     subject = subject_codes(events, ids)
-    reference, birth, screening = _context(ids, records.subjects, as_of)
+    reference, birth, screening = subject_context(ids, records.subjects, as_of)
     start, end = day_numbers(frame, "event_date"), day_numbers(frame, "end_date")
     periods = _periods(records.observation_periods, ids)
     why = _set_aside(

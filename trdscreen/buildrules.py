@@ -117,10 +117,13 @@ BUILD_TAGS: dict[str, tuple[str, str]] = {
 """Evidence tag and meaning of each build parameter (dotted key)."""
 
 
-def parameters(rules: BuildRules) -> list[dict[str, object]]:
-    """Every build parameter with its value, tag and meaning (the manifest's record)."""
+def parameters(rules: BuildRules, profile: str = "events") -> list[dict[str, object]]:
+    """Every build parameter with its value, tag and meaning (the manifest's record); for
+    `--profile courses`, which attaches ratings to given courses, the `ratings.` ones."""
     out = []
     for key, (tag, meaning) in BUILD_TAGS.items():
+        if profile == "courses" and not key.startswith("ratings."):
+            continue
         value: object = rules
         for part in key.split("."):  # attributes: a default the hash leaves out is here too
             value = getattr(value, part)

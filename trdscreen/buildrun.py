@@ -24,16 +24,18 @@ import pandas as pd
 
 from trdscreen.build import Built, build
 from trdscreen.build import Records as BuildInput
+from trdscreen.buildgiven import attach_given
 from trdscreen.buildratings import SCREENING_SCALES
-from trdscreen.buildrules import parameters
+from trdscreen.buildrules import BuildRules, parameters
 from trdscreen.buildtables import ints
+from trdscreen.columns import floats
 from trdscreen.errors import InputError
 from trdscreen.io import CsvOptions
 from trdscreen.issues import IssueLog, issue_counts
 from trdscreen.manifest import input_record, versions
 from trdscreen.outdir import MANIFEST_FILE, atomic_folder
 from trdscreen.output import Destination, write_tables
-from trdscreen.records import Records, read_records, read_typed
+from trdscreen.records import Records, read_courses, read_records, read_typed
 from trdscreen.resolve import (
     column_maps,
     csv_under,
@@ -43,6 +45,7 @@ from trdscreen.resolve import (
 )
 from trdscreen.schemas import SUBJECT_COLUMNS
 from trdscreen.sitemap import ColumnMap
+from trdscreen.sources import one_of
 
 BUILD_SCHEMA_VERSION = 1
 ISSUES_SHOWN = 20
@@ -56,14 +59,14 @@ class BuildRequest:
     column_map: Path | None = None
     as_of: date | None = None
     force: bool = False
-    profile: str = "auto"  # events | omop | auto (omop when drug_exposure.* is there)
+    profile: str = "auto"  # events | omop | courses | auto (_read)
 
 
 @dataclass(frozen=True)
 class BuildResult:
     out: Path
     manifest: dict
-    built: Built
+    built: Built | None  # None for --profile courses (buildgiven)
 
 
 def _subjects(
@@ -116,26 +119,21 @@ def with_facts(subjects: pd.DataFrame | None, facts: pd.DataFrame | None) -> pd.
             recorded = both.fillna(out["diagnoses"].astype("string")).fillna(recorded)
         out["diagnoses"] = recorded
     for column in (c for _, c in SCREENING_SCALES if c in facts.columns):
-        _screening_score(out, column, facts, found, pick)
+        derived = np.where(found, facts[column].to_numpy(dtype=np.float64)[pick], np.nan)
+        line = np.where(
+            found, facts[f"{column}_line"].to_numpy(np.float64, na_value=np.nan)[pick], np.nan
+        )
+        _screening_score(out, column, derived, line)
     return out
 
 
-def _screening_score(
-    out: pd.DataFrame, column: str, facts: pd.DataFrame, found: np.ndarray, pick: np.ndarray
-) -> None:
-    """A screening score the subjects row leaves empty, from the ratings (`build.
-    screening_scores`), with `COLUMN_source` (given, derived or none) and `COLUMN_line`
-    (the ratings line of a derived one)."""
-    given_values = (
-        out[column].to_numpy(dtype=np.float64, na_value=np.nan)
-        if column in out.columns
-        else np.full(len(out), np.nan)
-    )
+def _screening_score(out: pd.DataFrame, column: str, derived: np.ndarray, line: np.ndarray) -> None:
+    """A screening score the subjects row leaves empty, from the ratings (`derived`, with
+    its ratings `line`, per row of `out`: `buildratings.screening_scores`), with
+    `COLUMN_source` (given, derived or none) and `COLUMN_line` (the ratings line of a
+    derived one)."""
+    given_values = floats(out, column)
     given = ~np.isnan(given_values)
-    derived = np.where(found, facts[column].to_numpy(dtype=np.float64)[pick], np.nan)
-    line = np.where(
-        found, facts[f"{column}_line"].to_numpy(np.float64, na_value=np.nan)[pick], np.nan
-    )
     use = ~given & ~np.isnan(derived)
     out[column] = np.where(given, given_values, derived)
     out[f"{column}_source"] = pd.Categorical(
@@ -147,6 +145,24 @@ def _screening_score(
         # A derived score is a HAM-D17 total, whatever version the row named for its own.
         version = out["hamd_version"].to_numpy(dtype=np.float64, na_value=np.nan)
         out["hamd_version"] = ints(np.where(use, 17.0, version)).to_numpy()
+
+
+def _given(
+    records: Records, subjects: pd.DataFrame | None, settings: BuildRules, as_of: date | None
+) -> tuple[dict[str, pd.DataFrame], dict]:
+    """`--profile courses`: the treatments with the assessments' ratings on the rows that
+    give none, the subjects with the screening scores they leave empty (`buildgiven`);
+    and the manifest's `scores` counts."""
+    given = attach_given(records.events, records.assessments, subjects, settings.ratings, as_of)
+    tables = {"treatments": given.treatments}
+    counts = dict(given.counts)
+    if subjects is not None:
+        out = subjects.copy()
+        for column, (derived, line) in given.screening.items():
+            _screening_score(out, column, derived, line)
+            counts[f"{column}_derived"] = int((out[f"{column}_source"] == "derived").sum())
+        tables["subjects"] = out
+    return tables, {"scores": counts}
 
 
 def _refuse_invalid(issues: pd.DataFrame) -> None:
@@ -179,10 +195,20 @@ def _read(request: BuildRequest, columns: ColumnMap, options: CsvOptions) -> Rec
 
     profile = request.profile
     if profile == "auto":
-        profile = "omop" if is_omop(request.input) else "events"
+        profile = "omop" if is_omop(request.input) else _events_or_courses(request.input)
     if profile == "omop":
         return read_omop(request.input, columns, options)
+    if profile == "courses":
+        return read_courses(request.input, columns, options)
     return read_records(request.input, columns, options)
+
+
+def _events_or_courses(folder: Path) -> str:
+    """`auto` without OMOP tables: courses when the folder holds treatments and no
+    drug_events, else events."""
+    if not Path(folder).is_dir() or one_of(Path(folder), "drug_events") is not None:
+        return "events"
+    return "courses" if one_of(Path(folder), "treatments") is not None else "events"
 
 
 def run_build(request: BuildRequest, command: tuple[str, ...] = ()) -> BuildResult:
@@ -201,22 +227,33 @@ def run_build(request: BuildRequest, command: tuple[str, ...] = ()) -> BuildResu
     issues = pd.concat([records.issues, log.frame()], ignore_index=True)
     _refuse_invalid(issues)
     settings = rules.build_rules()
-    built = build(
-        BuildInput(
-            records.events, records.assessments, subjects, records.procedures,
-            records.diagnoses, records.observation_periods, records.drug_codes,
-        ),
-        settings, formulary, request.as_of,
-    )  # fmt: skip
-    subjects = with_facts(subjects, built.subject_facts)
-    tables = {
-        "treatments": built.treatments,
-        "subjects": subjects,
-        "course_events": built.course_events,
-        "event_attrition": built.attrition,
-    }
-    if built.procedure_sessions is not None:
-        tables["procedure_sessions"] = built.procedure_sessions
+    if records.profile == "courses":
+        tables, summary = _given(records, subjects, settings, request.as_of)
+        built = None
+    else:
+        built = build(
+            BuildInput(
+                records.events, records.assessments, subjects, records.procedures,
+                records.diagnoses, records.observation_periods, records.drug_codes,
+            ),
+            settings, formulary, request.as_of,
+        )  # fmt: skip
+        tables = {
+            "treatments": built.treatments,
+            "subjects": with_facts(subjects, built.subject_facts),
+            "course_events": built.course_events,
+            "event_attrition": built.attrition,
+        }
+        if built.procedure_sessions is not None:
+            tables["procedure_sessions"] = built.procedure_sessions
+        summary = {
+            "event_attrition": {
+                str(step): int(count)
+                for step, count in zip(
+                    built.attrition["step"], built.attrition["count"], strict=True
+                )
+            }
+        }
     inputs = [input_record(source) for source in records.inputs()]
     if subjects_record is not None:
         inputs.append(subjects_record)
@@ -255,13 +292,8 @@ def run_build(request: BuildRequest, command: tuple[str, ...] = ()) -> BuildResu
                 if request.as_of
                 else {"column": "subjects.screening_date"}
             ),
-            "parameters": parameters(settings),
-            "event_attrition": {
-                str(step): int(count)
-                for step, count in zip(
-                    built.attrition["step"], built.attrition["count"], strict=True
-                )
-            },
+            "parameters": parameters(settings, records.profile),
+            **summary,
             "issues": issue_counts(issues),
             "outputs": [record.as_json() for record in written],
         }

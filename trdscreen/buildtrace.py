@@ -12,6 +12,7 @@ never events of another build.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,8 +69,9 @@ def _treatments_input(manifest: dict) -> dict | None:
     return None
 
 
-def build_trace(run: RunFolder, subject_id: str) -> BuildTrace | None:
-    """None when the run did not screen a build folder; else the subject's events."""
+def build_trace(run: RunFolder, subject_id: str, rows: Sequence[int] = ()) -> BuildTrace | None:
+    """None when the run did not screen a build folder; else the subject's events (of a
+    `--profile courses` build, which has none, the ratings of its treatments `rows`)."""
     record = _treatments_input(run.manifest)
     if record is None or not isinstance(record.get("resolved_path"), str):
         return None
@@ -81,6 +83,9 @@ def build_trace(run: RunFolder, subject_id: str) -> BuildTrace | None:
         return None
     if not isinstance(built, dict) or built.get("kind") != "build":
         return None
+    names = {i.get("role"): Path(i["path"]).name for i in built.get("inputs", []) if "path" in i}
+    if built.get("profile") == "courses":
+        return _given_trace(treatments, record, rows, names.get("assessments", "assessments"))
     outputs = {o.get("path"): o for o in built.get("outputs", []) if isinstance(o, dict)}
     trail = outputs.get("course_events.parquet")
     try:
@@ -101,13 +106,26 @@ def build_trace(run: RunFolder, subject_id: str) -> BuildTrace | None:
             by_row.setdefault(int(row["treatments_row"]), []).append(
                 {k: row.get(k) for k in EVENT_FIELDS}
             )
-    names = {i.get("role"): Path(i["path"]).name for i in built.get("inputs", []) if "path" in i}
     return BuildTrace(
         by_row,
         names.get("drug_events", "drug_events"),
         ratings=_rows(treatments, list(by_row)),
         ratings_source=names.get("assessments", "assessments"),
     )
+
+
+def _given_trace(treatments: Path, record: dict, rows: Sequence[int], ratings: str) -> BuildTrace:
+    """A `--profile courses` build: no events; the ratings attached to the given rows."""
+    try:
+        same = sha256_file(treatments) == record.get("sha256")
+    except OSError:
+        same = False
+    if not same:
+        return BuildTrace(
+            note=f"{treatments.parent}: the build folder changed since this run; its ratings "
+            "are not shown"
+        )
+    return BuildTrace(source=None, ratings=_rows(treatments, list(rows)), ratings_source=ratings)
 
 
 def rating_text(row: dict[str, Any], source: str) -> str | None:
@@ -120,9 +138,9 @@ def rating_text(row: dict[str, Any], source: str) -> str | None:
         shown = {}
         for when in ("start", "end", "lowest"):
             value, line = row.get(f"{scale}_{when}"), row.get(f"{scale}_{when}_line")
-            if isinstance(value, int | float):
-                where = f" (line {line:g})" if isinstance(line, int | float) else ""
-                shown[when] = f"{value:g} on {row.get(f'{scale}_{when}_date')}{where}"
+            if isinstance(value, int | float) and isinstance(line, int | float):
+                # (a rating without a line is the export's own: not the build's to show)
+                shown[when] = f"{value:g} on {row.get(f'{scale}_{when}_date')} (line {line:g})"
         if shown:
             text = f"{label} {shown.get('start', 'none')} -> {shown.get('end', 'none')}"
             if "lowest" in shown:

@@ -77,6 +77,7 @@ def _request(
             "trdscreen screen export.csv --subjects patients.csv --map site-map.yaml --format xlsx --csv-dialect excel-eu --out run",
             "trdscreen screen data/ --format parquet --on-invalid quarantine --max-quarantine 1% --json -q --out run",
             "trdscreen screen examples/records --profile events --out run",
+            "trdscreen screen export/ --profile courses --out run",
         ],
         "0 screened; 2 usage; 3 rule file or map; 4 invalid input; 5 --out in the way; 7 output failed; 130 interrupted.",
     )
@@ -228,8 +229,9 @@ def screen(
         RecordsProfile | None,
         typer.Option(
             "--profile",
-            help="INPUT is a records folder (events) or an OMOP CDM extract (omop): build "
-            "the courses first (into --build-out), then screen them.",
+            help="INPUT is a records folder (events), an OMOP CDM extract (omop) or a "
+            "courses export with an assessments table (courses): build the courses (or "
+            "attach the ratings) first, into --build-out, then screen them.",
         ),
     ] = None,
     build_out: Annotated[

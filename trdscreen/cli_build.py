@@ -26,11 +26,13 @@ from trdscreen.vocabulary import RecordsProfile
 
 
 class Profile(StrEnum):
-    """`build --profile`: RecordsProfile, or auto (omop when drug_exposure.* is there)."""
+    """`build --profile`: RecordsProfile, or auto (omop when drug_exposure.* is there,
+    courses when treatments.* is and drug_events.* is not, else events)."""
 
     auto = "auto"
     events = RecordsProfile.events.value
     omop = RecordsProfile.omop.value
+    courses = RecordsProfile.courses.value
 
 
 @app.command(
@@ -40,6 +42,7 @@ class Profile(StrEnum):
             "trdscreen build records/ --out built --map site-map.yaml --as-of 2025-06-30",
             "trdscreen build records/ --out built --rules my-rules.yaml --force --json",
             "trdscreen build omop-extract/ --profile omop --map omop-map.yaml --out built",
+            "trdscreen build courses-export/ --profile courses --out built",
         ],
         "0 built; 2 usage; 3 rule file or map; 4 the records cannot be read or fail "
         "validation (nothing written); 5 --out exists (pass --force) or is not trdscreen's.",
@@ -51,7 +54,8 @@ def build(
         typer.Argument(
             metavar="INPUT",
             help="A records folder: drug_events.* (one row per prescription, dispensing or "
-            "administration), optional assessments.* and subjects.*",
+            "administration), optional assessments.* and subjects.*; or a courses export: "
+            "treatments.*, assessments.*, optional subjects.* (--profile courses)",
             show_default=False,
         ),
     ],
@@ -67,8 +71,9 @@ def build(
         Profile,
         typer.Option(
             "--profile",
-            help="events: drug_events.* and friends; omop: OMOP CDM 5.4 tables; auto: omop "
-            "when the folder holds drug_exposure.*",
+            help="events: drug_events.* and friends; omop: OMOP CDM 5.4 tables; courses: "
+            "treatments.* with their ratings in assessments.*; auto: omop when the folder "
+            "holds drug_exposure.*, courses when it holds treatments.* and no drug_events.*",
         ),
     ] = Profile.auto,
     rules: RulesOpt = None,
@@ -92,22 +97,27 @@ def build(
             BuildRequest(input, out, rules, column_map, reference, force, profile.value),
             ("trdscreen", "build", *_argv()),
         )
-        counts = result.manifest["event_attrition"]
-        unread = note_unread_records(result.manifest)
+        manifest = result.manifest
+        unread = note_unread_records(manifest)
+        summary = "scores" if "scores" in manifest else "event_attrition"
         if as_json:
             emit_json(
                 {
                     "status": "ok",
                     "exit_code": 0,
                     "out": str(out),
-                    "event_attrition": counts,
+                    summary: manifest[summary],
                     **({"inputs_not_read": unread} if unread else {}),
-                    "outputs": [o["path"] for o in result.manifest["outputs"]],
+                    "outputs": [o["path"] for o in manifest["outputs"]],
                 }
             )
             return
         if quiet:
             return
+        if summary == "scores":
+            typer.echo(scores_text(manifest["scores"], str(out)))
+            return
+        counts = manifest["event_attrition"]
         aside = {k: v for k, v in counts.items() if k not in KEPT_STEPS and v}
         sessions = counts.get("session_courses", 0)
         typer.echo(
@@ -136,15 +146,34 @@ def build(
     guard(as_json, body)
 
 
+def scores_text(counts: dict, out: str) -> str:
+    """What `build --profile courses` did, in a line or three."""
+    lines = [
+        f"attached the assessments' ratings to {counts['assessments']} of {counts['rows']} "
+        f"treatment row(s) into {printable(out)}; {counts['given']} gave their own "
+        f"(kept), {counts['none']} have none in the rating windows"
+    ]
+    derived = [
+        f"{counts[key]} {key.removesuffix('_derived')}"
+        for key in ("hamd_screening_derived", "madrs_screening_derived")
+        if counts.get(key)
+    ]
+    if derived:
+        lines.append(f"  screening scores from the assessments: {', '.join(derived)}")
+    lines.append(f"  next: trdscreen screen {printable(out)} --out SCREENING_DIR")
+    return "\n".join(lines)
+
+
 def note_unread_records(manifest: dict) -> list[str]:
     """A warning on stderr naming the tables of the records folder a build did not read
     (its manifest's `inputs_not_read`); returns them."""
     unread = manifest.get("inputs_not_read", [])
     if unread:
-        from trdscreen.records import READ_TABLES
+        from trdscreen.records import COURSES_TABLES, READ_TABLES
         from trdscreen.summarytext import unread_note
 
-        notify([unread_note(tuple(unread), READ_TABLES)], "warning")
+        reads = COURSES_TABLES if manifest.get("profile") == "courses" else READ_TABLES
+        notify([unread_note(tuple(unread), reads)], "warning")
     return unread
 
 

@@ -58,7 +58,7 @@ def explain_subject(run: RunFolder, subject_id: str) -> dict[str, Any]:
         run.read("courses", subject_id), run.read("criteria_ledger", subject_id)
     )
     out = explanation(run, records(decisions)[0], list(decisions.columns), courses, ledger, held)
-    trace = build_trace(run, subject_id)
+    trace = build_trace(run, subject_id, [int(c["source_line"]) for c in courses])
     if trace is not None:  # the run screened a `trdscreen build` folder
         out["build"] = {
             "events_file": trace.source, "ratings_file": trace.ratings_source, "note": trace.note,

@@ -26,6 +26,7 @@ which. Implausible events are set aside by the builder, with a reason.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +40,7 @@ from trdscreen.convert import coerce
 from trdscreen.errors import InputError
 from trdscreen.io import DEFAULT_CSV, CsvOptions, SourceTable, open_source
 from trdscreen.issues import IssueLog
-from trdscreen.schemas import ColumnSpec, check_values
+from trdscreen.schemas import TREATMENT_COLUMNS, ColumnSpec, check_values
 from trdscreen.sitemap import ColumnMap
 from trdscreen.sources import one_of, unread_tables
 
@@ -195,12 +196,12 @@ def read_typed(
 
 def read_table(
     path: Path, name: str, specs: dict[str, ColumnSpec], site: ColumnMap | None,
-    options: CsvOptions, log: IssueLog,
+    options: CsvOptions, log: IssueLog, keep_others: bool = False,
 ) -> Table:  # fmt: skip
-    """One table read and checked against `specs` (issues into `log`); InputError when a
-    required column is missing."""
+    """One table read and checked against `specs` (issues into `log`; `keep_others`:
+    read_typed's); InputError when a required column is missing."""
     rename = dict(getattr(site, name, {}) or {}) if site is not None else {}
-    source, frame = read_typed(path, name, rename, specs, options, site, log)
+    source, frame = read_typed(path, name, rename, specs, options, site, log, keep_others)
     required = [n for n, s in specs.items() if s.required and n in frame.columns]
     missing_required = [n for n, s in specs.items() if s.required and n not in frame.columns]
     if missing_required:
@@ -236,6 +237,54 @@ def read_records(
         optional["observation_periods"],
         drug_codes=optional["drug_codes"],
         unread=tuple(unread_tables(Path(folder), [p for p in found.values() if p is not None])),
+    )
+
+
+COURSES_TABLES = ("treatments", "assessments", "subjects")
+"""The tables `build --profile courses` reads (`buildgiven`)."""
+
+
+def _built(folder: Path) -> bool:
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text("utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("kind") == "build"
+
+
+def read_courses(
+    folder: Path, site: ColumnMap | None = None, options: CsvOptions = DEFAULT_CSV
+) -> Records:
+    """A courses export (treatments, assessments, optional subjects) read and checked, as
+    Records of profile `courses` (`events`: the treatments, every column kept)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder; `trdscreen build` reads a folder")
+    found = {name: one_of(folder, name) for name in COURSES_TABLES}
+    if found["treatments"] is None:
+        raise InputError(
+            f"{folder}: no treatments.csv or treatments.parquet; --profile courses reads a "
+            "courses export (treatments, assessments, optional subjects) there"
+        )
+    if _built(folder):
+        raise InputError(f"{folder}: a folder `trdscreen build` wrote; screen it as it is")
+    log = IssueLog()
+    treatments = read_table(
+        found["treatments"], "treatments", TREATMENT_COLUMNS, site, options, log, True
+    )
+    assessments = (
+        read_table(found["assessments"], "assessments", ASSESSMENT_COLUMNS, site, options, log)
+        if found["assessments"]
+        else None
+    )
+    return Records(
+        treatments,
+        assessments,
+        None,
+        found["subjects"],
+        log.frame(),
+        profile="courses",
+        unread=tuple(unread_tables(folder, [p for p in found.values() if p is not None])),
     )
 
 

@@ -450,8 +450,13 @@ def render_explain(out: Console, data: dict) -> None:
     if build:
         out.print(
             build["note"]
-            or f"Courses built by `trdscreen build`: under each, the {build['events_file']} "
-            "events it was made from",
+            or (
+                f"Courses built by `trdscreen build`: under each, the {build['events_file']} "
+                "events it was made from"
+                if build["events_file"]
+                else "Courses given by the export; under each, the ratings `trdscreen build "
+                f"--profile courses` attached from {build['ratings_file']}"
+            ),
             markup=False,
             soft_wrap=True,
         )

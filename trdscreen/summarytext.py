@@ -84,8 +84,9 @@ def unread_note(files: tuple[str, ...], build_reads: tuple[str, ...] = ()) -> st
         )
     return (
         f"Not read: {listed} in the input folder. A screen reads treatments and subjects "
-        "only: scores, diagnoses and dates belong in their columns (`trdscreen build` makes "
-        "both tables from records such as drug_events and assessments)."
+        "only: scores, diagnoses and dates belong in their columns (`--profile courses` "
+        "attaches the ratings of an assessments table to the treatments first; `trdscreen "
+        "build` makes both tables from records such as drug_events and assessments)."
     )
 
 

@@ -50,6 +50,7 @@ class RecordsProfile(StrEnum):
 
     events = "events"
     omop = "omop"
+    courses = "courses"
 
 
 class OutputFormat(StrEnum):
