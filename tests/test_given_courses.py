@@ -232,3 +232,99 @@ def test_a_build_folder_is_not_read_as_a_courses_export(tmp_path):
     )
     assert result.exit_code == 4
     assert "a folder `trdscreen build` wrote" in result.output + result.stderr
+
+
+REF = r"treatments\.(csv|parquet) (line|row) \d+"
+
+
+def _decisions(folder: Path) -> pd.DataFrame:
+    """A run's decisions with the treatments line a reason cites left out (the built
+    folder's Parquet row is the export's line less its header)."""
+    frame = pd.read_csv(folder / "decisions.csv", dtype=str, keep_default_na=False)
+    return frame.replace(REF, "REF", regex=True)
+
+
+@pytest.mark.parametrize("rules", ["sforzini-2021", "mgh-s-2003"])
+def test_without_assessments_the_profile_changes_no_decision(tmp_path, rules):
+    """Every row of the sample gives its own ratings (or none): the built folder holds the
+    export's rows typed as the screen types them, so every decision is the same."""
+    sample = Path(__file__).parents[1] / "sample_data"
+    plain = _cli("screen", str(sample), "--rules", rules, "--out", str(tmp_path / "a"))
+    assert plain.exit_code == 0, plain.output
+    built = _cli(
+        "screen", str(sample), "--rules", rules, "--profile", "courses",
+        "--out", str(tmp_path / "b"),
+    )  # fmt: skip
+    assert built.exit_code == 0, built.output
+    pd.testing.assert_frame_equal(_decisions(tmp_path / "a"), _decisions(tmp_path / "b"))
+
+
+def test_the_site_map_reaches_the_built_folder(tmp_path):
+    """The German export of the sample, its map, and an assessments table with German
+    headers the map names: the build reads them through the map (delimiter, date format,
+    spellings) and writes each drug the map's aliases name as its generic, so the screen of
+    the built folder, which has no map, decides as the screen of the export with it."""
+    examples = Path(__file__).parents[1] / "examples"
+    export = tmp_path / "export"
+    export.mkdir()
+    for name in ("treatments.csv", "subjects.csv"):
+        (export / name).write_bytes((examples / "site-export" / name).read_bytes())
+    (export / "assessments.csv").write_text(
+        "Patienten-ID;Datum;Skala;Summe\nS001;20/05/2024;HAMD17;25\n", "utf-8"
+    )
+    site_map = tmp_path / "map.yaml"
+    site_map.write_text(
+        (examples / "site-map.yaml").read_text("utf-8")
+        + "\nassessments:\n  Patienten-ID: subject_id\n  Datum: date\n  Skala: instrument\n"
+        "  Summe: total\n",
+        "utf-8",
+    )
+    plain = _cli("screen", str(export), "--map", str(site_map), "--out", str(tmp_path / "a"))
+    assert plain.exit_code == 0, plain.output
+    built = _cli(
+        "screen", str(export), "--map", str(site_map), "--profile", "courses",
+        "--out", str(tmp_path / "b"),
+    )  # fmt: skip
+    assert built.exit_code == 0, built.output
+    pd.testing.assert_frame_equal(_decisions(tmp_path / "a"), _decisions(tmp_path / "b"))
+    rows = pq.read_table(tmp_path / "b-built" / "treatments.parquet").to_pandas()
+    trevilor = rows[rows["drug_as_given"] == "Trevilor"]
+    assert len(trevilor) and set(trevilor["drug"]) == {"venlafaxine"}  # drug_aliases
+    zyban = rows[rows["drug_as_given"].str.lower() == "zyban"]
+    assert (zyban["drug"] == zyban["drug_as_given"]).all()  # a product the formulary knows
+
+
+def test_a_running_course_is_rated_to_the_reference_date_and_a_stopped_one_without_end_is_not(
+    tmp_path,
+):
+    """Q1's escitalopram has no end date and no stop reason: it runs to the screening date
+    (1 Jun 2024), so its end rating is the one nearest that day within 14 days and not
+    after it: 25 May (21), not 3 Jun (12, after the reference date, though nearer).
+    Q2's row stopped for nonresponse without an end date: its last day is unknown, so it
+    gets its baseline (22 on 28 Feb) and no end rating (not 25 May, whatever a reading that
+    runs it to the screening date would take)."""
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "treatments.csv").write_text(
+        HEADER
+        + "Q1,escitalopram,20,2024-03-01,,,,\n"
+        + "Q2,escitalopram,20,2024-03-01,,,,nonresponse\n"
+    )
+    (export / "subjects.csv").write_text(
+        SUBJECT_HEADER + SUBJECT.format(s="Q1", screening="") + SUBJECT.format(s="Q2", screening="")
+    )
+    rated = [("2024-02-28", 22), ("2024-05-25", 21), ("2024-06-03", 12)]
+    (export / "assessments.csv").write_text(
+        "subject_id,date,instrument,total\n"
+        + "".join(f"{s},{day},HAMD17,{total}\n" for s in ("Q1", "Q2") for day, total in rated)
+    )
+    result = _cli("build", str(export), "--out", str(tmp_path / "built"))
+    assert result.exit_code == 0, result.output
+    rows = pq.read_table(tmp_path / "built" / "treatments.parquet").to_pandas()
+    assert rows["hamd_start"].tolist() == [22, 22]
+    assert rows["hamd_end"].iloc[0] == 21
+    assert str(rows["hamd_end_date"].iloc[0]) == "2024-05-25"
+    assert pd.isna(rows["hamd_end"].iloc[1])
+    # The screening score: the latest HAM-D17 from 4 May to 1 Jun: 25 May (21), not 3 Jun.
+    subjects = pq.read_table(tmp_path / "built" / "subjects.parquet").to_pandas()
+    assert subjects["hamd_screening"].tolist() == [21, 21]

@@ -48,6 +48,8 @@ from trdscreen.buildrules import RatingWindows
 from trdscreen.buildtables import RATING_COLUMNS, ints
 from trdscreen.checks import STOPPED
 from trdscreen.columns import day_numbers, floats
+from trdscreen.drugs import distinct_drugs
+from trdscreen.formulary import Formulary
 from trdscreen.records import Table, subject_codes
 from trdscreen.segments import dates
 
@@ -85,6 +87,25 @@ def rating_columns(
             out[name] = dates(_merged(day_numbers(frame, name), day, rows))
         else:
             out[name] = ints(_merged(floats(frame, name), found[name], rows)).array
+    return out
+
+
+def site_drugs(frame: pd.DataFrame, aliased: Formulary, plain: Formulary) -> pd.DataFrame:
+    """The treatments with each drug the column map's `drug_aliases` name written as the
+    generic it names (the screen of the built folder reads it without the map), the name
+    as given kept in `drug_as_given`. Only what the aliases change is rewritten: a brand or
+    product the formulary knows (Zyban, say, which is not an antidepressant) stays as
+    given. Each distinct (name, ATC code) is resolved once."""
+    codes, pairs = distinct_drugs(frame)
+    names = []
+    for name, atc in pairs:
+        generic = aliased.resolve(name, atc).generic if name is not None else None
+        mapped = generic is not None and generic != plain.resolve(name, atc).generic
+        names.append(generic if mapped else name)
+    drug = pd.Series(np.asarray([*names, None], dtype=object)[codes], index=frame.index)
+    out = frame.copy()
+    out.insert(int(frame.columns.get_loc("drug")) + 1, "drug_as_given", frame["drug"])
+    out["drug"] = drug.astype(frame["drug"].dtype)
     return out
 
 

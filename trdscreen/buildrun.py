@@ -15,7 +15,7 @@ place whole (`outdir.atomic_folder`): a failed build leaves nothing.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 
@@ -24,7 +24,7 @@ import pandas as pd
 
 from trdscreen.build import Built, build
 from trdscreen.build import Records as BuildInput
-from trdscreen.buildgiven import attach_given
+from trdscreen.buildgiven import attach_given, site_drugs
 from trdscreen.buildratings import SCREENING_SCALES
 from trdscreen.buildrules import BuildRules, parameters
 from trdscreen.buildtables import ints
@@ -35,7 +35,7 @@ from trdscreen.issues import IssueLog, issue_counts
 from trdscreen.manifest import input_record, versions
 from trdscreen.outdir import MANIFEST_FILE, atomic_folder
 from trdscreen.output import Destination, write_tables
-from trdscreen.records import Records, read_courses, read_records, read_typed
+from trdscreen.records import Records, Table, read_courses, read_records, read_typed
 from trdscreen.resolve import (
     column_maps,
     csv_under,
@@ -215,9 +215,9 @@ def run_build(request: BuildRequest, command: tuple[str, ...] = ()) -> BuildResu
     """Read, build and write (module doc). InputError/RuleError when something cannot be
     read; nothing is written then."""
     rules, rules_path, rules_sha = load_rules(request.rules)
-    formulary = formulary_of(rules, rules_path)
+    plain = formulary_of(rules, rules_path)
     columns = column_maps(rules, rules_path, request.column_map)
-    formulary = with_site_aliases(formulary, columns, str(request.column_map or rules_path))
+    formulary = with_site_aliases(plain, columns, str(request.column_map or rules_path))
     options = csv_under(CsvOptions(), columns)
     records = _read(request, columns, options)
     log = IssueLog()
@@ -228,7 +228,11 @@ def run_build(request: BuildRequest, command: tuple[str, ...] = ()) -> BuildResu
     _refuse_invalid(issues)
     settings = rules.build_rules()
     if records.profile == "courses":
-        tables, summary = _given(records, subjects, settings, request.as_of)
+        named = site_drugs(records.events.frame, formulary, plain)
+        treatments = Table(records.events.source, named, records.events.unusable)
+        tables, summary = _given(
+            replace(records, events=treatments), subjects, settings, request.as_of
+        )
         built = None
     else:
         built = build(
