@@ -328,3 +328,33 @@ def test_a_running_course_is_rated_to_the_reference_date_and_a_stopped_one_witho
     # The screening score: the latest HAM-D17 from 4 May to 1 Jun: 25 May (21), not 3 Jun.
     subjects = pq.read_table(tmp_path / "built" / "subjects.parquet").to_pandas()
     assert subjects["hamd_screening"].tolist() == [21, 21]
+
+
+@pytest.mark.parametrize(
+    "folder, table, column",
+    [
+        ("given", "subjects.csv", "subject_id"),
+        ("examples/records", "subjects.csv", "subject_id"),
+        ("tests/omop", "person.csv", "person_id"),
+    ],
+)
+def test_a_subject_given_twice_stops_every_build_profile(tmp_path, folder, table, column):
+    """A subjects row (an OMOP person) given twice left the build's reference date and
+    screening score ambiguous and stopped it with an internal error; now it is an input
+    error naming both lines, and nothing is written."""
+    if folder == "given":
+        source = _export(tmp_path / "given")
+    else:
+        source = tmp_path / "records"
+        source.mkdir()
+        for file in (Path(__file__).parents[1] / folder).iterdir():
+            (source / file.name).write_bytes(file.read_bytes())
+    lines = (source / table).read_text("utf-8").splitlines(keepends=True)
+    (source / table).write_text("".join([*lines, lines[1]]), "utf-8")
+    extra = ["--map", str(source / "omop-map.yaml")] if table == "person.csv" else []
+    result = _cli("build", str(source), "--out", str(tmp_path / "built"), *extra)
+    assert result.exit_code == 4, result.output
+    text = result.output + result.stderr
+    assert f"{table} line 2, column {column}: {column} appears more than once" in text
+    assert f"{table} line {len(lines) + 1}, column {column}" in text
+    assert not (tmp_path / "built").exists()

@@ -35,7 +35,14 @@ from trdscreen.issues import IssueLog, issue_counts
 from trdscreen.manifest import input_record, versions
 from trdscreen.outdir import MANIFEST_FILE, atomic_folder
 from trdscreen.output import Destination, write_tables
-from trdscreen.records import Records, Table, read_courses, read_records, read_typed
+from trdscreen.records import (
+    Records,
+    Table,
+    check_unique_subjects,
+    read_courses,
+    read_records,
+    read_typed,
+)
 from trdscreen.resolve import (
     column_maps,
     csv_under,
@@ -79,6 +86,7 @@ def _subjects(
         records.subjects, "subjects", columns.subjects, SUBJECT_COLUMNS, options, columns, log,
         keep_others=True,
     )  # fmt: skip
+    check_unique_subjects(source, frame["subject_id"], log)
     return frame, input_record(source)
 
 

@@ -36,7 +36,7 @@ import pandas as pd
 from trdscreen.errors import InputError
 from trdscreen.io import CsvOptions
 from trdscreen.issues import IssueLog
-from trdscreen.records import Records, Table, read_table
+from trdscreen.records import Records, Table, check_unique_subjects, read_table
 from trdscreen.schemas import ColumnSpec
 from trdscreen.sitemap import ColumnMap
 from trdscreen.sources import one_of
@@ -142,6 +142,8 @@ def read_omop(folder: Path, site: ColumnMap, options: CsvOptions) -> Records:
         for name, path in found.items()
         if path is not None
     }
+    person = read["person"]
+    check_unique_subjects(person.source, person.frame["person_id"], log, "person_id")
     concepts = read["concept"].frame
     names = pd.Series(
         concepts["concept_name"].astype(object).to_numpy(), index=_ids(concepts["concept_id"])
