@@ -67,7 +67,13 @@ from trdscreen.buildepisodes import (
     recorded_diagnoses,
 )
 from trdscreen.buildprocedures import SessionCourses, session_courses
-from trdscreen.buildratings import Supplied, attach, run_ratings, screening_scores
+from trdscreen.buildratings import (
+    Supplied,
+    attach,
+    rating_scales,
+    run_ratings,
+    screening_scores,
+)
 from trdscreen.buildrules import BuildRules
 from trdscreen.buildtables import (
     CODE,
@@ -353,12 +359,13 @@ def build(
     runs = supply_runs(key[kept], start[kept], start[kept] + length[kept] - 1, dose[kept])
     courses = courses_of(runs, len(generics), addon_of, reference, rules)
     target = np.where(courses.ongoing, reference[courses.subject], courses.end)
+    scales = rating_scales(ratings, ids)
     rated = attach(
-        ratings, ids, courses.subject, courses.start, target, reference[courses.subject],
+        scales, courses.subject, courses.start, target, reference[courses.subject],
         rules.ratings, Supplied(courses.of_run, runs.start, runs.end),
     )  # fmt: skip
     sessions = (
-        session_courses(records.procedures, ids, reference, birth, ratings, rules, periods)
+        session_courses(records.procedures, ids, reference, birth, scales, rules, periods)
         if records.procedures is not None
         else None
     )
@@ -370,7 +377,7 @@ def build(
         _observed_from(ids, subject[kept], start[kept], sessions, dx, records), rules,
     )  # fmt: skip
     episode = found.ids[: courses.seg.m]
-    own = run_ratings(ratings, ids, runs, courses, reference, rules.ratings)
+    own = run_ratings(scales, runs, courses, reference, rules.ratings)
     parts = Parts(ids, generics, kept, runs, courses, rated, reference, episode, own)
     table, row_of_run, course_ids = treatments(
         parts, events.source.lines, events.source.file, duration_source, dose_source
@@ -384,7 +391,7 @@ def build(
     if ratings is not None and _has(records.subjects, "screening_date"):
         window = rules.ratings.screening_within_days
         for column, (total, line) in screening_scores(
-            ratings, ids, screening, reference, window
+            scales, np.arange(len(ids)), screening, reference, window
         ).items():
             facts[column], facts[f"{column}_line"] = total, ints(line)
     if sessions is None:

@@ -43,14 +43,14 @@ import numpy as np
 import pandas as pd
 
 from trdscreen.build import subject_context
-from trdscreen.buildratings import attach, screening_scores
+from trdscreen.buildratings import attach, rating_scales, screening_scores
 from trdscreen.buildrules import RatingWindows
 from trdscreen.buildtables import RATING_COLUMNS, ints
 from trdscreen.checks import STOPPED
 from trdscreen.columns import day_numbers, floats
 from trdscreen.drugs import distinct_drugs
 from trdscreen.formulary import Formulary
-from trdscreen.records import Table, subject_codes
+from trdscreen.records import Table, subject_keys
 from trdscreen.segments import dates
 
 OWN_RATINGS = ("hamd_start", "hamd_end", "hamd_lowest", "madrs_start", "madrs_end", "madrs_lowest")
@@ -103,7 +103,7 @@ def site_drugs(frame: pd.DataFrame, aliased: Formulary, plain: Formulary) -> pd.
         mapped = generic is not None and generic != plain.resolve(name, atc).generic
         names.append(generic if mapped else name)
     drug = pd.Series(np.asarray([*names, None], dtype=object)[codes], index=frame.index)
-    out = frame.copy()
+    out = frame.copy(deep=False)  # new columns only: the export's arrays are shared
     out.insert(int(frame.columns.get_loc("drug")) + 1, "drug_as_given", frame["drug"])
     out["drug"] = drug.astype(frame["drug"].dtype)
     return out
@@ -117,9 +117,10 @@ def attach_given(
     screening scores of the subjects rows (module doc)."""
     frame = treatments.frame
     n = len(frame)
-    ids = pd.Index(pd.unique(frame["subject_id"].astype(object).fillna("")))
+    keys, code = subject_keys(treatments)  # every subject of the treatments, in code order
+    ids = pd.Index(keys)
     reference, _, _ = subject_context(ids, subjects, as_of)
-    code = subject_codes(treatments, ids)
+    scales = rating_scales(assessments, ids)
     first = day_numbers(frame, "start_date")
     end = day_numbers(frame, "end_date")
     stopped = (
@@ -132,9 +133,7 @@ def attach_given(
     for name in OWN_RATINGS:
         own |= ~np.isnan(floats(frame, name))
     rows = np.flatnonzero(~own & (code >= 0) & ~np.isnan(first))
-    found = attach(
-        assessments, ids, code[rows], first[rows], last[rows], reference[code[rows]], windows
-    )
+    found = attach(scales, code[rows], first[rows], last[rows], reference[code[rows]], windows)
     rated = np.zeros(n, dtype=bool)
     rated[rows] = ~np.isnan(found["hamd_start"]) | ~np.isnan(found["madrs_start"])
     ratings = rating_columns(frame, rows, found)
@@ -151,11 +150,15 @@ def attach_given(
     columns["last_source_line"] = line
     screening: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     if subjects is not None and "screening_date" in subjects.columns:
+        # Each subjects row's ratings: the ratings of subjects with no treatment row too.
         people = pd.Index(subjects["subject_id"].astype(object))
+        ids = ids.append(people.difference(ids))
         own_reference, _, screening_day = subject_context(people, subjects, as_of)
         screening = screening_scores(
-            assessments, people, screening_day, own_reference, windows.screening_within_days
-        )
+            rating_scales(assessments, ids) if len(ids) > len(keys) else scales,
+            ids.get_indexer(people), screening_day, own_reference,
+            windows.screening_within_days,
+        )  # fmt: skip
     counts = {
         "rows": n,
         "given": int(own.sum()),

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from trdscreen.buildratings import attach
+from trdscreen.buildratings import Scales, attach
 from trdscreen.buildrules import BuildRules
 from trdscreen.buildtables import (
     CODE,
@@ -52,10 +52,10 @@ class SessionCourses:
 
 def session_courses(
     table: Table, ids: pd.Index, reference: np.ndarray, birth: np.ndarray,
-    ratings: Table | None, rules: BuildRules, periods: Periods | None = None,
+    scales: Scales, rules: BuildRules, periods: Periods | None = None,
 ) -> SessionCourses:  # fmt: skip
     """Courses from the procedures table (`ids`: subject codes; reference and birth per
-    subject code, day numbers)."""
+    subject code, day numbers; `scales`: the ratings by the same codes)."""
     frame = table.frame
     n = len(frame)
     subject = subject_codes(table, ids)
@@ -84,7 +84,7 @@ def session_courses(
     first, last = seg.reduce(np.minimum, d), seg.reduce(np.maximum, d)
     c_subject, c_procedure = s[seg.first], p[seg.first]
     lines = table.source.lines[kept]
-    rated = attach(ratings, ids, c_subject, first, last, reference[c_subject], rules.ratings)
+    rated = attach(scales, c_subject, first, last, reference[c_subject], rules.ratings)
     order = np.lexsort((first, c_procedure, c_subject))
     rank = rank_within(order, c_subject, c_procedure)
     names = np.asarray(PROCEDURES, dtype=object)[c_procedure]

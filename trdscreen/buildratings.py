@@ -68,8 +68,15 @@ class _Scale:
     line: np.ndarray
 
 
-def _scales(ratings: Table | None, ids: pd.Index) -> dict[str, _Scale]:
-    out: dict[str, _Scale] = {}
+Scales = dict[str, _Scale]
+"""The usable ratings of each instrument (hamd17, hamd21, hamd24, madrs), keyed by subject
+code and day: made once per build (`rating_scales`), read by every lookup."""
+
+
+def rating_scales(ratings: Table | None, ids: pd.Index) -> Scales:
+    """The ratings by instrument, each subject as its position in `ids` (ratings of a
+    subject not there, or whose required cells could not be read, left out)."""
+    out: Scales = {}
     if ratings is None:
         return out
     frame = ratings.frame
@@ -78,10 +85,13 @@ def _scales(ratings: Table | None, ids: pd.Index) -> dict[str, _Scale]:
     code = subject_codes(ratings, ids)
     usable &= code >= 0
     day = day_numbers(frame, "date")
-    instrument = frame["instrument"].astype(object).to_numpy()
+    instrument, found = pd.factorize(frame["instrument"])  # codes: no Python string per row
+    names = pd.Index(np.asarray(found, dtype=object))
     total = floats(frame, "total")
     for name in ("hamd17", "hamd21", "hamd24", "madrs"):
-        rows = np.flatnonzero(usable & (instrument == name))
+        if name not in names:
+            continue
+        rows = np.flatnonzero(usable & (instrument == names.get_loc(name)))
         if len(rows) == 0:
             continue
         keys = subject_day_keys(code[rows], day[rows])
@@ -184,18 +194,17 @@ def _columns(
 
 
 def attach(
-    ratings: Table | None, subjects: pd.Index, subject: np.ndarray, first: np.ndarray,
-    last: np.ndarray, reference: np.ndarray, windows: RatingWindows,
-    supplied: Supplied | None = None, lowest: bool = True,
+    scales: Scales, subject: np.ndarray, first: np.ndarray, last: np.ndarray,
+    reference: np.ndarray, windows: RatingWindows, supplied: Supplied | None = None,
+    lowest: bool = True,
 ) -> dict[str, np.ndarray]:  # fmt: skip
-    """Per course (subject code into `subjects`, first and last day, reference day; NaN
+    """Per course (subject code as `scales` has it, first and last day, reference day; NaN
     unknown): hamd_start/_end/_lowest/_version and madrs_start/_end/_lowest, each with
     its day and line (NaN where none). `_lowest` is the lowest total rated strictly
     between the baseline and the end rating, on a day of supply (`supplied`; without
     it, any day between): a remission on the way that the ends hide. Without `lowest`,
     the `_lowest` columns stay NaN (not looked for)."""
     m = len(first)
-    scales = _scales(ratings, subjects)
     empty = np.full(m, -1, dtype=np.int64)
     # HAM-D: the first version rated at both ends, else the first rated at the start.
     picks = {
@@ -237,15 +246,15 @@ SCREENING_SCALES = (("hamd17", "hamd_screening"), ("madrs", "madrs_screening"))
 
 
 def screening_scores(
-    ratings: Table | None, subjects: pd.Index, screening: np.ndarray, reference: np.ndarray,
+    scales: Scales, subject: np.ndarray, screening: np.ndarray, reference: np.ndarray,
     within_days: int,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:  # fmt: skip
-    """Per subject of `subjects` and screening score: (total, source line) of the latest
-    rating of its scale from `within_days` before the subject's screening day to that
-    day, never after its reference day (`--as-of`); NaN where none, or where the
-    screening day is unknown. Of two ratings on one day, the first by line."""
-    scales = _scales(ratings, subjects)
-    n = len(subjects)
+    """Per subject (its code as `scales` has it; its screening and reference day) and
+    screening score: (total, source line) of the latest rating of its scale from
+    `within_days` before the subject's screening day to that day, never after its
+    reference day (`--as-of`); NaN where none, or where the screening day is unknown. Of
+    two ratings on one day, the first by line."""
+    n = len(subject)
     high = np.fmin(screening, reference)  # NaN reference: the screening day itself
     low = screening - within_days
     out = {}
@@ -253,7 +262,7 @@ def screening_scores(
         total, line = np.full(n, np.nan), np.full(n, np.nan)
         if scale in scales:
             found = scales[scale]
-            at = _nearest(found.keys, np.arange(n), high, low, high)
+            at = _nearest(found.keys, subject, high, low, high)
             ok = at >= 0
             total[ok], line[ok] = found.total[at[ok]], found.line[at[ok]]
         out[column] = (total, line)
@@ -261,9 +270,8 @@ def screening_scores(
 
 
 def run_ratings(
-    ratings: Table | None, subjects: pd.Index, runs: Runs, courses: Courses,
-    reference: np.ndarray, windows: RatingWindows,
-) -> dict[str, np.ndarray]:  # fmt: skip
+    scales: Scales, runs: Runs, courses: Courses, reference: np.ndarray, windows: RatingWindows
+) -> dict[str, np.ndarray]:
     """Per supply run: its own ratings as `attach` finds a course's, on the run's first and
     last day (`reference`: per subject). Only runs of a course of several runs are
     looked up (the rest stay NaN): a course's first and last row take the course's. The
@@ -272,8 +280,8 @@ def run_ratings(
     several = np.flatnonzero(courses.seg.size[courses.of_run] > 1)
     subject = courses.subject[courses.of_run[several]]
     found = attach(
-        ratings, subjects, subject, runs.start[several], runs.end[several], reference[subject],
-        windows, lowest=False,
+        scales, subject, runs.start[several], runs.end[several], reference[subject], windows,
+        lowest=False,
     )  # fmt: skip
     out = {}
     for name, values in found.items():
