@@ -20,8 +20,8 @@ its best adequate course, distinct drugs; doses given every few days (compared a
 their daily equivalent) and a patient rated on HAM-D17, on MADRS (remission <= 10,
 baseline floor 18) or on HAM-D24 (not compared with HAM-D17 thresholds: unknown); an
 add-on agent (aripiprazole) counted only as augmentation, given or read into an empty
-role when it was added to an antidepressant and ran beside it for 30 days
-(counting.augmentation_overlap_days).
+role when its course (its rows chained as the courses are) was added to an
+antidepressant's course and ran beside it for 30 days (counting.augmentation_overlap_days).
 """
 
 from __future__ import annotations
@@ -149,18 +149,23 @@ def _judge(course: list[Row], onset: date) -> dict:
 
 
 def _with_roles(rows: list[Row]) -> list[Row]:
-    """The rows that can count: an add-on row with no role is augmentation when it was
-    started on or after an antidepressant row's first day and ran beside it for at least
-    OVERLAP days (the days both cover), else monotherapy, which like a given monotherapy
-    role is no trial and is left out."""
+    """The rows that can count: an add-on row with no role is augmentation when the
+    course it belongs to (its drug's rows chained as `_courses` chains them, a blank role
+    read as monotherapy) was started on or after an antidepressant course's first day and
+    ran beside it for at least OVERLAP days (from its first day to the earlier of the two
+    last days), else monotherapy, which like a given monotherapy role is no trial and is
+    left out."""
+    spans = _courses([Row(**{**r.__dict__, "role": r.role or "monotherapy"}) for r in rows])
+    span = {r.line: (min(x.start for x in c), max(x.end for x in c)) for c in spans for r in c}
+    treated = [span[c[0].line] for c in spans if c[0].drug in ANTIDEPRESSANTS]
     kept = []
     for row in rows:
         if row.drug == ADDON and row.role == "":
+            first, last = span[row.line]
             beside = max(
-                ((min(row.end, r.end) - row.start).days + 1
-                 for r in rows if r.drug in ANTIDEPRESSANTS and r.start <= row.start),
+                ((min(last, end) - first).days + 1 for start, end in treated if start <= first),
                 default=0,
-            )  # fmt: skip
+            )
             row = Row(**{**row.__dict__, "role": "augmentation" if beside >= OVERLAP else ""})
         if row.drug != ADDON or row.role == "augmentation":
             kept.append(row)

@@ -117,8 +117,9 @@ def assess_courses(
         courses, stop_reason, in_view, reference, why
     )
     role = infer_augmentation(
-        courses, role, lookup, drug_modality & in_view, codes, first_day, last_day, rules, why
-    )
+        courses, role, lookup, modality, drug_modality & in_view, codes, first_day, last_day,
+        rules, why,
+    )  # fmt: skip
     treatment, counted, on_drug = counted_rows(
         lookup, role, modality, drug_modality, in_view, rules, why
     )

@@ -13,11 +13,12 @@ So a row of an add-on agent whose role cell is empty (or whose export has no rol
 column), started on or after the first day of an antidepressant row of the same
 subject and taken beside it for at least `counting.augmentation_overlap_days` (30
 days, the window `build.combination_window_days` tells an add-on from a switch by
-[S]), is read as augmentation, flagged `role_inferred`; the subject's `assumptions`
+[S]), is read as augmentation, flagged `role_inferred` (each side as the course its rows
+are merged into: a drug exported fill by fill is one span); the subject's `assumptions`
 name it wherever the course is given in the episode (counted as a trial, or scored
 by a staging model: MSM's augmentation used, MGH-S's half point). A role the export gives is never
 changed; an add-on given alone, or before the antidepressant that was later added to
-it, stays monotherapy (not a trial); a row whose end is unknown overlaps nothing.
+it, stays monotherapy (not a trial); a course whose end is unknown overlaps nothing.
 Vectorized (`segments.added_to`, the rule `build` applies to the courses it makes).
 """
 
@@ -31,18 +32,33 @@ from trdscreen.coded import Coded
 from trdscreen.drugs import DrugFacts
 from trdscreen.reasons import ROLE_INFERRED
 from trdscreen.ruleset import RuleSet
-from trdscreen.segments import added_to
+from trdscreen.segments import Segments, added_to, merge_segments
+
+
+def _courses(
+    keys: tuple[np.ndarray, ...], rows: np.ndarray, first_day: np.ndarray,
+    last_day: np.ndarray, gap: int | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """The rows merged into courses as the course step merges them (`merge_segments`):
+    (course per row, its first row, its first day, its last known day)."""
+    course = merge_segments(keys, rows, first_day, last_day, gap)
+    seg = Segments.of(course, first_day)
+    return course, seg.first, seg.reduce(np.fmin, first_day), seg.reduce(np.fmax, last_day)
 
 
 def infer_augmentation(
-    courses: pd.DataFrame, role: Coded, lookup: DrugFacts, eligible_rows: np.ndarray,
-    codes: np.ndarray, first_day: np.ndarray, last_day: np.ndarray, rules: RuleSet,
-    why: Reasons,
+    courses: pd.DataFrame, role: Coded, lookup: DrugFacts, modality: Coded,
+    eligible_rows: np.ndarray, codes: np.ndarray, first_day: np.ndarray, last_day: np.ndarray,
+    rules: RuleSet, why: Reasons,
 ) -> Coded:  # fmt: skip
     """The rows' roles with augmentation read into the blank ones this module describes.
 
     `eligible_rows` are the drug rows in view; `codes` the subject of each row;
-    `first_day`/`last_day` day numbers (NaN: unknown)."""
+    `first_day`/`last_day` day numbers (NaN: unknown). Judged course by course: rows
+    of one drug that the course step merges (refills a month apart, dose steps) are
+    one span on each side, so aripiprazole exported as monthly fills beside sertraline
+    exported the same way is read as the augmentation it is, though no single fill of
+    28 days overlaps another for 30."""
     needed = rules.counting.augmentation_overlap_days
     if needed is None or not len(codes):
         return role
@@ -56,9 +72,14 @@ def infer_augmentation(
     if not len(addon):
         return role
     antidepressant = counts_as.eq("antidepressant") | (counts_as.eq("policy") & lookup.also)
-    alongside = added_to(
-        addon, np.flatnonzero(eligible_rows & antidepressant), codes, first_day, last_day, needed
-    )
+    course, first, c_first, c_last = _courses(
+        (codes, lookup.same_drug, role.codes, modality.codes), eligible_rows, first_day,
+        last_day, rules.adequacy.segments.merge_gap_days,
+    )  # fmt: skip
+    partners = np.unique(course[eligible_rows & antidepressant])
+    added = added_to(np.unique(course[addon]), partners, codes[first], c_first, c_last, needed)
+    alongside = np.zeros(len(codes), dtype=bool)
+    alongside[addon] = added[course[addon]]
     if not alongside.any():
         return role
     values = role.values if "augmentation" in role.values else (*role.values, "augmentation")
