@@ -21,7 +21,9 @@ their daily equivalent) and a patient rated on HAM-D17, on MADRS (remission <= 1
 baseline floor 18) or on HAM-D24 (not compared with HAM-D17 thresholds: unknown); an
 add-on agent (aripiprazole) counted only as augmentation, given or read into an empty
 role when its course (its rows chained as the courses are) was added to an
-antidepressant's course and ran beside it for 30 days (counting.augmentation_overlap_days).
+antidepressant's course and ran beside it for 30 days (counting.augmentation_overlap_days);
+an antidepressant given no role read as combination when its course was so added to another
+antidepressant's more than the 7-day regimen window after it began.
 """
 
 from __future__ import annotations
@@ -157,13 +159,26 @@ def _with_roles(rows: list[Row]) -> list[Row]:
     left out."""
     spans = _courses([Row(**{**r.__dict__, "role": r.role or "monotherapy"}) for r in rows])
     span = {r.line: (min(x.start for x in c), max(x.end for x in c)) for c in spans for r in c}
-    treated = [span[c[0].line] for c in spans if c[0].drug in ANTIDEPRESSANTS]
+    treated = [(*span[c[0].line], c[0].drug) for c in spans if c[0].drug in ANTIDEPRESSANTS]
     kept = []
     for row in rows:
+        if row.drug in ANTIDEPRESSANTS and row.role == "":
+            # An antidepressant added to another (of another drug, started more than the
+            # 7-day regimen window later) and beside it OVERLAP days: combination.
+            first, last = span[row.line]
+            beside = max(
+                ((min(last, end) - first).days + 1 for start, end, drug in treated
+                 if drug != row.drug and (first - start).days > 7),
+                default=0,
+            )  # fmt: skip
+            row = Row(**{**row.__dict__, "role": "combination" if beside >= OVERLAP else ""})
+        if row.drug in ANTIDEPRESSANTS:
+            kept.append(Row(**{**row.__dict__, "role": row.role or "monotherapy"}))
+            continue
         if row.drug == ADDON and row.role == "":
             first, last = span[row.line]
             beside = max(
-                ((min(last, end) - first).days + 1 for start, end in treated if start <= first),
+                ((min(last, end) - first).days + 1 for start, end, _ in treated if start <= first),
                 default=0,
             )
             row = Row(**{**row.__dict__, "role": "augmentation" if beside >= OVERLAP else ""})
@@ -226,7 +241,8 @@ def _cohort(seed: int, n: int) -> tuple[list[dict], list[dict], dict]:
             pieces = int(rng.choice([1, 1, 1, 2, 3]))  # refills or dose steps of one drug
             role = (
                 str(rng.choice(["", "", "", "augmentation", "monotherapy"])) if addon
-                else "combination" if rng.random() < 0.15 else "monotherapy"
+                else "combination" if rng.random() < 0.15
+                else str(rng.choice(["", "monotherapy"]))  # a blank role: read from overlaps
             )  # fmt: skip
             for _ in range(pieces):
                 length = int(rng.choice([5, 12, 14, 20, 27, 28, 35, 56, 90]))

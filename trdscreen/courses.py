@@ -116,8 +116,13 @@ def assess_courses(
     start, end_given, ongoing, first_day, last_day = row_dates(
         courses, stop_reason, in_view, reference, why
     )
+    # A role is read only from an overlap the export states: a row without an end date
+    # runs to the reference date by the input contract, but its stop reason does not say
+    # it was still taken (an end left out of the export reads the same), so nothing is
+    # inferred from the days it is assumed to run.
+    stated = np.where(ongoing & ~stop_reason.isin(("ongoing",)), np.nan, last_day)
     role = infer_augmentation(
-        courses, role, lookup, modality, drug_modality & in_view, codes, first_day, last_day,
+        courses, role, lookup, modality, drug_modality & in_view, codes, first_day, stated,
         rules, why,
     )  # fmt: skip
     treatment, counted, on_drug = counted_rows(

@@ -179,8 +179,10 @@ def _counting(w: _Text, rules: RuleSet) -> None:
         "a row that gives no role is monotherapy"
         if c.augmentation_overlap_days is None
         else "a row that gives no role is monotherapy, but an add-on agent's is augmentation "
-        "when it was started on or after an antidepressant's first day and taken beside it "
-        f"for at least {c.augmentation_overlap_days} days (an assumption: role_inferred)",
+        "(an antidepressant's combination) when its course was added to an antidepressant's "
+        "(on or after its first day; an antidepressant after the regimen window) and the "
+        f"export shows it taken beside it for at least {c.augmentation_overlap_days} days "
+        "(an assumption: role_inferred)",
         "counting",
         "augmentation_overlap_days",
     )

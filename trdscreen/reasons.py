@@ -26,9 +26,9 @@ REASON_TEXT = {
     "not an antidepressant trial",
     "augmentation_agent_without_augmentation_role": "an add-on agent given without an "
     "augmentation or combination role: not an antidepressant trial",
-    "role_inferred": "no role given: an add-on agent added to an antidepressant and taken "
-    "beside it for at least counting.augmentation_overlap_days days, read as augmentation "
-    "(an assumption)",
+    "role_inferred": "no role given: an add-on agent (an antidepressant) added to an "
+    "antidepressant and taken beside it for at least counting.augmentation_overlap_days "
+    "days, read as augmentation (combination): an assumption",
     "not_an_antidepressant": "not an antidepressant",
     "not_a_depression_treatment": "a known drug for another condition (ATC layer): never a trial",
     "policy_drug_not_counted": "the rule set does not count this drug",
@@ -156,8 +156,9 @@ ASSUMPTION_TEXT = {
     "issue (no end date, days' supply or quantity was exported)",
     "failure_inferred": "a failed trial was inferred from a switch or add-on within "
     "outcome.switch_window_days, without ratings (outcome.infer_failure_from)",
-    "role_inferred": "an add-on agent the export gave no role was read as augmentation, "
-    "since it was added to an antidepressant (counting.augmentation_overlap_days)",
+    "role_inferred": "an add-on agent (an antidepressant) the export gave no role was read "
+    "as augmentation (combination), since it was added to an antidepressant "
+    "(counting.augmentation_overlap_days)",
     EPISODE_DERIVED: "the current episode's start was derived from the records by `trdscreen "
     "build` (first treatment after a treatment-free gap, confirmed by a depression diagnosis)",
     EPISODE_LEFT_CENSORED: "the records may begin after the episode did: trials before them "

@@ -18,7 +18,19 @@ are merged into: a drug exported fill by fill is one span); the subject's `assum
 name it wherever the course is given in the episode (counted as a trial, or scored
 by a staging model: MSM's augmentation used, MGH-S's half point). A role the export gives is never
 changed; an add-on given alone, or before the antidepressant that was later added to
-it, stays monotherapy (not a trial); a course whose end is unknown overlaps nothing.
+it, stays monotherapy (not a trial); a course whose end is unknown overlaps nothing, and
+so does a row without an end date whose stop reason does not say ongoing (by the input
+contract it runs to the reference date, but an end the export left out reads the same:
+a role is read only from an overlap the export states).
+
+An antidepressant row given no role is read the same way: one whose course started more
+than `counting.regimen_window_days` after another antidepressant's course (drugs started
+together stay one regimen) and ran beside it for those 30 days was added to it: a
+combination (trd-reference F.2, "an add-on (second AD, ...) is augmentation and also
+starts a new trial"; build's `combination_window_days` rule), flagged `role_inferred`. It
+is still a trial wherever combination counts; MGH-S scores it half a point, not a full
+trial (a blank role read as monotherapy there could enrol a patient at 3.5), and MSM
+scores it as augmentation used. The antidepressant that came first keeps its role.
 Vectorized (`segments.added_to`, the rule `build` applies to the courses it makes).
 """
 
@@ -68,21 +80,34 @@ def infer_augmentation(
         else np.ones(len(codes), dtype=bool)
     )
     counts_as = lookup.counts_as
-    addon = np.flatnonzero(blank & eligible_rows & counts_as.eq("augmentation") & lookup.known)
-    if not len(addon):
-        return role
+    known = blank & eligible_rows & lookup.known
     antidepressant = counts_as.eq("antidepressant") | (counts_as.eq("policy") & lookup.also)
+    addon = np.flatnonzero(known & counts_as.eq("augmentation"))
+    second = np.flatnonzero(known & antidepressant)
+    if not len(addon) and not len(second):
+        return role
     course, first, c_first, c_last = _courses(
         (codes, lookup.same_drug, role.codes, modality.codes), eligible_rows, first_day,
         last_day, rules.adequacy.segments.merge_gap_days,
     )  # fmt: skip
     partners = np.unique(course[eligible_rows & antidepressant])
-    added = added_to(np.unique(course[addon]), partners, codes[first], c_first, c_last, needed)
-    alongside = np.zeros(len(codes), dtype=bool)
-    alongside[addon] = added[course[addon]]
-    if not alongside.any():
-        return role
-    values = role.values if "augmentation" in role.values else (*role.values, "augmentation")
-    new = np.where(alongside, values.index("augmentation"), role.codes)
-    why.flag(alongside, ROLE_INFERRED)
-    return Coded(new.astype(np.int64), values)
+    subject = codes[first]
+    inferred = {"augmentation": np.zeros(len(codes), dtype=bool)}
+    added = added_to(np.unique(course[addon]), partners, subject, c_first, c_last, needed)
+    inferred["augmentation"][addon] = added[course[addon]]
+    if len(second):
+        # Drugs started within the regimen window of each other stay one regimen.
+        together = rules.counting.regimen_window_days or 0
+        added = added_to(
+            np.unique(course[second]), partners, subject, c_first, c_last, needed, together,
+            lookup.same_drug[first],
+        )  # fmt: skip
+        inferred["combination"] = np.zeros(len(codes), dtype=bool)
+        inferred["combination"][second] = added[course[second]]
+    new, values = role.codes, role.values
+    for name, rows in inferred.items():
+        if rows.any():
+            values = values if name in values else (*values, name)
+            new = np.where(rows, values.index(name), new)
+            why.flag(rows, ROLE_INFERRED)
+    return Coded(np.asarray(new, dtype=np.int64), values)

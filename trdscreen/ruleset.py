@@ -360,10 +360,12 @@ class Counting(RuleModel):
         le=365,
         description=(
             "a row of an add-on agent (lithium, an antipsychotic, T3) that gives no role, "
-            "started on or after an antidepressant's first day and taken beside it for at "
-            "least this many days, is read as augmentation (trd-reference F.2: an add-on is "
-            "augmentation), an assumption named on the course (role_inferred); null = a row "
-            "without a role is monotherapy"
+            "whose course started on or after an antidepressant course's first day and ran "
+            "beside it for at least this many days (as the export states: an end date, or "
+            "the stop reason ongoing), is read as augmentation, and an antidepressant's so "
+            "added (after counting.regimen_window_days) as combination (trd-reference F.2: "
+            "an add-on is augmentation), an assumption named on the course (role_inferred); "
+            "null = a row without a role is monotherapy"
         ),
     )
     ADDED_LATER = {"augmentation_overlap_days": (30, ())}  # 0.8.8

@@ -86,18 +86,22 @@ def subject_pairs(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.n
 
 def added_to(
     rows: np.ndarray, partners: np.ndarray, subject: np.ndarray, first: np.ndarray,
-    last: np.ndarray, needed: int,
+    last: np.ndarray, needed: int, after: int = -1, drug: np.ndarray | None = None,
 ) -> np.ndarray:  # fmt: skip
     """Per table row (bool): one of `rows` started on or after the first day of a
-    `partners` row of its subject and taken beside it for at least `needed` days (an
-    add-on agent added to an antidepressant). Day numbers; an unknown end (NaN) of
-    either overlaps nothing."""
+    `partners` row of its subject (with `after` >= 0: more than `after` days after it)
+    and taken beside it for at least `needed` days (an add-on agent added to an
+    antidepressant); with `drug`, a partner of another drug only. Day numbers; an
+    unknown end (NaN) of either overlaps nothing."""
     out = np.zeros(len(subject), dtype=bool)
     i, j = subject_pairs(subject[rows], subject[partners])
     a, b = rows[i], partners[j]
     with np.errstate(invalid="ignore"):
         beside = np.minimum(last[a], last[b]) - first[a] + 1
-        out[a[(first[b] <= first[a]) & (beside >= needed)]] = True  # NaN compares False
+        added = (first[a] - first[b] > after) & (beside >= needed)  # NaN compares False
+    if drug is not None:
+        added &= drug[a] != drug[b]
+    out[a[added]] = True
     return out
 
 
