@@ -166,18 +166,24 @@ class Records:
         return [t.source for t in tables if t is not None]
 
 
-def find_records(folder: Path) -> dict[str, Path | None]:
-    """The records tables of a folder (drug_events is required)."""
+def _tables(folder: Path, names: tuple[str, ...], holds: str) -> dict[str, Path | None]:
+    """The tables of a folder by name; the first is required (`holds`: what the folder
+    is expected to hold, for the message)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise InputError(f"{folder}: not a folder; `trdscreen build` reads a records folder")
-    found = {name: one_of(folder, name) for name in READ_TABLES}
-    if found["drug_events"] is None:
-        raise InputError(
-            f"{folder}: no drug_events.csv or drug_events.parquet; a records folder holds one "
-            "row per prescription, dispensing or administration there"
-        )
+        raise InputError(f"{folder}: not a folder; `trdscreen build` reads a folder")
+    found = {name: one_of(folder, name) for name in names}
+    if found[names[0]] is None:
+        raise InputError(f"{folder}: no {names[0]}.csv or {names[0]}.parquet; {holds}")
     return found
+
+
+def find_records(folder: Path) -> dict[str, Path | None]:
+    """The records tables of a folder (drug_events is required)."""
+    return _tables(
+        folder, READ_TABLES, "a records folder holds one row per prescription, dispensing or "
+        "administration there",
+    )  # fmt: skip
 
 
 def read_typed(
@@ -258,20 +264,16 @@ def read_courses(
     """A courses export (treatments, assessments, optional subjects) read and checked, as
     Records of profile `courses` (`events`: the treatments, every column kept)."""
     folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"{folder}: not a folder; `trdscreen build` reads a folder")
-    found = {name: one_of(folder, name) for name in COURSES_TABLES}
-    if found["treatments"] is None:
-        raise InputError(
-            f"{folder}: no treatments.csv or treatments.parquet; --profile courses reads a "
-            "courses export (treatments, assessments, optional subjects) there"
-        )
+    found = _tables(
+        folder, COURSES_TABLES, "--profile courses reads a courses export (treatments, "
+        "assessments, optional subjects) there",
+    )  # fmt: skip
     if _built(folder):
         raise InputError(f"{folder}: a folder `trdscreen build` wrote; screen it as it is")
     log = IssueLog()
-    treatments = read_table(
-        found["treatments"], "treatments", TREATMENT_COLUMNS, site, options, log, True
-    )
+    path = found["treatments"]
+    assert path is not None  # _tables: the first is required
+    treatments = read_table(path, "treatments", TREATMENT_COLUMNS, site, options, log, True)
     assessments = (
         read_table(found["assessments"], "assessments", ASSESSMENT_COLUMNS, site, options, log)
         if found["assessments"]
