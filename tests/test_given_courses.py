@@ -358,3 +358,13 @@ def test_a_subject_given_twice_stops_every_build_profile(tmp_path, folder, table
     assert f"{table} line 2, column {column}: {column} appears more than once" in text
     assert f"{table} line {len(lines) + 1}, column {column}" in text
     assert not (tmp_path / "built").exists()
+
+
+def test_the_example_folder_is_these_patients(tmp_path):
+    """examples/courses-export, which the README screens, holds exactly the patients
+    worked above (so its decisions are the ones this module checks)."""
+    made = _export(tmp_path / "export")
+    example = Path(__file__).parents[1] / "examples" / "courses-export"
+    assert sorted(p.name for p in example.iterdir()) == sorted(p.name for p in made.iterdir())
+    for file in made.iterdir():
+        assert (example / file.name).read_bytes() == file.read_bytes(), file.name
