@@ -191,6 +191,12 @@ def test_explain_shows_the_ratings_a_course_was_judged_by(screened):
     assert "ratings (assessments.csv): HAM-D17 24 on 2023-01-30 (line 2) -> 22 on 2023-03-25" in (
         result.output
     )
+    assert "the export's row: treatments.csv line 2" in result.output  # the built row's source
+    result = _cli("explain", str(root / "run"), "P3")
+    # P3's sertraline gave its own ratings: no attached rating is shown for it.
+    first = result.output.split("  2. ")[0]
+    assert "the export's row: treatments.csv line 6" in first
+    assert "ratings (assessments.csv)" not in first
 
 
 def test_build_auto_reads_a_courses_export(tmp_path):

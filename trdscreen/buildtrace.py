@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from trdscreen.buildtables import RATING_COLUMNS
 from trdscreen.io import sha256_file
+from trdscreen.printable import printable
 from trdscreen.runs import RunFolder, records
 
 EVENT_FIELDS = (
@@ -44,11 +45,15 @@ class BuildTrace:
     ratings_source: str | None = None  # the assessments file
 
 
-def _rows(path: Path, rows: list[int]) -> dict[int, dict[str, Any]]:
-    """The rating columns of these treatments rows (1-based), reading only the row groups
-    that hold them."""
+EXPORT_COLUMNS = ("source_file", "first_source_line")
+"""A `--profile courses` build's treatments row: the export's file and line it came from."""
+
+
+def _rows(path: Path, rows: list[int], extra: tuple[str, ...] = ()) -> dict[int, dict[str, Any]]:
+    """The rating columns (and `extra` ones) of these treatments rows (1-based), reading
+    only the row groups that hold them."""
     file = pq.ParquetFile(path)
-    names = [n for n in RATING_COLUMNS if n in file.schema_arrow.names]
+    names = [n for n in (*RATING_COLUMNS, *extra) if n in file.schema_arrow.names]
     if not names or not rows:
         return {}
     sizes = [file.metadata.row_group(i).num_rows for i in range(file.num_row_groups)]
@@ -125,7 +130,17 @@ def _given_trace(treatments: Path, record: dict, rows: Sequence[int], ratings: s
             note=f"{treatments.parent}: the build folder changed since this run; its ratings "
             "are not shown"
         )
-    return BuildTrace(source=None, ratings=_rows(treatments, list(rows)), ratings_source=ratings)
+    return BuildTrace(
+        source=None, ratings=_rows(treatments, list(rows), EXPORT_COLUMNS), ratings_source=ratings
+    )
+
+
+def export_text(row: dict[str, Any]) -> str | None:
+    """The export's row a `--profile courses` build made this treatments row from."""
+    file, line = row.get("source_file"), row.get("first_source_line")
+    if not isinstance(file, str) or not isinstance(line, int | float):
+        return None
+    return f"     the export's row: {printable(file)} line {line:g}"
 
 
 def rating_text(row: dict[str, Any], source: str) -> str | None:

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from trdscreen.buildtables import SET_ASIDE
-from trdscreen.buildtrace import rating_text
+from trdscreen.buildtrace import export_text, rating_text
 from trdscreen.explain import course_verdict, num, observed, state
 from trdscreen.issues import is_summary
 from trdscreen.printable import printable, printable_data, printable_lines
@@ -402,7 +402,14 @@ def _course_lines(number: int, c: dict, ratings_file: str = "") -> list[str]:
         f"{state(c['episode_check'])}",
         f"     improvement {improvement}: {state(c['outcome'])}",
         f"     why: {why}",
-        *[t for t in (rating_text(c.get("built_ratings") or {}, ratings_file),) if t],
+        *[
+            t
+            for t in (
+                export_text(c.get("built_ratings") or {}),
+                rating_text(c.get("built_ratings") or {}, ratings_file),
+            )
+            if t
+        ],
         *(_event_line(e) for e in c.get("built_from") or ()),
     ]
 
