@@ -57,9 +57,7 @@ OWN_RATINGS = ("hamd_start", "hamd_end", "hamd_lowest", "madrs_start", "madrs_en
 """A treatments row giving any of these keeps its ratings; only a row giving none gets the
 assessments'."""
 SCORE_SOURCES = ("given", "assessments", "none")
-GIVEN_COUNTS = ("rows", "given", "assessments", "none")
-"""The manifest's `scores` counts: treatments rows, and how many took their ratings from
-each source."""
+"""`scores_source` of a row, and with `rows` the manifest's `scores` counts."""
 
 
 @dataclass(frozen=True)
