@@ -374,3 +374,18 @@ def test_the_example_folder_is_these_patients(tmp_path):
     assert sorted(p.name for p in example.iterdir()) == sorted(p.name for p in made.iterdir())
     for file in made.iterdir():
         assert (example / file.name).read_bytes() == file.read_bytes(), file.name
+
+
+@pytest.mark.parametrize("column", ["drug_as_given", "scores_source", "source_file"])
+def test_an_export_column_the_profile_writes_is_refused_not_replaced(tmp_path, column):
+    """A column of the export named as one the profile writes (its own provenance) would
+    be replaced, or (drug_as_given) stopped the build with an internal error: refused,
+    named, nothing written."""
+    export = _export(tmp_path / "export")
+    frame = pd.read_csv(export / "treatments.csv", dtype=str, keep_default_na=False)
+    frame[column] = "x"
+    frame.to_csv(export / "treatments.csv", index=False)
+    result = _cli("build", str(export), "--out", str(tmp_path / "built"))
+    assert result.exit_code == 4, result.output
+    assert f"column(s) {column} are written by --profile courses" in result.output + result.stderr
+    assert not (tmp_path / "built").exists()

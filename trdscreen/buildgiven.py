@@ -49,6 +49,7 @@ from trdscreen.buildtables import RATING_COLUMNS, ints
 from trdscreen.checks import STOPPED
 from trdscreen.columns import day_numbers, floats
 from trdscreen.drugs import distinct_drugs
+from trdscreen.errors import InputError
 from trdscreen.formulary import Formulary
 from trdscreen.records import Table, subject_keys
 from trdscreen.segments import dates
@@ -58,6 +59,23 @@ OWN_RATINGS = ("hamd_start", "hamd_end", "hamd_lowest", "madrs_start", "madrs_en
 assessments'."""
 SCORE_SOURCES = ("given", "assessments", "none")
 """`scores_source` of a row, and with `rows` the manifest's `scores` counts."""
+
+
+WRITTEN = ("drug_as_given", "scores_source", "source_file", "first_source_line",
+           "last_source_line")  # fmt: skip
+"""Columns the profile writes beside the export's: an export that has one is refused (its
+values would be replaced)."""
+
+
+def refuse_written(treatments: Table) -> None:
+    """InputError naming each column of the export that the profile writes itself."""
+    taken = [name for name in WRITTEN if name in treatments.frame.columns]
+    if taken:
+        raise InputError(
+            f"{treatments.source.file}: column(s) {', '.join(taken)} are written by --profile "
+            "courses beside the export's own; rename them in the export, so nothing of it is "
+            "replaced"
+        )
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import pandas as pd
 
 from trdscreen.build import Built, build
 from trdscreen.build import Records as BuildInput
-from trdscreen.buildgiven import attach_given, site_drugs
+from trdscreen.buildgiven import attach_given, refuse_written, site_drugs
 from trdscreen.buildratings import SCREENING_SCALES
 from trdscreen.buildrules import BuildRules, parameters
 from trdscreen.buildtables import ints
@@ -236,6 +236,7 @@ def run_build(request: BuildRequest, command: tuple[str, ...] = ()) -> BuildResu
     _refuse_invalid(issues)
     settings = rules.build_rules()
     if records.profile == "courses":
+        refuse_written(records.events)
         named = site_drugs(records.events.frame, formulary, plain)
         treatments = Table(records.events.source, named, records.events.unusable)
         tables, summary = _given(
