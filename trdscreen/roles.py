@@ -44,7 +44,7 @@ from trdscreen.coded import Coded
 from trdscreen.drugs import DrugFacts
 from trdscreen.reasons import ROLE_INFERRED
 from trdscreen.ruleset import RuleSet
-from trdscreen.segments import Segments, added_to, merge_segments
+from trdscreen.segments import added_to, merge_segments
 
 
 def _courses(
@@ -52,10 +52,16 @@ def _courses(
     last_day: np.ndarray, gap: int | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """The rows merged into courses as the course step merges them (`merge_segments`):
-    (course per row, its first row, its first day, its last known day)."""
+    (course per row, a row of each course, its first day, its last known day). No sort
+    beyond the merge's own: dense course ids, unbuffered minima and maxima."""
     course = merge_segments(keys, rows, first_day, last_day, gap)
-    seg = Segments.of(course, first_day)
-    return course, seg.first, seg.reduce(np.fmin, first_day), seg.reduce(np.fmax, last_day)
+    m = int(course.max()) + 1 if len(course) else 0
+    row = np.empty(m, dtype=np.int64)
+    row[course] = np.arange(len(course))  # any row of a course: its subject and drug
+    c_first, c_last = np.full(m, np.nan), np.full(m, np.nan)
+    np.fmin.at(c_first, course, first_day)  # NaN is ignored, as by fmin
+    np.fmax.at(c_last, course, last_day)
+    return course, row, c_first, c_last
 
 
 def infer_augmentation(
@@ -86,21 +92,29 @@ def infer_augmentation(
     second = np.flatnonzero(known & antidepressant)
     if not len(addon) and not len(second):
         return role
-    course, first, c_first, c_last = _courses(
+    course, one_row, c_first, c_last = _courses(
         (codes, lookup.same_drug, role.codes, modality.codes), eligible_rows, first_day,
         last_day, rules.adequacy.segments.merge_gap_days,
     )  # fmt: skip
-    partners = np.unique(course[eligible_rows & antidepressant])
-    subject = codes[first]
+    m = len(one_row)
+
+    def of(rows: np.ndarray) -> np.ndarray:
+        """The courses of these rows, in order (a mark per course: no sort)."""
+        marked = np.zeros(m, dtype=bool)
+        marked[course[rows]] = True
+        return np.flatnonzero(marked)
+
+    partners = of(eligible_rows & antidepressant)
+    subject = codes[one_row]
     inferred = {"augmentation": np.zeros(len(codes), dtype=bool)}
-    added = added_to(np.unique(course[addon]), partners, subject, c_first, c_last, needed)
+    added = added_to(of(addon), partners, subject, c_first, c_last, needed)
     inferred["augmentation"][addon] = added[course[addon]]
     if len(second):
         # Drugs started within the regimen window of each other stay one regimen.
         together = rules.counting.regimen_window_days or 0
         added = added_to(
-            np.unique(course[second]), partners, subject, c_first, c_last, needed, together,
-            lookup.same_drug[first],
+            of(second), partners, subject, c_first, c_last, needed, together,
+            lookup.same_drug[one_row],
         )  # fmt: skip
         inferred["combination"] = np.zeros(len(codes), dtype=bool)
         inferred["combination"][second] = added[course[second]]
