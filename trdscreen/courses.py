@@ -48,7 +48,7 @@ from trdscreen.reasons import (
     REMISSION,
     RESPONSE,
 )
-from trdscreen.roles import infer_augmentation
+from trdscreen.roles import infer_roles
 from trdscreen.ruleset import DRUG_MODALITIES, RuleSet
 from trdscreen.segments import Segments, dates, days, merge_segments, rank_within
 from trdscreen.tristate import (
@@ -121,7 +121,7 @@ def assess_courses(
     # it was still taken (an end left out of the export reads the same), so nothing is
     # inferred from the days it is assumed to run.
     stated = np.where(ongoing & ~stop_reason.isin(("ongoing",)), np.nan, last_day)
-    role = infer_augmentation(
+    role = infer_roles(
         courses, role, lookup, modality, drug_modality & in_view, codes, first_day, stated,
         rules, why,
     )  # fmt: skip

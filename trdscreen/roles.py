@@ -64,12 +64,13 @@ def _courses(
     return course, row, c_first, c_last
 
 
-def infer_augmentation(
+def infer_roles(
     courses: pd.DataFrame, role: Coded, lookup: DrugFacts, modality: Coded,
     eligible_rows: np.ndarray, codes: np.ndarray, first_day: np.ndarray, last_day: np.ndarray,
     rules: RuleSet, why: Reasons,
 ) -> Coded:  # fmt: skip
-    """The rows' roles with augmentation read into the blank ones this module describes.
+    """The rows' roles with augmentation and combination read into the blank ones this
+    module describes.
 
     `eligible_rows` are the drug rows in view; `codes` the subject of each row;
     `first_day`/`last_day` day numbers (NaN: unknown). Judged course by course: rows
