@@ -158,6 +158,20 @@ class IssueLog:
         self.unconverted: dict[tuple[str, str], np.ndarray] = {}
         """Rows per (table, column) whose cell could not be converted (already reported)."""
 
+    def add_duplicates(
+        self, source: SourceTable, codes: np.ndarray, ids: pd.Series, column: str = "subject_id"
+    ) -> None:
+        """An error on every row whose key (`codes`, one per row; -1: none) another row has
+        too, naming the first line of that key: a subject given twice has no one reference
+        date, age or screening score."""
+        twice = pd.Series(codes).duplicated(keep=False).to_numpy() & (codes >= 0)
+        if twice.any():
+            first = pd.Series(source.lines).groupby(codes).transform("min").to_numpy()
+            message = f"{column} appears more than once; first at line " + first.astype(str)
+            self.add(
+                source, np.flatnonzero(twice), column, "duplicate_subject", message[twice], ids
+            )
+
     def add(
         self,
         source: SourceTable | None,

@@ -294,14 +294,8 @@ def check_unique_subjects(
     source: SourceTable, ids: pd.Series, log: IssueLog, column: str = "subject_id"
 ) -> None:
     """An error on every row of a subject given twice (a subjects table; OMOP `person`, by
-    `person_id`): its reference date and screening score would be ambiguous; the first
-    line named."""
-    codes = pd.factorize(ids)[0]
-    twice = pd.Series(codes).duplicated(keep=False).to_numpy() & (codes >= 0)
-    if twice.any():
-        first = pd.Series(source.lines).groupby(codes).transform("min").to_numpy()
-        message = f"{column} appears more than once; first at line " + first[twice].astype(str)
-        log.add(source, np.flatnonzero(twice), column, "duplicate_subject", message, ids)
+    `person_id`), as the screen's validation checks its subjects (`IssueLog.add_duplicates`)."""
+    log.add_duplicates(source, pd.factorize(ids)[0], ids, column)
 
 
 def subject_keys(table: Table) -> tuple[np.ndarray, np.ndarray]:

@@ -266,13 +266,7 @@ def _check_without_subjects(
 
 
 def _check_duplicate_subjects(source: SourceTable, people: pd.DataFrame, log: IssueLog) -> None:
-    ids = people["subject_id"]
-    codes = people[SUBJECT_CODE].to_numpy()
-    dup = pd.Series(codes).duplicated(keep=False).to_numpy() & (codes >= 0)
-    if dup.any():
-        first = pd.Series(source.lines).groupby(codes).transform("min").to_numpy()
-        message = pd.Series("subject_id appears more than once; first at line " + first.astype(str))
-        log.add(source, np.flatnonzero(dup), "subject_id", "duplicate_subject", message, ids)
+    log.add_duplicates(source, people[SUBJECT_CODE].to_numpy(), people["subject_id"])
 
 
 def _reference_dates(
