@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from trdscreen.buildtables import RATING_COLUMNS
-from trdscreen.io import sha256_file
+from trdscreen.io import has_sha256
 from trdscreen.printable import printable
 from trdscreen.runs import RunFolder, records
 
@@ -89,18 +89,21 @@ def build_trace(run: RunFolder, subject_id: str, rows: Sequence[int] = ()) -> Bu
     if not isinstance(built, dict) or built.get("kind") != "build":
         return None
     names = {i.get("role"): Path(i["path"]).name for i in built.get("inputs", []) if "path" in i}
-    if built.get("profile") == "courses":
-        return _given_trace(treatments, record, rows, names.get("assessments", "assessments"))
+    ratings = names.get("assessments", "assessments")
+    # A `--profile courses` build has no events: the ratings attached to the given rows.
+    given = built.get("profile") == "courses"
     outputs = {o.get("path"): o for o in built.get("outputs", []) if isinstance(o, dict)}
     trail = outputs.get("course_events.parquet")
-    try:
-        same_input = sha256_file(treatments) == record.get("sha256")
-        same_trail = trail is not None and sha256_file(folder / trail["path"]) == trail["sha256"]
-    except OSError:
-        same_input = same_trail = False
-    if not same_input or not same_trail:
+    if not has_sha256(treatments, record.get("sha256")) or not (
+        given or (trail is not None and has_sha256(folder / trail["path"], trail.get("sha256")))
+    ):
+        shown = "ratings" if given else "events"
         return BuildTrace(
-            note=f"{folder}: the build folder changed since this run; its events are not shown"
+            note=f"{folder}: the build folder changed since this run; its {shown} are not shown"
+        )
+    if given:
+        return BuildTrace(
+            ratings=_rows(treatments, list(rows), EXPORT_COLUMNS), ratings_source=ratings
         )
     events = pd.read_parquet(
         folder / "course_events.parquet", filters=[("subject_id", "==", subject_id)]
@@ -115,23 +118,7 @@ def build_trace(run: RunFolder, subject_id: str, rows: Sequence[int] = ()) -> Bu
         by_row,
         names.get("drug_events", "drug_events"),
         ratings=_rows(treatments, list(by_row)),
-        ratings_source=names.get("assessments", "assessments"),
-    )
-
-
-def _given_trace(treatments: Path, record: dict, rows: Sequence[int], ratings: str) -> BuildTrace:
-    """A `--profile courses` build: no events; the ratings attached to the given rows."""
-    try:
-        same = sha256_file(treatments) == record.get("sha256")
-    except OSError:
-        same = False
-    if not same:
-        return BuildTrace(
-            note=f"{treatments.parent}: the build folder changed since this run; its ratings "
-            "are not shown"
-        )
-    return BuildTrace(
-        source=None, ratings=_rows(treatments, list(rows), EXPORT_COLUMNS), ratings_source=ratings
+        ratings_source=ratings,
     )
 
 

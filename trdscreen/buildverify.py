@@ -17,7 +17,7 @@ from datetime import date
 from pathlib import Path
 
 from trdscreen.errors import RunFolderError, TrdscreenError
-from trdscreen.io import sha256_file
+from trdscreen.io import has_sha256
 from trdscreen.outdir import MANIFEST_FILE
 from trdscreen.verify import Verification
 
@@ -41,13 +41,6 @@ def build_manifest(path: Path) -> dict | None:
     return data if isinstance(data, dict) and data.get("kind") == "build" else None
 
 
-def _same(file: Path, sha256: object) -> bool:
-    try:
-        return file.is_file() and sha256_file(file) == sha256
-    except OSError:
-        return False
-
-
 def verify_build(path: Path, inputs_dir: Path | None = None, rerun: bool = True) -> Verification:
     """The checks of the module doc (RunFolderError when the folder is not a build's)."""
     path = Path(path)
@@ -58,14 +51,14 @@ def verify_build(path: Path, inputs_dir: Path | None = None, rerun: bool = True)
     outputs = [o for o in manifest.get("outputs", []) if isinstance(o, dict)]
     for output in outputs:
         name = str(output.get("path"))
-        same = _same(path / Path(name).name, output.get("sha256"))
+        same = has_sha256(path / Path(name).name, output.get("sha256"))
         result.add(name, same, "matches the manifest" if same else "differs from the manifest")
     inputs_ok = True
     for record in manifest.get("inputs", []):
         file = Path(str(record.get("path")))
         if inputs_dir is not None:
             file = Path(inputs_dir) / file.name
-        same = _same(file, record.get("sha256"))
+        same = has_sha256(file, record.get("sha256"))
         inputs_ok &= same
         result.add(
             f"input {file.name}",
@@ -99,7 +92,7 @@ def _rebuild(
         result.reran = True
         for output in outputs:
             name = Path(str(output.get("path"))).name
-            same = _same(scratch / "again" / name, output.get("sha256"))
+            same = has_sha256(scratch / "again" / name, output.get("sha256"))
             result.add(name, same, "built again: identical" if same else "built again: differs")
     except TrdscreenError as exc:
         result.add("re-build", False, f"could not build again: {exc}")

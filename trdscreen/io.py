@@ -584,6 +584,14 @@ def read_config_file(
 # --------------------------------------------------------------------------- hashes
 
 
+def has_sha256(path: Path, sha256: object) -> bool:
+    """Whether `path` is a file whose SHA-256 is `sha256` (False when it cannot be read)."""
+    try:
+        return path.is_file() and sha256_file(path) == sha256
+    except OSError:
+        return False
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
