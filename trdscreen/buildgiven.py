@@ -135,7 +135,10 @@ def attach_given(
     n = len(frame)
     keys, code = subject_keys(treatments)  # every subject of the treatments, in code order
     ids = pd.Index(keys)
-    reference, _, _ = subject_context(ids, subjects, as_of)
+    people = None if subjects is None else pd.Index(subjects["subject_id"].astype(object))
+    if people is not None:  # the subjects with no treatment row after them: screening scores
+        ids = ids.append(people.difference(ids))
+    reference, _, screening_day = subject_context(ids, subjects, as_of)
     scales = rating_scales(assessments, ids)
     first = day_numbers(frame, "start_date")
     end = day_numbers(frame, "end_date")
@@ -165,16 +168,11 @@ def attach_given(
     columns["first_source_line"] = line
     columns["last_source_line"] = line
     screening: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    if subjects is not None and "screening_date" in subjects.columns:
-        # Each subjects row's ratings: the ratings of subjects with no treatment row too.
-        people = pd.Index(subjects["subject_id"].astype(object))
-        ids = ids.append(people.difference(ids))
-        own_reference, _, screening_day = subject_context(people, subjects, as_of)
+    if people is not None and subjects is not None and "screening_date" in subjects.columns:
+        at = ids.get_indexer(people)
         screening = screening_scores(
-            rating_scales(assessments, ids) if len(ids) > len(keys) else scales,
-            ids.get_indexer(people), screening_day, own_reference,
-            windows.screening_within_days,
-        )  # fmt: skip
+            scales, at, screening_day[at], reference[at], windows.screening_within_days
+        )
     counts = {
         "rows": n,
         "given": int(own.sum()),
