@@ -15,7 +15,7 @@ place whole (`outdir.atomic_folder`): a failed build leaves nothing.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from trdscreen.buildrules import BuildRules, parameters
 from trdscreen.buildtables import ints
 from trdscreen.columns import floats
 from trdscreen.errors import InputError
+from trdscreen.formulary import Formulary
 from trdscreen.io import CsvOptions
 from trdscreen.issues import IssueLog, issue_counts
 from trdscreen.manifest import input_record, versions
@@ -155,13 +156,45 @@ def _screening_score(out: pd.DataFrame, column: str, derived: np.ndarray, line: 
         out["hamd_version"] = ints(np.where(use, 17.0, version)).to_numpy()
 
 
+def _built(
+    records: Records, subjects: pd.DataFrame | None, settings: BuildRules,
+    formulary: Formulary, as_of: date | None,
+) -> tuple[dict[str, pd.DataFrame], dict, Built]:  # fmt: skip
+    """Profiles events and omop: the tables built from the records, the manifest's
+    `event_attrition`, and what `build` returned."""
+    built = build(
+        BuildInput(
+            records.events, records.assessments, subjects, records.procedures,
+            records.diagnoses, records.observation_periods, records.drug_codes,
+        ),
+        settings, formulary, as_of,
+    )  # fmt: skip
+    tables = {
+        "treatments": built.treatments,
+        "subjects": with_facts(subjects, built.subject_facts),
+        "course_events": built.course_events,
+        "event_attrition": built.attrition,
+    }
+    if built.procedure_sessions is not None:
+        tables["procedure_sessions"] = built.procedure_sessions
+    steps = zip(built.attrition["step"], built.attrition["count"], strict=True)
+    return tables, {"event_attrition": {str(s): int(c) for s, c in steps}}, built
+
+
 def _given(
-    records: Records, subjects: pd.DataFrame | None, settings: BuildRules, as_of: date | None
-) -> tuple[dict[str, pd.DataFrame], dict]:
-    """`--profile courses`: the treatments with the assessments' ratings on the rows that
-    give none, the subjects with the screening scores they leave empty (`buildgiven`);
-    and the manifest's `scores` counts."""
-    given = attach_given(records.events, records.assessments, subjects, settings.ratings, as_of)
+    records: Records, subjects: pd.DataFrame | None, settings: BuildRules,
+    formulary: Formulary, plain: Formulary, as_of: date | None,
+) -> tuple[dict[str, pd.DataFrame], dict]:  # fmt: skip
+    """`--profile courses`: the treatments (the map's drug aliases written as generics,
+    `formulary` against `plain`) with the assessments' ratings on the rows that give
+    none, the subjects with the screening scores they leave empty (`buildgiven`); and
+    the manifest's `scores` counts."""
+    refuse_written(records.events)
+    named = Table(
+        records.events.source, site_drugs(records.events.frame, formulary, plain),
+        records.events.unusable,
+    )  # fmt: skip
+    given = attach_given(named, records.assessments, subjects, settings.ratings, as_of)
     tables = {"treatments": given.treatments}
     counts = dict(given.counts)
     if subjects is not None:
@@ -235,38 +268,11 @@ def run_build(request: BuildRequest, command: tuple[str, ...] = ()) -> BuildResu
     issues = pd.concat([records.issues, log.frame()], ignore_index=True)
     _refuse_invalid(issues)
     settings = rules.build_rules()
+    built: Built | None = None
     if records.profile == "courses":
-        refuse_written(records.events)
-        named = site_drugs(records.events.frame, formulary, plain)
-        treatments = Table(records.events.source, named, records.events.unusable)
-        tables, summary = _given(
-            replace(records, events=treatments), subjects, settings, request.as_of
-        )
-        built = None
+        tables, summary = _given(records, subjects, settings, formulary, plain, request.as_of)
     else:
-        built = build(
-            BuildInput(
-                records.events, records.assessments, subjects, records.procedures,
-                records.diagnoses, records.observation_periods, records.drug_codes,
-            ),
-            settings, formulary, request.as_of,
-        )  # fmt: skip
-        tables = {
-            "treatments": built.treatments,
-            "subjects": with_facts(subjects, built.subject_facts),
-            "course_events": built.course_events,
-            "event_attrition": built.attrition,
-        }
-        if built.procedure_sessions is not None:
-            tables["procedure_sessions"] = built.procedure_sessions
-        summary = {
-            "event_attrition": {
-                str(step): int(count)
-                for step, count in zip(
-                    built.attrition["step"], built.attrition["count"], strict=True
-                )
-            }
-        }
+        tables, summary, built = _built(records, subjects, settings, formulary, request.as_of)
     inputs = [input_record(source) for source in records.inputs()]
     if subjects_record is not None:
         inputs.append(subjects_record)
