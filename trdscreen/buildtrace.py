@@ -11,7 +11,6 @@ never events of another build.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from trdscreen.buildtables import RATING_COLUMNS
 from trdscreen.io import has_sha256
 from trdscreen.printable import printable
 from trdscreen.runs import RunFolder, records
+from trdscreen.sources import build_manifest
 
 EVENT_FIELDS = (
     "source_line", "drug", "event_date", "status", "days", "duration_source",
@@ -82,11 +82,8 @@ def build_trace(run: RunFolder, subject_id: str, rows: Sequence[int] = ()) -> Bu
         return None
     treatments = Path(record["resolved_path"])
     folder = treatments.parent
-    try:
-        built = json.loads((folder / "manifest.json").read_text("utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(built, dict) or built.get("kind") != "build":
+    built = build_manifest(folder)
+    if built is None:
         return None
     names = {i.get("role"): Path(i["path"]).name for i in built.get("inputs", []) if "path" in i}
     ratings = names.get("assessments", "assessments")

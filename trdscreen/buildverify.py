@@ -9,7 +9,6 @@ each table must come out byte for byte the same.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from pathlib import Path
 
 from trdscreen.errors import RunFolderError, TrdscreenError
 from trdscreen.io import has_sha256
-from trdscreen.outdir import MANIFEST_FILE
+from trdscreen.sources import build_manifest
 from trdscreen.verify import Verification
 
 
@@ -30,15 +29,6 @@ class BuildFolder:
     @property
     def run_id(self) -> str:
         return "build"
-
-
-def build_manifest(path: Path) -> dict | None:
-    """The manifest of a build folder, None when `path` is not one."""
-    try:
-        data = json.loads((Path(path) / MANIFEST_FILE).read_text("utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
-        return None
-    return data if isinstance(data, dict) and data.get("kind") == "build" else None
 
 
 def verify_build(path: Path, inputs_dir: Path | None = None, rerun: bool = True) -> Verification:

@@ -57,7 +57,8 @@ def verify(
     not); a folder `trdscreen build` wrote is checked and built again."""
 
     def body() -> None:
-        from trdscreen.buildverify import build_manifest, verify_build
+        from trdscreen.buildverify import verify_build
+        from trdscreen.sources import build_manifest
         from trdscreen.verify import Verification, verify_run
 
         verification: Verification

@@ -40,8 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from trdscreen.errors import Interrupted, OutputExistsError, OutputWriteError
+from trdscreen.sources import MANIFEST_FILE
 
-MANIFEST_FILE = "manifest.json"
 DRAFT_TAG = "trdscreen"
 MAX_MANIFEST_BYTES = 64 << 20
 """No manifest trdscreen writes is larger; a larger one is not read."""

@@ -26,7 +26,6 @@ which. Implausible events are set aside by the builder, with a reason.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +41,7 @@ from trdscreen.io import DEFAULT_CSV, CsvOptions, SourceTable, open_source
 from trdscreen.issues import IssueLog
 from trdscreen.schemas import TREATMENT_COLUMNS, ColumnSpec, check_values
 from trdscreen.sitemap import ColumnMap
-from trdscreen.sources import one_of, unread_tables
+from trdscreen.sources import build_manifest, one_of, unread_tables
 
 EVENT_TYPES = ("prescribed", "dispensed", "administered", "stated")
 INSTRUMENTS = ("hamd17", "hamd21", "hamd24", "madrs", "phq9")
@@ -250,14 +249,6 @@ COURSES_TABLES = ("treatments", "assessments", "subjects")
 """The tables `build --profile courses` reads (`buildgiven`)."""
 
 
-def _built(folder: Path) -> bool:
-    try:
-        manifest = json.loads((folder / "manifest.json").read_text("utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
-        return False
-    return isinstance(manifest, dict) and manifest.get("kind") == "build"
-
-
 def read_courses(
     folder: Path, site: ColumnMap | None = None, options: CsvOptions = DEFAULT_CSV
 ) -> Records:
@@ -268,7 +259,7 @@ def read_courses(
         folder, COURSES_TABLES, "--profile courses reads a courses export (treatments, "
         "assessments, optional subjects) there",
     )  # fmt: skip
-    if _built(folder):
+    if build_manifest(folder) is not None:
         raise InputError(f"{folder}: a folder `trdscreen build` wrote; screen it as it is")
     log = IssueLog()
     path = found["treatments"]

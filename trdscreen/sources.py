@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import json
 import re
 import shutil
 import sys
@@ -226,6 +227,19 @@ def find_inputs(path: Path, subjects: Path | None) -> tuple[Path, Path | None]:
 
 
 INPUT_SUFFIXES = (".csv", ".parquet", ".pq", ".csv.gz", ".csv.zst", ".csv.bz2")
+
+MANIFEST_FILE = "manifest.json"
+"""What every run and build folder holds about itself (`outdir` writes it)."""
+
+
+def build_manifest(folder: Path) -> dict | None:
+    """The manifest of a folder `trdscreen build` wrote, None when `folder` is not one."""
+    try:
+        data = json.loads((Path(folder) / MANIFEST_FILE).read_text("utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    return data if isinstance(data, dict) and data.get("kind") == "build" else None
+
 
 BUILD_TRAIL = ("course_events", "event_attrition", "procedure_sessions")
 """Tables `trdscreen build` writes beside the treatments and subjects it built: its
