@@ -120,7 +120,7 @@ def assess_courses(
     # runs to the reference date by the input contract, but its stop reason does not say
     # it was still taken (an end left out of the export reads the same), so nothing is
     # inferred from the days it is assumed to run.
-    stated = np.where(ongoing & ~stop_reason.isin(("ongoing",)), np.nan, last_day)
+    stated = np.where(ongoing & ~stop_reason.eq("ongoing"), np.nan, last_day)
     role = infer_roles(
         courses, role, lookup, modality, drug_modality & in_view, codes, first_day, stated,
         rules, why,
