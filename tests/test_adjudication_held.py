@@ -258,3 +258,123 @@ def test_an_override_of_an_exclusion_is_held_when_another_criterion_fails(tmp_pa
         "it is now excluded (unknown: none; not met: EX-BIPOLAR;HAMD-SCREEN)"
         in rows.loc["P1", "adjudication_reason"]
     )
+
+
+# ------------------------------------------------------- the fact the reviewer resolved
+# Under sforzini-2021 (two failed adequate trials of distinct drugs, under 25 %
+# improvement, at or above the minimum dose): sertraline 100 mg/day for 8 weeks, HAM-D
+# 24 to 22 (8 %), is one failed adequate trial. Escitalopram for 8 weeks, 22 to 20 (9 %),
+# with no dose: adequate or not is unknown, so TRD-MIN is unknown (one or two failures)
+# and the subject needs review, to resolve "escitalopram's daily_dose_mg missing".
+SERTRALINE = {
+    "drug": "sertraline",
+    "daily_dose_mg": 100,
+    "start_date": "2023-02-01",
+    "end_date": "2023-03-28",
+    "adherence": 0.9,
+    "hamd_start": 24,
+    "hamd_end": 22,
+}
+ESCITALOPRAM = {
+    "drug": "escitalopram",
+    "daily_dose_mg": "",
+    "start_date": "2023-04-10",
+    "end_date": "2023-06-04",
+    "adherence": 0.9,
+    "hamd_start": 22,
+    "hamd_end": 20,
+}
+# Mirtazapine 30 mg/day (at the minimum) for 8 weeks, no ratings: outcome unknown.
+MIRTAZAPINE = {"drug": "mirtazapine", "daily_dose_mg": 30, "start_date": "2023-07-01",
+               "end_date": "2023-08-26", "adherence": 0.9}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def dose_review(tmp_path_factory) -> tuple[Path, Path]:
+    """The first export (Q1, Q2: sertraline, then escitalopram without a dose), its
+    worklist written by the CLI, and the reviewer's eligible for both ("chart:
+    escitalopram 20 mg/day throughout")."""
+    tmp = tmp_path_factory.mktemp("facts")
+    rows = [{"subject_id": s, **c} for s in ("Q1", "Q2") for c in (SERTRALINE, ESCITALOPRAM)]
+    first = write_cohort(tmp / "first", rows, [{"subject_id": "Q1"}, {"subject_id": "Q2"}])
+    run = tmp / "run"
+    assert CliRunner().invoke(app, ["screen", str(first), "--out", str(run), "-q"]).exit_code == 0
+    worklist = tmp / "review.csv"
+    assert CliRunner().invoke(app, ["worklist", str(run), "--out", str(worklist)]).exit_code == 0
+    table = pd.read_csv(worklist, dtype=str, keep_default_na=False).set_index("subject_id")
+    # The question: TRD-MIN unknown, escitalopram's dose to look up, named by line, drug
+    # and start (header = line 1: Q1's escitalopram is line 3, Q2's line 5).
+    assert table["unknown_criteria"].tolist() == ["TRD-MIN", "TRD-MIN"]
+    assert table.loc["Q1", "to_resolve"] == (
+        "treatments.csv line 3 (escitalopram from 2023-04-10): daily_dose_mg missing"
+    )
+    table[["decision", "reason", "reviewer", "date"]] = [
+        "eligible", "chart: escitalopram 20 mg/day throughout", "Dr. A", "2024-06-20"
+    ]  # fmt: skip
+    table.reset_index().to_csv(worklist, index=False)
+    return tmp, worklist
+
+
+def second_export(folder: Path) -> Path:
+    """Q0 comes first now (two lines), so every line of Q1 and Q2 moved. Q1's
+    escitalopram is exported at 5 mg/day (under the 10 mg minimum: not adequate, so not a
+    failure), and mirtazapine follows it without ratings. Q2's courses are as they were."""
+    rows = [
+        {"subject_id": "Q0", **SERTRALINE},
+        {"subject_id": "Q1", **SERTRALINE},
+        {"subject_id": "Q1", **ESCITALOPRAM, "daily_dose_mg": 5},
+        {"subject_id": "Q1", **MIRTAZAPINE},
+        {"subject_id": "Q2", **SERTRALINE},
+        {"subject_id": "Q2", **ESCITALOPRAM},
+    ]
+    return write_cohort(folder, rows, [{"subject_id": s} for s in ("Q0", "Q1", "Q2")])
+
+
+def test_an_eligible_is_held_when_the_fact_it_resolved_is_no_longer_the_question(dose_review):
+    # Q1 in the second export: one failed adequate trial (sertraline) is known,
+    # escitalopram is not adequate (5 mg), mirtazapine's outcome is unknown: TRD-MIN is
+    # still unknown and the decision still needs_review, so comparing decision and
+    # criteria alone (0.8.9) kept the reviewer's eligible, an enrolment resting on a
+    # dose the export now contradicts with one failed trial established. The fact to
+    # resolve is another course's now: the answer is held.
+    tmp, worklist = dose_review
+    rows = decisions(second_export(tmp / "second"), worklist)
+    row = rows.loc["Q1"]
+    assert (row["decision"], row["unknown_criteria"]) == ("needs_review", "TRD-MIN")
+    assert row["final_decision"] == "needs_review"
+    assert row["adjudication_reason"] == (
+        "held for review: eligible was decided when the computed decision was needs_review "
+        "(unknown: TRD-MIN; not met: none; to resolve: treatments.csv line 3 (escitalopram "
+        "from 2023-04-10): daily_dose_mg missing); it is now needs_review (unknown: TRD-MIN; "
+        "not met: none; to resolve: treatments.csv line 5 (mirtazapine from 2023-07-01): "
+        "hamd_start and hamd_end (or improvement, or a stop reason the rule set reads) "
+        "missing). Reviewer's reason: chart: escitalopram 20 mg/day throughout"
+    )
+
+
+def test_the_same_fact_on_another_line_keeps_the_answer(dose_review):
+    # Q2's courses are unchanged; only their lines moved (escitalopram 5 -> 7). The
+    # reviewer's answer is about the same course and the same missing dose: it stands.
+    tmp, worklist = dose_review
+    rows = decisions(second_export(tmp / "second-q2"), worklist)
+    row = rows.loc["Q2"]
+    assert row["to_resolve"].startswith("treatments.csv line 7 (escitalopram from 2023-04-10)")
+    assert (row["decision"], row["final_decision"]) == ("needs_review", "eligible")
+    assert row["adjudication_reason"] == "chart: escitalopram 20 mg/day throughout"
+
+
+def test_a_fact_recorded_before_courses_were_named_is_compared_with_its_line(dose_review):
+    # A worklist of 0.8.9 wrote "treatments.csv line 5: daily_dose_mg missing": no drug
+    # or start, so the line is all that says which course. Same line and fact: stands;
+    # the line moved (another course may be on line 5 now): held.
+    tmp, worklist = dose_review
+    old = pd.read_csv(worklist, dtype=str, keep_default_na=False)
+    old["to_resolve"] = old["to_resolve"].str.replace(r" \(escitalopram from [0-9-]+\)", "",
+                                                      regex=True)  # fmt: skip
+    assert old.loc[1, "to_resolve"] == "treatments.csv line 5: daily_dose_mg missing"
+    path = tmp / "old.csv"
+    old.to_csv(path, index=False)
+    same = decisions(tmp / "first", path)
+    assert same.loc["Q2", "final_decision"] == "eligible"
+    moved = decisions(second_export(tmp / "second-old"), path)
+    assert moved.loc["Q2", "final_decision"] == "needs_review"

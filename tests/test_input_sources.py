@@ -34,9 +34,10 @@ def plain(tmp_path_factory) -> Path:
 
 
 def same_decisions(run: Path, plain: Path) -> None:
-    # to_resolve names the input as given: `treatments.csv.gz line 23`, `stdin line 23`.
+    # to_resolve names the input as given: `treatments.csv.gz line 23 (olanzapine from
+    # 2023-06-05):`, `stdin line 23 (...):`.
     def unnamed(text: str) -> str:
-        return re.sub(r'"[^",]* (line|row) (\d+):', r'"FILE \1 \2:', text)
+        return re.sub(r'"[^",]* (line|row) (\d+)( \([^)]*\))?:', r'"FILE \1 \2\3:', text)
 
     for name in DECIDING:
         assert unnamed((run / name).read_text()) == unnamed((plain / name).read_text()), name

@@ -231,7 +231,7 @@ def test_the_worklist_names_what_would_resolve_each_subject(runs):
     words = page(runs["sample"]).words()
     section = words.split("Needs-review worklist", 2)[2].split("Adjudicated decisions")[0]
     assert "S018 cannot decide: TRD-MIN" in section
-    assert "treatments.csv line 37: drug 'Setraline' unknown" in section
+    assert "treatments.csv line 37 (Setraline from 2023-09-01): drug 'Setraline' unknown" in section
     decisions = pd.read_csv(runs["sample"] / "decisions.csv", keep_default_na=False)
     assert section.count("cannot decide:") == (decisions["decision"] == "needs_review").sum()
 

@@ -1,5 +1,6 @@
 """`to_resolve` (issue 21): each needs_review subject names the fact to look up first,
-where it is in the export. The expected facts below are read off the hand-worked table
+where it is in the export (file and line, and the course's drug, its generic where
+the formulary knows it, and its start, read off the line). The expected facts below are read off the hand-worked table
 in sample_data/README.md (the "why" column), not copied from the program's output."""
 
 from __future__ import annotations
@@ -11,13 +12,19 @@ from tests.conftest import SAMPLE, run_cohort, write_cohort
 
 EXPECTED = {
     # F2 + "Zyprexa" (olanzapine) add-on: no source gives an add-on minimum dose.
-    "S011": "treatments.csv line 23: no minimum dose of olanzapine in the formulary",
+    "S011": (
+        "treatments.csv line 23 (olanzapine from 2023-06-05): "
+        "no minimum dose of olanzapine in the formulary"
+    ),
     # F1 + escitalopram with no scores: outcome unknown.
-    "S014": "treatments.csv line 29: hamd_start and hamd_end",
+    "S014": "treatments.csv line 29 (escitalopram from 2023-04-10): hamd_start and hamd_end",
     # "Setraline": not in the formulary; the closest name is sertraline.
-    "S018": "treatments.csv line 37: drug 'Setraline' unknown (closest: sertraline",
+    "S018": (
+        "treatments.csv line 37 (Setraline from 2023-09-01): "
+        "drug 'Setraline' unknown (closest: sertraline"
+    ),
     # escitalopram with the dose missing.
-    "S029": "treatments.csv line 57: daily_dose_mg missing",
+    "S029": "treatments.csv line 57 (escitalopram from 2023-04-10): daily_dose_mg missing",
     # HAM-D17 at screening is missing.
     "S031": "subjects: hamd_screening missing",
     # bipolar status is missing (the MDD diagnosis does not stand in for it).
@@ -27,15 +34,24 @@ EXPECTED = {
     # courses but no row in subjects.csv.
     "S038": "subjects: no row for this subject in the subjects table",
     # venlafaxine's baseline was rated long before the episode onset.
-    "S042": "treatments.csv line 80: baseline rating before the current episode",
+    "S042": (
+        "treatments.csv line 80 (venlafaxine from 2020-01-01): "
+        "baseline rating before the current episode"
+    ),
     # duloxetine stopped for intolerance with no end date.
-    "S043": "treatments.csv line 83: end_date missing",
+    "S043": "treatments.csv line 83 (duloxetine from 2023-05-01): end_date missing",
     # escitalopram 12 to 11: a baseline below 14.
-    "S047": "treatments.csv line 91: baseline rating below the rule set's minimum",
+    "S047": (
+        "treatments.csv line 91 (escitalopram from 2023-04-10): "
+        "baseline rating below the rule set's minimum"
+    ),
     # the screening HAM-D is a HAM-D24 total: HAMD-SCREEN compares HAM-D17 only.
     "S064": "subjects: hamd_screening given but not comparable by HAMD-SCREEN",
     # escitalopram rated on HAM-D24: not compared with HAM-D17 thresholds.
-    "S066": "treatments.csv line 135: HAM-D rated on a version the rule set does not compare",
+    "S066": (
+        "treatments.csv line 135 (escitalopram from 2023-04-10): "
+        "HAM-D rated on a version the rule set does not compare"
+    ),
 }
 
 
@@ -89,7 +105,8 @@ def test_more_unknown_courses_are_counted_and_the_first_is_named(tmp_path):
     assert decisions.loc["P1", "decision"] == "needs_review"
     # escitalopram (line 3) started first: it is named; sertraline (line 2) is counted.
     assert decisions.loc["P1", "to_resolve"] == (
-        "treatments.csv line 3: adherence missing (and 1 more unknown course)"
+        "treatments.csv line 3 (escitalopram from 2023-02-01): adherence missing "
+        "(and 1 more unknown course)"
     )
 
 
@@ -213,8 +230,8 @@ def test_a_value_hidden_by_as_of_is_named_as_such_not_as_missing(tmp_path):
         "E": "subjects: episode_start is after the --as-of date (the episode began later)",
         "F": "subjects: hamd_screening missing",
         # G is the seventh subject of two courses each: rows 13 and 14, lines 14 and 15
-        "G": "treatments.csv line 15: still running on the --as-of date: its end rating, stop "
-        "reason and sessions are not known then",
+        "G": "treatments.csv line 15 (sertraline from 2024-04-01): still running on the "
+        "--as-of date: its end rating, stop reason and sessions are not known then",
     }
     from tests.conftest import preset_data, write_rules
 

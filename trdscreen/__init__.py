@@ -5,4 +5,4 @@ The pure screening stages live in `trdscreen.pipeline` and the modules it
 calls; they do no I/O and never print.
 """
 
-__version__ = "0.8.9"
+__version__ = "0.9.0"

@@ -10,6 +10,7 @@ reported with its file and line, nothing is dropped.
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
@@ -27,9 +28,9 @@ from trdscreen.printable import printable, unmarked
 
 FINAL_DECISIONS = ("eligible", "excluded", "needs_review")
 REQUIRED = ("subject_id", "decision", "reason", "reviewer", "date")
-QUESTION = ("computed_decision", "unknown_criteria", "failed_criteria")
-"""What the reviewer was asked (a worklist writes both): an `eligible` whose question has
-changed since is held (`_held`)."""
+QUESTION = ("computed_decision", "unknown_criteria", "failed_criteria", "to_resolve")
+"""What the reviewer was asked (a worklist writes all four): an `eligible` whose question
+has changed since is held (`_held`)."""
 OPTIONAL = ("criterion", *QUESTION)
 ADJUDICATION_COLUMNS = (
     "final_decision",
@@ -161,6 +162,7 @@ def _question(row: dict[str, str], header: list[str]) -> dict[str, str | None]:
         "computed_decision": computed,
         "unknown_criteria": row.get("unknown_criteria"),
         "failed_criteria": row.get("failed_criteria"),
+        "to_resolve": row.get("to_resolve") or None,  # empty: not recorded
     }
 
 
@@ -279,27 +281,68 @@ def _held(
     """(row, why) of each reviewer's `eligible` among `candidates` (computed decision not
     eligible) whose question has changed since the review: the computed decision differs
     from the one recorded with it, or a criterion is unknown, or not met, now that was
-    not then. The reviewer answered another question; the subject goes back to review.
+    not then, or the subject still needs review for another fact than the recorded
+    `to_resolve` (`same_fact`: a criterion can stay unknown for another course). The reviewer answered another question; the subject goes back to review.
     Adjudications that record no question (a hand-written file without the QUESTION
     columns) stand as written. Few rows: the adjudicated ones only."""
     computed = out["decision"].astype("str").to_numpy(dtype=object)
     asked = rows["computed_decision"].fillna("").to_numpy(dtype=object)
     now = {c: out[c].fillna("").astype("str").to_numpy(dtype=object) for c in CRITERIA_LISTS}
     then = {c: rows[c].to_numpy(dtype=object) for c in CRITERIA_LISTS}
+    fact_now = out["to_resolve"].fillna("").astype("str").to_numpy(dtype=object)
+    fact_then = rows["to_resolve"].to_numpy(dtype=object)
     for at in np.flatnonzero(candidates).tolist():
         recorded = {c: None if pd.isna(then[c][at]) else str(then[c][at]) for c in then}
         grown = any(
             text is not None and not _criteria(now[c][at]) <= _criteria(text)
             for c, text in recorded.items()
         )
-        if (asked[at] and asked[at] != computed[at]) or grown:
+        fact = None if pd.isna(fact_then[at]) else str(fact_then[at])
+        moved = (
+            fact is not None
+            and computed[at] == "needs_review"
+            and not same_fact(fact, fact_now[at])
+        )
+        if (asked[at] and asked[at] != computed[at]) or grown or moved:
             was = "; ".join(f"{CRITERIA_LISTS[c]}: {_named(recorded[c])}" for c in then)
             is_ = "; ".join(f"{CRITERIA_LISTS[c]}: {_named(now[c][at])}" for c in now)
+            if moved:
+                was += f"; to resolve: {fact}"
+                is_ += f"; to resolve: {fact_now[at]}"
             yield (
                 at,
                 "held for review: eligible was decided when the computed decision was "
                 f"{asked[at] or 'not recorded'} ({was}); it is now {computed[at]} ({is_})",
             )
+
+
+COURSE_FACT = re.compile(
+    r"^(?P<file>.*?) (?P<unit>line|row) (?P<line>\d+) (?P<course>\(.* from \d{4}-\d{2}-\d{2}\)): "
+)
+"""A course's fact in `to_resolve` (`toresolve._facts`): file, line (a Parquet file's
+row), then the course by drug and start: "treatments.csv line 57 (sertraline from
+2023-04-10): daily_dose_mg missing"."""
+
+
+def same_fact(then: str, now: str) -> bool:
+    """Whether the fact to resolve a reviewer was shown (`then`) is the one a run shows
+    now. A course's fact is the same course and the same fact wherever its line moved (a
+    later export with rows added before it); the same line is not enough, since another
+    course may have taken it. A fact recorded without the course's drug and start (a
+    worklist before 0.9.0) is compared with its line, as it was written."""
+    then, now = then.strip(), now.strip()
+    if COURSE_FACT.match(then):
+        return COURSE_FACT.sub(_without_line, then) == COURSE_FACT.sub(_without_line, now)
+    return then == COURSE_FACT.sub(_as_before, now)
+
+
+def _without_line(match: re.Match[str]) -> str:
+    return f"{match['file']} {match['unit']} {match['course']}: "
+
+
+def _as_before(match: re.Match[str]) -> str:
+    """A course's fact as worklists before 0.9.0 wrote it: file and line, no course."""
+    return f"{match['file']} {match['unit']} {match['line']}: "
 
 
 CRITERIA_LISTS = {"unknown_criteria": "unknown", "failed_criteria": "not met"}

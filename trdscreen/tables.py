@@ -29,7 +29,10 @@ _DECISIONS = {
     "failed_criteria": "every criterion not met (;-separated ids)",
     "unknown_criteria": "every criterion that could not be decided",
     "to_resolve": "needs_review only: the fact to look up first, where it is in the export "
-    "(e.g. `treatments line 12: adherence missing`, `subjects: episode_start missing`); "
+    "(e.g. `treatments.csv line 12 (sertraline from 2023-02-01): adherence missing`: "
+    "file, line or a Parquet file's row, the course's drug (its generic where the "
+    "formulary knows it, else as exported) and its start; `subjects: episode_start "
+    "missing`); "
     "for a subject a reviewer put in review, or whose reviewer's eligible was held, a "
     "pointer to adjudication_reason",
     "near_miss_criteria": "criteria not met within their near_miss_within",

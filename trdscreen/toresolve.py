@@ -3,8 +3,9 @@
 A subject needs review when a protocol criterion cannot be decided. The fact behind
 the first such criterion (in protocol order) is named where it lives in the export:
 a subject column ("subjects: episode_start missing") or the first course whose
-adequacy or failure is unknown ("treatments.csv line 12: adherence missing"; a Parquet
-file's row number), with how
+adequacy or failure is unknown, by line (a Parquet file's row number), drug (its
+generic where known) and start
+("treatments.csv line 12 (sertraline from 2023-02-01): adherence missing"), with how
 many more unknown courses there are. Settling it may decide the subject or move it
 to the next fact; it never says what the decision would be.
 """
@@ -245,7 +246,7 @@ def _course_facts(
     )
 
 
-FACT_COLUMNS = ("reasons", "drug", "drug_generic", "source_line", "source_file")
+FACT_COLUMNS = ("reasons", "drug", "drug_generic", "start_date", "source_line", "source_file")
 """The courses columns a course's fact is made from (`_facts`)."""
 
 
@@ -283,7 +284,15 @@ def _facts(rows: pd.DataFrame, formulary: Formulary) -> np.ndarray:
     files = rows["source_file"].astype("str").to_numpy()
     text_file = pd.Series(files).str.contains(TEXT_FILE, regex=True).to_numpy()
     unit = np.where(text_file, " line ", " row ")  # a Parquet file's rows have no lines
-    facts = (files.astype(str) + unit + lines + ": " + text.astype(str)).astype(object)
+    # The course by drug and start as well as by line: a reviewer reads which course it
+    # is, and an adjudication compares the fact across exports whose lines moved. The
+    # drug by its generic where the formulary knows it (an export's brand or spelling is
+    # the same course), else as exported.
+    started = np.datetime_as_string(rows["start_date"].to_numpy(dtype="datetime64[D]"))
+    generic = rows["drug_generic"].astype("str").fillna("").to_numpy().astype(str)
+    drug = np.where(generic != "", generic, rows["drug"].astype("str").to_numpy().astype(str))
+    course = " (" + drug + " from " + started + ")"
+    facts = (files.astype(str) + unit + lines + course + ": " + text.astype(str)).astype(object)
     for index, code in enumerate(codes):
         if code in SUBJECT_FACT_OF_COURSE:
             facts[which == index] = SUBJECT_FACT_OF_COURSE[code]
