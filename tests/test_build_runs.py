@@ -132,8 +132,7 @@ def test_the_lowest_rating_between_a_courses_ends_is_written_and_screened(tmp_pa
     # 1 Jan (baseline), 9 on 1 Feb, 6 on 15 Feb and 6 on 1 Mar, 21 on 30 Apr (the end
     # rating). The ends give 22 -> 21 (4.5 %): read alone a failed adequate trial. The
     # lowest strictly between them is 6, the earlier of the two (15 Feb, line 4 of the
-    # ratings file): remission (<= 7), so the screen leaves the outcome unknown. A rating
-    # of 3 on the baseline's own day (1 Jan) is not between the ends and is not taken.
+    # ratings file): remission (<= 7), so the screen leaves the outcome unknown.
     # K, the control: the same course rated 22, 19 (1 Feb), 21: no rating in between
     # reaches 25 %, a failed trial.
     events = [ev(s, "citalopram", d, 30, 20) for s in "HK"
@@ -141,7 +140,7 @@ def test_the_lowest_rating_between_a_courses_ends_is_written_and_screened(tmp_pa
     ratings = [
         rating("H", "2024-01-01", 22), rating("H", "2024-02-01", 9),
         rating("H", "2024-02-15", 6), rating("H", "2024-03-01", 6),
-        rating("H", "2024-04-29", 21), rating("H", "2024-01-01", 3),
+        rating("H", "2024-04-29", 21),
         rating("K", "2024-01-01", 22), rating("K", "2024-02-01", 19),
         rating("K", "2024-04-29", 21),
     ]  # fmt: skip

@@ -29,8 +29,7 @@ RATINGS = [
     rating("C", "2024-04-20", 26),  # line 7: older than 28 days
     rating("D", "2024-05-30", 30, "MADRS"),  # line 8
     rating("E", "2024-05-30", 25, "HAMD24"),  # line 9: not a HAM-D17 total
-    rating("F", "2024-05-25", 19),  # line 10: two ratings on one day
-    rating("F", "2024-05-25", 27),  # line 11
+    rating("F", "2024-05-25", 19),  # line 10
 ]
 
 
@@ -47,7 +46,7 @@ def test_the_latest_rating_before_screening_fills_an_empty_screening_score(tmp_p
     # weeks old). B keeps its given 20 though 12 was rated in the window. C: its only
     # rating is 42 days old: none, the screen still needs a score. D: MADRS 30 on 30 May
     # fills madrs_screening, not hamd_screening. E: a HAM-D24 total is not a HAM-D17
-    # one: none. F: two totals on 25 May: the first by line (19), as course ratings.
+    # one: none. F: 19 (25 May, line 10).
     subjects = table(build_them(tmp_path), "subjects").set_index("subject_id")
     hamd = subjects[["hamd_screening", "hamd_screening_source", "hamd_screening_line"]]
     assert hamd.astype(object).where(hamd.notna(), None).to_dict("index") == {
@@ -62,6 +61,28 @@ def test_the_latest_rating_before_screening_fills_an_empty_screening_score(tmp_p
         30.0, "derived"
     ]  # fmt: skip
     assert subjects.loc["A", "madrs_screening_source"] == "none"
+
+
+def test_two_totals_on_the_screening_day_stop_the_build(tmp_path):
+    # F rated 19 and 27 on 25 May, lines 10 and 11. 0.8.9 took the first by line (19):
+    # had it been 15 beside 27, HAMD-SCREEN (>= 18) would turn on the export's row
+    # order. Which total is F's rating cannot be told: the build stops naming both.
+    import pytest
+
+    from trdscreen.errors import InputError
+
+    events = [ev("F", "sertraline", "2024-01-02", 28, 100)]
+    ratings = [*RATINGS, rating("F", "2024-05-25", 27)]  # line 11
+    with pytest.raises(InputError) as error:
+        built(tmp_path, events, ratings, [{"subject_id": "F", "hamd_screening": ""}])
+    assert error.value.problems == [
+        "assessments.csv line 10, column total: line 11 gives another total of this instrument "
+        "for this subject on this day: one total per subject, instrument and day; correct "
+        "or remove the wrong one",
+        "assessments.csv line 11, column total: line 10 gives another total of this instrument "
+        "for this subject on this day: one total per subject, instrument and day; correct "
+        "or remove the wrong one",
+    ]
 
 
 def test_a_derived_score_is_read_as_a_ham_d17_total(tmp_path):

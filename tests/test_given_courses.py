@@ -114,6 +114,13 @@ def _cli(*args: str):
     return CliRunner().invoke(app, list(args), terminal_width=400)
 
 
+def _copy(folder: str, to: Path) -> Path:
+    to.mkdir()
+    for file in (Path(__file__).parents[1] / folder).iterdir():
+        (to / file.name).write_bytes(file.read_bytes())
+    return to
+
+
 @pytest.fixture(scope="module")
 def screened(tmp_path_factory):
     root = tmp_path_factory.mktemp("given")
@@ -348,13 +355,7 @@ def test_a_subject_given_twice_stops_every_build_profile(tmp_path, folder, table
     """A subjects row (an OMOP person) given twice left the build's reference date and
     screening score ambiguous and stopped it with an internal error; now it is an input
     error naming both lines, and nothing is written."""
-    if folder == "given":
-        source = _export(tmp_path / "given")
-    else:
-        source = tmp_path / "records"
-        source.mkdir()
-        for file in (Path(__file__).parents[1] / folder).iterdir():
-            (source / file.name).write_bytes(file.read_bytes())
+    source = _export(tmp_path / "given") if folder == "given" else _copy(folder, tmp_path / "r")
     lines = (source / table).read_text("utf-8").splitlines(keepends=True)
     (source / table).write_text("".join([*lines, lines[1]]), "utf-8")
     extra = ["--map", str(source / "omop-map.yaml")] if table == "person.csv" else []
@@ -389,3 +390,50 @@ def test_an_export_column_the_profile_writes_is_refused_not_replaced(tmp_path, c
     assert result.exit_code == 4, result.output
     assert f"column(s) {column} are written by --profile courses" in result.output + result.stderr
     assert not (tmp_path / "built").exists()
+
+
+@pytest.mark.parametrize("folder", ["given", "examples/records"])
+def test_two_totals_for_one_rating_stop_the_build(tmp_path, folder):
+    """P1's sertraline ends 28 Mar with its end rating the HAM-D17 of 25 Mar (22: 24 to
+    22 is 8 %, a failed trial). A second HAM-D17 of 5 dated 25 Mar (remission, no
+    failure) was not used: the first of the day was taken. Which one is the rating
+    cannot be told from the export, so the build stops naming both lines, for the
+    courses profile and for drug events (R's sertraline ends near 25 Mar too)."""
+    source = _export(tmp_path / "given") if folder == "given" else _copy(folder, tmp_path / "r")
+    subject = "P1" if folder == "given" else "R"
+    lines = (source / "assessments.csv").read_text().splitlines(keepends=True)
+    first = next(i + 1 for i, line in enumerate(lines) if line.startswith(f"{subject},2023-03-25"))
+    (source / "assessments.csv").write_text("".join([*lines, f"{subject},2023-03-25,HAMD17,5\n"]))
+    result = _cli("build", str(source), "--out", str(tmp_path / "built"))
+    assert result.exit_code == 4, result.output
+    text = result.output + result.stderr
+    added = len(lines) + 1
+    assert f"assessments.csv line {first}, column total: line {added} gives another total" in text
+    assert f"assessments.csv line {added}, column total: line {first} gives another total" in text
+    assert not (tmp_path / "built").exists()
+
+
+def test_the_same_total_twice_is_one_rating_and_a_total_above_its_scale_is_an_error(tmp_path):
+    # The 25 Mar HAM-D17 of 22 exported twice: one rating, P1 still eligible (as above).
+    source = _export(tmp_path / "twice")
+    with (source / "assessments.csv").open("a") as out:
+        out.write("P1,2023-03-25,HAMD17,22\n")
+    run = tmp_path / "run"
+    result = _cli("screen", str(source), "--profile", "courses", "--rules", "sforzini-2021",
+                  "--out", str(run), "-q")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    decisions = pd.read_csv(run / "decisions.csv").set_index("subject_id")
+    assert decisions.loc["P1", "decision"] == "eligible"
+    # A HAM-D17 of 60 (the scale's maximum is 52) and a MADRS of 61 (maximum 60) passed
+    # the table's range (0 to 75, the widest scale), and the screen then refused the
+    # built folder at its own row; the build names the assessments line now.
+    bad = _export(tmp_path / "bad")
+    with (bad / "assessments.csv").open("a") as out:
+        out.write("P2,2023-07-01,HAMD17,60\nP2,2023-07-01,MADRS,61\nP2,2023-07-01,PHQ9,27\n")
+    result = _cli("build", str(bad), "--out", str(tmp_path / "built"))
+    assert result.exit_code == 4, result.output
+    text = result.output + result.stderr
+    n = len((bad / "assessments.csv").read_text().splitlines())
+    assert f"line {n - 2}, column total: expected a HAMD17 total from 0 to 52" in text
+    assert f"line {n - 1}, column total: expected a MADRS total from 0 to 60" in text
+    assert f"line {n}," not in text  # a PHQ-9 of 27 is its maximum, not above it

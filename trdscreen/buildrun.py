@@ -214,7 +214,7 @@ def _refuse_invalid(issues: pd.DataFrame) -> None:
         return
     lines = [
         f"{row.file}"
-        + (f" line {int(row.line)}" if pd.notna(row.line) else "")
+        + (f" {_unit(row.file)} {int(row.line)}" if pd.notna(row.line) and row.line > 0 else "")
         + (f", column {row.column}" if isinstance(row.column, str) and row.column else "")
         + f": {row.message}"
         + (f" ({int(row.rows)} rows)" if pd.notna(row.rows) and int(row.rows) > 1 else "")
@@ -223,10 +223,16 @@ def _refuse_invalid(issues: pd.DataFrame) -> None:
     if len(errors) > ISSUES_SHOWN:
         lines.append(f"... and {len(errors) - ISSUES_SHOWN} more")
     raise InputError(
-        f"the records do not pass validation ({len(errors)} problem(s)); nothing was built. "
+        f"the records do not pass validation ({int(errors['rows'].fillna(1).sum())} "
+        "problem(s)); nothing was built. "
         "Fix them or map the site's headers and formats with --map",
         lines,
     )
+
+
+def _unit(file: str) -> str:
+    """What a row of `file` is called: a Parquet file's rows have no lines."""
+    return "row" if Path(file).suffix.lower() in (".parquet", ".pq") else "line"
 
 
 def _read(request: BuildRequest, columns: ColumnMap, options: CsvOptions) -> Records:

@@ -27,6 +27,7 @@ which. Implausible events are set aside by the builder, with a reason.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,7 @@ from trdscreen.convert import coerce
 from trdscreen.errors import InputError
 from trdscreen.io import DEFAULT_CSV, CsvOptions, SourceTable, open_source
 from trdscreen.issues import IssueLog
-from trdscreen.schemas import TREATMENT_COLUMNS, ColumnSpec, check_values
+from trdscreen.schemas import HAMD_MAXIMUM, TREATMENT_COLUMNS, ColumnSpec, check_values
 from trdscreen.sitemap import ColumnMap
 from trdscreen.sources import build_manifest, one_of, unread_tables
 
@@ -138,6 +139,16 @@ class Table:
     frame: pd.DataFrame
     unusable: np.ndarray  # rows whose required cells could not be read (issues say why)
 
+    @cached_property
+    def subject_keys(self) -> tuple[np.ndarray, np.ndarray]:
+        """(the distinct subject keys, an unreadable one as ""; each row's index into
+        them), through Arrow's dictionary encoding: no Python string per row. Made once
+        (a build reads them for the subject index, the ratings' check and lookups)."""
+        column = pa.array(self.frame["subject_id"], pa.string(), from_pandas=True)
+        encoded = pc.dictionary_encode(pc.fill_null(column, ""))
+        names = encoded.dictionary.to_numpy(zero_copy_only=False).astype(object)
+        return names, encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+
 
 @dataclass(frozen=True)
 class Records:
@@ -232,6 +243,8 @@ def read_records(
         else None
         for name in OPTIONAL
     }
+    if optional["assessments"] is not None:
+        check_ratings(optional["assessments"], log)
     return Records(
         events,
         optional["assessments"],
@@ -270,6 +283,8 @@ def read_courses(
         if found["assessments"]
         else None
     )
+    if assessments is not None:
+        check_ratings(assessments, log)
     return Records(
         treatments,
         assessments,
@@ -281,6 +296,71 @@ def read_courses(
     )
 
 
+RATING_MAXIMUM = {
+    **{f"hamd{version}": top for version, top in HAMD_MAXIMUM.items()},
+    "madrs": 60,  # 10 items scored 0-6 (trd-reference D.2 [V])
+    "phq9": 27,  # 9 items scored 0-3
+}
+"""The highest total of each instrument: a total above it is not a rating of it."""
+
+
+def check_ratings(table: Table, log: IssueLog) -> None:
+    """Errors on ratings no course may be judged by: a total above its instrument's
+    maximum (a HAM-D17 of 60; the table's own range is that of the widest scale), and
+    a subject rated on one instrument on one day with two different totals (which is
+    the rating cannot be told, and the first would have been taken: 22 or 5 is a failed
+    trial or a remission). Each names its line and the other's; no message gives a
+    total. The same total twice is one rating, not an error."""
+    frame = table.frame
+    usable = np.ones(len(frame), dtype=bool)
+    usable[table.unusable] = False
+    rows = np.flatnonzero(usable)
+    if not rows.size:
+        return
+    ids = frame["subject_id"]
+    codes, instrument = pd.factorize(frame["instrument"])  # no Python string per row
+    scales = codes[rows]
+    total = frame["total"].to_numpy(dtype=np.float64, na_value=np.nan)[rows]
+    maximum = [RATING_MAXIMUM.get(str(name)) for name in instrument]
+    over = total > np.array([np.inf if m is None else m for m in maximum])[scales]
+    if over.any():
+        expected = np.array([f"expected a {str(name).upper()} total from 0 to {m}"
+                             for name, m in zip(instrument, maximum, strict=True)])  # fmt: skip
+        log.add(table.source, rows[over], "total", "out_of_range", expected[scales[over]], ids)
+    # One key per subject, day and instrument; a hash finds the keys given twice (few),
+    # whose totals are then compared: no sort of a table of millions of ratings.
+    subject = table.subject_keys[1][rows]
+    day = frame["date"].to_numpy(dtype="datetime64[D]").astype(np.int64)[rows]
+    day -= day.min()
+    key = (subject * (int(day.max()) + 1) + day) * len(instrument) + scales
+    twice = np.flatnonzero(pd.Series(key).duplicated(keep=False).to_numpy())
+    if not twice.size:
+        return
+    order = twice[np.lexsort((total[twice], key[twice]))]
+    starts = np.flatnonzero(np.r_[True, key[order][1:] != key[order][:-1]])
+    differ = np.minimum.reduceat(total[order], starts) != np.maximum.reduceat(total[order], starts)
+    if not differ.any():
+        return
+    conflict = np.zeros(len(rows), dtype=bool)
+    conflict[order[np.repeat(differ, np.diff(np.r_[starts, len(order)]))]] = True
+    at = rows[conflict]  # few: each names another line of its subject, day and instrument
+    group = key[conflict]
+    line = table.source.lines[at]
+    order = np.lexsort((line, group))
+    start = np.r_[True, group[order][1:] != group[order][:-1]]
+    head = np.flatnonzero(start)[np.cumsum(start) - 1]  # each sorted row's group's first
+    first, second = line[order][head], line[order][head + 1]  # a conflict has two rows
+    other = np.empty_like(line)
+    other[order] = np.where(line[order] == first, second, first)
+    unit = "row " if table.source.fmt == "parquet" else "line "
+    message = (
+        unit + other.astype(str) + " gives another total of this instrument for this "
+        "subject on this day: one total per subject, instrument and day; correct or remove "
+        "the wrong one"
+    )
+    log.add(table.source, at, "total", "conflicting_rating", message, ids)
+
+
 def check_unique_subjects(
     source: SourceTable, ids: pd.Series, log: IssueLog, column: str = "subject_id"
 ) -> None:
@@ -290,12 +370,8 @@ def check_unique_subjects(
 
 
 def subject_keys(table: Table) -> tuple[np.ndarray, np.ndarray]:
-    """(the distinct subject keys of a table, an unreadable one as ""; each row's index
-    into them), through Arrow's dictionary encoding: no Python string per row."""
-    column = pa.array(table.frame["subject_id"], pa.string(), from_pandas=True)
-    encoded = pc.dictionary_encode(pc.fill_null(column, ""))
-    names = encoded.dictionary.to_numpy(zero_copy_only=False).astype(object)
-    return names, encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    """A table's `Table.subject_keys`."""
+    return table.subject_keys
 
 
 def subject_codes(table: Table, ids: pd.Index) -> np.ndarray:

@@ -4,7 +4,8 @@ The synthetic treatment courses are written as a pharmacy system would export
 them: each drug course as fills of 28 days (the last one for the days left;
 an ongoing course filled up to the screening date), each ECT, rTMS or
 esketamine course as its sessions spread over its dates, and its HAM-D totals
-as ratings on its first and last day. Subjects are written as they are. For
+as ratings on its first and last day (one a day: where two fall on one day, the
+first listed). Subjects are written as they are. For
 demos and load tests: what the screen would decide from the built courses is
 close to, not the same as, its decision on the synthetic courses (improvement
 without scores and stop reasons are not records, and are left out).
@@ -122,6 +123,11 @@ def _ratings(treatments, subject, start, end, rows) -> pa.Table:
     day = np.concatenate([p[1] for p in parts])
     total = np.concatenate([p[2] for p in parts])
     order = np.lexsort((day, who))
+    # One rating a subject a day, as a rater records one: where two courses' totals fall
+    # on one day (one ends as the next starts), the first listed (a baseline before an
+    # end rating) is kept, since `build` refuses two different totals of one day.
+    keep = np.r_[True, (who[order][1:] != who[order][:-1]) | (day[order][1:] != day[order][:-1])]
+    order = order[keep]
     return pa.table(
         {
             "subject_id": pa.array(who[order], pa.string()),
