@@ -282,8 +282,8 @@ def _held(
     eligible) whose question has changed since the review: the computed decision differs
     from the one recorded with it, or a criterion is unknown, or not met, now that was
     not then, or the subject still needs review for another fact than the recorded
-    `to_resolve` (`same_fact`: a criterion can stay unknown for another course). The reviewer answered another question; the subject goes back to review.
-    Adjudications that record no question (a hand-written file without the QUESTION
+    `to_resolve` (`same_fact`: a criterion can stay unknown for another course). The
+    reviewer answered another question; the subject goes back to review. Adjudications that record no question (a hand-written file without the QUESTION
     columns) stand as written. Few rows: the adjudicated ones only."""
     computed = out["decision"].astype("str").to_numpy(dtype=object)
     asked = rows["computed_decision"].fillna("").to_numpy(dtype=object)

@@ -95,7 +95,7 @@ from trdscreen.columns import day_numbers, floats
 from trdscreen.drugs import distinct_drugs
 from trdscreen.formulary import Formulary
 from trdscreen.keys import lex_order
-from trdscreen.records import Table, subject_codes, subject_keys
+from trdscreen.records import Table, subject_codes
 from trdscreen.segments import dates, day_key, days, subject_day_keys
 
 
@@ -303,7 +303,7 @@ def _has(frame: pd.DataFrame | None, column: str) -> bool:
 
 def _subject_ids(*tables: Table | None) -> pd.Index:
     """Every subject key of the tables, sorted (an unreadable key as "")."""
-    keys = [subject_keys(t)[0] for t in tables if t is not None]
+    keys = [t.subject_keys[0] for t in tables if t is not None]
     return pd.Index(pd.unique(np.concatenate(keys)).astype(object)).sort_values()
 
 

@@ -51,7 +51,7 @@ from trdscreen.columns import day_numbers, floats
 from trdscreen.drugs import distinct_drugs
 from trdscreen.errors import InputError
 from trdscreen.formulary import Formulary
-from trdscreen.records import Table, subject_keys
+from trdscreen.records import Table
 from trdscreen.segments import dates
 
 OWN_RATINGS = ("hamd_start", "hamd_end", "hamd_lowest", "madrs_start", "madrs_end", "madrs_lowest")
@@ -133,7 +133,7 @@ def attach_given(
     screening scores of the subjects rows (module doc)."""
     frame = treatments.frame
     n = len(frame)
-    keys, code = subject_keys(treatments)  # every subject of the treatments, in code order
+    keys, code = treatments.subject_keys  # every subject of the treatments, in code order
     ids = pd.Index(keys)
     people = None if subjects is None else pd.Index(subjects["subject_id"].astype(object))
     if people is not None:  # the subjects with no treatment row after them: screening scores

@@ -31,7 +31,7 @@ from trdscreen.buildtables import ints
 from trdscreen.columns import floats
 from trdscreen.errors import InputError
 from trdscreen.formulary import Formulary
-from trdscreen.io import CsvOptions
+from trdscreen.io import CsvOptions, row_unit
 from trdscreen.issues import IssueLog, issue_counts
 from trdscreen.manifest import input_record, versions
 from trdscreen.outdir import MANIFEST_FILE, atomic_folder
@@ -214,7 +214,7 @@ def _refuse_invalid(issues: pd.DataFrame) -> None:
         return
     lines = [
         f"{row.file}"
-        + (f" {_unit(row.file)} {int(row.line)}" if pd.notna(row.line) and row.line > 0 else "")
+        + (f" {row_unit(row.file)} {int(row.line)}" if pd.notna(row.line) and row.line > 0 else "")
         + (f", column {row.column}" if isinstance(row.column, str) and row.column else "")
         + f": {row.message}"
         + (f" ({int(row.rows)} rows)" if pd.notna(row.rows) and int(row.rows) > 1 else "")
@@ -228,11 +228,6 @@ def _refuse_invalid(issues: pd.DataFrame) -> None:
         "Fix them or map the site's headers and formats with --map",
         lines,
     )
-
-
-def _unit(file: str) -> str:
-    """What a row of `file` is called: a Parquet file's rows have no lines."""
-    return "row" if Path(file).suffix.lower() in (".parquet", ".pq") else "line"
 
 
 def _read(request: BuildRequest, columns: ColumnMap, options: CsvOptions) -> Records:

@@ -9,6 +9,7 @@ file and line. Typing and validation happen in `trdscreen.convert` and `trdscree
 from __future__ import annotations
 
 import hashlib
+import re
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,6 +43,15 @@ from trdscreen.sniff import refuse_binary, refuse_other_table
 from trdscreen.sources import data_name, display, folder_sha256, locate, parquet_files
 
 DEFAULT_CSV = CsvOptions()  # UTF-8, comma
+TEXT_FILE = r"(?i)\.(?:csv|tsv|txt)(?:\.(?:gz|zst|bz2))?$"
+"""Inputs whose rows have lines (CSV, compressed or piped); Parquet rows are numbered."""
+
+
+def row_unit(file: str) -> str:
+    """What a message calls a row of `file`: "line" in a text file (`TEXT_FILE`), "row"
+    in a Parquet file, whose rows have no lines."""
+    return "line" if re.search(TEXT_FILE, file) else "row"
+
 
 __all__ = [
     "CsvOptions", "InputFile", "LinesNotCounted", "SourceTable", "open_source",

@@ -38,7 +38,7 @@ import pyarrow.compute as pc
 from trdscreen.buildcodes import CODE_SYSTEMS, LISTED
 from trdscreen.convert import coerce
 from trdscreen.errors import InputError
-from trdscreen.io import DEFAULT_CSV, CsvOptions, SourceTable, open_source
+from trdscreen.io import DEFAULT_CSV, CsvOptions, SourceTable, open_source, row_unit
 from trdscreen.issues import IssueLog
 from trdscreen.schemas import HAMD_MAXIMUM, TREATMENT_COLUMNS, ColumnSpec, check_values
 from trdscreen.sitemap import ColumnMap
@@ -321,11 +321,11 @@ def check_ratings(table: Table, log: IssueLog) -> None:
     codes, instrument = pd.factorize(frame["instrument"])  # no Python string per row
     scales = codes[rows]
     total = frame["total"].to_numpy(dtype=np.float64, na_value=np.nan)[rows]
-    maximum = [RATING_MAXIMUM.get(str(name)) for name in instrument]
-    over = total > np.array([np.inf if m is None else m for m in maximum])[scales]
+    maximum = np.array([RATING_MAXIMUM.get(str(name), np.inf) for name in instrument])
+    over = total > maximum[scales]
     if over.any():
-        expected = np.array([f"expected a {str(name).upper()} total from 0 to {m}"
-                             for name, m in zip(instrument, maximum, strict=True)])  # fmt: skip
+        expected = np.array([f"expected a {str(name).upper()} total from 0 to {top:g}"
+                             for name, top in zip(instrument, maximum, strict=True)])  # fmt: skip
         log.add(table.source, rows[over], "total", "out_of_range", expected[scales[over]], ids)
     # One key per subject, day and instrument; a hash finds the keys given twice (few),
     # whose totals are then compared: no sort of a table of millions of ratings.
@@ -352,9 +352,10 @@ def check_ratings(table: Table, log: IssueLog) -> None:
     first, second = line[order][head], line[order][head + 1]  # a conflict has two rows
     other = np.empty_like(line)
     other[order] = np.where(line[order] == first, second, first)
-    unit = "row " if table.source.fmt == "parquet" else "line "
     message = (
-        unit + other.astype(str) + " gives another total of this instrument for this "
+        f"{row_unit(table.source.file)} "
+        + other.astype(str)
+        + " gives another total of this instrument for this "
         "subject on this day: one total per subject, instrument and day; correct or remove "
         "the wrong one"
     )
@@ -369,12 +370,7 @@ def check_unique_subjects(
     log.add_duplicates(source, pd.factorize(ids)[0], ids, column)
 
 
-def subject_keys(table: Table) -> tuple[np.ndarray, np.ndarray]:
-    """A table's `Table.subject_keys`."""
-    return table.subject_keys
-
-
 def subject_codes(table: Table, ids: pd.Index) -> np.ndarray:
     """Each row's subject as its position in `ids` (-1: not there)."""
-    names, rows = subject_keys(table)
+    names, rows = table.subject_keys
     return np.r_[ids.get_indexer(names), -1][rows] if len(rows) else rows

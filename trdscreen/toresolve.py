@@ -22,6 +22,7 @@ from trdscreen.diagnoses import UNCERTAIN_EXCLUSION
 from trdscreen.drugnames import normalize_name
 from trdscreen.formulary import Formulary
 from trdscreen.history import HISTORY_FLAGS
+from trdscreen.io import TEXT_FILE
 from trdscreen.tristate import UNKNOWN
 
 COURSE_FACTS = {
@@ -59,8 +60,6 @@ DERIVED_FACTS = {
     # Unknown only when no diagnosis says bipolar or schizoaffective and the flag is empty.
     "bipolar_or_schizoaffective": "subjects: bipolar missing",
 }
-TEXT_FILE = r"(?i)\.(?:csv|tsv|txt)(?:\.(?:gz|zst|bz2))?$"
-"""Inputs whose rows have lines (CSV, compressed or piped); Parquet rows are numbered."""
 FALLBACK = "see the criteria_ledger and courses for this subject"
 NO_ROW = "subjects: no row for this subject in the subjects table"
 NO_REFERENCE = "subjects: screening_date missing (the reference date)"
